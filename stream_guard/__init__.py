@@ -1,0 +1,3 @@
+"""stream_guard: guards machine-learning models in production on their live Kafka streams."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,42 @@
+"""Encoding alerts with ``schemas/alert.avsc`` (schemaless Avro, optionally Confluent-framed)."""
+
+from __future__ import annotations
+
+import io
+from functools import cache
+from typing import Any
+
+import fastavro
+
+from stream_guard.alerts.model import Alert
+from stream_guard.decoding import CONFLUENT_MAGIC
+from stream_guard.resources import schema_dir
+from stream_guard.schemas import load_schema_file
+
+@cache
+def alert_schema() -> dict[str, Any]:
+    return load_schema_file(schema_dir() / "alert.avsc")
+
+
+def encode_alert(alert: Alert, *, emitted_at: int, schema_id: int | None = None) -> bytes:
+    """Avro bytes of ``alert``; with ``schema_id``, in the Confluent wire format."""
+    stream = io.BytesIO()
+    if schema_id is not None:
+        stream.write(bytes([CONFLUENT_MAGIC]) + schema_id.to_bytes(4, "big"))
+    record = alert.to_record()
+    record["emitted_at"] = emitted_at
+    fastavro.schemaless_writer(stream, alert_schema(), record)
+    return stream.getvalue()
+
+
+def decode_alert(payload: bytes) -> dict[str, Any]:
+    """The alert record of a message from the alerts topic (either framing)."""
+    # A plain alert starts with the length of a non-empty alert_id, never a zero byte.
+    framed = payload[:1] == bytes([CONFLUENT_MAGIC])
+    return _read(io.BytesIO(payload[5:] if framed else payload))
+
+
+def _read(stream: io.BytesIO) -> dict[str, Any]:
+    record = fastavro.schemaless_reader(stream, alert_schema(), None)
+    assert isinstance(record, dict)
+    return record

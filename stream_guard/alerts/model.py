@@ -1,0 +1,76 @@
+"""The alert record, mirroring ``schemas/alert.avsc``."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Severity(str, Enum):
+    INFO = "INFO"
+    WARNING = "WARNING"
+    CRITICAL = "CRITICAL"
+
+
+@dataclass(frozen=True)
+class Example:
+    partition: int
+    offset: int
+    event_id: str | None = None
+    value: str | None = None
+
+
+def stable_id(*parts: object) -> str:
+    """A short hex id that is the same for the same parts, on every worker and replay."""
+    return hashlib.sha1("\x1f".join(map(str, parts)).encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class Alert:
+    model: str
+    kind: str
+    feature: str | None
+    slice: str
+    severity: Severity
+    window_start: int
+    window_end: int
+    count: int
+    total: int
+    observed: str
+    expected: str
+    detector: str
+    message: str
+    examples: tuple[Example, ...] = ()
+    value: float | None = None
+    threshold: float | None = None
+    status: str = "FIRING"
+    emitted_at: int = 0
+    rate: float = field(default=0.0)
+
+    @property
+    def incident_id(self) -> str:
+        return stable_id(self.model, self.kind, self.feature or "", self.slice)
+
+    @property
+    def alert_id(self) -> str:
+        return stable_id(self.model, self.kind, self.feature or "", self.slice, self.window_start, self.status)
+
+    def to_record(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["severity"] = self.severity.value
+        record["alert_id"] = self.alert_id
+        record["incident_id"] = self.incident_id
+        record["examples"] = [asdict(e) for e in self.examples]
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Alert:
+        values = {k: v for k, v in record.items() if k not in ("alert_id", "incident_id")}
+        values["severity"] = Severity(values["severity"])
+        values["examples"] = tuple(Example(**e) for e in values["examples"])
+        for name in ("window_start", "window_end", "emitted_at"):
+            if hasattr(values[name], "timestamp"):
+                values[name] = int(values[name].timestamp() * 1000)
+        return cls(**values)

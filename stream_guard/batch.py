@@ -1,0 +1,67 @@
+"""A micro-batch of decoded events of one model, with the columns the checks read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from stream_guard.decoding import Decoded
+
+
+@dataclass
+class EventBatch:
+    """Decoded events of one model from one micro-batch.
+
+    Row ``i`` of every array describes the same event. ``event_time_ms`` is the
+    event's own timestamp field when the model declares one and the event carries
+    it, else the Kafka message timestamp.
+    """
+
+    model: str
+    decoded: list[Decoded]
+    topics: list[str]
+    partitions: np.ndarray
+    offsets: np.ndarray
+    event_time_ms: np.ndarray
+    event_ids: list[str | None]
+    #: Rows whose payload could not be decoded (dead-lettered): no values, no feature checks.
+    failed: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    _columns: dict[str, list[Any]] = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.decoded)
+
+    @property
+    def valid_rows(self) -> np.ndarray:
+        """Indices of the rows that decoded."""
+        return np.flatnonzero(~self.failed)
+
+    def column(self, name: str) -> list[Any]:
+        """The values of one field, ``None`` where absent."""
+        values = self._columns.get(name)
+        if values is None:
+            values = self._columns[name] = [d.values.get(name) for d in self.decoded]
+        return values
+
+    def numeric(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """A numeric field as float64 (NaN where null) and its null mask."""
+        values = self.column(name)
+        null = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+        numbers = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+        return numbers, null
+
+
+def to_epoch_ms(value: Any) -> int | None:
+    """An event timestamp as epoch milliseconds: ints are taken as ms, datetimes converted."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and np.isfinite(value):
+        return int(value)
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    return None

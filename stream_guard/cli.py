@@ -1,0 +1,155 @@
+"""The ``stream-guard`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from stream_guard.errors import ConfigError, StreamGuardError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"stream-guard: config error: {problem}", file=sys.stderr)
+        return 2
+    except StreamGuardError as exc:
+        print(f"stream-guard: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stream-guard", description="Guard ML models on their live Kafka streams.")
+    sub = parser.add_subparsers(required=True, metavar="command")
+
+    run = sub.add_parser("run", help="run a worker (add workers with the same group id to scale)")
+    run.add_argument("-c", "--config", help="TOML config file (env STREAM_GUARD_* overrides it)")
+    run.add_argument("--duration", type=float, help="stop after this many seconds")
+    run.add_argument("--drain-on-exit", action="store_true", help="close all open windows before exiting (finite replays)")
+    run.set_defaults(handler=_run)
+
+    check = sub.add_parser("check-config", help="validate the config and the models' schemas, then exit")
+    check.add_argument("-c", "--config")
+    check.set_defaults(handler=_check_config)
+
+    demo = sub.add_parser("demo", help="local broker + redis + simulator with faults + worker, printing alerts")
+    demo.add_argument("--duration", type=float, default=60.0, help="seconds of simulated traffic (default 60)")
+    demo.add_argument("--rate", type=int, default=400, help="events per second (default 400)")
+    demo.set_defaults(handler=_demo)
+
+    alerts = sub.add_parser("alerts", help="print alerts from the alerts topic as they arrive")
+    alerts.add_argument("-c", "--config")
+    alerts.add_argument("--from-beginning", action="store_true")
+    alerts.add_argument("--json", action="store_true", help="one JSON object per alert")
+    alerts.set_defaults(handler=_alerts)
+    return parser
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from stream_guard.config import load_config
+    from stream_guard.logs import configure_logging
+
+    config = load_config(args.config)
+    configure_logging(config.worker.log_level, config.worker.log_format)
+    return config
+
+
+def _registry_client(config: Any) -> Any:
+    if not config.schema_registry.url:
+        return None
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    return SchemaRegistryClient({"url": config.schema_registry.url, **config.schema_registry.client})
+
+
+def _run(args: argparse.Namespace) -> int:
+    import redis
+
+    from stream_guard.model import build_models
+    from stream_guard.worker import Worker
+
+    config = _load(args)
+    models = build_models(config, _registry_client(config))
+    worker = Worker(config, models, redis.Redis.from_url(config.redis.url, decode_responses=True))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: worker.stop())
+    worker.run(args.duration, drain_on_exit=args.drain_on_exit)
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from stream_guard.model import build_models
+
+    config = _load(args)
+    models = build_models(config, _registry_client(config))
+    for model in models:
+        print(
+            f"model {model.name}: topics {', '.join(model.config.topics)}; {model.config.encoding}; "
+            f"numeric {model.numeric_features}; categorical {model.categorical_features}"
+        )
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from stream_guard.demo import run_demo
+    from stream_guard.logs import configure_logging
+
+    configure_logging("warning", "console")
+    summary = run_demo(args.duration, args.rate)
+    return 0 if summary["accounted_for"] else 1
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from confluent_kafka import Consumer
+
+    from stream_guard.alerts.codec import decode_alert
+    from stream_guard.alerts.render import render_alert
+
+    config = _load(args)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": config.kafka.bootstrap_servers,
+            "group.id": f"stream-guard-alerts-cli-{time.time_ns()}",
+            "auto.offset.reset": "earliest" if args.from_beginning else "latest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([config.kafka.alerts_topic])
+    stop = False
+
+    def _stop(*_: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    log = structlog.get_logger("stream_guard.cli")
+    try:
+        while not stop:
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            if message.error():
+                log.warning("consumer error", error=message.error().str())
+                continue
+            record = decode_alert(message.value())
+            print(json.dumps(record, default=str) if args.json else render_alert(record), flush=True)
+    finally:
+        consumer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""Decoding payloads of the three encodings users have in practice.
+
+* ``confluent``: magic byte 0, a 4-byte big-endian schema id, then schemaless Avro
+  written with that (writer) schema, looked up in a Schema Registry or a local directory;
+* ``avro``: schemaless Avro written with one configured writer schema;
+* ``json``: a JSON object, checked field by field against the model's Avro schema.
+
+Avro writer/reader resolution follows the Avro specification (fastavro implements it).
+When a writer schema cannot be resolved against the reader schema (a feature retyped
+from double to string, say), the record is decoded with the writer schema alone and
+checked like JSON: the model still gets monitored, and the retyped field becomes a
+``type_mismatch`` finding rather than a lost record.
+
+Only bytes that decode to no record at all raise :class:`~stream_guard.errors.DecodeError`;
+the worker turns those into dead letters.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import fastavro
+from fastavro._read_common import SchemaResolutionError as AvroResolutionError
+
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+from stream_guard.errors import (
+    NotARecordError,
+    RegistryUnavailableError,
+    SchemaLoadError,
+    UndecodablePayloadError,
+    UnknownSchemaIdError,
+    WireFormatError,
+)
+from stream_guard.schemas import FieldType, SchemaChange, diff_schemas, fingerprint, record_fields
+
+CONFLUENT_MAGIC = 0
+_HEADER = struct.Struct(">bI")
+
+
+@dataclass(frozen=True)
+class FieldIssue:
+    """A field-level problem in a record that did decode."""
+
+    kind: str  # "missing_field" | "type_mismatch" | "unexpected_field"
+    field: str
+    observed: str
+    expected: str
+    value: Any = None
+
+
+@dataclass
+class Decoded:
+    """One decoded record: its values, its field issues, and the writer schema's changes."""
+
+    values: dict[str, Any]
+    issues: list[FieldIssue]
+    schema_changes: tuple[SchemaChange, ...] = ()
+    writer_schema_id: int | None = None
+
+
+class WriterSchemaSource(Protocol):
+    def get(self, schema_id: int) -> dict[str, Any]:
+        """The parsed writer schema with this id; raise UnknownSchemaIdError if unknown."""
+        ...
+
+
+_PYTHON_TYPES: dict[str, tuple[type, ...]] = {
+    "null": (type(None),),
+    "boolean": (bool,),
+    "int": (int,),
+    "long": (int,),
+    "float": (float, int),
+    "double": (float, int),
+    "string": (str,),
+    "bytes": (bytes, str),
+    "fixed": (bytes, str),
+    "enum": (str,),
+    "array": (list,),
+    "map": (dict,),
+    "record": (dict,),
+}
+
+
+class RecordChecker:
+    """Checks a decoded dict against the reader schema's top-level fields.
+
+    Missing fields take the schema default when there is one (as Avro resolution
+    would), else ``None``; values of the wrong type become ``None`` in the output, so
+    downstream statistics never see a string where they expect a number.
+    """
+
+    def __init__(self, reader_schema: dict[str, Any], *, report_unexpected: bool = True) -> None:
+        self._fields = record_fields(reader_schema)
+        self._report_unexpected = report_unexpected
+
+    def check(self, raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldIssue]]:
+        values: dict[str, Any] = {}
+        issues: list[FieldIssue] = []
+        for name, spec in self._fields.items():
+            if name not in raw:
+                if spec.has_default:
+                    values[name] = spec.default
+                else:
+                    values[name] = None
+                    issues.append(FieldIssue("missing_field", name, "absent", spec.describe()))
+                continue
+            value = raw[name]
+            if _matches(spec, value):
+                values[name] = value
+            else:
+                values[name] = None
+                issues.append(
+                    FieldIssue("type_mismatch", name, _json_type(value), spec.describe(), value)
+                )
+        if self._report_unexpected:
+            for name in raw.keys() - self._fields.keys():
+                issues.append(FieldIssue("unexpected_field", name, "present", "absent", raw[name]))
+        return values, issues
+
+
+def _matches(spec: FieldType, value: Any) -> bool:
+    if value is None:
+        return spec.nullable
+    if spec.base == "union":
+        return True  # multi-branch unions are rare in inference events; accept any value
+    allowed = _PYTHON_TYPES.get(spec.base)
+    if allowed is None:
+        return True
+    if isinstance(value, bool) and bool not in allowed:
+        return False  # bool is an int subclass in Python, but not an Avro number
+    if not isinstance(value, allowed):
+        # fastavro turns logical types (timestamp-millis...) into Python objects.
+        return spec.base == "long" and hasattr(value, "timestamp")
+    return not (spec.base == "enum" and spec.symbols and value not in spec.symbols)
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return type(value).__name__
+
+
+class JsonDecoder:
+    """JSON objects checked against the model's Avro schema."""
+
+    def __init__(self, reader_schema: dict[str, Any], *, report_unexpected: bool = True) -> None:
+        self._checker = RecordChecker(reader_schema, report_unexpected=report_unexpected)
+
+    def decode(self, payload: bytes | None) -> Decoded:
+        if payload is None:
+            raise UndecodablePayloadError("empty (tombstone) value")
+        try:
+            raw = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UndecodablePayloadError(f"not valid JSON: {exc}") from None
+        if not isinstance(raw, dict):
+            raise NotARecordError(f"JSON value is a {type(raw).__name__}, not an object")
+        values, issues = self._checker.check(raw)
+        return Decoded(values, issues)
+
+
+class _WriterPlan:
+    """How to read bytes of one writer schema into the reader's shape."""
+
+    def __init__(self, writer: dict[str, Any], reader: dict[str, Any], report_unexpected: bool) -> None:
+        self.writer = writer
+        self.changes = tuple(diff_schemas(reader, writer))
+        self.identical = fingerprint(writer) == fingerprint(reader)
+        # None until the first record tells whether fastavro can resolve the pair.
+        self.resolvable: bool | None = True if self.identical else None
+        self.reader = reader
+        self.checker = RecordChecker(reader, report_unexpected=report_unexpected)
+
+
+def _read_avro(payload: bytes, offset: int, writer: dict[str, Any], reader: dict[str, Any] | None) -> Any:
+    stream = io.BytesIO(payload)
+    stream.seek(offset)
+    try:
+        value = fastavro.schemaless_reader(stream, writer, reader)
+    except AvroResolutionError:
+        raise
+    except Exception as exc:  # EOFError, UnicodeDecodeError, IndexError... all mean bad bytes
+        raise UndecodablePayloadError(
+            f"invalid Avro for schema {writer.get('name', '?')}: {type(exc).__name__}: {exc or 'truncated'}"
+        ) from None
+    if stream.tell() != len(payload):
+        raise UndecodablePayloadError(
+            f"invalid Avro: {len(payload) - stream.tell()} trailing bytes after the record"
+        )
+    return value
+
+
+class AvroDecoder:
+    """Schemaless Avro; ``writer_for`` picks the writer schema plan for each payload."""
+
+    def __init__(self, reader_schema: dict[str, Any], *, report_unexpected: bool = True) -> None:
+        self._reader = reader_schema
+        self._report_unexpected = report_unexpected
+        self._plans: dict[str, _WriterPlan] = {}
+
+    def plan(self, writer: dict[str, Any]) -> _WriterPlan:
+        key = fingerprint(writer)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = _WriterPlan(writer, self._reader, self._report_unexpected)
+        return plan
+
+    def decode_with(self, payload: bytes, offset: int, plan: _WriterPlan, schema_id: int | None) -> Decoded:
+        if plan.resolvable is not False:
+            try:
+                values = _read_avro(payload, offset, plan.writer, None if plan.identical else plan.reader)
+                plan.resolvable = True
+                return Decoded(values, [], plan.changes, schema_id)
+            except AvroResolutionError:
+                plan.resolvable = False
+        raw = _read_avro(payload, offset, plan.writer, None)
+        values, issues = plan.checker.check(raw)
+        # Fields the writer adds are schema changes, already reported once per record below.
+        issues = [i for i in issues if i.kind != "unexpected_field"]
+        return Decoded(values, issues, plan.changes, schema_id)
+
+
+class PlainAvroDecoder:
+    """Schemaless Avro written with one known writer schema."""
+
+    def __init__(self, reader_schema: dict[str, Any], writer_schema: dict[str, Any], **kwargs: Any) -> None:
+        self._avro = AvroDecoder(reader_schema, **kwargs)
+        self._plan = self._avro.plan(writer_schema)
+
+    def decode(self, payload: bytes | None) -> Decoded:
+        if not payload:
+            raise UndecodablePayloadError("empty (tombstone) value")
+        return self._avro.decode_with(payload, 0, self._plan, None)
+
+
+class ConfluentDecoder:
+    """Confluent wire format: magic byte, schema id, schemaless Avro."""
+
+    def __init__(self, reader_schema: dict[str, Any], writers: WriterSchemaSource, **kwargs: Any) -> None:
+        self._avro = AvroDecoder(reader_schema, **kwargs)
+        self._writers = writers
+
+    def decode(self, payload: bytes | None) -> Decoded:
+        if not payload:
+            raise UndecodablePayloadError("empty (tombstone) value")
+        if len(payload) < _HEADER.size:
+            raise WireFormatError(f"payload of {len(payload)} bytes is shorter than the 5-byte Confluent header")
+        magic, schema_id = _HEADER.unpack_from(payload)
+        if magic != CONFLUENT_MAGIC:
+            raise WireFormatError(f"unknown magic byte {magic} (Confluent framing starts with 0)")
+        plan = self._avro.plan(self._writers.get(schema_id))
+        return self._avro.decode_with(payload, _HEADER.size, plan, schema_id)
+
+
+def confluent_frame(schema_id: int, avro_payload: bytes) -> bytes:
+    """Frame schemaless Avro bytes in the Confluent wire format."""
+    return _HEADER.pack(CONFLUENT_MAGIC, schema_id) + avro_payload
+
+
+def encode_avro(schema: dict[str, Any], record: Mapping[str, Any]) -> bytes:
+    stream = io.BytesIO()
+    fastavro.schemaless_writer(stream, schema, record)
+    return stream.getvalue()
+
+
+class LocalWriterSchemas:
+    """Writer schemas from a directory of ``<schema id>.avsc`` files, read once each."""
+
+    def __init__(self, directory: str, load: Callable[[str], dict[str, Any]]) -> None:
+        self._directory = directory
+        self._load = load
+        self._cache: dict[int, dict[str, Any]] = {}
+
+    def get(self, schema_id: int) -> dict[str, Any]:
+        schema = self._cache.get(schema_id)
+        if schema is None:
+            try:
+                schema = self._load(f"{self._directory}/{schema_id}.avsc")
+            except SchemaLoadError as exc:
+                raise UnknownSchemaIdError(f"schema id {schema_id} unknown: {exc}") from None
+            self._cache[schema_id] = schema
+        return schema
+
+
+class RegistryWriterSchemas:
+    """Writer schemas from a Confluent Schema Registry, fetched once per id."""
+
+    def __init__(self, client: Any, parse: Callable[[str], dict[str, Any]]) -> None:
+        self._client = client
+        self._parse = parse
+        self._cache: dict[int, dict[str, Any]] = {}
+
+    def get(self, schema_id: int) -> dict[str, Any]:
+        schema = self._cache.get(schema_id)
+        if schema is None:
+            try:
+                registered = self._client.get_schema(schema_id)
+            except SchemaRegistryError as exc:
+                if exc.http_status_code == 404:
+                    raise UnknownSchemaIdError(f"schema id {schema_id} not found in the registry") from None
+                # An outage is not the record's fault: fail the batch so it is retried, not dead-lettered.
+                raise RegistryUnavailableError(f"schema registry error for id {schema_id}: {exc}") from exc
+            schema = self._cache[schema_id] = self._parse(registered.schema_str)
+        return schema

@@ -1,0 +1,363 @@
+"""Online drift detection with River detectors whose state survives restarts.
+
+River detectors are fed one value at a time and keep their own state; this
+module keeps one detector per key (e.g. ``(feature, partition)``), can seed
+them with values drawn from the baseline profile, and pickles them for
+checkpointing.
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+import pickle
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any, TypeAlias
+
+import numpy as np
+import river
+from numpy.typing import ArrayLike
+from river import base as river_base
+from river import drift as river_drift
+
+__all__ = ["DetectorSpec", "OnlineDriftMonitor", "reference_sample"]
+
+# River's binary detectors (DDM, EDDM, HDDM_A...) do not subclass DriftDetector.
+Detector: TypeAlias = river_base.DriftDetector | river_base.BinaryDriftDetector
+
+_CHECKPOINT_FORMAT = 1
+
+
+@cache
+def _detector_classes() -> dict[str, type]:
+    """Concrete detector classes of ``river.drift`` and ``river.drift.binary`` by name."""
+    classes: dict[str, type] = {}
+    for module in (river_drift, river_drift.binary):
+        for name in dir(module):
+            obj = getattr(module, name)
+            if (
+                isinstance(obj, type)
+                and issubclass(obj, (river_base.DriftDetector, river_base.BinaryDriftDetector))
+                and not inspect.isabstract(obj)
+            ):
+                classes[name] = obj
+    return classes
+
+
+def _normalise_kind(kind: str) -> str:
+    return kind.replace("_", "").upper()
+
+
+def _resolve_kind(kind: str) -> type:
+    """Find a detector class by exact name, else ignoring case and underscores.
+
+    The fallback accepts the literature's spellings ``HDDM_A``/``HDDM_W`` for
+    River's ``HDDMA``/``HDDMW``.
+    """
+    classes = _detector_classes()
+    if kind in classes:
+        return classes[kind]
+    matches = [cls for name, cls in classes.items() if _normalise_kind(name) == _normalise_kind(kind)]
+    if len(matches) == 1:
+        return matches[0]
+    raise ValueError(f"unknown drift detector kind {kind!r}; valid kinds: {', '.join(sorted(classes))}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _probe(cls: type, params: Mapping[str, Any]) -> Detector:
+    """Construct and feed one value, since some detectors only reject a bad value on update."""
+    detector = cls(**params)
+    detector.update(0)
+    return detector
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """Which River drift detector to run, and its constructor arguments.
+
+    Attributes
+    ----------
+    kind
+        Class name in ``river.drift`` or ``river.drift.binary``: ``"ADWIN"``,
+        ``"PageHinkley"``, ``"KSWIN"``, ``"DDM"``, ``"EDDM"``, ``"FHDDM"``,
+        ``"HDDMA"``/``"HDDM_A"``, ``"HDDMW"``/``"HDDM_W"``... Matching falls
+        back to ignoring case and underscores.
+    params
+        Keyword arguments passed verbatim to the class, e.g. ``{"delta": 0.002}``
+        for ADWIN or ``{"alpha": 0.005, "window_size": 100, "seed": 1}`` for KSWIN
+        (give KSWIN a ``seed``, or its sampling is not reproducible).
+    """
+
+    kind: str = "ADWIN"
+    params: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def build(self) -> Detector:
+        """Return a fresh detector.
+
+        Raises
+        ------
+        ValueError
+            If ``kind`` is unknown (the message lists the valid kinds), a
+            parameter name is not accepted by the class, or River rejects a
+            value (the message names the parameter when it alone is at fault).
+        """
+        cls = _resolve_kind(self.kind)
+        params = dict(self.params)
+        signature = inspect.signature(cls)
+        takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+        unknown = sorted(set(params) - set(signature.parameters))
+        if unknown and not takes_kwargs:
+            raise ValueError(
+                f"{cls.__name__} does not accept parameter(s) {', '.join(map(repr, unknown))}; "
+                f"valid parameters: {', '.join(signature.parameters) or '(none)'}"
+            )
+        # Some detectors only use a parameter after a warm-up (PageHinkley's threshold), so a
+        # wrong type would surface mid-stream; numeric defaults tell us what is expected.
+        for name, value in params.items():
+            default = signature.parameters[name].default if name in signature.parameters else None
+            if _is_number(default) and not _is_number(value):
+                raise ValueError(
+                    f"{cls.__name__} parameter {name}={value!r} must be a number (default {default!r})"
+                )
+        try:
+            _probe(cls, params)
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            raise ValueError(_describe_rejection(cls, params, exc)) from exc
+        return cls(**params)
+
+
+def _describe_rejection(cls: type, params: Mapping[str, Any], exc: Exception) -> str:
+    """Name the parameter(s) River rejected, by trying each one on its own."""
+    culprits = []
+    for name, value in params.items():
+        try:
+            _probe(cls, {name: value})
+        except Exception:
+            culprits.append(f"{name}={value!r}")
+    if culprits:
+        return f"{cls.__name__} rejected parameter {', '.join(culprits)}: {exc}"
+    return f"{cls.__name__} rejected the combination of parameters {dict(params)!r}: {exc}"
+
+
+class OnlineDriftMonitor:
+    """One River detector per key (e.g. ``(feature, partition)``), state kept across batches.
+
+    A key's detector is created from ``spec`` on first use. As in River, a
+    detector that reported drift resets itself on its next update, so after
+    an alarm it learns the new regime instead of alarming on every event.
+
+    Parameters
+    ----------
+    spec
+        The detector to run for every key; built once here so a bad spec
+        fails at construction.
+    seed_values
+        Optional reference values per key, passed to :meth:`seed`.
+    """
+
+    def __init__(
+        self, spec: DetectorSpec, *, seed_values: Mapping[Hashable, ArrayLike] | None = None
+    ) -> None:
+        self.spec = spec
+        self._binary = isinstance(spec.build(), river_base.BinaryDriftDetector)
+        self._detectors: dict[Hashable, Detector] = {}
+        for key, values in (seed_values or {}).items():
+            self.seed(key, values)
+
+    def _detector(self, key: Hashable) -> Detector:
+        detector = self._detectors.get(key)
+        if detector is None:
+            detector = self._detectors[key] = self.spec.build()
+        return detector
+
+    def _finite(self, values: ArrayLike) -> tuple[list[int], list[float] | list[int]]:
+        """Positions and values of the finite entries; binary detectors get 0/1 ints."""
+        x = np.asarray(values, dtype=float)
+        if x.ndim != 1:
+            raise ValueError(f"values must be 1-D, got shape {x.shape}")
+        positions = np.flatnonzero(np.isfinite(x))
+        kept = x[positions]
+        if self._binary:
+            if not np.isin(kept, (0.0, 1.0)).all():
+                raise ValueError(f"{self.spec.kind} is a binary detector; values must be 0 or 1")
+            return positions.tolist(), kept.astype(int).tolist()
+        return positions.tolist(), kept.tolist()
+
+    def seed(self, key: Hashable, values: ArrayLike) -> None:
+        """Feed reference values to ``key``'s detector without reporting drift.
+
+        Seeding before live data lets a drift present from the very first live
+        event be caught: an unseeded detector would take the drifted data as
+        its reference. Call it before any live data for ``key``. Non-finite
+        values are skipped.
+
+        Detections while seeding are never reported. As River resets a
+        detector on the update after a detection, only the seed values after
+        the last such detection count; if the very last value detects, the key
+        gets a fresh, unseeded detector (so the seed's own change cannot fire
+        on the first live event).
+        """
+        detector = self._detector(key)
+        _, kept = self._finite(values)
+        for value in kept:
+            detector.update(value)
+        if detector.drift_detected:
+            # Clearing only the flag would keep a window that still straddles the seed's change,
+            # and ADWIN then re-detects on the first live value; a fresh detector is what River's
+            # own reset would give at that point.
+            self._detectors[key] = self.spec.build()
+
+    def update_batch(self, key: Hashable, values: ArrayLike) -> list[int]:
+        """Feed values in order to ``key``'s detector.
+
+        Parameters
+        ----------
+        key
+            Detector key; a fresh (unseeded) detector is created if unknown.
+        values
+            1-D values in stream order; NaN and +-inf are skipped. Binary
+            detectors (DDM, EDDM, HDDM...) take 0/1 (1 = error).
+
+        Returns
+        -------
+        list of int
+            Positions in ``values`` at which drift was detected.
+
+        Raises
+        ------
+        ValueError
+            If ``values`` is not 1-D, or not 0/1 for a binary detector.
+        """
+        detector = self._detector(key)
+        positions, kept = self._finite(values)
+        detections = []
+        for position, value in zip(positions, kept):
+            detector.update(value)
+            if detector.drift_detected:
+                detections.append(position)
+        return detections
+
+    def keys(self) -> list[Hashable]:
+        """Keys that have a detector, in creation order."""
+        return list(self._detectors)
+
+    def to_bytes(self) -> bytes:
+        """Pickle the spec and every detector's state (for checkpointing).
+
+        The bytes are only loadable with the same River version.
+        """
+        payload = {
+            "format": _CHECKPOINT_FORMAT,
+            "river": river.__version__,
+            "kind": self.spec.kind,
+            "params": dict(self.spec.params),
+            "detectors": self._detectors,
+        }
+        return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> OnlineDriftMonitor:
+        """Restore a monitor saved by :meth:`to_bytes`; it continues exactly where that one was.
+
+        Unpickling runs code chosen by whoever wrote ``data``: load only
+        checkpoints from the service's own trusted store.
+
+        Raises
+        ------
+        ValueError
+            If ``data`` is not such a checkpoint, or was written with another
+            River version (reseed from the baseline instead).
+        """
+        try:
+            payload = pickle.loads(data)
+        except Exception as exc:
+            raise ValueError("data is not an OnlineDriftMonitor checkpoint") from exc
+        if not isinstance(payload, dict) or payload.get("format") != _CHECKPOINT_FORMAT:
+            raise ValueError("data is not an OnlineDriftMonitor checkpoint (unknown format)")
+        if payload["river"] != river.__version__:
+            raise ValueError(
+                f"checkpoint was written with river {payload['river']}, "
+                f"this process runs river {river.__version__}"
+            )
+        monitor = cls(DetectorSpec(payload["kind"], payload["params"]))
+        monitor._detectors = dict(payload["detectors"])
+        return monitor
+
+
+def reference_sample(
+    bin_edges: Sequence[float],
+    bin_freqs: Sequence[float],
+    quantiles: Mapping[str, float],
+    n: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Draw values resembling the reference distribution of a baseline profile.
+
+    Inverse-CDF sampling through ``quantiles`` (keys are probabilities as
+    strings, e.g. ``"0.001"`` ... ``"0.999"``), linear between them. Below the
+    lowest and above the highest quantile the draw is clamped to that
+    quantile, so tails beyond them are not reproduced. Non-finite quantile
+    values are ignored and values are forced non-decreasing.
+
+    With fewer than two usable quantiles, draws come from the histogram
+    instead: a bin by ``bin_freqs``, then uniform within it (the infinite
+    outer bins collapse onto their finite edge).
+
+    Parameters
+    ----------
+    bin_edges, bin_freqs
+        The profile's histogram (outer edges may be -inf/+inf).
+    quantiles
+        The profile's quantiles.
+    n
+        Number of values to draw (0 gives an empty array).
+    rng
+        Source of randomness.
+
+    Raises
+    ------
+    ValueError
+        On a negative ``n``, a quantile key that is not a probability, or a
+        profile with neither two quantiles nor a usable histogram.
+    """
+    if n < 0:
+        raise ValueError("n must be non-negative")
+    probs, values = [], []
+    for key, value in quantiles.items():
+        try:
+            prob = float(key)
+        except ValueError:
+            raise ValueError(f"quantile key {key!r} is not a probability") from None
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"quantile key {key!r} is not a probability")
+        if np.isfinite(value):
+            probs.append(prob)
+            values.append(float(value))
+    if len(set(probs)) >= 2:
+        order = np.argsort(probs, kind="stable")
+        p = np.asarray(probs)[order]
+        q = np.maximum.accumulate(np.asarray(values)[order])
+        p, first = np.unique(p, return_index=True)
+        return np.interp(rng.random(n), p, q[first])
+    return _histogram_sample(bin_edges, bin_freqs, n, rng)
+
+
+def _histogram_sample(
+    bin_edges: Sequence[float], bin_freqs: Sequence[float], n: int, rng: np.random.Generator
+) -> np.ndarray:
+    edges = np.asarray(bin_edges, dtype=float)
+    freqs = np.asarray(bin_freqs, dtype=float)
+    finite = edges[np.isfinite(edges)]
+    if edges.size < 2 or freqs.size != edges.size - 1 or finite.size == 0:
+        raise ValueError("profile has neither two quantiles nor a usable histogram")
+    if (freqs < 0).any() or not freqs.sum() > 0:
+        raise ValueError("bin_freqs must be non-negative with a positive sum")
+    lo = np.clip(edges[:-1], finite.min(), finite.max())
+    hi = np.clip(edges[1:], finite.min(), finite.max())
+    bins = rng.choice(freqs.size, size=n, p=freqs / freqs.sum())
+    return lo[bins] + rng.random(n) * (hi[bins] - lo[bins])

@@ -1,0 +1,57 @@
+"""The exception hierarchy: every error stream_guard raises is a ``StreamGuardError``."""
+
+from __future__ import annotations
+
+
+class StreamGuardError(Exception):
+    """Root of all stream_guard errors."""
+
+
+class ConfigError(StreamGuardError):
+    """The configuration is invalid; ``problems`` holds one line per mistake."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+class SchemaLoadError(StreamGuardError):
+    """An Avro schema file or registry subject could not be read or parsed."""
+
+
+class DecodeError(StreamGuardError):
+    """A payload could not be decoded; the record goes to the dead-letter topic.
+
+    ``stage`` names the step that failed (Kafka Connect's ``connect.errors.stage``
+    vocabulary: ``VALUE_CONVERTER`` for byte-level failures).
+    """
+
+    stage = "VALUE_CONVERTER"
+
+
+class UndecodablePayloadError(DecodeError):
+    """The bytes are not a valid encoding of any record (garbage, truncated Avro, bad JSON)."""
+
+
+class WireFormatError(DecodeError):
+    """A Confluent-framed payload has a wrong magic byte or is shorter than its header."""
+
+
+class UnknownSchemaIdError(DecodeError):
+    """A Confluent-framed payload names a schema id that no registry knows."""
+
+
+class SchemaResolutionError(DecodeError):
+    """The writer schema cannot be resolved against the model's reader schema."""
+
+
+class NotARecordError(DecodeError):
+    """The payload decoded, but to something other than a record (a JSON list, a number...)."""
+
+
+class RegistryUnavailableError(StreamGuardError):
+    """The Schema Registry could not answer; the batch is retried, records are not dead-lettered."""
+
+
+class DeliveryError(StreamGuardError):
+    """The broker did not acknowledge alerts or dead letters; offsets stay uncommitted."""

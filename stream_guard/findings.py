@@ -1,0 +1,71 @@
+"""Row-level findings: which rows of a batch show which problem, before aggregation."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from stream_guard.batch import EventBatch
+
+
+@dataclass
+class RowFindings:
+    """Rows of one batch with the same problem on the same feature.
+
+    ``values`` (aligned with ``rows``) keeps the offending values for alert examples.
+    """
+
+    kind: str
+    feature: str
+    rows: np.ndarray
+    observed: str = ""
+    expected: str = ""
+    values: list[Any] | None = None
+    slice: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}|{self.feature}|{self.slice}"
+
+
+def schema_findings(batch: EventBatch) -> list[RowFindings]:
+    """Findings of the decoding stage: field issues and writer-schema changes."""
+    Key = tuple[str, str, str, str]
+    rows: dict[Key, list[int]] = defaultdict(list)
+    values: dict[Key, list[Any]] = defaultdict(list)
+    for i, decoded in enumerate(batch.decoded):
+        for issue in decoded.issues:
+            key: Key = (issue.kind, issue.field, issue.observed, issue.expected)
+            rows[key].append(i)
+            values[key].append(issue.value)
+        for change in decoded.schema_changes:
+            writer = "writer schema" if decoded.writer_schema_id is None else f"writer schema id {decoded.writer_schema_id}"
+            key = ("schema_change", change.field, f"{change.change}: {writer} has {change.observed}", change.expected)
+            rows[key].append(i)
+            values[key].append(None)
+    return [
+        RowFindings(kind, feature, np.asarray(idx, dtype=np.int64), observed, expected, values[key])
+        for key, idx in rows.items()
+        for kind, feature, observed, expected in [key]
+    ]
+
+
+def dead_letter_findings(batch: EventBatch, errors: dict[int, Exception]) -> list[RowFindings]:
+    """One ``undecodable`` finding per error class, from the rows that failed to decode."""
+    rows: dict[str, list[int]] = defaultdict(list)
+    for row, error in sorted(errors.items()):
+        rows[type(error).__name__].append(row)
+    return [
+        RowFindings(
+            "undecodable",
+            "",
+            np.asarray(idx, dtype=np.int64),
+            observed=f"{name}: {errors[idx[0]]}",
+            expected="a record of the model's schema",
+            values=[str(errors[i]) for i in idx],
+        )
+        for name, idx in rows.items()
+    ]

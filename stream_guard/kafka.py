@@ -1,0 +1,70 @@
+"""Kafka clients configured for at-least-once processing, and delivery tracking."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer
+
+from stream_guard.config import KafkaConfig
+from stream_guard.errors import DeliveryError
+
+# Offsets are committed by the worker, after everything derived from them is durable.
+_CONSUMER_FIXED = {"enable.auto.commit": False, "enable.auto.offset.store": False}
+_CONSUMER_DEFAULTS = {"auto.offset.reset": "earliest", "enable.partition.eof": False}
+_PRODUCER_DEFAULTS = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "linger.ms": 20,
+    "compression.type": "lz4",
+}
+
+
+def consumer_settings(kafka: KafkaConfig, **overrides: Any) -> dict[str, Any]:
+    settings = {
+        "bootstrap.servers": kafka.bootstrap_servers,
+        "group.id": kafka.group_id,
+        **_CONSUMER_DEFAULTS,
+        **kafka.consumer,
+        **overrides,
+    }
+    settings.update(_CONSUMER_FIXED)
+    return settings
+
+
+def producer_settings(kafka: KafkaConfig, **overrides: Any) -> dict[str, Any]:
+    return {"bootstrap.servers": kafka.bootstrap_servers, **_PRODUCER_DEFAULTS, **kafka.producer, **overrides}
+
+
+def make_consumer(kafka: KafkaConfig, logger: Any = None, **overrides: Any) -> Consumer:
+    settings = consumer_settings(kafka, **overrides)
+    return Consumer(settings, logger=logger) if logger is not None else Consumer(settings)
+
+
+class DeliveryTracker:
+    """A producer whose ``flush`` raises unless every message since the last flush was acked."""
+
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        self.producer = Producer(dict(settings))
+        self._failures: list[str] = []
+
+    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self._failures.append(f"{message.topic()}: {error.str()}")
+
+    def produce(self, topic: str, value: bytes | None, key: bytes | str | None = None, **kwargs: Any) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value, key, on_delivery=self._on_delivery, **kwargs)
+                return
+            except BufferError:
+                # The local queue is full: serve delivery reports to make room, then retry.
+                self.producer.poll(0.1)
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        remaining = self.producer.flush(timeout_s)
+        failures, self._failures = self._failures, []
+        if remaining or failures:
+            detail = "; ".join(failures[:3]) or f"{remaining} messages still in flight after {timeout_s}s"
+            raise DeliveryError(f"broker did not acknowledge {len(failures) + remaining} messages: {detail}")

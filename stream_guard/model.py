@@ -1,0 +1,134 @@
+"""Everything a worker knows about one monitored model, built and validated at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from stream_guard.batch import EventBatch, to_epoch_ms
+from stream_guard.config import Config, ModelConfig
+from stream_guard.decoding import (
+    ConfluentDecoder,
+    Decoded,
+    JsonDecoder,
+    LocalWriterSchemas,
+    PlainAvroDecoder,
+    RegistryWriterSchemas,
+)
+from stream_guard.errors import ConfigError, DecodeError, SchemaLoadError
+from stream_guard.schemas import FieldType, load_schema_file, parse_schema, record_fields
+
+
+@dataclass
+class DeadLetter:
+    row: int
+    message: Any
+    error: DecodeError
+
+
+@dataclass
+class ModelRuntime:
+    config: ModelConfig
+    reader_schema: dict[str, Any]
+    fields: dict[str, FieldType]
+    decoder: Any
+    numeric_features: list[str] = field(default_factory=list)
+    categorical_features: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def decode(self, messages: Sequence[Any]) -> tuple[EventBatch, list[DeadLetter]]:
+        """Decode ``messages``; the batch has one row per message, dead letters included.
+
+        Rows of dead-lettered messages carry empty values and are marked in
+        ``batch.failed`` so that they count in their window but not in any feature check.
+        """
+        decoded: list[Decoded] = []
+        dead: list[DeadLetter] = []
+        failed = np.zeros(len(messages), dtype=bool)
+        event_time = np.empty(len(messages), dtype=np.int64)
+        event_ids: list[str | None] = []
+        ts_field, id_field = self.config.timestamp_field, self.config.event_id_field
+        for i, message in enumerate(messages):
+            try:
+                record = self.decoder.decode(message.value())
+            except DecodeError as error:
+                dead.append(DeadLetter(i, message, error))
+                failed[i] = True
+                record = Decoded({}, [])
+            decoded.append(record)
+            stamp = to_epoch_ms(record.values.get(ts_field)) if ts_field else None
+            event_time[i] = stamp if stamp is not None else message.timestamp()[1]
+            event_id = record.values.get(id_field) if id_field else None
+            event_ids.append(None if event_id is None else str(event_id))
+        batch = EventBatch(
+            model=self.name,
+            decoded=decoded,
+            topics=[m.topic() for m in messages],
+            partitions=np.fromiter((m.partition() for m in messages), dtype=np.int64, count=len(messages)),
+            offsets=np.fromiter((m.offset() for m in messages), dtype=np.int64, count=len(messages)),
+            event_time_ms=event_time,
+            event_ids=event_ids,
+            failed=failed,
+        )
+        return batch, dead
+
+
+def build_models(config: Config, registry_client: Any = None) -> list[ModelRuntime]:
+    """Load schemas and check every model's field roles; raise ConfigError listing all problems."""
+    problems: list[str] = []
+    models = []
+    for model in config.models:
+        try:
+            models.append(_build_model(config, model, registry_client, problems))
+        except SchemaLoadError as exc:
+            problems.append(f"model {model.name}: {exc}")
+    if problems:
+        raise ConfigError(problems)
+    return models
+
+
+def _build_model(config: Config, model: ModelConfig, registry_client: Any, problems: list[str]) -> ModelRuntime:
+    if model.schema:
+        reader = load_schema_file(config.resolve_path(model.schema))
+    else:
+        reader = parse_schema(registry_client.get_latest_version(model.schema_subject).schema.schema_str)
+    fields = record_fields(reader)
+    roles = {
+        "event_id_field": [model.event_id_field],
+        "timestamp_field": [model.timestamp_field],
+        "prediction_field": [model.prediction_field],
+        "score_field": [model.score_field],
+        "features": model.features,
+        "slice_fields": model.slice_fields,
+    }
+    for role, names in roles.items():
+        for name in names:
+            if name and name not in fields:
+                problems.append(f"model {model.name}: {role} {name!r} is not a field of the schema")
+    kwargs = {"report_unexpected": model.report_unexpected_fields}
+    decoder: Any
+    if model.encoding == "json":
+        decoder = JsonDecoder(reader, **kwargs)
+    elif model.encoding == "avro":
+        writer = load_schema_file(config.resolve_path(model.writer_schema)) if model.writer_schema else reader
+        decoder = PlainAvroDecoder(reader, writer, **kwargs)
+    elif registry_client is not None:
+        decoder = ConfluentDecoder(reader, RegistryWriterSchemas(registry_client, parse_schema), **kwargs)
+    else:
+        local_dir = str(config.resolve_path(config.schema_registry.local_dir))
+        decoder = ConfluentDecoder(reader, LocalWriterSchemas(local_dir, load_schema_file), **kwargs)
+    features = [f for f in model.features if f in fields]
+    return ModelRuntime(
+        config=model,
+        reader_schema=reader,
+        fields=fields,
+        decoder=decoder,
+        numeric_features=[f for f in features if fields[f].is_numeric],
+        categorical_features=[f for f in features if not fields[f].is_numeric],
+    )

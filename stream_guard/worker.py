@@ -1,0 +1,304 @@
+"""The worker loop: poll a micro-batch, decode, validate, aggregate, deliver, commit.
+
+Delivery is at-least-once. For every batch, in this order:
+
+1. dead letters are produced and acknowledged by the broker;
+2. the batch's window counters go to Redis, fenced by the last applied offset of each
+   partition (a redelivered batch is skipped, never counted twice);
+3. only then are the offsets stored and committed.
+
+Alerts are produced when a window closes (see :mod:`stream_guard.state.window_store`);
+a window is removed from the open set only after its alerts are acknowledged.
+If any step fails, the batch's partitions are rewound and the batch is retried.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import structlog
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from stream_guard.aggregation import build_updates
+from stream_guard.alerts.codec import encode_alert
+from stream_guard.alerts.evaluate import finding_alerts
+from stream_guard.alerts.model import Alert
+from stream_guard.config import Config
+from stream_guard.deadletter import dead_letter_headers
+from stream_guard.errors import DeliveryError, RegistryUnavailableError
+from stream_guard.findings import RowFindings, dead_letter_findings, schema_findings
+from stream_guard.kafka import DeliveryTracker, make_consumer, producer_settings
+from stream_guard.model import ModelRuntime
+from stream_guard.state.keys import ModelKeys
+from stream_guard.state.window_store import StateUpdate, WindowSnapshot, WindowStore
+
+log = structlog.get_logger("stream_guard.worker")
+
+#: Evaluates a closed window into alerts; the worker runs each in turn.
+Evaluator = Callable[[ModelRuntime, WindowSnapshot], list[Alert]]
+#: Adds a model's per-batch checks: returns row findings, may add window counters.
+Checker = Callable[[ModelRuntime, Any], list[RowFindings]]
+
+_RETRYABLE = (DeliveryError, RegistryUnavailableError, redis.RedisError, KafkaException)
+
+
+@dataclass
+class WorkerStats:
+    consumed: int = 0
+    decoded: int = 0
+    dead_lettered: int = 0
+    redelivered_skipped: int = 0
+    batches: int = 0
+    alerts: int = 0
+    retries: int = 0
+
+
+def _source(topic: str, partition: int) -> str:
+    return f"{topic}:{partition}"
+
+
+class Worker:
+    """One stream_guard worker; run several with the same group id to split partitions."""
+
+    def __init__(
+        self,
+        config: Config,
+        models: Sequence[ModelRuntime],
+        redis_client: redis.Redis,
+        *,
+        worker_id: str | None = None,
+        consumer_overrides: dict[str, Any] | None = None,
+        evaluators: Sequence[Evaluator] = (),
+        contributors: Sequence[Any] = (),
+        close_interval_s: float = 1.0,
+        lease_ms: int = 30_000,
+    ) -> None:
+        self.config = config
+        self.worker_id = worker_id or f"sg-{uuid.uuid4().hex[:8]}"
+        self.stats = WorkerStats()
+        self._models = {m.name: m for m in models}
+        self._model_of_topic = {t: m for m in models for t in m.config.topics}
+        self._redis = redis_client
+        w = config.worker
+        self._stores = {
+            m.name: WindowStore(
+                redis_client,
+                ModelKeys(config.redis.key_prefix, m.name),
+                window_ms=w.window_s * 1000,
+                lateness_ms=w.allowed_lateness_s * 1000,
+                idle_ms=int(w.idle_partition_s * 1000),
+                retention_s=w.retention_s,
+                worker_id=self.worker_id,
+            )
+            for m in models
+        }
+        self._evaluators: list[Evaluator] = [lambda m, s: finding_alerts(m.name, s), *evaluators]
+        self._contributors = list(contributors)
+        self._consumer = make_consumer(config.kafka, **(consumer_overrides or {}))
+        self._producer = DeliveryTracker(producer_settings(config.kafka))
+        self._applied: dict[tuple[str, str], int] = {}
+        self._stop = threading.Event()
+        self._close_interval_s = close_interval_s
+        self._lease_ms = lease_ms
+        self._last_close = 0.0
+        self._log = log.bind(worker=self.worker_id, group=config.kafka.group_id)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish its batch, commit and close (safe from signal handlers)."""
+        self._stop.set()
+
+    def run(self, duration_s: float | None = None, *, drain_on_exit: bool = False) -> WorkerStats:
+        """Consume until :meth:`stop` or ``duration_s``; returns the counters.
+
+        ``drain_on_exit`` closes every open window before leaving, as if the stream had
+        ended: right for a demo or a finite replay, wrong for one worker of many.
+        """
+        topics = sorted(self._model_of_topic)
+        self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self._log.info("worker started", topics=topics, models=sorted(self._models))
+        deadline = None if duration_s is None else time.monotonic() + duration_s
+        w = self.config.worker
+        try:
+            while not self._stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                messages = self._consumer.consume(w.batch_size, w.batch_timeout_s)
+                try:
+                    self.process(messages)
+                    if time.monotonic() - self._last_close >= self._close_interval_s:
+                        self.close_due_windows()
+                except _RETRYABLE as exc:
+                    self.stats.retries += 1
+                    self._log.warning("batch failed, rewinding to retry", error=str(exc))
+                    self._rewind(messages)
+                    time.sleep(1.0)
+                    self._reload_fences()
+            if drain_on_exit:
+                self.close_due_windows(final=True)
+        finally:
+            self._commit_sync()
+            self._consumer.close()
+            self._log.info("worker stopped", **vars(self.stats))
+        return self.stats
+
+    # -- one batch -------------------------------------------------------------------
+
+    def process(self, messages: Sequence[Any]) -> None:
+        """Decode, check and aggregate one micro-batch, then commit its offsets."""
+        by_model: dict[str, list[Any]] = defaultdict(list)
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    self._log.warning("consumer error", error=error.str())
+                continue
+            self.stats.consumed += 1
+            model = self._model_of_topic[message.topic()]
+            fence = self._applied.get((model.name, _source(message.topic(), message.partition())))
+            if fence is not None and message.offset() <= fence:
+                self.stats.redelivered_skipped += 1
+                continue
+            by_model[model.name].append(message)
+        if not by_model:
+            return
+        updates: dict[str, list[StateUpdate]] = {}
+        decoded = dead_lettered = 0
+        for name, model_messages in by_model.items():
+            model = self._models[name]
+            batch, dead = model.decode(model_messages)
+            for letter in dead:
+                m = letter.message
+                self._producer.produce(
+                    self.config.kafka.dead_letter_topic,
+                    m.value(),
+                    m.key(),
+                    headers=dead_letter_headers(m, letter.error, model=name, worker_id=self.worker_id),
+                    timestamp=m.timestamp()[1],
+                )
+                self._log.debug(
+                    "dead letter", topic=m.topic(), partition=m.partition(), offset=m.offset(), reason=str(letter.error)
+                )
+            findings = schema_findings(batch) + dead_letter_findings(batch, {d.row: d.error for d in dead})
+            for check in self._contributors:
+                findings += check.findings(model, batch)
+            updates[name] = build_updates(
+                batch,
+                findings,
+                self._stores[name].keys,
+                window_ms=self.config.worker.window_s * 1000,
+                max_examples=self.config.worker.max_examples,
+                contributors=[c.contribute for c in self._contributors if hasattr(c, "contribute")],
+            )
+            decoded += len(batch) - len(dead)
+            dead_lettered += len(dead)
+        self._producer.flush()
+        now_ms = int(time.time() * 1000)
+        pipe = self._redis.pipeline(transaction=False)
+        for name, model_updates in updates.items():
+            self._stores[name].apply(model_updates, now_ms, pipe)
+        pipe.execute()
+        positions = {}
+        for name, model_updates in updates.items():
+            for update in model_updates:
+                self._applied[(name, update.source)] = update.last_offset
+                topic, partition = update.source.rsplit(":", 1)
+                positions[(topic, int(partition))] = update.last_offset + 1
+        self._commit([TopicPartition(t, p, o) for (t, p), o in positions.items()])
+        self.stats.decoded += decoded
+        self.stats.dead_lettered += dead_lettered
+        self.stats.batches += 1
+
+    def close_due_windows(self, *, final: bool = False) -> list[Alert]:
+        """Close the windows the global watermark has passed; publish their alerts."""
+        self._last_close = time.monotonic()
+        now_ms = int(time.time() * 1000)
+        published: list[Alert] = []
+        for name, store in self._stores.items():
+            starts = store.open_windows() if final else store.due_windows(now_ms)
+            for start in starts:
+                if not store.claim(start, self._lease_ms):
+                    continue
+                snapshot = store.snapshot(start)
+                alerts = [a for evaluate in self._evaluators for a in evaluate(self._models[name], snapshot)]
+                for alert in alerts:
+                    self._producer.produce(
+                        self.config.kafka.alerts_topic,
+                        encode_alert(alert, emitted_at=now_ms),
+                        alert.alert_id,
+                        headers=[("model", name.encode()), ("kind", alert.kind.encode())],
+                    )
+                self._producer.flush()
+                store.finish(snapshot)
+                published += alerts
+                if alerts:
+                    self._log.info("window closed", model=name, window_start=start, alerts=len(alerts))
+        self.stats.alerts += len(published)
+        return published
+
+    # -- offsets and rebalancing ---------------------------------------------------------
+
+    def _commit(self, offsets: list[TopicPartition]) -> None:
+        if offsets:
+            self._consumer.store_offsets(offsets=offsets)
+            self._consumer.commit(asynchronous=True)
+
+    def _commit_sync(self) -> None:
+        try:
+            self._consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                self._log.warning("final commit failed", error=str(exc))
+
+    def _rewind(self, messages: Sequence[Any]) -> None:
+        first: dict[tuple[str, int], int] = {}
+        for m in messages:
+            if m.error() is None:
+                key = (m.topic(), m.partition())
+                first[key] = min(first.get(key, m.offset()), m.offset())
+        for (topic, partition), offset in first.items():
+            try:
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:
+                self._log.warning("rewind failed", topic=topic, partition=partition, error=str(exc))
+
+    def _load_fences(self, partitions: list[TopicPartition]) -> None:
+        by_model: dict[str, list[str]] = defaultdict(list)
+        for tp in partitions:
+            by_model[self._model_of_topic[tp.topic].name].append(_source(tp.topic, tp.partition))
+        for name, sources in by_model.items():
+            for source, offset in self._stores[name].applied_offsets(sources).items():
+                self._applied[(name, source)] = offset
+
+    def _reload_fences(self) -> None:
+        """Re-read the fences after a failure: part of a failed pipeline may have applied."""
+        try:
+            self._load_fences(self._consumer.assignment())
+        except redis.RedisError as exc:
+            self._log.warning("cannot reload offset fences yet", error=str(exc))
+
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._load_fences(partitions)
+        self._log.info("partitions assigned", partitions=[_source(tp.topic, tp.partition) for tp in partitions])
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        try:
+            self._commit_sync()
+        finally:
+            self._forget(partitions)
+            self._log.info("partitions revoked", partitions=[_source(tp.topic, tp.partition) for tp in partitions])
+
+    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._forget(partitions)
+        self._log.warning("partitions lost", partitions=[_source(tp.topic, tp.partition) for tp in partitions])
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            model = self._model_of_topic[tp.topic]
+            self._applied.pop((model.name, _source(tp.topic, tp.partition)), None)
