@@ -1,0 +1,42 @@
+# The README's commands. Each target installs what it needs by itself.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+DURATION ?= 60
+
+.PHONY: install demo test unit lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server (Debian package)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+
+install: $(VENV)/.installed redis-server
+
+## Demo: local broker + redis-server + simulator with faults + worker; prints alerts.
+demo: install
+	$(PY) -m stream_guard demo --duration $(DURATION)
+
+## The whole test suite (unit + integration on the embedded broker and a real redis-server).
+test: install
+	$(PY) -m pytest
+
+unit: install
+	$(PY) -m pytest tests/unit
+
+lint: install
+	$(VENV)/bin/ruff check stream_guard tests bench
+	$(VENV)/bin/mypy
+
+bench: install
+	$(PY) bench/throughput.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

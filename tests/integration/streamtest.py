@@ -1,0 +1,179 @@
+"""Helpers of the integration tests: configs, producing, consuming, running workers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import redis
+from confluent_kafka import Consumer, Message, Producer
+
+from stream_guard.config import Config, load_config
+from stream_guard.embedded import create_topics
+from stream_guard.model import build_models
+from stream_guard.resources import schema_dir
+from stream_guard.simulator import write_local_registry
+from stream_guard.worker import Worker, WorkerStats
+
+FEATURES = [
+    "amount",
+    "age",
+    "account_age_days",
+    "num_tx_24h",
+    "merchant_category",
+    "device_type",
+    "country",
+    "is_new_user",
+]
+
+
+def write_config(
+    tmp_path: Path,
+    *,
+    bootstrap: str,
+    redis_url: str,
+    unique: str,
+    encoding: str = "confluent",
+    partitions: int = 3,
+    window_s: int = 10,
+    extra: str = "",
+) -> Config:
+    """A config for one model on fresh topics; creates the topics and a local registry."""
+    topic = f"inferences-{unique}"
+    write_local_registry(tmp_path / "registry")
+    text = f"""
+[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "sg-test-{unique}"
+alerts_topic = "alerts-{unique}"
+dead_letter_topic = "dlq-{unique}"
+consumer = {{ "session.timeout.ms" = 6000, "heartbeat.interval.ms" = 1000 }}
+
+[redis]
+url = "{redis_url}"
+key_prefix = "sg-{unique}"
+
+[schema_registry]
+local_dir = "registry"
+
+[worker]
+batch_size = 200
+batch_timeout_s = 0.2
+window_s = {window_s}
+allowed_lateness_s = 1
+idle_partition_s = 2
+log_format = "json"
+
+[[models]]
+name = "fraud"
+topics = ["{topic}"]
+schema = "{schema_dir() / 'fraud_inference.avsc'}"
+encoding = "{encoding}"
+event_id_field = "event_id"
+timestamp_field = "ts"
+features = {FEATURES!r}
+prediction_field = "prediction"
+score_field = "score"
+slice_fields = ["device_type", "country"]
+{extra}
+"""
+    (tmp_path / "config.toml").write_text(text.replace("'", '"'))
+    config = load_config(tmp_path / "config.toml", environ={})
+    create_topics(bootstrap, [topic], partitions=partitions)
+    create_topics(bootstrap, [config.kafka.alerts_topic, config.kafka.dead_letter_topic], partitions=1)
+    return config
+
+
+def produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, bytes, int]], partitions: int | None = None) -> int:
+    """Produce (key, value, timestamp_ms) items, round-robin over partitions when given; returns the count."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+    n = 0
+    for key, value, ts in items:
+        kwargs: dict[str, Any] = {"timestamp": ts}
+        if partitions:
+            kwargs["partition"] = n % partitions
+        producer.produce(topic, value, key, **kwargs)
+        n += 1
+        if n % 1000 == 0:
+            producer.poll(0)
+    assert producer.flush(30) == 0
+    return n
+
+
+def new_worker(config: Config, **kwargs: Any) -> Worker:
+    client = redis.Redis.from_url(config.redis.url, decode_responses=True)
+    return Worker(config, build_models(config), client, **kwargs)
+
+
+def run_until(
+    workers: list[Worker], done: Callable[[], bool], timeout_s: float = 60, drain: bool = True
+) -> list[WorkerStats]:
+    """Run workers in threads until ``done()`` holds, then stop them (draining windows)."""
+    threads = [threading.Thread(target=w.run, kwargs={"drain_on_exit": drain}) for w in workers]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not done():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; stats: {[vars(w.stats) for w in workers]}")
+            time.sleep(0.1)
+    finally:
+        for w in workers:
+            w.stop()
+        for t in threads:
+            t.join(60)
+    return [w.stats for w in workers]
+
+
+def consume_all(bootstrap: str, topic: str, *, expected: int | None = None, idle_s: float = 3.0, timeout_s: float = 30) -> list[Message]:
+    """Every message of ``topic`` (from the beginning): stops at ``expected`` or after ``idle_s`` of silence."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{time.time_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": 6000,
+        }
+    )
+    consumer.subscribe([topic])
+    messages: list[Message] = []
+    deadline = time.monotonic() + timeout_s
+    last = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            batch = consumer.consume(500, 0.5)
+            got = [m for m in batch if m.error() is None]
+            messages += got
+            if got:
+                last = time.monotonic()
+            if expected is not None and len(messages) >= expected:
+                break
+            if expected is None and messages and time.monotonic() - last > idle_s:
+                break
+    finally:
+        consumer.close()
+    return messages
+
+
+def window_totals(client: redis.Redis, config: Config, model: str = "fraud") -> dict[str, int]:
+    """Sum of every counter over all window hashes of a model."""
+    totals: dict[str, int] = {}
+    prefix = f"{config.redis.key_prefix}:{{{model}}}:w:"
+    for key in client.scan_iter(match=prefix + "*"):
+        if key.count(":") != prefix.count(":"):
+            continue  # example lists, leases
+        if client.type(key) != "hash":
+            continue
+        for field, value in client.hgetall(key).items():
+            if field[:2] in ("d|",):
+                continue
+            try:
+                totals[field] = totals.get(field, 0) + int(float(value))
+            except ValueError:
+                continue
+    return totals
