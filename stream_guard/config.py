@@ -76,6 +76,16 @@ class WorkerConfig:
 
 
 @dataclass
+class AlertsConfig:
+    #: An open incident is re-published at most once per cooldown (event time).
+    cooldown_s: int = 600
+    #: An incident resolves once its problem was absent this long (event time).
+    resolve_after_s: int = 300
+    #: Severity overrides by alert kind, e.g. ``{ schema_change = "critical" }``.
+    severity: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class ModelConfig:
     name: str
     topics: list[str]
@@ -102,6 +112,7 @@ class Config:
     redis: RedisConfig = field(default_factory=RedisConfig)
     schema_registry: SchemaRegistryConfig = field(default_factory=SchemaRegistryConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     models: list[ModelConfig] = field(default_factory=list)
     #: Directory the config file lives in; relative paths resolve against it.
     base_dir: Path = field(default=Path("."), repr=False)
@@ -235,6 +246,9 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
     for name in ("batch_size", "window_s", "retention_s", "max_examples"):
         if isinstance(getattr(worker, name), int) and getattr(worker, name) <= 0:
             problems.append(f"worker.{name}: must be positive, got {getattr(worker, name)}")
+    for kind, severity in config.alerts.severity.items():
+        if str(severity).lower() not in SEVERITIES:
+            problems.append(f"alerts.severity.{kind}: {severity!r} is not one of {', '.join(SEVERITIES)}")
     if not config.models:
         problems.append("models: at least one [[models]] table is required")
     seen: set[str] = set()

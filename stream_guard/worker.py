@@ -14,6 +14,7 @@ If any step fails, the batch's partitions are rewound and the batch is retried.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -29,7 +30,8 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from stream_guard.aggregation import build_updates
 from stream_guard.alerts.codec import encode_alert
 from stream_guard.alerts.evaluate import finding_alerts
-from stream_guard.alerts.model import Alert
+from stream_guard.alerts.lifecycle import IncidentTracker, LifecycleSettings
+from stream_guard.alerts.model import Alert, Severity
 from stream_guard.config import Config
 from stream_guard.deadletter import dead_letter_headers
 from stream_guard.errors import DeliveryError, RegistryUnavailableError
@@ -100,6 +102,10 @@ class Worker:
             for m in models
         }
         self._evaluators: list[Evaluator] = [lambda m, s: finding_alerts(m.name, s), *evaluators]
+        lifecycle = LifecycleSettings(config.alerts.cooldown_s, config.alerts.resolve_after_s)
+        self._incidents = {
+            m.name: IncidentTracker(redis_client, self._stores[m.name].keys, lifecycle) for m in models
+        }
         self._contributors = list(contributors)
         self._consumer = make_consumer(config.kafka, **(consumer_overrides or {}))
         self._producer = DeliveryTracker(producer_settings(config.kafka))
@@ -226,7 +232,11 @@ class Worker:
                 if not store.claim(start, self._lease_ms):
                     continue
                 snapshot = store.snapshot(start)
-                alerts = [a for evaluate in self._evaluators for a in evaluate(self._models[name], snapshot)]
+                raised = [a for evaluate in self._evaluators for a in evaluate(self._models[name], snapshot)]
+                raised = [self._with_severity(a) for a in raised]
+                incidents = self._incidents[name]
+                alerts = incidents.publishable(raised)
+                alerts += incidents.resolved(snapshot.end_ms, {a.incident_id for a in raised})
                 for alert in alerts:
                     self._producer.produce(
                         self.config.kafka.alerts_topic,
@@ -241,6 +251,10 @@ class Worker:
                     self._log.info("window closed", model=name, window_start=start, alerts=len(alerts))
         self.stats.alerts += len(published)
         return published
+
+    def _with_severity(self, alert: Alert) -> Alert:
+        override = self.config.alerts.severity.get(alert.kind)
+        return dataclasses.replace(alert, severity=Severity(override.upper())) if override else alert
 
     # -- offsets and rebalancing ---------------------------------------------------------
 

@@ -39,7 +39,8 @@ def write_config(
     encoding: str = "confluent",
     partitions: int = 3,
     window_s: int = 10,
-    extra: str = "",
+    sections: str = "",
+    model_extra: str = "",
 ) -> Config:
     """A config for one model on fresh topics; creates the topics and a local registry."""
     topic = f"inferences-{unique}"
@@ -67,6 +68,8 @@ allowed_lateness_s = 1
 idle_partition_s = 2
 log_format = "json"
 
+{sections}
+
 [[models]]
 name = "fraud"
 topics = ["{topic}"]
@@ -78,7 +81,7 @@ features = {FEATURES!r}
 prediction_field = "prediction"
 score_field = "score"
 slice_fields = ["device_type", "country"]
-{extra}
+{model_extra}
 """
     (tmp_path / "config.toml").write_text(text.replace("'", '"'))
     config = load_config(tmp_path / "config.toml", environ={})

@@ -124,7 +124,10 @@ def test_json_field_problems_are_findings_not_dead_letters(
 
 def test_alerts_are_keyed_by_event_time_windows(tmp_path: Path, bootstrap: str, redis_url: str, unique: str) -> None:
     """Findings land in the window of their event timestamp, whatever order or time they are consumed in."""
-    config = write_config(tmp_path, bootstrap=bootstrap, redis_url=redis_url, unique=unique, encoding="json", window_s=60)
+    config = write_config(
+        tmp_path, bootstrap=bootstrap, redis_url=redis_url, unique=unique, encoding="json", window_s=60,
+        sections="[alerts]\ncooldown_s = 0",
+    )
     records = Simulator(encoding="json", seed=9).records(300, START_MS, step_ms=1000)  # 5 minutes of event time
     for record in records[::10]:
         record["amount"] = "oops"
@@ -169,3 +172,29 @@ def test_two_workers_split_partitions_and_count_each_event_once(
     undecodable = [a for a in alerts if a["kind"] == "undecodable"]
     assert len({a["alert_id"] for a in undecodable}) == 1
     assert max(a["count"] for a in undecodable) == sum(1 for _, _, f in events if f)
+
+
+def test_one_incident_fires_reminds_after_cooldown_and_resolves(
+    tmp_path: Path, bootstrap: str, redis_url: str, unique: str
+) -> None:
+    """A fault in four consecutive windows opens one incident, reminds once after the cooldown, then resolves."""
+    config = write_config(
+        tmp_path, bootstrap=bootstrap, redis_url=redis_url, unique=unique, encoding="json", window_s=60,
+        sections="[alerts]\ncooldown_s = 120\nresolve_after_s = 120",
+    )
+    records = Simulator(encoding="json", seed=13).records(600, START_MS - START_MS % 60_000, step_ms=1000)
+    for record in records[:240:7]:  # minutes 0-3 carry the fault
+        record["amount"] = "n/a"
+    n = produce(bootstrap, config.models[0].topics[0], ((None, json.dumps(r).encode(), r["ts"]) for r in records))
+    worker = new_worker(config)
+    run_until([worker], lambda: worker.stats.consumed >= n)
+    alerts = [decode_alert(m.value()) for m in consume_all(bootstrap, config.kafka.alerts_topic)]
+    seen = [(a["status"], a["kind"], a["feature"]) for a in alerts]
+    assert seen == [
+        ("FIRING", "type_mismatch", "amount"),
+        ("FIRING", "type_mismatch", "amount"),
+        ("RESOLVED", "type_mismatch", "amount"),
+    ]
+    assert len({a["incident_id"] for a in alerts}) == 1
+    assert len({a["alert_id"] for a in alerts}) == 3
+    assert alerts[-1]["count"] == len(records[:240:7])

@@ -1,0 +1,329 @@
+"""Row-level feature checks against the baseline profile, and the window checks' counters.
+
+:class:`FeatureChecks` has the two hooks of a worker checker: :meth:`~FeatureChecks.findings`
+flags single rows (their counters become alerts through ``finding_alerts``) and
+:meth:`~FeatureChecks.contribute` adds the counters that :mod:`.window_checks` tests
+when the window closes. Only decoded rows (``~batch.failed``) are looked at.
+
+A feature is checked when the model lists it *and* the profile has it; its kind
+(numeric or categorical) is the profile's. Rows whose value the decoder already
+replaced because of a ``type_mismatch`` or ``missing_field`` issue on that feature
+count neither as null nor as a value: the decoder's finding reports them.
+
+Row checks
+----------
+``out_of_range``
+    Finite value outside ``[lower_bound(tol), upper_bound(tol)]`` of the profile.
+``nan`` / ``infinite``
+    NaN / +-inf values, only on features whose reference ``nan_rate`` / ``inf_rate``
+    is 0. Where the reference had some, the check is skipped (no rate test of NaN).
+``unseen_category``
+    A value outside the profile's ``frequencies``, only when ``other_rate`` is 0 (the
+    reference value set is complete). A capped profile (``other_rate > 0``) does not
+    know all legitimate values, so the check is skipped; ``cardinality`` still applies.
+``type_mismatch``
+    A ``str`` (or any non-number) in a numeric feature, a non-``str`` in a categorical
+    one, when the decoding let it through (union types, hand-built batches). The
+    decoder's own ``type_mismatch`` findings share the same counter.
+
+Window hash fields (``keys.window(start)``)
+--------------------------------------------
+=============================  =====================================================
+``null|<feature>``             rows where the feature is null
+``nv|<feature>``               rows where it has a value of the right type
+``top|<feature>|<value_key>``  rows equal to a numeric value (``profile.value_key``):
+                               every top value of the baseline, plus any value that
+                               is at least 1 % (and 2 rows) of the group's values;
+                               at most :data:`MAX_NEW_VALUES` such new values per group
+``hll|card|<feature>``         name of the HyperLogLog key ``<window key>:card:<feature>``
+                               of the categorical's distinct values; the snapshot
+                               reader puts its ``PFCOUNT`` in ``card|<feature>``
+=============================  =====================================================
+
+A new value is counted only in the groups where it reaches 1 %, so its window count
+may fall short of the truth (never above): the sentinel test errs towards silence.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from stream_guard.aggregation import WindowGroups
+from stream_guard.batch import EventBatch
+from stream_guard.checks.settings import ChecksConfig
+from stream_guard.findings import RowFindings
+from stream_guard.model import ModelRuntime
+from stream_guard.profile import BaselineProfile, CategoricalProfile, NumericProfile, value_key
+from stream_guard.state.keys import ModelKeys
+
+#: A value becomes a sentinel candidate at this share of a group's values...
+CANDIDATE_SHARE = 0.01
+#: ... and at least this many rows.
+CANDIDATE_MIN_ROWS = 2
+#: Most new (non-top) values counted per group and feature, the most frequent first.
+MAX_NEW_VALUES = 32
+
+_NUMBER_TYPES = frozenset({float, int, bool, np.float64, np.float32, np.int64, np.int32, np.bool_})
+_DECODER_ISSUES = frozenset({"type_mismatch", "missing_field"})
+
+
+def hll_key(keys: ModelKeys, start_ms: int, feature: str) -> str:
+    """The HyperLogLog key of a categorical feature's distinct values in one window."""
+    return f"{keys.window(start_ms)}:card:{feature}"
+
+
+@dataclass
+class _Column:
+    """One feature of a batch, converted once for findings and counters."""
+
+    null: np.ndarray  # valid rows whose value is null
+    present: np.ndarray  # valid rows with a value of the right type
+    wrong_type: np.ndarray  # valid rows with a value of the wrong type
+    raw: np.ndarray  # the values (object)
+    numbers: np.ndarray | None = None  # numeric: float64, NaN where not present
+    codes: np.ndarray | None = None  # categorical: index into uniques, -1 where not present
+    uniques: np.ndarray | None = None
+
+
+class FeatureChecks:
+    """Checks each feature of a batch against its model's :class:`BaselineProfile`.
+
+    Parameters
+    ----------
+    profiles
+        Baseline profiles by model name; a model without one gets no feature checks.
+    config
+        Which checks run on which feature, and how.
+    """
+
+    def __init__(self, profiles: Mapping[str, BaselineProfile], config: ChecksConfig) -> None:
+        self._profiles = dict(profiles)
+        self._config = config
+        self._features: dict[str, list[str]] = {}
+        self._cached_batch: weakref.ref[EventBatch] | None = None
+        self._cache: dict[str, _Column] = {}
+
+    # -- hooks -----------------------------------------------------------------------
+
+    def findings(self, model: ModelRuntime, batch: EventBatch) -> list[RowFindings]:
+        """Row findings of the enabled row checks (see the module docstring)."""
+        profile = self._profiles.get(model.name)
+        if profile is None or len(batch) == 0:
+            return []
+        listed = [*model.numeric_features, *model.categorical_features]
+        self._features[model.name] = [f for f in listed if f in profile.features]
+        out: list[RowFindings] = []
+        for name in self._features[model.name]:
+            feature = profile.features[name]
+            column = self._column(batch, name, feature)
+            if isinstance(feature, NumericProfile):
+                out += self._numeric_findings(name, feature, column)
+            else:
+                out += self._categorical_findings(name, feature, column)
+            if column.wrong_type.any() and self._config.enabled("type_mismatch", name):
+                out.append(_type_mismatch(name, feature, column))
+        return out
+
+    def contribute(self, batch: EventBatch, groups: WindowGroups, keys: ModelKeys) -> None:
+        """Add the window checks' counters of ``batch`` to its updates (fields above)."""
+        profile = self._profiles.get(batch.model)
+        if profile is None or len(batch) == 0:
+            return
+        config = self._config
+        names = self._features.get(batch.model, list(profile.features))
+        window_keys = [keys.window(int(s)) for s in groups.starts.tolist()]
+        for name in names:
+            feature = profile.features[name]
+            sentinel = isinstance(feature, NumericProfile) and config.enabled("sentinel_spike", name)
+            cardinality = isinstance(feature, CategoricalProfile) and config.enabled("cardinality", name)
+            if not (sentinel or cardinality or config.enabled("null_rate", name)):
+                continue
+            column = self._column(batch, name, feature)
+            nulls = groups.counts(column.null)
+            present = groups.counts(column.present)
+            for g in range(groups.size):
+                update = groups.update_of(g)
+                update.incr(window_keys[g], f"null|{name}", int(nulls[g]))
+                update.incr(window_keys[g], f"nv|{name}", int(present[g]))
+            if sentinel:
+                assert isinstance(feature, NumericProfile)
+                _count_values(name, feature, column, groups, present, window_keys)
+            if cardinality:
+                _add_distinct(name, column, groups, keys, window_keys)
+
+    # -- conversion ------------------------------------------------------------------
+
+    def _column(self, batch: EventBatch, name: str, feature: NumericProfile | CategoricalProfile) -> _Column:
+        if self._cached_batch is None or self._cached_batch() is not batch:
+            self._cached_batch = weakref.ref(batch)
+            self._cache = {}
+        column = self._cache.get(name)
+        if column is None:
+            column = self._cache[name] = _convert(batch, name, isinstance(feature, NumericProfile))
+        return column
+
+    # -- checks ----------------------------------------------------------------------
+
+    def _numeric_findings(self, name: str, feature: NumericProfile, column: _Column) -> list[RowFindings]:
+        assert column.numbers is not None
+        values, config, out = column.numbers, self._config, []
+        finite = np.isfinite(values)
+        if config.enabled("out_of_range", name) and feature.min is not None:
+            tolerance = config.settings("out_of_range", name).tolerance or 0.0
+            lo, hi = feature.lower_bound(tolerance), feature.upper_bound(tolerance)
+            rows = np.flatnonzero(finite & ((values < lo) | (values > hi)))
+            if rows.size:
+                bad = values[rows]
+                out.append(
+                    RowFindings(
+                        "out_of_range", name, rows,
+                        observed=f"{rows.size} values out of range: min {_g(bad.min())}, max {_g(bad.max())}",
+                        expected=f"[{_g(lo)}, {_g(hi)}]",
+                        values=bad.tolist(),
+                    )
+                )  # fmt: skip
+        if config.enabled("nan", name) and feature.nan_rate == 0:
+            rows = np.flatnonzero(np.isnan(values) & column.present)
+            if rows.size:
+                out.append(
+                    RowFindings("nan", name, rows, "NaN", "no NaN (reference NaN rate 0)", [float("nan")] * rows.size)
+                )
+        if config.enabled("infinite", name) and feature.inf_rate == 0:
+            rows = np.flatnonzero(np.isinf(values))
+            if rows.size:
+                signs = sorted({"+inf" if v > 0 else "-inf" for v in np.unique(values[rows]).tolist()})
+                out.append(
+                    RowFindings(
+                        "infinite", name, rows, " and ".join(signs), "finite values (reference inf rate 0)",
+                        values[rows].tolist(),
+                    )
+                )  # fmt: skip
+        return out
+
+    def _categorical_findings(self, name: str, feature: CategoricalProfile, column: _Column) -> list[RowFindings]:
+        if not self._config.enabled("unseen_category", name) or feature.other_rate > 0:
+            return []
+        assert column.codes is not None and column.uniques is not None
+        if column.uniques.size == 0:
+            return []
+        known = np.fromiter((u in feature.frequencies for u in column.uniques.tolist()), bool, column.uniques.size)
+        rows = np.flatnonzero(column.present & ~known[column.codes])
+        if rows.size == 0:
+            return []
+        unseen = column.uniques[~known].tolist()
+        shown = ", ".join(repr(u) for u in unseen[:3]) + (", ..." if len(unseen) > 3 else "")
+        return [
+            RowFindings(
+                "unseen_category", name, rows,
+                observed=f"{len(unseen)} unseen values: {shown}",
+                expected=f"one of the {len(feature.frequencies)} reference categories",
+                values=column.raw[rows].tolist(),
+            )
+        ]  # fmt: skip
+
+
+def _convert(batch: EventBatch, name: str, numeric: bool) -> _Column:
+    n = len(batch)
+    raw = np.empty(n, dtype=object)
+    raw[:] = batch.column(name)
+    types = np.fromiter(map(type, raw), dtype=object, count=n)
+    valid = np.ones(n, dtype=bool) if len(batch.failed) != n else ~batch.failed
+    valid &= ~_decoder_issue_rows(batch, name)
+    null = valid & (types == type(None))
+    wrong_type = np.zeros(n, dtype=bool)
+    for t in set(types.tolist()) - {type(None)}:
+        ok = t in _NUMBER_TYPES if numeric else issubclass(t, str)
+        if not ok:
+            wrong_type |= types == t
+    wrong_type &= valid
+    present = valid & ~null & ~wrong_type
+    column = _Column(null=null, present=present, wrong_type=wrong_type, raw=raw)
+    if numeric:
+        clean = raw.copy()
+        clean[~present] = None
+        column.numbers = clean.astype(np.float64)
+    else:
+        codes, uniques = pd.factorize(np.where(present, raw, None))
+        column.codes, column.uniques = codes, np.asarray(uniques, dtype=object)
+    return column
+
+
+def _decoder_issue_rows(batch: EventBatch, name: str) -> np.ndarray:
+    mask = np.zeros(len(batch), dtype=bool)
+    for i, decoded in enumerate(batch.decoded):
+        if decoded.issues:
+            mask[i] = any(issue.field == name and issue.kind in _DECODER_ISSUES for issue in decoded.issues)
+    return mask
+
+
+def _type_mismatch(name: str, feature: NumericProfile | CategoricalProfile, column: _Column) -> RowFindings:
+    rows = np.flatnonzero(column.wrong_type)
+    values = column.raw[rows]
+    observed = sorted({type(v).__name__ for v in values.tolist()})
+    expected = "number" if isinstance(feature, NumericProfile) else "str"
+    return RowFindings("type_mismatch", name, rows, ", ".join(observed), expected, values.tolist())
+
+
+def _count_values(
+    name: str,
+    feature: NumericProfile,
+    column: _Column,
+    groups: WindowGroups,
+    present: np.ndarray,
+    window_keys: list[str],
+) -> None:
+    """Count every baseline top value, and every value frequent enough, per group."""
+    assert column.numbers is not None
+    rows = np.flatnonzero(column.present & np.isfinite(column.numbers))
+    if rows.size == 0:
+        return
+    values, group = column.numbers[rows], groups.group_of_row[rows]
+    order = np.lexsort((values, group))
+    values, group = values[order], group[order]
+    first = np.flatnonzero(np.r_[True, (values[1:] != values[:-1]) | (group[1:] != group[:-1])])
+    counts = np.diff(np.r_[first, values.size])
+    values, group = values[first], group[first]
+    top = np.isin(values, np.array([v for v, _ in feature.top_values], dtype=np.float64))
+    needed = np.maximum(CANDIDATE_MIN_ROWS, np.ceil(CANDIDATE_SHARE * present[group]))
+    new = ~top & (counts >= needed)
+    if new.sum() > MAX_NEW_VALUES:
+        # Rank new values within their group by count; keep the first MAX_NEW_VALUES.
+        idx = np.flatnonzero(new)
+        idx = idx[np.lexsort((-counts[idx], group[idx]))]
+        rank = np.arange(idx.size) - np.searchsorted(group[idx], group[idx], side="left")
+        new[:] = False
+        new[idx[rank < MAX_NEW_VALUES]] = True
+    for i in np.flatnonzero(top | new).tolist():
+        g = int(group[i])
+        groups.update_of(g).incr(window_keys[g], f"top|{name}|{value_key(values[i])}", int(counts[i]))
+
+
+def _add_distinct(
+    name: str, column: _Column, groups: WindowGroups, keys: ModelKeys, window_keys: list[str]
+) -> None:
+    """Add each group's distinct values to the window's HyperLogLog of the feature."""
+    assert column.codes is not None and column.uniques is not None
+    rows = np.flatnonzero(column.present)
+    if rows.size == 0:
+        return
+    n_codes = max(column.uniques.size, 1)
+    pairs = np.unique(groups.group_of_row[rows].astype(np.int64) * n_codes + column.codes[rows])
+    by_group: dict[int, list[int]] = defaultdict(list)
+    for g, code in zip((pairs // n_codes).tolist(), (pairs % n_codes).tolist(), strict=True):
+        by_group[g].append(code)
+    for g, codes in by_group.items():
+        update = groups.update_of(g)
+        key = hll_key(keys, int(groups.starts[g]), name)
+        update.add_distinct(key, column.uniques[codes].tolist())
+        update.set(window_keys[g], f"hll|card|{name}", key)
+
+
+def _g(x: Any) -> str:
+    return f"{float(x):.6g}"
