@@ -46,6 +46,18 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=int, default=400, help="events per second (default 400)")
     demo.set_defaults(handler=_demo)
 
+    learn = sub.add_parser("learn", help="learn a model's baseline profile from reference data or the stream")
+    learn.add_argument("-c", "--config")
+    learn.add_argument("-m", "--model", help="model name (default: the only configured model)")
+    source = learn.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from-file", metavar="PATH", help="Parquet, CSV or JSON-lines reference data")
+    source.add_argument("--from-topic", action="store_true", help="the first --events events of the model's topics")
+    learn.add_argument("--events", type=int, default=50_000, help="events to read with --from-topic (default 50000)")
+    learn.add_argument("--since", help="with --from-topic: only events at or after this ISO-8601 time")
+    learn.add_argument("--until", help="with --from-topic: only events before this ISO-8601 time")
+    learn.add_argument("-o", "--output", help="profile file to write (default: the model's configured profile)")
+    learn.set_defaults(handler=_learn)
+
     alerts = sub.add_parser("alerts", help="print alerts from the alerts topic as they arrive")
     alerts.add_argument("-c", "--config")
     alerts.add_argument("--from-beginning", action="store_true")
@@ -96,6 +108,43 @@ def _check_config(args: argparse.Namespace) -> int:
             f"model {model.name}: topics {', '.join(model.config.topics)}; {model.config.encoding}; "
             f"numeric {model.numeric_features}; categorical {model.categorical_features}"
         )
+    return 0
+
+
+def _epoch_ms(text: str | None) -> int | None:
+    if text is None:
+        return None
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise StreamGuardError(f"not an ISO-8601 time: {text!r}") from None
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+def _learn(args: argparse.Namespace) -> int:
+    from stream_guard.learning import learn_from_file, learn_from_topic
+    from stream_guard.model import build_models
+
+    config = _load(args)
+    models = {m.name: m for m in build_models(config, _registry_client(config))}
+    if args.model is None and len(models) != 1:
+        raise StreamGuardError(f"several models are configured; pick one with --model ({', '.join(models)})")
+    if args.model and args.model not in models:
+        raise StreamGuardError(f"unknown model {args.model!r} (configured: {', '.join(models)})")
+    model = models[args.model] if args.model else next(iter(models.values()))
+    output = args.output or (str(model.profile_path) if model.profile_path else None)
+    if output is None:
+        raise StreamGuardError(f"model {model.name} has no profile path configured: pass --output")
+    if args.from_file:
+        profile = learn_from_file(model, args.from_file)
+    else:
+        profile = learn_from_topic(
+            config, model, events=args.events, since_ms=_epoch_ms(args.since), until_ms=_epoch_ms(args.until)
+        )
+    profile.save(output)
+    print(f"profile of model {model.name}: {profile.row_count} rows, {len(profile.features)} fields -> {output}")
     return 0
 
 

@@ -102,6 +102,9 @@ class ModelConfig:
     prediction_field: str = ""
     score_field: str = ""
     slice_fields: list[str] = field(default_factory=list)
+    #: Baseline profile (JSON written by ``stream-guard learn``); without one, only the
+    #: schema-level checks run. Workers reload it when the file changes.
+    profile: str = ""
     #: Fields of the payload that the schema does not declare raise ``unexpected_field``.
     report_unexpected_fields: bool = True
 

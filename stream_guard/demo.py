@@ -157,6 +157,7 @@ def _simulate(bootstrap: str, duration_s: float, rate: int, stop: threading.Even
         producer.poll(0)
         time.sleep(tick_s)
     producer.flush(30)
+    producer.close()
     return produced
 
 

@@ -68,3 +68,8 @@ class DeliveryTracker:
         if remaining or failures:
             detail = "; ".join(failures[:3]) or f"{remaining} messages still in flight after {timeout_s}s"
             raise DeliveryError(f"broker did not acknowledge {len(failures) + remaining} messages: {detail}")
+
+    def close(self) -> None:
+        """Wait for outstanding deliveries, then release the client."""
+        self.producer.flush(30)
+        self.producer.close()

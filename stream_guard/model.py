@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from stream_guard.decoding import (
     RegistryWriterSchemas,
 )
 from stream_guard.errors import ConfigError, DecodeError, SchemaLoadError
+from stream_guard.profile import BaselineProfile, ProfileFormatError
 from stream_guard.schemas import FieldType, load_schema_file, parse_schema, record_fields
 
 
@@ -37,10 +39,30 @@ class ModelRuntime:
     decoder: Any
     numeric_features: list[str] = field(default_factory=list)
     categorical_features: list[str] = field(default_factory=list)
+    profile: BaselineProfile | None = None
+    profile_path: Path | None = None
+    _profile_mtime: float = 0.0
 
     @property
     def name(self) -> str:
         return self.config.name
+
+    def load_profile(self) -> bool:
+        """(Re)load the baseline profile if its file changed; True when a new one was loaded.
+
+        A missing file leaves the model without a profile (schema checks only); a file
+        that is not a valid profile raises ProfileFormatError.
+        """
+        if self.profile_path is None or not self.profile_path.is_file():
+            return False
+        mtime = self.profile_path.stat().st_mtime
+        if mtime == self._profile_mtime:
+            return False
+        profile = BaselineProfile.load(self.profile_path)
+        if profile.model != self.name:
+            raise ProfileFormatError(f"{self.profile_path} is a profile of model {profile.model!r}, not {self.name!r}")
+        self.profile, self._profile_mtime = profile, mtime
+        return True
 
     def decode(self, messages: Sequence[Any]) -> tuple[EventBatch, list[DeadLetter]]:
         """Decode ``messages``; the batch has one row per message, dead letters included.
@@ -85,8 +107,10 @@ def build_models(config: Config, registry_client: Any = None) -> list[ModelRunti
     models = []
     for model in config.models:
         try:
-            models.append(_build_model(config, model, registry_client, problems))
-        except SchemaLoadError as exc:
+            runtime = _build_model(config, model, registry_client, problems)
+            runtime.load_profile()
+            models.append(runtime)
+        except (SchemaLoadError, ProfileFormatError) as exc:
             problems.append(f"model {model.name}: {exc}")
     if problems:
         raise ConfigError(problems)
@@ -131,4 +155,5 @@ def _build_model(config: Config, model: ModelConfig, registry_client: Any, probl
         decoder=decoder,
         numeric_features=[f for f in features if fields[f].is_numeric],
         categorical_features=[f for f in features if not fields[f].is_numeric],
+        profile_path=config.resolve_path(model.profile) if model.profile else None,
     )

@@ -151,6 +151,7 @@ class Worker:
         finally:
             self._commit_sync()
             self._consumer.close()
+            self._producer.close()
             self._log.info("worker stopped", **vars(self.stats))
         return self.stats
 

@@ -50,6 +50,7 @@ import weakref
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -70,7 +71,7 @@ CANDIDATE_MIN_ROWS = 2
 #: Most new (non-top) values counted per group and feature, the most frequent first.
 MAX_NEW_VALUES = 32
 
-_NUMBER_TYPES = frozenset({float, int, bool, np.float64, np.float32, np.int64, np.int32, np.bool_})
+_NUMBER_TYPES = (int, float, np.integer, np.floating, np.bool_)  # bool is an int
 _DECODER_ISSUES = frozenset({"type_mismatch", "missing_field"})
 
 
@@ -109,6 +110,7 @@ class FeatureChecks:
         self._features: dict[str, list[str]] = {}
         self._cached_batch: weakref.ref[EventBatch] | None = None
         self._cache: dict[str, _Column] = {}
+        self._issues: dict[str, np.ndarray] = {}
 
     # -- hooks -----------------------------------------------------------------------
 
@@ -164,9 +166,11 @@ class FeatureChecks:
         if self._cached_batch is None or self._cached_batch() is not batch:
             self._cached_batch = weakref.ref(batch)
             self._cache = {}
+            self._issues = _decoder_issue_rows(batch)
         column = self._cache.get(name)
         if column is None:
-            column = self._cache[name] = _convert(batch, name, isinstance(feature, NumericProfile))
+            column = _convert(batch, name, isinstance(feature, NumericProfile), self._issues.get(name))
+            self._cache[name] = column
         return column
 
     # -- checks ----------------------------------------------------------------------
@@ -229,17 +233,17 @@ class FeatureChecks:
         ]  # fmt: skip
 
 
-def _convert(batch: EventBatch, name: str, numeric: bool) -> _Column:
+def _convert(batch: EventBatch, name: str, numeric: bool, issue_rows: np.ndarray | None) -> _Column:
     n = len(batch)
-    raw = np.empty(n, dtype=object)
-    raw[:] = batch.column(name)
+    raw = np.fromiter(batch.column(name), dtype=object, count=n)
     types = np.fromiter(map(type, raw), dtype=object, count=n)
     valid = np.ones(n, dtype=bool) if len(batch.failed) != n else ~batch.failed
-    valid &= ~_decoder_issue_rows(batch, name)
+    if issue_rows is not None:
+        valid[issue_rows] = False
     null = valid & (types == type(None))
     wrong_type = np.zeros(n, dtype=bool)
     for t in set(types.tolist()) - {type(None)}:
-        ok = t in _NUMBER_TYPES if numeric else issubclass(t, str)
+        ok = issubclass(t, _NUMBER_TYPES if numeric else str)
         if not ok:
             wrong_type |= types == t
     wrong_type &= valid
@@ -255,12 +259,15 @@ def _convert(batch: EventBatch, name: str, numeric: bool) -> _Column:
     return column
 
 
-def _decoder_issue_rows(batch: EventBatch, name: str) -> np.ndarray:
-    mask = np.zeros(len(batch), dtype=bool)
-    for i, decoded in enumerate(batch.decoded):
-        if decoded.issues:
-            mask[i] = any(issue.field == name and issue.kind in _DECODER_ISSUES for issue in decoded.issues)
-    return mask
+def _decoder_issue_rows(batch: EventBatch) -> dict[str, np.ndarray]:
+    """Rows whose value of a field the decoder replaced (type mismatch, missing), by field."""
+    issues = list(map(attrgetter("issues"), batch.decoded))
+    rows: dict[str, list[int]] = defaultdict(list)
+    for i in np.flatnonzero(np.fromiter(map(bool, issues), dtype=bool, count=len(issues))).tolist():
+        for issue in issues[i]:
+            if issue.kind in _DECODER_ISSUES:
+                rows[issue.field].append(i)
+    return {name: np.asarray(idx, dtype=np.int64) for name, idx in rows.items()}
 
 
 def _type_mismatch(name: str, feature: NumericProfile | CategoricalProfile, column: _Column) -> RowFindings:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,8 @@ local wm = redis.call('HGET', KEYS[2], ARGV[1])
 if (not wm) or tonumber(wm) < tonumber(ARGV[3]) then redis.call('HSET', KEYS[2], ARGV[1], ARGV[3]) end
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
 local ttl = tonumber(ARGV[5])
+-- keys given their own TTL by 'E' (seconds) or managed by 'X'/'D' (0: leave alone)
+local own_ttl = {}
 local i = 7
 while i <= #ARGV do
   local op = ARGV[i]
@@ -57,11 +59,31 @@ while i <= #ARGV do
   elseif op == 'P' then
     local n = tonumber(ARGV[i+2])
     redis.call('PFADD', KEYS[tonumber(ARGV[i+1])], unpack(ARGV, i+3, i+2+n)); i = i + 3 + n
+  elseif op == 'E' then
+    own_ttl[tonumber(ARGV[i+1])] = tonumber(ARGV[i+2]); i = i + 3
+  elseif op == 'X' then
+    local k = tonumber(ARGV[i+1])
+    local n = tonumber(ARGV[i+5])
+    if redis.call('SET', KEYS[k], ARGV[i+2], 'EX', ARGV[i+3], 'NX') then
+      local h = KEYS[tonumber(ARGV[i+4])]
+      for f = i + 6, i + 5 + n do redis.call('HINCRBY', h, ARGV[f], 1) end
+    end
+    own_ttl[k] = 0; i = i + 6 + n
+  elseif op == 'D' then
+    local k = tonumber(ARGV[i+1])
+    redis.call('DEL', KEYS[k]); own_ttl[k] = 0; i = i + 2
+  elseif op == 'Z' then
+    redis.call('ZADD', KEYS[tonumber(ARGV[i+1])], ARGV[i+2], ARGV[i+3]); i = i + 4
+  elseif op == 'R' then
+    redis.call('ZREMRANGEBYSCORE', KEYS[tonumber(ARGV[i+1])], '-inf', '(' .. ARGV[i+2]); i = i + 3
   else
     return redis.error_reply('unknown op ' .. op)
   end
 end
-for j = 5, #KEYS do redis.call('EXPIRE', KEYS[j], ttl) end
+for j = 5, #KEYS do
+  local t = own_ttl[j]
+  if t == nil then redis.call('EXPIRE', KEYS[j], ttl) elseif t > 0 then redis.call('EXPIRE', KEYS[j], t) end
+end
 return 1
 """
 
@@ -118,6 +140,27 @@ class StateUpdate:
         values = list(values)
         if values:
             self.ops += ["P", self._key(key), len(values), *values]
+
+    def expire(self, key: str, ttl_s: int) -> None:
+        """Give ``key`` its own TTL (seconds) instead of the store's retention."""
+        self.ops += ["E", self._key(key), int(ttl_s)]
+
+    def set_once(self, key: str, value: str, ttl_s: int, counter_key: str, counter_fields: Sequence[str]) -> None:
+        """``SET key value EX ttl_s NX``; only if it was new, add 1 to each of ``counter_fields``.
+
+        The key keeps its own TTL (the retention does not apply to it).
+        """
+        self.ops += ["X", self._key(key), value, int(ttl_s), self._key(counter_key), len(counter_fields), *counter_fields]
+
+    def delete(self, key: str) -> None:
+        self.ops += ["D", self._key(key)]
+
+    def zadd(self, key: str, score: int, member: str) -> None:
+        self.ops += ["Z", self._key(key), int(score), member]
+
+    def ztrim_below(self, key: str, min_score: int) -> None:
+        """Remove the members of a sorted set whose score is below ``min_score``."""
+        self.ops += ["R", self._key(key), int(min_score)]
 
 
 @dataclass

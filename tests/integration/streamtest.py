@@ -103,6 +103,7 @@ def produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, byte
         if n % 1000 == 0:
             producer.poll(0)
     assert producer.flush(30) == 0
+    producer.close()
     return n
 
 

@@ -1,0 +1,14 @@
+"""Data-validity checks of model features against their baseline profile.
+
+Wire them into a worker with one configuration for both halves::
+
+    config = ChecksConfig.from_dict(raw_toml.get("checks", {}))
+    checks = FeatureChecks(profiles, config)        # a checker: findings + contribute
+    window_checks = WindowChecks(profiles, config)  # an evaluator of closed windows
+"""
+
+from stream_guard.checks.row_checks import FeatureChecks
+from stream_guard.checks.settings import CHECKS, CheckSettings, ChecksConfig
+from stream_guard.checks.window_checks import WindowChecks
+
+__all__ = ["CHECKS", "CheckSettings", "ChecksConfig", "FeatureChecks", "WindowChecks"]

@@ -1,0 +1,211 @@
+"""Window-level feature checks, evaluated when an event-time window closes.
+
+Each check compares a window's counters (written by
+:meth:`stream_guard.checks.row_checks.FeatureChecks.contribute`) with the baseline:
+
+``null_rate``
+    Null share of the feature's rows against ``p0 = mean + z * std`` of the reference's
+    per-chunk null rate (``std`` floored at 0.1 point, ``z`` = tolerance, default 3):
+    a one-sided binomial test of ``H0: rate <= p0``. A feature whose null rate was noisy
+    in the reference gets a wider margin, as in NannyML.
+``sentinel_spike``
+    The same test for the share of each counted numeric value (every baseline top
+    value, and any value that reached 1 % of a batch). The reference share of a value
+    that is not a top value is 0 outside the learned ``[min, max]`` (a new ``-1``
+    default), else at most the smallest top share; see
+    :func:`stream_guard.checks.stats.value_share_variability`. One alert per feature,
+    naming the most significant value.
+``cardinality``
+    Distinct values of a categorical (HyperLogLog) against an upper bound scaled to the
+    window size (:func:`stream_guard.checks.stats.distinct_threshold`). Its p-value
+    covers only the HyperLogLog estimation error, so it acts as a threshold.
+
+Rate checks need ``min_support`` rows of the feature in the window.
+
+Multiple testing
+----------------
+Every window runs one test per feature and check, and one per counted value: about a
+hundred for a model of dozens of features, every minute. Taken one by one at a
+fixed level, some would fire by chance in most windows. So the p-values of all the
+tests of a window form one family, and the Benjamini-Hochberg procedure rejects at
+level ``false_alarm_rate`` (default 1e-3). When nothing is wrong (every null
+hypothesis true) Benjamini-Hochberg bounds the probability of *any* alert in the window
+by ``false_alarm_rate``, like Bonferroni; when some feature does break, it keeps more
+power than Bonferroni for the others, and bounds the expected share of false alerts
+among those raised by ``false_alarm_rate``. The tests run against thresholds that
+already include the reference's variability (``mean + z * std``), so real false-alarm
+rates are far below the nominal level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from stream_guard.alerts.model import Alert, Severity
+from stream_guard.checks.settings import ChecksConfig
+from stream_guard.checks.stats import (
+    benjamini_hochberg,
+    binomial_p_values,
+    distinct_p_value,
+    distinct_threshold,
+    value_share_variability,
+)
+from stream_guard.model import ModelRuntime
+from stream_guard.profile import MIN_RATE_STD, BaselineProfile, CategoricalProfile, NumericProfile, RateVariability
+from stream_guard.state.window_store import WindowSnapshot
+
+
+@dataclass
+class _Test:
+    """One hypothesis of a window: the numbers an alert needs if it is rejected."""
+
+    check: str
+    feature: str
+    count: int
+    rows: int  # trials of a binomial test; events of a cardinality test
+    threshold: float
+    value: float
+    observed: str
+    expected: str
+    message: str
+    p_value: float = 1.0
+    binomial: bool = True
+
+
+class WindowChecks:
+    """Evaluates ``null_rate``, ``sentinel_spike`` and ``cardinality`` on closed windows.
+
+    Parameters
+    ----------
+    profiles
+        Baseline profiles by model name; a model without one gets no window checks.
+    config
+        The same configuration as the :class:`~stream_guard.checks.row_checks.FeatureChecks`.
+    """
+
+    def __init__(self, profiles: Mapping[str, BaselineProfile], config: ChecksConfig) -> None:
+        self._profiles = dict(profiles)
+        self._config = config
+
+    def __call__(self, model: ModelRuntime, window: WindowSnapshot) -> list[Alert]:
+        """Alerts of the window's rejected hypotheses (Benjamini-Hochberg over all of them)."""
+        profile = self._profiles.get(model.name)
+        if profile is None:
+            return []
+        tests: list[_Test] = []
+        for name in [*model.numeric_features, *model.categorical_features]:
+            feature = profile.features.get(name)
+            if feature is not None:
+                tests += self._tests(name, feature, window, profile)
+        binomial = [t for t in tests if t.binomial]
+        if binomial:
+            p_values = binomial_p_values(
+                np.array([t.count for t in binomial]),
+                np.array([t.rows for t in binomial]),
+                np.array([t.threshold for t in binomial]),
+            )
+            for test, p in zip(binomial, p_values.tolist(), strict=True):
+                test.p_value = p
+        reject = benjamini_hochberg(np.array([t.p_value for t in tests]), self._config.false_alarm_rate)
+        best: dict[tuple[str, str], _Test] = {}
+        for test, rejected in zip(tests, reject.tolist(), strict=True):
+            key = (test.check, test.feature)
+            if rejected and (key not in best or test.p_value < best[key].p_value):
+                best[key] = test
+        return [self._alert(model.name, window, test) for test in best.values()]
+
+    # -- hypotheses --------------------------------------------------------------------
+
+    def _tests(
+        self, name: str, feature: NumericProfile | CategoricalProfile, window: WindowSnapshot, profile: BaselineProfile
+    ) -> list[_Test]:
+        config = self._config
+        nulls = window.count(f"null|{name}")
+        rows = nulls + window.count(f"nv|{name}")
+        supported = rows >= max(config.min_support, 1)
+        out = []
+        if supported and config.enabled("null_rate", name):
+            z = config.settings("null_rate", name).tolerance or 0.0
+            out.append(_rate_test("null_rate", name, "null rate", nulls, rows, feature.null_rate_variability, z))
+        if supported and isinstance(feature, NumericProfile) and config.enabled("sentinel_spike", name):
+            z = config.settings("sentinel_spike", name).tolerance or 0.0
+            for key, count in window.with_prefix(f"top|{name}|").items():
+                value = float(key)
+                variability = value_share_variability(feature, value, profile.chunk_size)
+                out.append(
+                    _rate_test("sentinel_spike", name, f"value {_value(value)}", int(count), rows, variability, z)
+                )
+        distinct = window.fields.get(f"card|{name}")
+        if isinstance(feature, CategoricalProfile) and distinct is not None and config.enabled("cardinality", name):
+            z = config.settings("cardinality", name).tolerance or 0.0
+            out.append(_cardinality_test(name, feature, int(float(distinct)), window.events, z))
+        return out
+
+    def _alert(self, model: str, window: WindowSnapshot, test: _Test) -> Alert:
+        severity = self._config.settings(test.check, test.feature).severity or Severity.WARNING
+        total = window.events
+        return Alert(
+            model=model,
+            kind=test.check,
+            feature=test.feature,
+            slice="",
+            severity=severity,
+            window_start=window.start_ms,
+            window_end=window.end_ms,
+            count=test.count,
+            total=total,
+            rate=test.count / total if total else 0.0,
+            observed=test.observed,
+            expected=test.expected,
+            value=test.value,
+            threshold=test.threshold,
+            detector="binomial_test+bh" if test.binomial else "hll_threshold+bh",
+            message=test.message,
+        )
+
+
+def _rate_test(
+    check: str, name: str, what: str, count: int, rows: int, variability: RateVariability, z: float
+) -> _Test:
+    p0 = variability.upper_threshold(z)
+    rate = count / rows
+    baseline = f"baseline {variability.mean:.2%} +- {max(variability.std, MIN_RATE_STD):.2%}"
+    return _Test(
+        check=check,
+        feature=name,
+        count=count,
+        rows=rows,
+        threshold=p0,
+        value=rate,
+        observed=f"{what} {rate:.2%} ({count} of {rows})",
+        expected=f"<= {p0:.2%} ({baseline})",
+        message=f"{what} of {name!r} is {rate:.1%} of {rows} events, above the {p0:.1%} tolerated ({baseline})",
+    )
+
+
+def _cardinality_test(name: str, feature: CategoricalProfile, distinct: int, events: int, z: float) -> _Test:
+    chunks = feature.chunk_cardinality
+    threshold = distinct_threshold(chunks, feature.cardinality, feature.count, events, z)
+    baseline = f"baseline {chunks.mean:.1f} +- {chunks.std:.1f} per {chunks.chunk_size} rows, {feature.cardinality} in all"
+    return _Test(
+        check="cardinality",
+        feature=name,
+        count=distinct,
+        rows=events,
+        threshold=threshold,
+        value=float(distinct),
+        observed=f"{distinct} distinct values in {events} events",
+        expected=f"<= {threshold:.0f} ({baseline})",
+        message=(
+            f"{name!r} has {distinct} distinct values in {events} events, above the {threshold:.0f} expected ({baseline})"
+        ),
+        p_value=distinct_p_value(distinct, threshold),
+        binomial=False,
+    )
+
+
+def _value(value: float) -> str:
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)

@@ -1,0 +1,113 @@
+"""``stream-guard learn``: a baseline profile from reference data or from a warm-up of the stream."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import structlog
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from stream_guard.config import Config
+from stream_guard.errors import StreamGuardError
+from stream_guard.model import ModelRuntime
+from stream_guard.profile import BaselineProfile, learn_profile, read_reference
+
+log = structlog.get_logger("stream_guard.learning")
+
+
+class ReferenceDataError(StreamGuardError):
+    """The reference data cannot be used to learn a profile."""
+
+
+def profiled_fields(model: ModelRuntime) -> tuple[list[str], list[str]]:
+    """(numeric, categorical) fields a profile covers: the features, the score and the prediction."""
+    numeric = list(model.numeric_features)
+    categorical = list(model.categorical_features)
+    for name in (model.config.score_field, model.config.prediction_field):
+        if name and name not in numeric and name not in categorical:
+            (numeric if model.fields[name].is_numeric else categorical).append(name)
+    return numeric, categorical
+
+
+def learn_from_frame(model: ModelRuntime, frame: pd.DataFrame, source: str) -> BaselineProfile:
+    numeric, categorical = profiled_fields(model)
+    missing = [c for c in numeric + categorical if c not in frame.columns]
+    if missing:
+        raise ReferenceDataError(f"reference data {source} lacks columns {missing} (model {model.name})")
+    for name in numeric:
+        if frame[name].dtype == object or str(frame[name].dtype).startswith(("string", "large_string")):
+            frame[name] = pd.to_numeric(frame[name], errors="coerce")
+    try:
+        return learn_profile(frame, model=model.name, numeric=numeric, categorical=categorical, source=source)
+    except ValueError as exc:
+        raise ReferenceDataError(f"cannot learn from {source}: {exc}") from None
+
+
+def learn_from_file(model: ModelRuntime, path: str | Path) -> BaselineProfile:
+    """Learn from a Parquet, CSV or JSON-lines file (e.g. the training data)."""
+    try:
+        frame = read_reference(path)
+    except (ValueError, FileNotFoundError) as exc:
+        raise ReferenceDataError(str(exc)) from None
+    return learn_from_frame(model, frame, f"file:{path}")
+
+
+def learn_from_topic(
+    config: Config,
+    model: ModelRuntime,
+    *,
+    events: int,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    timeout_s: float = 60.0,
+) -> BaselineProfile:
+    """Learn from the first ``events`` decodable events of the model's topics.
+
+    With ``since_ms``/``until_ms``, only events whose event time falls in that range
+    count. Reads from the beginning of every partition without joining the workers'
+    consumer group, and commits nothing.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": config.kafka.bootstrap_servers,
+            "group.id": f"{config.kafka.group_id}-learn",
+            "enable.auto.commit": False,
+            **{k: v for k, v in config.kafka.consumer.items() if k.startswith(("security.", "sasl.", "ssl."))},
+        }
+    )
+    try:
+        partitions = []
+        for topic in model.config.topics:
+            metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+            if metadata.error is not None:
+                raise ReferenceDataError(f"topic {topic}: {metadata.error.str()}")
+            partitions += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
+        ends = {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions}
+        consumer.assign(partitions)
+        rows: list[dict[str, Any]] = []
+        done: set[tuple[str, int]] = {k for k, end in ends.items() if end == 0}
+        deadline = time.monotonic() + timeout_s
+        while len(rows) < events and len(done) < len(ends) and time.monotonic() < deadline:
+            messages = [m for m in consumer.consume(1000, 1.0) if m.error() is None]
+            if not messages:
+                continue
+            batch, _dead = model.decode(messages)
+            for i in batch.valid_rows.tolist():
+                t = int(batch.event_time_ms[i])
+                if (since_ms is None or t >= since_ms) and (until_ms is None or t < until_ms):
+                    rows.append(batch.decoded[i].values)
+            for m in messages:
+                if m.offset() + 1 >= ends[(m.topic(), m.partition())]:
+                    done.add((m.topic(), m.partition()))
+    finally:
+        consumer.close()
+    if not rows:
+        raise ReferenceDataError(f"no decodable events found on {model.config.topics} to learn from")
+    rows = rows[:events]
+    log.info("learning from topic", model=model.name, events=len(rows))
+    frame = pd.DataFrame.from_records(rows)
+    window = "" if since_ms is None and until_ms is None else f" in [{since_ms}, {until_ms})"
+    return learn_from_frame(model, frame, f"topic:{','.join(model.config.topics)} first {len(rows)} events{window}")

@@ -1,0 +1,176 @@
+"""Redis layout of the rolling slice metrics and of the stored predictions.
+
+Every key carries the model's hash tag (``{m}``, from :attr:`ModelKeys.base`), so a
+model's metric buckets, stored predictions and fences live in one Redis Cluster slot and
+one Lua script may touch them all.
+
+======================================  =====  =============================================================
+key                                     type   content
+======================================  =====  =============================================================
+``sg:{m}:m:<bucket_start_ms>``          hash   ``<slice>|<metric>`` -> counter or float sum (TTL: retention)
+``sg:{m}:m:index``                      zset   bucket starts (ms), score = start; trimmed to the retention
+``sg:{m}:pred:<event_id>``              str    JSON ``{bucket, slices, prediction, score}`` (TTL: lookback),
+                                               deleted when its label is joined
+``sg:{m}:m:labels_applied``             hash   labels ``topic:partition`` -> last applied offset (fence)
+``sg:{m}:m:labels_wm``                  hash   labels ``topic:partition`` -> max label time (ms)
+``sg:{m}:m:labels_seen``                hash   labels ``topic:partition`` -> wall clock of last update
+======================================  =====  =============================================================
+
+A slice is ``*`` (all traffic), ``field=value`` or a crossing ``f1=v1,f2=v2`` with the
+fields in sorted order. Metrics of a slice in a bucket hash:
+
+==================  ======================================================================
+field               meaning
+==================  ======================================================================
+``<s>|n``           decoded events
+``<s>|v:<kind>``    events with at least one finding of check ``kind``
+``<s>|null:<f>``    events where feature ``f`` is null or absent
+``<s>|pn``          events with a numeric prediction; ``pv`` / ``pq``: their sum / sum of squares
+``<s>|h:<i>``       events whose score falls in histogram bin ``i``; ``sv``: sum of the scores
+``<s>|st``          predictions stored for a later label
+``<s>|lm``          labels joined to a stored prediction of this bucket and slice
+``*|lu``            labels without a stored prediction (expired, never seen or already joined),
+                    in the bucket of the label's own time
+``<s>|tp fp tn fn`` confusion counts at the threshold (classification)
+``<s>|ae`` / ``se`` sum of absolute / squared errors (regression)
+==================  ======================================================================
+
+Labels pending = ``st - lm``. Event counters are written by the events' fenced script
+(source: the events partition); the label counters by the labels' fenced script (source:
+the labels partition), into the bucket and slices of the *prediction*.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from stream_guard.state.keys import ModelKeys
+from stream_guard.state.window_store import _APPLY, StateUpdate
+
+ALL = "*"
+OTHER = "other"
+NULL = "null"
+
+EVENTS = "n"
+PRED_N, PRED_SUM, PRED_SQ = "pn", "pv", "pq"
+SCORE_SUM = "sv"
+STORED = "st"
+MATCHED = "lm"
+UNMATCHED = "lu"
+TP, FP, TN, FN = "tp", "fp", "tn", "fn"
+ABS_ERR, SQ_ERR = "ae", "se"
+VIOLATION = "v:"
+NULLS = "null:"
+HIST = "h:"
+
+#: Metrics summed as floats (HINCRBYFLOAT); every other metric is an integer count.
+FLOAT_METRICS = frozenset({PRED_SUM, PRED_SQ, SCORE_SUM, ABS_ERR, SQ_ERR})
+
+
+@dataclass(frozen=True)
+class MetricKeys:
+    """Key names of one model's metrics (see the module docstring)."""
+
+    model_keys: ModelKeys
+
+    @property
+    def base(self) -> str:
+        return self.model_keys.base
+
+    def bucket(self, start_ms: int) -> str:
+        return f"{self.base}:m:{int(start_ms)}"
+
+    @property
+    def index(self) -> str:
+        return f"{self.base}:m:index"
+
+    def prediction(self, event_id: str) -> str:
+        return f"{self.base}:pred:{event_id}"
+
+    @property
+    def labels_applied(self) -> str:
+        return f"{self.base}:m:labels_applied"
+
+    @property
+    def labels_fixed(self) -> list[str]:
+        """The four fixed keys of the fenced script when it applies a labels batch.
+
+        Labels partitions get their own fence and watermark hashes so they never hold
+        back (or release) the events' windows, whose global watermark reads ``sg:{m}:wm``.
+        """
+        return [self.labels_applied, f"{self.base}:m:labels_wm", f"{self.base}:m:labels_seen", self.index]
+
+
+def field_name(slice_: str, metric: str) -> str:
+    return f"{slice_}|{metric}"
+
+
+def split_field(name: str) -> tuple[str, str]:
+    """``<slice>|<metric>`` -> (slice, metric); slices never contain ``|``."""
+    slice_, _, metric = name.partition("|")
+    return slice_, metric
+
+
+def register_bucket(update: StateUpdate, keys: MetricKeys, start_ms: int, retention_s: int) -> None:
+    """Index a bucket and give its hash (and the index) the metrics retention."""
+    update.zadd(keys.index, start_ms, str(int(start_ms)))
+    update.expire(keys.bucket(start_ms), retention_s)
+
+
+def trim_index(update: StateUpdate, keys: MetricKeys, newest_ms: int, retention_s: int) -> None:
+    """Forget index entries older than the retention, counted in event time (replays stay deterministic)."""
+    update.ztrim_below(keys.index, int(newest_ms) - retention_s * 1000)
+    update.expire(keys.index, retention_s)
+
+
+def encode_prediction(bucket: int, slices: Sequence[str], prediction: Any, score: float | None) -> str:
+    return json.dumps(
+        {"bucket": int(bucket), "slices": list(slices), "prediction": prediction, "score": score},
+        separators=(",", ":"),
+        default=str,
+    )
+
+
+def decode_prediction(text: str | bytes | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except (ValueError, TypeError):
+        return None
+    return value if isinstance(value, dict) and "bucket" in value else None
+
+
+class FencedApplier:
+    """Runs :class:`StateUpdate` s through the window store's fenced script on chosen fixed keys."""
+
+    def __init__(self, client: redis.Redis, fixed_keys: list[str], retention_s: int) -> None:
+        self._script = client.register_script(_APPLY)
+        self._redis = client
+        self._fixed = fixed_keys
+        self._retention_s = retention_s
+
+    def apply(self, updates: list[StateUpdate], now_ms: int, pipe: Any = None) -> Any:
+        """Queue the updates on ``pipe``, or run them in one pipeline and return 1 (applied) / 0 (skipped) each."""
+        own = pipe is None
+        pipe = pipe if pipe is not None else self._redis.pipeline(transaction=False)
+        for update in updates:
+            self._script(
+                keys=self._fixed + update.keys,
+                args=[
+                    update.source,
+                    update.last_offset,
+                    update.max_event_ms,
+                    now_ms,
+                    self._retention_s,
+                    update.first_offset,
+                    *update.ops,
+                ],
+                client=pipe,
+            )
+        return pipe.execute() if own else pipe
