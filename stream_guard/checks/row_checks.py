@@ -13,7 +13,9 @@ count neither as null nor as a value: the decoder's finding reports them.
 Row checks
 ----------
 ``out_of_range``
-    Finite value outside ``[lower_bound(tol), upper_bound(tol)]`` of the profile.
+    Finite value outside ``[lower_bound(tol), upper_bound(tol)]`` of the profile,
+    widened on a heavy tail to the spread of the reference's extreme 0.1 % (see
+    :func:`range_bounds`). ``tolerance`` 0 means the exact learned range.
 ``nan`` / ``infinite``
     NaN / +-inf values, only on features whose reference ``nan_rate`` / ``inf_rate``
     is 0. Where the reference had some, the check is skipped (no rate test of NaN).
@@ -33,19 +35,20 @@ Window hash fields (``keys.window(start)``)
 ``nv|<feature>``               rows where it has a value of the right type
 ``top|<feature>|<value_key>``  rows equal to a numeric value (``profile.value_key``):
                                every top value of the baseline, plus any value that
-                               is at least 1 % (and 2 rows) of the group's values;
-                               at most :data:`MAX_NEW_VALUES` such new values per group
+                               is at least 1 % (and 5 rows) of the batch's values;
+                               at most :data:`MAX_NEW_VALUES` such new values per batch
 ``hll|card|<feature>``         name of the HyperLogLog key ``<window key>:card:<feature>``
                                of the categorical's distinct values; the snapshot
                                reader puts its ``PFCOUNT`` in ``card|<feature>``
 =============================  =====================================================
 
-A new value is counted only in the groups where it reaches 1 %, so its window count
+A new value is counted only in the batches where it reaches 1 %, so its window count
 may fall short of the truth (never above): the sentinel test errs towards silence.
 """
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections import defaultdict
 from collections.abc import Mapping
@@ -64,12 +67,12 @@ from stream_guard.model import ModelRuntime
 from stream_guard.profile import BaselineProfile, CategoricalProfile, NumericProfile, value_key
 from stream_guard.state.keys import ModelKeys
 
-#: A value becomes a sentinel candidate at this share of a group's values...
+#: A value becomes a sentinel candidate at this share of a batch's values...
 CANDIDATE_SHARE = 0.01
-#: ... and at least this many rows.
-CANDIDATE_MIN_ROWS = 2
-#: Most new (non-top) values counted per group and feature, the most frequent first.
-MAX_NEW_VALUES = 32
+#: ... and at least this many rows (1 % of the default 500-event batch).
+CANDIDATE_MIN_ROWS = 5
+#: Most new (non-top) values counted per batch and feature, the most frequent first.
+MAX_NEW_VALUES = 16
 
 _NUMBER_TYPES = (int, float, np.integer, np.floating, np.bool_)  # bool is an int
 _DECODER_ISSUES = frozenset({"type_mismatch", "missing_field"})
@@ -156,7 +159,7 @@ class FeatureChecks:
                 update.incr(window_keys[g], f"nv|{name}", int(present[g]))
             if sentinel:
                 assert isinstance(feature, NumericProfile)
-                _count_values(name, feature, column, groups, present, window_keys)
+                _count_values(name, feature, column, groups, window_keys)
             if cardinality:
                 _add_distinct(name, column, groups, keys, window_keys)
 
@@ -180,8 +183,7 @@ class FeatureChecks:
         values, config, out = column.numbers, self._config, []
         finite = np.isfinite(values)
         if config.enabled("out_of_range", name) and feature.min is not None:
-            tolerance = config.settings("out_of_range", name).tolerance or 0.0
-            lo, hi = feature.lower_bound(tolerance), feature.upper_bound(tolerance)
+            lo, hi = range_bounds(feature, config.settings("out_of_range", name).tolerance or 0.0)
             rows = np.flatnonzero(finite & ((values < lo) | (values > hi)))
             if rows.size:
                 bad = values[rows]
@@ -233,6 +235,24 @@ class FeatureChecks:
         ]  # fmt: skip
 
 
+def range_bounds(feature: NumericProfile, tolerance: float) -> tuple[float, float]:
+    """The ``out_of_range`` bounds: the learned range widened by ``tolerance`` of its span...
+
+    ... and, when ``tolerance > 0``, by at least the spread of the reference's extreme
+    0.1 % on each side (``max - q0.999``, ``q0.001 - min``). A fresh value exceeds the
+    maximum of N reference values with probability 1 / (N + 1) whatever the
+    distribution, so a margin proportional to the range alone pages about once per N
+    events on a heavy-tailed feature (a few per 100k events for amounts); the tail
+    spread grows with the tail, and is 0 for a bounded or clipped feature.
+    """
+    lo, hi = feature.lower_bound(tolerance), feature.upper_bound(tolerance)
+    q_lo, q_hi = feature.quantiles.get("0.001"), feature.quantiles.get("0.999")
+    if tolerance > 0 and q_lo is not None and q_hi is not None and feature.min is not None and feature.max is not None:
+        lo = min(lo, feature.min - (q_lo - feature.min))
+        hi = max(hi, feature.max + (feature.max - q_hi))
+    return lo, hi
+
+
 def _convert(batch: EventBatch, name: str, numeric: bool, issue_rows: np.ndarray | None) -> _Column:
     n = len(batch)
     raw = np.fromiter(batch.column(name), dtype=object, count=n)
@@ -279,37 +299,27 @@ def _type_mismatch(name: str, feature: NumericProfile | CategoricalProfile, colu
 
 
 def _count_values(
-    name: str,
-    feature: NumericProfile,
-    column: _Column,
-    groups: WindowGroups,
-    present: np.ndarray,
-    window_keys: list[str],
+    name: str, feature: NumericProfile, column: _Column, groups: WindowGroups, window_keys: list[str]
 ) -> None:
-    """Count every baseline top value, and every value frequent enough, per group."""
+    """Count, per group, every baseline top value and every value frequent in the batch."""
     assert column.numbers is not None
     rows = np.flatnonzero(column.present & np.isfinite(column.numbers))
     if rows.size == 0:
         return
-    values, group = column.numbers[rows], groups.group_of_row[rows]
-    order = np.lexsort((values, group))
-    values, group = values[order], group[order]
-    first = np.flatnonzero(np.r_[True, (values[1:] != values[:-1]) | (group[1:] != group[:-1])])
-    counts = np.diff(np.r_[first, values.size])
-    values, group = values[first], group[first]
-    top = np.isin(values, np.array([v for v, _ in feature.top_values], dtype=np.float64))
-    needed = np.maximum(CANDIDATE_MIN_ROWS, np.ceil(CANDIDATE_SHARE * present[group]))
+    uniques, inverse, counts = np.unique(column.numbers[rows], return_inverse=True, return_counts=True)
+    top = np.isin(uniques, np.array([v for v, _ in feature.top_values], dtype=np.float64))
+    needed = max(CANDIDATE_MIN_ROWS, math.ceil(CANDIDATE_SHARE * int(column.present.sum())))
     new = ~top & (counts >= needed)
     if new.sum() > MAX_NEW_VALUES:
-        # Rank new values within their group by count; keep the first MAX_NEW_VALUES.
-        idx = np.flatnonzero(new)
-        idx = idx[np.lexsort((-counts[idx], group[idx]))]
-        rank = np.arange(idx.size) - np.searchsorted(group[idx], group[idx], side="left")
-        new[:] = False
-        new[idx[rank < MAX_NEW_VALUES]] = True
-    for i in np.flatnonzero(top | new).tolist():
-        g = int(group[i])
-        groups.update_of(g).incr(window_keys[g], f"top|{name}|{value_key(values[i])}", int(counts[i]))
+        new[np.flatnonzero(new)[np.argsort(-counts[new], kind="stable")[MAX_NEW_VALUES:]]] = False
+    counted = (top | new)[inverse]
+    n_values = uniques.size
+    pairs, pair_counts = np.unique(
+        groups.group_of_row[rows[counted]].astype(np.int64) * n_values + inverse[counted], return_counts=True
+    )
+    for pair, count in zip(pairs.tolist(), pair_counts.tolist(), strict=True):
+        g, v = divmod(pair, n_values)
+        groups.update_of(g).incr(window_keys[g], f"top|{name}|{value_key(uniques[v])}", count)
 
 
 def _add_distinct(

@@ -13,8 +13,9 @@ Each check compares a window's counters (written by
     value, and any value that reached 1 % of a batch). The reference share of a value
     that is not a top value is 0 outside the learned ``[min, max]`` (a new ``-1``
     default), else at most the smallest top share; see
-    :func:`stream_guard.checks.stats.value_share_variability`. One alert per feature,
-    naming the most significant value.
+    :func:`stream_guard.checks.stats.value_share_variability`. A feature's values make
+    one hypothesis, "no value spikes", with the Bonferroni-adjusted smallest p-value
+    (``k * min p`` over its ``k`` values); its alert names the most significant value.
 ``cardinality``
     Distinct values of a categorical (HyperLogLog) against an upper bound scaled to the
     window size (:func:`stream_guard.checks.stats.distinct_threshold`). Its p-value
@@ -24,17 +25,17 @@ Rate checks need ``min_support`` rows of the feature in the window.
 
 Multiple testing
 ----------------
-Every window runs one test per feature and check, and one per counted value: about a
-hundred for a model of dozens of features, every minute. Taken one by one at a
-fixed level, some would fire by chance in most windows. So the p-values of all the
-tests of a window form one family, and the Benjamini-Hochberg procedure rejects at
-level ``false_alarm_rate`` (default 1e-3). When nothing is wrong (every null
-hypothesis true) Benjamini-Hochberg bounds the probability of *any* alert in the window
-by ``false_alarm_rate``, like Bonferroni; when some feature does break, it keeps more
-power than Bonferroni for the others, and bounds the expected share of false alerts
-among those raised by ``false_alarm_rate``. The tests run against thresholds that
-already include the reference's variability (``mean + z * std``), so real false-alarm
-rates are far below the nominal level.
+Every closed window tests one hypothesis per (check, feature): dozens for a model of
+dozens of features, every minute. Tested one by one at a fixed level, some would fire
+by chance in most windows. So all p-values of a window form one family, and the
+Benjamini-Hochberg procedure rejects at level ``false_alarm_rate`` (default 1e-3).
+When nothing is wrong (every hypothesis true), Benjamini-Hochberg bounds the
+probability of *any* window-check alert in the window by ``false_alarm_rate``, exactly
+like Bonferroni; when a feature does break, it keeps more power than Bonferroni for
+the others, and bounds the expected share of false alerts among those raised by the
+same level (for independent or positively dependent tests). The tests are run against
+thresholds that already include the reference's chunk-to-chunk variability
+(``mean + z * std``), so clean windows stay far below the nominal rate.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class _Test:
 
     check: str
     feature: str
+    subject: str  # "null rate", "value -1"...
     count: int
     rows: int  # trials of a binomial test; events of a cardinality test
     threshold: float
@@ -71,8 +73,8 @@ class _Test:
     observed: str
     expected: str
     message: str
-    p_value: float = 1.0
-    binomial: bool = True
+    p_value: float
+    detector: str
 
 
 class WindowChecks:
@@ -100,22 +102,8 @@ class WindowChecks:
             feature = profile.features.get(name)
             if feature is not None:
                 tests += self._tests(name, feature, window, profile)
-        binomial = [t for t in tests if t.binomial]
-        if binomial:
-            p_values = binomial_p_values(
-                np.array([t.count for t in binomial]),
-                np.array([t.rows for t in binomial]),
-                np.array([t.threshold for t in binomial]),
-            )
-            for test, p in zip(binomial, p_values.tolist(), strict=True):
-                test.p_value = p
         reject = benjamini_hochberg(np.array([t.p_value for t in tests]), self._config.false_alarm_rate)
-        best: dict[tuple[str, str], _Test] = {}
-        for test, rejected in zip(tests, reject.tolist(), strict=True):
-            key = (test.check, test.feature)
-            if rejected and (key not in best or test.p_value < best[key].p_value):
-                best[key] = test
-        return [self._alert(model.name, window, test) for test in best.values()]
+        return [self._alert(model.name, window, t) for t, r in zip(tests, reject.tolist(), strict=True) if r]
 
     # -- hypotheses --------------------------------------------------------------------
 
@@ -132,12 +120,16 @@ class WindowChecks:
             out.append(_rate_test("null_rate", name, "null rate", nulls, rows, feature.null_rate_variability, z))
         if supported and isinstance(feature, NumericProfile) and config.enabled("sentinel_spike", name):
             z = config.settings("sentinel_spike", name).tolerance or 0.0
-            for key, count in window.with_prefix(f"top|{name}|").items():
-                value = float(key)
-                variability = value_share_variability(feature, value, profile.chunk_size)
-                out.append(
-                    _rate_test("sentinel_spike", name, f"value {_value(value)}", int(count), rows, variability, z)
+            counted = window.with_prefix(f"top|{name}|")
+            values = [
+                _rate_test(
+                    "sentinel_spike", name, f"value {_value(float(key))}", int(count), rows,
+                    value_share_variability(feature, float(key), profile.chunk_size), z,
                 )
+                for key, count in counted.items()
+            ]  # fmt: skip
+            if values:
+                out.append(_most_significant(values, config.false_alarm_rate))
         distinct = window.fields.get(f"card|{name}")
         if isinstance(feature, CategoricalProfile) and distinct is not None and config.enabled("cardinality", name):
             z = config.settings("cardinality", name).tolerance or 0.0
@@ -162,7 +154,7 @@ class WindowChecks:
             expected=test.expected,
             value=test.value,
             threshold=test.threshold,
-            detector="binomial_test+bh" if test.binomial else "hll_threshold+bh",
+            detector=test.detector,
             message=test.message,
         )
 
@@ -176,6 +168,7 @@ def _rate_test(
     return _Test(
         check=check,
         feature=name,
+        subject=what,
         count=count,
         rows=rows,
         threshold=p0,
@@ -183,7 +176,27 @@ def _rate_test(
         observed=f"{what} {rate:.2%} ({count} of {rows})",
         expected=f"<= {p0:.2%} ({baseline})",
         message=f"{what} of {name!r} is {rate:.1%} of {rows} events, above the {p0:.1%} tolerated ({baseline})",
+        p_value=float(binomial_p_values(np.array([count]), np.array([rows]), np.array([p0]))[0]),
+        detector="binomial_test+bh",
     )
+
+
+def _most_significant(values: list[_Test], q: float) -> _Test:
+    """One test per feature from its values' tests: the smallest p-value, Bonferroni-adjusted.
+
+    ``min(1, k * min p)`` over the ``k`` counted values is a valid p-value of "no value
+    of this feature spikes", so the feature enters Benjamini-Hochberg as one hypothesis.
+    """
+    k = len(values)
+    values = sorted(values, key=lambda t: t.p_value)
+    best = values[0]
+    others = [t.subject.removeprefix("value ") for t in values[1:4] if t.p_value * k <= q]
+    if others:
+        best.observed += f"; also {', '.join(others)}"
+    best.p_value = min(1.0, k * best.p_value)
+    best.detector = "binomial_test+bonferroni+bh"
+    best.message += ": a new default or sentinel value?"
+    return best
 
 
 def _cardinality_test(name: str, feature: CategoricalProfile, distinct: int, events: int, z: float) -> _Test:
@@ -193,6 +206,7 @@ def _cardinality_test(name: str, feature: CategoricalProfile, distinct: int, eve
     return _Test(
         check="cardinality",
         feature=name,
+        subject="distinct values",
         count=distinct,
         rows=events,
         threshold=threshold,
@@ -203,7 +217,7 @@ def _cardinality_test(name: str, feature: CategoricalProfile, distinct: int, eve
             f"{name!r} has {distinct} distinct values in {events} events, above the {threshold:.0f} expected ({baseline})"
         ),
         p_value=distinct_p_value(distinct, threshold),
-        binomial=False,
+        detector="hll_threshold+bh",
     )
 
 

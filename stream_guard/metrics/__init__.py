@@ -1,0 +1,47 @@
+"""Rolling slice metrics, delayed-label performance tracking and performance-bias tests.
+
+* :mod:`~stream_guard.metrics.slices`: per-slice, per-bucket counters of each batch,
+  written with the batch's fenced state updates (:class:`SliceRecorder`);
+* :mod:`~stream_guard.metrics.store`: the Redis key layout;
+* :mod:`~stream_guard.metrics.labels`: joining delayed labels to stored predictions (:class:`LabelJoiner`);
+* :mod:`~stream_guard.metrics.query`: rolling buckets up at query time (:class:`MetricsReader`);
+* :mod:`~stream_guard.metrics.performance`: slice underperformance and degradation tests.
+"""
+
+from stream_guard.metrics.labels import JoinResult, Label, LabelJoiner, LabelSettings, LabelStream
+from stream_guard.metrics.performance import (
+    Degradation,
+    DegradationMonitor,
+    PerformanceEvaluator,
+    Underperformance,
+    benjamini_hochberg,
+    performance_degradation,
+    slice_underperformance,
+    two_proportion_test,
+)
+from stream_guard.metrics.query import MetricsReader, RankedSlice, Rollup, SliceMetrics
+from stream_guard.metrics.slices import MetricsSettings, SliceRecorder, ValueCapper, slice_name
+
+__all__ = [
+    "Degradation",
+    "DegradationMonitor",
+    "JoinResult",
+    "Label",
+    "LabelJoiner",
+    "LabelSettings",
+    "LabelStream",
+    "MetricsReader",
+    "MetricsSettings",
+    "PerformanceEvaluator",
+    "RankedSlice",
+    "Rollup",
+    "SliceMetrics",
+    "SliceRecorder",
+    "Underperformance",
+    "ValueCapper",
+    "benjamini_hochberg",
+    "performance_degradation",
+    "slice_name",
+    "slice_underperformance",
+    "two_proportion_test",
+]
