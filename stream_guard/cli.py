@@ -76,22 +76,16 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _registry_client(config: Any) -> Any:
-    if not config.schema_registry.url:
-        return None
-    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from stream_guard.assembly import registry_client
 
-    return SchemaRegistryClient({"url": config.schema_registry.url, **config.schema_registry.client})
+    return registry_client(config)
 
 
 def _run(args: argparse.Namespace) -> int:
-    import redis
-
-    from stream_guard.model import build_models
-    from stream_guard.worker import Worker
+    from stream_guard.assembly import build_worker
 
     config = _load(args)
-    models = build_models(config, _registry_client(config))
-    worker = Worker(config, models, redis.Redis.from_url(config.redis.url, decode_responses=True))
+    worker = build_worker(config)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
     worker.run(args.duration, drain_on_exit=args.drain_on_exit)

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from stream_guard.errors import ConfigError
+from stream_guard.metrics.labels import LabelSettings
+from stream_guard.metrics.slices import MetricsSettings
 
 ENV_PREFIX = "STREAM_GUARD_"
 Encoding = Literal["confluent", "avro", "json"]
@@ -107,6 +109,8 @@ class ModelConfig:
     profile: str = ""
     #: Fields of the payload that the schema does not declare raise ``unexpected_field``.
     report_unexpected_fields: bool = True
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    labels: LabelSettings = field(default_factory=LabelSettings)
 
 
 @dataclass
@@ -116,6 +120,10 @@ class Config:
     schema_registry: SchemaRegistryConfig = field(default_factory=SchemaRegistryConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    #: Baseline value checks (see ``stream_guard.checks.ChecksConfig``); ``enabled = false`` turns them off.
+    checks: dict[str, Any] = field(default_factory=dict)
+    #: Drift monitoring (see ``stream_guard.drift.DriftSettings``); ``enabled = false`` turns it off.
+    drift: dict[str, Any] = field(default_factory=dict)
     models: list[ModelConfig] = field(default_factory=list)
     #: Directory the config file lives in; relative paths resolve against it.
     base_dir: Path = field(default=Path("."), repr=False)
@@ -249,6 +257,7 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
     for name in ("batch_size", "window_s", "retention_s", "max_examples"):
         if isinstance(getattr(worker, name), int) and getattr(worker, name) <= 0:
             problems.append(f"worker.{name}: must be positive, got {getattr(worker, name)}")
+    _check_plugin_tables(config, problems)
     for kind, severity in config.alerts.severity.items():
         if str(severity).lower() not in SEVERITIES:
             problems.append(f"alerts.severity.{kind}: {severity!r} is not one of {', '.join(SEVERITIES)}")
@@ -280,3 +289,57 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
             problems.append(
                 f"{where}: encoding 'confluent' needs schema_registry.url or schema_registry.local_dir"
             )
+        _check_metrics(config, model, where, problems)
+    label_topics = [m.labels.topic for m in config.models if m.labels.topic]
+    for topic in {t for t in label_topics if label_topics.count(t) > 1}:
+        problems.append(f"labels topic {topic!r} is used by several models")
+
+
+def plugin_settings(table: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+    """Split a plugin table into its ``enabled`` flag and the plugin's own settings."""
+    rest = dict(table)
+    return bool(rest.pop("enabled", True)), rest
+
+
+def _check_plugin_tables(config: Config, problems: list[str]) -> None:
+    from stream_guard.checks import ChecksConfig
+    from stream_guard.drift.settings import DriftSettings
+
+    for name, parse in (("checks", ChecksConfig.from_dict), ("drift", DriftSettings.from_dict)):
+        enabled, rest = plugin_settings(getattr(config, name))
+        if not isinstance(enabled, bool):
+            problems.append(f"{name}.enabled: expected a boolean")
+        try:
+            parse(rest, name)
+        except ValueError as exc:
+            problems.append(str(exc))
+
+
+def _check_metrics(config: Config, model: ModelConfig, where: str, problems: list[str]) -> None:
+    metrics, labels = model.metrics, model.labels
+    for name in ("bucket_s", "retention_s", "max_values_per_field", "score_bins"):
+        value = getattr(metrics, name)
+        if isinstance(value, int) and value <= 0:
+            problems.append(f"{where}.metrics.{name}: must be positive, got {value}")
+    low_high = metrics.score_range
+    if len(low_high) != 2 or not low_high[0] < low_high[1]:
+        problems.append(f"{where}.metrics.score_range: expected [low, high] with low < high, got {low_high}")
+    for crossing in metrics.crossings:
+        if len(set(crossing)) < 2:
+            problems.append(f"{where}.metrics.crossings: {crossing} needs at least two distinct fields")
+    if not labels.topic:
+        return
+    if not model.event_id_field:
+        problems.append(f"{where}.labels needs event_id_field: labels are joined to predictions by event id")
+    if labels.topic in model.topics:
+        problems.append(f"{where}.labels.topic {labels.topic!r} is also an input topic")
+    if labels.lookback_s <= 0:
+        problems.append(f"{where}.labels.lookback_s: must be positive, got {labels.lookback_s}")
+    elif metrics.retention_s < labels.lookback_s:
+        problems.append(f"{where}.metrics.retention_s must be >= labels.lookback_s, or late labels find no bucket")
+    if labels.encoding != "json" and not labels.schema:
+        problems.append(f"{where}.labels.schema: required for encoding {labels.encoding!r}")
+    if labels.schema and not config.resolve_path(labels.schema).is_file():
+        problems.append(f"{where}.labels.schema: file {config.resolve_path(labels.schema)} not found")
+    if labels.encoding == "confluent" and not (config.schema_registry.url or config.schema_registry.local_dir):
+        problems.append(f"{where}.labels: encoding 'confluent' needs schema_registry.url or schema_registry.local_dir")

@@ -15,17 +15,15 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-import redis
 from confluent_kafka import Consumer, Producer
 
 from stream_guard.alerts.codec import decode_alert
 from stream_guard.alerts.render import render_alert
 from stream_guard.config import load_config
 from stream_guard.embedded import create_topics, local_stack
-from stream_guard.model import build_models
 from stream_guard.resources import schema_dir
 from stream_guard.simulator import Simulator, write_local_registry
-from stream_guard.worker import Worker
+from stream_guard.assembly import build_worker
 
 INPUT_TOPIC = "fraud.inferences"
 
@@ -106,7 +104,7 @@ def _run(broker_port: int, redis_port: int, duration_s: float, rate: int, stop: 
     create_topics(bootstrap, [INPUT_TOPIC], partitions=3)
     create_topics(bootstrap, [config.kafka.alerts_topic, config.kafka.dead_letter_topic], partitions=1)
 
-    worker = Worker(config, build_models(config), redis.Redis.from_url(config.redis.url, decode_responses=True))
+    worker = build_worker(config)
     worker_thread = threading.Thread(target=worker.run, kwargs={"drain_on_exit": True}, name="worker")
     printer_stop = threading.Event()
     printer = threading.Thread(target=_print_alerts, args=(config, printer_stop, out), name="alerts")

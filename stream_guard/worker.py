@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,9 +34,10 @@ from stream_guard.alerts.lifecycle import IncidentTracker, LifecycleSettings
 from stream_guard.alerts.model import Alert, Severity
 from stream_guard.config import Config
 from stream_guard.deadletter import dead_letter_headers
-from stream_guard.errors import DeliveryError, RegistryUnavailableError
+from stream_guard.errors import DeliveryError, RegistryUnavailableError, StreamGuardError
 from stream_guard.findings import RowFindings, dead_letter_findings, schema_findings
 from stream_guard.kafka import DeliveryTracker, make_consumer, producer_settings
+from stream_guard.metrics import LabelStream, SliceRecorder
 from stream_guard.model import ModelRuntime
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.window_store import StateUpdate, WindowSnapshot, WindowStore
@@ -60,6 +61,8 @@ class WorkerStats:
     batches: int = 0
     alerts: int = 0
     retries: int = 0
+    labels_matched: int = 0
+    labels_unmatched: int = 0
 
 
 def _source(topic: str, partition: int) -> str:
@@ -78,7 +81,10 @@ class Worker:
         worker_id: str | None = None,
         consumer_overrides: dict[str, Any] | None = None,
         evaluators: Sequence[Evaluator] = (),
-        contributors: Sequence[Any] = (),
+        checkers: Sequence[Any] = (),
+        slice_recorders: Mapping[str, SliceRecorder] | None = None,
+        label_streams: Sequence[LabelStream] = (),
+        profiles: dict[str, Any] | None = None,
         close_interval_s: float = 1.0,
         lease_ms: int = 30_000,
     ) -> None:
@@ -106,7 +112,11 @@ class Worker:
         self._incidents = {
             m.name: IncidentTracker(redis_client, self._stores[m.name].keys, lifecycle) for m in models
         }
-        self._contributors = list(contributors)
+        self._checkers = list(checkers)
+        self._slice_recorders = dict(slice_recorders or {})
+        self._label_streams = {stream.topic: stream for stream in label_streams}
+        # Shared with the checkers: a reloaded profile replaces its entry here.
+        self._profiles = profiles if profiles is not None else {}
         self._consumer = make_consumer(config.kafka, **(consumer_overrides or {}))
         self._producer = DeliveryTracker(producer_settings(config.kafka))
         self._applied: dict[tuple[str, str], int] = {}
@@ -128,7 +138,7 @@ class Worker:
         ``drain_on_exit`` closes every open window before leaving, as if the stream had
         ended: right for a demo or a finite replay, wrong for one worker of many.
         """
-        topics = sorted(self._model_of_topic)
+        topics = sorted({*self._model_of_topic, *self._label_streams})
         self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         self._log.info("worker started", topics=topics, models=sorted(self._models))
         deadline = None if duration_s is None else time.monotonic() + duration_s
@@ -139,6 +149,7 @@ class Worker:
                 try:
                     self.process(messages)
                     if time.monotonic() - self._last_close >= self._close_interval_s:
+                        self._reload_profiles()
                         self.close_due_windows()
                 except _RETRYABLE as exc:
                     self.stats.retries += 1
@@ -160,6 +171,7 @@ class Worker:
     def process(self, messages: Sequence[Any]) -> None:
         """Decode, check and aggregate one micro-batch, then commit its offsets."""
         by_model: dict[str, list[Any]] = defaultdict(list)
+        label_messages: dict[str, list[Any]] = defaultdict(list)
         for message in messages:
             error = message.error()
             if error is not None:
@@ -167,41 +179,45 @@ class Worker:
                     self._log.warning("consumer error", error=error.str())
                 continue
             self.stats.consumed += 1
+            if message.topic() in self._label_streams:
+                label_messages[message.topic()].append(message)
+                continue
             model = self._model_of_topic[message.topic()]
             fence = self._applied.get((model.name, _source(message.topic(), message.partition())))
             if fence is not None and message.offset() <= fence:
                 self.stats.redelivered_skipped += 1
                 continue
             by_model[model.name].append(message)
-        if not by_model:
+        if not by_model and not label_messages:
             return
         updates: dict[str, list[StateUpdate]] = {}
         decoded = dead_lettered = 0
+        labels: dict[str, list[Any]] = {}
+        for topic, topic_messages in label_messages.items():
+            stream = self._label_streams[topic]
+            labels[topic], dead_labels = stream.decode(topic_messages)
+            for m, error in dead_labels:
+                self._dead_letter(m, error, stream.model)
+            dead_lettered += len(dead_labels)
         for name, model_messages in by_model.items():
             model = self._models[name]
             batch, dead = model.decode(model_messages)
             for letter in dead:
-                m = letter.message
-                self._producer.produce(
-                    self.config.kafka.dead_letter_topic,
-                    m.value(),
-                    m.key(),
-                    headers=dead_letter_headers(m, letter.error, model=name, worker_id=self.worker_id),
-                    timestamp=m.timestamp()[1],
-                )
-                self._log.debug(
-                    "dead letter", topic=m.topic(), partition=m.partition(), offset=m.offset(), reason=str(letter.error)
-                )
+                self._dead_letter(letter.message, letter.error, name)
             findings = schema_findings(batch) + dead_letter_findings(batch, {d.row: d.error for d in dead})
-            for check in self._contributors:
-                findings += check.findings(model, batch)
+            for checker in self._checkers:
+                findings += checker.findings(model, batch)
+            contributors = [c.contribute for c in self._checkers if hasattr(c, "contribute")]
+            recorder = self._slice_recorders.get(name)
+            if recorder is not None:
+                contributors.append(recorder.contributor(findings))
             updates[name] = build_updates(
                 batch,
                 findings,
                 self._stores[name].keys,
                 window_ms=self.config.worker.window_s * 1000,
                 max_examples=self.config.worker.max_examples,
-                contributors=[c.contribute for c in self._contributors if hasattr(c, "contribute")],
+                contributors=contributors,
             )
             decoded += len(batch) - len(dead)
             dead_lettered += len(dead)
@@ -217,10 +233,43 @@ class Worker:
                 self._applied[(name, update.source)] = update.last_offset
                 topic, partition = update.source.rsplit(":", 1)
                 positions[(topic, int(partition))] = update.last_offset + 1
+        # Labels join after the events, so a label can meet a prediction of the same poll.
+        for topic, topic_labels in labels.items():
+            result = self._label_streams[topic].joiner.join(topic_labels, self._redis, now_ms=now_ms)
+            self.stats.labels_matched += result.matched
+            self.stats.labels_unmatched += result.unmatched
+            for source, last in result.last_offsets.items():
+                label_topic, partition = source.rsplit(":", 1)
+                positions[(label_topic, int(partition))] = last + 1
         self._commit([TopicPartition(t, p, o) for (t, p), o in positions.items()])
         self.stats.decoded += decoded
         self.stats.dead_lettered += dead_lettered
         self.stats.batches += 1
+
+    def _reload_profiles(self) -> None:
+        for name, model in self._models.items():
+            try:
+                if model.load_profile():
+                    self._profiles[name] = model.profile
+                    self._log.info("profile reloaded", model=name, path=str(model.profile_path))
+            except StreamGuardError as exc:
+                self._log.error("profile not reloaded, keeping the previous one", model=name, error=str(exc))
+
+    def _dead_letter(self, message: Any, error: Exception, model: str) -> None:
+        self._producer.produce(
+            self.config.kafka.dead_letter_topic,
+            message.value(),
+            message.key(),
+            headers=dead_letter_headers(message, error, model=model, worker_id=self.worker_id),
+            timestamp=message.timestamp()[1],
+        )
+        self._log.debug(
+            "dead letter",
+            topic=message.topic(),
+            partition=message.partition(),
+            offset=message.offset(),
+            reason=str(error),
+        )
 
     def close_due_windows(self, *, final: bool = False) -> list[Alert]:
         """Close the windows the global watermark has passed; publish their alerts."""
@@ -286,6 +335,8 @@ class Worker:
     def _load_fences(self, partitions: list[TopicPartition]) -> None:
         by_model: dict[str, list[str]] = defaultdict(list)
         for tp in partitions:
+            if tp.topic in self._label_streams:
+                continue  # the labels fence is read from Redis on every join
             by_model[self._model_of_topic[tp.topic].name].append(_source(tp.topic, tp.partition))
         for name, sources in by_model.items():
             for source, offset in self._stores[name].applied_offsets(sources).items():
@@ -314,6 +365,12 @@ class Worker:
         self._log.warning("partitions lost", partitions=[_source(tp.topic, tp.partition) for tp in partitions])
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
+        sources = [_source(tp.topic, tp.partition) for tp in partitions]
+        for checker in self._checkers:
+            if hasattr(checker, "forget"):
+                checker.forget(sources)
         for tp in partitions:
+            if tp.topic in self._label_streams:
+                continue
             model = self._model_of_topic[tp.topic]
             self._applied.pop((model.name, _source(tp.topic, tp.partition)), None)

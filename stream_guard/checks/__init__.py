@@ -8,7 +8,7 @@ Wire them into a worker with one configuration for both halves::
 """
 
 from stream_guard.checks.row_checks import FeatureChecks
-from stream_guard.checks.settings import CHECKS, CheckSettings, ChecksConfig
+from stream_guard.checks.settings import CHECKS, ChecksConfig, CheckSettings
 from stream_guard.checks.window_checks import WindowChecks
 
 __all__ = ["CHECKS", "CheckSettings", "ChecksConfig", "FeatureChecks", "WindowChecks"]

@@ -35,15 +35,17 @@ Window hash fields (``keys.window(start)``)
 ``nv|<feature>``               rows where it has a value of the right type
 ``top|<feature>|<value_key>``  rows equal to a numeric value (``profile.value_key``):
                                every top value of the baseline, plus any value that
-                               is at least 1 % (and 5 rows) of the batch's values;
-                               at most :data:`MAX_NEW_VALUES` such new values per batch
+                               is at least 1 % (and 5 rows) of the feature's last
+                               1000 values in this worker, batch included; at most
+                               :data:`MAX_NEW_VALUES` such new values at a time
 ``hll|card|<feature>``         name of the HyperLogLog key ``<window key>:card:<feature>``
                                of the categorical's distinct values; the snapshot
                                reader puts its ``PFCOUNT`` in ``card|<feature>``
 =============================  =====================================================
 
-A new value is counted only in the batches where it reaches 1 %, so its window count
-may fall short of the truth (never above): the sentinel test errs towards silence.
+A new value is counted from the batch where it reaches 1 % of the recent values on,
+so its window count may fall short of the truth (never above): the sentinel test errs
+towards silence. The recent values are per worker process (a restart forgets them).
 """
 
 from __future__ import annotations
@@ -67,15 +69,20 @@ from stream_guard.model import ModelRuntime
 from stream_guard.profile import BaselineProfile, CategoricalProfile, NumericProfile, value_key
 from stream_guard.state.keys import ModelKeys
 
-#: A value becomes a sentinel candidate at this share of a batch's values...
+#: A value becomes a sentinel candidate at this share of the recent values...
 CANDIDATE_SHARE = 0.01
-#: ... and at least this many rows (1 % of the default 500-event batch).
+#: ... and at least this many rows.
 CANDIDATE_MIN_ROWS = 5
-#: Most new (non-top) values counted per batch and feature, the most frequent first.
+#: Recent values of a feature the candidates are chosen from (across batches)...
+RECENT_ROWS = 1000
+#: ... chosen again after this many new values.
+DECIDE_EVERY = 250
+#: Most new (non-top) values counted at a time per feature, the most frequent first.
 MAX_NEW_VALUES = 16
 
 _NUMBER_TYPES = (int, float, np.integer, np.floating, np.bool_)  # bool is an int
 _DECODER_ISSUES = frozenset({"type_mismatch", "missing_field"})
+_NONE = type(None)
 
 
 def hll_key(keys: ModelKeys, start_ms: int, feature: str) -> str:
@@ -114,6 +121,7 @@ class FeatureChecks:
         self._cached_batch: weakref.ref[EventBatch] | None = None
         self._cache: dict[str, _Column] = {}
         self._issues: dict[str, np.ndarray] = {}
+        self._recent: dict[tuple[str, str], _RecentValues] = {}
 
     # -- hooks -----------------------------------------------------------------------
 
@@ -159,7 +167,8 @@ class FeatureChecks:
                 update.incr(window_keys[g], f"nv|{name}", int(present[g]))
             if sentinel:
                 assert isinstance(feature, NumericProfile)
-                _count_values(name, feature, column, groups, window_keys)
+                recent = self._recent.setdefault((batch.model, name), _RecentValues())
+                _count_values(name, feature, column, recent, groups, window_keys)
             if cardinality:
                 _add_distinct(name, column, groups, keys, window_keys)
 
@@ -187,14 +196,8 @@ class FeatureChecks:
             rows = np.flatnonzero(finite & ((values < lo) | (values > hi)))
             if rows.size:
                 bad = values[rows]
-                out.append(
-                    RowFindings(
-                        "out_of_range", name, rows,
-                        observed=f"{rows.size} values out of range: min {_g(bad.min())}, max {_g(bad.max())}",
-                        expected=f"[{_g(lo)}, {_g(hi)}]",
-                        values=bad.tolist(),
-                    )
-                )  # fmt: skip
+                observed = f"min {_g(bad.min())}, max {_g(bad.max())}"
+                out.append(RowFindings("out_of_range", name, rows, observed, f"[{_g(lo)}, {_g(hi)}]", bad.tolist()))
         if config.enabled("nan", name) and feature.nan_rate == 0:
             rows = np.flatnonzero(np.isnan(values) & column.present)
             if rows.size:
@@ -205,12 +208,8 @@ class FeatureChecks:
             rows = np.flatnonzero(np.isinf(values))
             if rows.size:
                 signs = sorted({"+inf" if v > 0 else "-inf" for v in np.unique(values[rows]).tolist()})
-                out.append(
-                    RowFindings(
-                        "infinite", name, rows, " and ".join(signs), "finite values (reference inf rate 0)",
-                        values[rows].tolist(),
-                    )
-                )  # fmt: skip
+                expected = "finite values (reference inf rate 0)"
+                out.append(RowFindings("infinite", name, rows, " and ".join(signs), expected, values[rows].tolist()))
         return out
 
     def _categorical_findings(self, name: str, feature: CategoricalProfile, column: _Column) -> list[RowFindings]:
@@ -225,14 +224,8 @@ class FeatureChecks:
             return []
         unseen = column.uniques[~known].tolist()
         shown = ", ".join(repr(u) for u in unseen[:3]) + (", ..." if len(unseen) > 3 else "")
-        return [
-            RowFindings(
-                "unseen_category", name, rows,
-                observed=f"{len(unseen)} unseen values: {shown}",
-                expected=f"one of the {len(feature.frequencies)} reference categories",
-                values=column.raw[rows].tolist(),
-            )
-        ]  # fmt: skip
+        expected = f"one of the {len(feature.frequencies)} reference categories"
+        return [RowFindings("unseen_category", name, rows, f"unseen {shown}", expected, column.raw[rows].tolist())]
 
 
 def range_bounds(feature: NumericProfile, tolerance: float) -> tuple[float, float]:
@@ -260,21 +253,21 @@ def _convert(batch: EventBatch, name: str, numeric: bool, issue_rows: np.ndarray
     valid = np.ones(n, dtype=bool) if len(batch.failed) != n else ~batch.failed
     if issue_rows is not None:
         valid[issue_rows] = False
-    null = valid & (types == type(None))
+    null = valid & (types == _NONE)
     wrong_type = np.zeros(n, dtype=bool)
-    for t in set(types.tolist()) - {type(None)}:
+    for t in set(types.tolist()) - {_NONE}:
         ok = issubclass(t, _NUMBER_TYPES if numeric else str)
         if not ok:
             wrong_type |= types == t
     wrong_type &= valid
     present = valid & ~null & ~wrong_type
     column = _Column(null=null, present=present, wrong_type=wrong_type, raw=raw)
+    clean = raw.copy()
+    clean[~present] = None
     if numeric:
-        clean = raw.copy()
-        clean[~present] = None
         column.numbers = clean.astype(np.float64)
     else:
-        codes, uniques = pd.factorize(np.where(present, raw, None))
+        codes, uniques = pd.factorize(clean)
         column.codes, column.uniques = codes, np.asarray(uniques, dtype=object)
     return column
 
@@ -298,33 +291,60 @@ def _type_mismatch(name: str, feature: NumericProfile | CategoricalProfile, colu
     return RowFindings("type_mismatch", name, rows, ", ".join(observed), expected, values.tolist())
 
 
+class _RecentValues:
+    """The last values of one numeric feature, to spot new frequent values across batches.
+
+    Small batches (low traffic) hold too few rows to see a 1 % value, so the decision
+    looks at the last :data:`RECENT_ROWS` values, whatever the batch size.
+    """
+
+    def __init__(self) -> None:
+        self.values = np.empty(0)
+        self.fresh = 0
+        self.candidates = np.empty(0)
+
+    def update(self, values: np.ndarray, top: np.ndarray) -> np.ndarray:
+        """Add a batch's finite values; return the sorted non-top values to count."""
+        self.values = np.concatenate([self.values, values])[-RECENT_ROWS:]
+        self.fresh += values.size
+        if self.fresh >= DECIDE_EVERY:
+            self.fresh = 0
+            uniques, counts = np.unique(self.values, return_counts=True)
+            needed = max(CANDIDATE_MIN_ROWS, math.ceil(CANDIDATE_SHARE * self.values.size))
+            new = ~np.isin(uniques, top) & (counts >= needed)
+            order = np.argsort(-counts[new], kind="stable")[:MAX_NEW_VALUES]
+            self.candidates = np.sort(uniques[new][order])
+        return self.candidates
+
+
 def _count_values(
-    name: str, feature: NumericProfile, column: _Column, groups: WindowGroups, window_keys: list[str]
+    name: str,
+    feature: NumericProfile,
+    column: _Column,
+    recent: _RecentValues,
+    groups: WindowGroups,
+    window_keys: list[str],
 ) -> None:
-    """Count, per group, every baseline top value and every value frequent in the batch."""
+    """Count, per group, every baseline top value and every recently frequent value."""
     assert column.numbers is not None
     rows = np.flatnonzero(column.present & np.isfinite(column.numbers))
     if rows.size == 0:
         return
-    uniques, inverse, counts = np.unique(column.numbers[rows], return_inverse=True, return_counts=True)
-    top = np.isin(uniques, np.array([v for v, _ in feature.top_values], dtype=np.float64))
-    needed = max(CANDIDATE_MIN_ROWS, math.ceil(CANDIDATE_SHARE * int(column.present.sum())))
-    new = ~top & (counts >= needed)
-    if new.sum() > MAX_NEW_VALUES:
-        new[np.flatnonzero(new)[np.argsort(-counts[new], kind="stable")[MAX_NEW_VALUES:]]] = False
-    counted = (top | new)[inverse]
-    n_values = uniques.size
+    values = column.numbers[rows]
+    top = np.array([v for v, _ in feature.top_values], dtype=np.float64)
+    watched = np.concatenate([top, recent.update(values, top)])
+    counted = np.isin(values, watched)
+    uniques, inverse = np.unique(values[counted], return_inverse=True)
+    n_values = max(uniques.size, 1)
     pairs, pair_counts = np.unique(
-        groups.group_of_row[rows[counted]].astype(np.int64) * n_values + inverse[counted], return_counts=True
+        groups.group_of_row[rows[counted]].astype(np.int64) * n_values + inverse, return_counts=True
     )
     for pair, count in zip(pairs.tolist(), pair_counts.tolist(), strict=True):
         g, v = divmod(pair, n_values)
         groups.update_of(g).incr(window_keys[g], f"top|{name}|{value_key(uniques[v])}", count)
 
 
-def _add_distinct(
-    name: str, column: _Column, groups: WindowGroups, keys: ModelKeys, window_keys: list[str]
-) -> None:
+def _add_distinct(name: str, column: _Column, groups: WindowGroups, keys: ModelKeys, window_keys: list[str]) -> None:
     """Add each group's distinct values to the window's HyperLogLog of the feature."""
     assert column.codes is not None and column.uniques is not None
     rows = np.flatnonzero(column.present)

@@ -3,21 +3,25 @@
 A check's settings resolve from the most specific level that sets them: the feature's
 table, then the check's table, then the built-in default below.
 
-==================  ==========  ===========================================================
-check               severity    ``tolerance``
-==================  ==========  ===========================================================
-``out_of_range``    CRITICAL    margin as a share of the learned range (default 0.1)
-``nan``             CRITICAL    none (any NaN where the reference had none)
-``infinite``        CRITICAL    none (any +-inf where the reference had none)
-``null_rate``       WARNING     ``z``: rate threshold = baseline mean + z * chunk std (3)
-``unseen_category`` WARNING     none (any value outside a complete reference value set)
-``sentinel_spike``  WARNING     ``z``, as for ``null_rate`` (3)
-``cardinality``     WARNING     ``z``: distinct-count threshold = mean + z * std (3)
-``type_mismatch``   CRITICAL    none (any value of the wrong Python type)
-==================  ==========  ===========================================================
+===================  ========  =========================================================
+check                severity  ``tolerance``
+===================  ========  =========================================================
+``out_of_range``     CRITICAL  margin as a share of the learned range (default 0.1)
+``nan``              CRITICAL  none (any NaN where the reference had none)
+``infinite``         CRITICAL  none (any +-inf where the reference had none)
+``null_rate``        WARNING   ``z``: rate threshold = baseline mean + z * chunk std (3)
+``unseen_category``  WARNING   none (any value outside a complete reference value set)
+``sentinel_spike``   WARNING   ``z``, as for ``null_rate`` (3)
+``cardinality``      WARNING   ``z``: distinct-count threshold = mean + z * std (3)
+``type_mismatch``    CRITICAL  none (any value of the wrong Python type)
+===================  ========  =========================================================
 
-In TOML (the ``[checks]`` table)::
+``out_of_range`` also widens the range to a heavy tail's own spread; see
+:func:`stream_guard.checks.row_checks.range_bounds`.
 
+In TOML::
+
+    [checks]
     false_alarm_rate = 1e-3
     min_support = 200
     [checks.out_of_range]
@@ -143,6 +147,11 @@ class ChecksConfig:
     def enabled(self, check: str, feature: str) -> bool:
         return self.settings(check, feature).enabled
 
+    def severity(self, check: str, feature: str) -> Severity:
+        severity = self.settings(check, feature).severity
+        assert severity is not None  # settings() fills in the default
+        return severity
+
     def finding_severities(self) -> dict[str, Severity]:
         """The ``severities`` mapping for :func:`stream_guard.alerts.evaluate.finding_alerts`.
 
@@ -152,11 +161,11 @@ class ChecksConfig:
         """
         out = dict(DEFAULT_SEVERITY)
         for check in ROW_CHECKS:
-            out[check] = self.settings(check, "").severity  # type: ignore[assignment]
+            out[check] = self.severity(check, "")
         for feature in self.per_feature:
             for check in ROW_CHECKS:
-                severity = self.settings(check, feature).severity
-                if severity is not None and severity != out[check]:
+                severity = self.severity(check, feature)
+                if severity != out[check]:
                     out[f"{check}|{feature}"] = severity
         return out
 

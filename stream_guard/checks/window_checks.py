@@ -19,7 +19,10 @@ Each check compares a window's counters (written by
 ``cardinality``
     Distinct values of a categorical (HyperLogLog) against an upper bound scaled to the
     window size (:func:`stream_guard.checks.stats.distinct_threshold`). Its p-value
-    covers only the HyperLogLog estimation error, so it acts as a threshold.
+    covers only the HyperLogLog estimation error, so it acts as a threshold. The count
+    is read from ``card|<feature>``, which the snapshot reader fills with the
+    ``PFCOUNT`` of the key named by ``hll|card|<feature>``; without it the check is
+    skipped.
 
 Rate checks need ``min_support`` rows of the feature in the window.
 
@@ -45,7 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stream_guard.alerts.model import Alert, Severity
+from stream_guard.alerts.model import Alert
 from stream_guard.checks.settings import ChecksConfig
 from stream_guard.checks.stats import (
     benjamini_hochberg,
@@ -120,14 +123,12 @@ class WindowChecks:
             out.append(_rate_test("null_rate", name, "null rate", nulls, rows, feature.null_rate_variability, z))
         if supported and isinstance(feature, NumericProfile) and config.enabled("sentinel_spike", name):
             z = config.settings("sentinel_spike", name).tolerance or 0.0
-            counted = window.with_prefix(f"top|{name}|")
-            values = [
-                _rate_test(
-                    "sentinel_spike", name, f"value {_value(float(key))}", int(count), rows,
-                    value_share_variability(feature, float(key), profile.chunk_size), z,
+            values = []
+            for key, count in window.with_prefix(f"top|{name}|").items():
+                share = value_share_variability(feature, float(key), profile.chunk_size)
+                values.append(
+                    _rate_test("sentinel_spike", name, f"value {_value(float(key))}", int(count), rows, share, z)
                 )
-                for key, count in counted.items()
-            ]  # fmt: skip
             if values:
                 out.append(_most_significant(values, config.false_alarm_rate))
         distinct = window.fields.get(f"card|{name}")
@@ -137,14 +138,13 @@ class WindowChecks:
         return out
 
     def _alert(self, model: str, window: WindowSnapshot, test: _Test) -> Alert:
-        severity = self._config.settings(test.check, test.feature).severity or Severity.WARNING
         total = window.events
         return Alert(
             model=model,
             kind=test.check,
             feature=test.feature,
             slice="",
-            severity=severity,
+            severity=self._config.severity(test.check, test.feature),
             window_start=window.start_ms,
             window_end=window.end_ms,
             count=test.count,
@@ -202,7 +202,9 @@ def _most_significant(values: list[_Test], q: float) -> _Test:
 def _cardinality_test(name: str, feature: CategoricalProfile, distinct: int, events: int, z: float) -> _Test:
     chunks = feature.chunk_cardinality
     threshold = distinct_threshold(chunks, feature.cardinality, feature.count, events, z)
-    baseline = f"baseline {chunks.mean:.1f} +- {chunks.std:.1f} per {chunks.chunk_size} rows, {feature.cardinality} in all"
+    baseline = (
+        f"baseline {chunks.mean:.1f} +- {chunks.std:.1f} per {chunks.chunk_size} rows, {feature.cardinality} in all"
+    )
     return _Test(
         check="cardinality",
         feature=name,
@@ -214,7 +216,8 @@ def _cardinality_test(name: str, feature: CategoricalProfile, distinct: int, eve
         observed=f"{distinct} distinct values in {events} events",
         expected=f"<= {threshold:.0f} ({baseline})",
         message=(
-            f"{name!r} has {distinct} distinct values in {events} events, above the {threshold:.0f} expected ({baseline})"
+            f"{name!r} has {distinct} distinct values in {events} events, "
+            f"above the {threshold:.0f} expected ({baseline})"
         ),
         p_value=distinct_p_value(distinct, threshold),
         detector="hll_threshold+bh",

@@ -9,6 +9,7 @@ below. In TOML (a ``drift`` table)::
     min_count = 200            # values of a feature a window needs to be judged
     severity = "WARNING"
     rule = "effect_and_test"   # or "any" (see DriftSettings.rule)
+    correction = "bonferroni"  # or "none" (see DriftSettings.correction)
     online_features = ["amount", "score"]   # default: numeric features + score
     seed_size = 2000           # baseline values fed to each online detector first
     seed = 0
@@ -25,7 +26,7 @@ below. In TOML (a ``drift`` table)::
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -38,6 +39,8 @@ __all__ = ["DriftSettings", "FeatureDriftSettings"]
 
 Rule = Literal["effect_and_test", "any"]
 RULES: tuple[str, ...] = ("effect_and_test", "any")
+Correction = Literal["bonferroni", "none"]
+CORRECTIONS: tuple[str, ...] = ("bonferroni", "none")
 
 _FEATURE_KEYS = ("enabled", "psi_threshold", "js_threshold", "alpha", "min_count", "severity")
 _TOP_KEYS = (
@@ -47,6 +50,7 @@ _TOP_KEYS = (
     "min_count",
     "severity",
     "rule",
+    "correction",
     "features",
     "detector",
     "online_features",
@@ -96,6 +100,11 @@ class DriftSettings:
         The test alone flags negligible shifts in large windows (and ``alpha`` of all
         stable windows), an effect size alone is noisy in small ones; together they
         stay quiet on a stable stream. ``"any"``: any statistic suffices.
+    correction
+        ``"bonferroni"`` (default): each test of a window runs at ``alpha`` divided by
+        the number of fields judged in that window, so a stable window fails some test
+        with probability at most ``alpha``, however many features the model has.
+        ``"none"``: every test at its own ``alpha``.
     features
         Per-feature overrides: feature name -> a table of :data:`_FEATURE_KEYS`.
     detector
@@ -115,6 +124,7 @@ class DriftSettings:
     min_count: int = 200
     severity: Severity = Severity.WARNING
     rule: Rule = "effect_and_test"
+    correction: Correction = "bonferroni"
     features: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     detector: DetectorSpec = field(default_factory=DetectorSpec)
     online_features: tuple[str, ...] | None = None
@@ -129,6 +139,8 @@ class DriftSettings:
             object.__setattr__(self, "online_features", tuple(self.online_features))
         if self.rule not in RULES:
             raise ValueError(f"drift.rule: expected one of {', '.join(RULES)}, got {self.rule!r}")
+        if self.correction not in CORRECTIONS:
+            raise ValueError(f"drift.correction: expected one of {', '.join(CORRECTIONS)}, got {self.correction!r}")
         for name, table in self.features.items():
             _check_feature_table(f"drift.features.{name}", table)
         if not _is_int(self.seed_size) or self.seed_size < 0:
@@ -164,13 +176,16 @@ class DriftSettings:
             raise ValueError(f"{where}: expected a table")
         _no_unknown(where, raw, _TOP_KEYS)
         _check_thresholds(where, raw)
-        values: dict[str, Any] = {k: raw[k] for k in ("psi_threshold", "js_threshold", "alpha", "min_count") if k in raw}
+        values: dict[str, Any] = {
+            k: raw[k] for k in ("psi_threshold", "js_threshold", "alpha", "min_count") if k in raw
+        }
         if "severity" in raw:
             values["severity"] = _severity(raw["severity"], f"{where}.severity")
-        if "rule" in raw:
-            if raw["rule"] not in RULES:
-                raise ValueError(f"{where}.rule: expected one of {', '.join(RULES)}, got {raw['rule']!r}")
-            values["rule"] = raw["rule"]
+        for key, choices in (("rule", RULES), ("correction", CORRECTIONS)):
+            if key in raw:
+                if raw[key] not in choices:
+                    raise ValueError(f"{where}.{key}: expected one of {', '.join(choices)}, got {raw[key]!r}")
+                values[key] = raw[key]
         features = raw.get("features", {})
         if not isinstance(features, Mapping):
             raise ValueError(f"{where}.features: expected a table of feature names")
@@ -219,7 +234,7 @@ def _no_unknown(where: str, table: Mapping[str, Any], known: tuple[str, ...]) ->
 
 def _check_thresholds(where: str, table: Mapping[str, Any]) -> None:
     """Validate whichever of the threshold keys ``table`` has."""
-    checks = {
+    checks: dict[str, tuple[Callable[[Any], bool], str]] = {
         "psi_threshold": (lambda v: _is_number(v) and v > 0, "a number > 0"),
         "js_threshold": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
         "alpha": (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
@@ -245,9 +260,7 @@ def _severity(value: Any, where: str) -> Severity:
     try:
         return value if isinstance(value, Severity) else Severity(str(value).upper())
     except ValueError:
-        raise ValueError(
-            f"{where}: expected one of {', '.join(s.value for s in Severity)}, got {value!r}"
-        ) from None
+        raise ValueError(f"{where}: expected one of {', '.join(s.value for s in Severity)}, got {value!r}") from None
 
 
 def _parse_detector(where: str, table: Any) -> DetectorSpec:

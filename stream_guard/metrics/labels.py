@@ -132,7 +132,9 @@ class LabelJoiner:
         Regression only: an absolute error above it counts as an error in the 0/1 stream.
     """
 
-    def __init__(self, keys: ModelKeys, settings: MetricsSettings | None = None, *, error_tolerance: float = 0.0) -> None:
+    def __init__(
+        self, keys: ModelKeys, settings: MetricsSettings | None = None, *, error_tolerance: float = 0.0
+    ) -> None:
         self.keys = s.MetricKeys(keys)
         self.settings = settings or MetricsSettings()
         self.bucket_ms = self.settings.bucket_s * 1000
@@ -193,7 +195,8 @@ class LabelJoiner:
         if self.settings.task == "regression":
             fresh["y"] = fresh["label"].map(_to_number)
             fresh["valid"] &= np.isfinite(fresh["y"].to_numpy(dtype=float))
-        fresh["pred"] = [decode_or_none(stored, e) if v else None for e, v in zip(fresh["event_id"], fresh["valid"])]
+        pairs = zip(fresh["event_id"], fresh["valid"], strict=True)
+        fresh["pred"] = [s.decode_prediction(stored.get(e)) if valid else None for e, valid in pairs]
         # A prediction joins its first label only: it is deleted by the same script.
         first = ~fresh["event_id"].where(fresh["pred"].notna()).duplicated() | fresh["pred"].isna()
         fresh["matched"] = fresh["pred"].notna() & first
@@ -233,7 +236,7 @@ class LabelJoiner:
             out[s.ABS_ERR], out[s.SQ_ERR] = err, err * err
         else:
             pos_pred = self._predicted_positive(preds)
-            pos_true = matched["label"].map(_label_key).to_numpy() == str(self.settings.positive_label)
+            pos_true = matched["label"].map(_label_key).to_numpy() == _label_key(self.settings.positive_label)
             out[s.TP], out[s.FP] = pos_pred & pos_true, pos_pred & ~pos_true
             out[s.TN], out[s.FN] = ~pos_pred & ~pos_true, ~pos_pred & pos_true
         return out
@@ -269,7 +272,7 @@ class LabelJoiner:
                     if metric in s.FLOAT_METRICS:
                         updates[src].incr_float(key, s.field_name(slice_, metric), amount)
                     else:
-                        updates[src].incr(key, s.field_name(slice_, metric), int(round(amount)))
+                        updates[src].incr(key, s.field_name(slice_, metric), round(amount))
             for (src, bucket), _ in outcomes.groupby(["src", "bucket"]):
                 s.register_bucket(updates[src], self.keys, int(bucket), self.settings.retention_s)
             for src, event_id in zip(matched["src"], matched["event_id"], strict=True):
@@ -282,10 +285,6 @@ class LabelJoiner:
                 updates[src].incr(self.keys.bucket(bucket), s.field_name(s.ALL, s.UNMATCHED), int(count))
                 s.register_bucket(updates[src], self.keys, int(bucket), self.settings.retention_s)
         return list(updates.values())
-
-
-def decode_or_none(stored: Mapping[str, Any], event_id: str) -> dict[str, Any] | None:
-    return s.decode_prediction(stored.get(event_id))
 
 
 class _PlainJson:
@@ -319,14 +318,24 @@ def make_label_decoder(config: Config, settings: LabelSettings, registry_client:
     return ConfluentDecoder(reader, LocalWriterSchemas(local_dir, load_schema_file), report_unexpected=False)
 
 
-def labels_from_messages(messages: Sequence[Any], decoder: Any, settings: LabelSettings) -> list[Label]:
-    """Decode label messages; an undecodable one or one without id/label keeps its offset (``event_id=None``)."""
+def labels_from_messages(
+    messages: Sequence[Any],
+    decoder: Any,
+    settings: LabelSettings,
+    dead: list[tuple[Any, DecodeError]] | None = None,
+) -> list[Label]:
+    """Decode label messages; an undecodable one or one without id/label keeps its offset (``event_id=None``).
+
+    Undecodable messages are also appended to ``dead`` with their error, for the dead-letter topic.
+    """
     out = []
     for m in messages:
         source = f"{m.topic()}:{m.partition()}"
         try:
             values = decoder.decode(m.value()).values
-        except DecodeError:
+        except DecodeError as error:
+            if dead is not None:
+                dead.append((m, error))
             out.append(Label(None, None, source, m.offset(), None))
             continue
         event_id = values.get(settings.event_id_field)
@@ -355,6 +364,11 @@ class LabelStream:
     @property
     def topic(self) -> str:
         return self.settings.topic
+
+    def decode(self, messages: Sequence[Any]) -> tuple[list[Label], list[tuple[Any, DecodeError]]]:
+        """The labels of ``messages``, and the undecodable messages with their errors."""
+        dead: list[tuple[Any, DecodeError]] = []
+        return labels_from_messages(messages, self.decoder, self.settings, dead), dead
 
     def process(self, messages: Sequence[Any], client: redis.Redis, now_ms: int | None = None) -> JoinResult:
         return self.joiner.join(labels_from_messages(messages, self.decoder, self.settings), client, now_ms=now_ms)

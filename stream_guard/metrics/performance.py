@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +38,9 @@ _PROPORTIONS: dict[str, tuple[Callable[[SliceMetrics], tuple[float, float]], boo
 }
 
 
-def two_proportion_test(x1: float, n1: float, x2: float, n2: float, alternative: str = "two-sided") -> tuple[float, float]:
+def two_proportion_test(
+    x1: float, n1: float, x2: float, n2: float, alternative: str = "two-sided"
+) -> tuple[float, float]:
     """Pooled two-proportion z-test of ``x1/n1`` against ``x2/n2``.
 
     Parameters
@@ -173,14 +175,7 @@ def _test_against_rest(
     m: SliceMetrics, overall: SliceMetrics, metric: str
 ) -> tuple[float, float, float, int, int] | None:
     if metric == "mae":
-        n, n_all = m.labelled, overall.labelled
-        n_rest = n_all - n
-        if n <= 0 or n_rest <= 0:
-            return None
-        ae, se = m.get(s.ABS_ERR), m.get(s.SQ_ERR)
-        ae_rest, se_rest = overall.get(s.ABS_ERR) - ae, overall.get(s.SQ_ERR) - se
-        _, p = _mean_test(ae / n, se / n, n, ae_rest / n_rest, se_rest / n_rest, n_rest)
-        return ae / n, ae_rest / n_rest, p, n, n_rest
+        return _mae_against_rest(m, overall)
     if metric not in _PROPORTIONS:
         raise ValueError(f"metric must be one of {', '.join([*_PROPORTIONS, 'mae'])}, got {metric!r}")
     counts, higher_is_better = _PROPORTIONS[metric]
@@ -191,6 +186,16 @@ def _test_against_rest(
         return None
     _, p = two_proportion_test(x, n, x_rest, n_rest, alternative="less" if higher_is_better else "greater")
     return x / n, x_rest / n_rest, p, int(n), int(n_rest)
+
+
+def _mae_against_rest(m: SliceMetrics, overall: SliceMetrics) -> tuple[float, float, float, int, int] | None:
+    n, n_rest = m.labelled, overall.labelled - m.labelled
+    if n <= 0 or n_rest <= 0:
+        return None
+    ae, se = m.get(s.ABS_ERR), m.get(s.SQ_ERR)
+    ae_rest, se_rest = overall.get(s.ABS_ERR) - ae, overall.get(s.SQ_ERR) - se
+    _, p = _mean_test(ae / n, se / n, n, ae_rest / n_rest, se_rest / n_rest, n_rest)
+    return ae / n, ae_rest / n_rest, p, n, n_rest
 
 
 # -- concept drift: error rate against a baseline ---------------------------------------
@@ -289,12 +294,19 @@ class PerformanceEvaluator:
 
     Runs when a window closes whose start is a multiple of ``every_ms`` (so the check runs
     once per ``every_ms`` however many workers share the model) and rolls up the metrics
-    of ``[window end - lookback_ms, window end)``.
+    of ``[window end - lookback_ms, window end)``. Regression models are tested on MAE.
+
+    Parameters
+    ----------
+    readers
+        Model name -> its metrics reader; other models are skipped.
+    metrics
+        Classification metrics tested (each with its own Benjamini-Hochberg correction).
     """
 
     def __init__(
         self,
-        reader: MetricsReader,
+        readers: Mapping[str, MetricsReader],
         *,
         metrics: Sequence[str] = ("recall", "accuracy"),
         lookback_ms: int = 24 * 3600 * 1000,
@@ -303,7 +315,7 @@ class PerformanceEvaluator:
         alpha: float = 0.01,
         severity: Severity = Severity.WARNING,
     ) -> None:
-        self.reader = reader
+        self.readers = dict(readers)
         self.metrics = list(metrics)
         self.lookback_ms = lookback_ms
         self.every_ms = every_ms
@@ -312,17 +324,16 @@ class PerformanceEvaluator:
         self.severity = severity
 
     def __call__(self, model: ModelRuntime, window: WindowSnapshot) -> list[Alert]:
-        if window.start_ms % self.every_ms != 0:
+        reader = self.readers.get(model.name)
+        if reader is None or window.start_ms % self.every_ms != 0:
             return []
-        rollup = self.reader.rollup(window.end_ms - self.lookback_ms, window.end_ms)
-        return [
-            a
-            for metric in self.metrics
-            for a in underperformance_alerts(
-                model.name, rollup, slice_underperformance(rollup, metric, self.min_support, self.alpha), metric,
-                severity=self.severity,
-            )
-        ]
+        rollup = reader.rollup(window.end_ms - self.lookback_ms, window.end_ms)
+        metrics = ["mae"] if rollup.task == "regression" else self.metrics
+        alerts = []
+        for metric in metrics:
+            found = slice_underperformance(rollup, metric, self.min_support, self.alpha)
+            alerts += underperformance_alerts(model.name, rollup, found, metric, severity=self.severity)
+        return alerts
 
 
 def underperformance_alerts(

@@ -27,9 +27,21 @@ HIGHER_IS_BETTER = frozenset({"accuracy", "precision", "recall", "f1", "specific
 #: Names :meth:`SliceMetrics.value` accepts (besides ``null_rate:<feature>`` and ``violation_rate:<kind>``).
 VALUE_METRICS = frozenset(
     {
-        "accuracy", "precision", "recall", "specificity", "f1", "error_rate", "mae", "rmse",
-        "prediction_mean", "prediction_std", "score_mean",
-        "events", "labelled", "labels_pending", "labels_unmatched",
+        "accuracy",
+        "precision",
+        "recall",
+        "specificity",
+        "f1",
+        "error_rate",
+        "mae",
+        "rmse",
+        "prediction_mean",
+        "prediction_std",
+        "score_mean",
+        "events",
+        "labelled",
+        "labels_pending",
+        "labels_unmatched",
     }
 )
 #: Ranges with more buckets than this are narrowed through the bucket index first.
@@ -155,7 +167,9 @@ class SliceMetrics:
     @property
     def violation_rates(self) -> dict[str, float]:
         n = self.events
-        return {m[len(s.VIOLATION) :]: v / n for m, v in sorted(self.counters.items()) if m.startswith(s.VIOLATION) and n}
+        return {
+            m[len(s.VIOLATION) :]: v / n for m, v in sorted(self.counters.items()) if m.startswith(s.VIOLATION) and n
+        }
 
     # -- generic access ------------------------------------------------------------------
 
@@ -166,7 +180,8 @@ class SliceMetrics:
         if metric.startswith("violation_rate:"):
             return self.violation_rates.get(metric.split(":", 1)[1], 0.0 if self.events else None)
         if metric not in VALUE_METRICS:
-            raise ValueError(f"unknown metric {metric!r}; known: {', '.join(sorted(VALUE_METRICS))}, null_rate:<f>, violation_rate:<kind>")
+            known = ", ".join(sorted(VALUE_METRICS))
+            raise ValueError(f"unknown metric {metric!r}; known: {known}, null_rate:<f>, violation_rate:<kind>")
         value = getattr(self, metric)
         return None if value is None else float(value)
 
@@ -238,7 +253,9 @@ class Rollup(dict[str, SliceMetrics]):
         """Slices other than ``*``, of the given dimensions only (e.g. ``[["device_type"]]``) when given."""
         wanted = None if dimensions is None else {tuple(sorted(d)) for d in dimensions}
         return [
-            m for name, m in sorted(self.items()) if name != s.ALL and (wanted is None or slice_dimension(name) in wanted)
+            m
+            for name, m in sorted(self.items())
+            if name != s.ALL and (wanted is None or slice_dimension(name) in wanted)
         ]
 
     def worst_slices(
@@ -301,7 +318,7 @@ class Rollup(dict[str, SliceMetrics]):
             if column in text.columns:
                 text[column] = [v if v == "-" else _fmt(float(v)) for v in text[column]]
         header = f"metrics {self.start_ms}..{self.end_ms} ({self.buckets} buckets, {len(self)} slices)\n"
-        return header + text.to_string(index=False)
+        return header + str(text.to_string(index=False))
 
     def to_json(self) -> str:
         return json.dumps(
@@ -337,7 +354,7 @@ class MetricsReader:
         """Starts of the indexed buckets in ``[start_ms, end_ms)``."""
         low = "-inf" if start_ms is None else (start_ms // self.bucket_ms) * self.bucket_ms
         high = "+inf" if end_ms is None else f"({end_ms}"
-        return [int(b) for b in self._redis.zrangebyscore(self.keys.index, low, high)]
+        return [int(str(b)) for b in self._redis.zrangebyscore(self.keys.index, low, high)]
 
     def rollup(self, start_ms: int, end_ms: int, slices: Iterable[str] | None = None) -> Rollup:
         """Sum the buckets whose start lies in ``[floor(start_ms), end_ms)``, per slice.

@@ -10,12 +10,14 @@ metrics are fenced with the rest of the batch and cost no extra round trip.
 Cardinality is bounded per field: values outside the baseline profile's known
 categories, or (without a profile) beyond the first ``max_values_per_field`` distinct
 values this worker has seen, are recorded as ``other``; a missing value is ``null``.
+Characters that delimit slices and fields (``|``, ``,``, ``=``, whitespace) become ``_``
+and values are cut at 64 characters.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -58,8 +60,8 @@ class MetricsSettings:
     task: Literal["classification", "regression"] = "classification"
     #: Classification: predicted positive when score (else prediction) >= threshold.
     threshold: float = 0.5
-    #: Classification: the label value meaning "positive" (compared as text: 1, "1" and 1.0 match).
-    positive_label: str = "1"
+    #: Classification: the label value meaning "positive" (compared as text: 1, "1", 1.0 and True match).
+    positive_label: str | int = "1"
 
 
 def slice_name(parts: Mapping[str, str]) -> str:
@@ -118,14 +120,14 @@ class ValueCapper:
         if len(keys) == 0:
             return keys.astype(str)
         uniques, first = np.unique(keys, return_index=True)
-        allowed = self._known.get(field_name)
+        allowed: Collection[str] | None = self._known.get(field_name)
         if allowed is None:
             seen = self._seen.setdefault(field_name, {})
             for value in uniques[np.argsort(first)].tolist():
                 if value != s.NULL and value not in seen and len(seen) < self.max_values:
                     seen[value] = None
             allowed = seen.keys()
-        keep = np.fromiter((u == s.NULL or u in allowed for u in uniques.tolist()), dtype=bool, count=len(uniques))
+        keep = np.array([u == s.NULL or u in allowed for u in uniques.tolist()], dtype=bool)
         mapped = np.where(keep, uniques, s.OTHER)
         return mapped[np.searchsorted(uniques, keys)].astype(str)
 
@@ -261,7 +263,7 @@ class SliceRecorder:
                 if flt:
                     update.incr_float(key, s.field_name(slice_, metric), amount)
                 else:
-                    update.incr(key, s.field_name(slice_, metric), int(round(amount)))
+                    update.incr(key, s.field_name(slice_, metric), round(amount))
         for source, part in frame[["src", "bucket"]].groupby("src"):
             update = groups.updates[source]
             for bucket in np.unique(part["bucket"].to_numpy()).tolist():
@@ -338,17 +340,11 @@ class SliceRecorder:
             )
 
 
-def crossing_dimensions(crossings: Iterable[Sequence[str]]) -> list[Dimension]:
-    """Normalised crossing dimensions (sorted, deduplicated fields)."""
-    return [tuple(sorted(set(c))) for c in crossings if c]
-
-
 __all__ = [
     "Dimension",
     "MetricsSettings",
     "SliceRecorder",
     "ValueCapper",
-    "crossing_dimensions",
     "parse_slice",
     "slice_dimension",
     "slice_name",

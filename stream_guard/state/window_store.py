@@ -150,7 +150,8 @@ class StateUpdate:
 
         The key keeps its own TTL (the retention does not apply to it).
         """
-        self.ops += ["X", self._key(key), value, int(ttl_s), self._key(counter_key), len(counter_fields), *counter_fields]
+        counter = self._key(counter_key)
+        self.ops += ["X", self._key(key), value, int(ttl_s), counter, len(counter_fields), *counter_fields]
 
     def delete(self, key: str) -> None:
         self.ops += ["D", self._key(key)]

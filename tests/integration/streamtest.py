@@ -13,7 +13,7 @@ from confluent_kafka import Consumer, Message, Producer
 
 from stream_guard.config import Config, load_config
 from stream_guard.embedded import create_topics
-from stream_guard.model import build_models
+from stream_guard.assembly import build_worker
 from stream_guard.resources import schema_dir
 from stream_guard.simulator import write_local_registry
 from stream_guard.worker import Worker, WorkerStats
@@ -108,8 +108,8 @@ def produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, byte
 
 
 def new_worker(config: Config, **kwargs: Any) -> Worker:
-    client = redis.Redis.from_url(config.redis.url, decode_responses=True)
-    return Worker(config, build_models(config), client, **kwargs)
+    """A worker with every stage the config enables (as ``stream-guard run`` builds it)."""
+    return build_worker(config, **kwargs)
 
 
 def run_until(

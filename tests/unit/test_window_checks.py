@@ -129,15 +129,15 @@ def make_batch(records: list[dict[str, Any]], first_offset: int = 0) -> EventBat
 
 
 def run_windows(
-    records: list[dict[str, Any]], profile: BaselineProfile, config: ChecksConfig
+    records: list[dict[str, Any]], profile: BaselineProfile, config: ChecksConfig, batch_size: int = BATCH
 ) -> dict[int, list[Alert]]:
-    """Alerts per window start of ``records`` streamed in batches of ``BATCH``."""
+    """Alerts per window start of ``records`` streamed in batches of ``batch_size``."""
     model, keys = make_model(), ModelKeys("sg", MODEL)
     checks = FeatureChecks({MODEL: profile}, config)
     window_checks = WindowChecks({MODEL: profile}, config)
     redis = FakeRedis(keys)
-    for first in range(0, len(records), BATCH):
-        batch = make_batch(records[first : first + BATCH], first)
+    for first in range(0, len(records), batch_size):
+        batch = make_batch(records[first : first + batch_size], first)
         findings = checks.findings(model, batch)
         updates = build_updates(
             batch, findings, keys, window_ms=WINDOW_MS, max_examples=5, contributors=[checks.contribute]
@@ -207,10 +207,11 @@ def test_window_checks_see_counters_on_clean_windows(profile: BaselineProfile, c
     redis = FakeRedis(keys)
     for first in range(0, len(records), BATCH):
         batch = make_batch(records[first : first + BATCH], first)
-        for update in build_updates(
-            batch, checks.findings(model, batch), keys, window_ms=WINDOW_MS, max_examples=5,
-            contributors=[checks.contribute],
-        ):  # fmt: skip
+        findings = checks.findings(model, batch)
+        updates = build_updates(
+            batch, findings, keys, window_ms=WINDOW_MS, max_examples=5, contributors=[checks.contribute]
+        )
+        for update in updates:
             redis.apply(update)
     snap = redis.snapshot(T0)
     n = snap.events
@@ -249,9 +250,7 @@ def _as_string(r: dict[str, Any]) -> None:
     r["amount"] = str(r["amount"])
 
 
-def inject(
-    records: list[dict[str, Any]], fault: Callable[[dict[str, Any]], None], rate: float, seed: int = 5
-) -> int:
+def inject(records: list[dict[str, Any]], fault: Callable[[dict[str, Any]], None], rate: float, seed: int = 5) -> int:
     """Apply ``fault`` to a share ``rate`` of the records from ``ONSET`` on; return how many."""
     hit = np.flatnonzero(np.random.default_rng(seed).random(len(records) - ONSET) < rate) + ONSET
     for i in hit.tolist():
@@ -259,8 +258,10 @@ def inject(
     return len(hit)
 
 
-def assert_detected(records: list[dict[str, Any]], profile: BaselineProfile, kind: str, feature: str) -> Alert:
-    alerts = run_windows(records, profile, ChecksConfig())
+def assert_detected(
+    records: list[dict[str, Any]], profile: BaselineProfile, kind: str, feature: str, batch_size: int = BATCH
+) -> Alert:
+    alerts = run_windows(records, profile, ChecksConfig(), batch_size)
     before = [a for start, window in alerts.items() if start < ONSET_WINDOW for a in window]
     assert before == [], [a.message for a in before]
     found = [a for a in alerts[ONSET_WINDOW] if (a.kind, a.feature) == (kind, feature)]
@@ -301,13 +302,15 @@ def test_detects_null_rate_rising_from_2_to_10_percent(profile: BaselineProfile)
     assert alert.total == PER_WINDOW and alert.window_end == ONSET_WINDOW + WINDOW_MS
 
 
-def test_detects_default_changed_from_null_to_minus_one(profile: BaselineProfile) -> None:
+@pytest.mark.parametrize("batch_size", [BATCH, 20])
+def test_detects_default_changed_from_null_to_minus_one(profile: BaselineProfile, batch_size: int) -> None:
+    """Also with the 20-event batches of a quiet topic."""
     records = clean(4 * PER_WINDOW, seed=4)
     for r in records[ONSET:]:
         if r["age"] is None:
             r["age"] = -1
     inject(records, _set("age", -1), 0.03 / 0.98)
-    alert = assert_detected(records, profile, "sentinel_spike", "age")
+    alert = assert_detected(records, profile, "sentinel_spike", "age", batch_size)
     assert "value -1 " in alert.observed
 
 

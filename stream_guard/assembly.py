@@ -1,0 +1,87 @@
+"""Building a worker with every stage its configuration asks for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from stream_guard.checks import ChecksConfig, FeatureChecks, WindowChecks
+from stream_guard.config import Config, plugin_settings
+from stream_guard.drift import OnlineDrift, WindowDrift
+from stream_guard.drift.settings import DriftSettings
+from stream_guard.metrics import LabelJoiner, LabelStream, MetricsReader, PerformanceEvaluator, SliceRecorder
+from stream_guard.metrics.labels import make_label_decoder
+from stream_guard.model import ModelRuntime, build_models
+from stream_guard.profile import BaselineProfile
+from stream_guard.state.keys import ModelKeys
+from stream_guard.worker import Worker
+
+
+def registry_client(config: Config) -> Any:
+    """A Confluent Schema Registry client when ``schema_registry.url`` is set, else None."""
+    if not config.schema_registry.url:
+        return None
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    return SchemaRegistryClient({"url": config.schema_registry.url, **config.schema_registry.client})
+
+
+def build_plugins(
+    config: Config, models: list[ModelRuntime], profiles: dict[str, BaselineProfile]
+) -> tuple[list[Any], list[Any]]:
+    """The per-batch checkers and the closed-window evaluators the configuration enables.
+
+    ``profiles`` is shared with the stages: replacing a model's entry (a reloaded
+    profile) takes effect on the next batch.
+    """
+    checkers: list[Any] = []
+    evaluators: list[Any] = []
+    checks_on, checks_raw = plugin_settings(config.checks)
+    if checks_on:
+        checks = ChecksConfig.from_dict(checks_raw)
+        checkers.append(FeatureChecks(profiles, checks))
+        evaluators.append(WindowChecks(profiles, checks))
+    drift_on, drift_raw = plugin_settings(config.drift)
+    if drift_on:
+        drift = DriftSettings.from_dict(drift_raw)
+        checkers += [WindowDrift(profiles, drift), OnlineDrift(profiles, drift)]
+        evaluators.append(checkers[-2])
+    return checkers, evaluators
+
+
+def build_worker(config: Config, client: redis.Redis | None = None, **worker_kwargs: Any) -> Worker:
+    """A worker for ``config`` with checks, drift, slice metrics and labels as configured."""
+    registry = registry_client(config)
+    models = build_models(config, registry)
+    client = client or redis.Redis.from_url(config.redis.url, decode_responses=True)
+    profiles = {m.name: m.profile for m in models if m.profile is not None}
+    checkers, evaluators = build_plugins(config, models, profiles)
+    recorders: dict[str, SliceRecorder] = {}
+    streams: list[LabelStream] = []
+    readers: dict[str, MetricsReader] = {}
+    for model in models:
+        settings = model.config.metrics
+        if not settings.enabled:
+            continue
+        keys = ModelKeys(config.redis.key_prefix, model.name)
+        labels = model.config.labels
+        ttl = labels.lookback_s if labels.topic else 0
+        recorders[model.name] = SliceRecorder.for_model(model, settings, model.profile, prediction_ttl_s=ttl)
+        readers[model.name] = MetricsReader(client, keys, settings.bucket_s * 1000)
+        if labels.topic:
+            decoder = make_label_decoder(config, labels, registry)
+            streams.append(LabelStream(model.name, LabelJoiner(keys, settings), decoder, labels))
+    if readers:
+        evaluators.append(PerformanceEvaluator(readers))
+    return Worker(
+        config,
+        models,
+        client,
+        checkers=checkers,
+        evaluators=evaluators,
+        slice_recorders=recorders,
+        label_streams=streams,
+        profiles=profiles,
+        **worker_kwargs,
+    )

@@ -1,0 +1,285 @@
+"""Unit tests for stream_guard.config: TOML loading, environment overrides and validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stream_guard.config import Config, load_config
+from stream_guard.errors import ConfigError
+
+REGISTRY = """
+[schema_registry]
+local_dir = "registry"
+"""
+
+MODEL = """
+[[models]]
+name = "{name}"
+topics = ["fraud.inferences"]
+schema = "fraud.avsc"
+encoding = "{encoding}"
+event_id_field = "event_id"
+timestamp_field = "ts"
+features = ["amount", "age", "device_type"]
+slice_fields = ["device_type"]
+"""
+
+VALID = (
+    """
+[kafka]
+bootstrap_servers = "kafka-1:9092"
+group_id = "guards"
+
+[redis]
+url = "redis://cache:6379/2"
+
+[worker]
+batch_size = 100
+batch_timeout_s = 1
+window_s = 10
+"""
+    + REGISTRY
+    + MODEL.format(name="fraud", encoding="confluent")
+)
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    """A directory with the reader schema file the configs below point at."""
+    (tmp_path / "fraud.avsc").write_text('{"type": "record", "name": "R", "fields": []}')
+    return tmp_path
+
+
+def _write(directory: Path, text: str) -> Path:
+    path = directory / "stream-guard.toml"
+    path.write_text(text)
+    return path
+
+
+def _problems(directory: Path, text: str, environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(directory, text), environ=environ or {})
+    return info.value.problems
+
+
+def test_valid_config_loads(config_dir: Path) -> None:
+    """A valid TOML file loads into typed sections; relative paths resolve against the file's directory."""
+    config = load_config(_write(config_dir, VALID), environ={})
+    assert isinstance(config, Config)
+    assert config.kafka.bootstrap_servers == "kafka-1:9092"
+    assert config.kafka.group_id == "guards"
+    assert config.kafka.alerts_topic == "stream-guard.alerts"  # default kept
+    assert config.redis.url == "redis://cache:6379/2"
+    assert config.worker.batch_size == 100
+    assert config.worker.batch_timeout_s == 1.0 and isinstance(config.worker.batch_timeout_s, float)
+    assert config.worker.window_s == 10
+    assert config.worker.max_examples == 5
+    assert config.base_dir == config_dir.resolve()
+    (model,) = config.models
+    assert model.name == "fraud"
+    assert model.topics == ["fraud.inferences"]
+    assert model.encoding == "confluent"
+    assert model.features == ["amount", "age", "device_type"]
+    assert model.report_unexpected_fields is True
+    assert config.resolve_path(model.schema) == config_dir.resolve() / "fraud.avsc"
+    assert config.model("fraud") is model
+
+
+def test_unknown_model_lookup_is_a_config_error(config_dir: Path) -> None:
+    """Config.model on an unknown name raises ConfigError listing the configured models."""
+    config = load_config(_write(config_dir, VALID), environ={})
+    with pytest.raises(ConfigError) as info:
+        config.model("churn")
+    assert info.value.problems == ["unknown model 'churn' (configured: fraud)"]
+
+
+def test_env_overrides(config_dir: Path) -> None:
+    """STREAM_GUARD_* variables override the file; numbers parse as TOML scalars, other text stays a string."""
+    environ = {
+        "STREAM_GUARD_KAFKA__BOOTSTRAP_SERVERS": "broker-a:9092,broker-b:9092",
+        "STREAM_GUARD_WORKER__BATCH_SIZE": "2000",
+        "STREAM_GUARD_WORKER__LOG_LEVEL": "debug",
+        "HOME": "/root",  # unrelated variables are ignored
+        "STREAM_GUARDIAN": "x",  # only the exact prefix counts
+    }
+    config = load_config(_write(config_dir, VALID), environ=environ)
+    assert config.kafka.bootstrap_servers == "broker-a:9092,broker-b:9092"
+    assert config.worker.batch_size == 2000
+    assert type(config.worker.batch_size) is int
+    assert config.worker.log_level == "debug"
+    assert config.kafka.group_id == "guards"  # not overridden
+
+
+def test_env_overrides_default_to_os_environ(config_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without environ=, load_config reads os.environ."""
+    monkeypatch.setenv("STREAM_GUARD_WORKER__BATCH_SIZE", "321")
+    assert load_config(_write(config_dir, VALID)).worker.batch_size == 321
+
+
+def test_env_override_of_wrong_type_is_reported(config_dir: Path) -> None:
+    """An environment value of the wrong type is one problem line naming the setting."""
+    problems = _problems(config_dir, VALID, {"STREAM_GUARD_WORKER__BATCH_SIZE": "lots"})
+    assert problems == ["worker.batch_size: expected int, got 'lots'"]
+
+
+def test_env_override_into_non_section_is_reported(config_dir: Path) -> None:
+    """Descending into a setting that is not a section is reported, naming the variable."""
+    problems = _problems(config_dir, VALID, {"STREAM_GUARD_KAFKA__GROUP_ID__X": "1"})
+    assert problems == ["STREAM_GUARD_KAFKA__GROUP_ID__X: kafka.group_id is not a section"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            VALID.replace('group_id = "guards"', 'group = "guards"'),
+            "kafka.group: unknown setting (known: ",
+            id="unknown-key",
+        ),
+        pytest.param(
+            VALID.replace("batch_size = 100", 'batch_size = "100"'),
+            "worker.batch_size: expected int, got '100'",
+            id="wrong-type",
+        ),
+        pytest.param(
+            VALID.replace("batch_size = 100", "batch_size = true"),
+            "worker.batch_size: expected int, got True",
+            id="bool-for-int",
+        ),
+        pytest.param(
+            VALID.replace("batch_size = 100", "batch_size = 0"),
+            "worker.batch_size: must be positive, got 0",
+            id="non-positive",
+        ),
+        pytest.param(
+            VALID.replace('encoding = "confluent"', 'encoding = "protobuf"'),
+            "models[0].encoding: 'protobuf' is not one of confluent, avro, json",
+            id="bad-encoding",
+        ),
+        pytest.param(
+            VALID.replace('schema = "fraud.avsc"', 'schema = "nope.avsc"'),
+            "models[0] (fraud).schema: file ",
+            id="missing-schema-file",
+        ),
+        pytest.param(VALID.split("[[models]]")[0], "models: at least one [[models]] table is required", id="no-models"),
+        pytest.param(
+            VALID + MODEL.format(name="fraud", encoding="json"),
+            "models[1] (fraud): duplicate model name",
+            id="duplicate-model",
+        ),
+        pytest.param(
+            VALID.replace(REGISTRY, ""),
+            "models[0] (fraud): encoding 'confluent' needs schema_registry.url or schema_registry.local_dir",
+            id="confluent-without-registry",
+        ),
+        pytest.param(
+            VALID.replace('name = "fraud"', 'name = "fr:aud"'),
+            "models[0] (fr:aud): name may not contain ':'",
+            id="name-with-colon",
+        ),
+    ],
+)
+def test_each_mistake_is_one_readable_line(config_dir: Path, text: str, expected: str) -> None:
+    """Each configuration mistake yields exactly one single-line problem naming the setting."""
+    problems = _problems(config_dir, text)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(expected), problems
+    assert "\n" not in problems[0]
+
+
+def test_missing_schema_file_problem_names_the_resolved_path(config_dir: Path) -> None:
+    """The missing-schema problem names the path resolved against the config file's directory."""
+    problems = _problems(config_dir, VALID.replace('schema = "fraud.avsc"', 'schema = "nope.avsc"'))
+    assert problems == [f"models[0] (fraud).schema: file {config_dir.resolve() / 'nope.avsc'} not found"]
+
+
+def test_confluent_with_registry_url_is_valid(config_dir: Path) -> None:
+    """A registry URL instead of a local directory satisfies encoding 'confluent'."""
+    text = VALID.replace('local_dir = "registry"', 'url = "http://registry:8081"')
+    assert load_config(_write(config_dir, text), environ={}).schema_registry.url == "http://registry:8081"
+
+
+def test_several_mistakes_are_reported_together(config_dir: Path) -> None:
+    """Several mistakes in one file are all reported in one ConfigError, one line each."""
+    text = (
+        VALID.replace('group_id = "guards"', 'groupid = "guards"')
+        .replace("batch_size = 100", 'batch_size = "big"')
+        .replace('encoding = "confluent"', 'encoding = "xml"')
+        .replace('schema = "fraud.avsc"', 'schema = "absent.avsc"')
+        + MODEL.format(name="fraud", encoding="json")
+    )
+    problems = _problems(config_dir, text)
+    expected_starts = [
+        "kafka.groupid: unknown setting",
+        "worker.batch_size: expected int, got 'big'",
+        "models[0].encoding: 'xml' is not one of",
+        "models[0] (fraud).schema: file ",
+        "models[1] (fraud): duplicate model name",
+    ]
+    assert len(problems) == len(expected_starts), problems
+    for start in expected_starts:
+        assert sum(p.startswith(start) for p in problems) == 1, (start, problems)
+    assert str(ConfigError(problems)) == "; ".join(problems)
+
+
+def test_missing_file_is_one_clear_line(tmp_path: Path) -> None:
+    """A config path that does not exist gives one line naming it."""
+    path = tmp_path / "absent.toml"
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert info.value.problems == [f"config file {path} does not exist"]
+
+
+def test_invalid_toml_is_one_clear_line(config_dir: Path) -> None:
+    """Invalid TOML gives one line naming the file and saying it is invalid TOML."""
+    path = _write(config_dir, "[kafka\nbootstrap_servers = 1")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    (line,) = info.value.problems
+    assert line.startswith(f"{path}: invalid TOML: ")
+    assert "\n" not in line
+
+
+def test_environment_only_config_is_validated() -> None:
+    """path=None reads no file but still validates: a config without models is rejected."""
+    with pytest.raises(ConfigError) as info:
+        load_config(None, environ={"STREAM_GUARD_KAFKA__BOOTSTRAP_SERVERS": "b:9092"})
+    assert info.value.problems == ["models: at least one [[models]] table is required"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TypeError,
+    reason="config.py:263 _check_semantics does `':' in model.name` on an int name and raises TypeError",
+)
+def test_non_string_model_name_is_a_config_error(config_dir: Path) -> None:
+    """name = 5 is reported as a ConfigError line, not a crash."""
+    problems = _problems(config_dir, VALID.replace('name = "fraud"', "name = 5"))
+    assert problems == ["models[0].name: expected str, got 5"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TypeError,
+    reason="config.py:271 _check_semantics calls Path(model.schema) on an int schema and raises TypeError",
+)
+def test_non_string_schema_path_is_a_config_error(config_dir: Path) -> None:
+    """schema = 5 is reported as a ConfigError line, not a crash."""
+    problems = _problems(config_dir, VALID.replace('schema = "fraud.avsc"', "schema = 5"))
+    assert problems == ["models[0].schema: expected str, got 5"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason=(
+        "config.py:218/265 a non-list topics is coerced to [] after reporting it, so _check_semantics "
+        "adds a second, misleading 'at least one input topic is required' line for the same mistake"
+    ),
+)
+def test_topics_of_wrong_type_is_one_line(config_dir: Path) -> None:
+    """topics = "x" (a string, not a list) is reported once."""
+    problems = _problems(config_dir, VALID.replace('topics = ["fraud.inferences"]', 'topics = "fraud.inferences"'))
+    assert problems == ["models[0].topics: expected a list, got 'fraud.inferences'"]

@@ -1,0 +1,600 @@
+"""Window drift statistics (stream_guard.drift.window) on simulated streams, without Redis.
+
+Batches go through the checkers' ``findings`` and ``build_updates`` as in the worker;
+a small interpreter applies the ``StateUpdate`` ops to dicts the way the Lua script
+applies them to Redis, and each closed window goes through ``finding_alerts`` and
+``WindowDrift``. Streams are seeded, with known change points.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stream_guard.aggregation import build_updates
+from stream_guard.alerts.evaluate import finding_alerts
+from stream_guard.alerts.model import Alert, Severity
+from stream_guard.batch import EventBatch
+from stream_guard.config import ModelConfig
+from stream_guard.decoding import Decoded
+from stream_guard.drift import (
+    DATA_DRIFT,
+    ONLINE_DRIFT,
+    PREDICTION_DRIFT,
+    UNSEEN,
+    DetectorSpec,
+    DriftSettings,
+    DriftVerdict,
+    OnlineDrift,
+    WindowDrift,
+    evaluate_categorical_drift,
+)
+from stream_guard.drift.window import decide, profile_tag
+from stream_guard.model import ModelRuntime
+from stream_guard.profile import BaselineProfile, CategoricalProfile, learn_profile
+from stream_guard.simulator import DEVICE_TYPES, Simulator
+from stream_guard.state.keys import ModelKeys
+from stream_guard.state.window_store import StateUpdate, WindowSnapshot
+
+MODEL = "fraud"
+TOPIC = "fraud.inferences"
+NUMERIC = ["amount", "age", "account_age_days", "num_tx_24h", "is_new_user"]
+CATEGORICAL = ["merchant_category", "device_type", "country"]
+WINDOW_MS = 10_000
+T0 = 1_700_000_000_000  # a window start
+PER_WINDOW = WINDOW_MS  # one event per ms
+BATCH = 1000
+PARTITIONS = 3
+CHANGE = 50_000  # index of the first changed event in the change-point streams
+DRIFT_KINDS = (DATA_DRIFT, PREDICTION_DRIFT, ONLINE_DRIFT)
+
+
+# --------------------------------------------------------------------------- harness
+
+
+class FakeRedis:
+    """Applies ``StateUpdate`` ops to dicts as the Lua script applies them to Redis."""
+
+    def __init__(self, keys: ModelKeys) -> None:
+        self.keys = keys
+        self.hashes: dict[str, dict[str, str]] = defaultdict(dict)
+        self.lists: dict[str, list[str]] = defaultdict(list)
+        self.sets: dict[str, set[str]] = defaultdict(set)
+        self.windows: set[int] = set()
+
+    def apply(self, update: StateUpdate) -> None:
+        def key(index: Any) -> str:
+            assert int(index) >= 5, "Lua KEYS 1..4 are the fixed model keys"
+            return update.keys[int(index) - 5]
+
+        ops, i = update.ops, 0
+        while i < len(ops):
+            op = ops[i]
+            if op == "W":
+                self.windows.add(int(ops[i + 1]))
+                i += 2
+            elif op == "H":
+                h = self.hashes[key(ops[i + 1])]
+                h[ops[i + 2]] = str(int(h.get(ops[i + 2], "0")) + int(ops[i + 3]))
+                i += 4
+            elif op == "F":
+                h = self.hashes[key(ops[i + 1])]
+                h[ops[i + 2]] = repr(float(h.get(ops[i + 2], "0")) + float(ops[i + 3]))
+                i += 4
+            elif op == "S":
+                self.hashes[key(ops[i + 1])][ops[i + 2]] = ops[i + 3]
+                i += 4
+            elif op == "L":
+                items = self.lists[key(ops[i + 1])]
+                if len(items) < int(ops[i + 3]):
+                    items.append(ops[i + 2])
+                i += 4
+            elif op == "P":
+                n = int(ops[i + 2])
+                self.sets[key(ops[i + 1])].update(ops[i + 3 : i + 3 + n])
+                i += 3 + n
+            else:
+                raise AssertionError(f"unknown op {op!r}")
+
+    def snapshot(self, start: int) -> WindowSnapshot:
+        """As ``WindowStore.snapshot`` reads a window."""
+        fields = dict(self.hashes[self.keys.window(start)])
+        examples = {
+            k[2:]: [json.loads(x) for x in self.lists[self.keys.examples(start, k[2:])]]
+            for k in fields
+            if k.startswith("f|")
+        }
+        return WindowSnapshot(start, start + WINDOW_MS, fields, examples)
+
+
+def make_model(numeric: list[str] = NUMERIC, categorical: list[str] = CATEGORICAL) -> ModelRuntime:
+    return ModelRuntime(
+        config=ModelConfig(name=MODEL, topics=[TOPIC], score_field="score", prediction_field="prediction"),
+        reader_schema={},
+        fields={},
+        decoder=None,
+        numeric_features=list(numeric),
+        categorical_features=list(categorical),
+    )
+
+
+def make_batch(records: list[dict[str, Any]], first_index: int, failed: np.ndarray | None = None) -> EventBatch:
+    """Events ``first_index...`` of a stream spread round-robin over the partitions."""
+    index = np.arange(first_index, first_index + len(records))
+    return EventBatch(
+        model=MODEL,
+        decoded=[Decoded(values=r, issues=[]) for r in records],
+        topics=[TOPIC] * len(records),
+        partitions=index % PARTITIONS,
+        offsets=index // PARTITIONS,
+        event_time_ms=np.array([r["ts"] for r in records], dtype=np.int64),
+        event_ids=[r["event_id"] for r in records],
+        failed=np.zeros(len(records), dtype=bool) if failed is None else failed,
+    )
+
+
+def clean_records(n: int, seed: int) -> list[dict[str, Any]]:
+    return Simulator(encoding="json", seed=seed).records(n, T0, 1)
+
+
+@dataclass
+class Run:
+    """What a stream produced: closed windows, their alerts, and every drift finding."""
+
+    windows: list[WindowSnapshot]
+    alerts: dict[int, list[Alert]]  # by window start
+    findings: list[tuple[str, str, int]] = field(default_factory=list)  # kind, feature, stream index
+
+    def drift_alerts(self, start: int) -> list[Alert]:
+        return [a for a in self.alerts[start] if a.kind in DRIFT_KINDS]
+
+    def first_finding(self, kind: str, feature: str, after: int = 0) -> int | None:
+        hits = [i for k, f, i in self.findings if k == kind and f == feature and i >= after]
+        return min(hits) if hits else None
+
+
+def run_stream(
+    records: list[dict[str, Any]],
+    profile: BaselineProfile,
+    settings: DriftSettings | None = None,
+    model: ModelRuntime | None = None,
+) -> Run:
+    """Run ``records`` batch by batch through the drift checkers, as the worker would."""
+    model = model or make_model()
+    settings = settings or DriftSettings()
+    window = WindowDrift({MODEL: profile}, settings)
+    online = OnlineDrift({MODEL: profile}, settings)
+    keys = ModelKeys("sg", MODEL)
+    redis = FakeRedis(keys)
+    run = Run([], {})
+    for first in range(0, len(records), BATCH):
+        batch = make_batch(records[first : first + BATCH], first)
+        findings = [f for checker in (window, online) for f in checker.findings(model, batch)]
+        for finding in findings:
+            run.findings += [(finding.kind, finding.feature, first + int(r)) for r in finding.rows]
+        for update in build_updates(
+            batch, findings, keys, window_ms=WINDOW_MS, max_examples=5, contributors=[window.contribute]
+        ):
+            redis.apply(update)
+    for start in sorted(redis.windows):
+        snapshot = redis.snapshot(start)
+        run.windows.append(snapshot)
+        run.alerts[start] = finding_alerts(MODEL, snapshot) + window(model, snapshot)
+    return run
+
+
+def window_start(index: int) -> int:
+    return T0 + (index // PER_WINDOW) * WINDOW_MS
+
+
+def shifted(
+    records: list[dict[str, Any]], start: int, change: Callable[[dict[str, Any]], None]
+) -> list[dict[str, Any]]:
+    out = [dict(r) for r in records]
+    for r in out[start:]:
+        change(r)
+    return out
+
+
+def scale_amount(r: dict[str, Any]) -> None:
+    r["amount"] = round(r["amount"] * 1.5, 2)
+
+
+def raise_score(r: dict[str, Any]) -> None:
+    r["score"] = min(1.0, r["score"] + 0.2)
+    r["prediction"] = int(r["score"] >= 0.5)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def profile() -> BaselineProfile:
+    frame = pd.DataFrame(Simulator(encoding="json", seed=101).records(100_000, T0 - 10**9, 1))
+    return learn_profile(
+        frame,
+        model=MODEL,
+        numeric=[*NUMERIC, "score"],
+        categorical=[*CATEGORICAL, "prediction"],
+        source="simulator seed 101",
+    )
+
+
+@pytest.fixture(scope="module")
+def stationary(profile: BaselineProfile) -> Run:
+    return run_stream(clean_records(200_000, seed=202), profile)
+
+
+@pytest.fixture(scope="module")
+def amount_shift(profile: BaselineProfile) -> Run:
+    return run_stream(shifted(clean_records(100_000, seed=303), CHANGE, scale_amount), profile)
+
+
+@pytest.fixture(scope="module")
+def device_shift(profile: BaselineProfile) -> Run:
+    rng = np.random.default_rng(404)
+    names = [d for d, _ in DEVICE_TYPES]
+    others = sum(p for d, p in DEVICE_TYPES if d != "android")
+    shares = [0.8 if d == "android" else 0.2 * p / others for d, p in DEVICE_TYPES]
+    draws = iter(rng.choice(names, size=100_000 - CHANGE, p=shares).tolist())
+
+    def android_heavy(r: dict[str, Any]) -> None:
+        r["device_type"] = next(draws)
+
+    return run_stream(shifted(clean_records(100_000, seed=404), CHANGE, android_heavy), profile)
+
+
+@pytest.fixture(scope="module")
+def score_shift(profile: BaselineProfile) -> Run:
+    return run_stream(shifted(clean_records(100_000, seed=505), CHANGE, raise_score), profile)
+
+
+@pytest.fixture(scope="module")
+def shifted_from_start(profile: BaselineProfile) -> Run:
+    def everything(r: dict[str, Any]) -> None:
+        scale_amount(r)
+        raise_score(r)
+
+    return run_stream(shifted(clean_records(30_000, seed=606), 0, everything), profile)
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def test_stationary_stream_raises_no_drift(stationary: Run) -> None:
+    assert len(stationary.windows) == 20
+    assert all(w.events == PER_WINDOW for w in stationary.windows)
+    raised = [(a.kind, a.feature, a.observed) for w in stationary.windows for a in stationary.drift_alerts(w.start_ms)]
+    assert raised == []
+    assert stationary.findings == []  # no online_drift finding in 200k events x 6 series x 3 partitions
+
+
+def test_stationary_windows_hold_full_histograms(stationary: Run, profile: BaselineProfile) -> None:
+    window = stationary.windows[0]
+    for name in [*NUMERIC, "score"]:
+        counts = window.with_prefix(f"h|{name}|")
+        assert len(counts) <= len(profile.features[name].bin_edges) - 1
+        # every finite value is counted once (age has ~2 % nulls)
+        total = sum(int(v) for v in counts.values())
+        assert (0.95 if name == "age" else 1.0) * PER_WINDOW <= total <= PER_WINDOW
+    for name in [*CATEGORICAL, "prediction"]:
+        counts = window.with_prefix(f"c|{name}|")
+        assert sum(int(v) for v in counts.values()) == PER_WINDOW
+        assert UNSEEN not in counts
+    # only the model's fields are counted: no histogram of user_id or event_id
+    assert {k.split("|")[1] for k in window.fields if k[:2] in ("h|", "c|")} == {
+        *NUMERIC,
+        *CATEGORICAL,
+        "score",
+        "prediction",
+    }
+
+
+def test_amount_shift_is_data_drift_in_first_window_after_change(amount_shift: Run) -> None:
+    for w in amount_shift.windows:
+        alerts = amount_shift.drift_alerts(w.start_ms)
+        window_drift = [a for a in alerts if a.kind == DATA_DRIFT]
+        if w.start_ms < window_start(CHANGE):
+            assert alerts == [], f"window {w.start_ms}"
+        else:
+            assert [a.feature for a in window_drift] == ["amount"], f"window {w.start_ms}"
+    alert = next(a for a in amount_shift.alerts[window_start(CHANGE)] if a.kind == DATA_DRIFT)
+    assert alert.detector in ("psi", "js_distance")
+    assert alert.value is not None and alert.threshold is not None and alert.value > alert.threshold
+    assert "mean bin shifted up" in alert.observed
+    assert "KS D=" in alert.observed and "PSI <= 0.2" in alert.expected
+    assert alert.severity is Severity.WARNING and alert.slice == ""
+    assert alert.window_start == window_start(CHANGE) and alert.window_end == window_start(CHANGE) + WINDOW_MS
+
+
+def test_amount_shift_is_caught_online_within_a_few_thousand_events(amount_shift: Run) -> None:
+    assert amount_shift.first_finding(ONLINE_DRIFT, "amount") is not None
+    first = amount_shift.first_finding(ONLINE_DRIFT, "amount")
+    assert CHANGE <= first < CHANGE + 3000
+    # every partition notices, and nothing else is flagged
+    assert {f for k, f, _ in amount_shift.findings} == {"amount"}
+    online = [a for a in amount_shift.alerts[window_start(CHANGE)] if a.kind == ONLINE_DRIFT]
+    assert [a.feature for a in online] == ["amount"]
+    assert online[0].count >= 1 and "detected a change" in online[0].observed
+
+
+def test_sustained_drift_keeps_one_stable_incident(amount_shift: Run) -> None:
+    after = [w.start_ms for w in amount_shift.windows if w.start_ms >= window_start(CHANGE)]
+    alerts = [next(a for a in amount_shift.alerts[s] if a.kind == DATA_DRIFT) for s in after]
+    assert len(alerts) == 5
+    assert len({a.incident_id for a in alerts}) == 1
+    assert len({a.alert_id for a in alerts}) == 5
+
+
+def test_device_mix_change_is_data_drift_with_significant_chi_square(
+    device_shift: Run, profile: BaselineProfile
+) -> None:
+    for w in device_shift.windows:
+        kinds = [(a.kind, a.feature) for a in device_shift.drift_alerts(w.start_ms)]
+        assert kinds == ([] if w.start_ms < window_start(CHANGE) else [(DATA_DRIFT, "device_type")])
+    changed = device_shift.windows[CHANGE // PER_WINDOW]
+    (alert,) = device_shift.drift_alerts(changed.start_ms)
+    assert re.match(
+        r"chi-square \d+ \(p<1e-300\), JS 0\.3\d+; android=(79|80)\.\d% \(baseline 45\.\d%\)", alert.observed
+    )
+    counts = {k: int(v) for k, v in changed.with_prefix("c|device_type|").items()}
+    feature = profile.features["device_type"]
+    verdicts = {v.statistic: v for v in evaluate_categorical_drift(feature.frequencies, feature.other_rate, counts)}
+    assert verdicts["chi_square"].drifted and verdicts["chi_square"].p_value < 1e-100  # type: ignore[operator]
+    assert alert.detector == "js_distance" and alert.value == pytest.approx(verdicts["js_distance"].value)
+
+
+def test_score_shift_is_prediction_drift(score_shift: Run) -> None:
+    for w in score_shift.windows:
+        alerts = score_shift.drift_alerts(w.start_ms)
+        if w.start_ms < window_start(CHANGE):
+            assert alerts == []
+        else:
+            assert {(a.kind, a.feature) for a in alerts if a.kind != ONLINE_DRIFT} == {
+                (PREDICTION_DRIFT, "score"),
+                (PREDICTION_DRIFT, "prediction"),
+            }
+    first = score_shift.first_finding(ONLINE_DRIFT, "score")
+    assert first is not None and CHANGE <= first < CHANGE + 1000
+
+
+def test_drift_from_the_first_event_is_caught_in_the_first_window(shifted_from_start: Run) -> None:
+    first_window = shifted_from_start.windows[0].start_ms
+    kinds = {(a.kind, a.feature) for a in shifted_from_start.alerts[first_window]}
+    assert {
+        (DATA_DRIFT, "amount"),
+        (PREDICTION_DRIFT, "score"),
+        (ONLINE_DRIFT, "amount"),
+        (ONLINE_DRIFT, "score"),
+    } <= kinds
+    for feature in ("amount", "score"):
+        hits = [i for k, f, i in shifted_from_start.findings if f == feature]
+        # the seeded detector of every partition fires early in the first window
+        assert {i % PARTITIONS for i in hits if i < PER_WINDOW} == set(range(PARTITIONS))
+        assert min(hits) < 2000
+
+
+# --------------------------------------------------------------------------- counting
+
+
+def test_contribute_counts_match_profile_bins_and_skip_failed_rows(profile: BaselineProfile) -> None:
+    records = clean_records(3000, seed=7)
+    records[5]["device_type"] = "smart-fridge"
+    records[6]["device_type"] = "toaster"
+    failed = np.zeros(3000, dtype=bool)
+    failed[100:200] = True
+    batch = make_batch(records, 0, failed)
+    drift = WindowDrift({MODEL: profile})
+    model = make_model()
+    assert drift.findings(model, batch) == []
+    keys = ModelKeys("sg", MODEL)
+    redis = FakeRedis(keys)
+    for update in build_updates(batch, [], keys, window_ms=WINDOW_MS, max_examples=5, contributors=[drift.contribute]):
+        redis.apply(update)
+    window = redis.snapshot(T0)
+    kept = [r for r, bad in zip(records, failed, strict=True) if not bad]
+    amounts = np.array([r["amount"] for r in kept])
+    expected = profile.features["amount"].bin_counts(amounts)
+    got = np.zeros_like(expected)
+    for b, v in window.with_prefix("h|amount|").items():
+        got[int(b)] = int(v)
+    assert got.tolist() == expected.tolist()
+    devices = window.with_prefix("c|device_type|")
+    assert devices[UNSEEN] == "2"
+    assert int(devices["android"]) == sum(r["device_type"] == "android" for r in kept)
+    predictions = window.with_prefix("c|prediction|")
+    assert set(predictions) <= {"0", "1"}  # ints keyed as the profile keys them
+
+
+def test_disabled_feature_is_neither_counted_nor_judged(profile: BaselineProfile) -> None:
+    settings = DriftSettings.from_dict({"features": {"amount": {"enabled": False}}})
+    run = run_stream(shifted(clean_records(20_000, seed=8), 10_000, scale_amount), profile, settings)
+    assert not any(k.startswith("h|amount|") for w in run.windows for k in w.fields)
+    assert all(a.feature != "amount" for alerts in run.alerts.values() for a in alerts)
+
+
+def _snapshot(fields: dict[str, int]) -> WindowSnapshot:
+    return WindowSnapshot(T0, T0 + WINDOW_MS, {"n": "1000", **{k: str(v) for k, v in fields.items()}})
+
+
+def test_min_count_and_severity_come_from_settings(profile: BaselineProfile) -> None:
+    # every amount in the top bin: drifted whatever the size, but judged only from min_count values
+    top = len(profile.features["amount"].bin_edges) - 2
+    model = make_model()
+    small = _snapshot({f"h|amount|{top}": 199})
+    big = _snapshot({f"h|amount|{top}": 200})
+    drift = WindowDrift({MODEL: profile})
+    assert drift(model, small) == []
+    (alert,) = drift(model, big)
+    assert (alert.kind, alert.feature, alert.count, alert.severity) == (DATA_DRIFT, "amount", 200, Severity.WARNING)
+    strict = DriftSettings.from_dict({"min_count": 500, "features": {"amount": {"severity": "critical"}}})
+    assert WindowDrift({MODEL: profile}, strict)(model, big) == []
+    lenient = DriftSettings.from_dict({"features": {"amount": {"min_count": 10, "severity": "critical"}}})
+    (alert,) = WindowDrift({MODEL: profile}, lenient)(model, small)
+    assert alert.severity is Severity.CRITICAL
+
+
+def test_unseen_categories_drift_and_prediction_kind_follows_the_field_role(profile: BaselineProfile) -> None:
+    model = make_model()
+    drift = WindowDrift({MODEL: profile})
+    (alert,) = drift(model, _snapshot({f"c|country|{UNSEEN}": 400, "c|country|US": 400}))
+    assert (alert.kind, alert.feature) == (DATA_DRIFT, "country")
+    assert "other/unseen=50.0%" in alert.observed
+    (alert,) = drift(model, _snapshot({"c|prediction|1": 900, "c|prediction|0": 100}))
+    assert alert.kind == PREDICTION_DRIFT
+    # a model without that field role: the same counters are data drift
+    plain = ModelRuntime(ModelConfig(name=MODEL, topics=[TOPIC]), {}, {}, None, [], ["prediction"])
+    (alert,) = drift(plain, _snapshot({"c|prediction|1": 900, "c|prediction|0": 100}))
+    assert alert.kind == DATA_DRIFT
+
+
+def test_model_without_profile_is_ignored(profile: BaselineProfile) -> None:
+    drift = WindowDrift({"other": profile})
+    batch = make_batch(clean_records(100, seed=9), 0)
+    keys = ModelKeys("sg", MODEL)
+    updates = build_updates(batch, [], keys, window_ms=WINDOW_MS, max_examples=5, contributors=[drift.contribute])
+    assert not any(isinstance(op, str) and op.startswith(("h|", "c|")) for u in updates for op in u.ops)
+    assert drift(make_model(), _snapshot({"h|amount|0": 1000})) == []
+
+
+# --------------------------------------------------------------------------- decision rule
+
+
+def _v(statistic: str, value: float, threshold: float, drifted: bool, p: float | None = None) -> DriftVerdict:
+    return DriftVerdict(statistic, value, threshold, drifted, p)
+
+
+def test_decide_needs_effect_and_test_by_default() -> None:
+    psi_hi, js_hi = _v("psi", 0.5, 0.2, True), _v("js_distance", 0.15, 0.1, True)
+    ks_sig, ks_not = _v("ks_binned", 0.2, 0.01, True, 1e-9), _v("ks_binned", 0.01, 0.01, False, 0.4)
+    assert decide([psi_hi, js_hi, ks_sig]) is psi_hi  # 2.5x its threshold beats 1.5x
+    assert decide([psi_hi, js_hi, ks_not]) is None  # small window noise: test not significant
+    assert decide([_v("psi", 0.01, 0.2, False), _v("js_distance", 0.02, 0.1, False), ks_sig]) is None
+    assert decide([_v("psi", 0.01, 0.2, False), ks_sig], rule="any") is ks_sig
+    assert decide([psi_hi, ks_not], rule="any") is psi_hi
+    # a chi-square that could not be computed (one usable bin) does not veto
+    assert decide([_v("chi_square", 0.0, 0.01, False, 1.0), js_hi]) is js_hi
+    assert decide([]) is None
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def test_settings_from_dict_resolves_per_feature() -> None:
+    settings = DriftSettings.from_dict(
+        {
+            "psi_threshold": 0.25,
+            "js_threshold": 0.15,
+            "alpha": 0.001,
+            "min_count": 500,
+            "severity": "info",
+            "rule": "any",
+            "correction": "none",
+            "features": {"amount": {"enabled": False}, "country": {"alpha": 0.05, "severity": "CRITICAL"}},
+            "detector": {"kind": "PageHinkley", "params": {"threshold": 20.0, "min_instances": 50}},
+            "online_features": ["score"],
+            "seed_size": 500,
+            "seed": 3,
+        }
+    )
+    assert settings.feature("amount").enabled is False
+    country = settings.feature("country")
+    assert (country.alpha, country.psi_threshold, country.js_threshold, country.min_count) == (0.05, 0.25, 0.15, 500)
+    assert country.severity is Severity.CRITICAL and settings.feature("age").severity is Severity.INFO
+    assert settings.detector == DetectorSpec("PageHinkley", {"threshold": 20.0, "min_instances": 50})
+    assert (settings.online_features, settings.seed_size, settings.seed) == (("score",), 500, 3)
+    assert (settings.rule, settings.correction) == ("any", "none")
+    defaults = DriftSettings.from_dict({})
+    assert defaults.feature("x") == DriftSettings().feature("x")
+    assert (defaults.psi_threshold, defaults.js_threshold, defaults.alpha, defaults.min_count) == (0.2, 0.1, 0.01, 200)
+    assert defaults.detector.kind == "ADWIN" and defaults.online_features is None
+    assert (defaults.rule, defaults.correction, defaults.seed_size) == ("effect_and_test", "bonferroni", 2000)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"psi": 0.2}, r"^drift\.psi: unknown key \(expected one of psi_threshold, .*seed\)$"),
+        ({"features": {"amount": {"threshold": 1}}}, r"^drift\.features\.amount\.threshold: unknown key"),
+        ({"features": {"amount": True}}, r"^drift\.features\.amount: expected a table"),
+        ({"detector": {"kind": "ADWIN", "delta": 0.1}}, r"^drift\.detector\.delta: unknown key"),
+        ({"detector": {"kind": "ADWYN"}}, r"^drift\.detector: unknown drift detector kind 'ADWYN'"),
+        ({"detector": {"params": {"threshold": 3}}}, r"^drift\.detector: ADWIN does not accept parameter"),
+        ({"detector": {"kind": "DDM"}}, r"^drift\.detector: DDM is a binary detector"),
+        ({"alpha": 1.5}, r"^drift\.alpha: expected a number in \(0, 1\), got 1\.5$"),
+        ({"min_count": 0}, r"^drift\.min_count: expected an integer >= 1"),
+        ({"features": {"age": {"js_threshold": "high"}}}, r"^drift\.features\.age\.js_threshold: expected"),
+        ({"severity": "loud"}, r"^drift\.severity: expected one of INFO, WARNING, CRITICAL"),
+        ({"rule": "all"}, r"^drift\.rule: expected one of effect_and_test, any"),
+        ({"correction": "holm"}, r"^drift\.correction: expected one of bonferroni, none, got 'holm'$"),
+        ({"online_features": "amount"}, r"^drift\.online_features: expected a list"),
+        (
+            {"online_features": ["amount"], "features": {"amount": {"enabled": False}}},
+            r"^drift\.online_features: amount disabled",
+        ),
+        ({"seed_size": -1}, r"^drift\.seed_size: expected an integer >= 0"),
+    ],
+)
+def test_settings_errors_are_one_clear_line(raw: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        DriftSettings.from_dict(raw)
+    assert "\n" not in str(info.value)
+
+
+def test_windows_counted_under_another_profile_are_not_judged_on_their_bins(profile: BaselineProfile) -> None:
+    records = shifted(clean_records(3000, seed=10), 0, scale_amount)
+    drift = WindowDrift({MODEL: profile}, DriftSettings(min_count=100))
+    model = make_model()
+    keys = ModelKeys("sg", MODEL)
+    redis = FakeRedis(keys)
+    batch = make_batch(records, 0)
+    drift.findings(model, batch)
+    for update in build_updates(batch, [], keys, window_ms=WINDOW_MS, max_examples=5, contributors=[drift.contribute]):
+        redis.apply(update)
+    window = redis.snapshot(T0)
+    assert window.with_prefix("hp|") == {profile_tag(profile): "3000"}
+    assert [a.feature for a in drift(model, window)] == ["amount"]
+    newer = BaselineProfile.from_dict({**profile.to_dict(), "created_at": "2030-01-01T00:00:00Z"})
+    drift.update_profile(MODEL, newer)
+    assert drift(model, window) == []
+    # categorical counters are keyed by category, not by bin: still judged
+    window.fields[f"c|country|{UNSEEN}"] = "3000"
+    assert [a.feature for a in drift(model, window)] == ["country"]
+    drift.update_profile(MODEL, None)
+    assert drift(model, window) == []
+
+
+def test_bonferroni_divides_alpha_by_the_fields_judged(profile: BaselineProfile) -> None:
+    device = profile.features["device_type"]
+    assert isinstance(device, CategoricalProfile)
+    base = {c: round(1000 * f) for c, f in device.frequencies.items()}
+
+    def chi_square_p(counts: dict[str, int]) -> float:
+        verdicts = evaluate_categorical_drift(device.frequencies, device.other_rate, counts)
+        return float(verdicts[0].p_value or 0.0)
+
+    # a mix whose chi-square p-value lies between alpha / 2 and alpha
+    counts = next(
+        c
+        for k in range(100)
+        for c in [{**base, "android": base["android"] + k, "ios": base["ios"] - k}]
+        if 0.005 < chi_square_p(c) < 0.01
+    )
+    country = profile.features["country"]
+    assert isinstance(country, CategoricalProfile)
+    fields = {f"c|device_type|{c}": n for c, n in counts.items()}
+    fields |= {f"c|country|{c}": round(1000 * f) for c, f in country.frequencies.items()}
+    window = _snapshot(fields)  # two fields judged: device_type and country
+    model = make_model()
+    plain = WindowDrift({MODEL: profile}, DriftSettings(rule="any", correction="none"))
+    (alert,) = plain(model, window)
+    assert (alert.feature, alert.detector, alert.threshold) == ("device_type", "chi_square", 0.01)
+    assert WindowDrift({MODEL: profile}, DriftSettings(rule="any"))(model, window) == []

@@ -1,0 +1,200 @@
+"""Slice names, crossings, value capping and the per-batch increments (no Redis)."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+import numpy as np
+import pandas as pd
+
+from stream_guard.aggregation import build_updates
+from stream_guard.batch import EventBatch
+from stream_guard.decoding import Decoded
+from stream_guard.findings import RowFindings
+from stream_guard.metrics.slices import (
+    MetricsSettings,
+    SliceRecorder,
+    ValueCapper,
+    parse_slice,
+    slice_dimension,
+    slice_name,
+)
+from stream_guard.metrics.store import MetricKeys, decode_prediction
+from stream_guard.profile import learn_profile
+from stream_guard.state.keys import ModelKeys
+from stream_guard.state.window_store import StateUpdate
+
+KEYS = ModelKeys("sg", "fraud")
+T0 = 1_700_000_040_000  # a bucket start (multiple of 60 s)
+
+
+def batch_of(records: list[dict], partitions: list[int] | None = None) -> EventBatch:
+    n = len(records)
+    parts = np.array(partitions if partitions is not None else [0] * n, dtype=np.int64)
+    return EventBatch(
+        model="fraud",
+        decoded=[Decoded(values=r, issues=[]) for r in records],
+        topics=["events"] * n,
+        partitions=parts,
+        offsets=np.arange(n, dtype=np.int64),
+        event_time_ms=np.array([r["ts"] for r in records], dtype=np.int64),
+        event_ids=[r.get("event_id") for r in records],
+        failed=np.zeros(n, dtype=bool),
+    )
+
+
+def increments(updates: list[StateUpdate]) -> dict[tuple[str, str], float]:
+    """Sum of the H/F ops of ``updates`` per (key, field)."""
+    out: dict[tuple[str, str], float] = defaultdict(float)
+    for update in updates:
+        ops, i = update.ops, 0
+        while i < len(ops):
+            op = ops[i]
+            if op in ("H", "F"):
+                out[(update.keys[ops[i + 1] - 5], ops[i + 2])] += float(ops[i + 3])
+                i += 4
+            else:
+                i += {"S": 4, "L": 4, "W": 2, "E": 3, "D": 2, "Z": 4, "R": 3}.get(op, 0) or 6 + ops[i + 5]
+    return dict(out)
+
+
+def recorder(**kwargs: object) -> SliceRecorder:
+    settings = MetricsSettings(**kwargs)  # type: ignore[arg-type]
+    return SliceRecorder(
+        [("device_type",), ("country",), ("device_type", "country")],
+        ["age", "device_type"],
+        "prediction",
+        "score",
+        settings,
+        ValueCapper(max_values=settings.max_values_per_field),
+    )
+
+
+RECORDS = [
+    {
+        "event_id": "a",
+        "ts": T0 + 1,
+        "device_type": "android",
+        "country": "US",
+        "age": 30,
+        "prediction": 1,
+        "score": 0.95,
+    },
+    {
+        "event_id": "b",
+        "ts": T0 + 2,
+        "device_type": "android",
+        "country": "GB",
+        "age": None,
+        "prediction": 0,
+        "score": 0.05,
+    },
+    {"event_id": "c", "ts": T0 + 3, "device_type": "ios", "country": "US", "age": 40, "prediction": 0, "score": 0.45},
+    {
+        "event_id": "d",
+        "ts": T0 + 60_001,
+        "device_type": None,
+        "country": "US",
+        "age": 50,
+        "prediction": 1,
+        "score": 1.2,
+    },
+]
+
+
+def test_slice_names_sort_fields_and_round_trip() -> None:
+    assert slice_name({}) == "*"
+    assert slice_name({"device_type": "android", "country": "US"}) == "country=US,device_type=android"
+    assert parse_slice("country=US,device_type=android") == {"country": "US", "device_type": "android"}
+    assert parse_slice("*") == {}
+    assert slice_dimension("country=US,device_type=ios") == ("country", "device_type")
+
+
+def test_crossings_are_labelled_with_sorted_fields_and_deduplicated() -> None:
+    rec = SliceRecorder([("device_type", "country"), ("country", "device_type"), ("country",)], [], "", "")
+    assert rec.dimensions == [("country", "device_type"), ("country",)]
+    labels = rec.slice_labels(batch_of(RECORDS), np.arange(4))
+    assert labels[("country", "device_type")].tolist() == [
+        "country=US,device_type=android",
+        "country=GB,device_type=android",
+        "country=US,device_type=ios",
+        "country=US,device_type=null",
+    ]
+    assert labels[("country",)].tolist() == ["country=US", "country=GB", "country=US", "country=US"]
+
+
+def test_values_beyond_the_cap_become_other_and_null_stays_null() -> None:
+    capper = ValueCapper(max_values=2)
+    assert capper.cap("f", ["x", "y", None, "z", "x"]).tolist() == ["x", "y", "null", "other", "x"]
+    # The first values seen stay admitted in later batches; new ones keep mapping to other.
+    assert capper.cap("f", ["z", "y", "w"]).tolist() == ["other", "y", "other"]
+    assert capper.cap("g", [1, 1.0, True, "a|b,c=d e"]).tolist() == ["1", "1", "True", "other"]
+    assert ValueCapper(max_values=5).cap("g", ["a|b,c=d e"]).tolist() == ["a_b_c_d_e"]
+
+
+def test_profile_categories_are_the_known_values() -> None:
+    frame = pd.DataFrame({"device_type": ["android"] * 5 + ["ios"] * 3, "x": range(8)})
+    profile = learn_profile(frame, model="fraud", numeric=["x"], categorical=["device_type"])
+    capper = ValueCapper.from_profile(profile, max_values=1)
+    assert capper.cap("device_type", ["ios", "web", "android", None]).tolist() == ["ios", "other", "android", "null"]
+    # Fields the profile does not know as categorical fall back to first seen.
+    assert capper.cap("country", ["US", "GB"]).tolist() == ["US", "other"]
+
+
+def test_batch_increments_per_slice_and_bucket() -> None:
+    rec = recorder(crossings=[["device_type", "country"]])
+    batch = batch_of(RECORDS)
+    findings = [
+        RowFindings("out_of_range", "score", np.array([3])),
+        RowFindings("out_of_range", "age", np.array([3])),  # the same row twice: one violating event
+        RowFindings("missing_field", "age", np.array([1])),
+    ]
+    updates = build_updates(
+        batch, findings, KEYS, window_ms=10_000, max_examples=1, contributors=[rec.contributor(findings)]
+    )
+    inc = increments(updates)
+    keys = MetricKeys(KEYS)
+    b0, b1 = keys.bucket(T0), keys.bucket(T0 + 60_000)
+    assert inc[(b0, "*|n")] == 3 and inc[(b1, "*|n")] == 1
+    assert inc[(b0, "device_type=android|n")] == 2
+    assert inc[(b0, "country=US,device_type=android|n")] == 1
+    assert inc[(b1, "country=US,device_type=null|n")] == 1
+    assert inc[(b0, "device_type=android|null:age")] == 1
+    assert inc[(b1, "*|v:out_of_range")] == 1
+    assert inc[(b0, "country=GB|v:missing_field")] == 1
+    assert inc[(b0, "*|pn")] == 3 and inc[(b0, "*|pv")] == 1 and inc[(b0, "*|pq")] == 1
+    assert inc[(b0, "*|h:9")] == 1 and inc[(b0, "*|h:0")] == 1 and inc[(b0, "*|h:4")] == 1
+    assert inc[(b1, "*|h:9")] == 1  # above the range: the top bin
+    assert inc[(b0, "*|sv")] == np.float64(0.95 + 0.05 + 0.45)
+    # The metric counters live in the same per-partition update as the window counters.
+    assert len(updates) == 1 and {b0, keys.index, KEYS.window(T0)} <= set(updates[0].keys)
+
+
+def test_updates_follow_the_source_partition() -> None:
+    rec = recorder()
+    batch = batch_of(RECORDS, partitions=[0, 1, 1, 0])
+    updates = build_updates(batch, [], KEYS, window_ms=10_000, max_examples=1, contributors=[rec.contributor([])])
+    by_source = {u.source: increments([u]) for u in updates}
+    b0 = MetricKeys(KEYS).bucket(T0)
+    assert by_source["events:0"][(b0, "*|n")] == 1
+    assert by_source["events:1"][(b0, "*|n")] == 2
+    assert by_source["events:1"][(b0, "device_type=android|n")] == 1
+
+
+def test_stored_predictions_carry_bucket_slices_prediction_and_score() -> None:
+    rec = SliceRecorder([("device_type",)], [], "prediction", "score", MetricsSettings(), prediction_ttl_s=600)
+    records = [*RECORDS[:2], {**RECORDS[2], "event_id": None}]
+    batch = batch_of(records)
+    batch.event_ids[2] = None
+    updates = build_updates(batch, [], KEYS, window_ms=10_000, max_examples=1, contributors=[rec.contributor([])])
+    ops = updates[0].ops
+    stored = [i for i, op in enumerate(ops) if op == "X"]
+    assert len(stored) == 2  # the event without an id is not stored
+    i = stored[0]
+    key, value, ttl, counter_key = ops[i + 1], ops[i + 2], ops[i + 3], ops[i + 4]
+    assert updates[0].keys[key - 5] == MetricKeys(KEYS).prediction("a")
+    assert decode_prediction(value) == {"bucket": T0, "slices": ["device_type=android"], "prediction": 1, "score": 0.95}
+    assert json.loads(value)["bucket"] == T0 and ttl == 600
+    assert updates[0].keys[counter_key - 5] == MetricKeys(KEYS).bucket(T0)
+    assert ops[i + 5 : i + 6 + ops[i + 5]] == [2, "*|st", "device_type=android|st"]
