@@ -128,7 +128,8 @@ slice_fields = ["device_type", "country"]
 def in_process(config_path: Path, messages: list[FakeMessage], batch: int, redis_client: Any) -> float:
     config = load_config(config_path, environ={})
     (model,) = build_models(config)
-    checkers, _evaluators = build_plugins(config, [model], redis_client)
+    profiles = {model.name: model.profile} if model.profile is not None else {}
+    checkers, _evaluators, _severities = build_plugins(config, [model], profiles)
     from stream_guard.state.keys import ModelKeys
 
     keys = ModelKeys(config.redis.key_prefix, model.name)

@@ -6,6 +6,7 @@ from typing import Any
 
 import redis
 
+from stream_guard.alerts.model import Severity
 from stream_guard.checks import ChecksConfig, FeatureChecks, WindowChecks
 from stream_guard.config import Config, plugin_settings
 from stream_guard.drift import OnlineDrift, WindowDrift
@@ -29,25 +30,27 @@ def registry_client(config: Config) -> Any:
 
 def build_plugins(
     config: Config, models: list[ModelRuntime], profiles: dict[str, BaselineProfile]
-) -> tuple[list[Any], list[Any]]:
-    """The per-batch checkers and the closed-window evaluators the configuration enables.
+) -> tuple[list[Any], list[Any], dict[str, Severity]]:
+    """The per-batch checkers, closed-window evaluators and row-finding severities the configuration enables.
 
     ``profiles`` is shared with the stages: replacing a model's entry (a reloaded
     profile) takes effect on the next batch.
     """
     checkers: list[Any] = []
     evaluators: list[Any] = []
+    severities: dict[str, Severity] = {}
     checks_on, checks_raw = plugin_settings(config.checks)
     if checks_on:
         checks = ChecksConfig.from_dict(checks_raw)
         checkers.append(FeatureChecks(profiles, checks))
         evaluators.append(WindowChecks(profiles, checks))
+        severities = dict(checks.finding_severities())
     drift_on, drift_raw = plugin_settings(config.drift)
     if drift_on:
         drift = DriftSettings.from_dict(drift_raw)
         checkers += [WindowDrift(profiles, drift), OnlineDrift(profiles, drift)]
         evaluators.append(checkers[-2])
-    return checkers, evaluators
+    return checkers, evaluators, severities
 
 
 def build_worker(config: Config, client: redis.Redis | None = None, **worker_kwargs: Any) -> Worker:
@@ -56,7 +59,7 @@ def build_worker(config: Config, client: redis.Redis | None = None, **worker_kwa
     models = build_models(config, registry)
     client = client or redis.Redis.from_url(config.redis.url, decode_responses=True)
     profiles = {m.name: m.profile for m in models if m.profile is not None}
-    checkers, evaluators = build_plugins(config, models, profiles)
+    checkers, evaluators, severities = build_plugins(config, models, profiles)
     recorders: dict[str, SliceRecorder] = {}
     streams: list[LabelStream] = []
     readers: dict[str, MetricsReader] = {}
@@ -83,5 +86,13 @@ def build_worker(config: Config, client: redis.Redis | None = None, **worker_kwa
         slice_recorders=recorders,
         label_streams=streams,
         profiles=profiles,
+        severities=severities,
         **worker_kwargs,
     )
+
+
+def metrics_reader(config: Config, model: str, client: redis.Redis | None = None) -> MetricsReader:
+    """The Python API of rolling metrics: ``metrics_reader(load_config(path), "fraud").last(...)``."""
+    settings = config.model(model).metrics
+    client = client or redis.Redis.from_url(config.redis.url, decode_responses=True)
+    return MetricsReader(client, ModelKeys(config.redis.key_prefix, model), settings.bucket_s * 1000)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -54,6 +54,9 @@ class EventBatch:
         return numbers, null
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def to_epoch_ms(value: Any) -> int | None:
     """An event timestamp as epoch milliseconds: ints are taken as ms, datetimes converted."""
     if isinstance(value, bool) or value is None:
@@ -63,5 +66,7 @@ def to_epoch_ms(value: Any) -> int | None:
     if isinstance(value, float) and np.isfinite(value):
         return int(value)
     if isinstance(value, datetime):
-        return int(value.timestamp() * 1000)
+        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+        # Integer arithmetic on the timedelta: float seconds would lose the last millisecond.
+        return (aware - _EPOCH) // timedelta(milliseconds=1)
     return None

@@ -58,6 +58,19 @@ def _parser() -> argparse.ArgumentParser:
     learn.add_argument("-o", "--output", help="profile file to write (default: the model's configured profile)")
     learn.set_defaults(handler=_learn)
 
+    metrics = sub.add_parser("metrics", help="rolling slice metrics of a model, from Redis")
+    metrics.add_argument("-c", "--config")
+    metrics.add_argument("-m", "--model", help="model name (default: the only configured model)")
+    metrics.add_argument("--window", default="1h", help="range to roll up: 5m, 1h, 24h, 7d... (default 1h)")
+    metrics.add_argument(
+        "--end", default="latest", help="end of the range: 'latest' (newest bucket, event time), 'now', or ISO-8601"
+    )
+    metrics.add_argument("--slice", action="append", help="only these slices or dimensions (repeatable)")
+    metrics.add_argument("--worst", metavar="METRIC", help="also rank the worst slices on METRIC (recall, f1, mae...)")
+    metrics.add_argument("--min-support", type=int, default=100, help="events behind a slice to rank it (default 100)")
+    metrics.add_argument("--json", action="store_true")
+    metrics.set_defaults(handler=_metrics)
+
     alerts = sub.add_parser("alerts", help="print alerts from the alerts topic as they arrive")
     alerts.add_argument("-c", "--config")
     alerts.add_argument("--from-beginning", action="store_true")
@@ -139,6 +152,65 @@ def _learn(args: argparse.Namespace) -> int:
         )
     profile.save(output)
     print(f"profile of model {model.name}: {profile.row_count} rows, {len(profile.features)} fields -> {output}")
+    return 0
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration_ms(text: str) -> int:
+    try:
+        return int(float(text[:-1]) * _UNITS[text[-1]] * 1000) if text[-1] in _UNITS else int(float(text) * 1000)
+    except (ValueError, IndexError):
+        raise StreamGuardError(f"not a duration: {text!r} (use e.g. 300s, 5m, 1h, 7d)") from None
+
+
+def _pick_model(config: Any, name: str | None) -> str:
+    names = [m.name for m in config.models]
+    if name is None:
+        if len(names) != 1:
+            raise StreamGuardError(f"several models are configured; pick one with --model ({', '.join(names)})")
+        return names[0]
+    if name not in names:
+        raise StreamGuardError(f"unknown model {name!r} (configured: {', '.join(names)})")
+    return name
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from stream_guard.assembly import metrics_reader
+    from stream_guard.metrics import slice_underperformance
+
+    config = _load(args)
+    reader = metrics_reader(config, _pick_model(config, args.model))
+    if args.end == "latest":
+        buckets = reader.buckets()
+        end_ms = (buckets[-1] + reader.bucket_ms) if buckets else int(time.time() * 1000)
+    elif args.end == "now":
+        end_ms = int(time.time() * 1000)
+    else:
+        end_ms = _epoch_ms(args.end) or 0
+    rollup = reader.rollup(end_ms - _duration_ms(args.window), end_ms, args.slice)
+    worst = rollup.worst_slices(args.worst, min_support=args.min_support) if args.worst else []
+    biased = slice_underperformance(rollup, args.worst, min_support=args.min_support) if args.worst else []
+    if args.json:
+        out = json.loads(rollup.to_json())
+        if args.worst:
+            out["worst"] = [r._asdict() for r in worst]
+            out["underperforming"] = [
+                {"slice": u.slice, "value": u.value, "rest": u.rest_value, "p": u.p} for u in biased
+            ]
+        print(json.dumps(out, indent=2))
+        return 0
+    print(rollup.to_table())
+    if args.worst:
+        print(f"\nworst slices on {args.worst} (support >= {args.min_support}):")
+        for rank in worst:
+            print(f"  {rank.slice:<40} {rank.value:.3f}  (support {rank.support}, overall {rank.overall})")
+        for u in biased:
+            print(f"  significantly worse: {u.slice} {u.value:.3f} vs rest {u.rest_value:.3f} (p={u.p:.2g})")
     return 0
 
 

@@ -160,7 +160,8 @@ def load_config(path: str | Path | None, environ: Mapping[str, str] | None = Non
     problems: list[str] = []
     _apply_env(raw, os.environ if environ is None else environ, problems)
     config = _build(Config, raw, "", problems)
-    if config is not None:
+    # Semantic checks assume well-typed values; type mistakes are reported first, alone.
+    if config is not None and not problems:
         config.base_dir = base_dir
         _check_semantics(config, problems)
     if problems:

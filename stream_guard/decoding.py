@@ -209,7 +209,8 @@ class AvroDecoder:
         self._plans: dict[str, _WriterPlan] = {}
 
     def plan(self, writer: dict[str, Any]) -> _WriterPlan:
-        key = fingerprint(writer)
+        # Not the Parsing Canonical Form: it drops defaults, and a changed default is a schema change.
+        key = json.dumps(writer, sort_keys=True, default=str)
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = _WriterPlan(writer, self._reader, self._report_unexpected)

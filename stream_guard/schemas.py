@@ -20,7 +20,7 @@ _NO_DEFAULT = object()
 def load_schema_file(path: str | Path) -> dict[str, Any]:
     """Read and parse one ``.avsc`` file; errors name the file and the problem."""
     try:
-        return parse_schema(json.loads(Path(path).read_text()))
+        return _parse_object(json.loads(Path(path).read_text()))
     except FileNotFoundError:
         raise SchemaLoadError(f"schema file {path} not found") from None
     except json.JSONDecodeError as exc:
@@ -36,6 +36,10 @@ def parse_schema(schema: Any) -> dict[str, Any]:
             schema = json.loads(schema)
         except json.JSONDecodeError as exc:
             raise SchemaLoadError(f"schema is not JSON: {exc}") from None
+    return _parse_object(schema)
+
+
+def _parse_object(schema: Any) -> dict[str, Any]:
     try:
         parsed = fastavro.parse_schema(schema)
     except Exception as exc:  # fastavro raises several unrelated types for bad schemas

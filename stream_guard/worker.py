@@ -29,7 +29,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from stream_guard.aggregation import build_updates
 from stream_guard.alerts.codec import encode_alert
-from stream_guard.alerts.evaluate import finding_alerts
+from stream_guard.alerts.evaluate import DEFAULT_SEVERITY, finding_alerts
 from stream_guard.alerts.lifecycle import IncidentTracker, LifecycleSettings
 from stream_guard.alerts.model import Alert, Severity
 from stream_guard.config import Config
@@ -85,6 +85,7 @@ class Worker:
         slice_recorders: Mapping[str, SliceRecorder] | None = None,
         label_streams: Sequence[LabelStream] = (),
         profiles: dict[str, Any] | None = None,
+        severities: Mapping[str, Severity] | None = None,
         close_interval_s: float = 1.0,
         lease_ms: int = 30_000,
     ) -> None:
@@ -107,7 +108,11 @@ class Worker:
             )
             for m in models
         }
-        self._evaluators: list[Evaluator] = [lambda m, s: finding_alerts(m.name, s), *evaluators]
+        finding_severities = {**DEFAULT_SEVERITY, **(severities or {})}
+        self._evaluators: list[Evaluator] = [
+            lambda m, s: finding_alerts(m.name, s, finding_severities),
+            *evaluators,
+        ]
         lifecycle = LifecycleSettings(config.alerts.cooldown_s, config.alerts.resolve_after_s)
         self._incidents = {
             m.name: IncidentTracker(redis_client, self._stores[m.name].keys, lifecycle) for m in models

@@ -21,7 +21,10 @@ DEFAULT_SEVERITY: dict[str, Severity] = {
 def finding_alerts(
     model: str, window: WindowSnapshot, severities: Mapping[str, Severity] = DEFAULT_SEVERITY
 ) -> list[Alert]:
-    """One alert per (kind, feature, slice) that has findings in the window."""
+    """One alert per (kind, feature, slice) that has findings in the window.
+
+    ``severities`` maps ``<kind>|<feature>`` or ``<kind>`` to a severity (the first wins).
+    """
     total = window.events + window.count(DEAD_LETTERS)
     alerts = []
     for key, count_text in sorted(window.with_prefix("f|").items()):
@@ -37,7 +40,7 @@ def finding_alerts(
                 kind=kind,
                 feature=feature or None,
                 slice=slice_,
-                severity=severities.get(kind, Severity.WARNING),
+                severity=severities.get(f"{kind}|{feature}") or severities.get(kind, Severity.WARNING),
                 window_start=window.start_ms,
                 window_end=window.end_ms,
                 count=count,

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
+from stream_guard.batch import to_epoch_ms
+
 
 class Severity(str, Enum):
     INFO = "INFO"
@@ -71,6 +73,5 @@ class Alert:
         values["severity"] = Severity(values["severity"])
         values["examples"] = tuple(Example(**e) for e in values["examples"])
         for name in ("window_start", "window_end", "emitted_at"):
-            if hasattr(values[name], "timestamp"):
-                values[name] = int(values[name].timestamp() * 1000)
+            values[name] = to_epoch_ms(values[name])
         return cls(**values)

@@ -135,14 +135,17 @@ class DriftSettings:
         _check_thresholds("drift", vars(self))
         # Accept the TOML spellings when built in code ("warning", a list of names).
         object.__setattr__(self, "severity", _severity(self.severity, "drift.severity"))
-        if self.online_features is not None:
-            object.__setattr__(self, "online_features", tuple(self.online_features))
         if self.rule not in RULES:
             raise ValueError(f"drift.rule: expected one of {', '.join(RULES)}, got {self.rule!r}")
         if self.correction not in CORRECTIONS:
             raise ValueError(f"drift.correction: expected one of {', '.join(CORRECTIONS)}, got {self.correction!r}")
         for name, table in self.features.items():
             _check_feature_table(f"drift.features.{name}", table)
+        if self.online_features is not None:
+            object.__setattr__(self, "online_features", tuple(self.online_features))
+            disabled = [f for f in self.online_features if not self.feature(f).enabled]
+            if disabled:
+                raise ValueError(f"drift.online_features: {', '.join(disabled)} disabled in drift.features")
         if not _is_int(self.seed_size) or self.seed_size < 0:
             raise ValueError(f"drift.seed_size: expected an integer >= 0, got {self.seed_size!r}")
         if not _is_int(self.seed):

@@ -145,37 +145,37 @@ class WindowDrift:
     Parameters
     ----------
     profiles
-        Baseline profiles by model name; a model without one is not monitored.
+        Baseline profiles by model name; a model without one is not monitored. The
+        mapping is read on every call, not copied: replacing a model's entry (a
+        reloaded profile) counts and judges against the new baseline from then on.
+        Windows (partly) counted under another profile's bins are not judged on their
+        numeric features, whose bins would not match.
     settings
         Thresholds per feature; features disabled there are neither counted nor judged.
     """
 
     def __init__(self, profiles: Mapping[str, BaselineProfile], settings: DriftSettings | None = None) -> None:
+        self._profiles = profiles
         self._settings = settings or DriftSettings()
+        self._loaded: dict[str, BaselineProfile] = {}
         self._plans: dict[str, dict[str, _Plan]] = {}
         self._tags: dict[str, str] = {}
         self._fields: dict[str, list[str]] = {}
-        for model, profile in profiles.items():
-            self.update_profile(model, profile)
 
-    def update_profile(self, model: str, profile: BaselineProfile | None) -> None:
-        """Count and judge ``model`` against a new baseline from now on (None: stop).
-
-        Windows whose histograms were (partly) counted under another profile's bins are
-        not judged on their numeric features: their bins do not match.
-        """
-        self._plans.pop(model, None)
-        self._tags.pop(model, None)
-        self._fields.pop(model, None)
+    def _plans_of(self, model: str) -> dict[str, _Plan]:
+        """The counting plans of ``model``'s current profile (empty without a profile)."""
+        profile = self._profiles.get(model)
         if profile is None:
-            return
-        plans = {}
-        for name, feature in profile.features.items():
-            plan = _plan(name, feature) if self._settings.feature(name).enabled else None
-            if plan is not None:
-                plans[name] = plan
-        self._plans[model] = plans
-        self._tags[model] = profile_tag(profile)
+            return {}
+        if self._loaded.get(model) is not profile:
+            plans = {}
+            for name, feature in profile.features.items():
+                plan = _plan(name, feature) if self._settings.feature(name).enabled else None
+                if plan is not None:
+                    plans[name] = plan
+            self._loaded[model], self._plans[model], self._tags[model] = profile, plans, profile_tag(profile)
+            self._fields.pop(model, None)
+        return self._plans[model]
 
     # -- hooks -----------------------------------------------------------------------
 
@@ -185,7 +185,7 @@ class WindowDrift:
         The worker calls every contributor's ``findings`` before ``contribute``, and
         ``contribute`` is not told the model.
         """
-        self._fields[model.name] = monitored_fields(model, self._plans.get(model.name, {}))
+        self._fields[model.name] = monitored_fields(model, self._plans_of(model.name))
         return []
 
     def contribute(self, batch: EventBatch, groups: WindowGroups, keys: ModelKeys) -> None:
@@ -193,7 +193,7 @@ class WindowDrift:
 
         Before the first :meth:`findings` of the model, every profiled feature is counted.
         """
-        plans = self._plans.get(batch.model)
+        plans = self._plans_of(batch.model)
         if not plans or len(batch) == 0:
             return
         valid = ~batch.failed if len(batch.failed) == len(batch) else np.ones(len(batch), dtype=bool)
@@ -203,7 +203,9 @@ class WindowDrift:
         for g in range(groups.size):
             groups.update_of(g).incr(window_keys[g], tag_field, int(rows_per_group[g]))
         for name in self._fields.get(batch.model, list(plans)):
-            plan = plans[name]
+            plan = plans.get(name)
+            if plan is None:
+                continue
             if plan.numeric:
                 slots, rows = _bin_slots(plan, numeric_column(batch, name), valid)
             else:
@@ -224,7 +226,7 @@ class WindowDrift:
         number of fields judged in the window, so that a stable window raises a test-based
         alert with probability at most ``alpha`` whatever the number of features.
         """
-        plans = self._plans.get(model.name)
+        plans = self._plans_of(model.name)
         if not plans:
             return []
         counters = _read_counters(window.fields)

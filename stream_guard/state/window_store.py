@@ -269,15 +269,25 @@ class WindowStore:
         return bool(self._redis.set(self.keys.lease(start_ms), self._worker_id, nx=True, px=lease_ms))
 
     def snapshot(self, start_ms: int) -> WindowSnapshot:
+        """The merged counters of a window, its examples, and its distinct counts.
+
+        A field ``hll|<name>`` names a HyperLogLog key; the snapshot carries its
+        cardinality as field ``<name>``.
+        """
         fields = self._redis.hgetall(self.keys.window(start_ms))
         finding_keys = [k[2:] for k in fields if k.startswith("f|")]
+        distinct = {k[4:]: v for k, v in fields.items() if k.startswith("hll|")}
         examples: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        if finding_keys:
+        if finding_keys or distinct:
             pipe = self._redis.pipeline(transaction=False)
             for key in finding_keys:
                 pipe.lrange(self.keys.examples(start_ms, key), 0, -1)
-            for key, items in zip(finding_keys, pipe.execute(), strict=True):
+            for key in distinct.values():
+                pipe.pfcount(key)
+            results = pipe.execute()
+            for key, items in zip(finding_keys, results, strict=False):
                 examples[key] = [json.loads(item) for item in items]
+            fields.update({name: str(count) for name, count in zip(distinct, results[len(finding_keys) :], strict=True)})
         return WindowSnapshot(start_ms, start_ms + self.window_ms, fields, dict(examples))
 
     def finish(self, snapshot: WindowSnapshot) -> None:

@@ -116,7 +116,7 @@ def _findings(batch: EventBatch, seed: int = 7) -> list[RowFindings]:
     mismatch_rows = np.sort(rng.choice(valid, size=len(valid) * 2 // 5, replace=False))
     missing_rows = np.sort(rng.choice(valid, size=9, replace=False))
     extra_rows = valid[:2]
-    errors = {
+    errors: dict[int, Exception] = {
         int(r): (WireFormatError if k % 3 else UndecodablePayloadError)(f"bad payload {int(r)}")
         for k, r in enumerate(np.flatnonzero(batch.failed))
     }
@@ -188,7 +188,7 @@ def test_windows_opened_once_per_source(batch: EventBatch, applied: dict[str, tu
 def test_window_event_and_dead_letter_counts(
     batch: EventBatch, applied: dict[str, tuple[StateUpdate, Applied]]
 ) -> None:
-    """"n" counts valid rows and "dl" failed rows per (partition, window), summing to the batch."""
+    """Window counter n counts valid rows and dl failed rows per (partition, window), summing to the batch."""
     total_n = total_dl = 0
     for source, (_, state) in applied.items():
         for start in state.windows:
@@ -254,7 +254,8 @@ def test_examples_are_capped_and_point_at_finding_rows(
     pushes_expected: Counter[tuple[str, int, str]] = Counter()
     for finding in findings:
         rows_of_key[finding.key].update(finding.rows.tolist())
-        counts: Counter[tuple[str, int]] = Counter((_source(batch, r), _window(batch, r)) for r in finding.rows.tolist())
+        rows = finding.rows.tolist()
+        counts: Counter[tuple[str, int]] = Counter((_source(batch, r), _window(batch, r)) for r in rows)
         for (source, start), count in counts.items():
             # Each RowFindings pushes at most max_examples examples per (source, window).
             pushes_expected[(source, start, finding.key)] += min(count, MAX_EXAMPLES)
@@ -490,6 +491,7 @@ def test_batch_columns_and_numeric(batch: EventBatch) -> None:
         (1_700_000_000_123, 1_700_000_000_123),
         (1_700_000_000_123.9, 1_700_000_000_123),
         (datetime(2023, 11, 14, 22, 13, 20, 123_000, tzinfo=UTC), 1_700_000_000_123),
+        (datetime(2023, 11, 14, 22, 13, 20, 123_000), 1_700_000_000_123),  # naive: taken as UTC
         (True, None),
         (None, None),
         (float("nan"), None),
@@ -501,16 +503,8 @@ def test_to_epoch_ms(value: Any, expected: int | None) -> None:
     assert to_epoch_ms(value) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "batch.py:66 int(value.timestamp() * 1000) truncates float rounding error: e.g. the datetime of "
-        "2147483648002 ms (2038-01-19T03:14:08.002Z) becomes 2147483648001, 547641621915 becomes 547641621914"
-    ),
-)
 @pytest.mark.parametrize("ms", [2_147_483_648_002, 547_641_621_915])
 def test_to_epoch_ms_is_exact_for_millisecond_datetimes(ms: int) -> None:
-    """A datetime with whole milliseconds (what Avro timestamp-millis decodes to) converts back exactly."""
+    """A datetime with whole milliseconds converts back exactly (no float truncation, e.g. after 2038-01-19)."""
     value = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
     assert to_epoch_ms(value) == ms

@@ -390,9 +390,7 @@ def test_row_check_severity_per_check(profile: BaselineProfile) -> None:
     assert _finding_alert_severity(config, profile) == Severity.WARNING
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs finding_alerts to look up severities['<kind>|<feature>'] before severities[kind]"
-)
 def test_row_check_severity_per_feature(profile: BaselineProfile) -> None:
+    """A per-feature severity of a row check reaches its alert."""
     config = ChecksConfig.from_dict({"features": {"x": {"out_of_range": {"severity": "INFO"}}}})
     assert _finding_alert_severity(config, profile) == Severity.INFO

@@ -97,9 +97,7 @@ def _issue_kinds(decoded: Decoded) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("encoding", ["json", "avro", "confluent"])
-def test_clean_records_decode_without_issues(
-    encoding: str, reader: dict[str, Any], registry_dir: Path
-) -> None:
+def test_clean_records_decode_without_issues(encoding: str, reader: dict[str, Any], registry_dir: Path) -> None:
     """Clean simulator events decode to their own values with no issues, in all three encodings."""
     sim = Simulator(encoding=encoding, seed=21)
     decoder: Any
@@ -310,9 +308,7 @@ def test_confluent_truncated_body(confluent: ConfluentDecoder, record: dict[str,
 def test_confluent_trailing_bytes(confluent: ConfluentDecoder, record: dict[str, Any]) -> None:
     """Bytes after a complete record raise UndecodablePayloadError, also when resolving a writer."""
     for schema_id in (SCHEMA_ID_EXPECTED, SCHEMA_ID_EVOLVED, SCHEMA_ID_AMOUNT_STRING):
-        writer = parse_schema(
-            {SCHEMA_ID_EVOLVED: _evolved_writer()}.get(schema_id) or writer_variants()[schema_id]
-        )
+        writer = parse_schema({SCHEMA_ID_EVOLVED: _evolved_writer()}.get(schema_id) or writer_variants()[schema_id])
         rec = dict(record, amount=str(record["amount"])) if schema_id == SCHEMA_ID_AMOUNT_STRING else record
         payload = confluent_frame(schema_id, encode_avro(writer, rec))
         confluent.decode(payload)  # decodes cleanly without the extra bytes
@@ -424,18 +420,11 @@ def test_local_writer_schemas_read_once(registry_dir: Path) -> None:
         writers.get(SCHEMA_ID_UNKNOWN)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "decoding.py:212 AvroDecoder.plan caches writer plans by Parsing Canonical Form, which drops "
-        "defaults, so writers differing only in a default share one plan and one schema_changes tuple"
-    ),
-)
 @pytest.mark.parametrize("order", ["changed_first", "expected_first"])
 def test_writers_differing_only_in_default_report_their_own_changes(
     confluent: ConfluentDecoder, record: dict[str, Any], order: str
 ) -> None:
-    """Schema id 1 reports no changes and id 6 (model_version default "v2") reports default_changed, in either order."""
+    """Writers differing only in a default get their own plans: id 6 reports default_changed, id 1 nothing."""
     body = encode_avro(parse_schema(writer_variants()[SCHEMA_ID_EXPECTED]), record)  # same bytes for both ids
     ids = [SCHEMA_ID_DEFAULT_CHANGED, SCHEMA_ID_EXPECTED]
     if order == "expected_first":

@@ -551,7 +551,8 @@ def test_settings_errors_are_one_clear_line(raw: dict[str, Any], message: str) -
 
 def test_windows_counted_under_another_profile_are_not_judged_on_their_bins(profile: BaselineProfile) -> None:
     records = shifted(clean_records(3000, seed=10), 0, scale_amount)
-    drift = WindowDrift({MODEL: profile}, DriftSettings(min_count=100))
+    profiles = {MODEL: profile}  # shared with the worker, which replaces entries on reload
+    drift = WindowDrift(profiles, DriftSettings(min_count=100))
     model = make_model()
     keys = ModelKeys("sg", MODEL)
     redis = FakeRedis(keys)
@@ -562,13 +563,12 @@ def test_windows_counted_under_another_profile_are_not_judged_on_their_bins(prof
     window = redis.snapshot(T0)
     assert window.with_prefix("hp|") == {profile_tag(profile): "3000"}
     assert [a.feature for a in drift(model, window)] == ["amount"]
-    newer = BaselineProfile.from_dict({**profile.to_dict(), "created_at": "2030-01-01T00:00:00Z"})
-    drift.update_profile(MODEL, newer)
+    profiles[MODEL] = BaselineProfile.from_dict({**profile.to_dict(), "created_at": "2030-01-01T00:00:00Z"})
     assert drift(model, window) == []
     # categorical counters are keyed by category, not by bin: still judged
     window.fields[f"c|country|{UNSEEN}"] = "3000"
     assert [a.feature for a in drift(model, window)] == ["country"]
-    drift.update_profile(MODEL, None)
+    del profiles[MODEL]
     assert drift(model, window) == []
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,7 @@ def test_nullability_change_is_type_changed(field: str, new_type: Any, expected:
 
 def test_enum_symbols_change_is_type_changed() -> None:
     """An enum whose symbols changed is a type_changed."""
-    expected = {
+    expected: dict[str, Any] = {
         "type": "record",
         "name": "R",
         "fields": [{"name": "device", "type": {"type": "enum", "name": "D", "symbols": ["ios", "android"]}}],
@@ -199,15 +200,15 @@ def test_parse_schema_accepts_json_text_and_dicts() -> None:
 def test_load_schema_file_errors_name_the_file(tmp_path: Path) -> None:
     """load_schema_file errors name the file: missing, not JSON, not a record."""
     missing = tmp_path / "missing.avsc"
-    with pytest.raises(SchemaLoadError, match="missing.avsc not found"):
+    with pytest.raises(SchemaLoadError, match=re.escape("missing.avsc not found")):
         load_schema_file(missing)
     broken = tmp_path / "broken.avsc"
     broken.write_text("{nope")
-    with pytest.raises(SchemaLoadError, match="broken.avsc is not JSON"):
+    with pytest.raises(SchemaLoadError, match=re.escape("broken.avsc is not JSON")):
         load_schema_file(broken)
     enum = tmp_path / "enum.avsc"
     enum.write_text(json.dumps({"type": "enum", "name": "E", "symbols": ["A"]}))
-    with pytest.raises(SchemaLoadError, match="enum.avsc: the top-level schema must be an Avro record"):
+    with pytest.raises(SchemaLoadError, match=re.escape("enum.avsc: the top-level schema must be an Avro record")):
         load_schema_file(enum)
 
 
@@ -220,16 +221,9 @@ def test_load_schema_file_reads_a_record(tmp_path: Path) -> None:
     assert set(record_fields(parsed)) == {f["name"] for f in _base()["fields"]}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "schemas.py:23/34 load_schema_file json-decodes the file, then parse_schema json-decodes any str "
-        "again, so a file holding the valid JSON '\"string\"' is reported as 'schema is not JSON'"
-    ),
-)
 def test_load_schema_file_primitive_is_reported_as_not_a_record(tmp_path: Path) -> None:
     """A file holding a primitive schema (valid JSON) is rejected as 'not an Avro record', not as 'not JSON'."""
     primitive = tmp_path / "primitive.avsc"
     primitive.write_text('"string"')
-    with pytest.raises(SchemaLoadError, match="primitive.avsc: the top-level schema must be an Avro record"):
+    with pytest.raises(SchemaLoadError, match=re.escape("primitive.avsc: the top-level schema must be an Avro record")):
         load_schema_file(primitive)

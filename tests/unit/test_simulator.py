@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ from stream_guard.simulator import (
 START_MS = 1_700_000_000_000
 
 
-def _stream(sim: Simulator, n: int) -> list[tuple[dict, bytes, str | None]]:
+def _stream(sim: Simulator, n: int) -> list[tuple[dict[str, Any], bytes, str | None]]:
     return list(sim.stream(n, START_MS, step_ms=2.5))
 
 
