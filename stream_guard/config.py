@@ -144,7 +144,9 @@ def load_config(path: str | Path | None, environ: Mapping[str, str] | None = Non
     """Read ``path`` (TOML), apply environment overrides and validate.
 
     ``path`` may be ``None`` to configure from the environment alone.
-    Raises :class:`ConfigError` listing every problem found, one line each.
+    Raises :class:`ConfigError` listing every problem found, one line each. Type and
+    unknown-key mistakes are reported first, alone: the semantic checks (files exist,
+    roles match...) run once the values have the right types.
     """
     raw: dict[str, Any] = {}
     base_dir = Path(".")

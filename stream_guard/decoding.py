@@ -141,6 +141,8 @@ def _matches(spec: FieldType, value: Any) -> bool:
 
 
 def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, (int, float)):

@@ -54,14 +54,14 @@ def schema_findings(batch: EventBatch) -> list[RowFindings]:
 
 
 def dead_letter_findings(batch: EventBatch, errors: dict[int, Exception]) -> list[RowFindings]:
-    """One ``undecodable`` finding per error class, from the rows that failed to decode."""
+    """One ``undecodable`` finding per error class (its "feature"), from the rows that failed to decode."""
     rows: dict[str, list[int]] = defaultdict(list)
     for row, error in sorted(errors.items()):
         rows[type(error).__name__].append(row)
     return [
         RowFindings(
             "undecodable",
-            "",
+            name,
             np.asarray(idx, dtype=np.int64),
             observed=f"{name}: {errors[idx[0]]}",
             expected="a record of the model's schema",

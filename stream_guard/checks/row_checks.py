@@ -115,7 +115,8 @@ class FeatureChecks:
     """
 
     def __init__(self, profiles: Mapping[str, BaselineProfile], config: ChecksConfig) -> None:
-        self._profiles = dict(profiles)
+        # Not a copy: the worker replaces a model's entry when its profile file changes.
+        self._profiles = profiles
         self._config = config
         self._features: dict[str, list[str]] = {}
         self._cached_batch: weakref.ref[EventBatch] | None = None

@@ -92,7 +92,8 @@ class WindowChecks:
     """
 
     def __init__(self, profiles: Mapping[str, BaselineProfile], config: ChecksConfig) -> None:
-        self._profiles = dict(profiles)
+        # Not a copy: the worker replaces a model's entry when its profile file changes.
+        self._profiles = profiles
         self._config = config
 
     def __call__(self, model: ModelRuntime, window: WindowSnapshot) -> list[Alert]:

@@ -446,7 +446,7 @@ def test_schema_findings_group_issues_and_changes() -> None:
 
 
 def test_dead_letter_findings_group_by_error_class() -> None:
-    """dead_letter_findings makes one undecodable finding per error class, rows sorted, first message observed."""
+    """dead_letter_findings makes one undecodable finding per error class (its feature), rows sorted, first message observed."""
     errors: dict[int, Exception] = {
         7: WireFormatError("magic 7"),
         2: UndecodablePayloadError("truncated"),
@@ -456,7 +456,7 @@ def test_dead_letter_findings_group_by_error_class() -> None:
     got = {f.observed.split(":")[0]: f for f in dead_letter_findings(batch, errors)}
     assert set(got) == {"WireFormatError", "UndecodablePayloadError"}
     wire = got["WireFormatError"]
-    assert (wire.kind, wire.feature, wire.key) == ("undecodable", "", "undecodable||")
+    assert (wire.kind, wire.feature, wire.key) == ("undecodable", "WireFormatError", "undecodable|WireFormatError|")
     assert wire.rows.tolist() == [4, 7]
     assert wire.observed == "WireFormatError: magic 9"
     assert wire.expected == "a record of the model's schema"
