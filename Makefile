@@ -2,7 +2,7 @@
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
-DURATION ?= 60
+DURATION ?= 80
 
 .PHONY: install demo test unit lint bench clean
 

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +37,7 @@ from stream_guard.assembly import build_plugins, build_worker  # noqa: E402
 from stream_guard.config import load_config  # noqa: E402
 from stream_guard.embedded import create_topics, local_stack  # noqa: E402
 from stream_guard.findings import schema_findings  # noqa: E402
-from stream_guard.learning import learn_from_frame  # noqa: E402
+from stream_guard.learning import frame_from_records, learn_from_frame  # noqa: E402
 from stream_guard.model import build_models  # noqa: E402
 from stream_guard.resources import schema_dir  # noqa: E402
 from stream_guard.simulator import Simulator, write_local_registry  # noqa: E402
@@ -194,7 +193,7 @@ def main() -> None:
         client = redis.Redis.from_url(redis_url, decode_responses=True)
         probe = load_config(write_config(workdir, "decode-only", bootstrap, redis_url, "bench.in", args.batch), environ={})
         (model,) = build_models(probe)
-        learn_from_frame(model, pd.DataFrame.from_records(reference), "bench reference").save(workdir / "profile.json")
+        learn_from_frame(model, frame_from_records(reference), "bench reference").save(workdir / "profile.json")
 
         create_topics(bootstrap, ["bench.in"], partitions=3)
         create_topics(bootstrap, ["bench.alerts", "bench.dlq"], partitions=1)

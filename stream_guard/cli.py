@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=_check_config)
 
     demo = sub.add_parser("demo", help="local broker + redis + simulator with faults + worker, printing alerts")
-    demo.add_argument("--duration", type=float, default=60.0, help="seconds of simulated traffic (default 60)")
+    demo.add_argument("--duration", type=float, default=80.0, help="seconds of simulated traffic (default 80)")
     demo.add_argument("--rate", type=int, default=400, help="events per second (default 400)")
     demo.set_defaults(handler=_demo)
 

@@ -32,6 +32,17 @@ def profiled_fields(model: ModelRuntime) -> tuple[list[str], list[str]]:
     return numeric, categorical
 
 
+def frame_from_records(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Decoded events as a frame that keeps null (``None``) apart from NaN.
+
+    ``pandas.DataFrame.from_records`` turns ``None`` in a numeric column into NaN, and the
+    profile would then learn a NaN rate where the stream has nulls.
+    """
+    import pyarrow as pa
+
+    return pa.Table.from_pylist(rows).to_pandas(types_mapper=pd.ArrowDtype)
+
+
 def learn_from_frame(model: ModelRuntime, frame: pd.DataFrame, source: str) -> BaselineProfile:
     numeric, categorical = profiled_fields(model)
     missing = [c for c in numeric + categorical if c not in frame.columns]
@@ -108,6 +119,6 @@ def learn_from_topic(
         raise ReferenceDataError(f"no decodable events found on {model.config.topics} to learn from")
     rows = rows[:events]
     log.info("learning from topic", model=model.name, events=len(rows))
-    frame = pd.DataFrame.from_records(rows)
+    frame = frame_from_records(rows)
     window = "" if since_ms is None and until_ms is None else f" in [{since_ms}, {until_ms})"
     return learn_from_frame(model, frame, f"topic:{','.join(model.config.topics)} first {len(rows)} events{window}")

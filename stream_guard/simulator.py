@@ -36,7 +36,21 @@ MERCHANTS = (
 PAYLOAD_FAULTS = ("garbage", "truncated", "wrong_magic", "unknown_schema")
 #: Schema-level faults: the record decodes, but not as the model expects.
 SCHEMA_FAULTS = ("amount_as_string", "dropped_field")
-FAULTS = PAYLOAD_FAULTS + SCHEMA_FAULTS
+#: Value faults: a valid record whose values are wrong (what the baseline checks catch).
+VALUE_FAULTS = (
+    "amount_in_yen",  # a unit change: dollars to yen
+    "age_in_months",  # years to months
+    "amount_nan",
+    "amount_inf",
+    "age_null",  # a null-rate spike
+    "age_sentinel",  # a default that changed from null to -1
+    "unseen_merchant",  # a category never seen in training
+    "merchant_explosion",  # ids leaking into a categorical
+)
+#: Distribution shifts: each hit event is moved; at a rate of 1.0 the whole stream drifts.
+#: A hit event is moved; rates of several faults add up to at most 1 (one fault per event).
+DRIFT_FAULTS = ("amount_drift", "device_shift", "score_shift")
+FAULTS = PAYLOAD_FAULTS + SCHEMA_FAULTS + VALUE_FAULTS + DRIFT_FAULTS
 
 #: Schema ids of the local registry the simulator writes (Confluent encoding).
 SCHEMA_ID_EXPECTED = 1
@@ -137,6 +151,50 @@ class Simulator:
             draw -= rate
         return None
 
+    def corrupt(self, record: dict[str, Any], fault: str | None) -> dict[str, Any]:
+        """Apply a value or drift fault to a record (other faults act on the bytes)."""
+        if fault is None or fault not in VALUE_FAULTS + DRIFT_FAULTS:
+            return record
+        record = dict(record)
+        if fault == "amount_in_yen":
+            record["amount"] = round(record["amount"] * 150, 0)
+        elif fault == "age_in_months" and record["age"] is not None:
+            record["age"] = record["age"] * 12
+        elif fault == "amount_nan":
+            record["amount"] = float("nan")
+        elif fault == "amount_inf":
+            record["amount"] = float("inf")
+        elif fault == "age_null":
+            record["age"] = None
+        elif fault == "age_sentinel":
+            record["age"] = -1
+        elif fault == "unseen_merchant":
+            record["merchant_category"] = "crypto"
+        elif fault == "merchant_explosion":
+            record["merchant_category"] = f"m-{int(self._rng.integers(0, 1 << 40)):010x}"
+        elif fault == "amount_drift":
+            record["amount"] = round(record["amount"] * 2, 2)
+        elif fault == "device_shift":
+            record["device_type"] = "android"
+        elif fault == "score_shift":
+            record["score"] = round(min(1.0, record["score"] + 0.2), 6)
+            record["prediction"] = int(record["score"] >= 0.5)
+        return record
+
+    def labels(self, records: list[dict[str, Any]], *, android_misses: float = 0.0) -> list[dict[str, Any]]:
+        """Ground truth for ``records``: fraud with probability ``score`` (a calibrated model).
+
+        ``android_misses`` adds that probability of fraud to android events the model
+        predicted negative: the model's recall sinks for ``device_type=android`` only.
+        """
+        score = np.array([r["score"] for r in records])
+        android_negative = np.array([r["device_type"] == "android" and r["prediction"] == 0 for r in records])
+        p = np.clip(score + android_misses * android_negative, 0, 1)
+        fraud = self._rng.random(len(records)) < p
+        return [
+            {"event_id": r["event_id"], "ts": r["ts"], "label": int(f)} for r, f in zip(records, fraud, strict=True)
+        ]
+
     def encode(self, record: Mapping[str, Any], fault: str | None = None) -> bytes:
         """Serialize ``record`` in the simulator's encoding, broken as ``fault`` says."""
         record = dict(record)
@@ -168,4 +226,5 @@ class Simulator:
         """``n`` events as (record, payload, fault) triples."""
         for record in self.records(n, start_ms, step_ms):
             fault = self.fault_for()
+            record = self.corrupt(record, fault)
             yield record, self.encode(record, fault), fault

@@ -63,6 +63,23 @@ class WorkerStats:
     retries: int = 0
     labels_matched: int = 0
     labels_unmatched: int = 0
+    #: Labels that decoded but lack an event id or a label value.
+    labels_invalid: int = 0
+    #: Labels of a redelivered batch, already applied.
+    labels_skipped: int = 0
+
+    @property
+    def accounted(self) -> int:
+        """Consumed records by outcome; equals ``consumed`` when nothing was lost."""
+        return (
+            self.decoded
+            + self.dead_lettered
+            + self.redelivered_skipped
+            + self.labels_matched
+            + self.labels_unmatched
+            + self.labels_invalid
+            + self.labels_skipped
+        )
 
 
 def _source(topic: str, partition: int) -> str:
@@ -168,7 +185,7 @@ class Worker:
             self._commit_sync()
             self._consumer.close()
             self._producer.close()
-            self._log.info("worker stopped", **vars(self.stats))
+            self._log.info("worker stopped", **vars(self.stats), accounted=self.stats.accounted)
         return self.stats
 
     # -- one batch -------------------------------------------------------------------
@@ -198,12 +215,14 @@ class Worker:
         updates: dict[str, list[StateUpdate]] = {}
         decoded = dead_lettered = 0
         labels: dict[str, list[Any]] = {}
+        dead_labels = 0
         for topic, topic_messages in label_messages.items():
             stream = self._label_streams[topic]
-            labels[topic], dead_labels = stream.decode(topic_messages)
-            for m, error in dead_labels:
+            labels[topic], dead = stream.decode(topic_messages)
+            for m, error in dead:
                 self._dead_letter(m, error, stream.model)
-            dead_lettered += len(dead_labels)
+            dead_labels += len(dead)
+        dead_lettered += dead_labels
         for name, model_messages in by_model.items():
             model = self._models[name]
             batch, dead = model.decode(model_messages)
@@ -243,9 +262,13 @@ class Worker:
             result = self._label_streams[topic].joiner.join(topic_labels, self._redis, now_ms=now_ms)
             self.stats.labels_matched += result.matched
             self.stats.labels_unmatched += result.unmatched
+            self.stats.labels_skipped += result.skipped
+            self.stats.labels_invalid += result.invalid
             for source, last in result.last_offsets.items():
                 label_topic, partition = source.rsplit(":", 1)
                 positions[(label_topic, int(partition))] = last + 1
+        # Undecodable labels are both dead letters and "invalid" to the joiner: count them once.
+        self.stats.labels_invalid -= dead_labels
         self._commit([TopicPartition(t, p, o) for (t, p), o in positions.items()])
         self.stats.decoded += decoded
         self.stats.dead_lettered += dead_lettered

@@ -23,6 +23,7 @@ from scipy import stats as sps
 from stream_guard.alerts.model import Alert, Severity
 from stream_guard.metrics import store as s
 from stream_guard.metrics.query import MetricsReader, Rollup, SliceMetrics
+from stream_guard.metrics.slices import MetricsSettings
 
 if TYPE_CHECKING:
     from stream_guard.model import ModelRuntime
@@ -322,6 +323,40 @@ class PerformanceEvaluator:
         self.min_support = min_support
         self.alpha = alpha
         self.severity = severity
+
+    @classmethod
+    def for_settings(
+        cls,
+        model_name: str,
+        reader: MetricsReader,
+        settings: MetricsSettings,
+        *,
+        metrics: Sequence[str] = ("recall", "accuracy"),
+        severity: Severity = Severity.WARNING,
+    ) -> PerformanceEvaluator:
+        """The evaluator of one model, with its ``[models.metrics]`` cadence, lookback, support and alpha.
+
+        Parameters
+        ----------
+        model_name
+            The model; other models are skipped.
+        reader
+            The model's metrics reader.
+        settings
+            ``performance_every_s``, ``performance_lookback_s``, ``performance_min_support`` and
+            ``performance_alpha`` are used.
+        metrics, severity
+            As in the constructor.
+        """
+        return cls(
+            {model_name: reader},
+            metrics=metrics,
+            lookback_ms=settings.performance_lookback_s * 1000,
+            every_ms=settings.performance_every_s * 1000,
+            min_support=settings.performance_min_support,
+            alpha=settings.performance_alpha,
+            severity=severity,
+        )
 
     def __call__(self, model: ModelRuntime, window: WindowSnapshot) -> list[Alert]:
         reader = self.readers.get(model.name)

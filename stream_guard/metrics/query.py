@@ -394,6 +394,53 @@ class MetricsReader:
                 items.setdefault(slice_, SliceMetrics(slice_)).counters[metric] = float(total)
         return Rollup(items, start_ms, end_ms, present)
 
+    def series(
+        self, start_ms: int, end_ms: int, slice: str = s.ALL, metrics: Iterable[str] | None = None
+    ) -> list[tuple[int, dict[str, float]]]:
+        """Per-bucket counters of one slice over ``[floor(start_ms), end_ms)``, in bucket order.
+
+        One pipelined round trip, like :meth:`rollup`, without summing the buckets.
+
+        Parameters
+        ----------
+        start_ms, end_ms
+            Event-time range; the bucket containing ``start_ms`` is included whole.
+        slice
+            The slice, ``*`` (all traffic) by default.
+        metrics
+            Only these metrics (e.g. ``["lm", "tp", "fp", "tn", "fn"]``), read with ``HMGET``
+            so the other slices of a bucket are not transferred; default every metric of the slice.
+
+        Returns
+        -------
+        list of (bucket start, {metric: value})
+            Buckets where the slice has at least one counter; absent metrics are left out
+            (as in :attr:`SliceMetrics.counters`).
+        """
+        first = (start_ms // self.bucket_ms) * self.bucket_ms
+        starts: list[int] = list(range(first, end_ms, self.bucket_ms)) if end_ms > first else []
+        if len(starts) > MAX_DIRECT_BUCKETS:
+            starts = self.buckets(start_ms, end_ms)
+        wanted = None if metrics is None else list(dict.fromkeys(metrics))
+        if not starts or wanted == []:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for start in starts:
+            if wanted is None:
+                pipe.hgetall(self.keys.bucket(start))
+            else:
+                pipe.hmget(self.keys.bucket(start), [s.field_name(slice, m) for m in wanted])
+        out: list[tuple[int, dict[str, float]]] = []
+        prefix = f"{slice}|"
+        for start, reply in zip(starts, pipe.execute(), strict=True):
+            if wanted is None:
+                counters = {k[len(prefix) :]: float(v) for k, v in reply.items() if k.startswith(prefix)}
+            else:
+                counters = {m: float(v) for m, v in zip(wanted, reply, strict=True) if v is not None}
+            if counters:
+                out.append((start, counters))
+        return out
+
     def last(self, duration_ms: int, now_ms: int, slices: Iterable[str] | None = None) -> Rollup:
         """The rollup of ``[now_ms - duration_ms, now_ms)``: 5 min, 1 h, 24 h..."""
         return self.rollup(now_ms - duration_ms, now_ms, slices)

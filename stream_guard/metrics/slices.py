@@ -62,6 +62,29 @@ class MetricsSettings:
     threshold: float = 0.5
     #: Classification: the label value meaning "positive" (compared as text: 1, "1", 1.0 and True match).
     positive_label: str | int = "1"
+    #: How often the label-based performance checks run, in event time. They run when a
+    #: window closes whose start is a multiple of it, so it must be a multiple of
+    #: ``worker.window_s`` (else they run only every least common multiple) and of ``bucket_s``.
+    performance_every_s: int = 3600
+    #: Range the performance checks roll up: slice underperformance over all of it; concept
+    #: drift feeds its error stream to the detector and compares the latest period with the rest.
+    performance_lookback_s: int = 24 * 3600
+    #: Least labelled events behind a performance test, in each group compared.
+    performance_min_support: int = 100
+    #: Significance level of the performance tests.
+    performance_alpha: float = 0.01
+    #: Concept drift compares the period that ended this long before the closing window,
+    #: so that most of its delayed labels have arrived; a multiple of ``bucket_s``.
+    performance_label_delay_s: int = 0
+    #: Expected error rate of the model (e.g. from validation data); regression: expected mean
+    #: absolute error. When set, the latest period is tested against it instead of against
+    #: the rest of the lookback.
+    baseline_error_rate: float | None = None
+    #: River detector run on the rebuilt error stream (``DDM``, ``EDDM``, ``HDDM_A``, ``ADWIN``...).
+    #: Regression models need a numeric one: a binary detector is replaced by ``ADWIN`` for them.
+    concept_detector: str = "DDM"
+    #: Keyword arguments of the detector, e.g. ``{"drift_threshold": 3.5}`` for DDM.
+    concept_detector_params: dict[str, Any] = field(default_factory=dict)
 
 
 def slice_name(parts: Mapping[str, str]) -> str:

@@ -181,3 +181,24 @@ def window_totals(client: redis.Redis, config: Config, model: str = "fraud") -> 
             except ValueError:
                 continue
     return totals
+
+
+def learn_simulated_profile(config: Config, path: Path, *, n: int = 50_000, seed: int = 1234) -> Any:
+    """Learn the model's baseline profile from ``n`` clean simulated records and save it to ``path``.
+
+    ``age`` goes in as a nullable integer column, so its missing values are nulls (as a
+    missing field is on the stream), not NaN.
+    """
+    import pandas as pd
+
+    from stream_guard.learning import learn_from_frame
+    from stream_guard.model import build_models
+    from stream_guard.simulator import Simulator
+
+    (model,) = [m for m in build_models(config) if m.name == "fraud"]
+    records = Simulator(encoding="json", seed=seed).records(n, 0, step_ms=10)
+    frame = pd.DataFrame.from_records(records)
+    frame["age"] = pd.array([r["age"] for r in records], dtype="Int64")
+    profile = learn_from_frame(model, frame, f"simulator seed={seed}, {n} records")
+    profile.save(path)
+    return profile

@@ -1,0 +1,360 @@
+"""Event-time window state in process memory: the offline engine of ``stream-guard evaluate``.
+
+:class:`MemoryState` executes the same :class:`~stream_guard.state.window_store.StateUpdate`
+operations as :class:`~stream_guard.state.window_store.WindowStore`, with the semantics
+of its Lua scripts (``_APPLY`` and ``_FINISH``), on Python dicts instead of Redis. It is
+a real implementation, used to replay a stream through the worker's stages without a
+Redis server (:mod:`stream_guard.evaluation`), not a test double: readers of a closed
+window (the evaluators) get the same :class:`~stream_guard.state.window_store.WindowSnapshot`
+from either store.
+
+Semantics kept from the scripts
+-------------------------------
+* The fence: a source's update whose ``last_offset`` is at or below the source's
+  applied offset is skipped (result 0); one that overlaps it (applied offset at or
+  above its ``first_offset``) fails with ``FENCE ...`` before writing anything.
+* Watermarks: per source, the largest event time applied, and the clock (``now_ms``)
+  of its last update; the global watermark is the smallest over sources updated
+  within ``idle_ms`` of the caller's clock, ``inf`` when none is.
+* Ops ``W H F S L P E X D Z R`` as the script runs them, in order: hash increments
+  (integers, or floats for ``F``), plain sets, capped example lists, distinct-value
+  sets, ``SET NX`` with counters, deletes, sorted-set adds and trims.
+* Errors are :class:`redis.exceptions.ResponseError`, as the scripts' replies become in
+  redis-py, so callers handle both stores alike; :meth:`MemoryState.apply` runs every
+  update, then raises the first error, as a redis-py pipeline does. Writes an update
+  made before an op failed stay, as in a Lua script.
+* Types: one key space; an op on a key of another type fails with ``WRONGTYPE``.
+* ``finish`` removes a window from the open set only if its ``n`` field still equals
+  the snapshot's, and drops the lease, exactly as ``_FINISH`` does.
+
+Differences, by design
+----------------------
+* Distinct values (``P``) are kept in a Python set: counts are exact where Redis's
+  HyperLogLog estimates them (standard error 0.81 %).
+* TTLs (the retention, ``E`` and ``X``'s ``EX``) are recorded as deadlines on the
+  clock passed to :meth:`MemoryState.apply`, but keys only expire when
+  :meth:`MemoryState.purge_expired` is called. A finite offline replay never calls it:
+  its windows close long before any retention would matter.
+* Leases (``claim``) never expire: one process owns the state.
+* Float fields are formatted as Python's shortest ``repr`` (integral values without a
+  decimal point); Redis computes in ``long double``, so a long fraction may differ in
+  its last digit. Readers parse them with ``float()`` either way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from stream_guard.state.keys import ModelKeys
+from stream_guard.state.window_store import StateUpdate, WindowSnapshot
+
+_WRONGTYPE = "WRONGTYPE Operation against a key holding the wrong kind of value"
+
+
+class _ZSet(dict[str, float]):
+    """A sorted set: member -> score, ordered on read (score, then member)."""
+
+    def ordered(self) -> list[tuple[str, float]]:
+        return sorted(self.items(), key=lambda item: (item[1], item[0]))
+
+
+def _format_float(value: float) -> str:
+    if value.is_integer() and abs(value) < 1e17:
+        return str(int(value))
+    return repr(value)
+
+
+class MemoryState:
+    """Per-model window state in process memory (see the module docstring).
+
+    Parameters
+    ----------
+    keys
+        The model's key layout; key names are the ones Redis would hold.
+    window_ms, lateness_ms
+        Window length, and how far behind the watermark a window's end may lag
+        before the window is due.
+    idle_ms
+        A source not updated within this long (on the clock passed to
+        :meth:`due_windows`) stops holding windows open; ``math.inf``: never.
+    retention_s
+        TTL the apply script gives every key an update touches (unless set otherwise).
+    worker_id
+        Value of the lease keys.
+    """
+
+    def __init__(
+        self,
+        keys: ModelKeys,
+        *,
+        window_ms: int,
+        lateness_ms: int,
+        idle_ms: float = math.inf,
+        retention_s: int = 7 * 24 * 3600,
+        worker_id: str = "memory",
+    ) -> None:
+        self.keys = keys
+        self.window_ms = window_ms
+        self._lateness_ms = lateness_ms
+        self._idle_ms = idle_ms
+        self._retention_s = retention_s
+        self._worker_id = worker_id
+        self._data: dict[str, Any] = {}
+        self._deadlines: dict[str, int] = {}
+        self._clock = 0  # now_ms of the update being applied: X's EX counts from it
+
+    # -- the WindowStore interface ------------------------------------------------------
+
+    def applied_offsets(self, sources: list[str]) -> dict[str, int]:
+        """Last applied offset of each ``topic:partition`` (absent: nothing applied yet)."""
+        applied = self._hash(self.keys.applied, create=False) or {}
+        return {s: int(applied[s]) for s in sources if s in applied}
+
+    def apply(self, updates: Sequence[StateUpdate], now_ms: int, pipe: Any = None) -> list[int]:
+        """Apply ``updates`` in order; 1 per applied update, 0 per fenced-off one.
+
+        ``pipe`` is accepted for the WindowStore signature and ignored. Every update is
+        run; the first error is raised afterwards, as a redis-py pipeline does.
+        """
+        results: list[int] = []
+        errors: list[ResponseError] = []
+        for update in updates:
+            try:
+                results.append(self._apply_one(update, now_ms))
+            except ResponseError as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+        return results
+
+    def global_watermark(self, now_ms: int) -> float:
+        """Smallest watermark over sources updated within ``idle_ms`` of ``now_ms``; inf if none."""
+        marks = self._hash(self.keys.watermarks, create=False) or {}
+        seen = self._hash(self.keys.watermarks_seen, create=False) or {}
+        active = [int(mark) for source, mark in marks.items() if now_ms - int(seen.get(source, 0)) <= self._idle_ms]
+        return float(min(active)) if active else math.inf
+
+    def due_windows(self, now_ms: int) -> list[int]:
+        """Open windows whose end plus the lateness the global watermark has passed."""
+        horizon = self.global_watermark(now_ms) - self.window_ms - self._lateness_ms
+        if horizon == -math.inf:
+            return []
+        windows = self._zset(self.keys.windows, create=False) or _ZSet()
+        return [int(member) for member, score in windows.ordered() if score <= horizon]
+
+    def open_windows(self) -> list[int]:
+        windows = self._zset(self.keys.windows, create=False) or _ZSet()
+        return [int(member) for member, _ in windows.ordered()]
+
+    def claim(self, start_ms: int, lease_ms: int) -> bool:
+        """Take the lease of a window; False while it is held (leases do not expire here)."""
+        key = self.keys.lease(start_ms)
+        if key in self._data:
+            return False
+        self._data[key] = self._worker_id
+        return True
+
+    def snapshot(self, start_ms: int) -> WindowSnapshot:
+        """The merged counters of a window, its examples, and its distinct counts.
+
+        As :meth:`WindowStore.snapshot`: a field ``hll|<name>`` names a distinct-value
+        key, whose count the snapshot carries as field ``<name>``; every ``f|<key>``
+        field gets its (possibly empty) list of examples.
+        """
+        fields = dict(self._hash(self.keys.window(start_ms), create=False) or {})
+        finding_keys = [k[2:] for k in fields if k.startswith("f|")]
+        distinct = {k[4:]: v for k, v in fields.items() if k.startswith("hll|")}
+        examples = {
+            key: [json.loads(item) for item in self.lrange(self.keys.examples(start_ms, key))] for key in finding_keys
+        }
+        fields.update({name: str(self.pfcount(key)) for name, key in distinct.items()})
+        return WindowSnapshot(start_ms, start_ms + self.window_ms, fields, examples)
+
+    def finish(self, snapshot: WindowSnapshot) -> None:
+        """Mark a window closed: drop it from the open set unless events arrived since ``snapshot``."""
+        window = self._hash(self.keys.window(snapshot.start_ms), create=False) or {}
+        # As _FINISH compares HGET's reply with the snapshot's text, a hash without "n" never matches.
+        if "n" in window and window["n"] == snapshot.fields.get("n", "0"):
+            windows = self._zset(self.keys.windows, create=False)
+            if windows is not None:
+                windows.pop(str(snapshot.start_ms), None)
+        self._delete(self.keys.lease(snapshot.start_ms))
+
+    # -- reading (what redis-cli would show) ---------------------------------------------
+
+    def hgetall(self, key: str) -> dict[str, str]:
+        return dict(self._hash(key, create=False) or {})
+
+    def lrange(self, key: str) -> list[str]:
+        return list(self._list(key, create=False) or [])
+
+    def pfcount(self, key: str) -> int:
+        return len(self._set(key, create=False) or ())
+
+    def zrange(self, key: str) -> list[tuple[str, float]]:
+        """Members with scores, in score order."""
+        return (self._zset(key, create=False) or _ZSet()).ordered()
+
+    def get(self, key: str) -> str | None:
+        value = self._data.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ResponseError(_WRONGTYPE)
+        return value
+
+    def exists(self, key: str) -> bool:
+        return key in self._data
+
+    def deadline(self, key: str) -> int | None:
+        """When ``key`` expires, on the clock of :meth:`apply` (ms); None if it has no TTL."""
+        return self._deadlines.get(key) if key in self._data else None
+
+    def purge_expired(self, now_ms: int) -> int:
+        """Delete the keys whose TTL ran out by ``now_ms``; returns how many."""
+        expired = [key for key, deadline in self._deadlines.items() if deadline <= now_ms]
+        for key in expired:
+            self._delete(key)
+        return len(expired)
+
+    # -- the apply script ------------------------------------------------------------------
+
+    def _apply_one(self, update: StateUpdate, now_ms: int) -> int:
+        self._clock = now_ms
+        source = update.source
+        applied_hash = self._hash(self.keys.applied, create=True)
+        applied = applied_hash.get(source)
+        if applied is not None and int(applied) >= update.last_offset:
+            return 0
+        if applied is not None and int(applied) >= update.first_offset:
+            raise ResponseError(
+                f"FENCE {source} applied up to {applied}, batch starts at {update.first_offset}"
+            )
+        applied_hash[source] = str(update.last_offset)
+        marks = self._hash(self.keys.watermarks, create=True)
+        if source not in marks or int(marks[source]) < update.max_event_ms:
+            marks[source] = str(update.max_event_ms)
+        self._hash(self.keys.watermarks_seen, create=True)[source] = str(now_ms)
+        keys = update.keys
+        own_ttl: dict[int, int] = {}
+        self._run_ops(update.ops, keys, own_ttl)
+        for index, key in enumerate(keys, start=5):
+            ttl = own_ttl.get(index, self._retention_s)
+            if ttl > 0 and key in self._data:
+                self._deadlines[key] = now_ms + ttl * 1000
+        return 1
+
+    def _run_ops(self, ops: Sequence[Any], keys: list[str], own_ttl: dict[int, int]) -> None:
+        def key(index: Any) -> str:
+            # Lua KEYS: 1-4 are the fixed model keys, the update's own keys follow.
+            return keys[int(index) - 5]
+
+        i = 0
+        while i < len(ops):
+            op = ops[i]
+            if op == "H":
+                self._hincrby(key(ops[i + 1]), str(ops[i + 2]), int(ops[i + 3]))
+                i += 4
+            elif op == "F":
+                self._hincrbyfloat(key(ops[i + 1]), str(ops[i + 2]), float(ops[i + 3]))
+                i += 4
+            elif op == "S":
+                self._hash(key(ops[i + 1]), create=True)[str(ops[i + 2])] = str(ops[i + 3])
+                i += 4
+            elif op == "W":
+                self._zset(self.keys.windows, create=True)[str(ops[i + 1])] = float(ops[i + 1])
+                i += 2
+            elif op == "L":
+                items = self._list(key(ops[i + 1]), create=True)
+                if len(items) < int(ops[i + 3]):
+                    items.append(str(ops[i + 2]))
+                i += 4
+            elif op == "P":
+                n = int(ops[i + 2])
+                self._set(key(ops[i + 1]), create=True).update(map(str, ops[i + 3 : i + 3 + n]))
+                i += 3 + n
+            elif op == "E":
+                own_ttl[int(ops[i + 1])] = int(ops[i + 2])
+                i += 3
+            elif op == "X":
+                n = int(ops[i + 5])
+                target = key(ops[i + 1])
+                if target not in self._data:
+                    self._data[target] = str(ops[i + 2])
+                    self._deadlines[target] = self._clock + int(ops[i + 3]) * 1000
+                    counter = key(ops[i + 4])
+                    for name in ops[i + 6 : i + 6 + n]:
+                        self._hincrby(counter, str(name), 1)
+                own_ttl[int(ops[i + 1])] = 0
+                i += 6 + n
+            elif op == "D":
+                self._delete(key(ops[i + 1]))
+                own_ttl[int(ops[i + 1])] = 0
+                i += 2
+            elif op == "Z":
+                self._zset(key(ops[i + 1]), create=True)[str(ops[i + 3])] = float(ops[i + 2])
+                i += 4
+            elif op == "R":
+                zset = self._zset(key(ops[i + 1]), create=False)
+                if zset is not None:
+                    low = float(ops[i + 2])
+                    for member in [m for m, score in zset.items() if score < low]:
+                        del zset[member]
+                    if not zset:
+                        self._delete(key(ops[i + 1]))
+                i += 3
+            else:
+                raise ResponseError(f"unknown op {op}")
+
+    # -- typed access to the key space -----------------------------------------------------
+
+    def _typed(self, key: str, kind: type, create: bool) -> Any:
+        value = self._data.get(key)
+        if value is None:
+            if not create:
+                return None
+            value = self._data[key] = kind()
+        elif type(value) is not kind:
+            raise ResponseError(_WRONGTYPE)
+        return value
+
+    def _hash(self, key: str, *, create: bool) -> dict[str, str] | None:
+        return self._typed(key, dict, create)  # type: ignore[no-any-return]
+
+    def _list(self, key: str, *, create: bool) -> list[str] | None:
+        return self._typed(key, list, create)  # type: ignore[no-any-return]
+
+    def _set(self, key: str, *, create: bool) -> set[str] | None:
+        return self._typed(key, set, create)  # type: ignore[no-any-return]
+
+    def _zset(self, key: str, *, create: bool) -> _ZSet | None:
+        return self._typed(key, _ZSet, create)  # type: ignore[no-any-return]
+
+    def _delete(self, key: str) -> None:
+        self._data.pop(key, None)
+        self._deadlines.pop(key, None)
+
+    def _hincrby(self, key: str, field: str, amount: int) -> None:
+        fields = self._hash(key, create=True)
+        assert fields is not None
+        current = fields.get(field, "0")
+        try:
+            value = int(current)
+        except ValueError:
+            raise ResponseError("ERR hash value is not an integer") from None
+        fields[field] = str(value + amount)
+
+    def _hincrbyfloat(self, key: str, field: str, amount: float) -> None:
+        fields = self._hash(key, create=True)
+        assert fields is not None
+        try:
+            value = float(fields.get(field, "0")) + amount
+        except ValueError:
+            raise ResponseError("ERR hash value is not a float") from None
+        if not math.isfinite(value):
+            raise ResponseError("ERR increment would produce NaN or Infinity")
+        fields[field] = _format_float(value)
+
