@@ -43,11 +43,12 @@ from stream_guard.resources import schema_dir  # noqa: E402
 from stream_guard.simulator import Simulator, write_local_registry  # noqa: E402
 
 FEATURES = ["amount", "age", "account_age_days", "num_tx_24h", "merchant_category", "device_type", "country", "is_new_user"]
+#: variant -> (baseline profile: value checks and drift, drift on, slice metrics on)
 VARIANTS = {
-    "decode-only": {"profile": False, "sections": "[drift]\nenabled = false\n[metrics]\nenabled = false"},
-    "+checks": {"profile": True, "sections": "[drift]\nenabled = false\n[metrics]\nenabled = false"},
-    "+checks+drift": {"profile": True, "sections": "[metrics]\nenabled = false"},
-    "+all": {"profile": True, "sections": ""},
+    "decode-only": (False, False, False),
+    "+checks": (True, False, False),
+    "+checks+drift": (True, True, False),
+    "+all": (True, True, True),
 }
 
 
@@ -87,8 +88,8 @@ class FakeMessage:
 
 
 def write_config(workdir: Path, variant: str, bootstrap: str, redis_url: str, topic: str, batch: int) -> Path:
-    spec = VARIANTS[variant]
-    profile = f'profile = "{workdir / "profile.json"}"' if spec["profile"] else ""
+    with_profile, with_drift, with_metrics = VARIANTS[variant]
+    profile = f'profile = "{workdir / "profile.json"}"' if with_profile else ""
     text = f"""
 [kafka]
 bootstrap_servers = "{bootstrap}"
@@ -105,7 +106,8 @@ local_dir = "{workdir / 'registry'}"
 batch_size = {batch}
 batch_timeout_s = 0.2
 window_s = 60
-{spec["sections"]}
+[drift]
+enabled = {str(with_drift).lower()}
 [[models]]
 name = "fraud"
 topics = ["{topic}"]
@@ -118,6 +120,8 @@ prediction_field = "prediction"
 score_field = "score"
 slice_fields = ["device_type", "country"]
 {profile}
+[models.metrics]
+enabled = {str(with_metrics).lower()}
 """
     path = workdir / f"{variant}.toml"
     path.write_text(text)

@@ -117,12 +117,11 @@ def test_clean_records_decode_without_issues(encoding: str, reader: dict[str, An
         assert decoded.writer_schema_id == (SCHEMA_ID_EXPECTED if encoding == "confluent" else None)
 
 
-def test_avro_timestamp_millis_decodes_to_utc_datetime(confluent: ConfluentDecoder, record: dict[str, Any]) -> None:
-    """Avro's timestamp-millis field decodes to an aware UTC datetime of the same instant."""
+def test_avro_timestamp_millis_decodes_to_epoch_millis(confluent: ConfluentDecoder, record: dict[str, Any]) -> None:
+    """Avro's timestamp-millis field decodes to the epoch milliseconds it holds, not a datetime."""
     payload = confluent_frame(SCHEMA_ID_EXPECTED, encode_avro(parse_schema(writer_variants()[1]), record))
     ts = confluent.decode(payload).values["ts"]
-    assert isinstance(ts, datetime)
-    assert ts == datetime.fromtimestamp(record["ts"] / 1000, UTC)
+    assert ts == record["ts"] and isinstance(ts, int)
 
 
 # --------------------------------------------------------------------------- JSON field checks
@@ -378,7 +377,7 @@ def test_writer_without_defaulted_field_gets_reader_default(
 
 def test_simulated_faults_decode_as_their_fault_says(confluent: ConfluentDecoder) -> None:
     """Over a seeded faulty stream, each fault maps to its error class or field issue; clean events have none."""
-    rates = {fault: 0.08 for fault in FAULTS}
+    rates = {fault: 1 / (len(FAULTS) + 1) for fault in FAULTS}  # one fault per event at most
     sim = Simulator(encoding="confluent", seed=99, faults=rates)
     expected_error = {
         "wrong_magic": errors.WireFormatError,
@@ -387,7 +386,7 @@ def test_simulated_faults_decode_as_their_fault_says(confluent: ConfluentDecoder
         "garbage": errors.DecodeError,
     }
     seen: set[str | None] = set()
-    for _rec, payload, fault in sim.stream(800, START_MS):
+    for _rec, payload, fault in sim.stream(2000, START_MS):
         seen.add(fault)
         if fault in expected_error:
             with pytest.raises(expected_error[fault]):

@@ -12,6 +12,8 @@ import pytest
 from stream_guard.decoding import CONFLUENT_MAGIC
 from stream_guard.schemas import load_schema_file
 from stream_guard.simulator import (
+    DRIFT_FAULTS,
+    VALUE_FAULTS,
     FAULTS,
     PAYLOAD_FAULTS,
     SCHEMA_FAULTS,
@@ -96,9 +98,10 @@ def test_unknown_fault_is_rejected(faults: dict[str, float]) -> None:
 
 
 def test_fault_catalogue() -> None:
-    """FAULTS is the byte-level faults followed by the schema-level faults."""
-    assert FAULTS == PAYLOAD_FAULTS + SCHEMA_FAULTS
-    assert not set(PAYLOAD_FAULTS) & set(SCHEMA_FAULTS)
+    """FAULTS is the byte-level, schema-level, value and drift faults, each named once."""
+    groups = (PAYLOAD_FAULTS, SCHEMA_FAULTS, VALUE_FAULTS, DRIFT_FAULTS)
+    assert FAULTS == sum(groups, ())
+    assert len(set(FAULTS)) == len(FAULTS)
 
 
 def test_confluent_payload_framing_per_fault() -> None:

@@ -1,0 +1,590 @@
+"""Concept drift: a change in how often (or how badly) the model is wrong, from the label counters.
+
+:class:`ConceptDriftEvaluator` runs when an event-time window closes whose start is a
+multiple of ``performance_every_s`` (the cadence of
+:class:`~stream_guard.metrics.performance.PerformanceEvaluator`) and looks at the period
+``[P - every, P)`` with ``P = window start - performance_label_delay_s``. Successive
+evaluations therefore look at adjacent, non-overlapping periods. Two checks run:
+
+* ``concept_drift``: the model's error stream over ``[P - lookback, P)`` is rebuilt from
+  the per-bucket label counters (:func:`error_stream`) and fed to a fresh River detector
+  (``DDM`` by default). A change is reported when the detector fires at a position that
+  falls in the period, so each change is reported by one evaluation only, the one whose
+  period holds the detection;
+* ``performance_degradation``: the error rate (regression: MAE) of the period is tested
+  against ``baseline_error_rate`` when configured, else against the rest of the lookback.
+
+Both read the all-traffic (``*``) counters from Redis, where every worker's labels are
+summed, so the checks are global for the model and keep no state between evaluations:
+any worker may run them and a restart loses nothing.
+
+Limits of the rebuilt stream: labels are joined into the bucket of their *prediction*,
+so labels arriving after an evaluation change periods it has already looked at; a change
+whose labels arrive later than ``performance_label_delay_s`` may be detected in a period
+no evaluation looks at again, and goes unreported by the detector (the windowed test of
+the later periods still sees the worse error rate).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+from river import base as river_base
+from scipy import stats as sps
+
+from stream_guard.alerts.model import Alert, Severity
+from stream_guard.drift.detectors import DetectorSpec, OnlineDriftMonitor
+from stream_guard.metrics import store as s
+from stream_guard.metrics.performance import _mean_test, performance_degradation, two_proportion_test
+from stream_guard.metrics.query import MetricsReader
+from stream_guard.metrics.slices import MetricsSettings
+
+if TYPE_CHECKING:
+    from stream_guard.model import ModelRuntime
+    from stream_guard.state.window_store import WindowSnapshot
+
+__all__ = [
+    "ConceptDriftEvaluator",
+    "ErrorStream",
+    "PeriodTest",
+    "error_stream",
+    "performance_settings_problems",
+    "period_test",
+]
+
+Task = Literal["classification", "regression"]
+Series = Sequence[tuple[int, dict[str, float]]]
+
+#: Counters the checks read from each bucket.
+LABEL_METRICS = (s.MATCHED, s.TP, s.FP, s.TN, s.FN, s.ABS_ERR, s.SQ_ERR)
+#: Default cap on the values fed to the detector per evaluation.
+MAX_STREAM_VALUES = 200_000
+
+
+def infer_task(series: Series) -> Task:
+    """``regression`` when any bucket has absolute errors, else ``classification``."""
+    return "regression" if any(s.ABS_ERR in counters for _, counters in series) else "classification"
+
+
+# -- the error stream ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ErrorStream:
+    """The model's error stream rebuilt from per-bucket counters.
+
+    Attributes
+    ----------
+    values
+        Values in stream order: 0/1 errors (classification) or absolute errors (regression).
+    buckets
+        Bucket start (ms) of each value.
+    labels
+        Labelled events behind the stream (before any subsampling).
+    scale
+        Values fed per labelled event: 1.0, or less when the stream was subsampled.
+    task
+        ``classification`` or ``regression``.
+    """
+
+    values: np.ndarray
+    buckets: np.ndarray
+    labels: int
+    scale: float
+    task: Task
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def _bucket_arrays(series: Series, task: Task) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Bucket starts, labelled events, error count (or abs error sum) and squared error sum per bucket."""
+    starts = np.array([b for b, _ in series], dtype=np.int64)
+
+    def column(*metrics: str) -> np.ndarray:
+        return np.array([sum(c.get(m, 0.0) for m in metrics) for _, c in series], dtype=np.float64)
+
+    if task == "regression":
+        return starts, column(s.MATCHED), column(s.ABS_ERR), column(s.SQ_ERR)
+    # The confusion counts, not ``lm``: they are written by the same increment, and a
+    # regression-style bucket without them must not count as all-correct labels.
+    return starts, column(s.TP, s.FP, s.TN, s.FN), column(s.FP, s.FN), np.zeros(len(series))
+
+
+def _proportional(counts: np.ndarray, total: int) -> np.ndarray:
+    """Integer counts proportional to ``counts`` summing to ``total`` (cumulative rounding)."""
+    cumulative = np.rint(np.cumsum(counts) * (total / counts.sum())).astype(np.int64)
+    return np.diff(cumulative, prepend=0)
+
+
+def _ceil_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return -(-a // b)
+
+
+def error_stream(series: Series, task: Task | None = None, max_values: int = MAX_STREAM_VALUES) -> ErrorStream:
+    """Rebuild the model's error stream from per-bucket counters (:meth:`MetricsReader.series`).
+
+    Buckets are taken in order, each expanded to one value per labelled event:
+
+    * classification: ``tp + fp + tn + fn`` values of which ``fp + fn`` are 1, spread
+      evenly over the bucket (the ``k``-th value is an error when ``floor(k e / n)``
+      steps up), so the order is deterministic and no bucket's errors clump at its start;
+    * regression: values whose mean and variance are the bucket's mean absolute error
+      ``ae / lm`` and ``se / lm - mae**2``: alternately ``mae + d`` and ``mae - d`` (one value
+      at ``mae`` when the count is odd). Repeating the bucket mean instead would hide the
+      spread of the errors, and a numeric detector such as ADWIN, whose bound scales with
+      the observed variance, would then flag every ordinary fluctuation between buckets.
+
+    Parameters
+    ----------
+    series
+        ``[(bucket start, counters)]`` in bucket order.
+    task
+        Default: inferred from the counters (:func:`infer_task`).
+    max_values
+        When the buckets hold more labelled events than this, each bucket is given a number
+        of values proportional to its labels (summing to ``max_values``) with its error rate
+        (regression: its mean and variance) kept. Every bucket keeps its relative weight and
+        position, so detections still map to buckets; the detector has less data, hence
+        somewhat less power, which the windowed test (on the full counts) makes up for.
+    """
+    task = task or infer_task(series)
+    starts, n, err, sq = _bucket_arrays(series, task)
+    keep = n > 0
+    starts, n, err, sq = starts[keep], n[keep], err[keep], sq[keep]
+    labels = int(round(n.sum()))
+    if labels == 0:
+        return ErrorStream(np.zeros(0), np.zeros(0, dtype=np.int64), 0, 1.0, task)
+    counts = np.rint(n).astype(np.int64)
+    scale = 1.0
+    if labels > max_values:
+        counts = _proportional(n, max_values)
+        scale = max_values / labels
+    total = int(counts.sum())
+    owner = np.repeat(np.arange(len(counts)), counts)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    k = np.arange(total, dtype=np.int64) - first[owner] + 1  # 1-based position within the bucket
+    m = counts[owner]
+    if task == "classification":
+        errors = np.minimum(np.rint(err * counts / n).astype(np.int64), counts)
+        e = errors[owner]
+        values = (_ceil_div(k * e, m) - _ceil_div((k - 1) * e, m)).astype(np.float64)
+    else:
+        mean = err / n
+        var = np.maximum(sq / n - mean * mean, 0.0)
+        odd = counts % 2 == 1
+        pairs = np.where(odd, counts - 1, counts)
+        spread = np.sqrt(var * np.where(pairs > 0, counts / np.maximum(pairs, 1), 0.0))
+        sign = np.where(k % 2 == 1, 1.0, -1.0)
+        sign = np.where(odd[owner] & (k == m), 0.0, sign)
+        values = mean[owner] + sign * spread[owner]
+    return ErrorStream(values, starts[owner], labels, scale, task)
+
+
+def detect_changes(stream: ErrorStream, spec: DetectorSpec) -> list[int]:
+    """Positions in ``stream`` where a fresh detector of ``spec`` signals a change."""
+    if len(stream) == 0:
+        return []
+    return OnlineDriftMonitor(spec).update_batch("errors", stream.values)
+
+
+# -- the windowed test ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PeriodTest:
+    """The error rate (or MAE) of a period against its reference.
+
+    Attributes
+    ----------
+    metric
+        ``error_rate`` or ``mae``.
+    value, n, errors
+        The period's metric, labelled events and errors (regression: sum of absolute errors).
+    reference, reference_n
+        The baseline (``reference_n == 0``) or the rest of the lookback's metric and labels.
+    p
+        One-sided p-value of "the period is worse".
+    test
+        ``binomial_test``, ``two_proportion_test``, ``z_test`` or ``welch_test``.
+    degraded
+        Enough support and ``p < alpha``.
+    """
+
+    metric: str
+    value: float | None
+    n: int
+    errors: float
+    reference: float | None
+    reference_n: int
+    p: float
+    test: str
+    degraded: bool
+
+
+def period_test(
+    series: Series,
+    period_start: int,
+    period_end: int,
+    *,
+    task: Task | None = None,
+    baseline_error_rate: float | None = None,
+    alpha: float = 0.01,
+    min_support: int = 100,
+) -> PeriodTest:
+    """Is the period ``[period_start, period_end)`` worse than its reference?
+
+    Classification: the period's error rate against ``baseline_error_rate`` (exact one-sided
+    binomial test, :func:`~stream_guard.metrics.performance.performance_degradation`), else
+    against the buckets of ``series`` before the period (pooled two-proportion z-test, one-sided).
+    Regression: the period's MAE against ``baseline_error_rate`` read as the expected MAE
+    (one-sided z-test with the period's own variance), else against the earlier buckets
+    (one-sided Welch z-test). Each group needs ``min_support`` labelled events.
+    """
+    task = task or infer_task(series)
+    starts, n, err, sq = _bucket_arrays(series, task)
+    recent = (starts >= period_start) & (starts < period_end)
+    rest = starts < period_start
+    n_r, e_r, q_r = float(n[recent].sum()), float(err[recent].sum()), float(sq[recent].sum())
+    n_o, e_o, q_o = float(n[rest].sum()), float(err[rest].sum()), float(sq[rest].sum())
+    value = e_r / n_r if n_r > 0 else None
+    if task == "classification":
+        if baseline_error_rate is not None:
+            d = performance_degradation(
+                (int(e_r), int(n_r)), baseline_error_rate, alpha=alpha, min_support=min_support
+            )
+            return PeriodTest(
+                "error_rate", value, int(n_r), e_r, baseline_error_rate, 0, d.p, "binomial_test", d.degraded
+            )
+        _, p = two_proportion_test(e_r, n_r, e_o, n_o, alternative="greater")
+        ok = n_r >= min_support and n_o >= min_support
+        reference = e_o / n_o if n_o > 0 else None
+        return PeriodTest(
+            "error_rate", value, int(n_r), e_r, reference, int(n_o), p, "two_proportion_test", ok and p < alpha
+        )
+    if baseline_error_rate is not None:
+        p = 1.0
+        if n_r > 0:
+            mean = e_r / n_r
+            var = max(q_r / n_r - mean * mean, 0.0)
+            if var > 0:
+                p = float(sps.norm.sf((mean - baseline_error_rate) / math.sqrt(var / n_r)))
+            elif mean > baseline_error_rate:
+                p = 0.0
+        return PeriodTest(
+            "mae", value, int(n_r), e_r, baseline_error_rate, 0, p, "z_test", n_r >= min_support and p < alpha
+        )
+    p = 1.0
+    if n_r > 0 and n_o > 0:
+        _, p = _mean_test(e_r / n_r, q_r / n_r, n_r, e_o / n_o, q_o / n_o, n_o)
+    ok = n_r >= min_support and n_o >= min_support
+    reference = e_o / n_o if n_o > 0 else None
+    return PeriodTest("mae", value, int(n_r), e_r, reference, int(n_o), p, "welch_test", ok and p < alpha)
+
+
+# -- the evaluator -------------------------------------------------------------------------
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def _span(ms: int) -> str:
+    seconds = ms // 1000
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds % size == 0 and seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+class ConceptDriftEvaluator:
+    """An :data:`~stream_guard.worker.Evaluator`: concept drift and performance degradation of one model.
+
+    See the module docstring for what runs when. Alerts are for all traffic (slice ``""``)
+    and span the period compared (``window_start``/``window_end``).
+
+    Parameters
+    ----------
+    model
+        The model's name; other models are skipped.
+    reader
+        The model's metrics reader (``None``: only :meth:`evaluate` can be used).
+    every_ms
+        Period length and cadence: runs on windows whose start is a multiple of it.
+    lookback_ms
+        Range of the error stream, the period included; the windowed test's reference is
+        the part before the period.
+    min_support, alpha
+        Of the windowed test.
+    baseline_error_rate
+        Expected error rate (regression: MAE); ``None`` compares with the rest of the lookback.
+    detector
+        The River detector (``DDM`` by default). Regression streams are numeric, so a binary
+        detector is replaced by ``ADWIN`` (default parameters) for regression models.
+    task
+        ``classification`` / ``regression``; default inferred from the counters.
+    label_delay_ms
+        The period ends this long before the closing window starts.
+    max_values
+        Cap on the values fed to the detector (see :func:`error_stream`).
+    severity
+        Of the alerts.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        reader: MetricsReader | None,
+        *,
+        every_ms: int = 3600 * 1000,
+        lookback_ms: int = 24 * 3600 * 1000,
+        min_support: int = 100,
+        alpha: float = 0.01,
+        baseline_error_rate: float | None = None,
+        detector: DetectorSpec | None = None,
+        task: Task | None = None,
+        label_delay_ms: int = 0,
+        max_values: int = MAX_STREAM_VALUES,
+        severity: Severity = Severity.WARNING,
+    ) -> None:
+        if every_ms <= 0 or lookback_ms <= every_ms:
+            raise ValueError(f"need 0 < every_ms < lookback_ms, got every_ms={every_ms}, lookback_ms={lookback_ms}")
+        self.model = model
+        self.reader = reader
+        self.every_ms = every_ms
+        self.lookback_ms = lookback_ms
+        self.min_support = min_support
+        self.alpha = alpha
+        self.baseline_error_rate = baseline_error_rate
+        self.detector = detector or DetectorSpec("DDM")
+        # Built here so that a bad detector spec fails when the worker is assembled.
+        self._binary = isinstance(self.detector.build(), river_base.BinaryDriftDetector)
+        self.task = task
+        self.label_delay_ms = label_delay_ms
+        self.max_values = max_values
+        self.severity = severity
+
+    @classmethod
+    def for_settings(
+        cls, model_name: str, reader: MetricsReader | None, settings: MetricsSettings
+    ) -> ConceptDriftEvaluator:
+        """The evaluator of a model's ``[models.metrics]`` (``performance_*``, ``baseline_error_rate``,
+        ``concept_detector[_params]``, ``task``).
+
+        Raises
+        ------
+        ValueError
+            On a bad detector or ``performance_lookback_s <= performance_every_s``.
+        """
+        return cls(
+            model_name,
+            reader,
+            every_ms=settings.performance_every_s * 1000,
+            lookback_ms=settings.performance_lookback_s * 1000,
+            min_support=settings.performance_min_support,
+            alpha=settings.performance_alpha,
+            baseline_error_rate=settings.baseline_error_rate,
+            detector=DetectorSpec(settings.concept_detector, dict(settings.concept_detector_params)),
+            task=settings.task,
+            label_delay_ms=settings.performance_label_delay_s * 1000,
+        )
+
+    def period(self, window: WindowSnapshot) -> tuple[int, int] | None:
+        """The period ``[start, end)`` the closing ``window`` evaluates, or ``None`` off the cadence."""
+        if window.start_ms % self.every_ms != 0:
+            return None
+        end = window.start_ms - self.label_delay_ms
+        return end - self.every_ms, end
+
+    def __call__(self, model: ModelRuntime, window: WindowSnapshot) -> list[Alert]:
+        if model.name != self.model or self.reader is None:
+            return []
+        period = self.period(window)
+        if period is None:
+            return []
+        start, end = period
+        series = self.reader.series(end - self.lookback_ms, end, s.ALL, LABEL_METRICS)
+        return self.evaluate(series, start, end)
+
+    def evaluate(self, series: Series, period_start: int, period_end: int) -> list[Alert]:
+        """The alerts for the period ``[period_start, period_end)`` given the lookback's ``series``."""
+        task = self.task or infer_task(series)
+        alerts = []
+        drift = self._concept_drift(series, task, period_start, period_end)
+        if drift is not None:
+            alerts.append(drift)
+        test = period_test(
+            series,
+            period_start,
+            period_end,
+            task=task,
+            baseline_error_rate=self.baseline_error_rate,
+            alpha=self.alpha,
+            min_support=self.min_support,
+        )
+        if test.degraded:
+            alerts.append(self._degradation_alert(test, period_start, period_end))
+        return alerts
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _spec(self, task: Task) -> DetectorSpec:
+        if task == "regression" and self._binary:
+            return DetectorSpec("ADWIN")
+        return self.detector
+
+    def _concept_drift(self, series: Series, task: Task, period_start: int, period_end: int) -> Alert | None:
+        stream = error_stream(series, task, self.max_values)
+        spec = self._spec(task)
+        hits = detect_changes(stream, spec)
+        in_period = [i for i, pos in enumerate(hits) if period_start <= stream.buckets[pos] < period_end]
+        for i in in_period:
+            pos = hits[i]
+            # The detector's reference is what it saw since its previous signal (it resets then).
+            seg_start = hits[i - 1] + 1 if i > 0 else 0
+            seg_end = hits[i + 1] + 1 if i + 1 < len(hits) else len(stream)
+            change = int(stream.buckets[pos])
+            split = max(int(np.searchsorted(stream.buckets, change, side="left")), seg_start)
+            before, after = stream.values[seg_start:split], stream.values[split:seg_end]
+            # Two-sided detectors (ADWIN) also signal improvements, which are no cause for alarm.
+            if len(before) and float(after.mean()) <= float(before.mean()):
+                continue
+            return self._drift_alert(spec, stream, before, after, change, len(in_period), period_start, period_end)
+        return None
+
+    def _drift_alert(
+        self,
+        spec: DetectorSpec,
+        stream: ErrorStream,
+        before: np.ndarray,
+        after: np.ndarray,
+        change: int,
+        signals: int,
+        period_start: int,
+        period_end: int,
+    ) -> Alert:
+        metric = "error_rate" if stream.task == "classification" else "mae"
+        label = "error rate" if metric == "error_rate" else "MAE"
+        after_value = float(after.mean())
+        before_value = float(before.mean()) if len(before) else None
+        n_after = int(round(len(after) / stream.scale))
+        n_before = int(round(len(before) / stream.scale))
+        count = int(round(float(after.sum()) / stream.scale)) if metric == "error_rate" else n_after
+        before_text = "-" if before_value is None else f"{before_value:.3f}"
+        more = f"; {signals} signals in the period" if signals > 1 else ""
+        return Alert(
+            model=self.model,
+            kind="concept_drift",
+            feature=metric,
+            slice="",
+            severity=self.severity,
+            window_start=period_start,
+            window_end=period_end,
+            count=count,
+            total=n_after,
+            rate=after_value if metric == "error_rate" else 0.0,
+            observed=f"{label} {after_value:.3f} on {n_after} labels from {_when(change)}",
+            expected=f"{label} near {before_text} ({n_before} labels before)",
+            detector=f"river.{spec.kind}",
+            message=(
+                f"{spec.kind} detected a change in the {label} of {self.model} in the bucket of "
+                f"{_when(change)}: {before_text} -> {after_value:.3f}{more}"
+            ),
+            value=after_value,
+            threshold=before_value,
+        )
+
+    def _degradation_alert(self, test: PeriodTest, period_start: int, period_end: int) -> Alert:
+        label = "error rate" if test.metric == "error_rate" else "MAE"
+        value = test.value if test.value is not None else 0.0
+        if test.reference_n == 0:
+            expected = f"{label} <= {test.reference:.3f} (baseline)"
+            versus = f"the baseline {test.reference:.3f}"
+        else:
+            rest = _span(self.lookback_ms - self.every_ms)
+            expected = f"{label} near {test.reference:.3f} (previous {rest}, {test.reference_n} labels)"
+            versus = f"{test.reference:.3f} over the previous {rest}"
+        return Alert(
+            model=self.model,
+            kind="performance_degradation",
+            feature=test.metric,
+            slice="",
+            severity=self.severity,
+            window_start=period_start,
+            window_end=period_end,
+            count=int(round(test.errors)) if test.metric == "error_rate" else test.n,
+            total=test.n,
+            rate=value if test.metric == "error_rate" else 0.0,
+            observed=f"{label} {value:.3f} on {test.n} labels",
+            expected=expected,
+            detector=test.test,
+            message=(
+                f"{label} of {self.model} over {_when(period_start)}..{_when(period_end)} is {value:.3f} "
+                f"vs {versus} (one-sided p={test.p:.2g}, {test.n} labels)"
+            ),
+            value=value,
+            threshold=test.reference,
+        )
+
+
+# -- configuration checks ------------------------------------------------------------------
+
+
+def performance_settings_problems(settings: MetricsSettings, window_s: int, where: str = "metrics") -> list[str]:
+    """What is wrong with the ``performance_*`` / concept settings of a model (empty when fine).
+
+    Parameters
+    ----------
+    settings
+        The model's metrics settings.
+    window_s
+        ``worker.window_s``: the checks run on windows whose start is a multiple of
+        ``performance_every_s``, so it must be a multiple of the window.
+    where
+        Prefix of the messages, e.g. ``models[0] (fraud).metrics``.
+    """
+    problems: list[str] = []
+    every, lookback = settings.performance_every_s, settings.performance_lookback_s
+    delay = settings.performance_label_delay_s
+    ints = {"performance_every_s": every, "performance_lookback_s": lookback, "performance_label_delay_s": delay}
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints.values()):
+        return problems  # type errors are reported by the loader
+    if every <= 0:
+        problems.append(f"{where}.performance_every_s: must be positive, got {every}")
+    else:
+        if window_s > 0 and every % window_s:
+            problems.append(
+                f"{where}.performance_every_s: must be a multiple of worker.window_s ({window_s}), got {every}"
+            )
+        if settings.bucket_s > 0 and every % settings.bucket_s:
+            problems.append(
+                f"{where}.performance_every_s: must be a multiple of bucket_s ({settings.bucket_s}), got {every}"
+            )
+        if lookback <= every:
+            problems.append(f"{where}.performance_lookback_s: must exceed performance_every_s ({every}), got {lookback}")
+    if delay < 0 or (settings.bucket_s > 0 and delay % settings.bucket_s):
+        problems.append(
+            f"{where}.performance_label_delay_s: must be a non-negative multiple of bucket_s, got {delay}"
+        )
+    if isinstance(settings.performance_min_support, int) and settings.performance_min_support < 1:
+        problems.append(f"{where}.performance_min_support: must be at least 1")
+    if isinstance(settings.performance_alpha, float) and not 0.0 < settings.performance_alpha < 1.0:
+        problems.append(f"{where}.performance_alpha: must be in (0, 1), got {settings.performance_alpha}")
+    baseline = settings.baseline_error_rate
+    if baseline is not None:
+        if isinstance(baseline, bool) or not isinstance(baseline, (int, float)):
+            problems.append(f"{where}.baseline_error_rate: expected a number, got {baseline!r}")
+        elif baseline < 0 or (settings.task == "classification" and baseline >= 1):
+            problems.append(f"{where}.baseline_error_rate: out of range, got {baseline}")
+    if isinstance(settings.concept_detector, str) and isinstance(settings.concept_detector_params, dict):
+        try:
+            DetectorSpec(settings.concept_detector, dict(settings.concept_detector_params)).build()
+        except ValueError as exc:
+            problems.append(f"{where}.concept_detector: {exc}")
+    return problems
+

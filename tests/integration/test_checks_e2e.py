@@ -1,0 +1,185 @@
+"""Baseline value checks and drift end to end: learned profile, real broker, real redis-server, alerts topic."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stream_guard.alerts.codec import decode_alert
+from stream_guard.checks.row_checks import range_bounds
+from stream_guard.checks.settings import CHECKS, DEFAULT_TOLERANCES
+from stream_guard.profile import BaselineProfile, NumericProfile
+from stream_guard.simulator import Simulator
+from streamtest import consume_all, learn_simulated_profile, new_worker, produce, run_until, write_config
+
+pytestmark = pytest.mark.integration
+
+WINDOW_MS = 60_000
+START_MS = 1_700_000_000_000 - 1_700_000_000_000 % WINDOW_MS  # window-aligned
+STEP_MS = 20  # 3000 events per window
+PER_WINDOW = WINDOW_MS // STEP_MS
+CLEAN_WINDOWS = 3
+FAULTY_WINDOWS = 2
+ONSET_MS = START_MS + CLEAN_WINDOWS * WINDOW_MS
+VALUE_FAULTS = {
+    "amount_in_yen": 0.05,
+    "age_sentinel": 0.05,
+    "unseen_merchant": 0.02,
+    "amount_nan": 0.02,
+    "age_null": 0.10,
+}
+
+
+def _window_ms(alert: dict[str, Any]) -> int:
+    return int(alert["window_start"].timestamp() * 1000)
+
+
+def _latest_alerts(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    """Every alert of the topic, decoded with the alert schema; the newest message per alert_id."""
+    latest: dict[str, dict[str, Any]] = {}
+    for message in consume_all(bootstrap, topic, idle_s=2):
+        alert = decode_alert(message.value())
+        assert message.key().decode() == alert["alert_id"]
+        latest[alert["alert_id"]] = alert
+    return list(latest.values())
+
+
+def _config_with_profile(tmp_path: Path, bootstrap: str, redis_url: str, unique: str) -> Any:
+    config = write_config(
+        tmp_path,
+        bootstrap=bootstrap,
+        redis_url=redis_url,
+        unique=unique,
+        window_s=WINDOW_MS // 1000,
+        model_extra='profile = "profile.json"',
+    )
+    # The reference: clean records of another seed than the stream's.
+    learn_simulated_profile(config, tmp_path / "profile.json", n=50_000, seed=1234)
+    return config
+
+
+def test_value_faults_fire_their_checks_in_the_first_faulty_window_and_never_before(
+    tmp_path: Path, bootstrap: str, redis_url: str, unique: str
+) -> None:
+    """Unit change, sentinel, unseen category, NaN and null spike each fire their check and feature in the onset window, with exact counts; clean windows raise no check alert."""
+    config = _config_with_profile(tmp_path, bootstrap, redis_url, unique)
+    clean = list(Simulator(seed=21).stream(CLEAN_WINDOWS * PER_WINDOW, START_MS, step_ms=STEP_MS))
+    faulty = list(Simulator(seed=22, faults=VALUE_FAULTS).stream(FAULTY_WINDOWS * PER_WINDOW, ONSET_MS, step_ms=STEP_MS))
+    events = clean + faulty
+    assert all(f is None for _, _, f in clean) and {f for _, _, f in faulty} >= set(VALUE_FAULTS)
+    n = produce(bootstrap, config.models[0].topics[0], ((None, p, r["ts"]) for r, p, _ in events), partitions=3)
+
+    worker = new_worker(config)
+    run_until([worker], lambda: worker.stats.consumed >= n, timeout_s=90)
+    assert (worker.stats.decoded, worker.stats.dead_lettered) == (n, 0)
+
+    alerts = _latest_alerts(bootstrap, config.kafka.alerts_topic)
+    before = [(a["kind"], a["feature"], _window_ms(a)) for a in alerts if _window_ms(a) < ONSET_MS and a["kind"] in CHECKS]
+    assert before == [], f"check alerts in clean windows: {before}"
+
+    firing = [a for a in alerts if a["status"] == "FIRING"]
+    first: dict[tuple[str, str], dict[str, Any]] = {}
+    for alert in sorted(firing, key=_window_ms):
+        first.setdefault((alert["kind"], alert["feature"]), alert)
+    expected = [
+        ("out_of_range", "amount"),
+        ("out_of_range", "age"),
+        ("sentinel_spike", "age"),
+        ("unseen_category", "merchant_category"),
+        ("nan", "amount"),
+        ("null_rate", "age"),
+    ]
+    missing = [k for k in expected if k not in first]
+    assert not missing, f"missing {missing}; got {sorted(first)}"
+    assert {k: _window_ms(first[k]) for k in expected} == {k: ONSET_MS for k in expected}
+
+    # Counts of the onset window, from the records produced.
+    onset = [r for r, _, _ in faulty if r["ts"] < ONSET_MS + WINDOW_MS]
+    profile_amount = BaselineProfile.load(tmp_path / "profile.json").features["amount"]
+    assert isinstance(profile_amount, NumericProfile)
+    lo, hi = range_bounds(profile_amount, DEFAULT_TOLERANCES["out_of_range"])
+    amounts = [r["amount"] for r in onset]
+    assert first[("out_of_range", "amount")]["count"] == sum(1 for a in amounts if math.isfinite(a) and not lo <= a <= hi)
+    assert first[("out_of_range", "age")]["count"] == sum(1 for r in onset if r["age"] == -1)
+    assert first[("nan", "amount")]["count"] == sum(1 for a in amounts if math.isnan(a))
+    assert first[("unseen_category", "merchant_category")]["count"] == sum(
+        1 for r in onset if r["merchant_category"] == "crypto"
+    )
+    assert first[("null_rate", "age")]["count"] == sum(1 for r in onset if r["age"] is None)
+    assert first[("sentinel_spike", "age")]["observed"].startswith("value -1 ")
+    for key in expected:
+        alert = first[key]
+        assert alert["total"] == PER_WINDOW
+        assert alert["window_end"] - alert["window_start"] == timedelta(milliseconds=WINDOW_MS)
+        assert alert["severity"] == ("CRITICAL" if key[0] in ("out_of_range", "nan") else "WARNING")
+
+
+def test_drift_after_the_change_raises_data_and_prediction_drift_and_none_before(
+    tmp_path: Path, bootstrap: str, redis_url: str, unique: str
+) -> None:
+    """A stream whose second half has amount x1.5 and score +0.2 raises data_drift(amount) and prediction_drift(score) in the first drifted window, none in the stable windows."""
+    config = _config_with_profile(tmp_path, bootstrap, redis_url, unique)
+    sim = Simulator(seed=31)
+    stable_windows, drifted_windows = 3, 3
+    change_ms = START_MS + stable_windows * WINDOW_MS
+    items = []
+    for record in sim.records((stable_windows + drifted_windows) * PER_WINDOW, START_MS, step_ms=STEP_MS):
+        if record["ts"] >= change_ms:
+            # amount_drift and score_shift both at 100 %: every later event carries both.
+            record = sim.corrupt(sim.corrupt(record, "amount_drift"), "score_shift")
+        items.append((None, sim.encode(record), record["ts"]))
+    n = produce(bootstrap, config.models[0].topics[0], items, partitions=3)
+
+    worker = new_worker(config)
+    run_until([worker], lambda: worker.stats.consumed >= n, timeout_s=90)
+    assert worker.stats.decoded == n
+
+    alerts = _latest_alerts(bootstrap, config.kafka.alerts_topic)
+    drift = [a for a in alerts if a["kind"] in ("data_drift", "prediction_drift")]
+    early = [(a["kind"], a["feature"], _window_ms(a)) for a in drift if _window_ms(a) < change_ms]
+    assert early == [], f"drift alerts before the change: {early}"
+    first: dict[tuple[str, str], dict[str, Any]] = {}
+    for alert in sorted((a for a in drift if a["status"] == "FIRING"), key=_window_ms):
+        first.setdefault((alert["kind"], alert["feature"]), alert)
+    assert ("data_drift", "amount") in first, sorted(first)
+    assert ("prediction_drift", "score") in first, sorted(first)
+    for key in (("data_drift", "amount"), ("prediction_drift", "score")):
+        alert = first[key]
+        assert _window_ms(alert) == change_ms, (key, _window_ms(alert) - START_MS)
+        assert alert["count"] == alert["total"] == PER_WINDOW
+        assert alert["value"] > alert["threshold"]
+    # Nothing else about the inputs drifted.
+    assert {k for k in first if k[0] == "data_drift"} == {("data_drift", "amount")}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "stream_guard/learning.py learn_from_topic builds its frame with pd.DataFrame.from_records(rows): "
+        "an int field that is null in some events (age) becomes float64 with NaN, so the profile records "
+        "the nulls as nan_rate (~0.02) and null_rate 0; live nulls then exceed the null_rate threshold "
+        "(0 + 3 * 0.1 %) on a clean stream and the nan check on age is switched off"
+    ),
+)
+def test_profile_learned_from_the_topic_counts_missing_ages_as_nulls(
+    tmp_path: Path, bootstrap: str, redis_url: str, unique: str
+) -> None:
+    """A profile learned with learn_from_topic records a missing age as null (as the live checks count it), not as NaN."""
+    from stream_guard.learning import learn_from_topic
+    from stream_guard.model import build_models
+
+    config = write_config(tmp_path, bootstrap=bootstrap, redis_url=redis_url, unique=unique)
+    events = list(Simulator(seed=41).stream(3000, START_MS, step_ms=STEP_MS))
+    n = produce(bootstrap, config.models[0].topics[0], ((None, p, r["ts"]) for r, p, _ in events))
+    (model,) = build_models(config)
+    profile = learn_from_topic(config, model, events=n, timeout_s=30)
+    assert profile.row_count == n
+    age = profile.features["age"]
+    assert isinstance(age, NumericProfile)
+    nulls = sum(1 for r, _, _ in events if r["age"] is None)
+    assert nulls > 0
+    assert (age.null_rate, age.nan_rate) == (pytest.approx(nulls / n), 0.0)
