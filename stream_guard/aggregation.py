@@ -18,7 +18,6 @@ from stream_guard.findings import RowFindings
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.window_store import StateUpdate
 
-
 #: Counter of dead-lettered events in a window hash; "n" counts the decoded ones.
 DEAD_LETTERS = "dl"
 

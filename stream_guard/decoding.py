@@ -25,9 +25,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import fastavro
-from fastavro._read_common import SchemaResolutionError as AvroResolutionError
-
 from confluent_kafka.schema_registry.error import SchemaRegistryError
+from fastavro._read_common import SchemaResolutionError as AvroResolutionError
 
 from stream_guard.errors import (
     NotARecordError,

@@ -211,7 +211,7 @@ def _typed(spec: FieldType | None, value: float) -> Any:
     base = spec.base if spec is not None else "double"
     if base == "boolean":
         return bool(value)
-    return int(round(value)) if base in ("int", "long") else float(value)
+    return round(value) if base in ("int", "long") else float(value)
 
 
 def faulty_values(fault: str, target: Target, values: Sequence[Any], rng: np.random.Generator) -> list[Any]:
@@ -256,14 +256,15 @@ def inject(
 ) -> list[dict[str, Any]]:
     """Copies of ``records`` with ``fault`` applied to ``target``; a shifted score moves its prediction."""
     new = faulty_values(fault, target, [r.get(target.name) for r in records], rng)
-    out = []
-    for record, value in zip(records, new, strict=True):
-        record = dict(record)
-        record[target.name] = value
-        if target.prediction and value is not None and fault == "score_shift_+0.2":
-            record[target.prediction] = _typed(target.prediction_field, float(value >= target.threshold))
-        out.append(record)
-    return out
+    return [_with_value(fault, target, record, value) for record, value in zip(records, new, strict=True)]
+
+
+def _with_value(fault: str, target: Target, record: dict[str, Any], value: Any) -> dict[str, Any]:
+    record = dict(record)
+    record[target.name] = value
+    if target.prediction and value is not None and fault == "score_shift_+0.2":
+        record[target.prediction] = _typed(target.prediction_field, float(value >= target.threshold))
+    return record
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -295,15 +296,30 @@ def simulated_events(n: int, *, seed: int, events_per_second: float) -> Events:
 
 
 def file_events(path: str | Path, model: ModelRuntime) -> Events:
-    """The rows of a Parquet, CSV or JSON-lines file, restricted to the model's schema fields.
+    """The rows of a Parquet, CSV or JSON-lines file, in the types the model's schema declares.
 
-    Other columns (labels, row ids) are dropped: they are no field of the stream.
+    Columns that are no field of the schema (labels, row ids) are dropped. A timestamp
+    written as ISO-8601 text is parsed, and an int field stored as whole floats (a
+    column with missing cells, written by pandas) becomes ints again: the live stream
+    carries ints there, and the decoder would report floats as type mismatches.
     """
     try:
         frame = read_reference(path)
     except (ValueError, FileNotFoundError) as exc:
         raise EvaluationError(str(exc)) from None
-    frame = frame[[c for c in frame.columns if c in model.fields]]
+    frame = frame[[c for c in frame.columns if c in model.fields]].copy()
+    stamp = model.config.timestamp_field
+    if stamp in frame.columns and pd.api.types.is_string_dtype(frame[stamp].dtype):
+        try:
+            frame[stamp] = pd.to_datetime(frame[stamp], utc=True, format="ISO8601")
+        except ValueError as exc:
+            raise EvaluationError(f"{path}: {stamp} is neither a number nor an ISO-8601 time: {exc}") from None
+    for name in frame.columns:
+        column = frame[name]
+        if model.fields[name].base in ("int", "long") and pd.api.types.is_float_dtype(column.dtype):
+            values = column.dropna()
+            if bool((values == values.round()).all()):
+                frame[name] = column.astype(pd.ArrowDtype(pa.int64()))
     records = pa.Table.from_pandas(frame, preserve_index=False).to_pylist()
     return Events(frame, records, f"file:{path}")
 
@@ -370,12 +386,12 @@ class Stream:
         values, issues = self.checker.check(record)
         return Decoded(values, issues)
 
-    def batch(self, start: int, stop: int, decoded: Sequence[Decoded]) -> EventBatch:
-        """Rows ``[start, stop)`` as one micro-batch, with ``decoded`` as their values."""
+    def batch(self, start: int, stop: int, decoded: Sequence[Decoded] | None = None, offset: int = 0) -> EventBatch:
+        """Rows ``[start, stop)`` as one micro-batch; ``decoded[i - offset]`` replaces row i's values."""
         n = stop - start
         return EventBatch(
             model=self.model.name,
-            decoded=list(decoded[start:stop]),
+            decoded=self.decoded[start:stop] if decoded is None else list(decoded[start - offset : stop - offset]),
             topics=[self.topic] * n,
             partitions=self.partitions[start:stop],
             offsets=self.offsets[start:stop],
@@ -612,7 +628,7 @@ def evaluate(
     for start in range(0, n, batch_size):
         if start == onset:
             checkpoint = clean.fork()
-        clean.process(stream.batch(start, min(start + batch_size, n), stream.decoded))
+        clean.process(stream.batch(start, min(start + batch_size, n)))
         clean_alerts += clean.close_due()
     clean_alerts += clean.close_due(final=True)
     assert checkpoint is not None
@@ -649,26 +665,36 @@ def evaluate(
     )
 
 
-def _scenario_rng(seed: int, scenario: Scenario) -> np.random.Generator:
-    mix = zlib.crc32(f"{scenario.fault}|{scenario.feature}|{scenario.rate!r}".encode())
-    return np.random.default_rng([seed, mix])
+@dataclass
+class Injection:
+    """The rows one scenario changes, and their faulty values of the target."""
+
+    rows: np.ndarray  # row indices, ascending
+    values: list[Any]
+
+    def records(self, stream: Stream, target: Target, fault: str, start: int, stop: int) -> dict[int, dict[str, Any]]:
+        """Row -> faulty record, for the changed rows in ``[start, stop)``."""
+        lo, hi = np.searchsorted(self.rows, [start, stop]).tolist()
+        return {
+            row: _with_value(fault, target, stream.records[row], value)
+            for row, value in zip(self.rows[lo:hi].tolist(), self.values[lo:hi], strict=True)
+        }
 
 
-def injected_rows(
-    stream: Stream, target: Target, scenario: Scenario, onset: int, seed: int
-) -> dict[int, dict[str, Any]]:
-    """Row index -> faulty record, for the rows from ``onset`` on that the fault changes."""
-    rng = _scenario_rng(seed, scenario)
+def plan_injection(stream: Stream, target: Target, scenario: Scenario, onset: int, seed: int) -> Injection:
+    """Which rows from ``onset`` on the scenario hits (each with probability ``rate``), and how.
+
+    Rows the fault leaves as they were (a null scaled, a value already at the sentinel)
+    are not counted as injected. The draws depend only on ``seed`` and the scenario.
+    """
+    rng = np.random.default_rng([seed, zlib.crc32(f"{scenario.fault}|{scenario.feature}|{scenario.rate!r}".encode())])
     rows = np.arange(onset, len(stream))
     if scenario.rate < 1:
         rows = rows[rng.random(rows.size) < scenario.rate]
-    clean = [stream.records[i] for i in rows.tolist()]
-    faulty = inject(scenario.fault, target, clean, rng)
-    return {
-        i: new
-        for i, old, new in zip(rows.tolist(), clean, faulty, strict=True)
-        if not all(_same(old.get(k), v) for k, v in new.items())
-    }
+    old = [stream.records[i].get(target.name) for i in rows.tolist()]
+    new = faulty_values(scenario.fault, target, old, rng)
+    changed = [not _same(a, b) for a, b in zip(old, new, strict=True)]
+    return Injection(rows[np.asarray(changed, dtype=bool)], [v for v, c in zip(new, changed, strict=True) if c])
 
 
 def _run_scenario(
@@ -683,17 +709,18 @@ def _run_scenario(
     clean_keys: set[tuple[int, str, str | None]],
 ) -> ScenarioResult:
     expects = FAULTS[scenario.fault].expects
-    changed = injected_rows(stream, target, scenario, onset, seed)
-    decoded = list(stream.decoded)
-    for i, record in changed.items():
-        decoded[i] = stream.decode(record)
-    result = ScenarioResult(scenario.feature, scenario.fault, scenario.rate, list(expects), len(changed))
+    injection = plan_injection(stream, target, scenario, onset, seed)
+    result = ScenarioResult(scenario.feature, scenario.fault, scenario.rate, list(expects), len(injection.rows))
     replay = checkpoint.fork()
     others: dict[str, None] = {}
     n = len(stream)
     for start in range(onset, n + batch_size, batch_size):
         if start < n:
-            replay.process(stream.batch(start, min(start + batch_size, n), decoded))
+            stop = min(start + batch_size, n)
+            decoded = stream.decoded[start:stop]
+            for row, record in injection.records(stream, target, scenario.fault, start, stop).items():
+                decoded[row - start] = stream.decode(record)
+            replay.process(stream.batch(start, stop, decoded, offset=start))
             alerts = replay.close_due()
         else:
             alerts = replay.close_due(final=True)
@@ -702,7 +729,7 @@ def _run_scenario(
         others.update(
             (f"{a.kind}|{a.feature or ''}", None)
             for a in alerts
-            if a not in matches and (a.window_start, a.kind, a.feature) not in clean_keys
+            if (a.window_start, a.kind, a.feature) not in clean_keys and not any(a is m for m in matches)
         )
         if matches:
             first = min(matches, key=lambda a: (a.window_start, expects.index(a.kind)))
@@ -763,11 +790,15 @@ def render(report: Evaluation) -> str:
     lines += [header + "  detected by", "-" * (len(header) + 13)]
     for (feature, fault), by_rate in rows.items():
         cells = "".join(f"  {_cell(by_rate[r]) if r in by_rate else '':>16}" for r in rates)
-        kinds = dict.fromkeys(by_rate[r].kind for r in rates if r in by_rate and by_rate[r].kind)
-        lines.append(f"{feature:<{width}}  {fault:<21}  {FAULTS[fault].expects[0]:<16}{cells}  {', '.join(kinds)}")
+        kinds = [k for k in (by_rate[r].kind for r in rates if r in by_rate) if k]
+        lines.append(
+            f"{feature:<{width}}  {fault:<21}  {FAULTS[fault].expects[0]:<16}{cells}  {', '.join(dict.fromkeys(kinds))}"
+        )
     lines += ["", f"false alarms on the clean stream ({report.events:,} events, {report.windows} windows):"]
     if report.false_alarms:
-        lines.append(f"  {'check':<20}  {'feature':<{width}}  {'alerts':>6}  {'per 100k events':>15}  {'per window':>10}")
+        lines.append(
+            f"  {'check':<20}  {'feature':<{width}}  {'alerts':>6}  {'per 100k events':>15}  {'per window':>10}"
+        )
         for f in report.false_alarms:
             lines.append(
                 f"  {f.kind:<20}  {f.feature or '-':<{width}}  {f.alerts:>6}  {f.per_100k_events:>15.2f}  "
@@ -798,7 +829,7 @@ def render(report: Evaluation) -> str:
 
 def add_evaluate_command(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``stream-guard evaluate`` on the CLI's subparsers."""
-    parser = subparsers.add_parser(
+    parser: argparse.ArgumentParser = subparsers.add_parser(
         "evaluate",
         help="replay clean events with faults injected: detection delay per check, false alarms",
         description=(
@@ -806,6 +837,11 @@ def add_evaluate_command(subparsers: Any) -> argparse.ArgumentParser:
             "(fault, feature, rate) scenario, and report detection delays and false alarms. "
             "Needs neither Kafka nor Redis."
         ),
+        epilog="fault classes (applies to: alerts that count as detection):\n"
+        + "\n".join(
+            f"  {f.name:<22} {f.description} ({f.applies_to}: {', '.join(f.expects)})" for f in FAULTS.values()
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-c", "--config", help="TOML config file (its [checks] and [drift] are evaluated)")
     parser.add_argument("-m", "--model", help="model name (default: the only configured model)")
@@ -814,20 +850,43 @@ def add_evaluate_command(subparsers: Any) -> argparse.ArgumentParser:
     source.add_argument("--simulate", type=int, metavar="N", help="N simulated events of the sample fraud model")
     parser.add_argument("--profile", metavar="PATH", help="baseline profile to use (default: learn it from the data)")
     parser.add_argument(
-        "--learn-fraction", type=float, default=0.5, help="share of the events that learns the profile (default 0.5)"
+        "--learn-fraction",
+        metavar="SHARE",
+        type=float,
+        default=0.5,
+        help="share of the events that learns the profile (default 0.5)",
     )
     parser.add_argument(
-        "--events-per-second", type=float, default=100.0, help="synthetic event rate without timestamps (default 100)"
+        "--events-per-second",
+        metavar="RATE",
+        type=float,
+        default=100.0,
+        help="synthetic event rate without timestamps (default 100)",
     )
-    parser.add_argument("--features", help="comma-separated features to inject into (default: all)")
-    parser.add_argument("--faults", help=f"comma-separated fault classes (default: all of {', '.join(FAULTS)})")
+    parser.add_argument("--features", metavar="LIST", help="comma-separated features to inject into (default: all)")
     parser.add_argument(
-        "--rates", default=",".join(map(str, DEFAULT_RATES)), help="comma-separated shares of events hit (default 0.01,0.1,1.0)"
+        "--faults", metavar="LIST", help=f"comma-separated fault classes (default: all of {', '.join(FAULTS)})"
     )
-    parser.add_argument("--onset", type=float, default=0.4, help="where faults start, as a share of the replay (default 0.4)")
-    parser.add_argument("--batch-size", type=int, default=500, help="events per micro-batch (default 500)")
-    parser.add_argument("--partitions", type=int, default=3, help="pseudo-partitions, round-robin (default 3)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the simulator and the injectors (default 0)")
+    parser.add_argument(
+        "--rates",
+        metavar="LIST",
+        default=",".join(map(str, DEFAULT_RATES)),
+        help="comma-separated shares of events hit (default 0.01,0.1,1.0)",
+    )
+    parser.add_argument(
+        "--onset",
+        metavar="SHARE",
+        type=float,
+        default=0.4,
+        help="where faults start, as a share of the replay (default 0.4)",
+    )
+    parser.add_argument("--batch-size", metavar="N", type=int, default=500, help="events per micro-batch (default 500)")
+    parser.add_argument(
+        "--partitions", metavar="N", type=int, default=3, help="pseudo-partitions, round-robin (default 3)"
+    )
+    parser.add_argument(
+        "--seed", metavar="N", type=int, default=0, help="seed of the simulator and the injectors (default 0)"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     parser.set_defaults(handler=run_evaluate)

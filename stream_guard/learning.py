@@ -73,13 +73,15 @@ def learn_from_topic(
     events: int,
     since_ms: int | None = None,
     until_ms: int | None = None,
-    timeout_s: float = 60.0,
+    timeout_s: float = 120.0,
+    idle_s: float = 3.0,
 ) -> BaselineProfile:
     """Learn from the first ``events`` decodable events of the model's topics.
 
     With ``since_ms``/``until_ms``, only events whose event time falls in that range
     count. Reads from the beginning of every partition without joining the workers'
-    consumer group, and commits nothing.
+    consumer group, and commits nothing; stops at ``events``, or when nothing arrived
+    for ``idle_s`` (the end of the topic), or after ``timeout_s``.
     """
     consumer = Consumer(
         {
@@ -96,23 +98,24 @@ def learn_from_topic(
             if metadata.error is not None:
                 raise ReferenceDataError(f"topic {topic}: {metadata.error.str()}")
             partitions += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
-        ends = {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions}
         consumer.assign(partitions)
         rows: list[dict[str, Any]] = []
-        done: set[tuple[str, int]] = {k for k, end in ends.items() if end == 0}
         deadline = time.monotonic() + timeout_s
-        while len(rows) < events and len(done) < len(ends) and time.monotonic() < deadline:
-            messages = [m for m in consumer.consume(1000, 1.0) if m.error() is None]
+        last_message: float | None = None
+        # The end of the topic is where nothing more arrives for idle_s: end offsets
+        # reported by some Kafka-compatible brokers lag behind the last record.
+        while len(rows) < events and time.monotonic() < deadline:
+            if last_message is not None and time.monotonic() - last_message >= idle_s:
+                break
+            messages = [m for m in consumer.consume(1000, 0.5) if m.error() is None]
             if not messages:
                 continue
+            last_message = time.monotonic()
             batch, _dead = model.decode(messages)
             for i in batch.valid_rows.tolist():
                 t = int(batch.event_time_ms[i])
                 if (since_ms is None or t >= since_ms) and (until_ms is None or t < until_ms):
                     rows.append(batch.decoded[i].values)
-            for m in messages:
-                if m.offset() + 1 >= ends[(m.topic(), m.partition())]:
-                    done.add((m.topic(), m.partition()))
     finally:
         consumer.close()
     if not rows:

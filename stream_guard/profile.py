@@ -27,10 +27,11 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -346,7 +347,7 @@ def learn_profile(
     return BaselineProfile(
         model=model,
         format_version=PROFILE_FORMAT_VERSION,
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         source=source,
         row_count=n_rows,
         chunk_size=chunk_size,

@@ -13,6 +13,7 @@ from stream_guard.decoding import CONFLUENT_MAGIC
 from stream_guard.resources import schema_dir
 from stream_guard.schemas import load_schema_file
 
+
 @cache
 def alert_schema() -> dict[str, Any]:
     return load_schema_file(schema_dir() / "alert.avsc")

@@ -6,23 +6,35 @@ multiple of ``performance_every_s`` (the cadence of
 ``[P - every, P)`` with ``P = window start - performance_label_delay_s``. Successive
 evaluations therefore look at adjacent, non-overlapping periods. Two checks run:
 
-* ``concept_drift``: the model's error stream over ``[P - lookback, P)`` is rebuilt from
-  the per-bucket label counters (:func:`error_stream`) and fed to a fresh River detector
-  (``DDM`` by default). A change is reported when the detector fires at a position that
-  falls in the period, so each change is reported by one evaluation only, the one whose
-  period holds the detection;
+* ``concept_drift``: the model's error stream is rebuilt from the per-bucket label counters
+  (:func:`error_stream`) and fed to a fresh River detector (``DDM`` by default). A change
+  is reported when the detector signals at a position that falls in the period, so each
+  change is reported by one evaluation only: the one whose period holds the signal;
 * ``performance_degradation``: the error rate (regression: MAE) of the period is tested
-  against ``baseline_error_rate`` when configured, else against the rest of the lookback.
+  against ``baseline_error_rate`` when configured, else against the rest of the lookback
+  ``[P - lookback, P - every)`` (:func:`period_test`).
 
 Both read the all-traffic (``*``) counters from Redis, where every worker's labels are
 summed, so the checks are global for the model and keep no state between evaluations:
 any worker may run them and a restart loses nothing.
 
-Limits of the rebuilt stream: labels are joined into the bucket of their *prediction*,
-so labels arriving after an evaluation change periods it has already looked at; a change
-whose labels arrive later than ``performance_label_delay_s`` may be detected in a period
-no evaluation looks at again, and goes unreported by the detector (the windowed test of
-the later periods still sees the worse error rate).
+Where the detector's stream starts. A detector's signals depend on everything it was fed
+since it started (DDM's reference minimum is set early), so streams that each started one
+lookback before their own period would place the same change at different positions, and
+a change near the end of a period could be reported twice or never. The stream therefore
+starts at a multiple of the lookback (:meth:`ConceptDriftEvaluator.stream_start`): it
+covers at least the lookback, and every evaluation until the next multiple replays the
+same first buckets and so sees exactly the signals of the previous one plus those of its
+own period. Only a change whose signal straddles the move of the start (once per lookback)
+can still be missed or reported twice. Subsampling (beyond about ``max_values`` labels)
+uses a scale taken from the stream's first lookback so it too is replayed alike.
+
+Limits: labels are joined into the bucket of their *prediction*, so labels that arrive
+after an evaluation change periods it has already looked at. A change whose labels come
+later than ``performance_label_delay_s`` may be signalled in a period no evaluation looks at
+again and go unreported by the detector; the windowed test of later periods, whose
+reference then holds a mix of both regimes, may still see it. Detection delay grows with
+the stream's length for DDM, whose statistic is the running error rate since its start.
 """
 
 from __future__ import annotations
@@ -30,7 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -116,9 +128,14 @@ def _bucket_arrays(series: Series, task: Task) -> tuple[np.ndarray, np.ndarray, 
     return starts, column(s.TP, s.FP, s.TN, s.FN), column(s.FP, s.FN), np.zeros(len(series))
 
 
-def _proportional(counts: np.ndarray, total: int) -> np.ndarray:
-    """Integer counts proportional to ``counts`` summing to ``total`` (cumulative rounding)."""
-    cumulative = np.rint(np.cumsum(counts) * (total / counts.sum())).astype(np.int64)
+def _proportional(counts: np.ndarray, scale: float) -> np.ndarray:
+    """Integer counts of about ``counts * scale`` each, rounded on the running sum.
+
+    Rounding the running sum keeps the total at ``round(sum * scale)`` and makes each count
+    depend only on the buckets up to it, so two streams with the same first buckets and
+    scale agree on them.
+    """
+    cumulative = np.rint(np.cumsum(counts) * scale).astype(np.int64)
     return np.diff(cumulative, prepend=0)
 
 
@@ -126,19 +143,24 @@ def _ceil_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return -(-a // b)
 
 
-def error_stream(series: Series, task: Task | None = None, max_values: int = MAX_STREAM_VALUES) -> ErrorStream:
+def error_stream(
+    series: Series, task: Task | None = None, max_values: int = MAX_STREAM_VALUES, *, scale: float | None = None
+) -> ErrorStream:
     """Rebuild the model's error stream from per-bucket counters (:meth:`MetricsReader.series`).
 
     Buckets are taken in order, each expanded to one value per labelled event:
 
-    * classification: ``tp + fp + tn + fn`` values of which ``fp + fn`` are 1, spread
-      evenly over the bucket (the ``k``-th value is an error when ``floor(k e / n)``
-      steps up), so the order is deterministic and no bucket's errors clump at its start;
+    * classification: ``tp + fp + tn + fn`` values of which ``e = fp + fn`` are 1, spread
+      evenly over the bucket: the ``k``-th of ``n`` values is an error when ``ceil(k e / n)``
+      steps up. The order is deterministic, and the errors lead their spacing interval so
+      the running error rate inside a bucket never dips below the bucket's rate: such a
+      dip early in the stream would set DDM's reference minimum ``p_min + s_min`` on an
+      artefact of the reconstruction and blunt it for the rest of the stream;
     * regression: values whose mean and variance are the bucket's mean absolute error
-      ``ae / lm`` and ``se / lm - mae**2``: alternately ``mae + d`` and ``mae - d`` (one value
-      at ``mae`` when the count is odd). Repeating the bucket mean instead would hide the
-      spread of the errors, and a numeric detector such as ADWIN, whose bound scales with
-      the observed variance, would then flag every ordinary fluctuation between buckets.
+      ``mae = ae / lm`` and ``se / lm - mae**2``: alternately ``mae + d`` and ``mae - d`` (one
+      value at ``mae`` when the count is odd). Repeating the bucket mean instead would hide
+      the spread of the errors, and a numeric detector such as ADWIN, whose bound scales
+      with the observed variance, would then flag ordinary fluctuations between buckets.
 
     Parameters
     ----------
@@ -147,11 +169,14 @@ def error_stream(series: Series, task: Task | None = None, max_values: int = MAX
     task
         Default: inferred from the counters (:func:`infer_task`).
     max_values
-        When the buckets hold more labelled events than this, each bucket is given a number
-        of values proportional to its labels (summing to ``max_values``) with its error rate
-        (regression: its mean and variance) kept. Every bucket keeps its relative weight and
-        position, so detections still map to buckets; the detector has less data, hence
-        somewhat less power, which the windowed test (on the full counts) makes up for.
+        When the buckets hold more labelled events than this (and ``scale`` is not given),
+        the stream is subsampled proportionally with ``scale = max_values / labels``.
+    scale
+        Values per labelled event (``<= 1``): each bucket gets about ``scale`` times its labels,
+        with its error rate (regression: its mean and variance) kept. Every bucket keeps its
+        relative weight and position, so detections still map to buckets; the detector has
+        less data, hence somewhat less power, which the windowed test (on the full counts)
+        makes up for.
     """
     task = task or infer_task(series)
     starts, n, err, sq = _bucket_arrays(series, task)
@@ -160,11 +185,9 @@ def error_stream(series: Series, task: Task | None = None, max_values: int = MAX
     labels = int(round(n.sum()))
     if labels == 0:
         return ErrorStream(np.zeros(0), np.zeros(0, dtype=np.int64), 0, 1.0, task)
-    counts = np.rint(n).astype(np.int64)
-    scale = 1.0
-    if labels > max_values:
-        counts = _proportional(n, max_values)
-        scale = max_values / labels
+    if scale is None:
+        scale = min(1.0, max_values / labels)
+    counts = np.rint(n).astype(np.int64) if scale >= 1.0 else _proportional(n, scale)
     total = int(counts.sum())
     owner = np.repeat(np.arange(len(counts)), counts)
     first = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -183,7 +206,7 @@ def error_stream(series: Series, task: Task | None = None, max_values: int = MAX
         sign = np.where(k % 2 == 1, 1.0, -1.0)
         sign = np.where(odd[owner] & (k == m), 0.0, sign)
         values = mean[owner] + sign * spread[owner]
-    return ErrorStream(values, starts[owner], labels, scale, task)
+    return ErrorStream(values, starts[owner], labels, min(scale, 1.0), task)
 
 
 def detect_changes(stream: ErrorStream, spec: DetectorSpec) -> list[int]:
@@ -291,7 +314,7 @@ def period_test(
 
 
 def _when(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
 def _span(ms: int) -> str:
@@ -401,6 +424,15 @@ class ConceptDriftEvaluator:
         end = window.start_ms - self.label_delay_ms
         return end - self.every_ms, end
 
+    def stream_start(self, period_end: int) -> int:
+        """Where the detector's stream of the period ending at ``period_end`` starts.
+
+        The multiple of the lookback at or before ``period_end - lookback``: every evaluation
+        until the next multiple replays the same first buckets (the stream holds between one
+        lookback and two lookbacks less one period).
+        """
+        return ((period_end - self.lookback_ms) // self.lookback_ms) * self.lookback_ms
+
     def __call__(self, model: ModelRuntime, window: WindowSnapshot) -> list[Alert]:
         if model.name != self.model or self.reader is None:
             return []
@@ -408,18 +440,29 @@ class ConceptDriftEvaluator:
         if period is None:
             return []
         start, end = period
-        series = self.reader.series(end - self.lookback_ms, end, s.ALL, LABEL_METRICS)
+        series = self.reader.series(self.stream_start(end), end, s.ALL, LABEL_METRICS)
         return self.evaluate(series, start, end)
 
     def evaluate(self, series: Series, period_start: int, period_end: int) -> list[Alert]:
-        """The alerts for the period ``[period_start, period_end)`` given the lookback's ``series``."""
+        """The alerts for the period ``[period_start, period_end)``.
+
+        Parameters
+        ----------
+        series
+            The model's all-traffic counters per bucket (:meth:`MetricsReader.series`) covering
+            at least ``[stream_start(period_end), period_end)``; other buckets are ignored.
+        period_start, period_end
+            The period compared (see :meth:`period`).
+        """
         task = self.task or infer_task(series)
+        anchor = self.stream_start(period_end)
         alerts = []
-        drift = self._concept_drift(series, task, period_start, period_end)
+        stream_series = [x for x in series if anchor <= x[0] < period_end]
+        drift = self._concept_drift(stream_series, task, anchor, period_start, period_end)
         if drift is not None:
             alerts.append(drift)
         test = period_test(
-            series,
+            [x for x in series if period_end - self.lookback_ms <= x[0] < period_end],
             period_start,
             period_end,
             task=task,
@@ -438,8 +481,30 @@ class ConceptDriftEvaluator:
             return DetectorSpec("ADWIN")
         return self.detector
 
-    def _concept_drift(self, series: Series, task: Task, period_start: int, period_end: int) -> Alert | None:
-        stream = error_stream(series, task, self.max_values)
+    def _scale(self, series: Series, task: Task, anchor: int) -> float:
+        """Values fed per label: a power of two from the stream's first lookback.
+
+        Every evaluation sharing the stream's start sees that first lookback whole, so they
+        subsample alike and replay identical first values. It is sized for a stream of two
+        lookbacks at the first lookback's rate; only when traffic grew more than that is
+        the scale taken from the whole stream instead.
+        """
+        if not series:
+            return 1.0
+        starts, n, _, _ = _bucket_arrays(series, task)
+        first = float(n[starts < anchor + self.lookback_ms].sum())
+        total = float(n.sum())
+        basis = 2.0 * first
+        if total > 2.0 * basis:
+            basis = total
+        if basis <= self.max_values:
+            return 1.0
+        return float(2.0 ** math.floor(math.log2(self.max_values / basis)))
+
+    def _concept_drift(
+        self, series: Series, task: Task, anchor: int, period_start: int, period_end: int
+    ) -> Alert | None:
+        stream = error_stream(series, task, scale=self._scale(series, task, anchor))
         spec = self._spec(task)
         hits = detect_changes(stream, spec)
         in_period = [i for i, pos in enumerate(hits) if period_start <= stream.buckets[pos] < period_end]

@@ -36,9 +36,10 @@ Differences, by design
   :meth:`MemoryState.purge_expired` is called. A finite offline replay never calls it:
   its windows close long before any retention would matter.
 * Leases (``claim``) never expire: one process owns the state.
-* Float fields are formatted as Python's shortest ``repr`` (integral values without a
-  decimal point); Redis computes in ``long double``, so a long fraction may differ in
-  its last digit. Readers parse them with ``float()`` either way.
+* Float fields (``F``) are summed in double precision and written as Python's shortest
+  ``repr`` (integral values without a decimal point); Redis sums in ``long double``, so
+  a sum of fractions may differ in its last digits (``123470.58900010001`` here,
+  ``123470.5890000999999998`` there). Readers parse them with ``float()`` either way.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.exceptions import ResponseError
 
@@ -61,6 +62,9 @@ class _ZSet(dict[str, float]):
 
     def ordered(self) -> list[tuple[str, float]]:
         return sorted(self.items(), key=lambda item: (item[1], item[0]))
+
+
+_T = TypeVar("_T", dict[str, str], list[str], set[str], _ZSet)
 
 
 def _format_float(value: float) -> str:
@@ -112,7 +116,7 @@ class MemoryState:
 
     def applied_offsets(self, sources: list[str]) -> dict[str, int]:
         """Last applied offset of each ``topic:partition`` (absent: nothing applied yet)."""
-        applied = self._hash(self.keys.applied, create=False) or {}
+        applied = self._existing(self.keys.applied, dict) or {}
         return {s: int(applied[s]) for s in sources if s in applied}
 
     def apply(self, updates: Sequence[StateUpdate], now_ms: int, pipe: Any = None) -> list[int]:
@@ -134,8 +138,8 @@ class MemoryState:
 
     def global_watermark(self, now_ms: int) -> float:
         """Smallest watermark over sources updated within ``idle_ms`` of ``now_ms``; inf if none."""
-        marks = self._hash(self.keys.watermarks, create=False) or {}
-        seen = self._hash(self.keys.watermarks_seen, create=False) or {}
+        marks = self._existing(self.keys.watermarks, dict) or {}
+        seen = self._existing(self.keys.watermarks_seen, dict) or {}
         active = [int(mark) for source, mark in marks.items() if now_ms - int(seen.get(source, 0)) <= self._idle_ms]
         return float(min(active)) if active else math.inf
 
@@ -144,11 +148,11 @@ class MemoryState:
         horizon = self.global_watermark(now_ms) - self.window_ms - self._lateness_ms
         if horizon == -math.inf:
             return []
-        windows = self._zset(self.keys.windows, create=False) or _ZSet()
+        windows = self._existing(self.keys.windows, _ZSet) or _ZSet()
         return [int(member) for member, score in windows.ordered() if score <= horizon]
 
     def open_windows(self) -> list[int]:
-        windows = self._zset(self.keys.windows, create=False) or _ZSet()
+        windows = self._existing(self.keys.windows, _ZSet) or _ZSet()
         return [int(member) for member, _ in windows.ordered()]
 
     def claim(self, start_ms: int, lease_ms: int) -> bool:
@@ -166,7 +170,7 @@ class MemoryState:
         key, whose count the snapshot carries as field ``<name>``; every ``f|<key>``
         field gets its (possibly empty) list of examples.
         """
-        fields = dict(self._hash(self.keys.window(start_ms), create=False) or {})
+        fields = dict(self._existing(self.keys.window(start_ms), dict) or {})
         finding_keys = [k[2:] for k in fields if k.startswith("f|")]
         distinct = {k[4:]: v for k, v in fields.items() if k.startswith("hll|")}
         examples = {
@@ -177,10 +181,10 @@ class MemoryState:
 
     def finish(self, snapshot: WindowSnapshot) -> None:
         """Mark a window closed: drop it from the open set unless events arrived since ``snapshot``."""
-        window = self._hash(self.keys.window(snapshot.start_ms), create=False) or {}
+        window = self._existing(self.keys.window(snapshot.start_ms), dict) or {}
         # As _FINISH compares HGET's reply with the snapshot's text, a hash without "n" never matches.
         if "n" in window and window["n"] == snapshot.fields.get("n", "0"):
-            windows = self._zset(self.keys.windows, create=False)
+            windows = self._existing(self.keys.windows, _ZSet)
             if windows is not None:
                 windows.pop(str(snapshot.start_ms), None)
         self._delete(self.keys.lease(snapshot.start_ms))
@@ -188,17 +192,17 @@ class MemoryState:
     # -- reading (what redis-cli would show) ---------------------------------------------
 
     def hgetall(self, key: str) -> dict[str, str]:
-        return dict(self._hash(key, create=False) or {})
+        return dict(self._existing(key, dict) or {})
 
     def lrange(self, key: str) -> list[str]:
-        return list(self._list(key, create=False) or [])
+        return list(self._existing(key, list) or [])
 
     def pfcount(self, key: str) -> int:
-        return len(self._set(key, create=False) or ())
+        return len(self._existing(key, set) or ())
 
     def zrange(self, key: str) -> list[tuple[str, float]]:
         """Members with scores, in score order."""
-        return (self._zset(key, create=False) or _ZSet()).ordered()
+        return (self._existing(key, _ZSet) or _ZSet()).ordered()
 
     def get(self, key: str) -> str | None:
         value = self._data.get(key)
@@ -225,19 +229,17 @@ class MemoryState:
     def _apply_one(self, update: StateUpdate, now_ms: int) -> int:
         self._clock = now_ms
         source = update.source
-        applied_hash = self._hash(self.keys.applied, create=True)
+        applied_hash = self._create(self.keys.applied, dict)
         applied = applied_hash.get(source)
         if applied is not None and int(applied) >= update.last_offset:
             return 0
         if applied is not None and int(applied) >= update.first_offset:
-            raise ResponseError(
-                f"FENCE {source} applied up to {applied}, batch starts at {update.first_offset}"
-            )
+            raise ResponseError(f"FENCE {source} applied up to {applied}, batch starts at {update.first_offset}")
         applied_hash[source] = str(update.last_offset)
-        marks = self._hash(self.keys.watermarks, create=True)
+        marks = self._create(self.keys.watermarks, dict)
         if source not in marks or int(marks[source]) < update.max_event_ms:
             marks[source] = str(update.max_event_ms)
-        self._hash(self.keys.watermarks_seen, create=True)[source] = str(now_ms)
+        self._create(self.keys.watermarks_seen, dict)[source] = str(now_ms)
         keys = update.keys
         own_ttl: dict[int, int] = {}
         self._run_ops(update.ops, keys, own_ttl)
@@ -262,19 +264,19 @@ class MemoryState:
                 self._hincrbyfloat(key(ops[i + 1]), str(ops[i + 2]), float(ops[i + 3]))
                 i += 4
             elif op == "S":
-                self._hash(key(ops[i + 1]), create=True)[str(ops[i + 2])] = str(ops[i + 3])
+                self._create(key(ops[i + 1]), dict)[str(ops[i + 2])] = str(ops[i + 3])
                 i += 4
             elif op == "W":
-                self._zset(self.keys.windows, create=True)[str(ops[i + 1])] = float(ops[i + 1])
+                self._create(self.keys.windows, _ZSet)[str(ops[i + 1])] = float(ops[i + 1])
                 i += 2
             elif op == "L":
-                items = self._list(key(ops[i + 1]), create=True)
+                items = self._create(key(ops[i + 1]), list)
                 if len(items) < int(ops[i + 3]):
                     items.append(str(ops[i + 2]))
                 i += 4
             elif op == "P":
                 n = int(ops[i + 2])
-                self._set(key(ops[i + 1]), create=True).update(map(str, ops[i + 3 : i + 3 + n]))
+                self._create(key(ops[i + 1]), set).update(map(str, ops[i + 3 : i + 3 + n]))
                 i += 3 + n
             elif op == "E":
                 own_ttl[int(ops[i + 1])] = int(ops[i + 2])
@@ -295,10 +297,10 @@ class MemoryState:
                 own_ttl[int(ops[i + 1])] = 0
                 i += 2
             elif op == "Z":
-                self._zset(key(ops[i + 1]), create=True)[str(ops[i + 3])] = float(ops[i + 2])
+                self._create(key(ops[i + 1]), _ZSet)[str(ops[i + 3])] = float(ops[i + 2])
                 i += 4
             elif op == "R":
-                zset = self._zset(key(ops[i + 1]), create=False)
+                zset = self._existing(key(ops[i + 1]), _ZSet)
                 if zset is not None:
                     low = float(ops[i + 2])
                     for member in [m for m, score in zset.items() if score < low]:
@@ -311,35 +313,26 @@ class MemoryState:
 
     # -- typed access to the key space -----------------------------------------------------
 
-    def _typed(self, key: str, kind: type, create: bool) -> Any:
+    def _existing(self, key: str, kind: type[_T]) -> _T | None:
+        """The value at ``key`` if there is one; WRONGTYPE if it is not a ``kind``."""
         value = self._data.get(key)
-        if value is None:
-            if not create:
-                return None
-            value = self._data[key] = kind()
-        elif type(value) is not kind:
+        if value is not None and type(value) is not kind:
             raise ResponseError(_WRONGTYPE)
         return value
 
-    def _hash(self, key: str, *, create: bool) -> dict[str, str] | None:
-        return self._typed(key, dict, create)  # type: ignore[no-any-return]
-
-    def _list(self, key: str, *, create: bool) -> list[str] | None:
-        return self._typed(key, list, create)  # type: ignore[no-any-return]
-
-    def _set(self, key: str, *, create: bool) -> set[str] | None:
-        return self._typed(key, set, create)  # type: ignore[no-any-return]
-
-    def _zset(self, key: str, *, create: bool) -> _ZSet | None:
-        return self._typed(key, _ZSet, create)  # type: ignore[no-any-return]
+    def _create(self, key: str, kind: type[_T]) -> _T:
+        """The value at ``key``, created empty if absent (as a Redis write op does)."""
+        value = self._existing(key, kind)
+        if value is None:
+            value = self._data[key] = kind()
+        return value
 
     def _delete(self, key: str) -> None:
         self._data.pop(key, None)
         self._deadlines.pop(key, None)
 
     def _hincrby(self, key: str, field: str, amount: int) -> None:
-        fields = self._hash(key, create=True)
-        assert fields is not None
+        fields = self._create(key, dict)
         current = fields.get(field, "0")
         try:
             value = int(current)
@@ -348,8 +341,7 @@ class MemoryState:
         fields[field] = str(value + amount)
 
     def _hincrbyfloat(self, key: str, field: str, amount: float) -> None:
-        fields = self._hash(key, create=True)
-        assert fields is not None
+        fields = self._create(key, dict)
         try:
             value = float(fields.get(field, "0")) + amount
         except ValueError:
@@ -357,4 +349,3 @@ class MemoryState:
         if not math.isfinite(value):
             raise ResponseError("ERR increment would produce NaN or Infinity")
         fields[field] = _format_float(value)
-

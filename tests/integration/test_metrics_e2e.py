@@ -13,13 +13,13 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from streamtest import consume_all, new_worker, produce, run_until, write_config
 
 from stream_guard.alerts.codec import decode_alert
 from stream_guard.assembly import metrics_reader
 from stream_guard.embedded import create_topics
 from stream_guard.metrics import slice_underperformance
 from stream_guard.simulator import Simulator
-from streamtest import consume_all, new_worker, produce, run_until, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -51,10 +51,20 @@ def _expected_slices(frame: pd.DataFrame) -> dict[str, int]:
     return expected
 
 
+def _confusion(predicted: pd.Series, actual: pd.Series) -> tuple[int, int, int, int]:
+    """(tp, fp, tn, fn) by pandas."""
+    return (
+        int((predicted & actual).sum()),
+        int((predicted & ~actual).sum()),
+        int((~predicted & ~actual).sum()),
+        int((~predicted & actual).sum()),
+    )
+
+
 def test_two_workers_with_labels_keep_exact_slice_metrics_and_flag_the_bad_slice(
     tmp_path: Path, bootstrap: str, redis_url: str, unique: str
 ) -> None:
-    """Two workers sharing a group record per-slice counts, predictions and confusion counts equal to pandas', join every label once, rank and alert android as the worst recall slice; the metrics CLI counts every event."""
+    """Two workers' slice counts, predictions, confusion equal pandas'; android is ranked, flagged, alerted worst."""
     labels_topic = f"labels-{unique}"
     config = write_config(
         tmp_path,
@@ -113,7 +123,7 @@ timestamp_field = "ts"
             items = ((None, p, r["ts"]) for r, p, _ in triggers)
             produce(bootstrap, topic, items, partitions=EVENT_PARTITIONS)
             stages.append("triggers")
-        except BaseException as exc:  # reported by the main thread
+        except Exception as exc:  # noqa: BLE001 - reported by the main thread
             failure.append(exc)
 
     driver = threading.Thread(target=drive)
@@ -150,15 +160,10 @@ timestamp_field = "ts"
     for device, part in frame.groupby("device_type"):
         m = rollup[f"device_type={device}"]
         p, y = predicted[part.index], actual[part.index]
-        assert m.confusion == (int((p & y).sum()), int((p & ~y).sum()), int((~p & ~y).sum()), int((~p & y).sum())), device
+        assert m.confusion == _confusion(p, y), device
         assert (m.get("pn"), m.get("pv")) == (len(part), float(part["prediction"].sum())), device
         assert (m.labelled, m.labels_pending) == (len(part), 0), device
-    assert overall.confusion == (
-        int((predicted & actual).sum()),
-        int((predicted & ~actual).sum()),
-        int((~predicted & ~actual).sum()),
-        int((~predicted & actual).sum()),
-    )
+    assert overall.confusion == _confusion(predicted, actual)
 
     worst = rollup.worst_slices("recall", dimensions=[["device_type"]])
     assert worst[0].slice == "device_type=android", worst
@@ -181,8 +186,9 @@ timestamp_field = "ts"
     # -- the metrics CLI ---------------------------------------------------------------------
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_GUARD_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    config_path = tmp_path / "config.toml"
     done = subprocess.run(
-        [sys.executable, "-m", "stream_guard", "metrics", "-c", str(tmp_path / "config.toml"), "--window", "24h", "--json"],
+        [sys.executable, "-m", "stream_guard", "metrics", "-c", str(config_path), "--window", "24h", "--json"],
         cwd=REPO,
         env=env,
         capture_output=True,
