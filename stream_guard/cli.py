@@ -71,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     metrics.add_argument("--json", action="store_true")
     metrics.set_defaults(handler=_metrics)
 
+    from stream_guard.evaluation import add_evaluate_command
+
+    add_evaluate_command(sub)
+
     alerts = sub.add_parser("alerts", help="print alerts from the alerts topic as they arrive")
     alerts.add_argument("-c", "--config")
     alerts.add_argument("--from-beginning", action="store_true")

@@ -99,8 +99,14 @@ class _Series:
         return cls(name, feature, float(lo), float(span))
 
     def scale(self, x: np.ndarray) -> np.ndarray:
-        """Values as fed to the detector; NaN stays NaN (and is skipped)."""
-        return np.clip((x - self.lo) / self.span, 0.0, 1.0)
+        """Values as fed to the detector; NaN and +-inf become NaN (and are skipped).
+
+        Non-finite values are the ``nan``/``infinite`` checks' business: clipped, an
+        infinity would look like a shift of the distribution.
+        """
+        scaled = np.clip((x - self.lo) / self.span, 0.0, 1.0)
+        scaled[~np.isfinite(x)] = np.nan
+        return scaled
 
     def unscale(self, u: float) -> float:
         return self.lo + u * self.span

@@ -197,6 +197,11 @@ def error_stream(
         errors = np.minimum(np.rint(err * counts / n).astype(np.int64), counts)
         e = errors[owner]
         values = (_ceil_div(k * e, m) - _ceil_div((k - 1) * e, m)).astype(np.float64)
+        import os
+        if os.environ.get("SHUF"):
+            keys = np.random.default_rng(int(starts[0])).random(total)
+            order = np.lexsort((keys, owner))
+            values = values[order]
     else:
         mean = err / n
         var = np.maximum(sq / n - mean * mean, 0.0)

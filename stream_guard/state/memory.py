@@ -182,8 +182,8 @@ class MemoryState:
     def finish(self, snapshot: WindowSnapshot) -> None:
         """Mark a window closed: drop it from the open set unless events arrived since ``snapshot``."""
         window = self._existing(self.keys.window(snapshot.start_ms), dict) or {}
-        # As _FINISH compares HGET's reply with the snapshot's text, a hash without "n" never matches.
-        if "n" in window and window["n"] == snapshot.fields.get("n", "0"):
+        # As _FINISH: a hash without "n" (dead letters only) counts as "0".
+        if window.get("n", "0") == snapshot.fields.get("n", "0"):
             windows = self._existing(self.keys.windows, _ZSet)
             if windows is not None:
                 windows.pop(str(snapshot.start_ms), None)

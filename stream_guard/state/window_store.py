@@ -87,9 +87,10 @@ end
 return 1
 """
 
-# Removes a closed window from the open set unless events arrived since it was read.
+# Removes a closed window from the open set unless events arrived since it was read
+# (a window of dead letters only has no "n": it counts as 0).
 _FINISH = """
-if redis.call('HGET', KEYS[2], 'n') == ARGV[2] then redis.call('ZREM', KEYS[1], ARGV[1]) end
+if (redis.call('HGET', KEYS[2], 'n') or '0') == ARGV[2] then redis.call('ZREM', KEYS[1], ARGV[1]) end
 redis.call('DEL', KEYS[3])
 return 1
 """

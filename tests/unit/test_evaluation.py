@@ -290,10 +290,8 @@ def test_the_table_names_scenarios_false_alarms_and_a_summary(report: Evaluation
 
 
 def test_cli_json_output_parses(sample: Sample, capsys: pytest.CaptureFixture[str]) -> None:
-    code = run_cli(
-        ["-c", str(sample.config_path), "--simulate", "20000", "--features", "amount,country"]
-        + ["--faults", "scale_x150,unseen_category", "--rates", "1", "--json"]
-    )
+    choice = ["--features", "amount,country", "--faults", "scale_x150,unseen_category", "--rates", "1"]
+    code = run_cli(["-c", str(sample.config_path), "--simulate", "20000", *choice, "--json"])
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert out["events"] == 10_000 and out["learn_events"] == 10_000
