@@ -32,15 +32,14 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stream_guard.aggregation import build_updates  # noqa: E402
-from stream_guard.assembly import build_plugins, build_worker  # noqa: E402
+from stream_guard.assembly import build_worker  # noqa: E402
 from stream_guard.config import load_config  # noqa: E402
 from stream_guard.embedded import create_topics, local_stack  # noqa: E402
-from stream_guard.findings import schema_findings  # noqa: E402
 from stream_guard.learning import frame_from_records, learn_from_frame  # noqa: E402
 from stream_guard.model import build_models  # noqa: E402
 from stream_guard.resources import schema_dir  # noqa: E402
 from stream_guard.simulator import Simulator, write_local_registry  # noqa: E402
+from stream_guard.state.keys import ModelKeys  # noqa: E402
 
 FEATURES = ["amount", "age", "account_age_days", "num_tx_24h", "merchant_category", "device_type", "country", "is_new_user"]
 #: variant -> (baseline profile: value checks and drift, drift on, slice metrics on)
@@ -131,26 +130,12 @@ enabled = {str(with_metrics).lower()}
 def in_process(config_path: Path, messages: list[FakeMessage], batch: int, redis_client: Any) -> float:
     config = load_config(config_path, environ={})
     (model,) = build_models(config)
-    profiles = {model.name: model.profile} if model.profile is not None else {}
-    checkers, _evaluators, _severities = build_plugins(config, [model], profiles)
-    from stream_guard.state.keys import ModelKeys
-
-    keys = ModelKeys(config.redis.key_prefix, model.name)
+    worker = build_worker(config, redis_client)  # its pipeline: the same stages as `run`
+    pipeline, keys = worker._pipeline, ModelKeys(config.redis.key_prefix, model.name)
     start = time.perf_counter()
     for i in range(0, len(messages), batch):
-        part = messages[i : i + batch]
-        decoded, _dead = model.decode(part)
-        findings = schema_findings(decoded)
-        for checker in checkers:
-            findings += checker.findings(model, decoded)
-        build_updates(
-            decoded,
-            findings,
-            keys,
-            window_ms=config.worker.window_s * 1000,
-            max_examples=5,
-            contributors=[c.contribute for c in checkers if hasattr(c, "contribute")],
-        )
+        decoded, dead = model.decode(messages[i : i + batch])
+        pipeline.batch_updates(model, decoded, keys, {d.row: d.error for d in dead})
     return len(messages) / (time.perf_counter() - start)
 
 

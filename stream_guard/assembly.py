@@ -14,6 +14,7 @@ from stream_guard.drift.settings import DriftSettings
 from stream_guard.metrics import LabelJoiner, LabelStream, MetricsReader, PerformanceEvaluator, SliceRecorder
 from stream_guard.metrics.labels import make_label_decoder
 from stream_guard.model import ModelRuntime, build_models
+from stream_guard.pipeline import Pipeline
 from stream_guard.profile import BaselineProfile
 from stream_guard.state.keys import ModelKeys
 from stream_guard.worker import Worker
@@ -26,6 +27,12 @@ def registry_client(config: Config) -> Any:
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
     return SchemaRegistryClient({"url": config.schema_registry.url, **config.schema_registry.client})
+
+
+def build_pipeline(config: Config, models: list[ModelRuntime], profiles: dict[str, BaselineProfile]) -> Pipeline:
+    """The checks, drift and evaluators of ``config``, without slice metrics (no Redis needed)."""
+    checkers, evaluators, severities = build_plugins(config, models, profiles)
+    return Pipeline(config, checkers=checkers, evaluators=evaluators, severities=severities)
 
 
 def build_plugins(
@@ -77,18 +84,10 @@ def build_worker(config: Config, client: redis.Redis | None = None, **worker_kwa
             streams.append(LabelStream(model.name, LabelJoiner(keys, settings), decoder, labels))
     if readers:
         evaluators.append(PerformanceEvaluator(readers))
-    return Worker(
-        config,
-        models,
-        client,
-        checkers=checkers,
-        evaluators=evaluators,
-        slice_recorders=recorders,
-        label_streams=streams,
-        profiles=profiles,
-        severities=severities,
-        **worker_kwargs,
+    pipeline = Pipeline(
+        config, checkers=checkers, evaluators=evaluators, severities=severities, slice_recorders=recorders
     )
+    return Worker(config, models, client, pipeline=pipeline, label_streams=streams, profiles=profiles, **worker_kwargs)
 
 
 def metrics_reader(config: Config, model: str, client: redis.Redis | None = None) -> MetricsReader:

@@ -16,14 +16,10 @@ Method
    non-nullable field becomes a ``type_mismatch``), then the stream is cut into batches
    of ``batch_size``, spread round-robin over ``partitions`` pseudo-partitions with
    consecutive offsets.
-3. :class:`Replay` runs the worker's stages on each batch, in the worker's order
-   (:meth:`stream_guard.worker.Worker.process`): schema findings, the checkers'
-   findings, window counters (:func:`~stream_guard.aggregation.build_updates` with the
-   checkers' contributors), applied to a :class:`~stream_guard.state.memory.MemoryState`.
-   After each batch it closes the windows the watermark has passed
-   (:meth:`~stream_guard.worker.Worker.close_due_windows`): ``finding_alerts``, then the
-   evaluators, with the configured severities. The checkers and evaluators are those
-   :func:`~stream_guard.assembly.build_plugins` builds from the config.
+3. :class:`Replay` runs the worker's own :class:`~stream_guard.pipeline.Pipeline` (as
+   :func:`~stream_guard.assembly.build_pipeline` builds it from the config) on each
+   batch, applying the window counters to a :class:`~stream_guard.state.memory.MemoryState`,
+   and after each batch closes the windows the watermark has passed into alerts.
 4. A clean run gives the false alarms. Faults start at ``onset`` (a batch boundary);
    every scenario resumes from a copy of the clean run's state at the onset and stops
    at its first matching alert, or at the end of the stream.
@@ -53,7 +49,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -62,15 +58,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from stream_guard.aggregation import build_updates
-from stream_guard.alerts.evaluate import DEFAULT_SEVERITY, finding_alerts
-from stream_guard.alerts.model import Alert, Severity
-from stream_guard.assembly import build_plugins
+from stream_guard.alerts.model import Alert
+from stream_guard.assembly import build_pipeline
 from stream_guard.batch import EventBatch, to_epoch_ms
 from stream_guard.config import Config
 from stream_guard.decoding import Decoded, RecordChecker
 from stream_guard.errors import StreamGuardError
-from stream_guard.findings import dead_letter_findings, schema_findings
 from stream_guard.learning import learn_from_frame, profiled_fields
 from stream_guard.model import ModelRuntime
 from stream_guard.profile import BaselineProfile, CategoricalProfile, NumericProfile, read_reference
@@ -407,20 +400,15 @@ class Stream:
 class Replay:
     """The worker's per-batch and per-window stages for one model, on a :class:`MemoryState`.
 
-    Mirrors :meth:`Worker.process` and :meth:`Worker.close_due_windows` (keep them in
-    step), without Kafka, Redis, dead letters, slice metrics or the incident lifecycle.
+    Runs the worker's own :class:`~stream_guard.pipeline.Pipeline`, without Kafka, Redis,
+    dead letters, slice metrics or the incident lifecycle.
     The clock of the state is the event time: sources never go idle in a replay.
     """
 
     def __init__(self, config: Config, model: ModelRuntime, profile: BaselineProfile) -> None:
         self.config, self.model = config, model
         self.profiles = {model.name: profile}
-        self.checkers, evaluators, severities = build_plugins(config, [model], self.profiles)
-        finding_severities = {**DEFAULT_SEVERITY, **severities}
-        self.evaluators: list[Callable[[ModelRuntime, Any], list[Alert]]] = [
-            lambda m, s: finding_alerts(m.name, s, finding_severities),
-            *evaluators,
-        ]
+        self.pipeline = build_pipeline(config, [model], self.profiles)
         w = config.worker
         self.keys = ModelKeys(config.redis.key_prefix, model.name)
         self.state = MemoryState(
@@ -434,18 +422,7 @@ class Replay:
 
     def process(self, batch: EventBatch) -> None:
         """Findings, window counters and their application, as :meth:`Worker.process` does."""
-        findings = schema_findings(batch) + dead_letter_findings(batch, {})
-        for checker in self.checkers:
-            findings += checker.findings(self.model, batch)
-        contributors = [c.contribute for c in self.checkers if hasattr(c, "contribute")]
-        updates = build_updates(
-            batch,
-            findings,
-            self.keys,
-            window_ms=self.config.worker.window_s * 1000,
-            max_examples=self.config.worker.max_examples,
-            contributors=contributors,
-        )
+        updates, _findings = self.pipeline.batch_updates(self.model, batch, self.keys, {})
         self.clock_ms = max(self.clock_ms, int(batch.event_time_ms.max()))
         self.state.apply(updates, self.clock_ms)
 
@@ -457,15 +434,10 @@ class Replay:
             if not state.claim(start, 0):
                 continue
             snapshot = state.snapshot(start)
-            alerts = [a for evaluate in self.evaluators for a in evaluate(self.model, snapshot)]
-            raised += [self._with_severity(a) for a in alerts]
+            raised += self.pipeline.window_alerts(self.model, snapshot)
             state.finish(snapshot)
             self.windows_closed += 1
         return raised
-
-    def _with_severity(self, alert: Alert) -> Alert:
-        override = self.config.alerts.severity.get(alert.kind)
-        return replace(alert, severity=Severity(override.upper())) if override else alert
 
     def fork(self) -> Replay:
         """An independent copy of the stages' state; the model and the profile are shared."""

@@ -14,12 +14,11 @@ If any step fails, the batch's partitions are rewound and the batch is retried.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,27 +26,21 @@ import redis
 import structlog
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from stream_guard.aggregation import build_updates
 from stream_guard.alerts.codec import encode_alert
-from stream_guard.alerts.evaluate import DEFAULT_SEVERITY, finding_alerts
 from stream_guard.alerts.lifecycle import IncidentTracker, LifecycleSettings
-from stream_guard.alerts.model import Alert, Severity
+from stream_guard.alerts.model import Alert
 from stream_guard.config import Config
 from stream_guard.deadletter import dead_letter_headers
 from stream_guard.errors import DeliveryError, RegistryUnavailableError, StreamGuardError
-from stream_guard.findings import RowFindings, dead_letter_findings, schema_findings
 from stream_guard.kafka import DeliveryTracker, make_consumer, producer_settings
-from stream_guard.metrics import LabelStream, SliceRecorder
+from stream_guard.metrics import LabelStream
 from stream_guard.model import ModelRuntime
+from stream_guard.pipeline import Pipeline
 from stream_guard.state.keys import ModelKeys
-from stream_guard.state.window_store import StateUpdate, WindowSnapshot, WindowStore
+from stream_guard.state.window_store import StateUpdate, WindowStore
 
 log = structlog.get_logger("stream_guard.worker")
 
-#: Evaluates a closed window into alerts; the worker runs each in turn.
-Evaluator = Callable[[ModelRuntime, WindowSnapshot], list[Alert]]
-#: Adds a model's per-batch checks: returns row findings, may add window counters.
-Checker = Callable[[ModelRuntime, Any], list[RowFindings]]
 
 _RETRYABLE = (DeliveryError, RegistryUnavailableError, redis.RedisError, KafkaException)
 
@@ -97,12 +90,9 @@ class Worker:
         *,
         worker_id: str | None = None,
         consumer_overrides: dict[str, Any] | None = None,
-        evaluators: Sequence[Evaluator] = (),
-        checkers: Sequence[Any] = (),
-        slice_recorders: Mapping[str, SliceRecorder] | None = None,
+        pipeline: Pipeline | None = None,
         label_streams: Sequence[LabelStream] = (),
         profiles: dict[str, Any] | None = None,
-        severities: Mapping[str, Severity] | None = None,
         close_interval_s: float = 1.0,
         lease_ms: int = 30_000,
     ) -> None:
@@ -125,17 +115,11 @@ class Worker:
             )
             for m in models
         }
-        finding_severities = {**DEFAULT_SEVERITY, **(severities or {})}
-        self._evaluators: list[Evaluator] = [
-            lambda m, s: finding_alerts(m.name, s, finding_severities),
-            *evaluators,
-        ]
+        self._pipeline = pipeline or Pipeline(config)
         lifecycle = LifecycleSettings(config.alerts.cooldown_s, config.alerts.resolve_after_s)
         self._incidents = {
             m.name: IncidentTracker(redis_client, self._stores[m.name].keys, lifecycle) for m in models
         }
-        self._checkers = list(checkers)
-        self._slice_recorders = dict(slice_recorders or {})
         self._label_streams = {stream.topic: stream for stream in label_streams}
         # Shared with the checkers: a reloaded profile replaces its entry here.
         self._profiles = profiles if profiles is not None else {}
@@ -228,20 +212,8 @@ class Worker:
             batch, dead = model.decode(model_messages)
             for letter in dead:
                 self._dead_letter(letter.message, letter.error, name)
-            findings = schema_findings(batch) + dead_letter_findings(batch, {d.row: d.error for d in dead})
-            for checker in self._checkers:
-                findings += checker.findings(model, batch)
-            contributors = [c.contribute for c in self._checkers if hasattr(c, "contribute")]
-            recorder = self._slice_recorders.get(name)
-            if recorder is not None:
-                contributors.append(recorder.contributor(findings))
-            updates[name] = build_updates(
-                batch,
-                findings,
-                self._stores[name].keys,
-                window_ms=self.config.worker.window_s * 1000,
-                max_examples=self.config.worker.max_examples,
-                contributors=contributors,
+            updates[name], _ = self._pipeline.batch_updates(
+                model, batch, self._stores[name].keys, {d.row: d.error for d in dead}
             )
             decoded += len(batch) - len(dead)
             dead_lettered += len(dead)
@@ -310,8 +282,7 @@ class Worker:
                 if not store.claim(start, self._lease_ms):
                     continue
                 snapshot = store.snapshot(start)
-                raised = [a for evaluate in self._evaluators for a in evaluate(self._models[name], snapshot)]
-                raised = [self._with_severity(a) for a in raised]
+                raised = self._pipeline.window_alerts(self._models[name], snapshot)
                 incidents = self._incidents[name]
                 alerts = incidents.publishable(raised)
                 alerts += incidents.resolved(snapshot.end_ms, {a.incident_id for a in raised})
@@ -329,10 +300,6 @@ class Worker:
                     self._log.info("window closed", model=name, window_start=start, alerts=len(alerts))
         self.stats.alerts += len(published)
         return published
-
-    def _with_severity(self, alert: Alert) -> Alert:
-        override = self.config.alerts.severity.get(alert.kind)
-        return dataclasses.replace(alert, severity=Severity(override.upper())) if override else alert
 
     # -- offsets and rebalancing ---------------------------------------------------------
 
@@ -393,10 +360,7 @@ class Worker:
         self._log.warning("partitions lost", partitions=[_source(tp.topic, tp.partition) for tp in partitions])
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
-        sources = [_source(tp.topic, tp.partition) for tp in partitions]
-        for checker in self._checkers:
-            if hasattr(checker, "forget"):
-                checker.forget(sources)
+        self._pipeline.forget([_source(tp.topic, tp.partition) for tp in partitions])
         for tp in partitions:
             if tp.topic in self._label_streams:
                 continue

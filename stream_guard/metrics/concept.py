@@ -140,7 +140,8 @@ def _proportional(counts: np.ndarray, scale: float) -> np.ndarray:
 
 
 def _ceil_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return -(-a // b)
+    out: np.ndarray = -np.floor_divide(-a, b)
+    return out
 
 
 def error_stream(
@@ -182,7 +183,7 @@ def error_stream(
     starts, n, err, sq = _bucket_arrays(series, task)
     keep = n > 0
     starts, n, err, sq = starts[keep], n[keep], err[keep], sq[keep]
-    labels = int(round(n.sum()))
+    labels = round(n.sum())
     if labels == 0:
         return ErrorStream(np.zeros(0), np.zeros(0, dtype=np.int64), 0, 1.0, task)
     if scale is None:
@@ -197,11 +198,6 @@ def error_stream(
         errors = np.minimum(np.rint(err * counts / n).astype(np.int64), counts)
         e = errors[owner]
         values = (_ceil_div(k * e, m) - _ceil_div((k - 1) * e, m)).astype(np.float64)
-        import os
-        if os.environ.get("SHUF"):
-            keys = np.random.default_rng(int(starts[0])).random(total)
-            order = np.lexsort((keys, owner))
-            values = values[order]
     else:
         mean = err / n
         var = np.maximum(sq / n - mean * mean, 0.0)
@@ -283,9 +279,7 @@ def period_test(
     value = e_r / n_r if n_r > 0 else None
     if task == "classification":
         if baseline_error_rate is not None:
-            d = performance_degradation(
-                (int(e_r), int(n_r)), baseline_error_rate, alpha=alpha, min_support=min_support
-            )
+            d = performance_degradation((int(e_r), int(n_r)), baseline_error_rate, alpha=alpha, min_support=min_support)
             return PeriodTest(
                 "error_rate", value, int(n_r), e_r, baseline_error_rate, 0, d.p, "binomial_test", d.degraded
             )
@@ -542,9 +536,9 @@ class ConceptDriftEvaluator:
         label = "error rate" if metric == "error_rate" else "MAE"
         after_value = float(after.mean())
         before_value = float(before.mean()) if len(before) else None
-        n_after = int(round(len(after) / stream.scale))
-        n_before = int(round(len(before) / stream.scale))
-        count = int(round(float(after.sum()) / stream.scale)) if metric == "error_rate" else n_after
+        n_after = round(len(after) / stream.scale)
+        n_before = round(len(before) / stream.scale)
+        count = round(float(after.sum()) / stream.scale) if metric == "error_rate" else n_after
         before_text = "-" if before_value is None else f"{before_value:.3f}"
         more = f"; {signals} signals in the period" if signals > 1 else ""
         return Alert(
@@ -587,7 +581,7 @@ class ConceptDriftEvaluator:
             severity=self.severity,
             window_start=period_start,
             window_end=period_end,
-            count=int(round(test.errors)) if test.metric == "error_rate" else test.n,
+            count=round(test.errors) if test.metric == "error_rate" else test.n,
             total=test.n,
             rate=value if test.metric == "error_rate" else 0.0,
             observed=f"{label} {value:.3f} on {test.n} labels",
@@ -635,12 +629,16 @@ def performance_settings_problems(settings: MetricsSettings, window_s: int, wher
             problems.append(
                 f"{where}.performance_every_s: must be a multiple of bucket_s ({settings.bucket_s}), got {every}"
             )
+        if settings.bucket_s > 0 and lookback % settings.bucket_s:
+            problems.append(
+                f"{where}.performance_lookback_s: must be a multiple of bucket_s ({settings.bucket_s}), got {lookback}"
+            )
         if lookback <= every:
-            problems.append(f"{where}.performance_lookback_s: must exceed performance_every_s ({every}), got {lookback}")
+            problems.append(
+                f"{where}.performance_lookback_s: must exceed performance_every_s ({every}), got {lookback}"
+            )
     if delay < 0 or (settings.bucket_s > 0 and delay % settings.bucket_s):
-        problems.append(
-            f"{where}.performance_label_delay_s: must be a non-negative multiple of bucket_s, got {delay}"
-        )
+        problems.append(f"{where}.performance_label_delay_s: must be a non-negative multiple of bucket_s, got {delay}")
     if isinstance(settings.performance_min_support, int) and settings.performance_min_support < 1:
         problems.append(f"{where}.performance_min_support: must be at least 1")
     if isinstance(settings.performance_alpha, float) and not 0.0 < settings.performance_alpha < 1.0:
@@ -657,4 +655,3 @@ def performance_settings_problems(settings: MetricsSettings, window_s: int, wher
         except ValueError as exc:
             problems.append(f"{where}.concept_detector: {exc}")
     return problems
-
