@@ -41,7 +41,16 @@ from stream_guard.resources import schema_dir  # noqa: E402
 from stream_guard.simulator import Simulator, write_local_registry  # noqa: E402
 from stream_guard.state.keys import ModelKeys  # noqa: E402
 
-FEATURES = ["amount", "age", "account_age_days", "num_tx_24h", "merchant_category", "device_type", "country", "is_new_user"]
+FEATURES = [
+    "amount",
+    "age",
+    "account_age_days",
+    "num_tx_24h",
+    "merchant_category",
+    "device_type",
+    "country",
+    "is_new_user",
+]
 #: variant -> (baseline profile: value checks and drift, drift on, slice metrics on)
 VARIANTS = {
     "decode-only": (False, False, False),
@@ -100,7 +109,7 @@ consumer = {{ "session.timeout.ms" = 6000 }}
 url = "{redis_url}"
 key_prefix = "bench-{variant}-{time.time_ns()}"
 [schema_registry]
-local_dir = "{workdir / 'registry'}"
+local_dir = "{workdir / "registry"}"
 [worker]
 batch_size = {batch}
 batch_timeout_s = 0.2
@@ -110,7 +119,7 @@ enabled = {str(with_drift).lower()}
 [[models]]
 name = "fraud"
 topics = ["{topic}"]
-schema = "{schema_dir() / 'fraud_inference.avsc'}"
+schema = "{schema_dir() / "fraud_inference.avsc"}"
 encoding = "confluent"
 event_id_field = "event_id"
 timestamp_field = "ts"
@@ -180,7 +189,9 @@ def main() -> None:
     with local_stack() as (broker, redis_server):
         bootstrap, redis_url = f"127.0.0.1:{broker.port}", f"redis://127.0.0.1:{redis_server.port}/0"
         client = redis.Redis.from_url(redis_url, decode_responses=True)
-        probe = load_config(write_config(workdir, "decode-only", bootstrap, redis_url, "bench.in", args.batch), environ={})
+        probe = load_config(
+            write_config(workdir, "decode-only", bootstrap, redis_url, "bench.in", args.batch), environ={}
+        )
         (model,) = build_models(probe)
         learn_from_frame(model, frame_from_records(reference), "bench reference").save(workdir / "profile.json")
 
@@ -188,7 +199,9 @@ def main() -> None:
         create_topics(bootstrap, ["bench.alerts", "bench.dlq"], partitions=1)
         from confluent_kafka import Producer
 
-        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "queue.buffering.max.messages": 1_000_000})
+        producer = Producer(
+            {"bootstrap.servers": bootstrap, "linger.ms": 20, "queue.buffering.max.messages": 1_000_000}
+        )
         for i, (record, payload) in enumerate(events):
             producer.produce("bench.in", payload, partition=i % 3, timestamp=record["ts"])
             if i % 10_000 == 0:

@@ -60,9 +60,7 @@ def group_rows(batch: EventBatch, window_ms: int) -> WindowGroups:
     for i, name in enumerate(source_names.tolist()):
         mask = source_idx == i
         offsets = batch.offsets[mask]
-        updates[name] = StateUpdate(
-            name, int(offsets.min()), int(offsets.max()), int(batch.event_time_ms[mask].max())
-        )
+        updates[name] = StateUpdate(name, int(offsets.min()), int(offsets.max()), int(batch.event_time_ms[mask].max()))
     return WindowGroups(
         group_of_row=group_of_row,
         starts=unique_pairs[:, 1],

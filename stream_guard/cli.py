@@ -34,7 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a worker (add workers with the same group id to scale)")
     run.add_argument("-c", "--config", help="TOML config file (env STREAM_GUARD_* overrides it)")
     run.add_argument("--duration", type=float, help="stop after this many seconds")
-    run.add_argument("--drain-on-exit", action="store_true", help="close all open windows before exiting (finite replays)")
+    run.add_argument(
+        "--drain-on-exit", action="store_true", help="close all open windows before exiting (finite replays)"
+    )
     run.set_defaults(handler=_run)
 
     check = sub.add_parser("check-config", help="validate the config and the models' schemas, then exit")

@@ -245,9 +245,7 @@ def _coerce(hint: Any, value: Any, key: str, problems: list[str]) -> Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint in (int, float, str, bool) and (
-        not isinstance(value, hint) or (hint is int and isinstance(value, bool))
-    ):
+    if hint in (int, float, str, bool) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
         problems.append(f"{key}: expected {hint.__name__}, got {value!r}")
         return value
     if hint is Path:
@@ -283,15 +281,9 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
         if model.schema and not config.resolve_path(model.schema).is_file():
             problems.append(f"{where}.schema: file {config.resolve_path(model.schema)} not found")
         if model.writer_schema and not config.resolve_path(model.writer_schema).is_file():
-            problems.append(
-                f"{where}.writer_schema: file {config.resolve_path(model.writer_schema)} not found"
-            )
-        if model.encoding == "confluent" and not (
-            config.schema_registry.url or config.schema_registry.local_dir
-        ):
-            problems.append(
-                f"{where}: encoding 'confluent' needs schema_registry.url or schema_registry.local_dir"
-            )
+            problems.append(f"{where}.writer_schema: file {config.resolve_path(model.writer_schema)} not found")
+        if model.encoding == "confluent" and not (config.schema_registry.url or config.schema_registry.local_dir):
+            problems.append(f"{where}: encoding 'confluent' needs schema_registry.url or schema_registry.local_dir")
         _check_metrics(config, model, where, problems)
     label_topics = [m.labels.topic for m in config.models if m.labels.topic]
     for topic in {t for t in label_topics if label_topics.count(t) > 1}:

@@ -114,9 +114,7 @@ class RecordChecker:
                 values[name] = value
             else:
                 values[name] = None
-                issues.append(
-                    FieldIssue("type_mismatch", name, _json_type(value), spec.describe(), value)
-                )
+                issues.append(FieldIssue("type_mismatch", name, _json_type(value), spec.describe(), value))
         if self._report_unexpected:
             for name in raw.keys() - self._fields.keys():
                 issues.append(FieldIssue("unexpected_field", name, "present", "absent", raw[name]))
@@ -171,8 +169,15 @@ class JsonDecoder:
 
 
 _TIME_LOGICAL_TYPES = frozenset(
-    {"timestamp-millis", "timestamp-micros", "local-timestamp-millis", "local-timestamp-micros", "date",
-     "time-millis", "time-micros"}
+    {
+        "timestamp-millis",
+        "timestamp-micros",
+        "local-timestamp-millis",
+        "local-timestamp-micros",
+        "date",
+        "time-millis",
+        "time-micros",
+    }
 )
 
 
@@ -216,14 +221,12 @@ def _read_avro(payload: bytes, offset: int, writer: dict[str, Any], reader: dict
         value = fastavro.schemaless_reader(stream, writer, reader)
     except AvroResolutionError:
         raise
-    except Exception as exc:  # EOFError, UnicodeDecodeError, IndexError... all mean bad bytes
+    except Exception as exc:  # noqa: BLE001 -- EOFError, UnicodeDecodeError, IndexError... all mean bad bytes
         raise UndecodablePayloadError(
             f"invalid Avro for schema {writer.get('name', '?')}: {type(exc).__name__}: {exc or 'truncated'}"
         ) from None
     if stream.tell() != len(payload):
-        raise UndecodablePayloadError(
-            f"invalid Avro: {len(payload) - stream.tell()} trailing bytes after the record"
-        )
+        raise UndecodablePayloadError(f"invalid Avro: {len(payload) - stream.tell()} trailing bytes after the record")
     return value
 
 

@@ -71,7 +71,9 @@ schema = "{schema}"
 encoding = "confluent"
 event_id_field = "event_id"
 timestamp_field = "ts"
-features = ["amount", "age", "account_age_days", "num_tx_24h", "merchant_category", "device_type", "country", "is_new_user"]
+features = [
+    "amount", "age", "account_age_days", "num_tx_24h", "merchant_category", "device_type", "country", "is_new_user",
+]
 prediction_field = "prediction"
 score_field = "score"
 slice_fields = ["device_type", "country", "is_new_user"]
@@ -96,7 +98,12 @@ SCHEDULE: tuple[tuple[float, str, dict[str, float], float], ...] = (
     (0, "clean traffic", {}, 0.0),
     (12, "a producer ships garbage and truncated payloads", {"garbage": 0.02, "truncated": 0.01}, 0.0),
     (22, "a new producer version writes amount as a string", {"amount_as_string": 0.3}, 0.0),
-    (32, "amounts arrive in yen, age defaults to -1, a new merchant category", {"amount_in_yen": 0.03, "age_sentinel": 0.08, "unseen_merchant": 0.03}, 0.0),
+    (
+        32,
+        "amounts arrive in yen, age defaults to -1, a new merchant category",
+        {"amount_in_yen": 0.03, "age_sentinel": 0.08, "unseen_merchant": 0.03},
+        0.0,
+    ),
     (42, "drift: amounts double, scores shift up", {"amount_drift": 0.6, "score_shift": 0.4}, 0.0),
     (52, "android fraud slips past the model (labels reveal it)", {}, 0.6),
     (68, "clean traffic again", {}, 0.0),
@@ -143,7 +150,9 @@ def _setup(broker_port: int, redis_port: int, out: TextIO) -> Config:
     return config
 
 
-def _run(broker_port: int, redis_port: int, duration_s: float, rate: int, stop: threading.Event, out: TextIO) -> dict[str, Any]:
+def _run(
+    broker_port: int, redis_port: int, duration_s: float, rate: int, stop: threading.Event, out: TextIO
+) -> dict[str, Any]:
     config = _setup(broker_port, redis_port, out)
     worker = build_worker(config)
     worker_thread = threading.Thread(target=worker.run, kwargs={"drain_on_exit": True}, name="worker")

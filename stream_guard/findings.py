@@ -42,7 +42,9 @@ def schema_findings(batch: EventBatch) -> list[RowFindings]:
             rows[key].append(i)
             values[key].append(issue.value)
         for change in decoded.schema_changes:
-            writer = "writer schema" if decoded.writer_schema_id is None else f"writer schema id {decoded.writer_schema_id}"
+            writer = (
+                "writer schema" if decoded.writer_schema_id is None else f"writer schema id {decoded.writer_schema_id}"
+            )
             key = ("schema_change", change.field, f"{change.change}: {writer} has {change.observed}", change.expected)
             rows[key].append(i)
             values[key].append(None)

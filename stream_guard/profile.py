@@ -23,6 +23,7 @@ become nulls, as a missing field does on the live stream.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -374,9 +375,7 @@ def read_reference(path: str | Path) -> pd.DataFrame:
         ".jsonl": lambda: pd.read_json(path, lines=True, dtype_backend="pyarrow"),
     }
     if suffix not in readers:
-        raise ValueError(
-            f"unsupported reference file type {suffix!r} for {path} (use .parquet, .csv or .jsonl)"
-        )
+        raise ValueError(f"unsupported reference file type {suffix!r} for {path} (use .parquet, .csv or .jsonl)")
     if not path.is_file():
         raise ValueError(f"reference file not found: {path}")
     return readers[suffix]()
@@ -450,7 +449,7 @@ def _numeric_values(series: pd.Series, name: str) -> tuple[np.ndarray, np.ndarra
     if types.is_bool_dtype(dtype) or types.is_numeric_dtype(dtype):  # nullable / pyarrow numbers
         label = "bool" if types.is_bool_dtype(dtype) else "int" if types.is_integer_dtype(dtype) else "float"
         return series.to_numpy(dtype=np.float64, na_value=np.nan), null, label
-    if dtype == object:
+    if dtype == np.dtype(object):
         # isna() lumps float NaN objects with None/pd.NA; the rule counts them as nan.
         idx = np.flatnonzero(null)
         if idx.size:
@@ -479,7 +478,7 @@ def _learn_numeric(series: pd.Series, name: str, chunks: _Chunks) -> NumericProf
     if finite.size:
         levels = [float(k) for k in QUANTILE_KEYS] + [i / N_BINS for i in range(1, N_BINS)]
         qs = np.quantile(finite, levels)
-        quantiles = {k: float(q) for k, q in zip(QUANTILE_KEYS, qs)}
+        quantiles = {k: float(q) for k, q in zip(QUANTILE_KEYS, qs, strict=False)}
         interior = np.unique(qs[len(QUANTILE_KEYS) :])
         lo, hi = float(finite[0]), float(finite[-1])
         mean, std = _finite_or_none(finite.mean()), _finite_or_none(finite.std())
@@ -506,9 +505,7 @@ def _learn_numeric(series: pd.Series, name: str, chunks: _Chunks) -> NumericProf
         bin_edges=[-math.inf, *map(float, interior), math.inf],
         bin_freqs=[float(f) for f in freqs],
         null_rate_variability=chunks.rate_variability(null),
-        top_value_variability={
-            value_key(v): chunks.rate_variability(values == v) for v, _ in top_values
-        },
+        top_value_variability={value_key(v): chunks.rate_variability(values == v) for v, _ in top_values},
     )
 
 
@@ -537,9 +534,7 @@ def _finite_or_none(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def _learn_categorical(
-    series: pd.Series, name: str, chunks: _Chunks, max_categories: int
-) -> CategoricalProfile:
+def _learn_categorical(series: pd.Series, name: str, chunks: _Chunks, max_categories: int) -> CategoricalProfile:
     n = len(series)
     raw_codes, uniques = pd.factorize(series, use_na_sentinel=True)
     # Several raw values can share a key (1 and 1.0): re-factorize on the keys.
@@ -567,9 +562,7 @@ def _learn_categorical(
         frequencies=frequencies,
         other_rate=float(other / n_valid) if n_valid else 0.0,
         cardinality=n_keys,
-        chunk_cardinality=CountVariability(
-            *_mean_std(per_chunk), n_chunks=chunks.count, chunk_size=chunks.size
-        ),
+        chunk_cardinality=CountVariability(*_mean_std(per_chunk), n_chunks=chunks.count, chunk_size=chunks.size),
         null_rate_variability=chunks.rate_variability(null),
     )
 
@@ -660,17 +653,14 @@ def _numeric_from_dict(d: dict, path: str) -> NumericProfile:
             raise ProfileFormatError(f"{where}: expected a [value, rate] pair")
         top_values.append((_check_float(pair[0], where), _check_float(pair[1], where)))
     edges = [
-        _check_float(e, f"{path}.bin_edges[{i}]", edge=True)
-        for i, e in enumerate(_typed(d, "bin_edges", path, list))
+        _check_float(e, f"{path}.bin_edges[{i}]", edge=True) for i, e in enumerate(_typed(d, "bin_edges", path, list))
     ]
-    if len(edges) < 2 or any(a >= b for a, b in zip(edges, edges[1:])):
+    if len(edges) < 2 or any(a >= b for a, b in itertools.pairwise(edges)):
         raise ProfileFormatError(f"{path}.bin_edges: expected at least 2 strictly increasing edges")
     raw_freqs = _typed(d, "bin_freqs", path, list)
     freqs = [_check_float(f, f"{path}.bin_freqs[{i}]") for i, f in enumerate(raw_freqs)]
     if len(freqs) != len(edges) - 1:
-        raise ProfileFormatError(
-            f"{path}.bin_freqs: expected {len(edges) - 1} values (one per bin), got {len(freqs)}"
-        )
+        raise ProfileFormatError(f"{path}.bin_freqs: expected {len(edges) - 1} values (one per bin), got {len(freqs)}")
     tvv_path, tvv = f"{path}.top_value_variability", _typed(d, "top_value_variability", path, dict)
     return NumericProfile(
         name=_str(d, "name", path),

@@ -42,7 +42,7 @@ def parse_schema(schema: Any) -> dict[str, Any]:
 def _parse_object(schema: Any) -> dict[str, Any]:
     try:
         parsed = fastavro.parse_schema(schema)
-    except Exception as exc:  # fastavro raises several unrelated types for bad schemas
+    except Exception as exc:  # noqa: BLE001 -- fastavro raises several unrelated types for bad schemas
         raise SchemaLoadError(f"invalid Avro schema: {exc}") from None
     if not isinstance(parsed, dict) or parsed.get("type") != "record":
         raise SchemaLoadError("the top-level schema must be an Avro record")
@@ -137,9 +137,7 @@ def _diff_cached(expected_json: str, observed_json: str) -> tuple[SchemaChange, 
             changes.append(SchemaChange("field_removed", name, want.describe(), "absent"))
         elif (got.base, got.nullable, got.symbols) != (want.base, want.nullable, want.symbols):
             changes.append(SchemaChange("type_changed", name, want.describe(), got.describe()))
-        elif got.has_default != want.has_default or (
-            got.has_default and got.default != want.default
-        ):
+        elif got.has_default != want.has_default or (got.has_default and got.default != want.default):
             changes.append(SchemaChange("default_changed", name, want.describe(), got.describe()))
     for name in observed.keys() - expected.keys():
         changes.append(SchemaChange("field_added", name, "absent", observed[name].describe()))

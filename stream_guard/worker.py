@@ -31,7 +31,7 @@ from stream_guard.alerts.lifecycle import IncidentTracker, LifecycleSettings
 from stream_guard.alerts.model import Alert
 from stream_guard.config import Config
 from stream_guard.deadletter import dead_letter_headers
-from stream_guard.errors import DeliveryError, RegistryUnavailableError, StreamGuardError
+from stream_guard.errors import DecodeError, DeliveryError, RegistryUnavailableError, StreamGuardError
 from stream_guard.kafka import DeliveryTracker, make_consumer, producer_settings
 from stream_guard.metrics import LabelStream
 from stream_guard.model import ModelRuntime
@@ -117,9 +117,7 @@ class Worker:
         }
         self._pipeline = pipeline or Pipeline(config)
         lifecycle = LifecycleSettings(config.alerts.cooldown_s, config.alerts.resolve_after_s)
-        self._incidents = {
-            m.name: IncidentTracker(redis_client, self._stores[m.name].keys, lifecycle) for m in models
-        }
+        self._incidents = {m.name: IncidentTracker(redis_client, self._stores[m.name].keys, lifecycle) for m in models}
         self._label_streams = {stream.topic: stream for stream in label_streams}
         # Shared with the checkers: a reloaded profile replaces its entry here.
         self._profiles = profiles if profiles is not None else {}
@@ -202,10 +200,10 @@ class Worker:
         dead_labels = 0
         for topic, topic_messages in label_messages.items():
             stream = self._label_streams[topic]
-            labels[topic], dead = stream.decode(topic_messages)
-            for m, error in dead:
+            labels[topic], undecodable = stream.decode(topic_messages)
+            for m, error in undecodable:
                 self._dead_letter(m, error, stream.model)
-            dead_labels += len(dead)
+            dead_labels += len(undecodable)
         dead_lettered += dead_labels
         for name, model_messages in by_model.items():
             model = self._models[name]
@@ -255,7 +253,7 @@ class Worker:
             except StreamGuardError as exc:
                 self._log.error("profile not reloaded, keeping the previous one", model=name, error=str(exc))
 
-    def _dead_letter(self, message: Any, error: Exception, model: str) -> None:
+    def _dead_letter(self, message: Any, error: DecodeError, model: str) -> None:
         self._producer.produce(
             self.config.kafka.dead_letter_topic,
             message.value(),

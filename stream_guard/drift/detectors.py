@@ -121,9 +121,7 @@ class DetectorSpec:
         for name, value in params.items():
             default = signature.parameters[name].default if name in signature.parameters else None
             if _is_number(default) and not _is_number(value):
-                raise ValueError(
-                    f"{cls.__name__} parameter {name}={value!r} must be a number (default {default!r})"
-                )
+                raise ValueError(f"{cls.__name__} parameter {name}={value!r} must be a number (default {default!r})")
         try:
             _probe(cls, params)
         except (TypeError, ValueError, ArithmeticError) as exc:
@@ -137,7 +135,7 @@ def _describe_rejection(cls: type, params: Mapping[str, Any], exc: Exception) ->
     for name, value in params.items():
         try:
             _probe(cls, {name: value})
-        except Exception:
+        except Exception:  # noqa: BLE001 -- River raises anything on a bad parameter; we name it
             culprits.append(f"{name}={value!r}")
     if culprits:
         return f"{cls.__name__} rejected parameter {', '.join(culprits)}: {exc}"
@@ -160,9 +158,7 @@ class OnlineDriftMonitor:
         Optional reference values per key, passed to :meth:`seed`.
     """
 
-    def __init__(
-        self, spec: DetectorSpec, *, seed_values: Mapping[Hashable, ArrayLike] | None = None
-    ) -> None:
+    def __init__(self, spec: DetectorSpec, *, seed_values: Mapping[Hashable, ArrayLike] | None = None) -> None:
         self.spec = spec
         self._binary = isinstance(spec.build(), river_base.BinaryDriftDetector)
         self._detectors: dict[Hashable, Detector] = {}
@@ -236,7 +232,7 @@ class OnlineDriftMonitor:
         detector = self._detector(key)
         positions, kept = self._finite(values)
         detections = []
-        for position, value in zip(positions, kept):
+        for position, value in zip(positions, kept, strict=True):
             detector.update(value)
             if detector.drift_detected:
                 detections.append(position)
@@ -281,8 +277,7 @@ class OnlineDriftMonitor:
             raise ValueError("data is not an OnlineDriftMonitor checkpoint (unknown format)")
         if payload["river"] != river.__version__:
             raise ValueError(
-                f"checkpoint was written with river {payload['river']}, "
-                f"this process runs river {river.__version__}"
+                f"checkpoint was written with river {payload['river']}, this process runs river {river.__version__}"
             )
         monitor = cls(DetectorSpec(payload["kind"], payload["params"]))
         monitor._detectors = dict(payload["detectors"])

@@ -172,9 +172,7 @@ def js_distance(ref_freqs: ArrayLike, cur_counts: ArrayLike) -> float:
     return float(np.sqrt(np.clip(divergence, 0.0, 1.0)))
 
 
-def chi_square_test(
-    ref_freqs: ArrayLike, cur_counts: ArrayLike, *, min_expected: float = 5.0
-) -> tuple[float, float]:
+def chi_square_test(ref_freqs: ArrayLike, cur_counts: ArrayLike, *, min_expected: float = 5.0) -> tuple[float, float]:
     """Pearson chi-square goodness-of-fit of the current counts to the reference.
 
     Expected counts are ``ref share * sum(cur_counts)``. Bins whose expected

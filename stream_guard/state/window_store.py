@@ -247,11 +247,7 @@ class WindowStore:
         pipe.hgetall(self.keys.watermarks)
         pipe.hgetall(self.keys.watermarks_seen)
         marks, seen = pipe.execute()
-        active = [
-            int(mark)
-            for source, mark in marks.items()
-            if now_ms - int(seen.get(source, 0)) <= self._idle_ms
-        ]
+        active = [int(mark) for source, mark in marks.items() if now_ms - int(seen.get(source, 0)) <= self._idle_ms]
         return float(min(active)) if active else math.inf
 
     def due_windows(self, now_ms: int) -> list[int]:
@@ -288,7 +284,9 @@ class WindowStore:
             results = pipe.execute()
             for key, items in zip(finding_keys, results, strict=False):
                 examples[key] = [json.loads(item) for item in items]
-            fields.update({name: str(count) for name, count in zip(distinct, results[len(finding_keys) :], strict=True)})
+            fields.update(
+                {name: str(count) for name, count in zip(distinct, results[len(finding_keys) :], strict=True)}
+            )
         return WindowSnapshot(start_ms, start_ms + self.window_ms, fields, dict(examples))
 
     def finish(self, snapshot: WindowSnapshot) -> None:

@@ -11,9 +11,9 @@ from typing import Any
 import redis
 from confluent_kafka import Consumer, Message, Producer
 
+from stream_guard.assembly import build_worker
 from stream_guard.config import Config, load_config
 from stream_guard.embedded import create_topics
-from stream_guard.assembly import build_worker
 from stream_guard.resources import schema_dir
 from stream_guard.simulator import write_local_registry
 from stream_guard.worker import Worker, WorkerStats
@@ -73,7 +73,7 @@ log_format = "json"
 [[models]]
 name = "fraud"
 topics = ["{topic}"]
-schema = "{schema_dir() / 'fraud_inference.avsc'}"
+schema = "{schema_dir() / "fraud_inference.avsc"}"
 encoding = "{encoding}"
 event_id_field = "event_id"
 timestamp_field = "ts"
@@ -90,7 +90,9 @@ slice_fields = ["device_type", "country"]
     return config
 
 
-def produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, bytes, int]], partitions: int | None = None) -> int:
+def produce(
+    bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, bytes, int]], partitions: int | None = None
+) -> int:
     """Produce (key, value, timestamp_ms) items, round-robin over partitions when given; returns the count."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
     n = 0
@@ -133,7 +135,9 @@ def run_until(
     return [w.stats for w in workers]
 
 
-def consume_all(bootstrap: str, topic: str, *, expected: int | None = None, idle_s: float = 3.0, timeout_s: float = 30) -> list[Message]:
+def consume_all(
+    bootstrap: str, topic: str, *, expected: int | None = None, idle_s: float = 3.0, timeout_s: float = 30
+) -> list[Message]:
     """Every message of ``topic`` (from the beginning): stops at ``expected`` or after ``idle_s`` of silence."""
     consumer = Consumer(
         {

@@ -117,7 +117,12 @@ def written(redis_client: redis.Redis, unique: str) -> Iterator[Written]:
             rows = chunk.index[chunk["partition"] == partition]
             batch = make_batch([records[i] for i in rows], partition, offsets[partition])
             updates = build_updates(
-                batch, [], keys, window_ms=WINDOW_MS, max_examples=2, contributors=[recorders[partition].contributor([])]
+                batch,
+                [],
+                keys,
+                window_ms=WINDOW_MS,
+                max_examples=2,
+                contributors=[recorders[partition].contributor([])],
             )
             assert list(store.apply(updates, now_ms=START_MS)) == [1]
             offsets[partition] += len(rows)

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import redis
 from confluent_kafka import Consumer, TopicPartition
+from streamtest import new_worker, produce, run_until, window_totals, write_config
 
 from stream_guard.simulator import Simulator
-from streamtest import new_worker, produce, run_until, window_totals, write_config
 
 pytestmark = pytest.mark.integration
 

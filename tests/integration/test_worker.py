@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import redis
+from streamtest import consume_all, new_worker, produce, run_until, window_totals, write_config
 
 from stream_guard.alerts.codec import decode_alert
 from stream_guard.deadletter import dead_letter_reason
 from stream_guard.simulator import PAYLOAD_FAULTS, Simulator
-from streamtest import consume_all, new_worker, produce, run_until, window_totals, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -99,7 +99,9 @@ def test_json_field_problems_are_findings_not_dead_letters(
     tmp_path: Path, bootstrap: str, redis_url: str, unique: str
 ) -> None:
     """JSON "123" for a double, a missing field and an extra field each raise their finding; only non-JSON is dead-lettered."""
-    config = write_config(tmp_path, bootstrap=bootstrap, redis_url=redis_url, unique=unique, encoding="json", window_s=3600)
+    config = write_config(
+        tmp_path, bootstrap=bootstrap, redis_url=redis_url, unique=unique, encoding="json", window_s=3600
+    )
     records = Simulator(encoding="json", seed=5).records(40, START_MS, step_ms=10)
     payloads = []
     for i, record in enumerate(records):
@@ -115,7 +117,10 @@ def test_json_field_problems_are_findings_not_dead_letters(
     worker = new_worker(config)
     run_until([worker], lambda: worker.stats.consumed >= n)
     assert (worker.stats.decoded, worker.stats.dead_lettered) == (40, 1)
-    alerts = {(a["kind"], a["feature"]): a for a in map(decode_alert, (m.value() for m in consume_all(bootstrap, config.kafka.alerts_topic)))}
+    alerts = {
+        (a["kind"], a["feature"]): a
+        for a in map(decode_alert, (m.value() for m in consume_all(bootstrap, config.kafka.alerts_topic)))
+    }
     assert alerts[("type_mismatch", "amount")]["count"] == 10
     assert alerts[("type_mismatch", "amount")]["observed"] == "string"
     assert alerts[("missing_field", "country")]["count"] == 10
@@ -126,7 +131,12 @@ def test_json_field_problems_are_findings_not_dead_letters(
 def test_alerts_are_keyed_by_event_time_windows(tmp_path: Path, bootstrap: str, redis_url: str, unique: str) -> None:
     """Findings land in the window of their event timestamp, whatever order or time they are consumed in."""
     config = write_config(
-        tmp_path, bootstrap=bootstrap, redis_url=redis_url, unique=unique, encoding="json", window_s=60,
+        tmp_path,
+        bootstrap=bootstrap,
+        redis_url=redis_url,
+        unique=unique,
+        encoding="json",
+        window_s=60,
         sections="[alerts]\ncooldown_s = 0",
     )
     records = Simulator(encoding="json", seed=9).records(300, START_MS, step_ms=1000)  # 5 minutes of event time
@@ -154,7 +164,9 @@ def test_two_workers_split_partitions_and_count_each_event_once(
     tmp_path: Path, bootstrap: str, redis_url: str, redis_client: redis.Redis, unique: str
 ) -> None:
     """Two workers in one group share the partitions; merged window counters equal the events produced."""
-    config = write_config(tmp_path, bootstrap=bootstrap, redis_url=redis_url, unique=unique, partitions=4, window_s=3600)
+    config = write_config(
+        tmp_path, bootstrap=bootstrap, redis_url=redis_url, unique=unique, partitions=4, window_s=3600
+    )
     sim = Simulator(encoding="confluent", seed=11, faults={"garbage": 0.01})
     events = list(sim.stream(4000, START_MS, step_ms=50))
     workers = [new_worker(config), new_worker(config)]
@@ -170,7 +182,9 @@ def test_two_workers_split_partitions_and_count_each_event_once(
         produced.set()
 
     threading.Thread(target=produce_later).start()
-    stats = run_until(workers, lambda: produced.is_set() and sum(w.stats.consumed for w in workers) >= n_expected, timeout_s=120)
+    stats = run_until(
+        workers, lambda: produced.is_set() and sum(w.stats.consumed for w in workers) >= n_expected, timeout_s=120
+    )
     assert all(s.consumed > 0 for s in stats), [vars(s) for s in stats]
     assert sum(s.decoded + s.dead_lettered for s in stats) == n_expected
     totals = window_totals(redis_client, config)
@@ -185,7 +199,12 @@ def test_one_incident_fires_reminds_after_cooldown_and_resolves(
 ) -> None:
     """A fault in four consecutive windows opens one incident, reminds once after the cooldown, then resolves."""
     config = write_config(
-        tmp_path, bootstrap=bootstrap, redis_url=redis_url, unique=unique, encoding="json", window_s=60,
+        tmp_path,
+        bootstrap=bootstrap,
+        redis_url=redis_url,
+        unique=unique,
+        encoding="json",
+        window_s=60,
         sections="[alerts]\ncooldown_s = 120\nresolve_after_s = 120",
     )
     records = Simulator(encoding="json", seed=13).records(600, START_MS - START_MS % 60_000, step_ms=1000)

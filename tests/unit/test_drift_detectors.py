@@ -186,9 +186,7 @@ def test_detection_on_last_seed_value_is_not_reported_on_first_live_value() -> N
     plain.update(3.0)
     assert plain.drift_detected
 
-    monitor = OnlineDriftMonitor(
-        DetectorSpec("ADWIN", {"clock": 1}), seed_values={"x": seed_values[: last + 1]}
-    )
+    monitor = OnlineDriftMonitor(DetectorSpec("ADWIN", {"clock": 1}), seed_values={"x": seed_values[: last + 1]})
     assert monitor.update_batch("x", rng.normal(3.0, 1.0, 2000)) == []
 
 

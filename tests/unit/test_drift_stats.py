@@ -76,9 +76,7 @@ def test_bin_counts_of_empty_input_is_all_zero() -> None:
 
 def test_psi_matches_hand_computation() -> None:
     expected = (
-        (0.1 - 0.25) * math.log(0.1 / 0.25)
-        + (0.3 - 0.25) * math.log(0.3 / 0.25)
-        + (0.6 - 0.5) * math.log(0.6 / 0.5)
+        (0.1 - 0.25) * math.log(0.1 / 0.25) + (0.3 - 0.25) * math.log(0.3 / 0.25) + (0.6 - 0.5) * math.log(0.6 / 0.5)
     )
     assert psi([0.25, 0.25, 0.5], [10, 30, 60]) == pytest.approx(expected, rel=1e-12)
     assert expected == pytest.approx(0.164792, abs=1e-6)
@@ -152,9 +150,7 @@ CATEGORY_SHARES = {"card": 0.55, "bank": 0.3, "wallet": 0.1, "crypto": 0.002}
 OTHER_RATE = 0.048
 
 
-def _draw_categories(
-    rng: np.random.Generator, n: int, shares: dict[str, float], other: float
-) -> dict[str, int]:
+def _draw_categories(rng: np.random.Generator, n: int, shares: dict[str, float], other: float) -> dict[str, int]:
     names = [*shares, "__other__"]
     probs = np.array([*shares.values(), other])
     counts = rng.multinomial(n, probs / probs.sum())

@@ -13,7 +13,6 @@ from stream_guard.decoding import CONFLUENT_MAGIC
 from stream_guard.schemas import load_schema_file
 from stream_guard.simulator import (
     DRIFT_FAULTS,
-    VALUE_FAULTS,
     FAULTS,
     PAYLOAD_FAULTS,
     SCHEMA_FAULTS,
@@ -21,6 +20,7 @@ from stream_guard.simulator import (
     SCHEMA_ID_DROPPED,
     SCHEMA_ID_EXPECTED,
     SCHEMA_ID_UNKNOWN,
+    VALUE_FAULTS,
     Simulator,
     inference_schema_json,
     write_local_registry,
@@ -100,7 +100,7 @@ def test_unknown_fault_is_rejected(faults: dict[str, float]) -> None:
 def test_fault_catalogue() -> None:
     """FAULTS is the byte-level, schema-level, value and drift faults, each named once."""
     groups = (PAYLOAD_FAULTS, SCHEMA_FAULTS, VALUE_FAULTS, DRIFT_FAULTS)
-    assert FAULTS == sum(groups, ())
+    assert sum(groups, ()) == FAULTS
     assert len(set(FAULTS)) == len(FAULTS)
 
 
