@@ -12,6 +12,7 @@ from stream_guard.config import Config, plugin_settings
 from stream_guard.drift import OnlineDrift, WindowDrift
 from stream_guard.drift.settings import DriftSettings
 from stream_guard.metrics import LabelJoiner, LabelStream, MetricsReader, PerformanceEvaluator, SliceRecorder
+from stream_guard.metrics.concept import ConceptDriftEvaluator
 from stream_guard.metrics.labels import make_label_decoder
 from stream_guard.model import ModelRuntime, build_models
 from stream_guard.pipeline import Pipeline
@@ -69,7 +70,6 @@ def build_worker(config: Config, client: redis.Redis | None = None, **worker_kwa
     checkers, evaluators, severities = build_plugins(config, models, profiles)
     recorders: dict[str, SliceRecorder] = {}
     streams: list[LabelStream] = []
-    readers: dict[str, MetricsReader] = {}
     for model in models:
         settings = model.config.metrics
         if not settings.enabled:
@@ -78,12 +78,12 @@ def build_worker(config: Config, client: redis.Redis | None = None, **worker_kwa
         labels = model.config.labels
         ttl = labels.lookback_s if labels.topic else 0
         recorders[model.name] = SliceRecorder.for_model(model, settings, model.profile, prediction_ttl_s=ttl)
-        readers[model.name] = MetricsReader(client, keys, settings.bucket_s * 1000)
+        reader = MetricsReader(client, keys, settings.bucket_s * 1000)
+        evaluators.append(PerformanceEvaluator.for_settings(model.name, reader, settings))
         if labels.topic:
             decoder = make_label_decoder(config, labels, registry)
             streams.append(LabelStream(model.name, LabelJoiner(keys, settings), decoder, labels))
-    if readers:
-        evaluators.append(PerformanceEvaluator(readers))
+            evaluators.append(ConceptDriftEvaluator.for_settings(model.name, reader, settings))
     pipeline = Pipeline(
         config, checkers=checkers, evaluators=evaluators, severities=severities, slice_recorders=recorders
     )

@@ -311,7 +311,10 @@ def _check_plugin_tables(config: Config, problems: list[str]) -> None:
 
 
 def _check_metrics(config: Config, model: ModelConfig, where: str, problems: list[str]) -> None:
+    from stream_guard.metrics.concept import performance_settings_problems
+
     metrics, labels = model.metrics, model.labels
+    problems += performance_settings_problems(metrics, config.worker.window_s, f"{where}.metrics")
     for name in ("bucket_s", "retention_s", "max_values_per_field", "score_bins"):
         value = getattr(metrics, name)
         if isinstance(value, int) and value <= 0:

@@ -339,8 +339,8 @@ class ConceptDriftEvaluator:
     every_ms
         Period length and cadence: runs on windows whose start is a multiple of it.
     lookback_ms
-        Range of the error stream, the period included; the windowed test's reference is
-        the part before the period.
+        The windowed test compares the period with the rest of ``[end - lookback, end)``;
+        the detector's stream covers at least that range (see :meth:`stream_start`).
     min_support, alpha
         Of the windowed test.
     baseline_error_rate

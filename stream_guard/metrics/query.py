@@ -414,8 +414,8 @@ class MetricsReader:
         Returns
         -------
         list of (bucket start, {metric: value})
-            Buckets where the slice has at least one counter; absent metrics are left out
-            (as in :attr:`SliceMetrics.counters`).
+            Buckets where the slice has at least one counter; absent metrics (never incremented,
+            or only by 0) are left out, as in :attr:`SliceMetrics.counters`.
         """
         first = (start_ms // self.bucket_ms) * self.bucket_ms
         starts: list[int] = list(range(first, end_ms, self.bucket_ms)) if end_ms > first else []

@@ -82,7 +82,7 @@ class MetricsSettings:
     baseline_error_rate: float | None = None
     #: River detector run on the rebuilt error stream (``DDM``, ``EDDM``, ``HDDM_A``, ``ADWIN``...).
     #: Regression models need a numeric one: a binary detector is replaced by ``ADWIN`` for them.
-    concept_detector: str = "DDM"
+    concept_detector: str = "ADWIN"
     #: Keyword arguments of the detector, e.g. ``{"drift_threshold": 3.5}`` for DDM.
     concept_detector_params: dict[str, Any] = field(default_factory=dict)
 
