@@ -6,11 +6,14 @@ import argparse
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from stream_guard.errors import ConfigError, StreamGuardError
+
+if TYPE_CHECKING:
+    from stream_guard.config import Config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -171,7 +174,7 @@ def _duration_ms(text: str) -> int:
         raise StreamGuardError(f"not a duration: {text!r} (use e.g. 300s, 5m, 1h, 7d)") from None
 
 
-def _pick_model(config: Any, name: str | None) -> str:
+def _pick_model(config: Config, name: str | None) -> str:
     names = [m.name for m in config.models]
     if name is None:
         if len(names) != 1:
@@ -262,9 +265,12 @@ def _alerts(args: argparse.Namespace) -> int:
             message = consumer.poll(0.5)
             if message is None:
                 continue
-            if message.error():
-                log.warning("consumer error", error=message.error().str())
+            error = message.error()
+            if error:
+                log.warning("consumer error", error=error.str())
                 continue
+            if message.value() is None:
+                continue  # a tombstone of the compacted alerts topic
             record = decode_alert(message.value())
             print(json.dumps(record, default=str) if args.json else render_alert(record), flush=True)
     finally:

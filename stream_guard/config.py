@@ -161,7 +161,7 @@ def load_config(path: str | Path | None, environ: Mapping[str, str] | None = Non
         base_dir = file.resolve().parent
     problems: list[str] = []
     _apply_env(raw, os.environ if environ is None else environ, problems)
-    config = _build(Config, raw, "", problems)
+    config: Config | None = _build(Config, raw, "", problems)
     # Semantic checks assume well-typed values; type mistakes are reported first, alone.
     if config is not None and not problems:
         config.base_dir = base_dir
@@ -220,14 +220,14 @@ def _build(cls: type, raw: Any, where: str, problems: list[str]) -> Any:
 
 def _coerce(hint: Any, value: Any, key: str, problems: list[str]) -> Any:
     origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, f"{key}.", problems)
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, list):
             problems.append(f"{key}: expected a list, got {value!r}")
             return []
-        if dataclasses.is_dataclass(item):
+        if isinstance(item, type) and dataclasses.is_dataclass(item):
             built = [_build(item, v, f"{key}[{i}].", problems) for i, v in enumerate(value)]
             return [b for b in built if b is not None]
         return [_coerce(item, v, f"{key}[{i}]", problems) for i, v in enumerate(value)]

@@ -22,7 +22,7 @@ import json
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import fastavro
 from confluent_kafka.schema_registry.error import SchemaRegistryError
@@ -198,7 +198,8 @@ def plain_time_types(schema: dict[str, Any]) -> dict[str, Any]:
             del out["logicalType"]
         return out
 
-    return dict(fastavro.parse_schema(strip(schema)))
+    # A record schema (a dict) parses to a dict; fastavro's annotation covers every schema form.
+    return dict(cast("dict[str, Any]", fastavro.parse_schema(strip(schema))))
 
 
 class _WriterPlan:

@@ -82,6 +82,11 @@ profile = "profile.json"
 [models.metrics]
 bucket_s = 10
 crossings = [["device_type", "is_new_user"]]
+# Performance checks every window (real deployments: hourly, over a day).
+performance_every_s = 10
+performance_lookback_s = 60
+performance_label_delay_s = 10
+performance_min_support = 100
 
 [models.labels]
 topic = "{labels}"
@@ -245,8 +250,8 @@ def _print_alerts(config: Config, stop: threading.Event, out: TextIO) -> None:
     try:
         while not stop.is_set():
             message = consumer.poll(0.5)
-            if message is None or message.error():
-                continue
+            if message is None or message.error() or message.value() is None:
+                continue  # nothing, a consumer error, or a tombstone of a compacted topic
             _say(out, render_alert(decode_alert(message.value())))
     finally:
         consumer.close()

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import numpy as np
 import pandas as pd
@@ -588,6 +588,10 @@ def _at(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
+@overload
+def _check_float(v: Any, where: str, *, none_ok: Literal[False] = False, edge: bool = False) -> float: ...
+@overload
+def _check_float(v: Any, where: str, *, none_ok: bool, edge: bool = False) -> float | None: ...
 def _check_float(v: Any, where: str, *, none_ok: bool = False, edge: bool = False) -> float | None:
     if v is None and none_ok:
         return None
@@ -637,7 +641,7 @@ def _variability(d: Any, key: str, path: str, cls: type) -> Any:
     )
 
 
-def _numeric_from_dict(d: dict, path: str) -> NumericProfile:
+def _numeric_from_dict(d: dict[str, Any], path: str) -> NumericProfile:
     dtype = _get(d, "dtype", path)
     if dtype not in ("int", "float", "bool"):
         raise ProfileFormatError(f"{path}.dtype: expected 'int', 'float' or 'bool', got {dtype!r}")
@@ -672,18 +676,18 @@ def _numeric_from_dict(d: dict, path: str) -> NumericProfile:
         inf_rate=_float(d, "inf_rate", path, rate=True),
         min=lo,
         max=hi,
-        quantiles=quantiles,  # type: ignore[arg-type]
+        quantiles=quantiles,
         mean=_float(d, "mean", path, none_ok=True),
         std=_float(d, "std", path, none_ok=True),
-        top_values=top_values,  # type: ignore[arg-type]
-        bin_edges=edges,  # type: ignore[arg-type]
-        bin_freqs=freqs,  # type: ignore[arg-type]
+        top_values=top_values,
+        bin_edges=edges,
+        bin_freqs=freqs,
         null_rate_variability=_variability(d, "null_rate_variability", path, RateVariability),
         top_value_variability={str(k): _variability(tvv, k, tvv_path, RateVariability) for k in tvv},
     )
 
 
-def _categorical_from_dict(d: dict, path: str) -> CategoricalProfile:
+def _categorical_from_dict(d: dict[str, Any], path: str) -> CategoricalProfile:
     frequencies = {
         str(k): _float({k: v}, k, f"{path}.frequencies", rate=True)
         for k, v in _typed(d, "frequencies", path, dict).items()

@@ -331,9 +331,12 @@ class Worker:
             if tp.topic in self._label_streams:
                 continue  # the labels fence is read from Redis on every join
             by_model[self._model_of_topic[tp.topic].name].append(_source(tp.topic, tp.partition))
+        now_ms = int(time.time() * 1000)
         for name, sources in by_model.items():
-            for source, offset in self._stores[name].applied_offsets(sources).items():
+            store = self._stores[name]
+            for source, offset in store.applied_offsets(sources).items():
                 self._applied[(name, source)] = offset
+            store.register_sources(sources, now_ms)
 
     def _reload_fences(self) -> None:
         """Re-read the fences after a failure: part of a failed pipeline may have applied."""

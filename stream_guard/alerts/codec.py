@@ -30,8 +30,14 @@ def encode_alert(alert: Alert, *, emitted_at: int, schema_id: int | None = None)
     return stream.getvalue()
 
 
-def decode_alert(payload: bytes) -> dict[str, Any]:
-    """The alert record of a message from the alerts topic (either framing)."""
+def decode_alert(payload: bytes | None) -> dict[str, Any]:
+    """The alert record of a message from the alerts topic (either framing).
+
+    Takes ``Message.value()`` as is; a message without a value (a tombstone) is no alert
+    and raises :class:`TypeError`.
+    """
+    if payload is None:
+        raise TypeError("an alert message has no value (tombstone)")
     # A plain alert starts with the length of a non-empty alert_id, never a zero byte.
     framed = payload[:1] == bytes([CONFLUENT_MAGIC])
     return _read(io.BytesIO(payload[5:] if framed else payload))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 
@@ -104,7 +105,8 @@ class IncidentTracker:
     def resolved(self, window_end: int, still_firing: set[str]) -> list[Alert]:
         """RESOLVED alerts for incidents absent from every window up to ``window_end``."""
         horizon = window_end - self._settings.resolve_after_s * 1000
-        candidates = self._redis.zrangebyscore(self._index, "-inf", horizon)
+        # The client decodes responses (``decode_responses=True``): members are str.
+        candidates = cast("list[str]", self._redis.zrangebyscore(self._index, "-inf", horizon))
         out = []
         for incident_id in candidates:
             if incident_id in still_firing:

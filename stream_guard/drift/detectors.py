@@ -31,9 +31,9 @@ _CHECKPOINT_FORMAT = 1
 
 
 @cache
-def _detector_classes() -> dict[str, type]:
+def _detector_classes() -> dict[str, type[Detector]]:
     """Concrete detector classes of ``river.drift`` and ``river.drift.binary`` by name."""
-    classes: dict[str, type] = {}
+    classes: dict[str, type[Detector]] = {}
     for module in (river_drift, river_drift.binary):
         for name in dir(module):
             obj = getattr(module, name)
@@ -50,7 +50,7 @@ def _normalise_kind(kind: str) -> str:
     return kind.replace("_", "").upper()
 
 
-def _resolve_kind(kind: str) -> type:
+def _resolve_kind(kind: str) -> type[Detector]:
     """Find a detector class by exact name, else ignoring case and underscores.
 
     The fallback accepts the literature's spellings ``HDDM_A``/``HDDM_W`` for
@@ -69,10 +69,10 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _probe(cls: type, params: Mapping[str, Any]) -> Detector:
+def _probe(cls: type[Detector], params: Mapping[str, Any]) -> Detector:
     """Construct and feed one value, since some detectors only reject a bad value on update."""
     detector = cls(**params)
-    detector.update(0)
+    detector.update(0)  # type: ignore[arg-type]  # River's binary detectors annotate x as bool; 0/1 work
     return detector
 
 
@@ -129,7 +129,7 @@ class DetectorSpec:
         return cls(**params)
 
 
-def _describe_rejection(cls: type, params: Mapping[str, Any], exc: Exception) -> str:
+def _describe_rejection(cls: type[Detector], params: Mapping[str, Any], exc: Exception) -> str:
     """Name the parameter(s) River rejected, by trying each one on its own."""
     culprits = []
     for name, value in params.items():
@@ -201,7 +201,7 @@ class OnlineDriftMonitor:
         detector = self._detector(key)
         _, kept = self._finite(values)
         for value in kept:
-            detector.update(value)
+            detector.update(value)  # type: ignore[arg-type]  # River's binary detectors annotate x as bool; 0/1 work
         if detector.drift_detected:
             # Clearing only the flag would keep a window that still straddles the seed's change,
             # and ADWIN then re-detects on the first live value; a fresh detector is what River's
@@ -233,7 +233,7 @@ class OnlineDriftMonitor:
         positions, kept = self._finite(values)
         detections = []
         for position, value in zip(positions, kept, strict=True):
-            detector.update(value)
+            detector.update(value)  # type: ignore[arg-type]  # River's binary detectors annotate x as bool; 0/1 work
             if detector.drift_detected:
                 detections.append(position)
         return detections
@@ -355,4 +355,5 @@ def _histogram_sample(
     lo = np.clip(edges[:-1], finite.min(), finite.max())
     hi = np.clip(edges[1:], finite.min(), finite.max())
     bins = rng.choice(freqs.size, size=n, p=freqs / freqs.sum())
-    return lo[bins] + rng.random(n) * (hi[bins] - lo[bins])
+    sample: np.ndarray = lo[bins] + rng.random(n) * (hi[bins] - lo[bins])
+    return sample

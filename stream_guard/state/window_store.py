@@ -22,7 +22,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -217,6 +217,20 @@ class WindowStore:
         values = self._redis.hmget(self.keys.applied, sources)
         return {s: int(v) for s, v in zip(sources, values, strict=True) if v is not None}
 
+    def register_sources(self, sources: list[str], now_ms: int) -> None:
+        """Make newly assigned partitions hold windows open until they send data or go idle.
+
+        Without this, a partition whose first batch is still on its way would not count
+        in the global watermark, and the windows it contributes to could close early.
+        """
+        if not sources:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for source in sources:
+            pipe.hsetnx(self.keys.watermarks, source, 0)
+            pipe.hset(self.keys.watermarks_seen, source, now_ms)
+        pipe.execute()
+
     def apply(self, updates: list[StateUpdate], now_ms: int, pipe: Any = None) -> Any:
         """Queue the scripts of ``updates`` on ``pipe`` (or run them in one pipeline)."""
         own = pipe is None
@@ -255,11 +269,15 @@ class WindowStore:
         horizon = watermark - self.window_ms - self._lateness_ms
         if horizon == -math.inf:
             return []
-        starts = self._redis.zrangebyscore(self.keys.windows, "-inf", "+inf" if horizon == math.inf else int(horizon))
+        # The client decodes responses (``decode_responses=True``): members are str.
+        starts = cast(
+            "list[str]",
+            self._redis.zrangebyscore(self.keys.windows, "-inf", "+inf" if horizon == math.inf else int(horizon)),
+        )
         return [int(s) for s in starts]
 
     def open_windows(self) -> list[int]:
-        return [int(s) for s in self._redis.zrange(self.keys.windows, 0, -1)]
+        return [int(s) for s in cast("list[str]", self._redis.zrange(self.keys.windows, 0, -1))]
 
     def claim(self, start_ms: int, lease_ms: int) -> bool:
         """Take the right to close a window for ``lease_ms``; False if another worker holds it."""
@@ -271,7 +289,7 @@ class WindowStore:
         A field ``hll|<name>`` names a HyperLogLog key; the snapshot carries its
         cardinality as field ``<name>``.
         """
-        fields = self._redis.hgetall(self.keys.window(start_ms))
+        fields = cast("dict[str, str]", self._redis.hgetall(self.keys.window(start_ms)))  # decoded responses
         finding_keys = [k[2:] for k in fields if k.startswith("f|")]
         distinct = {k[4:]: v for k, v in fields.items() if k.startswith("hll|")}
         examples: dict[str, list[dict[str, Any]]] = defaultdict(list)
