@@ -38,19 +38,10 @@ from stream_guard.embedded import create_topics, local_stack  # noqa: E402
 from stream_guard.learning import frame_from_records, learn_from_frame  # noqa: E402
 from stream_guard.model import build_models  # noqa: E402
 from stream_guard.resources import schema_dir  # noqa: E402
-from stream_guard.simulator import Simulator, write_local_registry  # noqa: E402
+from stream_guard.simulator import SAMPLE_FEATURES, Simulator, write_local_registry  # noqa: E402
 from stream_guard.state.keys import ModelKeys  # noqa: E402
 
-FEATURES = [
-    "amount",
-    "age",
-    "account_age_days",
-    "num_tx_24h",
-    "merchant_category",
-    "device_type",
-    "country",
-    "is_new_user",
-]
+FEATURES = SAMPLE_FEATURES
 #: variant -> (baseline profile: value checks and drift, drift on, slice metrics on)
 VARIANTS = {
     "decode-only": (False, False, False),

@@ -20,6 +20,17 @@ from stream_guard.resources import schema_dir
 from stream_guard.schemas import parse_schema
 
 INFERENCE_SCHEMA = "fraud_inference.avsc"
+#: The features of the sample model, as its configs declare them.
+SAMPLE_FEATURES = [
+    "amount",
+    "age",
+    "account_age_days",
+    "num_tx_24h",
+    "merchant_category",
+    "device_type",
+    "country",
+    "is_new_user",
+]
 
 DEVICE_TYPES = (("android", 0.45), ("ios", 0.40), ("web", 0.15))
 COUNTRIES = (("US", 0.5), ("GB", 0.15), ("DE", 0.1), ("FR", 0.1), ("BR", 0.08), ("IN", 0.07))

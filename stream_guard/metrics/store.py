@@ -162,15 +162,7 @@ class FencedApplier:
         for update in updates:
             self._script(
                 keys=self._fixed + update.keys,
-                args=[
-                    update.source,
-                    update.last_offset,
-                    update.max_event_ms,
-                    now_ms,
-                    self._retention_s,
-                    update.first_offset,
-                    *update.ops,
-                ],
+                args=update.script_args(now_ms, self._retention_s),
                 client=pipe,
             )
         return pipe.execute() if own else pipe

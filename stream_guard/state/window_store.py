@@ -116,6 +116,18 @@ class StateUpdate:
             index = self._key_index[key] = len(self._keys) + 4
         return index
 
+    def script_args(self, now_ms: int, retention_s: int) -> list[Any]:
+        """ARGV of the apply script: the fence and watermark arguments, then the ops."""
+        return [
+            self.source,
+            self.last_offset,
+            self.max_event_ms,
+            now_ms,
+            retention_s,
+            self.first_offset,
+            *self.ops,
+        ]
+
     @property
     def keys(self) -> list[str]:
         return self._keys
@@ -239,15 +251,7 @@ class WindowStore:
         for update in updates:
             self._apply(
                 keys=fixed + update.keys,
-                args=[
-                    update.source,
-                    update.last_offset,
-                    update.max_event_ms,
-                    now_ms,
-                    self._retention_s,
-                    update.first_offset,
-                    *update.ops,
-                ],
+                args=update.script_args(now_ms, self._retention_s),
                 client=pipe,
             )
         return pipe.execute() if own else pipe

@@ -15,19 +15,10 @@ from stream_guard.assembly import build_worker
 from stream_guard.config import Config, load_config
 from stream_guard.embedded import create_topics
 from stream_guard.resources import schema_dir
-from stream_guard.simulator import write_local_registry
+from stream_guard.simulator import SAMPLE_FEATURES, write_local_registry
 from stream_guard.worker import Worker, WorkerStats
 
-FEATURES = [
-    "amount",
-    "age",
-    "account_age_days",
-    "num_tx_24h",
-    "merchant_category",
-    "device_type",
-    "country",
-    "is_new_user",
-]
+FEATURES = SAMPLE_FEATURES
 
 
 def write_config(

@@ -31,7 +31,7 @@ from stream_guard.metrics.store import MetricKeys
 from stream_guard.model import ModelRuntime
 from stream_guard.resources import schema_dir
 from stream_guard.schemas import parse_schema, record_fields
-from stream_guard.simulator import Simulator, inference_schema_json
+from stream_guard.simulator import SAMPLE_FEATURES, Simulator, inference_schema_json
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.window_store import StateUpdate, WindowSnapshot, WindowStore
 
@@ -39,16 +39,7 @@ pytestmark = pytest.mark.integration
 
 START_MS = 1_700_000_000_000
 BUCKET_MS = 60_000
-FEATURES = [
-    "amount",
-    "age",
-    "account_age_days",
-    "num_tx_24h",
-    "merchant_category",
-    "device_type",
-    "country",
-    "is_new_user",
-]
+FEATURES = SAMPLE_FEATURES
 TOPIC, LABELS_TOPIC = "inferences", "labels"
 N_EVENTS, BATCH = 6000, 500
 METRICS_RETENTION_S, STORE_RETENTION_S, LOOKBACK_S = 7200, 3600, 5400

@@ -37,20 +37,12 @@ from stream_guard.learning import learn_from_frame
 from stream_guard.model import ModelRuntime, build_models
 from stream_guard.profile import BaselineProfile
 from stream_guard.resources import schema_dir
+from stream_guard.simulator import SAMPLE_FEATURES
 
 EVENTS = 40_000  # half learns the profile, half is replayed
 WINDOW_S = 10
 RATE = 100  # events per second of the simulator's event times
-FEATURES = [
-    "amount",
-    "age",
-    "account_age_days",
-    "num_tx_24h",
-    "merchant_category",
-    "device_type",
-    "country",
-    "is_new_user",
-]
+FEATURES = SAMPLE_FEATURES
 
 
 def write_config(directory: Path, sections: str = "") -> Path:
