@@ -82,7 +82,8 @@ def build_worker(config: Config, client: redis.Redis | None = None, **worker_kwa
         evaluators.append(PerformanceEvaluator.for_settings(model.name, reader, settings))
         if labels.topic:
             decoder = make_label_decoder(config, labels, registry)
-            streams.append(LabelStream(model.name, LabelJoiner(keys, settings), decoder, labels))
+            joiner = LabelJoiner(keys, settings)
+            streams.append(LabelStream(model.name, joiner, decoder, labels, config.worker.max_record_bytes))
             evaluators.append(ConceptDriftEvaluator.for_settings(model.name, reader, settings))
     pipeline = Pipeline(
         config, checkers=checkers, evaluators=evaluators, severities=severities, slice_recorders=recorders

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from stream_guard.decoding import Decoded
+from stream_guard.errors import EventTimeRangeError
 
 
 @dataclass
@@ -55,6 +56,7 @@ class EventBatch:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def to_epoch_ms(value: Any) -> int | None:
@@ -70,3 +72,12 @@ def to_epoch_ms(value: Any) -> int | None:
         # Integer arithmetic on the timedelta: float seconds would lose the last millisecond.
         return (aware - _EPOCH) // timedelta(milliseconds=1)
     return None
+
+
+def event_time_of(stamp: int | None, fallback_ms: int) -> int:
+    """The event time of a record: its own stamp, else ``fallback_ms`` (the Kafka timestamp)."""
+    if stamp is None:
+        return fallback_ms
+    if not _INT64_MIN <= stamp <= _INT64_MAX:
+        raise EventTimeRangeError(f"event time {stamp} is beyond int64 epoch milliseconds")
+    return stamp

@@ -73,6 +73,9 @@ class WorkerConfig:
     retention_s: int = 7 * 24 * 3600
     #: At most this many example offsets / event ids per alert.
     max_examples: int = 5
+    #: Records with a larger value are dead-lettered without being decoded (librdkafka's
+    #: default ``message.max.bytes``); dead letters over the producer's limit are truncated.
+    max_record_bytes: int = 1_000_000
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
 
@@ -255,7 +258,7 @@ def _coerce(hint: Any, value: Any, key: str, problems: list[str]) -> Any:
 
 def _check_semantics(config: Config, problems: list[str]) -> None:
     worker = config.worker
-    for name in ("batch_size", "window_s", "retention_s", "max_examples"):
+    for name in ("batch_size", "window_s", "retention_s", "max_examples", "max_record_bytes"):
         if isinstance(getattr(worker, name), int) and getattr(worker, name) <= 0:
             problems.append(f"worker.{name}: must be positive, got {getattr(worker, name)}")
     _check_plugin_tables(config, problems)

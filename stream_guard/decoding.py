@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -29,7 +31,9 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from fastavro._read_common import SchemaResolutionError as AvroResolutionError
 
 from stream_guard.errors import (
+    DecodeError,
     NotARecordError,
+    RecordTooLargeError,
     RegistryUnavailableError,
     SchemaLoadError,
     UndecodablePayloadError,
@@ -86,6 +90,61 @@ _PYTHON_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+#: Integers each Avro type can hold; JSON integers outside them are type mismatches.
+_INT_RANGES = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+_MAX_FLOAT_INT = int(sys.float_info.max)
+#: A ``\\uD800``-``\\uDFFF`` escape: the only way JSON text can carry a lone surrogate.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def load_json(payload: bytes | None) -> Any:
+    """Parse a JSON payload; any failure (bad syntax, nesting too deep, an integer of
+    thousands of digits, a lone surrogate that no UTF-8 encoder accepts) is
+    :class:`~stream_guard.errors.UndecodablePayloadError`.
+    """
+    if payload is None:
+        raise UndecodablePayloadError("empty (tombstone) value")
+    try:
+        raw = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UndecodablePayloadError(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise UndecodablePayloadError("JSON nested too deeply to decode") from None
+    except ValueError as exc:  # an integer over sys.get_int_max_str_digits() digits
+        raise UndecodablePayloadError(f"JSON number not decodable: {exc}") from None
+    if _SURROGATE_ESCAPE.search(payload):
+        # Escaped surrogate pairs decode to real characters; only lone ones fail to encode.
+        try:
+            json.dumps(raw, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise UndecodablePayloadError("JSON string holds a lone UTF-16 surrogate (not valid Unicode)") from None
+    return raw
+
+
+#: What ``worker.max_record_bytes`` defaults to: librdkafka's default ``message.max.bytes``.
+DEFAULT_MAX_RECORD_BYTES = 1_000_000
+
+
+def decode_payload(decoder: Any, payload: bytes | None, max_bytes: int) -> Decoded:
+    """``decoder.decode(payload)``, with every failure of this one record as a :class:`DecodeError`.
+
+    A payload over ``max_bytes`` is not decoded at all. A registry outage is not the
+    record's fault and propagates (the batch is retried); any other exception, expected
+    or not, is the record's own and must not crash the batch.
+    """
+    if payload is not None and len(payload) > max_bytes:
+        raise RecordTooLargeError(
+            f"record of {len(payload):,} bytes exceeds worker.max_record_bytes = {max_bytes:,}; not decoded"
+        )
+    try:
+        decoded: Decoded = decoder.decode(payload)
+    except (DecodeError, RegistryUnavailableError):
+        raise
+    except Exception as exc:  # noqa: BLE001 -- whatever one hostile record raises is that record's dead letter
+        raise UndecodablePayloadError(f"decoding failed: {type(exc).__name__}: {exc}"[:500]) from None
+    return decoded
+
+
 class RecordChecker:
     """Checks a decoded dict against the reader schema's top-level fields.
 
@@ -134,6 +193,11 @@ def _matches(spec: FieldType, value: Any) -> bool:
     if not isinstance(value, allowed):
         # fastavro turns logical types (timestamp-millis...) into Python objects.
         return spec.base == "long" and hasattr(value, "timestamp")
+    if isinstance(value, int):
+        bounds = _INT_RANGES.get(spec.base)
+        if bounds is not None:
+            return bounds[0] <= value <= bounds[1]
+        return spec.base not in ("float", "double") or -_MAX_FLOAT_INT <= value <= _MAX_FLOAT_INT
     return not (spec.base == "enum" and spec.symbols and value not in spec.symbols)
 
 
@@ -156,12 +220,7 @@ class JsonDecoder:
         self._checker = RecordChecker(reader_schema, report_unexpected=report_unexpected)
 
     def decode(self, payload: bytes | None) -> Decoded:
-        if payload is None:
-            raise UndecodablePayloadError("empty (tombstone) value")
-        try:
-            raw = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UndecodablePayloadError(f"not valid JSON: {exc}") from None
+        raw = load_json(payload)
         if not isinstance(raw, dict):
             raise NotARecordError(f"JSON value is a {type(raw).__name__}, not an object")
         values, issues = self._checker.check(raw)

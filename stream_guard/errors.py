@@ -49,6 +49,14 @@ class NotARecordError(DecodeError):
     """The payload decoded, but to something other than a record (a JSON list, a number...)."""
 
 
+class RecordTooLargeError(DecodeError):
+    """A record is larger than ``worker.max_record_bytes``: dead-lettered without being decoded."""
+
+
+class EventTimeRangeError(DecodeError):
+    """A record's event time cannot be represented as epoch milliseconds (int64)."""
+
+
 class RegistryUnavailableError(StreamGuardError):
     """The Schema Registry could not answer; the batch is retried, records are not dead-lettered."""
 

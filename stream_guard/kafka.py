@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
 from stream_guard.config import KafkaConfig
 from stream_guard.errors import DeliveryError
@@ -42,25 +42,59 @@ def make_consumer(kafka: KafkaConfig, logger: Any = None, **overrides: Any) -> C
     return Consumer(settings, logger=logger) if logger is not None else Consumer(settings)
 
 
+#: librdkafka's default ``message.max.bytes``.
+DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
+
+
+def max_message_bytes(settings: Mapping[str, Any]) -> int:
+    """The largest record a producer with ``settings`` accepts."""
+    return int(settings.get("message.max.bytes", DEFAULT_MAX_MESSAGE_BYTES))
+
+
 class DeliveryTracker:
     """A producer whose ``flush`` raises unless every message since the last flush was acked."""
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
         self.producer = Producer(dict(settings))
+        self.max_message_bytes = max_message_bytes(settings)
         self._failures: list[str] = []
 
-    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
-        if error is not None:
-            self._failures.append(f"{message.topic()}: {error.str()}")
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | str | None = None,
+        *,
+        if_too_large: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Queue a message for the next :meth:`flush`.
 
-    def produce(self, topic: str, value: bytes | None, key: bytes | str | None = None, **kwargs: Any) -> None:
+        ``if_too_large`` (new ``value`` and ``headers``) replaces the message once if the
+        client or the broker refuses it as too large (``MSG_SIZE_TOO_LARGE``): a message
+        that can never be delivered must not be retried without end.
+        """
+
+        def on_delivery(error: KafkaError | None, message: Message) -> None:
+            if error is None:
+                return
+            if error.code() == KafkaError.MSG_SIZE_TOO_LARGE and if_too_large is not None:
+                self.produce(topic, key=key, **{**kwargs, **if_too_large})
+            else:
+                self._failures.append(f"{message.topic()}: {error.str()}")
+
         while True:
             try:
-                self.producer.produce(topic, value, key, on_delivery=self._on_delivery, **kwargs)
+                self.producer.produce(topic, value, key, on_delivery=on_delivery, **kwargs)
                 return
             except BufferError:
                 # The local queue is full: serve delivery reports to make room, then retry.
                 self.producer.poll(0.1)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE or if_too_large is None:
+                    raise
+                self.produce(topic, key=key, **{**kwargs, **if_too_large})
+                return
 
     def flush(self, timeout_s: float = 30.0) -> None:
         remaining = self.producer.flush(timeout_s)

@@ -9,15 +9,17 @@ from typing import Any
 
 import numpy as np
 
-from stream_guard.batch import EventBatch, to_epoch_ms
+from stream_guard.batch import EventBatch, event_time_of, to_epoch_ms
 from stream_guard.config import Config, ModelConfig
 from stream_guard.decoding import (
+    DEFAULT_MAX_RECORD_BYTES,
     ConfluentDecoder,
     Decoded,
     JsonDecoder,
     LocalWriterSchemas,
     PlainAvroDecoder,
     RegistryWriterSchemas,
+    decode_payload,
 )
 from stream_guard.errors import ConfigError, DecodeError, SchemaLoadError
 from stream_guard.profile import BaselineProfile, ProfileFormatError
@@ -41,6 +43,8 @@ class ModelRuntime:
     categorical_features: list[str] = field(default_factory=list)
     profile: BaselineProfile | None = None
     profile_path: Path | None = None
+    #: Larger records are dead-lettered without being decoded.
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     _profile_mtime: float = 0.0
 
     @property
@@ -78,14 +82,15 @@ class ModelRuntime:
         ts_field, id_field = self.config.timestamp_field, self.config.event_id_field
         for i, message in enumerate(messages):
             try:
-                record = self.decoder.decode(message.value())
+                record = decode_payload(self.decoder, message.value(), self.max_record_bytes)
+                stamp = to_epoch_ms(record.values.get(ts_field)) if ts_field else None
+                event_time[i] = event_time_of(stamp, message.timestamp()[1])
             except DecodeError as error:
                 dead.append(DeadLetter(i, message, error))
                 failed[i] = True
                 record = Decoded({}, [])
+                event_time[i] = message.timestamp()[1]
             decoded.append(record)
-            stamp = to_epoch_ms(record.values.get(ts_field)) if ts_field else None
-            event_time[i] = stamp if stamp is not None else message.timestamp()[1]
             event_id = record.values.get(id_field) if id_field else None
             event_ids.append(None if event_id is None else str(event_id))
         batch = EventBatch(
@@ -156,4 +161,5 @@ def _build_model(config: Config, model: ModelConfig, registry_client: Any, probl
         numeric_features=[f for f in features if fields[f].is_numeric],
         categorical_features=[f for f in features if not fields[f].is_numeric],
         profile_path=config.resolve_path(model.profile) if model.profile else None,
+        max_record_bytes=config.worker.max_record_bytes,
     )

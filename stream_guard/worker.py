@@ -30,7 +30,7 @@ from stream_guard.alerts.codec import encode_alert
 from stream_guard.alerts.lifecycle import IncidentTracker, LifecycleSettings
 from stream_guard.alerts.model import Alert
 from stream_guard.config import Config
-from stream_guard.deadletter import dead_letter_headers
+from stream_guard.deadletter import dead_letter_headers, drop_payload, fit_payload
 from stream_guard.errors import DecodeError, DeliveryError, RegistryUnavailableError, StreamGuardError
 from stream_guard.kafka import DeliveryTracker, make_consumer, producer_settings
 from stream_guard.metrics import LabelStream
@@ -254,12 +254,16 @@ class Worker:
                 self._log.error("profile not reloaded, keeping the previous one", model=name, error=str(exc))
 
     def _dead_letter(self, message: Any, error: DecodeError, model: str) -> None:
+        context = dead_letter_headers(message, error, model=model, worker_id=self.worker_id)
+        value, headers = fit_payload(message.value(), message.key(), context, self._producer.max_message_bytes)
+        dropped, dropped_headers = drop_payload(message.value(), context)
         self._producer.produce(
             self.config.kafka.dead_letter_topic,
-            message.value(),
+            value,
             message.key(),
-            headers=dead_letter_headers(message, error, model=model, worker_id=self.worker_id),
+            headers=headers,
             timestamp=message.timestamp()[1],
+            if_too_large={"value": dropped, "headers": dropped_headers},
         )
         self._log.debug(
             "dead letter",

@@ -10,7 +10,6 @@ a second label for the same event count as unmatched instead of matching twice.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,14 +19,17 @@ import numpy as np
 import pandas as pd
 import redis
 
-from stream_guard.batch import to_epoch_ms
+from stream_guard.batch import event_time_of, to_epoch_ms
 from stream_guard.decoding import (
+    DEFAULT_MAX_RECORD_BYTES,
     ConfluentDecoder,
     Decoded,
     JsonDecoder,
     LocalWriterSchemas,
     PlainAvroDecoder,
     RegistryWriterSchemas,
+    decode_payload,
+    load_json,
 )
 from stream_guard.errors import DecodeError, UndecodablePayloadError
 from stream_guard.metrics import store as s
@@ -291,10 +293,7 @@ class _PlainJson:
     """JSON labels without a schema: any object, values as sent."""
 
     def decode(self, payload: bytes | None) -> Decoded:
-        try:
-            raw = json.loads(payload) if payload is not None else None
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UndecodablePayloadError(f"not valid JSON: {exc}") from None
+        raw = load_json(payload)
         if not isinstance(raw, dict):
             raise UndecodablePayloadError("label is not a JSON object")
         return Decoded(raw, [])
@@ -323,6 +322,7 @@ def labels_from_messages(
     decoder: Any,
     settings: LabelSettings,
     dead: list[tuple[Any, DecodeError]] | None = None,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
 ) -> list[Label]:
     """Decode label messages; an undecodable one or one without id/label keeps its offset (``event_id=None``).
 
@@ -332,34 +332,36 @@ def labels_from_messages(
     for m in messages:
         source = f"{m.topic()}:{m.partition()}"
         try:
-            values = decoder.decode(m.value()).values
+            values = decode_payload(decoder, m.value(), max_record_bytes).values
+            stamp = to_epoch_ms(values.get(settings.timestamp_field)) if settings.timestamp_field else None
+            stamp = event_time_of(stamp, m.timestamp()[1])
         except DecodeError as error:
             if dead is not None:
                 dead.append((m, error))
             out.append(Label(None, None, source, m.offset(), None))
             continue
         event_id = values.get(settings.event_id_field)
-        stamp = to_epoch_ms(values.get(settings.timestamp_field)) if settings.timestamp_field else None
-        out.append(
-            Label(
-                None if event_id is None else str(event_id),
-                values.get(settings.label_field),
-                source,
-                m.offset(),
-                stamp if stamp is not None else m.timestamp()[1],
-            )
-        )
+        event_id = None if event_id is None else str(event_id)
+        out.append(Label(event_id, values.get(settings.label_field), source, m.offset(), stamp))
     return out
 
 
 class LabelStream:
     """One model's labels topic, for the worker: decode a batch of its messages and join it."""
 
-    def __init__(self, model: str, joiner: LabelJoiner, decoder: Any, settings: LabelSettings) -> None:
+    def __init__(
+        self,
+        model: str,
+        joiner: LabelJoiner,
+        decoder: Any,
+        settings: LabelSettings,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    ) -> None:
         self.model = model
         self.joiner = joiner
         self.decoder = decoder
         self.settings = settings
+        self.max_record_bytes = max_record_bytes
 
     @property
     def topic(self) -> str:
@@ -368,7 +370,7 @@ class LabelStream:
     def decode(self, messages: Sequence[Any]) -> tuple[list[Label], list[tuple[Any, DecodeError]]]:
         """The labels of ``messages``, and the undecodable messages with their errors."""
         dead: list[tuple[Any, DecodeError]] = []
-        return labels_from_messages(messages, self.decoder, self.settings, dead), dead
+        return labels_from_messages(messages, self.decoder, self.settings, dead, self.max_record_bytes), dead
 
     def process(self, messages: Sequence[Any], client: redis.Redis, now_ms: int | None = None) -> JoinResult:
         return self.joiner.join(labels_from_messages(messages, self.decoder, self.settings), client, now_ms=now_ms)

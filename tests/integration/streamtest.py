@@ -82,10 +82,15 @@ slice_fields = ["device_type", "country"]
 
 
 def produce(
-    bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, bytes, int]], partitions: int | None = None
+    bootstrap: str,
+    topic: str,
+    items: Iterable[tuple[bytes | None, bytes, int]],
+    partitions: int | None = None,
+    producer_config: dict[str, Any] | None = None,
 ) -> int:
     """Produce (key, value, timestamp_ms) items, round-robin over partitions when given; returns the count."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+    settings = {"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True, **(producer_config or {})}
+    producer = Producer(settings)
     n = 0
     for key, value, ts in items:
         kwargs: dict[str, Any] = {"timestamp": ts}

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import pytest
 
-from stream_guard.deadletter import HEADER_PREFIX, dead_letter_headers, dead_letter_reason
+from stream_guard.deadletter import (
+    HEADER_PREFIX,
+    SHA256_HEADER,
+    SIZE_HEADER,
+    TRUNCATED_HEADER,
+    dead_letter_headers,
+    dead_letter_reason,
+    drop_payload,
+    fit_payload,
+)
 from stream_guard.errors import DecodeError, UndecodablePayloadError, UnknownSchemaIdError, WireFormatError
 
 
@@ -123,3 +133,29 @@ def test_non_ascii_messages_round_trip() -> None:
     error = UndecodablePayloadError("invalid Avro: 'caf\u00e9' \u2014 truncated")
     reason = dead_letter_reason(dead_letter_headers(FakeMessage(), error, model="fraud", worker_id="w"))
     assert reason["exception.message"] == "invalid Avro: 'caf\u00e9' \u2014 truncated"
+
+
+def test_payload_that_fits_is_kept_whole() -> None:
+    """Below the producer's limit the dead letter carries the original bytes and no extra headers."""
+    headers = [("h", b"v")]
+    assert fit_payload(b"x" * 100, b"k", headers, 10_000) == (b"x" * 100, headers)
+
+
+def test_oversized_payload_is_truncated_with_size_and_digest() -> None:
+    """Over the limit the payload is cut to fit, and headers give the original size and SHA-256."""
+    value = bytes(range(256)) * 100
+    cut, headers = fit_payload(value, b"key", [("h", b"v")], 5_000)
+    marks = dict(headers)
+    assert value.startswith(cut) and 0 < len(cut) < 5_000
+    assert len(cut) + len(b"key") + sum(len(n) + len(v) for n, v in headers) <= 5_000
+    assert marks[TRUNCATED_HEADER] == b"true"
+    assert marks[SIZE_HEADER] == str(len(value)).encode()
+    assert marks[SHA256_HEADER] == hashlib.sha256(value).hexdigest().encode()
+    assert headers[0] == ("h", b"v")
+
+
+def test_dropped_payload_keeps_the_reference_headers() -> None:
+    """A broker that refuses even the truncated record gets an empty value with the same marks."""
+    value, headers = drop_payload(b"abc", [("h", b"v")])
+    assert value == b""
+    assert dict(headers)[SIZE_HEADER] == b"3" and dict(headers)[TRUNCATED_HEADER] == b"true"

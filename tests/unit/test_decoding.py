@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from stream_guard import errors
+from stream_guard.batch import event_time_of
 from stream_guard.decoding import (
     ConfluentDecoder,
     Decoded,
@@ -18,7 +19,15 @@ from stream_guard.decoding import (
     LocalWriterSchemas,
     PlainAvroDecoder,
     confluent_frame,
+    decode_payload,
     encode_avro,
+    load_json,
+)
+from stream_guard.errors import (
+    EventTimeRangeError,
+    RecordTooLargeError,
+    RegistryUnavailableError,
+    UndecodablePayloadError,
 )
 from stream_guard.resources import schema_dir
 from stream_guard.schemas import load_schema_file, parse_schema
@@ -457,3 +466,80 @@ def test_registry_outage_is_not_a_decode_error() -> None:
     """RegistryUnavailableError is not a DecodeError: an outage retries the batch instead of dead-lettering it."""
     assert not issubclass(errors.RegistryUnavailableError, errors.DecodeError)
     assert issubclass(errors.RegistryUnavailableError, errors.StreamGuardError)
+
+
+# --------------------------------------------------------------------------- hostile payloads
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
+        (b'{"a": 1' + b"0" * 5_000 + b"}", "number not decodable"),
+        (b'{"a": "x\\ud800y"}', "lone UTF-16 surrogate"),
+        (b'{"a": "\\uDFFF"}', "lone UTF-16 surrogate"),
+        (b'{"a": "\xff"}', "not valid JSON"),
+    ],
+)
+def test_hostile_json_is_undecodable_with_its_reason(payload: bytes, reason: str) -> None:
+    """JSON that crashed the worker (RecursionError, ValueError, UnicodeEncodeError later) is a DecodeError."""
+    with pytest.raises(UndecodablePayloadError, match=reason):
+        load_json(payload)
+
+
+def test_escaped_surrogate_pair_is_a_real_character() -> None:
+    """Only a lone surrogate is refused: an escaped pair (an emoji) decodes to its character."""
+    assert load_json(b'{"a": "\\ud83d\\ude00"}') == {"a": "\N{GRINNING FACE}"}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "ok"),
+    [
+        ("amount", 10**308, True),
+        ("amount", 10**400, False),
+        ("ts", 2**63 - 1, True),
+        ("ts", 2**63, False),
+        ("ts", -(2**63) - 1, False),
+    ],
+)
+def test_json_integers_beyond_their_avro_type_are_mismatches(
+    reader: dict[str, Any], record: dict[str, Any], field: str, value: int, ok: bool
+) -> None:
+    """A double must fit a float and a long an int64; otherwise the value is a type_mismatch, not a crash later."""
+    decoded = JsonDecoder(reader).decode(json.dumps({**record, field: value}).encode())
+    assert (_issue_kinds(decoded) == []) is ok
+    assert (decoded.values[field] == value) is ok
+
+
+class _Exploding:
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    def decode(self, payload: bytes | None) -> Decoded:
+        raise self.exc
+
+
+def test_any_exception_of_one_record_becomes_its_decode_error() -> None:
+    """An unexpected exception inside a decoder is the record's own DecodeError, never the batch's crash."""
+    with pytest.raises(UndecodablePayloadError, match="decoding failed: OverflowError: too big"):
+        decode_payload(_Exploding(OverflowError("too big")), b"x", 100)
+
+
+def test_registry_outage_still_propagates_through_decode_payload() -> None:
+    """A registry outage is not the record's fault: it is retried, not dead-lettered."""
+    with pytest.raises(RegistryUnavailableError):
+        decode_payload(_Exploding(RegistryUnavailableError("down")), b"x", 100)
+
+
+def test_records_over_the_maximum_size_are_not_decoded() -> None:
+    """A value over max_record_bytes is refused before the decoder sees it."""
+    with pytest.raises(RecordTooLargeError, match="101 bytes exceeds worker.max_record_bytes = 100"):
+        decode_payload(_Exploding(AssertionError("must not be called")), b"x" * 101, 100)
+
+
+def test_event_time_beyond_int64_is_a_decode_error() -> None:
+    """A timestamp no int64 holds (a double 1e300) cannot place the record in time: dead letter."""
+    assert event_time_of(None, 7) == 7
+    assert event_time_of(2**63 - 1, 7) == 2**63 - 1
+    with pytest.raises(EventTimeRangeError):
+        event_time_of(10**300, 7)
