@@ -1,24 +1,31 @@
-"""Building a worker with every stage its configuration asks for."""
+"""Building a worker, and everything it runs with, from its configuration: the one place that wires."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import redis
 
-from stream_guard.alerts.model import Severity
+from stream_guard.alerts.lifecycle import IncidentTracker, LifecycleSettings
+from stream_guard.checkpoint import Sinks
 from stream_guard.checks import ChecksConfig, FeatureChecks, WindowChecks
+from stream_guard.closing import WindowCloser
 from stream_guard.config import Config, plugin_settings
+from stream_guard.delivery import ConsumerOffsets, DeadLetterProducer, RedisLabelJoins, RedisWindowState
 from stream_guard.drift import OnlineDrift, WindowDrift
 from stream_guard.drift.settings import DriftSettings
+from stream_guard.kafka import DeliveryTracker, make_consumer, producer_settings
 from stream_guard.metrics import LabelJoiner, LabelStream, MetricsReader, PerformanceEvaluator, SliceRecorder
 from stream_guard.metrics.concept import ConceptDriftEvaluator
 from stream_guard.metrics.labels import make_label_decoder
 from stream_guard.model import ModelRuntime, build_models
 from stream_guard.pipeline import Pipeline
 from stream_guard.profile import BaselineProfile
+from stream_guard.stages import Stages
 from stream_guard.state.keys import ModelKeys
-from stream_guard.worker import Worker
+from stream_guard.state.window_store import WindowStore
+from stream_guard.worker import Worker, WorkerParts
 
 
 def registry_client(config: Config) -> Any:
@@ -32,42 +39,39 @@ def registry_client(config: Config) -> Any:
 
 def build_pipeline(config: Config, models: list[ModelRuntime], profiles: dict[str, BaselineProfile]) -> Pipeline:
     """The checks, drift and evaluators of ``config``, without slice metrics (no Redis needed)."""
-    checkers, evaluators, severities = build_plugins(config, models, profiles)
-    return Pipeline(config, checkers=checkers, evaluators=evaluators, severities=severities)
+    return Pipeline(config, build_stages(config, profiles))
 
 
-def build_plugins(
-    config: Config, models: list[ModelRuntime], profiles: dict[str, BaselineProfile]
-) -> tuple[list[Any], list[Any], dict[str, Severity]]:
-    """The per-batch checkers, closed-window evaluators and row-finding severities the configuration enables.
+def build_stages(config: Config, profiles: dict[str, BaselineProfile]) -> Stages:
+    """The checks and drift stages the configuration enables, under their roles.
 
     ``profiles`` is shared with the stages: replacing a model's entry (a reloaded
     profile) takes effect on the next batch.
     """
-    checkers: list[Any] = []
-    evaluators: list[Any] = []
-    severities: dict[str, Severity] = {}
+    stages = Stages()
     checks_on, checks_raw = plugin_settings(config.checks)
     if checks_on:
         checks = ChecksConfig.from_dict(checks_raw)
-        checkers.append(FeatureChecks(profiles, checks))
-        evaluators.append(WindowChecks(profiles, checks))
-        severities = dict(checks.finding_severities())
+        feature_checks = FeatureChecks(profiles, checks)
+        stages.row_checks.append(feature_checks)
+        stages.contributors.append(feature_checks)
+        stages.evaluators.append(WindowChecks(profiles, checks))
+        stages.severities = dict(checks.finding_severities())
     drift_on, drift_raw = plugin_settings(config.drift)
     if drift_on:
         drift = DriftSettings.from_dict(drift_raw)
-        checkers += [WindowDrift(profiles, drift), OnlineDrift(profiles, drift)]
-        evaluators.append(checkers[-2])
-    return checkers, evaluators, severities
+        window_drift, online_drift = WindowDrift(profiles, drift), OnlineDrift(profiles, drift)
+        stages.row_checks += [window_drift, online_drift]
+        stages.contributors.append(window_drift)
+        stages.evaluators.append(window_drift)
+        stages.partition_state.append(online_drift)
+    return stages
 
 
-def build_worker(config: Config, client: redis.Redis | None = None, **worker_kwargs: Any) -> Worker:
-    """A worker for ``config`` with checks, drift, slice metrics and labels as configured."""
-    registry = registry_client(config)
-    models = build_models(config, registry)
-    client = client or redis.Redis.from_url(config.redis.url, decode_responses=True)
-    profiles = {m.name: m.profile for m in models if m.profile is not None}
-    checkers, evaluators, severities = build_plugins(config, models, profiles)
+def _add_metrics(
+    config: Config, models: list[ModelRuntime], client: redis.Redis, stages: Stages, registry: Any
+) -> list[LabelStream]:
+    """Slice metrics, label joins and performance evaluators of the models that keep metrics."""
     recorders: dict[str, SliceRecorder] = {}
     streams: list[LabelStream] = []
     for model in models:
@@ -79,16 +83,63 @@ def build_worker(config: Config, client: redis.Redis | None = None, **worker_kwa
         ttl = labels.lookback_s if labels.topic else 0
         recorders[model.name] = SliceRecorder.for_model(model, settings, model.profile, prediction_ttl_s=ttl)
         reader = MetricsReader(client, keys, settings.bucket_s * 1000)
-        evaluators.append(PerformanceEvaluator.for_settings(model.name, reader, settings))
+        stages.evaluators.append(PerformanceEvaluator.for_settings(model.name, reader, settings))
         if labels.topic:
             decoder = make_label_decoder(config, labels, registry)
             joiner = LabelJoiner(keys, settings)
             streams.append(LabelStream(model.name, joiner, decoder, labels, config.worker.max_record_bytes))
-            evaluators.append(ConceptDriftEvaluator.for_settings(model.name, reader, settings))
-    pipeline = Pipeline(
-        config, checkers=checkers, evaluators=evaluators, severities=severities, slice_recorders=recorders
+            stages.evaluators.append(ConceptDriftEvaluator.for_settings(model.name, reader, settings))
+    stages.slice_recorders = recorders
+    return streams
+
+
+def build_worker(
+    config: Config,
+    client: redis.Redis | None = None,
+    *,
+    worker_id: str | None = None,
+    consumer_overrides: dict[str, Any] | None = None,
+    close_interval_s: float = 1.0,
+    lease_ms: int = 30_000,
+) -> Worker:
+    """A worker for ``config`` with checks, drift, slice metrics and labels as configured."""
+    worker_id = worker_id or f"sg-{uuid.uuid4().hex[:8]}"
+    registry = registry_client(config)
+    models = build_models(config, registry)
+    client = client or redis.Redis.from_url(config.redis.url, decode_responses=True)
+    profiles = {m.name: m.profile for m in models if m.profile is not None}
+    stages = build_stages(config, profiles)
+    label_streams = _add_metrics(config, models, client, stages, registry)
+    pipeline = Pipeline(config, stages)
+    w = config.worker
+    stores = {
+        m.name: WindowStore(
+            client,
+            ModelKeys(config.redis.key_prefix, m.name),
+            window_ms=w.window_s * 1000,
+            lateness_ms=w.allowed_lateness_s * 1000,
+            idle_ms=int(w.idle_partition_s * 1000),
+            retention_s=w.retention_s,
+            worker_id=worker_id,
+        )
+        for m in models
+    }
+    lifecycle = LifecycleSettings(config.alerts.cooldown_s, config.alerts.resolve_after_s)
+    incidents = {name: IncidentTracker(client, store.keys, lifecycle) for name, store in stores.items()}
+    consumer = make_consumer(config.kafka, **(consumer_overrides or {}))
+    producer = DeliveryTracker(producer_settings(config.kafka))
+    sinks = Sinks(
+        dead_letters=DeadLetterProducer(producer, config.kafka.dead_letter_topic, worker_id),
+        state=RedisWindowState(client, stores),
+        labels=RedisLabelJoins(client, {s.topic: s for s in label_streams}),
+        offsets=ConsumerOffsets(consumer),
     )
-    return Worker(config, models, client, pipeline=pipeline, label_streams=streams, profiles=profiles, **worker_kwargs)
+    models_by_name = {m.name: m for m in models}
+    closer = WindowCloser(
+        models_by_name, stores, incidents, pipeline, producer, config.kafka.alerts_topic, lease_ms=lease_ms
+    )
+    parts = WorkerParts(models, stores, pipeline, consumer, producer, sinks, closer, label_streams, profiles)
+    return Worker(config, parts, worker_id=worker_id, close_interval_s=close_interval_s)
 
 
 def metrics_reader(config: Config, model: str, client: redis.Redis | None = None) -> MetricsReader:

@@ -1,64 +1,46 @@
 """The stages between decoding and delivery, shared by the worker and ``evaluate``'s replay.
 
-Per batch: findings (schema, dead letters, checkers) → window counters and slice metrics
-(:func:`~stream_guard.aggregation.build_updates`). Per closed window: evaluators →
-alerts with their configured severities. Neither step does I/O: the caller applies the
-updates (Redis, or the in-memory state of a replay) and publishes the alerts.
+Per batch: findings (schema, dead letters, row checks) → window counters, contributed
+counters and slice metrics (:func:`~stream_guard.aggregation.build_updates`). Per closed
+window: evaluators → alerts with their configured severities. Neither step does I/O:
+the caller applies the updates (Redis, or the in-memory state of a replay) and
+publishes the alerts. The roles are the protocols of :mod:`stream_guard.stages`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping
 
-from stream_guard.aggregation import build_updates
+from stream_guard.aggregation import Contributor, build_updates
 from stream_guard.alerts.evaluate import DEFAULT_SEVERITY, finding_alerts
 from stream_guard.alerts.model import Alert, Severity
 from stream_guard.batch import EventBatch
 from stream_guard.config import Config
 from stream_guard.findings import RowFindings, dead_letter_findings, schema_findings
 from stream_guard.model import ModelRuntime
+from stream_guard.stages import Stages, WindowEvaluator
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.window_store import StateUpdate, WindowSnapshot
 
-#: Evaluates a closed window into alerts.
-Evaluator = Callable[[ModelRuntime, WindowSnapshot], list[Alert]]
+
+class _RowFindingAlerts:
+    """The evaluator of the row findings' own counters, with their configured severities."""
+
+    def __init__(self, severities: Mapping[str, Severity]) -> None:
+        self._severities = {**DEFAULT_SEVERITY, **severities}
+
+    def __call__(self, model: ModelRuntime, window: WindowSnapshot) -> list[Alert]:
+        return finding_alerts(model.name, window, self._severities)
 
 
 class Pipeline:
-    """Checkers, slice recorders and evaluators of a worker, as configured.
+    """The configured :class:`~stream_guard.stages.Stages` of a worker, run per batch and per window."""
 
-    Parameters
-    ----------
-    checkers
-        Objects with ``findings(model, batch)`` and optionally
-        ``contribute(batch, groups, keys)`` and ``forget(sources)``.
-    evaluators
-        Closed-window evaluators, run after the row findings' own.
-    severities
-        Severity of row findings by ``kind`` or ``kind|feature``, over the defaults.
-    slice_recorders
-        Slice metrics recorder of each model that keeps metrics.
-    """
-
-    def __init__(
-        self,
-        config: Config,
-        *,
-        checkers: Sequence[Any] = (),
-        evaluators: Sequence[Evaluator] = (),
-        severities: Mapping[str, Severity] | None = None,
-        slice_recorders: Mapping[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, config: Config, stages: Stages | None = None) -> None:
         self.config = config
-        self.checkers = list(checkers)
-        finding_severities = {**DEFAULT_SEVERITY, **(severities or {})}
-        self.evaluators: list[Evaluator] = [
-            lambda m, s: finding_alerts(m.name, s, finding_severities),
-            *evaluators,
-        ]
-        self.slice_recorders = dict(slice_recorders or {})
+        self.stages = stages or Stages()
+        self.evaluators: list[WindowEvaluator] = [_RowFindingAlerts(self.stages.severities), *self.stages.evaluators]
 
     def batch_updates(
         self, model: ModelRuntime, batch: EventBatch, keys: ModelKeys, errors: Mapping[int, Exception]
@@ -67,11 +49,12 @@ class Pipeline:
 
         ``errors`` maps the rows that failed to decode to their errors.
         """
+        stages = self.stages
         findings = schema_findings(batch) + dead_letter_findings(batch, dict(errors))
-        for checker in self.checkers:
-            findings += checker.findings(model, batch)
-        contributors = [c.contribute for c in self.checkers if hasattr(c, "contribute")]
-        recorder = self.slice_recorders.get(model.name)
+        for check in stages.row_checks:
+            findings += check.findings(model, batch)
+        contributors: list[Contributor] = [c.contribute for c in stages.contributors]
+        recorder = stages.slice_recorders.get(model.name)
         if recorder is not None:
             contributors.append(recorder.contributor(findings))
         updates = build_updates(
@@ -94,8 +77,8 @@ class Pipeline:
                 alerts.append(dataclasses.replace(alert, severity=Severity(override.upper())) if override else alert)
         return alerts
 
-    def forget(self, sources: Sequence[str]) -> None:
+    def forget(self, sources: Iterable[str]) -> None:
         """Drop per-partition state of revoked or lost partitions."""
-        for checker in self.checkers:
-            if hasattr(checker, "forget"):
-                checker.forget(sources)
+        names = list(sources)
+        for stage in self.stages.partition_state:
+            stage.forget(names)

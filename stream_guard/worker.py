@@ -1,43 +1,41 @@
-"""The worker loop: poll a micro-batch, decode, validate, aggregate, deliver, commit.
+"""The worker loop: poll a micro-batch, route it, hand it to the stages, commit a checkpoint.
 
-Delivery is at-least-once. For every batch, in this order:
+Per batch: messages are routed to their model (or labels topic), redeliveries this
+worker already applied are skipped, each model's messages are decoded and run through
+the :class:`~stream_guard.pipeline.Pipeline`, and the resulting
+:class:`~stream_guard.checkpoint.Checkpoint` is committed (its docstring lists the
+durability steps). Every ``close_interval_s`` the due windows are closed and their
+alerts published (:mod:`stream_guard.closing`). If a step fails with an outage, the
+batch's partitions are rewound and the batch is retried.
 
-1. dead letters are produced and acknowledged by the broker;
-2. the batch's window counters go to Redis, fenced by the last applied offset of each
-   partition (a redelivered batch is skipped, never counted twice);
-3. only then are the offsets stored and committed.
-
-Alerts are produced when a window closes (see :mod:`stream_guard.state.window_store`);
-a window is removed from the open set only after its alerts are acknowledged.
-If any step fails, the batch's partitions are rewound and the batch is retried.
+Everything a worker uses is built by :func:`stream_guard.assembly.build_worker`.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 import structlog
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from stream_guard.alerts.codec import encode_alert
-from stream_guard.alerts.lifecycle import IncidentTracker, LifecycleSettings
-from stream_guard.alerts.model import Alert
+from stream_guard.checkpoint import Checkpoint, CommitResult, Sinks
+from stream_guard.closing import WindowCloser
 from stream_guard.config import Config
-from stream_guard.deadletter import dead_letter_headers, drop_payload, fit_payload
-from stream_guard.errors import DecodeError, DeliveryError, RegistryUnavailableError, StreamGuardError
-from stream_guard.kafka import DeliveryTracker, make_consumer, producer_settings
+from stream_guard.delivery import ConsumerOffsets, describe
+from stream_guard.errors import DeliveryError, RegistryUnavailableError, StreamGuardError
+from stream_guard.kafka import DeliveryTracker
 from stream_guard.metrics import LabelStream
 from stream_guard.model import ModelRuntime
 from stream_guard.pipeline import Pipeline
-from stream_guard.state.keys import ModelKeys
-from stream_guard.state.window_store import StateUpdate, WindowStore
+from stream_guard.profile import BaselineProfile
+from stream_guard.source import Source
+from stream_guard.state.window_store import WindowStore
 
 log = structlog.get_logger("stream_guard.worker")
 
@@ -75,60 +73,51 @@ class WorkerStats:
         )
 
 
-def _source(topic: str, partition: int) -> str:
-    return f"{topic}:{partition}"
+@dataclass
+class _Routed:
+    """A polled batch by destination."""
+
+    events: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
+    labels: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
+    consumed: int = 0
+    skipped: int = 0
+
+
+@dataclass
+class WorkerParts:
+    """What a worker runs with, built by :func:`stream_guard.assembly.build_worker`."""
+
+    models: Sequence[ModelRuntime]
+    stores: Mapping[str, WindowStore]
+    pipeline: Pipeline
+    consumer: Consumer
+    producer: DeliveryTracker
+    sinks: Sinks
+    closer: WindowCloser
+    label_streams: Sequence[LabelStream] = ()
+    #: Shared with the stages: a reloaded profile replaces its entry here.
+    profiles: dict[str, BaselineProfile] = field(default_factory=dict)
 
 
 class Worker:
     """One stream_guard worker; run several with the same group id to split partitions."""
 
-    def __init__(
-        self,
-        config: Config,
-        models: Sequence[ModelRuntime],
-        redis_client: redis.Redis,
-        *,
-        worker_id: str | None = None,
-        consumer_overrides: dict[str, Any] | None = None,
-        pipeline: Pipeline | None = None,
-        label_streams: Sequence[LabelStream] = (),
-        profiles: dict[str, Any] | None = None,
-        close_interval_s: float = 1.0,
-        lease_ms: int = 30_000,
-    ) -> None:
+    def __init__(self, config: Config, parts: WorkerParts, *, worker_id: str, close_interval_s: float = 1.0) -> None:
         self.config = config
-        self.worker_id = worker_id or f"sg-{uuid.uuid4().hex[:8]}"
+        self.worker_id = worker_id
         self.stats = WorkerStats()
-        self._models = {m.name: m for m in models}
-        self._model_of_topic = {t: m for m in models for t in m.config.topics}
-        self._redis = redis_client
-        w = config.worker
-        self._stores = {
-            m.name: WindowStore(
-                redis_client,
-                ModelKeys(config.redis.key_prefix, m.name),
-                window_ms=w.window_s * 1000,
-                lateness_ms=w.allowed_lateness_s * 1000,
-                idle_ms=int(w.idle_partition_s * 1000),
-                retention_s=w.retention_s,
-                worker_id=self.worker_id,
-            )
-            for m in models
-        }
-        self._pipeline = pipeline or Pipeline(config)
-        lifecycle = LifecycleSettings(config.alerts.cooldown_s, config.alerts.resolve_after_s)
-        self._incidents = {m.name: IncidentTracker(redis_client, self._stores[m.name].keys, lifecycle) for m in models}
-        self._label_streams = {stream.topic: stream for stream in label_streams}
-        # Shared with the checkers: a reloaded profile replaces its entry here.
-        self._profiles = profiles if profiles is not None else {}
-        self._consumer = make_consumer(config.kafka, **(consumer_overrides or {}))
-        self._producer = DeliveryTracker(producer_settings(config.kafka))
-        self._applied: dict[tuple[str, str], int] = {}
+        self._parts = parts
+        self._models = {m.name: m for m in parts.models}
+        self._model_of_topic = {t: m.name for m in parts.models for t in m.config.topics}
+        self._label_streams = {stream.topic: stream for stream in parts.label_streams}
+        self._consumer = parts.consumer
+        self._offsets = ConsumerOffsets(parts.consumer)
+        #: Last offset applied to Redis per (model, source), as far as this worker knows.
+        self._applied: dict[tuple[str, Source], int] = {}
         self._stop = threading.Event()
         self._close_interval_s = close_interval_s
-        self._lease_ms = lease_ms
         self._last_close = 0.0
-        self._log = log.bind(worker=self.worker_id, group=config.kafka.group_id)
+        self._log = log.bind(worker=worker_id, group=config.kafka.group_id)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -164,182 +153,120 @@ class Worker:
             if drain_on_exit:
                 self.close_due_windows(final=True)
         finally:
-            self._commit_sync()
+            self._offsets.commit_sync()
             self._consumer.close()
-            self._producer.close()
+            self._parts.producer.close()
             self._log.info("worker stopped", **vars(self.stats), accounted=self.stats.accounted)
         return self.stats
 
     # -- one batch -------------------------------------------------------------------
 
     def process(self, messages: Sequence[Any]) -> None:
-        """Decode, check and aggregate one micro-batch, then commit its offsets."""
-        by_model: dict[str, list[Any]] = defaultdict(list)
-        label_messages: dict[str, list[Any]] = defaultdict(list)
+        """Decode, check and aggregate one micro-batch, then commit its checkpoint."""
+        routed = self._route(messages)
+        self.stats.consumed += routed.consumed
+        self.stats.redelivered_skipped += routed.skipped
+        if not routed.events and not routed.labels:
+            return
+        checkpoint = Checkpoint()
+        dead_labels = 0
+        for topic, label_messages in routed.labels.items():
+            stream = self._label_streams[topic]
+            labels, undecodable = stream.decode(label_messages)
+            checkpoint.add_labels(topic, labels)
+            for message, error in undecodable:
+                checkpoint.reject(message, error, stream.model)
+            dead_labels += len(undecodable)
+        decoded = 0
+        for name, model_messages in routed.events.items():
+            model = self._models[name]
+            batch, dead = model.decode(model_messages)
+            for letter in dead:
+                checkpoint.reject(letter.message, letter.error, name)
+            keys = self._parts.stores[name].keys
+            updates, _ = self._parts.pipeline.batch_updates(model, batch, keys, {d.row: d.error for d in dead})
+            checkpoint.add_updates(name, updates)
+            decoded += len(batch) - len(dead)
+        result = checkpoint.commit(self._parts.sinks, int(time.time() * 1000))
+        self._applied.update(result.applied)
+        self._count(result, decoded=decoded, dead_lettered=len(checkpoint.rejected), dead_labels=dead_labels)
+
+    def _route(self, messages: Sequence[Any]) -> _Routed:
+        routed = _Routed()
         for message in messages:
             error = message.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
                     self._log.warning("consumer error", error=error.str())
                 continue
-            self.stats.consumed += 1
-            if message.topic() in self._label_streams:
-                label_messages[message.topic()].append(message)
+            routed.consumed += 1
+            topic = message.topic()
+            if topic in self._label_streams:
+                routed.labels[topic].append(message)
                 continue
-            model = self._model_of_topic[message.topic()]
-            fence = self._applied.get((model.name, _source(message.topic(), message.partition())))
+            model = self._model_of_topic[topic]
+            fence = self._applied.get((model, Source(topic, message.partition())))
             if fence is not None and message.offset() <= fence:
-                self.stats.redelivered_skipped += 1
-                continue
-            by_model[model.name].append(message)
-        if not by_model and not label_messages:
-            return
-        updates: dict[str, list[StateUpdate]] = {}
-        decoded = dead_lettered = 0
-        labels: dict[str, list[Any]] = {}
-        dead_labels = 0
-        for topic, topic_messages in label_messages.items():
-            stream = self._label_streams[topic]
-            labels[topic], undecodable = stream.decode(topic_messages)
-            for m, error in undecodable:
-                self._dead_letter(m, error, stream.model)
-            dead_labels += len(undecodable)
-        dead_lettered += dead_labels
-        for name, model_messages in by_model.items():
-            model = self._models[name]
-            batch, dead = model.decode(model_messages)
-            for letter in dead:
-                self._dead_letter(letter.message, letter.error, name)
-            updates[name], _ = self._pipeline.batch_updates(
-                model, batch, self._stores[name].keys, {d.row: d.error for d in dead}
-            )
-            decoded += len(batch) - len(dead)
-            dead_lettered += len(dead)
-        self._producer.flush()
-        now_ms = int(time.time() * 1000)
-        pipe = self._redis.pipeline(transaction=False)
-        for name, model_updates in updates.items():
-            self._stores[name].apply(model_updates, now_ms, pipe)
-        pipe.execute()
-        positions = {}
-        for name, model_updates in updates.items():
-            for update in model_updates:
-                self._applied[(name, update.source)] = update.last_offset
-                topic, partition = update.source.rsplit(":", 1)
-                positions[(topic, int(partition))] = update.last_offset + 1
-        # Labels join after the events, so a label can meet a prediction of the same poll.
-        for topic, topic_labels in labels.items():
-            result = self._label_streams[topic].joiner.join(topic_labels, self._redis, now_ms=now_ms)
-            self.stats.labels_matched += result.matched
-            self.stats.labels_unmatched += result.unmatched
-            self.stats.labels_skipped += result.skipped
-            self.stats.labels_invalid += result.invalid
-            for source, last in result.last_offsets.items():
-                label_topic, partition = source.rsplit(":", 1)
-                positions[(label_topic, int(partition))] = last + 1
+                routed.skipped += 1
+            else:
+                routed.events[model].append(message)
+        return routed
+
+    def _count(self, result: CommitResult, *, decoded: int, dead_lettered: int, dead_labels: int) -> None:
+        stats = self.stats
+        for join in result.joins.values():
+            stats.labels_matched += join.matched
+            stats.labels_unmatched += join.unmatched
+            stats.labels_skipped += join.skipped
+            stats.labels_invalid += join.invalid
         # Undecodable labels are both dead letters and "invalid" to the joiner: count them once.
-        self.stats.labels_invalid -= dead_labels
-        self._commit([TopicPartition(t, p, o) for (t, p), o in positions.items()])
-        self.stats.decoded += decoded
-        self.stats.dead_lettered += dead_lettered
-        self.stats.batches += 1
+        stats.labels_invalid -= dead_labels
+        stats.decoded += decoded
+        stats.dead_lettered += dead_lettered
+        stats.batches += 1
+
+    def close_due_windows(self, *, final: bool = False) -> list[Any]:
+        """Close the windows the global watermark has passed; publish their alerts."""
+        self._last_close = time.monotonic()
+        published = self._parts.closer.close_due(int(time.time() * 1000), final=final)
+        self.stats.alerts += len(published)
+        return published
 
     def _reload_profiles(self) -> None:
         for name, model in self._models.items():
             try:
                 if model.load_profile():
-                    self._profiles[name] = model.profile
+                    assert model.profile is not None
+                    self._parts.profiles[name] = model.profile
                     self._log.info("profile reloaded", model=name, path=str(model.profile_path))
             except StreamGuardError as exc:
                 self._log.error("profile not reloaded, keeping the previous one", model=name, error=str(exc))
 
-    def _dead_letter(self, message: Any, error: DecodeError, model: str) -> None:
-        context = dead_letter_headers(message, error, model=model, worker_id=self.worker_id)
-        value, headers = fit_payload(message.value(), message.key(), context, self._producer.max_message_bytes)
-        dropped, dropped_headers = drop_payload(message.value(), context)
-        self._producer.produce(
-            self.config.kafka.dead_letter_topic,
-            value,
-            message.key(),
-            headers=headers,
-            timestamp=message.timestamp()[1],
-            if_too_large={"value": dropped, "headers": dropped_headers},
-        )
-        self._log.debug(
-            "dead letter",
-            topic=message.topic(),
-            partition=message.partition(),
-            offset=message.offset(),
-            reason=str(error),
-        )
-
-    def close_due_windows(self, *, final: bool = False) -> list[Alert]:
-        """Close the windows the global watermark has passed; publish their alerts."""
-        self._last_close = time.monotonic()
-        now_ms = int(time.time() * 1000)
-        published: list[Alert] = []
-        for name, store in self._stores.items():
-            starts = store.open_windows() if final else store.due_windows(now_ms)
-            for start in starts:
-                if not store.claim(start, self._lease_ms):
-                    continue
-                snapshot = store.snapshot(start)
-                raised = self._pipeline.window_alerts(self._models[name], snapshot)
-                incidents = self._incidents[name]
-                alerts = incidents.publishable(raised)
-                alerts += incidents.resolved(snapshot.end_ms, {a.incident_id for a in raised})
-                for alert in alerts:
-                    self._producer.produce(
-                        self.config.kafka.alerts_topic,
-                        encode_alert(alert, emitted_at=now_ms),
-                        alert.alert_id,
-                        headers=[("model", name.encode()), ("kind", alert.kind.encode())],
-                    )
-                self._producer.flush()
-                store.finish(snapshot)
-                published += alerts
-                if alerts:
-                    self._log.info("window closed", model=name, window_start=start, alerts=len(alerts))
-        self.stats.alerts += len(published)
-        return published
-
     # -- offsets and rebalancing ---------------------------------------------------------
 
-    def _commit(self, offsets: list[TopicPartition]) -> None:
-        if offsets:
-            self._consumer.store_offsets(offsets=offsets)
-            self._consumer.commit(asynchronous=True)
-
-    def _commit_sync(self) -> None:
-        try:
-            self._consumer.commit(asynchronous=False)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError._NO_OFFSET:
-                self._log.warning("final commit failed", error=str(exc))
-
     def _rewind(self, messages: Sequence[Any]) -> None:
-        first: dict[tuple[str, int], int] = {}
+        first: dict[Source, int] = {}
         for m in messages:
             if m.error() is None:
-                key = (m.topic(), m.partition())
-                first[key] = min(first.get(key, m.offset()), m.offset())
-        for (topic, partition), offset in first.items():
+                source = Source(m.topic(), m.partition())
+                first[source] = min(first.get(source, m.offset()), m.offset())
+        for source, offset in first.items():
             try:
-                self._consumer.seek(TopicPartition(topic, partition, offset))
+                self._consumer.seek(TopicPartition(source.topic, source.partition, offset))
             except KafkaException as exc:
-                self._log.warning("rewind failed", topic=topic, partition=partition, error=str(exc))
+                self._log.warning("rewind failed", source=str(source), error=str(exc))
 
     def _load_fences(self, partitions: list[TopicPartition]) -> None:
         by_model: dict[str, list[str]] = defaultdict(list)
         for tp in partitions:
             if tp.topic in self._label_streams:
                 continue  # the labels fence is read from Redis on every join
-            by_model[self._model_of_topic[tp.topic].name].append(_source(tp.topic, tp.partition))
+            by_model[self._model_of_topic[tp.topic]].append(str(Source(tp.topic, tp.partition)))
         now_ms = int(time.time() * 1000)
         for name, sources in by_model.items():
-            store = self._stores[name]
+            store = self._parts.stores[name]
             for source, offset in store.applied_offsets(sources).items():
-                self._applied[(name, source)] = offset
+                self._applied[(name, Source.parse(source))] = offset
             store.register_sources(sources, now_ms)
 
     def _reload_fences(self) -> None:
@@ -351,23 +278,21 @@ class Worker:
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         self._load_fences(partitions)
-        self._log.info("partitions assigned", partitions=[_source(tp.topic, tp.partition) for tp in partitions])
+        self._log.info("partitions assigned", partitions=describe(partitions))
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         try:
-            self._commit_sync()
+            self._offsets.commit_sync()
         finally:
             self._forget(partitions)
-            self._log.info("partitions revoked", partitions=[_source(tp.topic, tp.partition) for tp in partitions])
+            self._log.info("partitions revoked", partitions=describe(partitions))
 
     def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         self._forget(partitions)
-        self._log.warning("partitions lost", partitions=[_source(tp.topic, tp.partition) for tp in partitions])
+        self._log.warning("partitions lost", partitions=describe(partitions))
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
-        self._pipeline.forget([_source(tp.topic, tp.partition) for tp in partitions])
+        self._parts.pipeline.forget(describe(partitions))
         for tp in partitions:
-            if tp.topic in self._label_streams:
-                continue
-            model = self._model_of_topic[tp.topic]
-            self._applied.pop((model.name, _source(tp.topic, tp.partition)), None)
+            if tp.topic not in self._label_streams:
+                self._applied.pop((self._model_of_topic[tp.topic], Source(tp.topic, tp.partition)), None)

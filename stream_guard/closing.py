@@ -1,0 +1,76 @@
+"""Closing event-time windows: evaluate the merged counters, publish the alerts, then finish.
+
+A window is *due* once the global watermark passed its end plus the allowed lateness
+(:meth:`~stream_guard.state.window_store.WindowStore.due_windows`). Any worker may
+close it: it takes a short lease, reads the merged counters, runs the evaluators,
+lets the incident tracker decide what to publish, waits for the broker to acknowledge
+the alerts, and only then removes the window from the open set. A worker that dies in
+between lets the lease expire and another one closes the window again (at-least-once;
+the alert ids are the same).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import structlog
+
+from stream_guard.alerts.codec import encode_alert
+from stream_guard.alerts.lifecycle import IncidentTracker
+from stream_guard.alerts.model import Alert
+from stream_guard.kafka import DeliveryTracker
+from stream_guard.model import ModelRuntime
+from stream_guard.pipeline import Pipeline
+from stream_guard.state.window_store import WindowStore
+
+log = structlog.get_logger("stream_guard.closing")
+
+
+class WindowCloser:
+    """Closes every model's due windows and publishes their alerts on ``alerts_topic``."""
+
+    def __init__(
+        self,
+        models: Mapping[str, ModelRuntime],
+        stores: Mapping[str, WindowStore],
+        incidents: Mapping[str, IncidentTracker],
+        pipeline: Pipeline,
+        producer: DeliveryTracker,
+        alerts_topic: str,
+        *,
+        lease_ms: int = 30_000,
+    ) -> None:
+        self._models = models
+        self._stores = stores
+        self._incidents = incidents
+        self._pipeline = pipeline
+        self._producer = producer
+        self._alerts_topic = alerts_topic
+        self._lease_ms = lease_ms
+
+    def close_due(self, now_ms: int, *, final: bool = False) -> list[Alert]:
+        """Close the windows the watermark has passed (every open one if ``final``); the alerts published."""
+        published: list[Alert] = []
+        for name, store in self._stores.items():
+            starts = store.open_windows() if final else store.due_windows(now_ms)
+            for start in starts:
+                if not store.claim(start, self._lease_ms):
+                    continue
+                snapshot = store.snapshot(start)
+                raised = self._pipeline.window_alerts(self._models[name], snapshot)
+                incidents = self._incidents[name]
+                alerts = incidents.publishable(raised)
+                alerts += incidents.resolved(snapshot.end_ms, {a.incident_id for a in raised})
+                for alert in alerts:
+                    self._producer.produce(
+                        self._alerts_topic,
+                        encode_alert(alert, emitted_at=now_ms),
+                        alert.alert_id,
+                        headers=[("model", name.encode()), ("kind", alert.kind.encode())],
+                    )
+                self._producer.flush()
+                store.finish(snapshot)
+                published += alerts
+                if alerts:
+                    log.info("window closed", model=name, window_start=start, alerts=len(alerts))
+        return published

@@ -1,0 +1,100 @@
+"""The worker's sinks of the commit protocol (:mod:`stream_guard.checkpoint`): broker, Redis, group."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import redis
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from stream_guard.checkpoint import Rejected
+from stream_guard.deadletter import dead_letter_headers, drop_payload, fit_payload
+from stream_guard.kafka import DeliveryTracker
+from stream_guard.metrics.labels import JoinResult, Label, LabelStream
+from stream_guard.source import Source
+from stream_guard.state.window_store import StateUpdate, WindowStore
+
+log = structlog.get_logger("stream_guard.delivery")
+
+
+class DeadLetterProducer:
+    """Dead letters on ``topic``, each within the producer's ``message.max.bytes``."""
+
+    def __init__(self, producer: DeliveryTracker, topic: str, worker_id: str) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._worker_id = worker_id
+
+    def dead_letter(self, rejected: Rejected) -> None:
+        message = rejected.message
+        context = dead_letter_headers(message, rejected.error, model=rejected.model, worker_id=self._worker_id)
+        value, headers = fit_payload(message.value(), message.key(), context, self._producer.max_message_bytes)
+        dropped, dropped_headers = drop_payload(message.value(), context)
+        self._producer.produce(
+            self._topic,
+            value,
+            message.key(),
+            headers=headers,
+            timestamp=message.timestamp()[1],
+            if_too_large={"value": dropped, "headers": dropped_headers},
+        )
+        log.debug(
+            "dead letter",
+            topic=message.topic(),
+            partition=message.partition(),
+            offset=message.offset(),
+            reason=str(rejected.error),
+        )
+
+    def flush(self) -> None:
+        self._producer.flush()
+
+
+class RedisWindowState:
+    """Every model's window store on one Redis client: all updates of a batch in one pipeline."""
+
+    def __init__(self, client: redis.Redis, stores: Mapping[str, WindowStore]) -> None:
+        self._client = client
+        self._stores = stores
+
+    def apply(self, updates: Mapping[str, Sequence[StateUpdate]], now_ms: int) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        for model, model_updates in updates.items():
+            self._stores[model].apply(list(model_updates), now_ms, pipe)
+        pipe.execute()
+
+
+class RedisLabelJoins:
+    """Each labels topic joined by its stream's joiner."""
+
+    def __init__(self, client: redis.Redis, streams: Mapping[str, LabelStream]) -> None:
+        self._client = client
+        self._streams = streams
+
+    def join(self, topic: str, labels: Sequence[Label], now_ms: int) -> JoinResult:
+        return self._streams[topic].joiner.join(labels, self._client, now_ms=now_ms)
+
+
+class ConsumerOffsets:
+    """Offsets stored on the consumer and committed asynchronously (a final sync commit on close)."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        self._consumer = consumer
+
+    def commit(self, offsets: Mapping[Source, int]) -> None:
+        self._consumer.store_offsets(offsets=[TopicPartition(s.topic, s.partition, o) for s, o in offsets.items()])
+        self._consumer.commit(asynchronous=True)
+
+    def commit_sync(self) -> None:
+        try:
+            self._consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                log.warning("final commit failed", error=str(exc))
+
+
+def describe(partitions: Sequence[Any]) -> list[str]:
+    """``topic:partition`` names of TopicPartitions, for logs."""
+    return [str(Source(tp.topic, tp.partition)) for tp in partitions]
