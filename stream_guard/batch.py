@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -39,6 +41,28 @@ class EventBatch:
     def valid_rows(self) -> np.ndarray:
         """Indices of the rows that decoded."""
         return np.flatnonzero(~self.failed)
+
+    def take(self, rows: np.ndarray) -> EventBatch:
+        """The batch of these rows only."""
+        picked = rows.tolist()
+        return EventBatch(
+            model=self.model,
+            decoded=[self.decoded[r] for r in picked],
+            topics=[self.topics[r] for r in picked],
+            partitions=self.partitions[rows],
+            offsets=self.offsets[rows],
+            event_time_ms=self.event_time_ms[rows],
+            event_ids=[self.event_ids[r] for r in picked],
+            failed=self.failed[rows],
+        )
+
+    def with_failed(self, rows: Iterable[int]) -> EventBatch:
+        """The batch with these rows marked failed: they count in their window, in no feature check."""
+        failed = self.failed.copy()
+        decoded, event_ids = list(self.decoded), list(self.event_ids)
+        for r in rows:
+            failed[r], decoded[r], event_ids[r] = True, Decoded({}, []), None
+        return dataclasses.replace(self, decoded=decoded, event_ids=event_ids, failed=failed, _columns={})
 
     def column(self, name: str) -> list[Any]:
         """The values of one field, ``None`` where absent."""

@@ -67,6 +67,12 @@ class Decoded:
     writer_schema_id: int | None = None
 
 
+class Decoder(Protocol):
+    """Turns one payload into a record; raises :class:`~stream_guard.errors.DecodeError` if it holds none."""
+
+    def decode(self, payload: bytes | None) -> Decoded: ...
+
+
 class WriterSchemaSource(Protocol):
     def get(self, schema_id: int) -> dict[str, Any]:
         """The parsed writer schema with this id; raise UnknownSchemaIdError if unknown."""
@@ -125,7 +131,7 @@ def load_json(payload: bytes | None) -> Any:
 DEFAULT_MAX_RECORD_BYTES = 1_000_000
 
 
-def decode_payload(decoder: Any, payload: bytes | None, max_bytes: int) -> Decoded:
+def decode_payload(decoder: Decoder, payload: bytes | None, max_bytes: int) -> Decoded:
     """``decoder.decode(payload)``, with every failure of this one record as a :class:`DecodeError`.
 
     A payload over ``max_bytes`` is not decoded at all. A registry outage is not the
@@ -137,7 +143,7 @@ def decode_payload(decoder: Any, payload: bytes | None, max_bytes: int) -> Decod
             f"record of {len(payload):,} bytes exceeds worker.max_record_bytes = {max_bytes:,}; not decoded"
         )
     try:
-        decoded: Decoded = decoder.decode(payload)
+        decoded = decoder.decode(payload)
     except (DecodeError, RegistryUnavailableError):
         raise
     except Exception as exc:  # noqa: BLE001 -- whatever one hostile record raises is that record's dead letter

@@ -57,6 +57,12 @@ class EventTimeRangeError(DecodeError):
     """A record's event time cannot be represented as epoch milliseconds (int64)."""
 
 
+class RecordValidationError(DecodeError):
+    """A record decoded, but validating it raised: it is dead-lettered, never the batch's crash."""
+
+    stage = "TRANSFORMATION"
+
+
 class RegistryUnavailableError(StreamGuardError):
     """The Schema Registry could not answer; the batch is retried, records are not dead-lettered."""
 

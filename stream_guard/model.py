@@ -15,6 +15,7 @@ from stream_guard.decoding import (
     DEFAULT_MAX_RECORD_BYTES,
     ConfluentDecoder,
     Decoded,
+    Decoder,
     JsonDecoder,
     LocalWriterSchemas,
     PlainAvroDecoder,
@@ -38,7 +39,7 @@ class ModelRuntime:
     config: ModelConfig
     reader_schema: dict[str, Any]
     fields: dict[str, FieldType]
-    decoder: Any
+    decoder: Decoder
     numeric_features: list[str] = field(default_factory=list)
     categorical_features: list[str] = field(default_factory=list)
     profile: BaselineProfile | None = None
@@ -141,7 +142,7 @@ def _build_model(config: Config, model: ModelConfig, registry_client: Any, probl
             if name and name not in fields:
                 problems.append(f"model {model.name}: {role} {name!r} is not a field of the schema")
     kwargs = {"report_unexpected": model.report_unexpected_fields}
-    decoder: Any
+    decoder: Decoder
     if model.encoding == "json":
         decoder = JsonDecoder(reader, **kwargs)
     elif model.encoding == "avro":

@@ -10,18 +10,36 @@ publishes the alerts. The roles are the protocols of :mod:`stream_guard.stages`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import structlog
 
 from stream_guard.aggregation import Contributor, build_updates
 from stream_guard.alerts.evaluate import DEFAULT_SEVERITY, finding_alerts
 from stream_guard.alerts.model import Alert, Severity
 from stream_guard.batch import EventBatch
 from stream_guard.config import Config
+from stream_guard.errors import DecodeError, RecordValidationError, RegistryUnavailableError
 from stream_guard.findings import RowFindings, dead_letter_findings, schema_findings
-from stream_guard.model import ModelRuntime
+from stream_guard.model import DeadLetter, ModelRuntime
 from stream_guard.stages import Stages, WindowEvaluator
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.window_store import StateUpdate, WindowSnapshot
+
+log = structlog.get_logger("stream_guard.pipeline")
+
+
+@dataclass
+class StagedBatch:
+    """One model's messages after decoding and the stages: the updates, and the records rejected."""
+
+    updates: list[StateUpdate]
+    findings: list[RowFindings]
+    dead: list[DeadLetter]
+    decoded: int
 
 
 class _RowFindingAlerts:
@@ -66,6 +84,43 @@ class Pipeline:
             contributors=contributors,
         )
         return updates, findings
+
+    def stage(self, model: ModelRuntime, messages: Sequence[Any], keys: ModelKeys) -> StagedBatch:
+        """Decode one model's messages and run them through the stages.
+
+        A record that makes a stage raise is found by running the valid rows one at a
+        time, and becomes a dead letter (:class:`~stream_guard.errors.RecordValidationError`)
+        while the rest of the batch is counted: one hostile record must not crash the
+        batch on every redelivery. Stateful stages may then have seen some rows twice.
+        A failure no single record reproduces is raised.
+        """
+        batch, dead = model.decode(messages)
+        errors: dict[int, Exception] = {d.row: d.error for d in dead}
+        try:
+            updates, findings = self.batch_updates(model, batch, keys, errors)
+        except RegistryUnavailableError:
+            raise
+        except Exception:  # a stage failed: look for the record that causes it (re-raised if none)
+            poison = self._poison_rows(model, batch, keys)
+            if not poison:
+                raise
+            log.error("records dead-lettered: a stage failed on them", model=model.name, rows=len(poison))
+            batch = batch.with_failed(poison)
+            dead = sorted([*dead, *(DeadLetter(r, messages[r], e) for r, e in poison.items())], key=lambda d: d.row)
+            errors.update(poison)
+            updates, findings = self.batch_updates(model, batch, keys, errors)
+        return StagedBatch(updates, findings, dead, len(batch) - len(dead))
+
+    def _poison_rows(self, model: ModelRuntime, batch: EventBatch, keys: ModelKeys) -> dict[int, DecodeError]:
+        poison: dict[int, DecodeError] = {}
+        for row in batch.valid_rows.tolist():
+            try:
+                self.batch_updates(model, batch.take(np.array([row])), keys, {})
+            except RegistryUnavailableError:
+                raise
+            except Exception as exc:  # noqa: BLE001 -- the record's own failure, whatever it is
+                poison[row] = RecordValidationError(f"validation failed: {type(exc).__name__}: {exc}"[:500])
+        return poison
 
     def window_alerts(self, model: ModelRuntime, window: WindowSnapshot) -> list[Alert]:
         """Every evaluator's alerts for a closed window, with ``[alerts] severity`` overrides."""

@@ -179,14 +179,11 @@ class Worker:
             dead_labels += len(undecodable)
         decoded = 0
         for name, model_messages in routed.events.items():
-            model = self._models[name]
-            batch, dead = model.decode(model_messages)
-            for letter in dead:
+            staged = self._parts.pipeline.stage(self._models[name], model_messages, self._parts.stores[name].keys)
+            for letter in staged.dead:
                 checkpoint.reject(letter.message, letter.error, name)
-            keys = self._parts.stores[name].keys
-            updates, _ = self._parts.pipeline.batch_updates(model, batch, keys, {d.row: d.error for d in dead})
-            checkpoint.add_updates(name, updates)
-            decoded += len(batch) - len(dead)
+            checkpoint.add_updates(name, staged.updates)
+            decoded += staged.decoded
         result = checkpoint.commit(self._parts.sinks, int(time.time() * 1000))
         self._applied.update(result.applied)
         self._count(result, decoded=decoded, dead_lettered=len(checkpoint.rejected), dead_labels=dead_labels)

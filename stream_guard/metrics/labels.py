@@ -24,6 +24,7 @@ from stream_guard.decoding import (
     DEFAULT_MAX_RECORD_BYTES,
     ConfluentDecoder,
     Decoded,
+    Decoder,
     JsonDecoder,
     LocalWriterSchemas,
     PlainAvroDecoder,
@@ -299,7 +300,7 @@ class _PlainJson:
         return Decoded(raw, [])
 
 
-def make_label_decoder(config: Config, settings: LabelSettings, registry_client: Any = None) -> Any:
+def make_label_decoder(config: Config, settings: LabelSettings, registry_client: Any = None) -> Decoder:
     """A decoder of the labels topic, built like the model's own (the existing decoders)."""
     if not settings.schema:
         if settings.encoding != "json":
@@ -319,7 +320,7 @@ def make_label_decoder(config: Config, settings: LabelSettings, registry_client:
 
 def labels_from_messages(
     messages: Sequence[Any],
-    decoder: Any,
+    decoder: Decoder,
     settings: LabelSettings,
     dead: list[tuple[Any, DecodeError]] | None = None,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
@@ -353,7 +354,7 @@ class LabelStream:
         self,
         model: str,
         joiner: LabelJoiner,
-        decoder: Any,
+        decoder: Decoder,
         settings: LabelSettings,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     ) -> None:
