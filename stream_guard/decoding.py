@@ -288,8 +288,10 @@ def _read_avro(payload: bytes, offset: int, writer: dict[str, Any], reader: dict
     except AvroResolutionError:
         raise
     except Exception as exc:  # noqa: BLE001 -- EOFError, UnicodeDecodeError, IndexError... all mean bad bytes
+        # fastavro's EOFError names the stream object (a memory address): keep messages stable across replays.
+        detail = "truncated" if isinstance(exc, EOFError) or not str(exc) else exc
         raise UndecodablePayloadError(
-            f"invalid Avro for schema {writer.get('name', '?')}: {type(exc).__name__}: {exc or 'truncated'}"
+            f"invalid Avro for schema {writer.get('name', '?')}: {type(exc).__name__}: {detail}"
         ) from None
     if stream.tell() != len(payload):
         raise UndecodablePayloadError(f"invalid Avro: {len(payload) - stream.tell()} trailing bytes after the record")
