@@ -131,11 +131,10 @@ def in_process(config_path: Path, messages: list[FakeMessage], batch: int, redis
     config = load_config(config_path, environ={})
     (model,) = build_models(config)
     worker = build_worker(config, redis_client)  # its pipeline: the same stages as `run`
-    pipeline, keys = worker._pipeline, ModelKeys(config.redis.key_prefix, model.name)
+    pipeline, keys = worker.parts.pipeline, ModelKeys(config.redis.key_prefix, model.name)
     start = time.perf_counter()
     for i in range(0, len(messages), batch):
-        decoded, dead = model.decode(messages[i : i + batch])
-        pipeline.batch_updates(model, decoded, keys, {d.row: d.error for d in dead})
+        pipeline.stage(model, messages[i : i + batch], keys)
     return len(messages) / (time.perf_counter() - start)
 
 

@@ -106,7 +106,7 @@ class Worker:
         self.config = config
         self.worker_id = worker_id
         self.stats = WorkerStats()
-        self._parts = parts
+        self.parts = parts
         self._models = {m.name: m for m in parts.models}
         self._model_of_topic = {t: m.name for m in parts.models for t in m.config.topics}
         self._label_streams = {stream.topic: stream for stream in parts.label_streams}
@@ -155,7 +155,7 @@ class Worker:
         finally:
             self._offsets.commit_sync()
             self._consumer.close()
-            self._parts.producer.close()
+            self.parts.producer.close()
             self._log.info("worker stopped", **vars(self.stats), accounted=self.stats.accounted)
         return self.stats
 
@@ -179,12 +179,12 @@ class Worker:
             dead_labels += len(undecodable)
         decoded = 0
         for name, model_messages in routed.events.items():
-            staged = self._parts.pipeline.stage(self._models[name], model_messages, self._parts.stores[name].keys)
+            staged = self.parts.pipeline.stage(self._models[name], model_messages, self.parts.stores[name].keys)
             for letter in staged.dead:
                 checkpoint.reject(letter.message, letter.error, name)
             checkpoint.add_updates(name, staged.updates)
             decoded += staged.decoded
-        result = checkpoint.commit(self._parts.sinks, int(time.time() * 1000))
+        result = checkpoint.commit(self.parts.sinks, int(time.time() * 1000))
         self._applied.update(result.applied)
         self._count(result, decoded=decoded, dead_lettered=len(checkpoint.rejected), dead_labels=dead_labels)
 
@@ -225,7 +225,7 @@ class Worker:
     def close_due_windows(self, *, final: bool = False) -> list[Any]:
         """Close the windows the global watermark has passed; publish their alerts."""
         self._last_close = time.monotonic()
-        published = self._parts.closer.close_due(int(time.time() * 1000), final=final)
+        published = self.parts.closer.close_due(int(time.time() * 1000), final=final)
         self.stats.alerts += len(published)
         return published
 
@@ -234,7 +234,7 @@ class Worker:
             try:
                 if model.load_profile():
                     assert model.profile is not None
-                    self._parts.profiles[name] = model.profile
+                    self.parts.profiles[name] = model.profile
                     self._log.info("profile reloaded", model=name, path=str(model.profile_path))
             except StreamGuardError as exc:
                 self._log.error("profile not reloaded, keeping the previous one", model=name, error=str(exc))
@@ -261,7 +261,7 @@ class Worker:
             by_model[self._model_of_topic[tp.topic]].append(str(Source(tp.topic, tp.partition)))
         now_ms = int(time.time() * 1000)
         for name, sources in by_model.items():
-            store = self._parts.stores[name]
+            store = self.parts.stores[name]
             for source, offset in store.applied_offsets(sources).items():
                 self._applied[(name, Source.parse(source))] = offset
             store.register_sources(sources, now_ms)
@@ -289,7 +289,7 @@ class Worker:
         self._log.warning("partitions lost", partitions=describe(partitions))
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
-        self._parts.pipeline.forget(describe(partitions))
+        self.parts.pipeline.forget(describe(partitions))
         for tp in partitions:
             if tp.topic not in self._label_streams:
                 self._applied.pop((self._model_of_topic[tp.topic], Source(tp.topic, tp.partition)), None)
