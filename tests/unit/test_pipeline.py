@@ -86,7 +86,7 @@ def _messages(xs: list[float]) -> list[Message]:
 def test_a_record_that_makes_a_stage_raise_is_dead_lettered_alone() -> None:
     """The failing row is a RecordValidationError dead letter; every other row is decoded and counted."""
     pipeline = Pipeline(Config(), Stages(row_checks=[FailsOn13()]))
-    messages = _messages([1.0, 13.0, 2.0, 3.0]) + [Message(b"garbage", 4)]
+    messages = [*_messages([1.0, 13.0, 2.0, 3.0]), Message(b"garbage", 4)]
     staged = pipeline.stage(_model(), messages, KEYS)
     assert [(d.row, type(d.error).__name__) for d in staged.dead] == [
         (1, "RecordValidationError"),
