@@ -16,10 +16,11 @@ Method
    non-nullable field becomes a ``type_mismatch``), then the stream is cut into batches
    of ``batch_size``, spread round-robin over ``partitions`` pseudo-partitions with
    consecutive offsets.
-3. :class:`Replay` runs the worker's own :class:`~stream_guard.pipeline.Pipeline` (as
-   :func:`~stream_guard.assembly.build_pipeline` builds it from the config) on each
-   batch, applying the window counters to a :class:`~stream_guard.state.memory.MemoryState`,
-   and after each batch closes the windows the watermark has passed into alerts.
+3. :class:`~stream_guard.tools.evaluate.replay.Replay` runs the worker's own
+   :class:`~stream_guard.pipeline.Pipeline` (as :func:`~stream_guard.assembly.build_pipeline`
+   builds it from the config) on each batch, applying the window counters to a
+   :class:`~stream_guard.state.memory.MemoryState`, and after each batch closes the
+   windows the watermark has passed into alerts.
 4. A clean run gives the false alarms. Faults start at ``onset`` (a batch boundary);
    every scenario resumes from a copy of the clean run's state at the onset and stops
    at its first matching alert, or at the end of the stream.
@@ -35,4 +36,9 @@ whose kind is one of the fault's ``expects`` (the first listed wins within a win
 in a window that ends after the onset. Its delay runs from the onset's event time to
 that window's end, in seconds of event time and in events; the alert is raised once the
 watermark passes the window's end plus ``allowed_lateness_s``.
+
+Modules: :mod:`.faults` (the fault catalogue and injectors), :mod:`.events` (clean events
+and the replayed stream), :mod:`.replay` (the worker's stages on a memory state),
+:mod:`.scenarios` (planning and running scenarios), :mod:`.report` (results and their
+printing), :mod:`.command` (the CLI command).
 """

@@ -26,6 +26,8 @@ DEFAULT_RATES = (0.01, 0.1, 1.0)
 
 @dataclass(frozen=True)
 class Scenario:
+    """One fault class injected into one feature, hitting a share ``rate`` of the events."""
+
     feature: str
     fault: str
     rate: float
