@@ -27,7 +27,8 @@ from stream_guard.errors import (
 )
 from stream_guard.learning import learn_profile, read_reference
 from stream_guard.metrics.labels import LabelSettings, make_label_decoder
-from stream_guard.metrics.query import SliceMetrics
+from stream_guard.metrics.performance import slice_underperformance
+from stream_guard.metrics.query import Rollup, SliceMetrics
 from stream_guard.tools.simulator import Simulator
 
 PACKAGE = Path(stream_guard.__file__).parent
@@ -133,6 +134,9 @@ def test_unknown_metric_and_fault_names_raise_typed_errors() -> None:
     """Unknown metric and simulator fault names raise typed ValueErrors that list the known names."""
     with pytest.raises(MetricUnknownError, match="unknown metric 'bogus'; known: .*recall"):
         SliceMetrics("overall").value("bogus")
+    rollup = Rollup({"*": SliceMetrics("*"), "country=FR": SliceMetrics("country=FR")}, 0, 1, 1)
+    with pytest.raises(MetricUnknownError, match="'null_rate:age' has no test of a slice.*recall.*mae"):
+        slice_underperformance(rollup, "null_rate:age")
     with pytest.raises(SimulatorFaultUnknownError, match="unknown faults"):
         Simulator(faults={"bitflip": 0.1})
     assert issubclass(MetricUnknownError, ValueError) and issubclass(SimulatorFaultUnknownError, ValueError)
