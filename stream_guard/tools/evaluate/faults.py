@@ -186,6 +186,7 @@ def inject(
 
 
 def with_value(fault: str, target: Target, record: dict[str, Any], value: Any) -> dict[str, Any]:
+    """A copy of ``record`` with ``target`` set to ``value``; a shifted score moves its prediction."""
     record = dict(record)
     record[target.name] = value
     if target.prediction and value is not None and fault == "score_shift_+0.2":
@@ -194,6 +195,7 @@ def with_value(fault: str, target: Target, record: dict[str, Any], value: Any) -
 
 
 def same_value(a: Any, b: Any) -> bool:
+    """Whether a fault left a value as it was: equal and of one type, NaN equal to NaN."""
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
     return type(a) is type(b) and a == b

@@ -77,7 +77,7 @@ class Evaluation:
             "median_delay_s": statistics.median(delays) if delays else None,
             "median_delay_events": statistics.median(events) if events else None,
             "false_alarms": self.false_alarm_total,
-            "false_alarms_per_100k_events": per_100k(self.false_alarm_total, self.events),
+            "false_alarms_per_100k_events": _per_100k(self.false_alarm_total, self.events),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,14 +86,15 @@ class Evaluation:
         return out
 
 
-def per_100k(count: int, events: int) -> float:
+def _per_100k(count: int, events: int) -> float:
     return count * 100_000 / events if events else 0.0
 
 
 def count_false_alarms(alerts: Sequence[Alert], events: int, windows: int) -> list[CheckFalseAlarms]:
+    """The clean run's alerts per (kind, feature), with their rates per 100k events and per window."""
     counts = Counter((a.kind, a.feature) for a in alerts)
     return [
-        CheckFalseAlarms(kind, feature, count, per_100k(count, events), count / windows if windows else 0.0)
+        CheckFalseAlarms(kind, feature, count, _per_100k(count, events), count / windows if windows else 0.0)
         for (kind, feature), count in sorted(counts.items(), key=lambda item: (item[0][0], item[0][1] or ""))
     ]
 
