@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     metrics.add_argument("--json", action="store_true")
     metrics.set_defaults(handler=_metrics)
 
-    from stream_guard.evaluation import add_evaluate_command
+    from stream_guard.tools.evaluate.command import add_evaluate_command
 
     add_evaluate_command(sub)
 
@@ -224,8 +224,8 @@ def _metrics(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from stream_guard.demo import run_demo
     from stream_guard.logs import configure_logging
+    from stream_guard.tools.demo import run_demo
 
     configure_logging("warning", "console")
     summary = run_demo(args.duration, args.rate)

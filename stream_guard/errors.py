@@ -69,3 +69,51 @@ class RegistryUnavailableError(StreamGuardError):
 
 class DeliveryError(StreamGuardError):
     """The broker did not acknowledge alerts or dead letters; offsets stay uncommitted."""
+
+
+class ProfileFormatError(StreamGuardError, ValueError):
+    """A profile file or dict is malformed; the message names the offending key."""
+
+
+class ReferenceDataUnusableError(StreamGuardError, ValueError):
+    """Reference data cannot be read or learned from (missing columns, no rows, unreadable file...)."""
+
+
+class EvaluationInputError(StreamGuardError):
+    """``stream-guard evaluate`` cannot run as asked (bad input data, unknown feature or fault...)."""
+
+
+class EmbeddedServerUnavailableError(StreamGuardError):
+    """A local broker or redis-server did not start, or its topics could not be created."""
+
+
+class DetectorSpecInvalidError(StreamGuardError, ValueError):
+    """A drift detector's ``kind`` or ``params`` cannot build a River detector.
+
+    The message names the kind or the parameter at fault and lists the valid ones; settings
+    validation prefixes it with the config key.
+    """
+
+
+class DriftCheckpointUnusableError(StreamGuardError, ValueError):
+    """A saved drift-detector state cannot be restored.
+
+    It is not such a checkpoint, or was written with another River version, detector or
+    baseline profile; start without it and the detectors are reseeded from the baseline.
+    """
+
+
+class BaselineSampleUnavailableError(StreamGuardError, ValueError):
+    """A numeric feature's baseline cannot be sampled to seed a detector.
+
+    The profile has no finite values, or (hand-edited) neither two quantiles nor a usable
+    histogram; the detector then takes the live stream as its reference.
+    """
+
+
+class MetricUnknownError(StreamGuardError, ValueError):
+    """A slice metric was asked for by a name no metric has; the message lists the known ones."""
+
+
+class SimulatorFaultUnknownError(StreamGuardError, ValueError):
+    """The simulator was asked for a fault it cannot inject; the message lists the known ones."""

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from stream_guard.embedded import Server, start_broker, start_redis
+from stream_guard.tools.embedded import Server, start_broker, start_redis
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,8 @@ from numpy.typing import ArrayLike
 from river import base as river_base
 from river import drift as river_drift
 
+from stream_guard.errors import BaselineSampleUnavailableError, DetectorSpecInvalidError, DriftCheckpointUnusableError
+
 __all__ = ["DetectorSpec", "OnlineDriftMonitor", "reference_sample"]
 
 # River's binary detectors (DDM, EDDM, HDDM_A...) do not subclass DriftDetector.
@@ -62,7 +64,7 @@ def _resolve_kind(kind: str) -> type[Detector]:
     matches = [cls for name, cls in classes.items() if _normalise_kind(name) == _normalise_kind(kind)]
     if len(matches) == 1:
         return matches[0]
-    raise ValueError(f"unknown drift detector kind {kind!r}; valid kinds: {', '.join(sorted(classes))}")
+    raise DetectorSpecInvalidError(f"unknown drift detector kind {kind!r}; valid kinds: {', '.join(sorted(classes))}")
 
 
 def _is_number(value: Any) -> bool:
@@ -101,8 +103,8 @@ class DetectorSpec:
 
         Raises
         ------
-        ValueError
-            If ``kind`` is unknown (the message lists the valid kinds), a
+        DetectorSpecInvalidError
+            (a ``ValueError``) If ``kind`` is unknown (the message lists the valid kinds), a
             parameter name is not accepted by the class, or River rejects a
             value (the message names the parameter when it alone is at fault).
         """
@@ -112,7 +114,7 @@ class DetectorSpec:
         takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
         unknown = sorted(set(params) - set(signature.parameters))
         if unknown and not takes_kwargs:
-            raise ValueError(
+            raise DetectorSpecInvalidError(
                 f"{cls.__name__} does not accept parameter(s) {', '.join(map(repr, unknown))}; "
                 f"valid parameters: {', '.join(signature.parameters) or '(none)'}"
             )
@@ -121,11 +123,13 @@ class DetectorSpec:
         for name, value in params.items():
             default = signature.parameters[name].default if name in signature.parameters else None
             if _is_number(default) and not _is_number(value):
-                raise ValueError(f"{cls.__name__} parameter {name}={value!r} must be a number (default {default!r})")
+                raise DetectorSpecInvalidError(
+                    f"{cls.__name__} parameter {name}={value!r} must be a number (default {default!r})"
+                )
         try:
             _probe(cls, params)
         except (TypeError, ValueError, ArithmeticError) as exc:
-            raise ValueError(_describe_rejection(cls, params, exc)) from exc
+            raise DetectorSpecInvalidError(_describe_rejection(cls, params, exc)) from exc
         return cls(**params)
 
 
@@ -265,18 +269,18 @@ class OnlineDriftMonitor:
 
         Raises
         ------
-        ValueError
-            If ``data`` is not such a checkpoint, or was written with another
+        DriftCheckpointUnusableError
+            (a ``ValueError``) If ``data`` is not such a checkpoint, or was written with another
             River version (reseed from the baseline instead).
         """
         try:
             payload = pickle.loads(data)
         except Exception as exc:
-            raise ValueError("data is not an OnlineDriftMonitor checkpoint") from exc
+            raise DriftCheckpointUnusableError("data is not an OnlineDriftMonitor checkpoint") from exc
         if not isinstance(payload, dict) or payload.get("format") != _CHECKPOINT_FORMAT:
-            raise ValueError("data is not an OnlineDriftMonitor checkpoint (unknown format)")
+            raise DriftCheckpointUnusableError("data is not an OnlineDriftMonitor checkpoint (unknown format)")
         if payload["river"] != river.__version__:
-            raise ValueError(
+            raise DriftCheckpointUnusableError(
                 f"checkpoint was written with river {payload['river']}, this process runs river {river.__version__}"
             )
         monitor = cls(DetectorSpec(payload["kind"], payload["params"]))
@@ -317,7 +321,9 @@ def reference_sample(
     Raises
     ------
     ValueError
-        On a negative ``n``, a quantile key that is not a probability, or a
+        On a negative ``n``.
+    BaselineSampleUnavailableError
+        (a ``ValueError``) On a quantile key that is not a probability, or a
         profile with neither two quantiles nor a usable histogram.
     """
     if n < 0:
@@ -327,9 +333,9 @@ def reference_sample(
         try:
             prob = float(key)
         except ValueError:
-            raise ValueError(f"quantile key {key!r} is not a probability") from None
+            raise BaselineSampleUnavailableError(f"quantile key {key!r} is not a probability") from None
         if not 0.0 <= prob <= 1.0:
-            raise ValueError(f"quantile key {key!r} is not a probability")
+            raise BaselineSampleUnavailableError(f"quantile key {key!r} is not a probability")
         if np.isfinite(value):
             probs.append(prob)
             values.append(float(value))
@@ -349,9 +355,9 @@ def _histogram_sample(
     freqs = np.asarray(bin_freqs, dtype=float)
     finite = edges[np.isfinite(edges)]
     if edges.size < 2 or freqs.size != edges.size - 1 or finite.size == 0:
-        raise ValueError("profile has neither two quantiles nor a usable histogram")
+        raise BaselineSampleUnavailableError("profile has neither two quantiles nor a usable histogram")
     if (freqs < 0).any() or not freqs.sum() > 0:
-        raise ValueError("bin_freqs must be non-negative with a positive sum")
+        raise BaselineSampleUnavailableError("bin_freqs must be non-negative with a positive sum")
     lo = np.clip(edges[:-1], finite.min(), finite.max())
     hi = np.clip(edges[1:], finite.min(), finite.max())
     bins = rng.choice(freqs.size, size=n, p=freqs / freqs.sum())

@@ -45,6 +45,7 @@ from stream_guard.batch import EventBatch
 from stream_guard.drift.detectors import OnlineDriftMonitor, reference_sample
 from stream_guard.drift.settings import DriftSettings
 from stream_guard.drift.window import numeric_column, profile_tag
+from stream_guard.errors import BaselineSampleUnavailableError, DriftCheckpointUnusableError
 from stream_guard.findings import RowFindings
 from stream_guard.model import ModelRuntime
 from stream_guard.profile import BaselineProfile, NumericProfile
@@ -65,11 +66,12 @@ def baseline_seed(feature: NumericProfile, n: int, rng: np.random.Generator) -> 
 
     Raises
     ------
-    ValueError
-        If the profile has no finite values to draw from.
+    BaselineSampleUnavailableError
+        (a ``ValueError``) If the profile has no finite values to draw from, or no
+        quantiles nor histogram to draw them with.
     """
     if feature.mean is None:
-        raise ValueError(f"the baseline of {feature.name!r} has no finite values")
+        raise BaselineSampleUnavailableError(f"the baseline of {feature.name!r} has no finite values")
     finite_share = 1.0 - feature.null_rate - feature.nan_rate - feature.inf_rate
     shares = np.array([r for _, r in feature.top_values], dtype=np.float64)
     if finite_share > 0 and shares.sum() >= DISCRETE_COVERAGE * finite_share:
@@ -269,20 +271,20 @@ class OnlineDrift:
 
         Raises
         ------
-        ValueError
-            If ``data`` is no such checkpoint, or was written with another River version,
+        DriftCheckpointUnusableError
+            (a ``ValueError``) If ``data`` is no such checkpoint, or was written with another River version,
             detector or baseline profile (then start without it: keys are reseeded).
         """
         try:
             payload = pickle.loads(data)
         except Exception as exc:
-            raise ValueError("data is not an OnlineDrift checkpoint") from exc
+            raise DriftCheckpointUnusableError("data is not an OnlineDrift checkpoint") from exc
         if not isinstance(payload, dict) or payload.get("format") != _CHECKPOINT_FORMAT:
-            raise ValueError("data is not an OnlineDrift checkpoint (unknown format)")
+            raise DriftCheckpointUnusableError("data is not an OnlineDrift checkpoint (unknown format)")
         drift = cls(profiles, settings)
         spec = drift._settings.detector
         if (payload["kind"], payload["params"]) != (spec.kind, dict(spec.params)):
-            raise ValueError(
+            raise DriftCheckpointUnusableError(
                 f"checkpoint was written for detector {payload['kind']} {payload['params']}, "
                 f"the settings ask for {spec.kind} {dict(spec.params)}"
             )
@@ -291,7 +293,9 @@ class OnlineDrift:
             if profile is None:
                 continue
             if payload["profiles"].get(model) != profile_tag(profile):
-                raise ValueError(f"checkpoint was written with another baseline profile of model {model!r}")
+                raise DriftCheckpointUnusableError(
+                    f"checkpoint was written with another baseline profile of model {model!r}"
+                )
             drift._series_of(model)
             monitor = OnlineDriftMonitor.from_bytes(monitor_bytes)
             drift._monitors[model] = monitor
@@ -325,7 +329,7 @@ class OnlineDrift:
             rng = np.random.default_rng([self._settings.seed, mix])
             try:
                 values = baseline_seed(series.feature, n, rng)
-            except ValueError:
+            except BaselineSampleUnavailableError:
                 # A hand-edited profile may have neither quantiles nor a usable histogram:
                 # the detector then takes the live stream as its reference.
                 values = np.empty(0)

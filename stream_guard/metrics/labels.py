@@ -32,7 +32,7 @@ from stream_guard.decoding import (
     decode_payload,
     load_json,
 )
-from stream_guard.errors import DecodeError, UndecodablePayloadError
+from stream_guard.errors import ConfigError, DecodeError, UndecodablePayloadError
 from stream_guard.metrics import store as s
 from stream_guard.metrics.slices import MetricsSettings
 from stream_guard.profile import category_key
@@ -304,7 +304,12 @@ def make_label_decoder(config: Config, settings: LabelSettings, registry_client:
     """A decoder of the labels topic, built like the model's own (the existing decoders)."""
     if not settings.schema:
         if settings.encoding != "json":
-            raise ValueError("labels.schema is required for Avro labels")
+            raise ConfigError(
+                [
+                    f"labels.schema: required for {settings.encoding} labels; set [models.labels] schema "
+                    "to the label record's .avsc file"
+                ]
+            )
         return _PlainJson()
     reader = load_schema_file(config.resolve_path(settings.schema))
     if settings.encoding == "json":

@@ -21,6 +21,7 @@ from numpy.typing import ArrayLike
 from scipy import stats as sps
 
 from stream_guard.alerts.model import Alert, Severity
+from stream_guard.errors import MetricUnknownError
 from stream_guard.metrics import store as s
 from stream_guard.metrics.query import MetricsReader, Rollup, SliceMetrics
 from stream_guard.metrics.slices import MetricsSettings
@@ -178,7 +179,9 @@ def _test_against_rest(
     if metric == "mae":
         return _mae_against_rest(m, overall)
     if metric not in _PROPORTIONS:
-        raise ValueError(f"metric must be one of {', '.join([*_PROPORTIONS, 'mae'])}, got {metric!r}")
+        raise MetricUnknownError(
+            f"metric {metric!r} has no test of a slice against the rest; use one of {', '.join([*_PROPORTIONS, 'mae'])}"
+        )
     counts, higher_is_better = _PROPORTIONS[metric]
     x, n = counts(m)
     x_all, n_all = counts(overall)

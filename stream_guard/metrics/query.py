@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import redis
 
+from stream_guard.errors import MetricUnknownError
 from stream_guard.metrics import store as s
 from stream_guard.metrics.slices import slice_dimension
 from stream_guard.state.keys import ModelKeys
@@ -181,7 +182,9 @@ class SliceMetrics:
             return self.violation_rates.get(metric.split(":", 1)[1], 0.0 if self.events else None)
         if metric not in VALUE_METRICS:
             known = ", ".join(sorted(VALUE_METRICS))
-            raise ValueError(f"unknown metric {metric!r}; known: {known}, null_rate:<f>, violation_rate:<kind>")
+            raise MetricUnknownError(
+                f"unknown metric {metric!r}; known: {known}, null_rate:<feature>, violation_rate:<kind>"
+            )
         value = getattr(self, metric)
         return None if value is None else float(value)
 

@@ -13,9 +13,9 @@ from confluent_kafka import Consumer, Message, Producer
 
 from stream_guard.assembly import build_worker
 from stream_guard.config import Config, load_config
-from stream_guard.embedded import create_topics
 from stream_guard.resources import schema_dir
-from stream_guard.simulator import SAMPLE_FEATURES, write_local_registry
+from stream_guard.tools.embedded import create_topics
+from stream_guard.tools.simulator import SAMPLE_FEATURES, write_local_registry
 from stream_guard.worker import Worker, WorkerStats
 
 FEATURES = SAMPLE_FEATURES
@@ -193,7 +193,7 @@ def learn_simulated_profile(config: Config, path: Path, *, n: int = 50_000, seed
 
     from stream_guard.learning import learn_from_frame
     from stream_guard.model import build_models
-    from stream_guard.simulator import Simulator
+    from stream_guard.tools.simulator import Simulator
 
     (model,) = [m for m in build_models(config) if m.name == "fraud"]
     records = Simulator(encoding="json", seed=seed).records(n, 0, step_ms=10)

@@ -14,7 +14,7 @@ from stream_guard.alerts.codec import decode_alert
 from stream_guard.checks.row_checks import range_bounds
 from stream_guard.checks.settings import CHECKS, DEFAULT_TOLERANCES
 from stream_guard.profile import BaselineProfile, NumericProfile
-from stream_guard.simulator import Simulator
+from stream_guard.tools.simulator import Simulator
 
 pytestmark = pytest.mark.integration
 

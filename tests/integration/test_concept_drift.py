@@ -19,9 +19,9 @@ from stream_guard.metrics import LabelJoiner, MetricsReader, MetricsSettings, Sl
 from stream_guard.metrics.concept import ConceptDriftEvaluator
 from stream_guard.model import ModelRuntime
 from stream_guard.schemas import record_fields
-from stream_guard.simulator import Simulator, inference_schema_json
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.window_store import WindowSnapshot, WindowStore
+from stream_guard.tools.simulator import Simulator, inference_schema_json
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,9 @@ from streamtest import consume_all, new_worker, produce, run_until, write_config
 
 from stream_guard.alerts.codec import decode_alert
 from stream_guard.assembly import metrics_reader
-from stream_guard.embedded import create_topics
 from stream_guard.metrics import slice_underperformance
-from stream_guard.simulator import Simulator
+from stream_guard.tools.embedded import create_topics
+from stream_guard.tools.simulator import Simulator
 
 pytestmark = pytest.mark.integration
 

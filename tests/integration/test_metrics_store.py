@@ -31,9 +31,9 @@ from stream_guard.metrics.store import MetricKeys
 from stream_guard.model import ModelRuntime
 from stream_guard.resources import schema_dir
 from stream_guard.schemas import parse_schema, record_fields
-from stream_guard.simulator import SAMPLE_FEATURES, Simulator, inference_schema_json
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.window_store import StateUpdate, WindowSnapshot, WindowStore
+from stream_guard.tools.simulator import SAMPLE_FEATURES, Simulator, inference_schema_json
 
 pytestmark = pytest.mark.integration
 

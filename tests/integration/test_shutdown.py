@@ -15,7 +15,7 @@ import redis
 from confluent_kafka import Consumer, TopicPartition
 from streamtest import new_worker, produce, run_until, window_totals, write_config
 
-from stream_guard.simulator import Simulator
+from stream_guard.tools.simulator import Simulator
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from streamtest import consume_all, new_worker, produce, run_until, window_total
 
 from stream_guard.alerts.codec import decode_alert
 from stream_guard.deadletter import dead_letter_reason
-from stream_guard.simulator import PAYLOAD_FAULTS, Simulator
+from stream_guard.tools.simulator import PAYLOAD_FAULTS, Simulator
 
 pytestmark = pytest.mark.integration
 

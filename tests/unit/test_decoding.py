@@ -31,7 +31,7 @@ from stream_guard.errors import (
 )
 from stream_guard.resources import schema_dir
 from stream_guard.schemas import load_schema_file, parse_schema
-from stream_guard.simulator import (
+from stream_guard.tools.simulator import (
     FAULTS,
     SCHEMA_ID_AMOUNT_STRING,
     SCHEMA_ID_DROPPED,

@@ -16,9 +16,10 @@ from stream_guard.config import ModelConfig
 from stream_guard.decoding import Decoded
 from stream_guard.drift import ONLINE_DRIFT, DriftSettings, OnlineDrift, baseline_seed
 from stream_guard.findings import RowFindings
+from stream_guard.learning import learn_profile
 from stream_guard.model import ModelRuntime
-from stream_guard.profile import BaselineProfile, NumericProfile, learn_profile
-from stream_guard.simulator import Simulator
+from stream_guard.profile import BaselineProfile, NumericProfile
+from stream_guard.tools.simulator import Simulator
 
 MODEL = "fraud"
 TOPIC = "fraud.inferences"

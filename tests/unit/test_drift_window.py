@@ -38,11 +38,12 @@ from stream_guard.drift import (
     evaluate_categorical_drift,
 )
 from stream_guard.drift.window import decide, profile_tag
+from stream_guard.learning import learn_profile
 from stream_guard.model import ModelRuntime
-from stream_guard.profile import BaselineProfile, CategoricalProfile, learn_profile
-from stream_guard.simulator import DEVICE_TYPES, Simulator
+from stream_guard.profile import BaselineProfile, CategoricalProfile
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.window_store import StateUpdate, WindowSnapshot
+from stream_guard.tools.simulator import DEVICE_TYPES, Simulator
 
 MODEL = "fraud"
 TOPIC = "fraud.inferences"

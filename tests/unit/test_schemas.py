@@ -19,7 +19,7 @@ from stream_guard.schemas import (
     parse_schema,
     record_fields,
 )
-from stream_guard.simulator import inference_schema_json
+from stream_guard.tools.simulator import inference_schema_json
 
 
 def _base() -> dict[str, Any]:

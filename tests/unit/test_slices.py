@@ -12,6 +12,7 @@ from stream_guard.aggregation import build_updates
 from stream_guard.batch import EventBatch
 from stream_guard.decoding import Decoded
 from stream_guard.findings import RowFindings
+from stream_guard.learning import learn_profile
 from stream_guard.metrics.slices import (
     MetricsSettings,
     SliceRecorder,
@@ -21,7 +22,6 @@ from stream_guard.metrics.slices import (
     slice_name,
 )
 from stream_guard.metrics.store import MetricKeys, decode_prediction
-from stream_guard.profile import learn_profile
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.window_store import StateUpdate
 

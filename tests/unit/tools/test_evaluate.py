@@ -1,4 +1,4 @@
-"""Unit tests for stream_guard.evaluation: fault injection, the offline replay, the report and the CLI."""
+"""Unit tests for stream_guard.tools.evaluate: fault injection, the offline replay, the report and the CLI."""
 
 from __future__ import annotations
 
@@ -13,31 +13,17 @@ import numpy as np
 import pytest
 
 from stream_guard.config import Config, load_config
-from stream_guard.evaluation import (
-    FAULTS,
-    MIX_SHARE,
-    UNSEEN_VALUE,
-    Evaluation,
-    EvaluationError,
-    Scenario,
-    Stream,
-    add_evaluate_command,
-    applies,
-    evaluate,
-    event_times,
-    faulty_values,
-    inject,
-    plan_injection,
-    plan_scenarios,
-    render,
-    simulated_events,
-    targets,
-)
+from stream_guard.errors import EvaluationInputError
 from stream_guard.learning import learn_from_frame
 from stream_guard.model import ModelRuntime, build_models
 from stream_guard.profile import BaselineProfile
 from stream_guard.resources import schema_dir
-from stream_guard.simulator import SAMPLE_FEATURES
+from stream_guard.tools.evaluate.command import add_evaluate_command
+from stream_guard.tools.evaluate.events import Stream, event_times, simulated_events
+from stream_guard.tools.evaluate.faults import FAULTS, MIX_SHARE, UNSEEN_VALUE, applies, faulty_values, inject, targets
+from stream_guard.tools.evaluate.report import Evaluation, render
+from stream_guard.tools.evaluate.scenarios import Scenario, evaluate, plan_injection, plan_scenarios
+from stream_guard.tools.simulator import SAMPLE_FEATURES
 
 EVENTS = 40_000  # half learns the profile, half is replayed
 WINDOW_S = 10
@@ -257,7 +243,7 @@ def test_scenarios_are_every_applicable_pair_at_every_rate(sample: Sample) -> No
     ],
 )
 def test_bad_scenario_choices_are_refused(sample: Sample, kwargs: dict[str, list[object]], message: str) -> None:
-    with pytest.raises(EvaluationError, match=message):
+    with pytest.raises(EvaluationInputError, match=message):
         plan_scenarios(sample.model, sample.profile, **kwargs)  # type: ignore[arg-type]
 
 
@@ -314,7 +300,7 @@ def test_cli_reads_a_file_and_a_given_profile(
 def test_cli_refuses_a_profile_of_another_model(sample: Sample, tmp_path: Path) -> None:
     other = BaselineProfile.from_dict({**sample.profile.to_dict(), "model": "churn"})
     other.save(tmp_path / "profile.json")
-    with pytest.raises(EvaluationError, match="profile of model 'churn'"):
+    with pytest.raises(EvaluationInputError, match="profile of model 'churn'"):
         run_cli(["-c", str(sample.config_path), "--simulate", "1000", "--profile", str(tmp_path / "profile.json")])
 
 
@@ -323,7 +309,7 @@ def test_a_csv_with_iso_times_replays_without_field_issues(sample: Sample, tmp_p
 
     import pandas as pd
 
-    from stream_guard.evaluation import file_events
+    from stream_guard.tools.evaluate.events import file_events
 
     records = simulated_events(300, seed=6, events_per_second=RATE).records
     frame = pd.DataFrame(records)

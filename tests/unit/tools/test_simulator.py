@@ -1,4 +1,4 @@
-"""Unit tests for stream_guard.simulator: deterministic, realistic events with injectable faults."""
+"""Unit tests for stream_guard.tools.simulator: deterministic, realistic events with injectable faults."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from stream_guard.decoding import CONFLUENT_MAGIC
 from stream_guard.schemas import load_schema_file
-from stream_guard.simulator import (
+from stream_guard.tools.simulator import (
     DRIFT_FAULTS,
     FAULTS,
     PAYLOAD_FAULTS,

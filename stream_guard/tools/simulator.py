@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from stream_guard.decoding import confluent_frame, encode_avro
+from stream_guard.errors import SimulatorFaultUnknownError
 from stream_guard.resources import schema_dir
 from stream_guard.schemas import parse_schema
 
@@ -111,7 +112,7 @@ class Simulator:
     def __post_init__(self) -> None:
         unknown = set(self.faults) - set(FAULTS)
         if unknown:
-            raise ValueError(f"unknown faults {sorted(unknown)}; known: {', '.join(FAULTS)}")
+            raise SimulatorFaultUnknownError(f"Simulator: unknown faults {sorted(unknown)}; known: {', '.join(FAULTS)}")
         self._rng = np.random.default_rng(self.seed)
         self._schemas = {i: parse_schema(s) for i, s in writer_variants().items()}
         self._counter = 0
