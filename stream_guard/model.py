@@ -22,8 +22,8 @@ from stream_guard.decoding import (
     RegistryWriterSchemas,
     decode_payload,
 )
-from stream_guard.errors import ConfigError, DecodeError, SchemaLoadError
-from stream_guard.profile import BaselineProfile, ProfileFormatError
+from stream_guard.errors import ConfigError, DecodeError, ProfileFormatError, SchemaLoadError
+from stream_guard.profile import BaselineProfile
 from stream_guard.schemas import FieldType, load_schema_file, parse_schema, record_fields
 
 

@@ -25,7 +25,7 @@ from typing import Any, Literal, overload
 
 import numpy as np
 
-from stream_guard.errors import ProfileFormatError as ProfileFormatError
+from stream_guard.errors import ProfileFormatError
 
 PROFILE_FORMAT_VERSION = 1
 

@@ -10,7 +10,7 @@ import redis
 from streamtest import consume_all, new_worker, produce, run_until, window_totals, write_config
 
 from stream_guard.deadletter import dead_letter_reason
-from stream_guard.simulator import Simulator
+from stream_guard.tools.simulator import Simulator
 
 pytestmark = pytest.mark.integration
 
