@@ -33,11 +33,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from stream_guard.assembly import build_worker  # noqa: E402
-from stream_guard.config import load_config  # noqa: E402
 from stream_guard.embedded import create_topics, local_stack  # noqa: E402
 from stream_guard.learning import frame_from_records, learn_from_frame  # noqa: E402
 from stream_guard.model import build_models  # noqa: E402
 from stream_guard.resources import schema_dir  # noqa: E402
+from stream_guard.settings import load_config  # noqa: E402
 from stream_guard.simulator import SAMPLE_FEATURES, Simulator, write_local_registry  # noqa: E402
 from stream_guard.state.keys import ModelKeys  # noqa: E402
 

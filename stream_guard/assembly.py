@@ -6,17 +6,16 @@ from typing import Any
 
 import redis
 
-from stream_guard.alerts.model import Severity
-from stream_guard.checks import ChecksConfig, FeatureChecks, WindowChecks
-from stream_guard.config import Config, plugin_settings
+from stream_guard.checks import FeatureChecks, WindowChecks
 from stream_guard.drift import OnlineDrift, WindowDrift
-from stream_guard.drift.settings import DriftSettings
 from stream_guard.metrics import LabelJoiner, LabelStream, MetricsReader, PerformanceEvaluator, SliceRecorder
 from stream_guard.metrics.concept import ConceptDriftEvaluator
 from stream_guard.metrics.labels import make_label_decoder
 from stream_guard.model import ModelRuntime, build_models
 from stream_guard.pipeline import Pipeline
 from stream_guard.profile import BaselineProfile
+from stream_guard.settings import Config
+from stream_guard.settings.kinds import Severity
 from stream_guard.state.keys import ModelKeys
 from stream_guard.worker import Worker
 
@@ -47,15 +46,13 @@ def build_plugins(
     checkers: list[Any] = []
     evaluators: list[Any] = []
     severities: dict[str, Severity] = {}
-    checks_on, checks_raw = plugin_settings(config.checks)
-    if checks_on:
-        checks = ChecksConfig.from_dict(checks_raw)
+    checks = config.checks
+    if checks.enabled:
         checkers.append(FeatureChecks(profiles, checks))
         evaluators.append(WindowChecks(profiles, checks))
         severities = dict(checks.finding_severities())
-    drift_on, drift_raw = plugin_settings(config.drift)
-    if drift_on:
-        drift = DriftSettings.from_dict(drift_raw)
+    drift = config.drift
+    if drift.enabled:
         checkers += [WindowDrift(profiles, drift), OnlineDrift(profiles, drift)]
         evaluators.append(checkers[-2])
     return checkers, evaluators, severities

@@ -13,7 +13,7 @@ import structlog
 from stream_guard.errors import ConfigError, StreamGuardError
 
 if TYPE_CHECKING:
-    from stream_guard.config import Config
+    from stream_guard.settings import Config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,8 +89,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from stream_guard.config import load_config
     from stream_guard.logs import configure_logging
+    from stream_guard.settings import load_config
 
     config = load_config(args.config)
     configure_logging(config.worker.log_level, config.worker.log_format)

@@ -25,12 +25,12 @@ from confluent_kafka import Consumer, Producer
 from stream_guard.alerts.codec import decode_alert
 from stream_guard.alerts.render import render_alert
 from stream_guard.assembly import build_worker, metrics_reader
-from stream_guard.config import Config, load_config
 from stream_guard.embedded import create_topics, local_stack
 from stream_guard.learning import frame_from_records, learn_from_frame
 from stream_guard.metrics import slice_underperformance
 from stream_guard.model import build_models
 from stream_guard.resources import schema_dir
+from stream_guard.settings import Config, load_config
 from stream_guard.simulator import Simulator, write_local_registry
 
 INPUT_TOPIC = "fraud.inferences"

@@ -61,13 +61,13 @@ import pyarrow as pa
 from stream_guard.alerts.model import Alert
 from stream_guard.assembly import build_pipeline
 from stream_guard.batch import EventBatch, to_epoch_ms
-from stream_guard.config import Config
 from stream_guard.decoding import Decoded, RecordChecker
 from stream_guard.errors import StreamGuardError
 from stream_guard.learning import learn_from_frame, profiled_fields
 from stream_guard.model import ModelRuntime
 from stream_guard.profile import BaselineProfile, CategoricalProfile, NumericProfile, read_reference
 from stream_guard.schemas import FieldType
+from stream_guard.settings import Config
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.memory import MemoryState
 
@@ -883,8 +883,8 @@ def _pick(models: list[ModelRuntime], name: str | None) -> ModelRuntime:
 def run_evaluate(args: argparse.Namespace) -> int:
     """The ``evaluate`` command: returns the exit code (0 once the report is printed)."""
     from stream_guard.assembly import registry_client
-    from stream_guard.config import load_config
     from stream_guard.model import build_models
+    from stream_guard.settings import load_config
 
     config = load_config(args.config)
     model = _pick(build_models(config, registry_client(config)), args.model)

@@ -7,8 +7,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 
-from stream_guard.config import KafkaConfig
 from stream_guard.errors import DeliveryError
+from stream_guard.settings import KafkaConfig
 
 # Offsets are committed by the worker, after everything derived from them is durable.
 _CONSUMER_FIXED = {"enable.auto.commit": False, "enable.auto.offset.store": False}

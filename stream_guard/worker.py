@@ -29,13 +29,13 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from stream_guard.alerts.codec import encode_alert
 from stream_guard.alerts.lifecycle import IncidentTracker, LifecycleSettings
 from stream_guard.alerts.model import Alert
-from stream_guard.config import Config
 from stream_guard.deadletter import dead_letter_headers
 from stream_guard.errors import DecodeError, DeliveryError, RegistryUnavailableError, StreamGuardError
 from stream_guard.kafka import DeliveryTracker, make_consumer, producer_settings
 from stream_guard.metrics import LabelStream
 from stream_guard.model import ModelRuntime
 from stream_guard.pipeline import Pipeline
+from stream_guard.settings import Config
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.window_store import StateUpdate, WindowStore
 

@@ -63,10 +63,10 @@ import pandas as pd
 
 from stream_guard.aggregation import WindowGroups
 from stream_guard.batch import EventBatch
-from stream_guard.checks.settings import ChecksConfig
 from stream_guard.findings import RowFindings
 from stream_guard.model import ModelRuntime
 from stream_guard.profile import BaselineProfile, CategoricalProfile, NumericProfile, value_key
+from stream_guard.settings.checks import ChecksConfig
 from stream_guard.state.keys import ModelKeys
 
 #: A value becomes a sentinel candidate at this share of the recent values...

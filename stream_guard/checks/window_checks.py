@@ -49,7 +49,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from stream_guard.alerts.model import Alert
-from stream_guard.checks.settings import ChecksConfig
 from stream_guard.checks.stats import (
     benjamini_hochberg,
     binomial_p_values,
@@ -59,6 +58,7 @@ from stream_guard.checks.stats import (
 )
 from stream_guard.model import ModelRuntime
 from stream_guard.profile import MIN_RATE_STD, BaselineProfile, CategoricalProfile, NumericProfile, RateVariability
+from stream_guard.settings.checks import ChecksConfig
 from stream_guard.state.window_store import WindowSnapshot
 
 

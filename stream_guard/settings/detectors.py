@@ -22,7 +22,6 @@ __all__ = ["Detector", "DetectorSpec"]
 Detector: TypeAlias = river_base.DriftDetector | river_base.BinaryDriftDetector
 
 
-
 @cache
 def _detector_classes() -> dict[str, type[Detector]]:
     """Concrete detector classes of ``river.drift`` and ``river.drift.binary`` by name."""

@@ -56,9 +56,7 @@ class Problems:
 
     def typed(self, *keys: str) -> bool:
         """True when none of ``keys``, nor anything inside them, had a type mistake."""
-        return not any(
-            bad == key or bad.startswith((f"{key}.", f"{key}[")) for key in keys for bad in self._mistyped
-        )
+        return not any(bad == key or bad.startswith((f"{key}.", f"{key}[")) for key in keys for bad in self._mistyped)
 
     def raise_if_any(self) -> None:
         if self.lines:
@@ -132,7 +130,8 @@ def build(cls: type[T], raw: Any, where: str, problems: Problems) -> T | None:
         problems.mistyped(where or "config", f"expected {what}, got {type(raw).__name__}")
         return None
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")}  # type: ignore[arg-type]
+    # A field with ``metadata={"setting": False}`` is not read from the file (``Config.base_dir``).
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.metadata.get("setting", True)}  # type: ignore[arg-type]
     noun = getattr(cls, "KEY_NOUN", "setting")
     for unknown in sorted(set(raw) - set(fields), key=str):
         problems.add(f"{prefix}{unknown}", f"unknown {noun} (known: {', '.join(sorted(fields))})")

@@ -12,9 +12,9 @@ import redis
 from confluent_kafka import Consumer, Message, Producer
 
 from stream_guard.assembly import build_worker
-from stream_guard.config import Config, load_config
 from stream_guard.embedded import create_topics
 from stream_guard.resources import schema_dir
+from stream_guard.settings import Config, load_config
 from stream_guard.simulator import SAMPLE_FEATURES, write_local_registry
 from stream_guard.worker import Worker, WorkerStats
 

@@ -17,11 +17,11 @@ from stream_guard.alerts.model import Severity
 from stream_guard.batch import EventBatch
 from stream_guard.checks import CHECKS, ChecksConfig, CheckSettings, FeatureChecks
 from stream_guard.checks.row_checks import range_bounds
-from stream_guard.config import ModelConfig
 from stream_guard.decoding import Decoded, FieldIssue
 from stream_guard.findings import RowFindings
 from stream_guard.model import ModelRuntime
 from stream_guard.profile import BaselineProfile, NumericProfile, learn_profile
+from stream_guard.settings import ModelConfig
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.window_store import StateUpdate, WindowSnapshot
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from stream_guard.config import Config, load_config
 from stream_guard.errors import ConfigError
+from stream_guard.settings import Config, load_config
 
 REGISTRY = """
 [schema_registry]

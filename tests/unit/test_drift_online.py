@@ -12,12 +12,12 @@ import pytest
 from confluent_kafka import TopicPartition
 
 from stream_guard.batch import EventBatch
-from stream_guard.config import ModelConfig
 from stream_guard.decoding import Decoded
 from stream_guard.drift import ONLINE_DRIFT, DriftSettings, OnlineDrift, baseline_seed
 from stream_guard.findings import RowFindings
 from stream_guard.model import ModelRuntime
 from stream_guard.profile import BaselineProfile, NumericProfile, learn_profile
+from stream_guard.settings import ModelConfig
 from stream_guard.simulator import Simulator
 
 MODEL = "fraud"

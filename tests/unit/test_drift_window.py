@@ -23,7 +23,6 @@ from stream_guard.aggregation import build_updates
 from stream_guard.alerts.evaluate import finding_alerts
 from stream_guard.alerts.model import Alert, Severity
 from stream_guard.batch import EventBatch
-from stream_guard.config import ModelConfig
 from stream_guard.decoding import Decoded
 from stream_guard.drift import (
     DATA_DRIFT,
@@ -40,6 +39,7 @@ from stream_guard.drift import (
 from stream_guard.drift.window import decide, profile_tag
 from stream_guard.model import ModelRuntime
 from stream_guard.profile import BaselineProfile, CategoricalProfile, learn_profile
+from stream_guard.settings import ModelConfig
 from stream_guard.simulator import DEVICE_TYPES, Simulator
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.window_store import StateUpdate, WindowSnapshot

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream_guard.config import Config, load_config
 from stream_guard.evaluation import (
     FAULTS,
     MIX_SHARE,
@@ -37,6 +36,7 @@ from stream_guard.learning import learn_from_frame
 from stream_guard.model import ModelRuntime, build_models
 from stream_guard.profile import BaselineProfile
 from stream_guard.resources import schema_dir
+from stream_guard.settings import Config, load_config
 from stream_guard.simulator import SAMPLE_FEATURES
 
 EVENTS = 40_000  # half learns the profile, half is replayed
