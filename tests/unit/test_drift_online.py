@@ -209,8 +209,6 @@ def test_online_features_a_profile_lacks_are_skipped(profile: BaselineProfile, m
     drift = OnlineDrift({MODEL: profile}, DriftSettings(online_features=("country", "no_such_field", "score")))
     feed(drift, model, records(1000, seed=18))
     assert sorted(drift._monitor(MODEL).keys()) == [("score", f"{TOPIC}:{p}") for p in range(PARTITIONS)]
-    with pytest.raises(ValueError, match=r"^drift\.online_features: amount disabled in drift\.features$"):
-        DriftSettings(online_features=("amount",), features={"amount": {"enabled": False}})
 
 
 def test_model_without_profile_gives_nothing(profile: BaselineProfile, model: ModelRuntime) -> None:

@@ -1,4 +1,4 @@
-"""Unit tests for stream_guard.config: TOML loading, environment overrides and validation."""
+"""Unit tests for stream_guard.settings.load_config: TOML loading, environment overrides and validation."""
 
 from __future__ import annotations
 
@@ -155,7 +155,7 @@ def test_env_override_into_non_section_is_reported(config_dir: Path) -> None:
         ),
         pytest.param(
             VALID.replace('encoding = "confluent"', 'encoding = "protobuf"'),
-            "models[0].encoding: 'protobuf' is not one of confluent, avro, json",
+            "models[0].encoding: expected one of confluent, avro, json, got 'protobuf'",
             id="bad-encoding",
         ),
         pytest.param(
@@ -214,7 +214,7 @@ def test_several_setting_mistakes_are_reported_together(config_dir: Path) -> Non
         "kafka.groupid: unknown setting",
         "worker.batch_size: expected int, got 'big'",
         "worker.window_s: expected int, got 1.5",
-        "models[0].encoding: 'xml' is not one of",
+        "models[0].encoding: expected one of confluent, avro, json, got 'xml'",
     ]
     assert len(problems) == len(expected_starts), problems
     for start in expected_starts:
