@@ -181,7 +181,9 @@ def main() -> None:
         bootstrap, redis_url = f"127.0.0.1:{broker.port}", f"redis://127.0.0.1:{redis_server.port}/0"
         client = redis.Redis.from_url(redis_url, decode_responses=True)
         probe = load_config(
-            write_config(workdir, "decode-only", bootstrap, redis_url, "bench.in", args.batch), environ={}
+            write_config(workdir, "decode-only", bootstrap, redis_url, "bench.in", args.batch),
+            environ={},
+            require_profiles=False,  # learned just below
         )
         (model,) = build_models(probe)
         learn_from_frame(model, frame_from_records(reference), "bench reference").save(workdir / "profile.json")

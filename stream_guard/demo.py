@@ -145,7 +145,7 @@ def _setup(broker_port: int, redis_port: int, out: TextIO) -> Config:
             schema=schema_dir() / "fraud_inference.avsc",
         )
     )
-    config = load_config(workdir / "config.toml", environ={})
+    config = load_config(workdir / "config.toml", environ={}, require_profiles=False)
     (model,) = build_models(config)
     training = frame_from_records(Simulator(encoding="json", seed=1000).records(100_000, 0))
     learn_from_frame(model, training, "simulated training data, 100000 rows").save(workdir / "profile.json")

@@ -886,7 +886,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from stream_guard.model import build_models
     from stream_guard.settings import load_config
 
-    config = load_config(args.config)
+    config = load_config(args.config, require_profiles=False)  # evaluate may learn the profile itself
     model = _pick(build_models(config, registry_client(config)), args.model)
     try:
         rates = [float(r) for r in args.rates.split(",") if r.strip()]

@@ -10,6 +10,8 @@ from stream_guard.alerts.model import Alert, Example, Severity
 from stream_guard.settings.kinds import SCHEMA_FINDING_SEVERITIES as DEFAULT_SEVERITY
 from stream_guard.state.window_store import WindowSnapshot
 
+__all__ = ["DEFAULT_SEVERITY", "finding_alerts"]
+
 
 def finding_alerts(
     model: str, window: WindowSnapshot, severities: Mapping[str, Severity] = DEFAULT_SEVERITY

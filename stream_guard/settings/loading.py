@@ -195,8 +195,8 @@ def _coerce(hint: Any, value: Any, key: str, problems: Problems) -> Any:
         if not isinstance(value, list | tuple):
             problems.mistyped(key, f"expected a list, got {value!r}")
             return _BAD
-        items = [_coerce(args[0], v, f"{key}[{i}]", problems) for i, v in enumerate(value)]
-        kept = [item for item in items if item is not _BAD]
+        coerced = [_coerce(args[0], v, f"{key}[{i}]", problems) for i, v in enumerate(value)]
+        kept = [item for item in coerced if item is not _BAD]
         return tuple(kept) if origin is tuple else kept
     if origin in (dict, Mapping):
         _, item_hint = typing.get_args(hint)

@@ -75,7 +75,7 @@ slice_fields = ["device_type", "country"]
 {model_extra}
 """
     (tmp_path / "config.toml").write_text(text.replace("'", '"'))
-    config = load_config(tmp_path / "config.toml", environ={})
+    config = load_config(tmp_path / "config.toml", environ={}, require_profiles=False)
     create_topics(bootstrap, [topic], partitions=partitions)
     create_topics(bootstrap, [config.kafka.alerts_topic, config.kafka.dead_letter_topic], partitions=1)
     return config
