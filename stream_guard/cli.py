@@ -88,11 +88,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace, *, require_profiles: bool = True) -> Any:
+def _load(args: argparse.Namespace, *, require_profiles: bool = True, extra_checks: Sequence[Any] = ()) -> Any:
     from stream_guard.logs import configure_logging
     from stream_guard.settings import load_config
 
-    config = load_config(args.config, require_profiles=require_profiles)
+    config = load_config(args.config, require_profiles=require_profiles, extra_checks=extra_checks)
     configure_logging(config.worker.log_level, config.worker.log_format)
     return config
 
@@ -118,10 +118,7 @@ def _check_config(args: argparse.Namespace) -> int:
     from stream_guard.kafka import client_property_problems
     from stream_guard.model import build_models
 
-    config = _load(args)
-    problems = client_property_problems(config.kafka)
-    if problems:
-        raise ConfigError(problems)
+    config = _load(args, extra_checks=[lambda c: client_property_problems(c.kafka)])
     models = build_models(config, _registry_client(config))
     for model in models:
         print(

@@ -9,7 +9,7 @@ still run.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from stream_guard.settings.checks import check_checks
@@ -23,7 +23,11 @@ __all__ = ["check_config", "load_config"]
 
 
 def load_config(
-    path: str | Path | None, environ: Mapping[str, str] | None = None, *, require_profiles: bool = True
+    path: str | Path | None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    require_profiles: bool = True,
+    extra_checks: Sequence[Callable[[Config], list[str]]] = (),
 ) -> Config:
     """Read ``path`` (TOML), apply environment overrides and validate.
 
@@ -31,7 +35,9 @@ def load_config(
     :class:`~stream_guard.errors.ConfigError` listing every problem found, one line each.
 
     ``require_profiles=False`` accepts a configured ``profile`` file that does not exist
-    yet: for ``stream-guard learn``, which writes it.
+    yet: for ``stream-guard learn``, which writes it. ``extra_checks`` are run on the built
+    configuration too and their problem lines reported with the others (``check-config``
+    passes the librdkafka property check this way, which this package cannot import).
     """
     raw, base_dir = read_toml(path)
     problems = Problems()
@@ -40,6 +46,8 @@ def load_config(
     if config is not None:
         config.base_dir = base_dir
         check_config(config, problems, require_profiles=require_profiles)
+        for check in extra_checks:
+            problems.lines.extend(check(config))
     problems.raise_if_any()
     assert config is not None
     return config
