@@ -318,7 +318,6 @@ class SliceRecorder:
 
 __all__ = [
     "Dimension",
-    "MetricsSettings",
     "SliceRecorder",
     "ValueCapper",
     "parse_slice",
