@@ -78,7 +78,10 @@ def check_config(config: Config, problems: Problems, *, require_profiles: bool =
 
 def _check_feature_tables(config: Config, problems: Problems) -> None:
     """Per-feature tables must name a feature (or the score / prediction field) of some model."""
-    if not config.models or not problems.typed("models"):
+    roles = ("features", "score_field", "prediction_field")
+    if not config.models or not all(
+        problems.typed(*(f"models[{i}].{role}" for role in roles)) for i in range(len(config.models))
+    ):
         return
     known: set[str] = set()
     for model in config.models:

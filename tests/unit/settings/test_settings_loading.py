@@ -381,3 +381,13 @@ def test_extra_checks_report_with_the_rest(config_dir: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(_write(config_dir, text), environ={}, extra_checks=[lambda c: [f"x: {c.kafka.group_id}"]])
     assert info.value.problems == ["worker.batch_size: must be positive, got 0", "x: guards"]
+
+
+def test_feature_tables_are_checked_beside_other_model_mistakes(config_dir: Path) -> None:
+    """A mistake elsewhere in a model does not skip the per-feature-table check; a mistyped feature list does."""
+    tables = "\n[checks.features.amuont.nan]\nenabled = false\n"
+    text = VALID.replace('encoding = "confluent"', 'encoding = "xml"') + tables
+    problems = _problems(config_dir, text)
+    assert [p.split(":")[0] for p in problems] == ["models[0].encoding", "checks.features.amuont"]
+    mistyped = VALID.replace('features = ["amount", "age", "device_type"]', 'features = "amount"') + tables
+    assert _problems(config_dir, mistyped) == ["models[0].features: expected a list, got 'amount'"]
