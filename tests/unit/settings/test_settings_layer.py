@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import stream_guard
@@ -55,3 +57,10 @@ def test_every_alert_kind_raised_is_declared() -> None:
     assert set(DEFAULT_SEVERITY) <= set(ALERT_KINDS)
     assert set(CHECKS) <= set(ALERT_KINDS)
     assert len(set(ALERT_KINDS)) == len(ALERT_KINDS)
+
+
+def test_importing_settings_loads_no_stage() -> None:
+    """In a fresh interpreter, importing stream_guard.settings loads no other stream_guard module."""
+    code = "import sys, stream_guard.settings; print(' '.join(m for m in sys.modules if m.startswith('stream_guard')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert {m for m in loaded if not m.startswith("stream_guard.settings")} == {"stream_guard", "stream_guard.errors"}
