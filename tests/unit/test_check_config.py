@@ -56,3 +56,30 @@ def test_check_config_reports_kafka_and_file_problems_together(
         'stream-guard: config error: kafka.consumer.sesion.timeout.ms: No such configuration property: "sesion.timeout.ms"',
         'stream-guard: config error: kafka.producer.linger.mss: No such configuration property: "linger.mss"',
     ]
+
+
+LEARNABLE = """
+[[models]]
+name = "m"
+topics = ["t"]
+schema = "m.avsc"
+encoding = "json"
+features = ["x"]
+profile = "profiles/m.json"
+"""
+
+
+def test_learn_writes_a_missing_profile_that_check_config_requires(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check-config rejects a configured profile that does not exist; learn accepts it, writes it, and then check-config passes."""
+    (tmp_path / "m.avsc").write_text('{"type": "record", "name": "M", "fields": [{"name": "x", "type": "double"}]}')
+    (tmp_path / "ref.jsonl").write_text("".join(f'{{"x": {i}.0}}\n' for i in range(200)))
+    (tmp_path / "profiles").mkdir()
+    path = tmp_path / "config.toml"
+    path.write_text(LEARNABLE)
+    assert main(["check-config", "-c", str(path)]) == 2
+    assert "models[0] (m).profile: file " in capsys.readouterr().err
+    assert main(["learn", "-c", str(path), "--from-file", str(tmp_path / "ref.jsonl")]) == 0
+    assert (tmp_path / "profiles" / "m.json").is_file()
+    assert main(["check-config", "-c", str(path)]) == 0
