@@ -33,10 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from stream_guard.assembly import build_worker  # noqa: E402
-from stream_guard.config import load_config  # noqa: E402
 from stream_guard.learning import frame_from_records, learn_from_frame  # noqa: E402
 from stream_guard.model import build_models  # noqa: E402
 from stream_guard.resources import schema_dir  # noqa: E402
+from stream_guard.settings import load_config  # noqa: E402
 from stream_guard.state.keys import ModelKeys  # noqa: E402
 from stream_guard.tools.embedded import create_topics, local_stack  # noqa: E402
 from stream_guard.tools.simulator import SAMPLE_FEATURES, Simulator, write_local_registry  # noqa: E402
@@ -180,7 +180,9 @@ def main() -> None:
         bootstrap, redis_url = f"127.0.0.1:{broker.port}", f"redis://127.0.0.1:{redis_server.port}/0"
         client = redis.Redis.from_url(redis_url, decode_responses=True)
         probe = load_config(
-            write_config(workdir, "decode-only", bootstrap, redis_url, "bench.in", args.batch), environ={}
+            write_config(workdir, "decode-only", bootstrap, redis_url, "bench.in", args.batch),
+            environ={},
+            require_profiles=False,  # learned just below
         )
         (model,) = build_models(probe)
         learn_from_frame(model, frame_from_records(reference), "bench reference").save(workdir / "profile.json")

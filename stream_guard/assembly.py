@@ -9,12 +9,10 @@ import redis
 
 from stream_guard.alerts.lifecycle import IncidentTracker, LifecycleSettings
 from stream_guard.checkpoint import Sinks
-from stream_guard.checks import ChecksConfig, FeatureChecks, WindowChecks
+from stream_guard.checks import FeatureChecks, WindowChecks
 from stream_guard.closing import WindowCloser
-from stream_guard.config import Config, plugin_settings
 from stream_guard.delivery import ConsumerOffsets, DeadLetterProducer, RedisLabelJoins, RedisWindowState
 from stream_guard.drift import OnlineDrift, WindowDrift
-from stream_guard.drift.settings import DriftSettings
 from stream_guard.kafka import DeliveryTracker, make_consumer, producer_settings
 from stream_guard.metrics import LabelJoiner, LabelStream, MetricsReader, PerformanceEvaluator, SliceRecorder
 from stream_guard.metrics.concept import ConceptDriftEvaluator
@@ -22,6 +20,7 @@ from stream_guard.metrics.labels import make_label_decoder
 from stream_guard.model import ModelRuntime, build_models
 from stream_guard.pipeline import Pipeline
 from stream_guard.profile import BaselineProfile
+from stream_guard.settings import Config
 from stream_guard.stages import Stages
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.window_store import WindowStore
@@ -49,17 +48,15 @@ def build_stages(config: Config, profiles: dict[str, BaselineProfile]) -> Stages
     profile) takes effect on the next batch.
     """
     stages = Stages()
-    checks_on, checks_raw = plugin_settings(config.checks)
-    if checks_on:
-        checks = ChecksConfig.from_dict(checks_raw)
+    checks = config.checks
+    if checks.enabled:
         feature_checks = FeatureChecks(profiles, checks)
         stages.row_checks.append(feature_checks)
         stages.contributors.append(feature_checks)
         stages.evaluators.append(WindowChecks(profiles, checks))
         stages.severities = dict(checks.finding_severities())
-    drift_on, drift_raw = plugin_settings(config.drift)
-    if drift_on:
-        drift = DriftSettings.from_dict(drift_raw)
+    drift = config.drift
+    if drift.enabled:
         window_drift, online_drift = WindowDrift(profiles, drift), OnlineDrift(profiles, drift)
         stages.row_checks += [window_drift, online_drift]
         stages.contributors.append(window_drift)

@@ -13,7 +13,7 @@ import structlog
 from stream_guard.errors import ConfigError, StreamGuardError
 
 if TYPE_CHECKING:
-    from stream_guard.config import Config
+    from stream_guard.settings import Config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,11 +88,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace) -> Any:
-    from stream_guard.config import load_config
+def _load(args: argparse.Namespace, *, require_profiles: bool = True, extra_checks: Sequence[Any] = ()) -> Any:
     from stream_guard.logs import configure_logging
+    from stream_guard.settings import load_config
 
-    config = load_config(args.config)
+    config = load_config(args.config, require_profiles=require_profiles, extra_checks=extra_checks)
     configure_logging(config.worker.log_level, config.worker.log_format)
     return config
 
@@ -115,9 +115,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from stream_guard.kafka import client_property_problems
     from stream_guard.model import build_models
 
-    config = _load(args)
+    config = _load(args, extra_checks=[lambda c: client_property_problems(c.kafka)])
     models = build_models(config, _registry_client(config))
     for model in models:
         print(
@@ -143,7 +144,7 @@ def _learn(args: argparse.Namespace) -> int:
     from stream_guard.learning import learn_from_file, learn_from_topic
     from stream_guard.model import build_models
 
-    config = _load(args)
+    config = _load(args, require_profiles=False)  # learn writes the profile
     models = {m.name: m for m in build_models(config, _registry_client(config))}
     if args.model is None and len(models) != 1:
         raise StreamGuardError(f"several models are configured; pick one with --model ({', '.join(models)})")

@@ -7,8 +7,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
-from stream_guard.config import KafkaConfig
 from stream_guard.errors import DeliveryError
+from stream_guard.settings import KafkaConfig
 
 # Offsets are committed by the worker, after everything derived from them is durable.
 _CONSUMER_FIXED = {"enable.auto.commit": False, "enable.auto.offset.store": False}
@@ -35,6 +35,32 @@ def consumer_settings(kafka: KafkaConfig, **overrides: Any) -> dict[str, Any]:
 
 def producer_settings(kafka: KafkaConfig, **overrides: Any) -> dict[str, Any]:
     return {"bootstrap.servers": kafka.bootstrap_servers, **_PRODUCER_DEFAULTS, **kafka.producer, **overrides}
+
+
+def client_property_problems(kafka: KafkaConfig) -> list[str]:
+    """One line per property of ``[kafka].consumer`` / ``[kafka].producer`` that librdkafka rejects.
+
+    librdkafka checks property names and values when a client is built, so each configured
+    property is tried on a client of its own (built, never polled, then closed); a rejected
+    one becomes ``kafka.consumer.<name>: <librdkafka's message>``.
+    """
+    problems: list[str] = []
+    clients: dict[str, tuple[Mapping[str, Any], dict[str, Any], Any]] = {
+        "consumer": (kafka.consumer, consumer_settings(kafka), lambda p: Consumer(p).close()),
+        "producer": (kafka.producer, producer_settings(kafka), lambda p: Producer(p).flush(0)),
+    }
+    for role, (extra, settings, build) in clients.items():
+        # log_level 0: the probe clients' failed connection attempts are no news to the user.
+        base = {"log_level": 0, **{k: v for k, v in settings.items() if k not in extra}}
+        for name, value in extra.items():
+            try:
+                build({**base, name: value})
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else exc
+                problems.append(f"kafka.{role}.{name}: {error.str() if isinstance(error, KafkaError) else error}")
+            except (TypeError, ValueError) as exc:
+                problems.append(f"kafka.{role}.{name}: {exc}")
+    return problems
 
 
 def make_consumer(kafka: KafkaConfig, logger: Any = None, **overrides: Any) -> Consumer:

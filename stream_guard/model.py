@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 
 from stream_guard.batch import EventBatch, event_time_of, to_epoch_ms
-from stream_guard.config import Config, ModelConfig
 from stream_guard.decoding import (
     DEFAULT_MAX_RECORD_BYTES,
     ConfluentDecoder,
@@ -25,6 +24,7 @@ from stream_guard.decoding import (
 from stream_guard.errors import ConfigError, DecodeError, ProfileFormatError, SchemaLoadError
 from stream_guard.profile import BaselineProfile
 from stream_guard.schemas import FieldType, load_schema_file, parse_schema, record_fields
+from stream_guard.settings import Config, ModelConfig
 
 
 @dataclass

@@ -21,10 +21,10 @@ from stream_guard.aggregation import Contributor, build_updates
 from stream_guard.alerts.evaluate import DEFAULT_SEVERITY, finding_alerts
 from stream_guard.alerts.model import Alert, Severity
 from stream_guard.batch import EventBatch
-from stream_guard.config import Config
 from stream_guard.errors import DecodeError, RecordValidationError, RegistryUnavailableError
 from stream_guard.findings import RowFindings, dead_letter_findings, schema_findings
 from stream_guard.model import DeadLetter, ModelRuntime
+from stream_guard.settings import Config
 from stream_guard.stages import Stages, WindowEvaluator
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.window_store import StateUpdate, WindowSnapshot

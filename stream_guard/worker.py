@@ -26,7 +26,6 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from stream_guard.checkpoint import Checkpoint, CommitResult, Sinks
 from stream_guard.closing import WindowCloser
-from stream_guard.config import Config
 from stream_guard.delivery import ConsumerOffsets, describe
 from stream_guard.errors import DeliveryError, RegistryUnavailableError, StreamGuardError
 from stream_guard.kafka import DeliveryTracker
@@ -34,6 +33,7 @@ from stream_guard.metrics import LabelStream
 from stream_guard.model import ModelRuntime
 from stream_guard.pipeline import Pipeline
 from stream_guard.profile import BaselineProfile
+from stream_guard.settings import Config
 from stream_guard.source import Source
 from stream_guard.state.window_store import WindowStore
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+import structlog
 
 from stream_guard.tools.embedded import Server, start_broker, start_redis
 
@@ -44,3 +45,10 @@ def redis_client(redis_url: str) -> redis.Redis:
 def unique() -> str:
     """A short unique suffix for topic, group and model names of one test."""
     return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """Undo a test's ``configure_logging``: it binds the stream pytest captured, closed after the test."""
+    yield
+    structlog.reset_defaults()

@@ -7,15 +7,10 @@ from collections.abc import Mapping
 
 from stream_guard.aggregation import DEAD_LETTERS
 from stream_guard.alerts.model import Alert, Example, Severity
+from stream_guard.settings.kinds import SCHEMA_FINDING_SEVERITIES as DEFAULT_SEVERITY
 from stream_guard.state.window_store import WindowSnapshot
 
-DEFAULT_SEVERITY: dict[str, Severity] = {
-    "undecodable": Severity.CRITICAL,
-    "type_mismatch": Severity.CRITICAL,
-    "missing_field": Severity.CRITICAL,
-    "schema_change": Severity.WARNING,
-    "unexpected_field": Severity.INFO,
-}
+__all__ = ["DEFAULT_SEVERITY", "finding_alerts"]
 
 
 def finding_alerts(

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from stream_guard.batch import to_epoch_ms
+from stream_guard.settings.kinds import Severity
 
-
-class Severity(StrEnum):
-    INFO = "INFO"
-    WARNING = "WARNING"
-    CRITICAL = "CRITICAL"
+__all__ = ["Alert", "Example", "Severity", "stable_id"]
 
 
 @dataclass(frozen=True)

@@ -63,10 +63,10 @@ import pandas as pd
 
 from stream_guard.aggregation import WindowGroups
 from stream_guard.batch import EventBatch
-from stream_guard.checks.settings import ChecksConfig
 from stream_guard.findings import RowFindings
 from stream_guard.model import ModelRuntime
 from stream_guard.profile import BaselineProfile, CategoricalProfile, NumericProfile, value_key
+from stream_guard.settings.checks import ChecksConfig
 from stream_guard.state.keys import ModelKeys
 
 #: A value becomes a sentinel candidate at this share of the recent values...
@@ -141,7 +141,7 @@ class FeatureChecks:
                 out += self._numeric_findings(name, feature, column)
             else:
                 out += self._categorical_findings(name, feature, column)
-            if column.wrong_type.any() and self._config.enabled("type_mismatch", name):
+            if column.wrong_type.any() and self._config.is_enabled("type_mismatch", name):
                 out.append(_type_mismatch(name, feature, column))
         return out
 
@@ -155,9 +155,9 @@ class FeatureChecks:
         window_keys = [keys.window(int(s)) for s in groups.starts.tolist()]
         for name in names:
             feature = profile.features[name]
-            sentinel = isinstance(feature, NumericProfile) and config.enabled("sentinel_spike", name)
-            cardinality = isinstance(feature, CategoricalProfile) and config.enabled("cardinality", name)
-            if not (sentinel or cardinality or config.enabled("null_rate", name)):
+            sentinel = isinstance(feature, NumericProfile) and config.is_enabled("sentinel_spike", name)
+            cardinality = isinstance(feature, CategoricalProfile) and config.is_enabled("cardinality", name)
+            if not (sentinel or cardinality or config.is_enabled("null_rate", name)):
                 continue
             column = self._column(batch, name, feature)
             nulls = groups.counts(column.null)
@@ -192,20 +192,20 @@ class FeatureChecks:
         assert column.numbers is not None
         values, config, out = column.numbers, self._config, []
         finite = np.isfinite(values)
-        if config.enabled("out_of_range", name) and feature.min is not None:
+        if config.is_enabled("out_of_range", name) and feature.min is not None:
             lo, hi = range_bounds(feature, config.settings("out_of_range", name).tolerance or 0.0)
             rows = np.flatnonzero(finite & ((values < lo) | (values > hi)))
             if rows.size:
                 bad = values[rows]
                 observed = f"min {_g(bad.min())}, max {_g(bad.max())}"
                 out.append(RowFindings("out_of_range", name, rows, observed, f"[{_g(lo)}, {_g(hi)}]", bad.tolist()))
-        if config.enabled("nan", name) and feature.nan_rate == 0:
+        if config.is_enabled("nan", name) and feature.nan_rate == 0:
             rows = np.flatnonzero(np.isnan(values) & column.present)
             if rows.size:
                 out.append(
                     RowFindings("nan", name, rows, "NaN", "no NaN (reference NaN rate 0)", [float("nan")] * rows.size)
                 )
-        if config.enabled("infinite", name) and feature.inf_rate == 0:
+        if config.is_enabled("infinite", name) and feature.inf_rate == 0:
             rows = np.flatnonzero(np.isinf(values))
             if rows.size:
                 signs = sorted({"+inf" if v > 0 else "-inf" for v in np.unique(values[rows]).tolist()})
@@ -214,7 +214,7 @@ class FeatureChecks:
         return out
 
     def _categorical_findings(self, name: str, feature: CategoricalProfile, column: _Column) -> list[RowFindings]:
-        if not self._config.enabled("unseen_category", name) or feature.other_rate > 0:
+        if not self._config.is_enabled("unseen_category", name) or feature.other_rate > 0:
             return []
         assert column.codes is not None and column.uniques is not None
         if column.uniques.size == 0:

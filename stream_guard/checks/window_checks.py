@@ -49,7 +49,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from stream_guard.alerts.model import Alert
-from stream_guard.checks.settings import ChecksConfig
 from stream_guard.checks.stats import (
     benjamini_hochberg,
     binomial_p_values,
@@ -59,6 +58,7 @@ from stream_guard.checks.stats import (
 )
 from stream_guard.model import ModelRuntime
 from stream_guard.profile import MIN_RATE_STD, BaselineProfile, CategoricalProfile, NumericProfile, RateVariability
+from stream_guard.settings.checks import ChecksConfig
 from stream_guard.state.window_store import WindowSnapshot
 
 
@@ -119,10 +119,10 @@ class WindowChecks:
         rows = nulls + window.count(f"nv|{name}")
         supported = rows >= max(config.min_support, 1)
         out = []
-        if supported and config.enabled("null_rate", name):
+        if supported and config.is_enabled("null_rate", name):
             z = config.settings("null_rate", name).tolerance or 0.0
             out.append(_rate_test("null_rate", name, "null rate", nulls, rows, feature.null_rate_variability, z))
-        if supported and isinstance(feature, NumericProfile) and config.enabled("sentinel_spike", name):
+        if supported and isinstance(feature, NumericProfile) and config.is_enabled("sentinel_spike", name):
             z = config.settings("sentinel_spike", name).tolerance or 0.0
             values = []
             for key, count in window.with_prefix(f"top|{name}|").items():
@@ -133,7 +133,7 @@ class WindowChecks:
             if values:
                 out.append(_most_significant(values, config.false_alarm_rate))
         distinct = window.fields.get(f"card|{name}")
-        if isinstance(feature, CategoricalProfile) and distinct is not None and config.enabled("cardinality", name):
+        if isinstance(feature, CategoricalProfile) and distinct is not None and config.is_enabled("cardinality", name):
             z = config.settings("cardinality", name).tolerance or 0.0
             out.append(_cardinality_test(name, feature, int(float(distinct)), window.events, z))
         return out

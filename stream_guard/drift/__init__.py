@@ -2,7 +2,6 @@
 
 from stream_guard.drift.detectors import DetectorSpec, OnlineDriftMonitor, reference_sample
 from stream_guard.drift.online import ONLINE_DRIFT, OnlineDrift, baseline_seed
-from stream_guard.drift.settings import DriftSettings, FeatureDriftSettings
 from stream_guard.drift.stats import (
     DriftVerdict,
     bin_counts,
@@ -15,6 +14,7 @@ from stream_guard.drift.stats import (
     psi,
 )
 from stream_guard.drift.window import DATA_DRIFT, PREDICTION_DRIFT, UNSEEN, WindowDrift
+from stream_guard.settings.drift import DriftSettings, FeatureDriftSettings
 
 __all__ = [
     "DATA_DRIFT",

@@ -43,16 +43,16 @@ import numpy as np
 
 from stream_guard.batch import EventBatch
 from stream_guard.drift.detectors import OnlineDriftMonitor, reference_sample
-from stream_guard.drift.settings import DriftSettings
 from stream_guard.drift.window import numeric_column, profile_tag
 from stream_guard.errors import BaselineSampleUnavailableError, DriftCheckpointUnusableError
 from stream_guard.findings import RowFindings
 from stream_guard.model import ModelRuntime
 from stream_guard.profile import BaselineProfile, NumericProfile
+from stream_guard.settings.drift import DriftSettings
+from stream_guard.settings.kinds import ONLINE_DRIFT
 
 __all__ = ["ONLINE_DRIFT", "OnlineDrift", "baseline_seed"]
 
-ONLINE_DRIFT = "online_drift"
 #: Top values covering this share of a feature's finite values make it discrete for seeding.
 DISCRETE_COVERAGE = 0.99
 #: Detections remembered per partition, to report them again on a redelivered batch.

@@ -42,11 +42,12 @@ import pandas as pd
 from stream_guard.aggregation import WindowGroups
 from stream_guard.alerts.model import Alert, stable_id
 from stream_guard.batch import EventBatch
-from stream_guard.drift.settings import DriftSettings, FeatureDriftSettings
 from stream_guard.drift.stats import DriftVerdict, evaluate_categorical_drift, evaluate_numeric_drift
 from stream_guard.findings import RowFindings
 from stream_guard.model import ModelRuntime
 from stream_guard.profile import BaselineProfile, CategoricalProfile, NumericProfile, category_key
+from stream_guard.settings.drift import DriftSettings, FeatureDriftSettings
+from stream_guard.settings.kinds import DATA_DRIFT, PREDICTION_DRIFT
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.window_store import WindowSnapshot
 
@@ -70,8 +71,6 @@ CATEGORY_PREFIX = "c|"
 PROFILE_PREFIX = "hp|"
 #: Category slot of every value outside the profile's frequencies.
 UNSEEN = "__unseen__"
-DATA_DRIFT = "data_drift"
-PREDICTION_DRIFT = "prediction_drift"
 
 _NUMBER_TYPES = (int, float, np.integer, np.floating, np.bool_, type(None))
 _LABELS = {"psi": "PSI", "js_distance": "JS", "ks_binned": "KS", "chi_square": "chi-square"}

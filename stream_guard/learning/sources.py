@@ -10,11 +10,11 @@ import pandas as pd
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from stream_guard.config import Config
 from stream_guard.errors import ReferenceDataUnusableError
 from stream_guard.learning.profiles import learn_profile, read_reference
 from stream_guard.model import ModelRuntime
 from stream_guard.profile import BaselineProfile
+from stream_guard.settings import Config
 
 log = structlog.get_logger("stream_guard.learning")
 

@@ -8,7 +8,7 @@
 * :mod:`~stream_guard.metrics.performance`: slice underperformance and degradation tests.
 """
 
-from stream_guard.metrics.labels import JoinResult, Label, LabelJoiner, LabelSettings, LabelStream
+from stream_guard.metrics.labels import JoinResult, Label, LabelJoiner, LabelStream
 from stream_guard.metrics.performance import (
     Degradation,
     DegradationMonitor,
@@ -20,7 +20,8 @@ from stream_guard.metrics.performance import (
     two_proportion_test,
 )
 from stream_guard.metrics.query import MetricsReader, RankedSlice, Rollup, SliceMetrics
-from stream_guard.metrics.slices import MetricsSettings, SliceRecorder, ValueCapper, slice_name
+from stream_guard.metrics.slices import SliceRecorder, ValueCapper, slice_name
+from stream_guard.settings.metrics import LabelSettings, MetricsSettings
 
 __all__ = [
     "Degradation",

@@ -50,11 +50,13 @@ from river import base as river_base
 from scipy import stats as sps
 
 from stream_guard.alerts.model import Alert, Severity
-from stream_guard.drift.detectors import DetectorSpec, OnlineDriftMonitor
+from stream_guard.drift.detectors import OnlineDriftMonitor
 from stream_guard.metrics import store as s
 from stream_guard.metrics.performance import _mean_test, performance_degradation, two_proportion_test
 from stream_guard.metrics.query import MetricsReader
-from stream_guard.metrics.slices import MetricsSettings
+from stream_guard.settings.detectors import DetectorSpec
+from stream_guard.settings.kinds import CONCEPT_DRIFT, PERFORMANCE_DEGRADATION
+from stream_guard.settings.metrics import MetricsSettings
 
 if TYPE_CHECKING:
     from stream_guard.model import ModelRuntime
@@ -65,7 +67,6 @@ __all__ = [
     "ErrorStream",
     "PeriodTest",
     "error_stream",
-    "performance_settings_problems",
     "period_test",
 ]
 
@@ -543,7 +544,7 @@ class ConceptDriftEvaluator:
         more = f"; {signals} signals in the period" if signals > 1 else ""
         return Alert(
             model=self.model,
-            kind="concept_drift",
+            kind=CONCEPT_DRIFT,
             feature=metric,
             slice="",
             severity=self.severity,
@@ -575,7 +576,7 @@ class ConceptDriftEvaluator:
             versus = f"{test.reference:.3f} over the previous {rest}"
         return Alert(
             model=self.model,
-            kind="performance_degradation",
+            kind=PERFORMANCE_DEGRADATION,
             feature=test.metric,
             slice="",
             severity=self.severity,
@@ -594,64 +595,3 @@ class ConceptDriftEvaluator:
             value=value,
             threshold=test.reference,
         )
-
-
-# -- configuration checks ------------------------------------------------------------------
-
-
-def performance_settings_problems(settings: MetricsSettings, window_s: int, where: str = "metrics") -> list[str]:
-    """What is wrong with the ``performance_*`` / concept settings of a model (empty when fine).
-
-    Parameters
-    ----------
-    settings
-        The model's metrics settings.
-    window_s
-        ``worker.window_s``: the checks run on windows whose start is a multiple of
-        ``performance_every_s``, so it must be a multiple of the window.
-    where
-        Prefix of the messages, e.g. ``models[0] (fraud).metrics``.
-    """
-    problems: list[str] = []
-    every, lookback = settings.performance_every_s, settings.performance_lookback_s
-    delay = settings.performance_label_delay_s
-    ints = {"performance_every_s": every, "performance_lookback_s": lookback, "performance_label_delay_s": delay}
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints.values()):
-        return problems  # type errors are reported by the loader
-    if every <= 0:
-        problems.append(f"{where}.performance_every_s: must be positive, got {every}")
-    else:
-        if window_s > 0 and every % window_s:
-            problems.append(
-                f"{where}.performance_every_s: must be a multiple of worker.window_s ({window_s}), got {every}"
-            )
-        if settings.bucket_s > 0 and every % settings.bucket_s:
-            problems.append(
-                f"{where}.performance_every_s: must be a multiple of bucket_s ({settings.bucket_s}), got {every}"
-            )
-        if settings.bucket_s > 0 and lookback % settings.bucket_s:
-            problems.append(
-                f"{where}.performance_lookback_s: must be a multiple of bucket_s ({settings.bucket_s}), got {lookback}"
-            )
-        if lookback <= every:
-            problems.append(
-                f"{where}.performance_lookback_s: must exceed performance_every_s ({every}), got {lookback}"
-            )
-    if delay < 0 or (settings.bucket_s > 0 and delay % settings.bucket_s):
-        problems.append(f"{where}.performance_label_delay_s: must be a non-negative multiple of bucket_s, got {delay}")
-    if isinstance(settings.performance_min_support, int) and settings.performance_min_support < 1:
-        problems.append(f"{where}.performance_min_support: must be at least 1")
-    if isinstance(settings.performance_alpha, float) and not 0.0 < settings.performance_alpha < 1.0:
-        problems.append(f"{where}.performance_alpha: must be in (0, 1), got {settings.performance_alpha}")
-    baseline = settings.baseline_error_rate
-    if baseline is not None:
-        if isinstance(baseline, bool) or not isinstance(baseline, (int, float)):
-            problems.append(f"{where}.baseline_error_rate: expected a number, got {baseline!r}")
-        elif baseline < 0 or (settings.task == "classification" and baseline >= 1):
-            problems.append(f"{where}.baseline_error_rate: out of range, got {baseline}")
-    if isinstance(settings.concept_detector, str) and isinstance(settings.concept_detector_params, dict):
-        try:
-            DetectorSpec(settings.concept_detector, dict(settings.concept_detector_params)).build()
-        except ValueError as exc:
-            problems.append(f"{where}.concept_detector: {exc}")
-    return problems

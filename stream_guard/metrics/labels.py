@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,32 +34,14 @@ from stream_guard.decoding import (
 )
 from stream_guard.errors import ConfigError, DecodeError, UndecodablePayloadError
 from stream_guard.metrics import store as s
-from stream_guard.metrics.slices import MetricsSettings
 from stream_guard.profile import category_key
 from stream_guard.schemas import load_schema_file, parse_schema
+from stream_guard.settings.metrics import LabelSettings, MetricsSettings
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.window_store import StateUpdate
 
 if TYPE_CHECKING:
-    from stream_guard.config import Config
-
-
-@dataclass
-class LabelSettings:
-    """``[models.labels]``: where a model's delayed labels arrive and how to read them."""
-
-    #: Labels topic; empty disables labels (and the storing of predictions).
-    topic: str = ""
-    #: Reader schema of a label record (``.avsc``); optional for JSON labels.
-    schema: str = ""
-    encoding: Literal["confluent", "avro", "json"] = "json"
-    writer_schema: str = ""
-    event_id_field: str = "event_id"
-    label_field: str = "label"
-    #: Label time field; without it a label that matches no prediction counts in the bucket of its arrival.
-    timestamp_field: str = ""
-    #: How long predictions wait for their label.
-    lookback_s: int = 7 * 24 * 3600
+    from stream_guard.settings import Config
 
 
 @dataclass(frozen=True)

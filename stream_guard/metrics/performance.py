@@ -24,7 +24,8 @@ from stream_guard.alerts.model import Alert, Severity
 from stream_guard.errors import MetricUnknownError
 from stream_guard.metrics import store as s
 from stream_guard.metrics.query import MetricsReader, Rollup, SliceMetrics
-from stream_guard.metrics.slices import MetricsSettings
+from stream_guard.settings.kinds import SLICE_UNDERPERFORMANCE
+from stream_guard.settings.metrics import MetricsSettings
 
 if TYPE_CHECKING:
     from stream_guard.model import ModelRuntime
@@ -383,7 +384,7 @@ def underperformance_alerts(
         alerts.append(
             Alert(
                 model=model,
-                kind="slice_underperformance",
+                kind=SLICE_UNDERPERFORMANCE,
                 feature=metric,
                 slice=u.slice,
                 severity=severity,

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +28,7 @@ from stream_guard.batch import EventBatch
 from stream_guard.findings import RowFindings
 from stream_guard.metrics import store as s
 from stream_guard.profile import CategoricalProfile, category_key
+from stream_guard.settings.metrics import MetricsSettings
 from stream_guard.state.keys import ModelKeys
 
 if TYPE_CHECKING:
@@ -38,53 +38,6 @@ if TYPE_CHECKING:
 Dimension = tuple[str, ...]
 _UNSAFE = re.compile(r"[|,=\s]")
 _MAX_VALUE_LEN = 64
-
-
-@dataclass
-class MetricsSettings:
-    """``[models.metrics]``: rolling slice metrics and the label-based performance counters."""
-
-    enabled: bool = True
-    #: Event-time bucket of the metrics; queries roll buckets up to any range.
-    bucket_s: int = 60
-    #: How long a bucket is kept after its last write.
-    retention_s: int = 7 * 24 * 3600
-    #: Crossings of slice fields, e.g. ``[["device_type", "country"]]``.
-    crossings: list[list[str]] = field(default_factory=list)
-    #: Also record one slice per value of every categorical feature (capped like slice fields).
-    categorical_slices: bool = True
-    #: Without a profile, distinct values per field a worker records before mapping to ``other``.
-    max_values_per_field: int = 50
-    score_bins: int = 10
-    score_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
-    task: Literal["classification", "regression"] = "classification"
-    #: Classification: predicted positive when score (else prediction) >= threshold.
-    threshold: float = 0.5
-    #: Classification: the label value meaning "positive" (compared as text: 1, "1", 1.0 and True match).
-    positive_label: str | int = "1"
-    #: How often the label-based performance checks run, in event time. They run when a
-    #: window closes whose start is a multiple of it, so it must be a multiple of
-    #: ``worker.window_s`` (else they run only every least common multiple) and of ``bucket_s``.
-    performance_every_s: int = 3600
-    #: Range the performance checks roll up: slice underperformance over all of it; concept
-    #: drift feeds its error stream to the detector and compares the latest period with the rest.
-    performance_lookback_s: int = 24 * 3600
-    #: Least labelled events behind a performance test, in each group compared.
-    performance_min_support: int = 100
-    #: Significance level of the performance tests.
-    performance_alpha: float = 0.01
-    #: Concept drift compares the period that ended this long before the closing window,
-    #: so that most of its delayed labels have arrived; a multiple of ``bucket_s``.
-    performance_label_delay_s: int = 0
-    #: Expected error rate of the model (e.g. from validation data); regression: expected mean
-    #: absolute error. When set, the latest period is tested against it instead of against
-    #: the rest of the lookback.
-    baseline_error_rate: float | None = None
-    #: River detector run on the rebuilt error stream (``DDM``, ``EDDM``, ``HDDM_A``, ``ADWIN``...).
-    #: Regression models need a numeric one: a binary detector is replaced by ``ADWIN`` for them.
-    concept_detector: str = "ADWIN"
-    #: Keyword arguments of the detector, e.g. ``{"drift_threshold": 3.5}`` for DDM.
-    concept_detector_params: dict[str, Any] = field(default_factory=dict)
 
 
 def slice_name(parts: Mapping[str, str]) -> str:
@@ -365,7 +318,6 @@ class SliceRecorder:
 
 __all__ = [
     "Dimension",
-    "MetricsSettings",
     "SliceRecorder",
     "ValueCapper",
     "parse_slice",

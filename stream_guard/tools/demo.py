@@ -25,11 +25,11 @@ from confluent_kafka import Consumer, Producer
 from stream_guard.alerts.codec import decode_alert
 from stream_guard.alerts.render import render_alert
 from stream_guard.assembly import build_worker, metrics_reader
-from stream_guard.config import Config, load_config
 from stream_guard.learning import frame_from_records, learn_from_frame
 from stream_guard.metrics import slice_underperformance
 from stream_guard.model import build_models
 from stream_guard.resources import schema_dir
+from stream_guard.settings import Config, load_config
 from stream_guard.tools.embedded import create_topics, local_stack
 from stream_guard.tools.simulator import Simulator, write_local_registry
 
@@ -145,7 +145,7 @@ def _setup(broker_port: int, redis_port: int, out: TextIO) -> Config:
             schema=schema_dir() / "fraud_inference.avsc",
         )
     )
-    config = load_config(workdir / "config.toml", environ={})
+    config = load_config(workdir / "config.toml", environ={}, require_profiles=False)
     (model,) = build_models(config)
     training = frame_from_records(Simulator(encoding="json", seed=1000).records(100_000, 0))
     learn_from_frame(model, training, "simulated training data, 100000 rows").save(workdir / "profile.json")

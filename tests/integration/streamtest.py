@@ -12,8 +12,8 @@ import redis
 from confluent_kafka import Consumer, Message, Producer
 
 from stream_guard.assembly import build_worker
-from stream_guard.config import Config, load_config
 from stream_guard.resources import schema_dir
+from stream_guard.settings import Config, load_config
 from stream_guard.tools.embedded import create_topics
 from stream_guard.tools.simulator import SAMPLE_FEATURES, write_local_registry
 from stream_guard.worker import Worker, WorkerStats
@@ -75,7 +75,7 @@ slice_fields = ["device_type", "country"]
 {model_extra}
 """
     (tmp_path / "config.toml").write_text(text.replace("'", '"'))
-    config = load_config(tmp_path / "config.toml", environ={})
+    config = load_config(tmp_path / "config.toml", environ={}, require_profiles=False)
     create_topics(bootstrap, [topic], partitions=partitions)
     create_topics(bootstrap, [config.kafka.alerts_topic, config.kafka.dead_letter_topic], partitions=1)
     return config

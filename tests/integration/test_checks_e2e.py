@@ -12,8 +12,8 @@ from streamtest import consume_all, learn_simulated_profile, new_worker, produce
 
 from stream_guard.alerts.codec import decode_alert
 from stream_guard.checks.row_checks import range_bounds
-from stream_guard.checks.settings import CHECKS, DEFAULT_TOLERANCES
 from stream_guard.profile import BaselineProfile, NumericProfile
+from stream_guard.settings.checks import CHECKS, DEFAULT_TOLERANCES
 from stream_guard.tools.simulator import Simulator
 
 pytestmark = pytest.mark.integration

@@ -13,12 +13,12 @@ import redis
 
 from stream_guard.aggregation import build_updates
 from stream_guard.batch import EventBatch
-from stream_guard.config import ModelConfig
 from stream_guard.decoding import Decoded, JsonDecoder
 from stream_guard.metrics import LabelJoiner, MetricsReader, MetricsSettings, SliceRecorder
 from stream_guard.metrics.concept import ConceptDriftEvaluator
 from stream_guard.model import ModelRuntime
 from stream_guard.schemas import record_fields
+from stream_guard.settings import ModelConfig
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.window_store import WindowSnapshot, WindowStore
 from stream_guard.tools.simulator import Simulator, inference_schema_json

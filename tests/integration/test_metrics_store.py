@@ -13,7 +13,6 @@ import redis
 
 from stream_guard.aggregation import build_updates
 from stream_guard.batch import EventBatch
-from stream_guard.config import Config, ModelConfig
 from stream_guard.decoding import Decoded, JsonDecoder, encode_avro
 from stream_guard.findings import RowFindings
 from stream_guard.metrics import (
@@ -31,6 +30,7 @@ from stream_guard.metrics.store import MetricKeys
 from stream_guard.model import ModelRuntime
 from stream_guard.resources import schema_dir
 from stream_guard.schemas import parse_schema, record_fields
+from stream_guard.settings import Config, ModelConfig
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.window_store import StateUpdate, WindowSnapshot, WindowStore
 from stream_guard.tools.simulator import SAMPLE_FEATURES, Simulator, inference_schema_json

@@ -12,17 +12,17 @@ import pandas as pd
 import pytest
 
 from stream_guard.aggregation import build_updates
-from stream_guard.alerts.evaluate import DEFAULT_SEVERITY, finding_alerts
+from stream_guard.alerts.evaluate import finding_alerts
 from stream_guard.alerts.model import Severity
 from stream_guard.batch import EventBatch
-from stream_guard.checks import CHECKS, ChecksConfig, CheckSettings, FeatureChecks
+from stream_guard.checks import ChecksConfig, FeatureChecks
 from stream_guard.checks.row_checks import range_bounds
-from stream_guard.config import ModelConfig
 from stream_guard.decoding import Decoded, FieldIssue
 from stream_guard.findings import RowFindings
 from stream_guard.learning import learn_profile
 from stream_guard.model import ModelRuntime
 from stream_guard.profile import BaselineProfile, NumericProfile
+from stream_guard.settings import ModelConfig
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.window_store import StateUpdate, WindowSnapshot
 
@@ -117,91 +117,6 @@ def run(
     findings = checks.findings(model(), b)
     updates = build_updates(b, findings, KEYS, window_ms=WINDOW_MS, max_examples=5, contributors=[checks.contribute])
     return findings, *window_fields(updates)
-
-
-# ------------------------------------------------------------------------- settings
-
-
-def test_default_settings() -> None:
-    config = ChecksConfig()
-    assert config.settings("out_of_range", "x") == CheckSettings(True, 0.1, Severity.CRITICAL)
-    assert config.settings("null_rate", "x") == CheckSettings(True, 3.0, Severity.WARNING)
-    assert config.settings("nan", "x") == CheckSettings(True, None, Severity.CRITICAL)
-    assert {c: config.settings(c, "x").severity for c in CHECKS} == {
-        "out_of_range": Severity.CRITICAL,
-        "nan": Severity.CRITICAL,
-        "infinite": Severity.CRITICAL,
-        "null_rate": Severity.WARNING,
-        "unseen_category": Severity.WARNING,
-        "sentinel_spike": Severity.WARNING,
-        "cardinality": Severity.WARNING,
-        "type_mismatch": Severity.CRITICAL,
-    }
-    assert config.false_alarm_rate == 1e-3 and config.min_support == 200
-
-
-def test_from_dict_layers_feature_over_check_over_default() -> None:
-    config = ChecksConfig.from_dict(
-        {
-            "false_alarm_rate": 1e-4,
-            "min_support": 50,
-            "out_of_range": {"tolerance": 0.5},
-            "null_rate": {"enabled": False, "severity": "critical"},
-            "features": {
-                "amount": {"out_of_range": {"enabled": False}},
-                "age": {"null_rate": {"tolerance": 4}, "out_of_range": {"severity": "INFO"}},
-            },
-        }
-    )
-    assert (config.false_alarm_rate, config.min_support) == (1e-4, 50)
-    assert config.settings("out_of_range", "x") == CheckSettings(True, 0.5, Severity.CRITICAL)
-    assert config.settings("out_of_range", "amount").enabled is False
-    assert config.settings("out_of_range", "age") == CheckSettings(True, 0.5, Severity.INFO)
-    # An unset ``enabled`` inherits the check's: age's null_rate stays off.
-    assert config.settings("null_rate", "age") == CheckSettings(False, 4.0, Severity.CRITICAL)
-
-
-@pytest.mark.parametrize(
-    ("raw", "message"),
-    [
-        ({"out_of_rnage": {}}, "checks.out_of_rnage: unknown key"),
-        ({"nan": {"tolerence": 1}}, "checks.nan.tolerence: unknown key"),
-        ({"features": {"age": {"null_rates": {}}}}, "checks.features.age.null_rates: unknown check"),
-        ({"nan": {"tolerance": 1}}, "checks.nan.tolerance: the nan check has no tolerance"),
-        ({"null_rate": {"tolerance": -1}}, "checks.null_rate.tolerance: expected a finite number >= 0"),
-        ({"null_rate": {"tolerance": "3"}}, "checks.null_rate.tolerance: expected a number"),
-        ({"null_rate": {"severity": "LOUD"}}, "checks.null_rate.severity: expected one of INFO, WARNING, CRITICAL"),
-        ({"null_rate": {"enabled": "no"}}, "checks.null_rate.enabled: expected true or false"),
-        ({"null_rate": True}, "checks.null_rate: expected a table"),
-        ({"false_alarm_rate": 0}, "checks.false_alarm_rate: expected a number in (0, 1)"),
-        ({"min_support": -1}, "checks.min_support: expected an integer >= 0"),
-        ({"features": {"age": 3}}, "checks.features.age: expected a table of checks"),
-    ],
-)
-def test_from_dict_rejects_bad_tables_with_one_line(raw: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError) as info:
-        ChecksConfig.from_dict(raw)
-    assert str(info.value).startswith(message)
-    assert "\n" not in str(info.value)
-
-
-def test_unknown_check_name_in_code() -> None:
-    with pytest.raises(ValueError, match="unknown check"):
-        ChecksConfig().settings("range", "x")
-    with pytest.raises(ValueError, match=r"checks\.ranges: unknown check"):
-        ChecksConfig(defaults={"ranges": CheckSettings()})
-
-
-def test_finding_severities() -> None:
-    config = ChecksConfig.from_dict(
-        {"unseen_category": {"severity": "CRITICAL"}, "features": {"x": {"out_of_range": {"severity": "INFO"}}}}
-    )
-    severities = config.finding_severities()
-    assert severities["undecodable"] == DEFAULT_SEVERITY["undecodable"]
-    assert severities["out_of_range"] == Severity.CRITICAL
-    assert severities["unseen_category"] == Severity.CRITICAL
-    assert severities["out_of_range|x"] == Severity.INFO
-    assert "nan|x" not in severities
 
 
 # ----------------------------------------------------------------------- row checks

@@ -9,15 +9,13 @@ import numpy as np
 import pytest
 
 from stream_guard.alerts.model import Severity
-from stream_guard.drift.detectors import DetectorSpec
 from stream_guard.metrics.concept import (
     ConceptDriftEvaluator,
     error_stream,
-    performance_settings_problems,
     period_test,
 )
 from stream_guard.metrics.performance import PerformanceEvaluator
-from stream_guard.metrics.slices import MetricsSettings
+from stream_guard.settings import DetectorSpec, MetricsSettings
 from stream_guard.state.window_store import WindowSnapshot
 
 B = 60_000  # bucket
@@ -235,25 +233,3 @@ def test_for_settings_reads_the_metrics_settings() -> None:
     assert list(perf.readers) == ["fraud"]
     with pytest.raises(ValueError, match="unknown drift detector"):
         ConceptDriftEvaluator.for_settings("fraud", None, MetricsSettings(concept_detector="NOPE"))
-
-
-def test_settings_problems() -> None:
-    assert performance_settings_problems(MetricsSettings(), window_s=10) == []
-    bad = MetricsSettings(
-        performance_every_s=3605,
-        performance_lookback_s=3605,
-        performance_alpha=1.5,
-        baseline_error_rate=1.2,
-        concept_detector="DDM",
-        concept_detector_params={"nope": 1},
-    )
-    problems = "\n".join(performance_settings_problems(bad, window_s=10, where="m"))
-    for text in (
-        "m.performance_every_s: must be a multiple of worker.window_s",
-        "m.performance_every_s: must be a multiple of bucket_s",
-        "m.performance_lookback_s: must exceed",
-        "m.performance_alpha",
-        "m.baseline_error_rate",
-        "m.concept_detector: DDM does not accept parameter(s) 'nope'",
-    ):
-        assert text in problems

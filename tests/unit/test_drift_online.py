@@ -12,13 +12,13 @@ import pytest
 from confluent_kafka import TopicPartition
 
 from stream_guard.batch import EventBatch
-from stream_guard.config import ModelConfig
 from stream_guard.decoding import Decoded
 from stream_guard.drift import ONLINE_DRIFT, DriftSettings, OnlineDrift, baseline_seed
 from stream_guard.findings import RowFindings
 from stream_guard.learning import learn_profile
 from stream_guard.model import ModelRuntime
 from stream_guard.profile import BaselineProfile, NumericProfile
+from stream_guard.settings import ModelConfig
 from stream_guard.tools.simulator import Simulator
 
 MODEL = "fraud"
@@ -210,8 +210,6 @@ def test_online_features_a_profile_lacks_are_skipped(profile: BaselineProfile, m
     drift = OnlineDrift({MODEL: profile}, DriftSettings(online_features=("country", "no_such_field", "score")))
     feed(drift, model, records(1000, seed=18))
     assert sorted(drift._monitor(MODEL).keys()) == [("score", f"{TOPIC}:{p}") for p in range(PARTITIONS)]
-    with pytest.raises(ValueError, match=r"^drift\.online_features: amount disabled in drift\.features$"):
-        DriftSettings(online_features=("amount",), features={"amount": {"enabled": False}})
 
 
 def test_model_without_profile_gives_nothing(profile: BaselineProfile, model: ModelRuntime) -> None:

@@ -13,7 +13,6 @@ import pytest
 
 import stream_guard
 from stream_guard import errors
-from stream_guard.config import Config
 from stream_guard.drift.detectors import DetectorSpec, OnlineDriftMonitor, reference_sample
 from stream_guard.errors import (
     BaselineSampleUnavailableError,
@@ -29,6 +28,7 @@ from stream_guard.learning import learn_profile, read_reference
 from stream_guard.metrics.labels import LabelSettings, make_label_decoder
 from stream_guard.metrics.performance import slice_underperformance
 from stream_guard.metrics.query import Rollup, SliceMetrics
+from stream_guard.settings import Config
 from stream_guard.tools.simulator import Simulator
 
 PACKAGE = Path(stream_guard.__file__).parent

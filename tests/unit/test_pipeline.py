@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from stream_guard.batch import EventBatch
-from stream_guard.config import Config, ModelConfig
 from stream_guard.decoding import JsonDecoder
 from stream_guard.errors import RecordValidationError
 from stream_guard.findings import RowFindings
 from stream_guard.model import ModelRuntime
 from stream_guard.pipeline import Pipeline
 from stream_guard.schemas import record_fields
+from stream_guard.settings import Config, ModelConfig
 from stream_guard.stages import Stages
 from stream_guard.state.keys import ModelKeys
 

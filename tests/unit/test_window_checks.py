@@ -23,12 +23,12 @@ from stream_guard.alerts.model import Alert, Severity
 from stream_guard.batch import EventBatch
 from stream_guard.checks import ChecksConfig, FeatureChecks, WindowChecks
 from stream_guard.checks.stats import benjamini_hochberg, binomial_p_values, distinct_threshold
-from stream_guard.config import ModelConfig
 from stream_guard.decoding import Decoded
 from stream_guard.learning import learn_profile
 from stream_guard.model import ModelRuntime
 from stream_guard.profile import BaselineProfile, CountVariability
 from stream_guard.schemas import parse_schema, record_fields
+from stream_guard.settings import ModelConfig
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.window_store import StateUpdate, WindowSnapshot
 from stream_guard.tools.simulator import Simulator, inference_schema_json

@@ -101,10 +101,10 @@ def _pick(models: list[ModelRuntime], name: str | None) -> ModelRuntime:
 def run_evaluate(args: argparse.Namespace) -> int:
     """The ``evaluate`` command: returns the exit code (0 once the report is printed)."""
     from stream_guard.assembly import registry_client
-    from stream_guard.config import load_config
     from stream_guard.model import build_models
+    from stream_guard.settings import load_config
 
-    config = load_config(args.config)
+    config = load_config(args.config, require_profiles=False)  # evaluate may learn the profile itself
     model = _pick(build_models(config, registry_client(config)), args.model)
     try:
         rates = [float(r) for r in args.rates.split(",") if r.strip()]

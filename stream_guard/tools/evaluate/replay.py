@@ -7,10 +7,10 @@ import copy
 from stream_guard.alerts.model import Alert
 from stream_guard.assembly import build_pipeline
 from stream_guard.batch import EventBatch
-from stream_guard.config import Config
 from stream_guard.model import ModelRuntime
 from stream_guard.pipeline import Pipeline
 from stream_guard.profile import BaselineProfile
+from stream_guard.settings import Config
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.memory import MemoryState
 

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 
 from stream_guard.alerts.model import Alert
-from stream_guard.config import Config
 from stream_guard.errors import EvaluationInputError
 from stream_guard.model import ModelRuntime
 from stream_guard.profile import BaselineProfile
+from stream_guard.settings import Config
 from stream_guard.tools.evaluate.events import Stream
 from stream_guard.tools.evaluate.faults import FAULTS, Target, applies, faulty_values, same_value, targets, with_value
 from stream_guard.tools.evaluate.replay import Replay

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream_guard.config import Config, load_config
 from stream_guard.errors import EvaluationInputError
 from stream_guard.learning import learn_from_frame
 from stream_guard.model import ModelRuntime, build_models
 from stream_guard.profile import BaselineProfile
 from stream_guard.resources import schema_dir
+from stream_guard.settings import Config, load_config
 from stream_guard.tools.evaluate.command import add_evaluate_command
 from stream_guard.tools.evaluate.events import Stream, event_times, simulated_events
 from stream_guard.tools.evaluate.faults import FAULTS, MIX_SHARE, UNSEEN_VALUE, applies, faulty_values, inject, targets

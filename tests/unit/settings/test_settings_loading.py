@@ -1,4 +1,4 @@
-"""Unit tests for stream_guard.config: TOML loading, environment overrides and validation."""
+"""Unit tests for stream_guard.settings.load_config: TOML loading, environment overrides and validation."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from stream_guard.config import Config, load_config
 from stream_guard.errors import ConfigError
+from stream_guard.settings import ChecksConfig, Config, DriftSettings, Severity, load_config
 
 REGISTRY = """
 [schema_registry]
@@ -155,7 +155,7 @@ def test_env_override_into_non_section_is_reported(config_dir: Path) -> None:
         ),
         pytest.param(
             VALID.replace('encoding = "confluent"', 'encoding = "protobuf"'),
-            "models[0].encoding: 'protobuf' is not one of confluent, avro, json",
+            "models[0].encoding: expected one of confluent, avro, json, got 'protobuf'",
             id="bad-encoding",
         ),
         pytest.param(
@@ -214,7 +214,7 @@ def test_several_setting_mistakes_are_reported_together(config_dir: Path) -> Non
         "kafka.groupid: unknown setting",
         "worker.batch_size: expected int, got 'big'",
         "worker.window_s: expected int, got 1.5",
-        "models[0].encoding: 'xml' is not one of",
+        "models[0].encoding: expected one of confluent, avro, json, got 'xml'",
     ]
     assert len(problems) == len(expected_starts), problems
     for start in expected_starts:
@@ -283,3 +283,111 @@ def test_topics_of_wrong_type_is_one_line(config_dir: Path) -> None:
     """topics = "x" (a string, not a list) is reported once."""
     problems = _problems(config_dir, VALID.replace('topics = ["fraud.inferences"]', 'topics = "fraud.inferences"'))
     assert problems == ["models[0].topics: expected a list, got 'fraud.inferences'"]
+
+
+def test_type_and_semantic_mistakes_arrive_in_one_run(config_dir: Path) -> None:
+    """A type mistake no longer hides the semantic problems: both kinds are reported together."""
+    text = VALID.replace("batch_size = 100", 'batch_size = "big"').replace("window_s = 10", "window_s = 0")
+    text = text.replace('schema = "fraud.avsc"', 'schema = "absent.avsc"')
+    problems = _problems(config_dir, text)
+    assert problems == [
+        "worker.batch_size: expected int, got 'big'",
+        "worker.window_s: must be positive, got 0",
+        f"models[0] (fraud).schema: file {config_dir.resolve() / 'absent.avsc'} not found",
+    ]
+
+
+def test_a_check_reading_a_mistyped_value_is_skipped_alone(config_dir: Path) -> None:
+    """A mistyped value skips the checks that read it, not the others."""
+    text = VALID.replace('schema = "fraud.avsc"', "schema = 5").replace("batch_size = 100", "batch_size = -1")
+    assert _problems(config_dir, text) == [
+        "models[0].schema: expected str, got 5",
+        "worker.batch_size: must be positive, got -1",
+    ]
+
+
+def test_checks_and_drift_are_typed_sections(config_dir: Path) -> None:
+    """[checks] and [drift] load once into typed sections, enabled flags and per-feature tables included."""
+    text = (
+        VALID
+        + "\n[checks]\nenabled = false\nmin_support = 50\n[checks.features.amount.out_of_range]\ntolerance = 0.5\n"
+        + '[drift]\nseverity = "critical"\n[drift.features.age]\nalpha = 0.001\n'
+    )
+    config = load_config(_write(config_dir, text), environ={"STREAM_GUARD_DRIFT__ENABLED": "false"})
+    assert (config.checks.enabled, config.checks.min_support) == (False, 50)
+    assert config.checks.settings("out_of_range", "amount").tolerance == 0.5
+    assert config.drift.enabled is False
+    assert config.drift.feature("age").alpha == 0.001
+    assert config.drift.feature("age").severity is Severity.CRITICAL
+    defaults = load_config(_write(config_dir, VALID), environ={})
+    assert defaults.checks == ChecksConfig() and defaults.drift == DriftSettings()
+
+
+def test_checks_and_drift_problems_are_lines_of_the_file(config_dir: Path) -> None:
+    """Problems in [checks] and [drift] are reported with the rest of the file, every one."""
+    text = (
+        VALID
+        + '\n[checks]\nenabled = "yes"\n[checks.nan]\ntolerance = 1\n'
+        + "[drift]\nalpha = 2.0\n[drift.features.amount]\npsi = 1\n"
+    )
+    problems = _problems(config_dir, text)
+    assert problems[0] == "checks.enabled: expected true or false, got 'yes'"
+    assert problems[1].startswith("drift.features.amount.psi: unknown setting (known: ")
+    assert problems[2:] == [
+        "checks.nan.tolerance: the nan check has no tolerance",
+        "drift.alpha: expected a number in (0, 1), got 2.0",
+    ]
+
+
+def test_unknown_alert_kind_in_severity_overrides(config_dir: Path) -> None:
+    """alerts.severity keys must be alert kinds; the values must be severities."""
+    text = VALID + '\n[alerts]\nseverity = { schema_change = "critical", data_drfit = "info", nan = "loud" }\n'
+    problems = _problems(config_dir, text)
+    assert problems[0] == "alerts.severity.nan: expected one of INFO, WARNING, CRITICAL, got 'loud'"
+    assert problems[1].startswith("alerts.severity.data_drfit: unknown alert kind (known: ")
+    assert "data_drift" in problems[1] and len(problems) == 2
+    config = load_config(_write(config_dir, VALID + '\n[alerts]\nseverity = { schema_change = "critical" }\n'))
+    assert config.alerts.severity == {"schema_change": Severity.CRITICAL}
+
+
+def test_per_feature_tables_must_name_a_model_feature(config_dir: Path) -> None:
+    """checks/drift per-feature tables of names no model has are reported; score and prediction count."""
+    model = 'prediction_field = "prediction"\nscore_field = "score"\n'
+    text = VALID.replace('slice_fields = ["device_type"]', 'slice_fields = ["device_type"]\n' + model) + (
+        "\n[checks.features.amount.nan]\nenabled = false\n[checks.features.amuont.nan]\nenabled = false\n"
+        "[drift.features.score]\nenabled = false\n[drift.features.colour]\nenabled = false\n"
+    )
+    listed = "age, amount, device_type, prediction, score"
+    assert _problems(config_dir, text) == [
+        f"checks.features.amuont: not a feature of any model (features: {listed})",
+        f"drift.features.colour: not a feature of any model (features: {listed})",
+    ]
+
+
+def test_missing_profile_file_is_a_problem_unless_learning(config_dir: Path) -> None:
+    """A configured profile that does not exist is reported; require_profiles=False (learn) accepts it."""
+    text = VALID.replace('slice_fields = ["device_type"]', 'slice_fields = ["device_type"]\nprofile = "p.json"')
+    expected = f"models[0] (fraud).profile: file {config_dir.resolve() / 'p.json'} not found"
+    assert _problems(config_dir, text) == [f"{expected} (write it with `stream-guard learn`)"]
+    config = load_config(_write(config_dir, text), environ={}, require_profiles=False)
+    assert config.models[0].profile == "p.json"
+    (config_dir / "p.json").write_text("{}")
+    assert load_config(_write(config_dir, text), environ={}).models[0].profile == "p.json"
+
+
+def test_extra_checks_report_with_the_rest(config_dir: Path) -> None:
+    """Problems of extra_checks (check-config's librdkafka check) join the file's own."""
+    text = VALID.replace("batch_size = 100", "batch_size = 0")
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(config_dir, text), environ={}, extra_checks=[lambda c: [f"x: {c.kafka.group_id}"]])
+    assert info.value.problems == ["worker.batch_size: must be positive, got 0", "x: guards"]
+
+
+def test_feature_tables_are_checked_beside_other_model_mistakes(config_dir: Path) -> None:
+    """A mistake elsewhere in a model does not skip the per-feature-table check; a mistyped feature list does."""
+    tables = "\n[checks.features.amuont.nan]\nenabled = false\n"
+    text = VALID.replace('encoding = "confluent"', 'encoding = "xml"') + tables
+    problems = _problems(config_dir, text)
+    assert [p.split(":")[0] for p in problems] == ["models[0].encoding", "checks.features.amuont"]
+    mistyped = VALID.replace('features = ["amount", "age", "device_type"]', 'features = "amount"') + tables
+    assert _problems(config_dir, mistyped) == ["models[0].features: expected a list, got 'amount'"]

@@ -1,0 +1,64 @@
+"""The names of alert kinds and severities: declared once, read by the settings and the stages.
+
+``[alerts] severity`` keys are validated against :data:`ALERT_KINDS`; the stages that raise
+alerts take their kind names from here.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Severity(StrEnum):
+    INFO = "INFO"
+    WARNING = "WARNING"
+    CRITICAL = "CRITICAL"
+
+
+#: Findings of the schema-level checks (decoding) and their default severities.
+SCHEMA_FINDING_SEVERITIES: dict[str, Severity] = {
+    "undecodable": Severity.CRITICAL,
+    "type_mismatch": Severity.CRITICAL,
+    "missing_field": Severity.CRITICAL,
+    "schema_change": Severity.WARNING,
+    "unexpected_field": Severity.INFO,
+}
+
+#: The baseline value checks (:mod:`stream_guard.checks`), each an alert kind.
+CHECKS = (
+    "out_of_range",
+    "nan",
+    "infinite",
+    "null_rate",
+    "unseen_category",
+    "sentinel_spike",
+    "cardinality",
+    "type_mismatch",
+)
+#: Checks that flag single rows; their counters become alerts in ``finding_alerts``.
+ROW_CHECKS = ("out_of_range", "nan", "infinite", "unseen_category", "type_mismatch")
+#: Checks evaluated on a closed window's counters (:mod:`stream_guard.checks.window_checks`).
+WINDOW_CHECKS = ("null_rate", "sentinel_spike", "cardinality")
+
+DATA_DRIFT = "data_drift"
+PREDICTION_DRIFT = "prediction_drift"
+ONLINE_DRIFT = "online_drift"
+SLICE_UNDERPERFORMANCE = "slice_underperformance"
+PERFORMANCE_DEGRADATION = "performance_degradation"
+CONCEPT_DRIFT = "concept_drift"
+
+#: Every kind of alert stream_guard raises.
+ALERT_KINDS: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        (
+            *SCHEMA_FINDING_SEVERITIES,
+            *CHECKS,
+            DATA_DRIFT,
+            PREDICTION_DRIFT,
+            ONLINE_DRIFT,
+            SLICE_UNDERPERFORMANCE,
+            PERFORMANCE_DEGRADATION,
+            CONCEPT_DRIFT,
+        )
+    )
+)

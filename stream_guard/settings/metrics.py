@@ -1,0 +1,138 @@
+"""``[models.metrics]`` and ``[models.labels]``: slice metrics, labels and the performance checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from stream_guard.settings.detectors import DetectorSpec
+
+__all__ = ["LabelSettings", "MetricsSettings", "performance_settings_problems"]
+
+
+@dataclass
+class MetricsSettings:
+    """``[models.metrics]``: rolling slice metrics and the label-based performance counters."""
+
+    enabled: bool = True
+    #: Event-time bucket of the metrics; queries roll buckets up to any range.
+    bucket_s: int = 60
+    #: How long a bucket is kept after its last write.
+    retention_s: int = 7 * 24 * 3600
+    #: Crossings of slice fields, e.g. ``[["device_type", "country"]]``.
+    crossings: list[list[str]] = field(default_factory=list)
+    #: Also record one slice per value of every categorical feature (capped like slice fields).
+    categorical_slices: bool = True
+    #: Without a profile, distinct values per field a worker records before mapping to ``other``.
+    max_values_per_field: int = 50
+    score_bins: int = 10
+    score_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    task: Literal["classification", "regression"] = "classification"
+    #: Classification: predicted positive when score (else prediction) >= threshold.
+    threshold: float = 0.5
+    #: Classification: the label value meaning "positive" (compared as text: 1, "1", 1.0 and True match).
+    positive_label: str | int = "1"
+    #: How often the label-based performance checks run, in event time. They run when a
+    #: window closes whose start is a multiple of it, so it must be a multiple of
+    #: ``worker.window_s`` (else they run only every least common multiple) and of ``bucket_s``.
+    performance_every_s: int = 3600
+    #: Range the performance checks roll up: slice underperformance over all of it; concept
+    #: drift feeds its error stream to the detector and compares the latest period with the rest.
+    performance_lookback_s: int = 24 * 3600
+    #: Least labelled events behind a performance test, in each group compared.
+    performance_min_support: int = 100
+    #: Significance level of the performance tests.
+    performance_alpha: float = 0.01
+    #: Concept drift compares the period that ended this long before the closing window,
+    #: so that most of its delayed labels have arrived; a multiple of ``bucket_s``.
+    performance_label_delay_s: int = 0
+    #: Expected error rate of the model (e.g. from validation data); regression: expected mean
+    #: absolute error. When set, the latest period is tested against it instead of against
+    #: the rest of the lookback.
+    baseline_error_rate: float | None = None
+    #: River detector run on the rebuilt error stream (``DDM``, ``EDDM``, ``HDDM_A``, ``ADWIN``...).
+    #: Regression models need a numeric one: a binary detector is replaced by ``ADWIN`` for them.
+    concept_detector: str = "ADWIN"
+    #: Keyword arguments of the detector, e.g. ``{"drift_threshold": 3.5}`` for DDM.
+    concept_detector_params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LabelSettings:
+    """``[models.labels]``: where a model's delayed labels arrive and how to read them."""
+
+    #: Labels topic; empty disables labels (and the storing of predictions).
+    topic: str = ""
+    #: Reader schema of a label record (``.avsc``); optional for JSON labels.
+    schema: str = ""
+    encoding: Literal["confluent", "avro", "json"] = "json"
+    writer_schema: str = ""
+    event_id_field: str = "event_id"
+    label_field: str = "label"
+    #: Label time field; without it a label that matches no prediction counts in the bucket of its arrival.
+    timestamp_field: str = ""
+    #: How long predictions wait for their label.
+    lookback_s: int = 7 * 24 * 3600
+
+
+def _all_typed(*keys: str) -> bool:
+    return True
+
+
+def performance_settings_problems(
+    settings: MetricsSettings, window_s: int, where: str = "metrics", typed: Callable[..., bool] = _all_typed
+) -> list[str]:
+    """What is wrong with the ``performance_*`` / concept settings of a model (empty when fine).
+
+    Parameters
+    ----------
+    settings
+        The model's metrics settings.
+    window_s
+        ``worker.window_s``: the checks run on windows whose start is a multiple of
+        ``performance_every_s``, so it must be a multiple of the window.
+    where
+        Prefix of the messages, e.g. ``models[0] (fraud).metrics``.
+    typed
+        ``typed(*keys)`` is False when one of the keys (relative to ``where``, or
+        ``worker.window_s``) had the wrong type: the checks reading it are skipped.
+    """
+    problems: list[str] = []
+    every, lookback = settings.performance_every_s, settings.performance_lookback_s
+    delay, bucket = settings.performance_label_delay_s, settings.bucket_s
+    if typed("performance_every_s") and every <= 0:
+        problems.append(f"{where}.performance_every_s: must be positive, got {every}")
+    elif typed("performance_every_s"):
+        if typed("worker.window_s") and window_s > 0 and every % window_s:
+            problems.append(
+                f"{where}.performance_every_s: must be a multiple of worker.window_s ({window_s}), got {every}"
+            )
+        if typed("bucket_s") and bucket > 0 and every % bucket:
+            problems.append(f"{where}.performance_every_s: must be a multiple of bucket_s ({bucket}), got {every}")
+        if typed("bucket_s", "performance_lookback_s") and bucket > 0 and lookback % bucket:
+            problems.append(
+                f"{where}.performance_lookback_s: must be a multiple of bucket_s ({bucket}), got {lookback}"
+            )
+        if typed("performance_lookback_s") and lookback <= every:
+            problems.append(
+                f"{where}.performance_lookback_s: must exceed performance_every_s ({every}), got {lookback}"
+            )
+    if typed("bucket_s", "performance_label_delay_s") and (delay < 0 or (bucket > 0 and delay % bucket)):
+        problems.append(f"{where}.performance_label_delay_s: must be a non-negative multiple of bucket_s, got {delay}")
+    if typed("performance_min_support") and settings.performance_min_support < 1:
+        problems.append(f"{where}.performance_min_support: must be at least 1")
+    if typed("performance_alpha") and not 0.0 < settings.performance_alpha < 1.0:
+        problems.append(f"{where}.performance_alpha: must be in (0, 1), got {settings.performance_alpha}")
+    baseline = settings.baseline_error_rate
+    if baseline is not None and typed("baseline_error_rate"):
+        if isinstance(baseline, bool) or not isinstance(baseline, int | float):
+            problems.append(f"{where}.baseline_error_rate: expected a number, got {baseline!r}")
+        elif baseline < 0 or (typed("task") and settings.task == "classification" and baseline >= 1):
+            problems.append(f"{where}.baseline_error_rate: out of range, got {baseline}")
+    if typed("concept_detector", "concept_detector_params"):
+        try:
+            DetectorSpec(settings.concept_detector, dict(settings.concept_detector_params)).build()
+        except ValueError as exc:
+            problems.append(f"{where}.concept_detector: {exc}")
+    return problems

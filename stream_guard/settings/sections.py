@@ -1,0 +1,146 @@
+"""The sections of the configuration file, and :class:`Config` that holds them all.
+
+``[checks]`` and ``[drift]`` are declared in :mod:`stream_guard.settings.checks` and
+:mod:`stream_guard.settings.drift`, ``[models.metrics]`` and ``[models.labels]`` in
+:mod:`stream_guard.settings.metrics`.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from stream_guard.errors import ConfigError
+from stream_guard.settings.checks import ChecksConfig
+from stream_guard.settings.drift import DriftSettings
+from stream_guard.settings.kinds import Severity
+from stream_guard.settings.metrics import LabelSettings, MetricsSettings
+
+__all__ = [
+    "ENCODINGS",
+    "AlertsConfig",
+    "Config",
+    "Encoding",
+    "KafkaConfig",
+    "ModelConfig",
+    "RedisConfig",
+    "SchemaRegistryConfig",
+    "WorkerConfig",
+]
+
+Encoding = Literal["confluent", "avro", "json"]
+ENCODINGS = typing.get_args(Encoding)
+
+
+@dataclass
+class KafkaConfig:
+    bootstrap_servers: str = "localhost:9092"
+    group_id: str = "stream-guard"
+    alerts_topic: str = "stream-guard.alerts"
+    dead_letter_topic: str = "stream-guard.dead-letters"
+    #: Extra librdkafka properties for the consumer and the producer (security, timeouts...).
+    consumer: dict[str, Any] = field(default_factory=dict)
+    producer: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RedisConfig:
+    url: str = "redis://localhost:6379/0"
+    #: Prefix of every key; the model name follows in a hash tag: ``sg:{fraud}:...``.
+    key_prefix: str = "sg"
+
+
+@dataclass
+class SchemaRegistryConfig:
+    #: Confluent Schema Registry URL; empty means "resolve schema ids from ``local_dir``".
+    url: str = ""
+    #: Directory of ``<schema id>.avsc`` files, for Confluent-framed payloads without a registry.
+    local_dir: str = ""
+    #: Extra client settings (``basic.auth.user.info``...), passed to the registry client.
+    client: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class WorkerConfig:
+    batch_size: int = 500
+    batch_timeout_s: float = 0.5
+    #: Event-time window of aggregated findings (tumbling windows).
+    window_s: int = 60
+    #: How far behind the watermark an event may arrive and still count in its window.
+    allowed_lateness_s: int = 10
+    #: A partition that sent nothing for this long (wall clock) stops holding windows open.
+    idle_partition_s: float = 30.0
+    #: How long Redis keeps window state and metric buckets.
+    retention_s: int = 7 * 24 * 3600
+    #: At most this many example offsets / event ids per alert.
+    max_examples: int = 5
+    #: Records with a larger value are dead-lettered without being decoded (librdkafka's
+    #: default ``message.max.bytes``); dead letters over the producer's limit are truncated.
+    max_record_bytes: int = 1_000_000
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "info"
+
+
+@dataclass
+class AlertsConfig:
+    #: An open incident is re-published at most once per cooldown (event time).
+    cooldown_s: int = 600
+    #: An incident resolves once its problem was absent this long (event time).
+    resolve_after_s: int = 300
+    #: Severity overrides by alert kind, e.g. ``{ schema_change = "critical" }``.
+    severity: dict[str, Severity] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    name: str
+    topics: list[str]
+    #: Reader schema: path of an ``.avsc`` file (relative paths resolve against the config file).
+    schema: str = ""
+    #: ... or a subject in the Schema Registry, whose latest version is the reader schema.
+    schema_subject: str = ""
+    encoding: Encoding = "confluent"
+    #: For ``encoding = "avro"``: the schema the producer wrote with (default: ``schema``).
+    writer_schema: str = ""
+    event_id_field: str = ""
+    timestamp_field: str = ""
+    features: list[str] = field(default_factory=list)
+    prediction_field: str = ""
+    score_field: str = ""
+    slice_fields: list[str] = field(default_factory=list)
+    #: Baseline profile (JSON written by ``stream-guard learn``); without one, only the
+    #: schema-level checks run. Workers reload it when the file changes.
+    profile: str = ""
+    #: Fields of the payload that the schema does not declare raise ``unexpected_field``.
+    report_unexpected_fields: bool = True
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    labels: LabelSettings = field(default_factory=LabelSettings)
+
+
+@dataclass
+class Config:
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    schema_registry: SchemaRegistryConfig = field(default_factory=SchemaRegistryConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    #: Baseline value checks; ``enabled = false`` turns them off.
+    checks: ChecksConfig = field(default_factory=ChecksConfig)
+    #: Drift monitoring; ``enabled = false`` turns it off.
+    drift: DriftSettings = field(default_factory=DriftSettings)
+    models: list[ModelConfig] = field(default_factory=list)
+    #: Directory the config file lives in; relative paths resolve against it.
+    base_dir: Path = field(default=Path("."), repr=False, metadata={"setting": False})
+
+    def resolve_path(self, path: str) -> Path:
+        candidate = Path(path)
+        return candidate if candidate.is_absolute() else self.base_dir / candidate
+
+    def model(self, name: str) -> ModelConfig:
+        for model in self.models:
+            if model.name == name:
+                return model
+        known = ", ".join(m.name for m in self.models) or "none"
+        raise ConfigError([f"unknown model {name!r} (configured: {known})"])
