@@ -38,7 +38,8 @@ Differences, by design
   clock passed to :meth:`MemoryState.apply`, but keys only expire when
   :meth:`MemoryState.purge_expired` is called. A finite offline replay never calls it:
   its windows close long before any retention would matter.
-* Leases (``claim``) never expire: one process owns the state.
+* Leases (``claim``) expire, like other keys, only through :meth:`MemoryState.purge_expired`:
+  one process owns the state.
 * Float fields (``F``) are summed in double precision and written as Python's shortest
   ``repr`` (integral values without a decimal point); Redis sums in ``long double``, so
   a sum of fractions may differ in its last digits (``123470.58900010001`` here,
@@ -175,11 +176,16 @@ class MemoryState:
         return [int(member) for member, _ in windows.ordered()]
 
     def claim(self, start_ms: int, lease_ms: int) -> bool:
-        """Take the lease of a window; False while it is held (leases do not expire here)."""
+        """Take the lease of a window; False while it is held.
+
+        The lease's deadline counts from the clock of the last update; like every TTL
+        here it only runs out through :meth:`purge_expired`.
+        """
         key = self.keys.lease(start_ms)
         if key in self._data:
             return False
         self._data[key] = self._worker_id
+        self._deadlines[key] = self._clock + lease_ms
         return True
 
     def snapshot(self, start_ms: int) -> WindowSnapshot:
@@ -206,6 +212,8 @@ class MemoryState:
             windows = self._existing(self.keys.windows, _ZSet)
             if windows is not None:
                 windows.pop(str(snapshot.start_ms), None)
+                if not windows:
+                    self._delete(self.keys.windows)  # Redis drops an emptied sorted set
         self._delete(self.keys.lease(snapshot.start_ms))
 
     # -- labels ------------------------------------------------------------------------------
@@ -282,6 +290,16 @@ class MemoryState:
 
     def exists(self, key: str) -> bool:
         return key in self._data
+
+    def key_names(self) -> list[str]:
+        """Every key held, sorted (``KEYS *``)."""
+        return sorted(self._data)
+
+    def key_type(self, key: str) -> str:
+        """``hash``, ``list``, ``zset``, ``string``, ``hll`` (a distinct-value set) or ``none``."""
+        value = self._data.get(key)
+        kinds: dict[type, str] = {dict: "hash", list: "list", _ZSet: "zset", str: "string", set: "hll"}
+        return "none" if value is None else kinds[type(value)]
 
     def deadline(self, key: str) -> int | None:
         """When ``key`` expires, on the clock of :meth:`apply` (ms); None if it has no TTL."""
