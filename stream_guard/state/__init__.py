@@ -10,6 +10,8 @@
 * :mod:`~stream_guard.state.closing`: :func:`close_due_windows`, over either store.
 """
 
+from typing import TYPE_CHECKING
+
 from stream_guard.state.closing import ClosedWindows, close_due_windows
 from stream_guard.state.keys import Fence, ModelKeys
 from stream_guard.state.memory import MemoryState
@@ -34,3 +36,9 @@ __all__ = [
     "WindowStore",
     "close_due_windows",
 ]
+
+if TYPE_CHECKING:
+
+    def _both_stores_implement_the_interface(memory: MemoryState, on_redis: WindowStore) -> list[ModelState]:
+        """Never called: mypy checks here that each store is a ModelState."""
+        return [memory, on_redis]

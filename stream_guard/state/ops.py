@@ -73,6 +73,9 @@ SHAPES: dict[Op, OpShape] = {
 KEYLESS = frozenset({Op.OPEN_WINDOW})
 
 
+_BY_LETTER = {op.value: op for op in Op}
+
+
 class UnknownOpError(ValueError):
     """An op letter outside :class:`Op`."""
 
@@ -82,10 +85,9 @@ def split_ops(argv: Sequence[Any]) -> Iterator[tuple[Op, list[Any]]]:
     i = 0
     while i < len(argv):
         letter = argv[i]
-        try:
-            op = Op(letter)
-        except ValueError:
-            raise UnknownOpError(f"unknown op {letter}") from None
+        op = _BY_LETTER.get(letter)
+        if op is None:
+            raise UnknownOpError(f"unknown op {letter}")
         shape = SHAPES[op]
         end = i + 1 + shape.fixed
         if shape.counted:

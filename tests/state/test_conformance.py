@@ -429,8 +429,13 @@ def closing_sequence(h: Harness) -> None:
     snapshot = store.snapshot(BASE_MS)
     store.finish(snapshot)
     h.log.append(("finish without", store.open_windows(), snap(snapshot)))
+    # A late event for the closed window opens it again, on top of the counts it had.
+    h.apply([counted(k, 12, 12, BASE_MS + 700)], now_ms=0)
+    h.log.append(("reopened", store.open_windows(), store.snapshot(BASE_MS).fields))
+    assert store.claim(BASE_MS, LEASE_MS)
+    store.finish(store.snapshot(BASE_MS))
     # A window of dead letters only has no "n": it closes too.
-    dead = update(12, 12, BASE_MS + WINDOW_MS)
+    dead = update(13, 13, BASE_MS + WINDOW_MS)
     dead.open_window(BASE_MS + WINDOW_MS)
     dead.incr(k.window(BASE_MS + WINDOW_MS), "dl", 1)
     h.apply([dead], now_ms=0)
@@ -449,6 +454,8 @@ def test_finish_closes_unless_events_arrived(make_store: Factory, check: Callabl
         ("apply", [1]),
         ("finish with new events", [BASE_MS], True),
         ("finish without", [], (BASE_MS, BASE_MS + WINDOW_MS, {"n": "12"}, {})),
+        ("apply", [1]),
+        ("reopened", [BASE_MS], {"n": "13"}),
         ("apply", [1]),
         ("dead letters only", []),
     ]
