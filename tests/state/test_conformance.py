@@ -564,6 +564,39 @@ def test_label_joins_are_fenced_and_count_alike(make_store: Factory, check: Call
     check(label_sequence)
 
 
+REGRESSION = MetricsSettings(bucket_s=60, retention_s=7_200, task="regression")
+
+
+def regression_sequence(h: Harness) -> None:
+    k = h.keys
+    bucket = (BASE_MS // 60_000) * 60_000
+    u = update(0, 2, BASE_MS)
+    for i, predicted in enumerate([1.5, 4.0, 2.0]):
+        u.set_once(
+            k.prediction(f"r{i}"), s.encode_prediction(bucket, [], predicted, None), 600, k.bucket(bucket), ["*|st"]
+        )
+    h.apply([u], now_ms=0)
+    labels = [
+        Label("r0", 1.0, LABELS, 0, BASE_MS),
+        Label("r1", 4.75, LABELS, 1, BASE_MS),
+        Label("r2", "x", LABELS, 2, BASE_MS),
+    ]
+    result = LabelJoiner(k, REGRESSION, error_tolerance=0.6).join(labels, h.store, now_ms=BASE_MS)
+    h.log.append(("join", result.matched, result.invalid, result.errors.tolist(), result.abs_errors.tolist()))
+    h.log.append(("bucket", h.dump()[k.bucket(bucket)][1]))
+
+
+def test_regression_labels_sum_float_errors_alike(make_store: Factory, check: Callable[..., None]) -> None:
+    """Regression labels add absolute and squared errors (F ops through the labels fence) the same way."""
+    h = make_store()
+    regression_sequence(h)
+    assert h.log[1:] == [
+        ("join", 2, 1, [0, 1], [0.5, 0.75]),
+        ("bucket", {"*|st": "3", "*|lm": "2", "*|ae": "1.25", "*|se": "0.8125"}),
+    ]
+    check(regression_sequence)
+
+
 # --------------------------------------------------------------------------- incidents
 
 LIFECYCLE = LifecycleSettings(cooldown_s=60, resolve_after_s=30)
