@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from stream_guard.errors import StreamGuardError
+
 
 class Op(StrEnum):
     """One operation; the value is its letter in the script's arguments."""
@@ -76,8 +78,8 @@ KEYLESS = frozenset({Op.OPEN_WINDOW})
 _BY_LETTER = {op.value: op for op in Op}
 
 
-class UnknownOpError(ValueError):
-    """An op letter outside :class:`Op`."""
+class UnknownOpError(StreamGuardError):
+    """An op letter outside :class:`Op` (a StateUpdate built by hand, or by a newer version)."""
 
 
 def split_ops(argv: Sequence[Any]) -> Iterator[tuple[Op, list[Any]]]:

@@ -394,6 +394,9 @@ def window_sequence(h: Harness) -> None:
     # A late event of the first window, after the watermark passed it: counted in its window.
     h.apply([counted(k, 5, 5, BASE_MS + 1, B)], now_ms=1_500)
     h.log.append(("late", snap(store.snapshot(BASE_MS))))
+    # Registering again (a rebalance) keeps the watermarks a source already has.
+    store.register_sources([A], now_ms=1_500)
+    h.log.append(("registered again", store.global_watermark(1_500)))
     # B goes idle while A keeps sending: A alone holds the watermark.
     h.apply([counted(k, 20, 20, BASE_MS + 2 * WINDOW_MS + 50)], now_ms=6_000)
     h.log.append(("B idle", store.global_watermark(6_600), store.due_windows(6_600)))
@@ -411,6 +414,7 @@ def test_due_windows_follow_the_slowest_active_source(make_store: Factory, check
         ("B not yet sent", []),
         ("due", [BASE_MS], [BASE_MS, BASE_MS + WINDOW_MS, late]),
         ("late", (BASE_MS, BASE_MS + WINDOW_MS, {"n": "11"}, {})),
+        ("registered again", float(BASE_MS + WINDOW_MS + LATENESS_MS)),
         ("B idle", float(late + 100), [BASE_MS]),
         ("all idle", math.inf, [BASE_MS, BASE_MS + WINDOW_MS, late]),
     ]
