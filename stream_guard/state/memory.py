@@ -55,8 +55,9 @@ from typing import Any, TypeVar
 
 from redis.exceptions import ResponseError
 
+from stream_guard.state.exceptions import StateOpUnknownError
 from stream_guard.state.keys import Fence, ModelKeys
-from stream_guard.state.ops import Op, UnknownOpError, split_ops
+from stream_guard.state.ops import Op, split_ops
 from stream_guard.state.update import FIXED_KEYS, StateUpdate, WindowSnapshot
 
 _WRONGTYPE = "WRONGTYPE Operation against a key holding the wrong kind of value"
@@ -345,7 +346,7 @@ class MemoryState:
             # Lazily: the ops before an unknown one run, as in the script.
             for op, args in split_ops(ops):
                 handlers[op](args, keys, fixed, own_ttl)
-        except UnknownOpError as exc:
+        except StateOpUnknownError as exc:
             raise ResponseError(str(exc)) from None
 
     @property

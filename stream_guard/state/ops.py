@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from stream_guard.errors import StreamGuardError
+from stream_guard.state.exceptions import StateOpUnknownError
 
 
 class Op(StrEnum):
@@ -78,10 +78,6 @@ KEYLESS = frozenset({Op.OPEN_WINDOW})
 _BY_LETTER = {op.value: op for op in Op}
 
 
-class UnknownOpError(StreamGuardError):
-    """An op letter outside :class:`Op` (a StateUpdate built by hand, or by a newer version)."""
-
-
 def split_ops(argv: Sequence[Any]) -> Iterator[tuple[Op, list[Any]]]:
     """The ops of a flat argument list, each with its arguments (variable ones included)."""
     i = 0
@@ -89,7 +85,7 @@ def split_ops(argv: Sequence[Any]) -> Iterator[tuple[Op, list[Any]]]:
         letter = argv[i]
         op = _BY_LETTER.get(letter)
         if op is None:
-            raise UnknownOpError(f"unknown op {letter}")
+            raise StateOpUnknownError(f"unknown op {letter}")
         shape = SHAPES[op]
         end = i + 1 + shape.fixed
         if shape.counted:

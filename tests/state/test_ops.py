@@ -7,7 +7,8 @@ import re
 import pytest
 
 from stream_guard.state import MemoryState, ModelKeys, Op, StateUpdate
-from stream_guard.state.ops import SHAPES, UnknownOpError, split_ops
+from stream_guard.state.exceptions import StateOpUnknownError
+from stream_guard.state.ops import SHAPES, split_ops
 from stream_guard.state.window_store import APPLY_SCRIPT
 
 KEYS = ModelKeys("sg", "fraud")
@@ -48,7 +49,7 @@ def test_the_builder_writes_plain_letters() -> None:
 
 
 def test_an_unknown_letter_fails() -> None:
-    with pytest.raises(UnknownOpError, match="unknown op Q"):
+    with pytest.raises(StateOpUnknownError, match="unknown op Q"):
         list(split_ops(["Q", 1]))
 
 
