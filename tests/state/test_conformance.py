@@ -682,3 +682,23 @@ def test_incident_tracker_on_a_redis_client_is_the_store_s(request: pytest.Fixtu
     tracker = IncidentTracker(h.client, h.keys, LIFECYCLE)
     assert tracker.publishable([alert(BASE_MS)]) == [alert(BASE_MS)]
     assert IncidentTracker(h.store, settings=LIFECYCLE).publishable([alert(BASE_MS + WINDOW_MS)]) == []
+
+
+def reopened_window_sequence(h: Harness) -> None:
+    tracker = IncidentTracker(h.store, settings=LifecycleSettings(cooldown_s=0, resolve_after_s=3_600))
+    for start in (BASE_MS, BASE_MS + WINDOW_MS, BASE_MS):
+        h.log.append([a.window_start - BASE_MS for a in tracker.publishable([alert(start)])])
+
+
+def test_a_window_closed_again_after_a_later_one_published_is_suppressed(
+    make_store: Factory, check: Callable[..., None]
+) -> None:
+    """Pinned as it is: a late event reopens window 0 after window 1 published; its alert is then suppressed.
+
+    (The incident's last publication is later than the window, so neither ``repeat`` nor
+    ``remind`` applies; its complete counts are not republished.)
+    """
+    h = make_store()
+    reopened_window_sequence(h)
+    assert h.log == [[0], [WINDOW_MS], []]
+    check(reopened_window_sequence)
