@@ -2,15 +2,17 @@
 
 A window is *due* once the global watermark passed its end plus the allowed lateness
 (:meth:`~stream_guard.state.window_store.WindowStore.due_windows`). Any worker may
-close it: it takes a short lease, reads the merged counters, runs the evaluators,
-lets the incident tracker decide what to publish, waits for the broker to acknowledge
-the alerts, and only then removes the window from the open set. A worker that dies in
+close it (the loop is :func:`~stream_guard.state.closing.close_due_windows`, shared with
+the offline replay): it takes a short lease, reads the merged counters, runs the
+evaluators, lets the incident tracker decide what to publish, waits for the broker to
+acknowledge the alerts, and only then removes the window from the open set. A worker that dies in
 between lets the lease expire and another one closes the window again (at-least-once;
 the alert ids are the same).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import structlog
@@ -21,6 +23,8 @@ from stream_guard.alerts.model import Alert
 from stream_guard.kafka import DeliveryTracker
 from stream_guard.model import ModelRuntime
 from stream_guard.pipeline import Pipeline
+from stream_guard.state.closing import close_due_windows
+from stream_guard.state.update import WindowSnapshot
 from stream_guard.state.window_store import WindowStore
 
 log = structlog.get_logger("stream_guard.closing")
@@ -52,25 +56,25 @@ class WindowCloser:
         """Close the windows the watermark has passed (every open one if ``final``); the alerts published."""
         published: list[Alert] = []
         for name, store in self._stores.items():
-            starts = store.open_windows() if final else store.due_windows(now_ms)
-            for start in starts:
-                if not store.claim(start, self._lease_ms):
-                    continue
-                snapshot = store.snapshot(start)
-                raised = self._pipeline.window_alerts(self._models[name], snapshot)
-                incidents = self._incidents[name]
-                alerts = incidents.publishable(raised)
-                alerts += incidents.resolved(snapshot.end_ms, {a.incident_id for a in raised})
-                for alert in alerts:
-                    self._producer.produce(
-                        self._alerts_topic,
-                        encode_alert(alert, emitted_at=now_ms),
-                        alert.alert_id,
-                        headers=[("model", name.encode()), ("kind", alert.kind.encode())],
-                    )
-                self._producer.flush()
-                store.finish(snapshot)
-                published += alerts
-                if alerts:
-                    log.info("window closed", model=name, window_start=start, alerts=len(alerts))
+            publish = functools.partial(self._publish, name, now_ms=now_ms)
+            closed = close_due_windows(store, publish, now_ms=now_ms, lease_ms=self._lease_ms, final=final)
+            published += [alert for alerts in closed.outputs for alert in alerts]
         return published
+
+    def _publish(self, name: str, window: WindowSnapshot, *, now_ms: int) -> list[Alert]:
+        """Evaluate a closed window, let the incidents decide, and wait for the broker's acks."""
+        raised = self._pipeline.window_alerts(self._models[name], window)
+        incidents = self._incidents[name]
+        alerts = incidents.publishable(raised)
+        alerts += incidents.resolved(window.end_ms, {a.incident_id for a in raised})
+        for alert in alerts:
+            self._producer.produce(
+                self._alerts_topic,
+                encode_alert(alert, emitted_at=now_ms),
+                alert.alert_id,
+                headers=[("model", name.encode()), ("kind", alert.kind.encode())],
+            )
+        self._producer.flush()
+        if alerts:
+            log.info("window closed", model=name, window_start=window.start_ms, alerts=len(alerts))
+        return alerts

@@ -11,8 +11,10 @@ alert for it:
 An open incident whose problem was absent for ``resolve_after`` of event time (judged
 when later windows close) is closed with one ``RESOLVED`` alert.
 
-The decisions run in Redis Lua scripts, so workers closing windows concurrently agree
-on them. Event time, not wall-clock time, drives both timers: replaying a backlog gives
+The records live in the model's state (:class:`~stream_guard.state.protocol.IncidentState`):
+on Redis the decisions run in Lua scripts, so workers closing windows concurrently agree
+on them; the in-memory store makes the same decisions for the offline replay. Event time, not
+wall-clock time, drives both timers: replaying a backlog gives
 the same incidents as the live stream did.
 """
 
@@ -21,43 +23,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import cast
 
 import redis
 
 from stream_guard.alerts.model import Alert, Severity
 from stream_guard.state.keys import ModelKeys
-
-# KEYS: incident hash, incidents zset. ARGV: incident id, window start, window end, cooldown ms, count, alert json.
-_OBSERVE = """
-local seen = tonumber(redis.call('HGET', KEYS[1], 'last_seen_end') or '-1')
-if tonumber(ARGV[3]) > seen then
-  redis.call('HINCRBY', KEYS[1], 'windows', 1)
-  redis.call('HINCRBY', KEYS[1], 'events', ARGV[5])
-  redis.call('HSET', KEYS[1], 'last_seen_end', ARGV[3])
-  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-end
-local last = redis.call('HGET', KEYS[1], 'last_published_end')
-if not last then
-  redis.call('HSET', KEYS[1], 'opened_start', ARGV[2], 'last_published_end', ARGV[3], 'alert', ARGV[6])
-  return 'open'
-end
--- The same window again (its earlier publication failed and is retried): publish again.
-if tonumber(last) == tonumber(ARGV[3]) then return 'repeat' end
-if tonumber(ARGV[3]) - tonumber(last) >= tonumber(ARGV[4]) then
-  redis.call('HSET', KEYS[1], 'last_published_end', ARGV[3], 'alert', ARGV[6])
-  return 'remind'
-end
-return 'suppress'
-"""
-
-# KEYS: incidents zset, incident hash. ARGV: incident id. Only one worker wins the ZREM.
-_RESOLVE = """
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return false end
-local state = redis.call('HGETALL', KEYS[2])
-redis.call('DEL', KEYS[2])
-return state
-"""
+from stream_guard.state.protocol import IncidentState
+from stream_guard.state.window_store import WindowStore
 
 
 @dataclass(frozen=True)
@@ -67,36 +39,43 @@ class LifecycleSettings:
 
 
 class IncidentTracker:
-    """Filters a closed window's alerts through the incidents of one model."""
+    """Filters a closed window's alerts through the incidents of one model.
 
-    def __init__(self, client: redis.Redis, keys: ModelKeys, settings: LifecycleSettings) -> None:
-        self._keys = keys
-        self._settings = settings
-        self._observe = client.register_script(_OBSERVE)
-        self._resolve = client.register_script(_RESOLVE)
-        self._redis = client
+    Parameters
+    ----------
+    state
+        The model's incident records: a store (:class:`~stream_guard.state.protocol.IncidentState`,
+        Redis or memory), or a Redis client for a Redis store on ``keys``.
+    keys
+        The model's keys; only used with a Redis client.
+    settings
+        Cooldown and resolve timers (event time).
+    """
 
-    def _incident_key(self, incident_id: str) -> str:
-        return f"{self._keys.base}:incident:{incident_id}"
-
-    @property
-    def _index(self) -> str:
-        return f"{self._keys.base}:incidents"
+    def __init__(
+        self,
+        state: IncidentState | redis.Redis,
+        keys: ModelKeys | None = None,
+        settings: LifecycleSettings | None = None,
+    ) -> None:
+        if isinstance(state, redis.Redis):
+            if keys is None:
+                raise TypeError("IncidentTracker on a Redis client needs the model's keys")
+            state = WindowStore.for_client(state, keys)
+        self._state: IncidentState = state
+        self._settings = settings or LifecycleSettings()
 
     def publishable(self, alerts: list[Alert]) -> list[Alert]:
         """The alerts of one window that open an incident or remind of one."""
         out = []
         for alert in alerts:
-            decision = self._observe(
-                keys=[self._incident_key(alert.incident_id), self._index],
-                args=[
-                    alert.incident_id,
-                    alert.window_start,
-                    alert.window_end,
-                    self._settings.cooldown_s * 1000,
-                    alert.count,
-                    json.dumps(_summary(alert)),
-                ],
+            decision = self._state.observe_incident(
+                alert.incident_id,
+                alert.window_start,
+                alert.window_end,
+                self._settings.cooldown_s * 1000,
+                alert.count,
+                json.dumps(_summary(alert)),
             )
             if decision in ("open", "remind", "repeat"):
                 out.append(alert)
@@ -105,16 +84,14 @@ class IncidentTracker:
     def resolved(self, window_end: int, still_firing: set[str]) -> list[Alert]:
         """RESOLVED alerts for incidents absent from every window up to ``window_end``."""
         horizon = window_end - self._settings.resolve_after_s * 1000
-        # The client decodes responses (``decode_responses=True``): members are str.
-        candidates = cast("list[str]", self._redis.zrangebyscore(self._index, "-inf", horizon))
+        candidates = self._state.incidents_seen_until(horizon)
         out = []
         for incident_id in candidates:
             if incident_id in still_firing:
                 continue
-            state = self._resolve(keys=[self._index, self._incident_key(incident_id)], args=[incident_id])
-            if not state:
+            fields = self._state.resolve_incident(incident_id)
+            if fields is None:
                 continue
-            fields = dict(zip(state[::2], state[1::2], strict=True))
             summary = json.loads(fields["alert"])
             opened, last_seen = int(fields["opened_start"]), int(fields["last_seen_end"])
             out.append(

@@ -85,11 +85,6 @@ _DECODER_ISSUES = frozenset({"type_mismatch", "missing_field"})
 _NONE = type(None)
 
 
-def hll_key(keys: ModelKeys, start_ms: int, feature: str) -> str:
-    """The HyperLogLog key of a categorical feature's distinct values in one window."""
-    return f"{keys.window(start_ms)}:card:{feature}"
-
-
 @dataclass
 class _Column:
     """One feature of a batch, converted once for findings and counters."""
@@ -358,7 +353,7 @@ def _add_distinct(name: str, column: _Column, groups: WindowGroups, keys: ModelK
         by_group[g].append(code)
     for g, codes in by_group.items():
         update = groups.update_of(g)
-        key = hll_key(keys, int(groups.starts[g]), name)
+        key = keys.cardinality(int(groups.starts[g]), name)
         update.add_distinct(key, column.uniques[codes].tolist())
         update.set(window_keys[g], f"hll|card|{name}", key)
 

@@ -1,11 +1,16 @@
 """Delayed labels: joining ground truth to the stored predictions, fenced per labels partition.
 
-A labels batch costs two round trips: one pipelined read (the labels partitions' fences
-and one ``MGET`` of the stored predictions), then one fenced script per labels partition
-that adds the label-based counters to the *prediction's* bucket and slices and deletes
-the joined predictions. The script's fence (``sg:{m}:m:labels_applied``) makes a
-redelivered labels batch a no-op, so nothing is counted twice; a deleted prediction makes
-a second label for the same event count as unmatched instead of matching twice.
+The join works on any :class:`~stream_guard.state.protocol.LabelState` (the Redis
+:class:`~stream_guard.state.window_store.WindowStore` or the in-memory
+:class:`~stream_guard.state.memory.MemoryState`). On Redis a labels batch costs two round
+trips: one pipelined read (:meth:`~stream_guard.state.protocol.LabelState.join_inputs`: the
+labels partitions' fences and one ``MGET`` of the stored predictions), then one
+:class:`~stream_guard.state.update.StateUpdate` per labels partition on the labels' fence
+(:attr:`~stream_guard.state.keys.Fence.LABELS`) that adds the label-based counters to the
+*prediction's* bucket and slices and deletes the joined predictions. The fence
+(``sg:{m}:m:labels_applied``) makes a redelivered labels batch a no-op, so nothing is
+counted twice; a deleted prediction makes a second label for the same event count as
+unmatched instead of matching twice.
 """
 
 from __future__ import annotations
@@ -37,8 +42,10 @@ from stream_guard.metrics import store as s
 from stream_guard.profile import category_key
 from stream_guard.schemas import load_schema_file, parse_schema
 from stream_guard.settings.metrics import LabelSettings, MetricsSettings
-from stream_guard.state.keys import ModelKeys
-from stream_guard.state.window_store import StateUpdate
+from stream_guard.state.keys import Fence, ModelKeys
+from stream_guard.state.protocol import LabelState
+from stream_guard.state.update import StateUpdate
+from stream_guard.state.window_store import WindowStore
 
 if TYPE_CHECKING:
     from stream_guard.settings import Config
@@ -125,27 +132,31 @@ class LabelJoiner:
         self.bucket_ms = self.settings.bucket_s * 1000
         self.error_tolerance = error_tolerance
 
-    def applied_offsets(self, client: redis.Redis, sources: Sequence[str]) -> dict[str, int]:
+    def state(self, store: LabelState | redis.Redis) -> LabelState:
+        """``store`` itself, or a Redis store on the model's keys for a plain client."""
+        if isinstance(store, redis.Redis):
+            return WindowStore.for_client(store, self.keys.model_keys, self.settings.retention_s)
+        return store
+
+    def applied_offsets(self, store: LabelState | redis.Redis, sources: Sequence[str]) -> dict[str, int]:
         """Last applied offset of each labels ``topic:partition``."""
-        if not sources:
-            return {}
-        values = client.hmget(self.keys.labels_applied, list(sources))
-        return {src: int(v) for src, v in zip(sources, values, strict=True) if v is not None}
+        return self.state(store).applied_offsets(list(sources), Fence.LABELS)
 
     def join(
-        self, labels: Sequence[Label | Mapping[str, Any]], client: redis.Redis, *, now_ms: int | None = None
+        self, labels: Sequence[Label | Mapping[str, Any]], store: LabelState | redis.Redis, *, now_ms: int | None = None
     ) -> JoinResult:
-        """Join a labels batch: one pipelined read, one fenced script per labels partition.
+        """Join a labels batch: one read, one fenced update per labels partition.
 
         Parameters
         ----------
         labels
             In partition order; see :func:`as_label` for the dict form.
-        client
-            The Redis client.
+        store
+            The model's state (or a Redis client, for a Redis store on the model's keys).
         now_ms
             Wall clock (default: now); the bucket of unmatched labels without a time.
         """
+        state = self.state(store)
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         items = [as_label(x) for x in labels]
         result = JoinResult()
@@ -163,13 +174,8 @@ class LabelJoiner:
         result.last_offsets = frame.groupby("src")["offset"].max().astype(int).to_dict()
         sources = sorted(result.last_offsets)
         ids = sorted({x.event_id for x in items if x.event_id is not None})
-        pipe = client.pipeline(transaction=False)
-        pipe.hmget(self.keys.labels_applied, sources)
-        if ids:
-            pipe.mget([self.keys.prediction(x) for x in ids])
-        replies = pipe.execute()
-        fences = {src: int(v) for src, v in zip(sources, replies[0], strict=True) if v is not None}
-        stored = dict(zip(ids, replies[1], strict=True)) if ids else {}
+        fences, predictions = state.join_inputs(sources, ids)
+        stored = dict(zip(ids, predictions, strict=True))
 
         fence = frame["src"].map(lambda src: fences.get(src, -1)).to_numpy()
         fresh = frame[frame["offset"].to_numpy() > fence].copy()
@@ -187,8 +193,7 @@ class LabelJoiner:
         fresh["matched"] = fresh["pred"].notna() & first
 
         updates = self._updates(fresh)
-        applier = s.FencedApplier(client, self.keys.labels_fixed, self.settings.retention_s)
-        applied = dict(zip([u.source for u in updates], applier.apply(updates, now_ms), strict=True))
+        applied = dict(zip([u.source for u in updates], state.apply(updates, now_ms), strict=True))
         done = fresh[fresh["src"].map(lambda src: bool(applied.get(src, 0))).to_numpy(dtype=bool)]
         # Another consumer applied a partition between our read and our script: it counted them.
         result.skipped += len(fresh) - len(done)
@@ -245,7 +250,14 @@ class LabelJoiner:
         updates: dict[str, StateUpdate] = {}
         for src, part in fresh.groupby("src", sort=True):
             max_ts = int(part["ts"].max())
-            updates[src] = StateUpdate(src, int(part["offset"].min()), int(part["offset"].max()), max_ts)
+            updates[src] = StateUpdate(
+                src,
+                int(part["offset"].min()),
+                int(part["offset"].max()),
+                max_ts,
+                fence=Fence.LABELS,
+                ttl_s=self.settings.retention_s,
+            )
         matched = fresh[fresh["matched"].to_numpy(dtype=bool)]
         if not matched.empty:
             outcomes = self._outcomes(matched).explode("slices").rename(columns={"slices": "slice"})
@@ -360,5 +372,7 @@ class LabelStream:
         dead: list[tuple[Any, DecodeError]] = []
         return labels_from_messages(messages, self.decoder, self.settings, dead, self.max_record_bytes), dead
 
-    def process(self, messages: Sequence[Any], client: redis.Redis, now_ms: int | None = None) -> JoinResult:
-        return self.joiner.join(labels_from_messages(messages, self.decoder, self.settings), client, now_ms=now_ms)
+    def process(
+        self, messages: Sequence[Any], store: LabelState | redis.Redis, now_ms: int | None = None
+    ) -> JoinResult:
+        return self.joiner.join(labels_from_messages(messages, self.decoder, self.settings), store, now_ms=now_ms)

@@ -35,9 +35,11 @@ field               meaning
 ``<s>|ae`` / ``se`` sum of absolute / squared errors (regression)
 ==================  ======================================================================
 
-Labels pending = ``st - lm``. Event counters are written by the events' fenced script
-(source: the events partition); the label counters by the labels' fenced script (source:
-the labels partition), into the bucket and slices of the *prediction*.
+Labels pending = ``st - lm``. Event counters are written by the events' fenced updates
+(source: the events partition); the label counters by updates on the labels' fence
+(:attr:`~stream_guard.state.keys.Fence.LABELS`, source: the labels partition), into the
+bucket and slices of the *prediction*. Every key name comes from
+:class:`~stream_guard.state.keys.ModelKeys`.
 """
 
 from __future__ import annotations
@@ -47,10 +49,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-
 from stream_guard.state.keys import ModelKeys
-from stream_guard.state.window_store import _APPLY, StateUpdate
+from stream_guard.state.update import StateUpdate
 
 ALL = "*"
 OTHER = "other"
@@ -74,7 +74,7 @@ FLOAT_METRICS = frozenset({PRED_SUM, PRED_SQ, SCORE_SUM, ABS_ERR, SQ_ERR})
 
 @dataclass(frozen=True)
 class MetricKeys:
-    """Key names of one model's metrics (see the module docstring)."""
+    """Key names of one model's metrics, from :class:`~stream_guard.state.keys.ModelKeys`."""
 
     model_keys: ModelKeys
 
@@ -83,27 +83,18 @@ class MetricKeys:
         return self.model_keys.base
 
     def bucket(self, start_ms: int) -> str:
-        return f"{self.base}:m:{int(start_ms)}"
+        return self.model_keys.bucket(start_ms)
 
     @property
     def index(self) -> str:
-        return f"{self.base}:m:index"
+        return self.model_keys.metrics_index
 
     def prediction(self, event_id: str) -> str:
-        return f"{self.base}:pred:{event_id}"
+        return self.model_keys.prediction(event_id)
 
     @property
     def labels_applied(self) -> str:
-        return f"{self.base}:m:labels_applied"
-
-    @property
-    def labels_fixed(self) -> list[str]:
-        """The four fixed keys of the fenced script when it applies a labels batch.
-
-        Labels partitions get their own fence and watermark hashes so they never hold
-        back (or release) the events' windows, whose global watermark reads ``sg:{m}:wm``.
-        """
-        return [self.labels_applied, f"{self.base}:m:labels_wm", f"{self.base}:m:labels_seen", self.index]
+        return self.model_keys.labels_applied
 
 
 def field_name(slice_: str, metric: str) -> str:
@@ -144,25 +135,3 @@ def decode_prediction(text: str | bytes | None) -> dict[str, Any] | None:
     except (ValueError, TypeError):
         return None
     return value if isinstance(value, dict) and "bucket" in value else None
-
-
-class FencedApplier:
-    """Runs :class:`StateUpdate` s through the window store's fenced script on chosen fixed keys."""
-
-    def __init__(self, client: redis.Redis, fixed_keys: list[str], retention_s: int) -> None:
-        self._script = client.register_script(_APPLY)
-        self._redis = client
-        self._fixed = fixed_keys
-        self._retention_s = retention_s
-
-    def apply(self, updates: list[StateUpdate], now_ms: int, pipe: Any = None) -> Any:
-        """Queue the updates on ``pipe``, or run them in one pipeline and return 1 (applied) / 0 (skipped) each."""
-        own = pipe is None
-        pipe = pipe if pipe is not None else self._redis.pipeline(transaction=False)
-        for update in updates:
-            self._script(
-                keys=self._fixed + update.keys,
-                args=update.script_args(now_ms, self._retention_s),
-                client=pipe,
-            )
-        return pipe.execute() if own else pipe

@@ -2,7 +2,7 @@
 
 :class:`MemoryState` executes the same :class:`~stream_guard.state.window_store.StateUpdate`
 operations as :class:`~stream_guard.state.window_store.WindowStore`, with the semantics
-of its Lua scripts (``_APPLY`` and ``_FINISH``), on Python dicts instead of Redis. It is
+of its Lua scripts (apply, finish and the incident scripts), on Python dicts instead of Redis. It is
 a real implementation, used to replay a stream through the worker's stages without a
 Redis server (:mod:`stream_guard.evaluation`), not a test double: readers of a closed
 window (the evaluators) get the same :class:`~stream_guard.state.window_store.WindowSnapshot`
@@ -16,7 +16,9 @@ Semantics kept from the scripts
 * Watermarks: per source, the largest event time applied, and the clock (``now_ms``)
   of its last update; the global watermark is the smallest over sources updated
   within ``idle_ms`` of the caller's clock, ``inf`` when none is.
-* Ops ``W H F S L P E X D Z R`` as the script runs them, in order: hash increments
+* Updates are fenced on the keys of their :class:`~stream_guard.state.keys.Fence`
+  (events or labels), as the script is.
+* The ops of :class:`~stream_guard.state.ops.Op` as the script runs them, in order: hash increments
   (integers, or floats for ``F``), plain sets, capped example lists, distinct-value
   sets, ``SET NX`` with counters, deletes, sorted-set adds and trims.
 * Errors are :class:`redis.exceptions.ResponseError`, as the scripts' replies become in
@@ -24,6 +26,7 @@ Semantics kept from the scripts
   update, then raises the first error, as a redis-py pipeline does. Writes an update
   made before an op failed stay, as in a Lua script.
 * Types: one key space; an op on a key of another type fails with ``WRONGTYPE``.
+* Incidents open, repeat, remind, are suppressed and resolve as the incident scripts decide.
 * ``finish`` removes a window from the open set only if its ``n`` field still equals
   the snapshot's, and drops the lease, exactly as ``_FINISH`` does.
 
@@ -35,7 +38,8 @@ Differences, by design
   clock passed to :meth:`MemoryState.apply`, but keys only expire when
   :meth:`MemoryState.purge_expired` is called. A finite offline replay never calls it:
   its windows close long before any retention would matter.
-* Leases (``claim``) never expire: one process owns the state.
+* Leases (``claim``) expire, like other keys, only through :meth:`MemoryState.purge_expired`:
+  one process owns the state.
 * Float fields (``F``) are summed in double precision and written as Python's shortest
   ``repr`` (integral values without a decimal point); Redis sums in ``long double``, so
   a sum of fractions may differ in its last digits (``123470.58900010001`` here,
@@ -46,13 +50,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from redis.exceptions import ResponseError
 
-from stream_guard.state.keys import ModelKeys
-from stream_guard.state.window_store import StateUpdate, WindowSnapshot
+from stream_guard.state.exceptions import StateOpUnknownError
+from stream_guard.state.keys import Fence, ModelKeys
+from stream_guard.state.ops import Op, split_ops
+from stream_guard.state.update import FIXED_KEYS, StateUpdate, WindowSnapshot
 
 _WRONGTYPE = "WRONGTYPE Operation against a key holding the wrong kind of value"
 
@@ -65,6 +71,15 @@ class _ZSet(dict[str, float]):
 
 
 _T = TypeVar("_T", dict[str, str], list[str], set[str], _ZSet)
+
+
+_Handler = Callable[[list[Any], list[str], Sequence[str], dict[int, int]], None]
+
+
+def _key(keys: list[str], fixed: Sequence[str], index: Any) -> str:
+    """The key at a Lua ``KEYS`` index: 1-4 are the fence's fixed keys, the update's own follow."""
+    i = int(index)
+    return fixed[i - 1] if i <= FIXED_KEYS else keys[i - FIXED_KEYS - 1]
 
 
 def _format_float(value: float) -> str:
@@ -112,12 +127,18 @@ class MemoryState:
         self._deadlines: dict[str, int] = {}
         self._clock = 0  # now_ms of the update being applied: X's EX counts from it
 
-    # -- the WindowStore interface ------------------------------------------------------
+    # -- the window-state interface (stream_guard.state.protocol) ------------------------------------------------------
 
-    def applied_offsets(self, sources: list[str]) -> dict[str, int]:
+    def applied_offsets(self, sources: Sequence[str], fence: Fence = Fence.EVENTS) -> dict[str, int]:
         """Last applied offset of each ``topic:partition`` (absent: nothing applied yet)."""
-        applied = self._existing(self.keys.applied, dict) or {}
+        applied = self._existing(self.keys.fenced(fence)[0], dict) or {}
         return {s: int(applied[s]) for s in sources if s in applied}
+
+    def register_sources(self, sources: Sequence[str], now_ms: int) -> None:
+        """Make newly assigned partitions hold windows open until they send data or go idle."""
+        for source in sources:
+            self._create(self.keys.watermarks, dict).setdefault(source, "0")
+            self._create(self.keys.watermarks_seen, dict)[source] = str(now_ms)
 
     def apply(self, updates: Sequence[StateUpdate], now_ms: int, pipe: Any = None) -> list[int]:
         """Apply ``updates`` in order; 1 per applied update, 0 per fenced-off one.
@@ -156,11 +177,16 @@ class MemoryState:
         return [int(member) for member, _ in windows.ordered()]
 
     def claim(self, start_ms: int, lease_ms: int) -> bool:
-        """Take the lease of a window; False while it is held (leases do not expire here)."""
+        """Take the lease of a window; False while it is held.
+
+        The lease's deadline counts from the clock of the last update; like every TTL
+        here it only runs out through :meth:`purge_expired`.
+        """
         key = self.keys.lease(start_ms)
         if key in self._data:
             return False
         self._data[key] = self._worker_id
+        self._deadlines[key] = self._clock + lease_ms
         return True
 
     def snapshot(self, start_ms: int) -> WindowSnapshot:
@@ -187,7 +213,60 @@ class MemoryState:
             windows = self._existing(self.keys.windows, _ZSet)
             if windows is not None:
                 windows.pop(str(snapshot.start_ms), None)
+                if not windows:
+                    self._delete(self.keys.windows)  # Redis drops an emptied sorted set
         self._delete(self.keys.lease(snapshot.start_ms))
+
+    # -- labels ------------------------------------------------------------------------------
+
+    def join_inputs(self, sources: Sequence[str], event_ids: Sequence[str]) -> tuple[dict[str, int], list[str | None]]:
+        """The labels fence of ``sources`` and the stored predictions of ``event_ids`` (``MGET``)."""
+        stored = [
+            value if isinstance(value := self._data.get(self.keys.prediction(x)), str) else None for x in event_ids
+        ]
+        return self.applied_offsets(sources, Fence.LABELS), stored
+
+    # -- incidents -------------------------------------------------------------------------
+
+    def observe_incident(
+        self, incident_id: str, window_start: int, window_end: int, cooldown_ms: int, count: int, summary: str
+    ) -> str:
+        """Record a window's alert on its incident: ``open``, ``repeat``, ``remind`` or ``suppress``."""
+        record = self._existing(self.keys.incident(incident_id), dict)
+        seen = int(record.get("last_seen_end", "-1")) if record is not None else -1
+        if window_end > seen:
+            self._hincrby(self.keys.incident(incident_id), "windows", 1)
+            self._hincrby(self.keys.incident(incident_id), "events", int(count))
+            record = self._create(self.keys.incident(incident_id), dict)
+            record["last_seen_end"] = str(window_end)
+            self._create(self.keys.incidents, _ZSet)[incident_id] = float(window_end)
+        record = self._create(self.keys.incident(incident_id), dict)
+        last = record.get("last_published_end")
+        if last is None:
+            record.update(opened_start=str(window_start), last_published_end=str(window_end), alert=summary)
+            return "open"
+        if int(last) == window_end:
+            return "repeat"
+        if window_end - int(last) >= cooldown_ms:
+            record.update(last_published_end=str(window_end), alert=summary)
+            return "remind"
+        return "suppress"
+
+    def incidents_seen_until(self, end_ms: int) -> list[str]:
+        """Open incidents whose last window ended at or before ``end_ms``, oldest first."""
+        return [member for member, score in self.zrange(self.keys.incidents) if score <= end_ms]
+
+    def resolve_incident(self, incident_id: str) -> dict[str, str] | None:
+        """Close an open incident and return its record; None if it was not open."""
+        index = self._existing(self.keys.incidents, _ZSet)
+        if index is None or incident_id not in index:
+            return None
+        del index[incident_id]
+        if not index:
+            self._delete(self.keys.incidents)
+        record = self.hgetall(self.keys.incident(incident_id))
+        self._delete(self.keys.incident(incident_id))
+        return record
 
     # -- reading (what redis-cli would show) ---------------------------------------------
 
@@ -213,6 +292,16 @@ class MemoryState:
     def exists(self, key: str) -> bool:
         return key in self._data
 
+    def key_names(self) -> list[str]:
+        """Every key held, sorted (``KEYS *``)."""
+        return sorted(self._data)
+
+    def key_type(self, key: str) -> str:
+        """``hash``, ``list``, ``zset``, ``string``, ``hll`` (a distinct-value set) or ``none``."""
+        value = self._data.get(key)
+        kinds: dict[type, str] = {dict: "hash", list: "list", _ZSet: "zset", str: "string", set: "hll"}
+        return "none" if value is None else kinds[type(value)]
+
     def deadline(self, key: str) -> int | None:
         """When ``key`` expires, on the clock of :meth:`apply` (ms); None if it has no TTL."""
         return self._deadlines.get(key) if key in self._data else None
@@ -229,87 +318,105 @@ class MemoryState:
     def _apply_one(self, update: StateUpdate, now_ms: int) -> int:
         self._clock = now_ms
         source = update.source
-        applied_hash = self._create(self.keys.applied, dict)
+        fixed = self.keys.fenced(update.fence)
+        applied_hash = self._create(fixed[0], dict)
         applied = applied_hash.get(source)
         if applied is not None and int(applied) >= update.last_offset:
             return 0
         if applied is not None and int(applied) >= update.first_offset:
             raise ResponseError(f"FENCE {source} applied up to {applied}, batch starts at {update.first_offset}")
         applied_hash[source] = str(update.last_offset)
-        marks = self._create(self.keys.watermarks, dict)
+        marks = self._create(fixed[1], dict)
         if source not in marks or int(marks[source]) < update.max_event_ms:
             marks[source] = str(update.max_event_ms)
-        self._create(self.keys.watermarks_seen, dict)[source] = str(now_ms)
+        self._create(fixed[2], dict)[source] = str(now_ms)
         keys = update.keys
         own_ttl: dict[int, int] = {}
-        self._run_ops(update.ops, keys, own_ttl)
-        for index, key in enumerate(keys, start=5):
-            ttl = own_ttl.get(index, self._retention_s)
+        self._run_ops(update.ops, keys, fixed, own_ttl)
+        retention = self._retention_s if update.ttl_s is None else update.ttl_s
+        for index, key in enumerate(keys, start=FIXED_KEYS + 1):
+            ttl = own_ttl.get(index, retention)
             if ttl > 0 and key in self._data:
                 self._deadlines[key] = now_ms + ttl * 1000
         return 1
 
-    def _run_ops(self, ops: Sequence[Any], keys: list[str], own_ttl: dict[int, int]) -> None:
-        def key(index: Any) -> str:
-            # Lua KEYS: 1-4 are the fixed model keys, the update's own keys follow.
-            return keys[int(index) - 5]
+    def _run_ops(self, ops: Sequence[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
+        handlers = self._handlers
+        try:
+            # Lazily: the ops before an unknown one run, as in the script.
+            for op, args in split_ops(ops):
+                handlers[op](args, keys, fixed, own_ttl)
+        except StateOpUnknownError as exc:
+            raise ResponseError(str(exc)) from None
 
-        i = 0
-        while i < len(ops):
-            op = ops[i]
-            if op == "H":
-                self._hincrby(key(ops[i + 1]), str(ops[i + 2]), int(ops[i + 3]))
-                i += 4
-            elif op == "F":
-                self._hincrbyfloat(key(ops[i + 1]), str(ops[i + 2]), float(ops[i + 3]))
-                i += 4
-            elif op == "S":
-                self._create(key(ops[i + 1]), dict)[str(ops[i + 2])] = str(ops[i + 3])
-                i += 4
-            elif op == "W":
-                self._create(self.keys.windows, _ZSet)[str(ops[i + 1])] = float(ops[i + 1])
-                i += 2
-            elif op == "L":
-                items = self._create(key(ops[i + 1]), list)
-                if len(items) < int(ops[i + 3]):
-                    items.append(str(ops[i + 2]))
-                i += 4
-            elif op == "P":
-                n = int(ops[i + 2])
-                self._create(key(ops[i + 1]), set).update(map(str, ops[i + 3 : i + 3 + n]))
-                i += 3 + n
-            elif op == "E":
-                own_ttl[int(ops[i + 1])] = int(ops[i + 2])
-                i += 3
-            elif op == "X":
-                n = int(ops[i + 5])
-                target = key(ops[i + 1])
-                if target not in self._data:
-                    self._data[target] = str(ops[i + 2])
-                    self._deadlines[target] = self._clock + int(ops[i + 3]) * 1000
-                    counter = key(ops[i + 4])
-                    for name in ops[i + 6 : i + 6 + n]:
-                        self._hincrby(counter, str(name), 1)
-                own_ttl[int(ops[i + 1])] = 0
-                i += 6 + n
-            elif op == "D":
-                self._delete(key(ops[i + 1]))
-                own_ttl[int(ops[i + 1])] = 0
-                i += 2
-            elif op == "Z":
-                self._create(key(ops[i + 1]), _ZSet)[str(ops[i + 3])] = float(ops[i + 2])
-                i += 4
-            elif op == "R":
-                zset = self._existing(key(ops[i + 1]), _ZSet)
-                if zset is not None:
-                    low = float(ops[i + 2])
-                    for member in [m for m, score in zset.items() if score < low]:
-                        del zset[member]
-                    if not zset:
-                        self._delete(key(ops[i + 1]))
-                i += 3
-            else:
-                raise ResponseError(f"unknown op {op}")
+    @property
+    def _handlers(self) -> dict[Op, _Handler]:
+        return {
+            Op.OPEN_WINDOW: self._op_open_window,
+            Op.INCR: self._op_incr,
+            Op.INCR_FLOAT: self._op_incr_float,
+            Op.SET: self._op_set,
+            Op.ADD_EXAMPLE: self._op_add_example,
+            Op.ADD_DISTINCT: self._op_add_distinct,
+            Op.EXPIRE: self._op_expire,
+            Op.SET_ONCE: self._op_set_once,
+            Op.DELETE: self._op_delete,
+            Op.ZADD: self._op_zadd,
+            Op.ZTRIM_BELOW: self._op_ztrim_below,
+        }
+
+    # One method per op, with the semantics of its body in the apply script. ``keys`` are
+    # the update's own keys (KEYS[5:]), ``fixed`` the fence's four (KEYS[1:5]).
+
+    def _op_open_window(self, args: list[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
+        self._create(fixed[3], _ZSet)[str(args[0])] = float(args[0])
+
+    def _op_incr(self, args: list[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
+        self._hincrby(_key(keys, fixed, args[0]), str(args[1]), int(args[2]))
+
+    def _op_incr_float(self, args: list[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
+        self._hincrbyfloat(_key(keys, fixed, args[0]), str(args[1]), float(args[2]))
+
+    def _op_set(self, args: list[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
+        self._create(_key(keys, fixed, args[0]), dict)[str(args[1])] = str(args[2])
+
+    def _op_add_example(self, args: list[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
+        items = self._create(_key(keys, fixed, args[0]), list)
+        if len(items) < int(args[2]):
+            items.append(str(args[1]))
+
+    def _op_add_distinct(self, args: list[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
+        self._create(_key(keys, fixed, args[0]), set).update(map(str, args[2:]))
+
+    def _op_expire(self, args: list[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
+        own_ttl[int(args[0])] = int(args[1])
+
+    def _op_set_once(self, args: list[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
+        target = _key(keys, fixed, args[0])
+        if target not in self._data:
+            self._data[target] = str(args[1])
+            self._deadlines[target] = self._clock + int(args[2]) * 1000
+            counter = _key(keys, fixed, args[3])
+            for name in args[5:]:
+                self._hincrby(counter, str(name), 1)
+        own_ttl[int(args[0])] = 0
+
+    def _op_delete(self, args: list[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
+        self._delete(_key(keys, fixed, args[0]))
+        own_ttl[int(args[0])] = 0
+
+    def _op_zadd(self, args: list[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
+        self._create(_key(keys, fixed, args[0]), _ZSet)[str(args[2])] = float(args[1])
+
+    def _op_ztrim_below(self, args: list[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
+        key = _key(keys, fixed, args[0])
+        zset = self._existing(key, _ZSet)
+        if zset is not None:
+            low = float(args[1])
+            for member in [m for m, score in zset.items() if score < low]:
+                del zset[member]
+            if not zset:
+                self._delete(key)
 
     # -- typed access to the key space -----------------------------------------------------
 

@@ -5,7 +5,8 @@ histograms...) is written by one Lua script per source partition. The script fir
 checks the partition's *applied offset* fence, so a batch redelivered after a crash
 or a rebalance is skipped instead of counted twice, and it advances the partition's
 watermark in the same atomic step. All of a batch's scripts go in one pipeline: one
-round trip per batch.
+round trip per batch. Labels batches run the same script on the labels' fence
+(:class:`~stream_guard.state.keys.Fence`).
 
 A window is *due* once the global watermark (the smallest watermark over the model's
 active partitions, whichever worker owns them) has passed its end plus the allowed
@@ -13,6 +14,9 @@ lateness. Any worker may close it: it takes a short lease, reads the merged coun
 publishes the alerts, and only then removes the window from the open set. A worker
 that dies in between lets the lease expire and another one closes it again
 (at-least-once; the alert id is the same).
+
+Incidents are decided by two more scripts (:meth:`WindowStore.observe_incident`,
+:meth:`WindowStore.resolve_incident`), so workers closing windows concurrently agree.
 """
 
 from __future__ import annotations
@@ -20,15 +24,49 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, cast
 
 import redis
 
-from stream_guard.state.keys import ModelKeys
+from stream_guard.state.keys import Fence, ModelKeys
+from stream_guard.state.ops import Op
+from stream_guard.state.update import StateUpdate, WindowSnapshot
 
-_APPLY = """
+__all__ = ["APPLY_SCRIPT", "StateUpdate", "WindowSnapshot", "WindowStore"]
+
+# The body of each op in the apply script; ``i`` points at the op letter.
+_OP_LUA: dict[Op, str] = {
+    Op.INCR: "redis.call('HINCRBY', KEYS[tonumber(ARGV[i+1])], ARGV[i+2], ARGV[i+3]); i = i + 4",
+    Op.INCR_FLOAT: "redis.call('HINCRBYFLOAT', KEYS[tonumber(ARGV[i+1])], ARGV[i+2], ARGV[i+3]); i = i + 4",
+    Op.SET: "redis.call('HSET', KEYS[tonumber(ARGV[i+1])], ARGV[i+2], ARGV[i+3]); i = i + 4",
+    Op.OPEN_WINDOW: "redis.call('ZADD', KEYS[4], ARGV[i+1], ARGV[i+1]); i = i + 2",
+    Op.ADD_EXAMPLE: """local k = KEYS[tonumber(ARGV[i+1])]
+    if redis.call('LLEN', k) < tonumber(ARGV[i+3]) then redis.call('RPUSH', k, ARGV[i+2]) end
+    i = i + 4""",
+    Op.ADD_DISTINCT: """local n = tonumber(ARGV[i+2])
+    redis.call('PFADD', KEYS[tonumber(ARGV[i+1])], unpack(ARGV, i+3, i+2+n)); i = i + 3 + n""",
+    Op.EXPIRE: "own_ttl[tonumber(ARGV[i+1])] = tonumber(ARGV[i+2]); i = i + 3",
+    Op.SET_ONCE: """local k = tonumber(ARGV[i+1])
+    local n = tonumber(ARGV[i+5])
+    if redis.call('SET', KEYS[k], ARGV[i+2], 'EX', ARGV[i+3], 'NX') then
+      local h = KEYS[tonumber(ARGV[i+4])]
+      for f = i + 6, i + 5 + n do redis.call('HINCRBY', h, ARGV[f], 1) end
+    end
+    own_ttl[k] = 0; i = i + 6 + n""",
+    Op.DELETE: """local k = tonumber(ARGV[i+1])
+    redis.call('DEL', KEYS[k]); own_ttl[k] = 0; i = i + 2""",
+    Op.ZADD: "redis.call('ZADD', KEYS[tonumber(ARGV[i+1])], ARGV[i+2], ARGV[i+3]); i = i + 4",
+    Op.ZTRIM_BELOW: "redis.call('ZREMRANGEBYSCORE', KEYS[tonumber(ARGV[i+1])], '-inf', '(' .. ARGV[i+2]); i = i + 3",
+}
+if set(_OP_LUA) != set(Op):
+    raise ImportError(f"apply script lacks ops {sorted(set(Op) - set(_OP_LUA))}")
+
+_DISPATCH = "\n  else".join(f"if op == '{op.value}' then\n    {body}" for op, body in _OP_LUA.items())
+
+#: The fenced apply script. KEYS: the fence's four fixed keys, then the update's keys.
+#: ARGV: source, last offset, max event time, clock, retention, first offset, ops.
+APPLY_SCRIPT = f"""
 local applied = redis.call('HGET', KEYS[1], ARGV[1])
 if applied and tonumber(applied) >= tonumber(ARGV[2]) then return 0 end
 if applied and tonumber(applied) >= tonumber(ARGV[6]) then
@@ -40,42 +78,11 @@ if (not wm) or tonumber(wm) < tonumber(ARGV[3]) then redis.call('HSET', KEYS[2],
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
 local ttl = tonumber(ARGV[5])
 -- keys given their own TTL by 'E' (seconds) or managed by 'X'/'D' (0: leave alone)
-local own_ttl = {}
+local own_ttl = {{}}
 local i = 7
 while i <= #ARGV do
   local op = ARGV[i]
-  if op == 'H' then
-    redis.call('HINCRBY', KEYS[tonumber(ARGV[i+1])], ARGV[i+2], ARGV[i+3]); i = i + 4
-  elseif op == 'F' then
-    redis.call('HINCRBYFLOAT', KEYS[tonumber(ARGV[i+1])], ARGV[i+2], ARGV[i+3]); i = i + 4
-  elseif op == 'S' then
-    redis.call('HSET', KEYS[tonumber(ARGV[i+1])], ARGV[i+2], ARGV[i+3]); i = i + 4
-  elseif op == 'W' then
-    redis.call('ZADD', KEYS[4], ARGV[i+1], ARGV[i+1]); i = i + 2
-  elseif op == 'L' then
-    local k = KEYS[tonumber(ARGV[i+1])]
-    if redis.call('LLEN', k) < tonumber(ARGV[i+3]) then redis.call('RPUSH', k, ARGV[i+2]) end
-    i = i + 4
-  elseif op == 'P' then
-    local n = tonumber(ARGV[i+2])
-    redis.call('PFADD', KEYS[tonumber(ARGV[i+1])], unpack(ARGV, i+3, i+2+n)); i = i + 3 + n
-  elseif op == 'E' then
-    own_ttl[tonumber(ARGV[i+1])] = tonumber(ARGV[i+2]); i = i + 3
-  elseif op == 'X' then
-    local k = tonumber(ARGV[i+1])
-    local n = tonumber(ARGV[i+5])
-    if redis.call('SET', KEYS[k], ARGV[i+2], 'EX', ARGV[i+3], 'NX') then
-      local h = KEYS[tonumber(ARGV[i+4])]
-      for f = i + 6, i + 5 + n do redis.call('HINCRBY', h, ARGV[f], 1) end
-    end
-    own_ttl[k] = 0; i = i + 6 + n
-  elseif op == 'D' then
-    local k = tonumber(ARGV[i+1])
-    redis.call('DEL', KEYS[k]); own_ttl[k] = 0; i = i + 2
-  elseif op == 'Z' then
-    redis.call('ZADD', KEYS[tonumber(ARGV[i+1])], ARGV[i+2], ARGV[i+3]); i = i + 4
-  elseif op == 'R' then
-    redis.call('ZREMRANGEBYSCORE', KEYS[tonumber(ARGV[i+1])], '-inf', '(' .. ARGV[i+2]); i = i + 3
+  {_DISPATCH}
   else
     return redis.error_reply('unknown op ' .. op)
   end
@@ -95,111 +102,44 @@ redis.call('DEL', KEYS[3])
 return 1
 """
 
+# KEYS: incident hash, incidents zset. ARGV: incident id, window start, window end, cooldown ms, count, alert json.
+_OBSERVE = """
+local seen = tonumber(redis.call('HGET', KEYS[1], 'last_seen_end') or '-1')
+if tonumber(ARGV[3]) > seen then
+  redis.call('HINCRBY', KEYS[1], 'windows', 1)
+  redis.call('HINCRBY', KEYS[1], 'events', ARGV[5])
+  redis.call('HSET', KEYS[1], 'last_seen_end', ARGV[3])
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+end
+local last = redis.call('HGET', KEYS[1], 'last_published_end')
+if not last then
+  redis.call('HSET', KEYS[1], 'opened_start', ARGV[2], 'last_published_end', ARGV[3], 'alert', ARGV[6])
+  return 'open'
+end
+-- The same window again (its earlier publication failed and is retried): publish again.
+if tonumber(last) == tonumber(ARGV[3]) then return 'repeat' end
+if tonumber(ARGV[3]) - tonumber(last) >= tonumber(ARGV[4]) then
+  redis.call('HSET', KEYS[1], 'last_published_end', ARGV[3], 'alert', ARGV[6])
+  return 'remind'
+end
+return 'suppress'
+"""
 
-class StateUpdate:
-    """The Redis operations derived from one source partition's rows of a batch."""
-
-    def __init__(self, source: str, first_offset: int, last_offset: int, max_event_ms: int) -> None:
-        self.source = source
-        self.first_offset = first_offset
-        self.last_offset = last_offset
-        self.max_event_ms = max_event_ms
-        self._keys: list[str] = []
-        self._key_index: dict[str, int] = {}
-        self.ops: list[Any] = []
-
-    def _key(self, key: str) -> int:
-        index = self._key_index.get(key)
-        if index is None:
-            self._keys.append(key)
-            # Lua KEYS is 1-based and the first four are the fixed model keys.
-            index = self._key_index[key] = len(self._keys) + 4
-        return index
-
-    def script_args(self, now_ms: int, retention_s: int) -> list[Any]:
-        """ARGV of the apply script: the fence and watermark arguments, then the ops."""
-        return [
-            self.source,
-            self.last_offset,
-            self.max_event_ms,
-            now_ms,
-            retention_s,
-            self.first_offset,
-            *self.ops,
-        ]
-
-    @property
-    def keys(self) -> list[str]:
-        return self._keys
-
-    def open_window(self, start_ms: int) -> None:
-        self.ops += ["W", start_ms]
-
-    def incr(self, key: str, field: str, amount: int) -> None:
-        if amount:
-            self.ops += ["H", self._key(key), field, int(amount)]
-
-    def incr_float(self, key: str, field: str, amount: float) -> None:
-        if amount:
-            self.ops += ["F", self._key(key), field, repr(float(amount))]
-
-    def set(self, key: str, field: str, value: str) -> None:
-        self.ops += ["S", self._key(key), field, value]
-
-    def add_example(self, key: str, example: dict[str, Any], cap: int) -> None:
-        self.ops += ["L", self._key(key), json.dumps(example, default=str), cap]
-
-    def add_distinct(self, key: str, values: Iterable[str]) -> None:
-        values = list(values)
-        if values:
-            self.ops += ["P", self._key(key), len(values), *values]
-
-    def expire(self, key: str, ttl_s: int) -> None:
-        """Give ``key`` its own TTL (seconds) instead of the store's retention."""
-        self.ops += ["E", self._key(key), int(ttl_s)]
-
-    def set_once(self, key: str, value: str, ttl_s: int, counter_key: str, counter_fields: Sequence[str]) -> None:
-        """``SET key value EX ttl_s NX``; only if it was new, add 1 to each of ``counter_fields``.
-
-        The key keeps its own TTL (the retention does not apply to it).
-        """
-        counter = self._key(counter_key)
-        self.ops += ["X", self._key(key), value, int(ttl_s), counter, len(counter_fields), *counter_fields]
-
-    def delete(self, key: str) -> None:
-        self.ops += ["D", self._key(key)]
-
-    def zadd(self, key: str, score: int, member: str) -> None:
-        self.ops += ["Z", self._key(key), int(score), member]
-
-    def ztrim_below(self, key: str, min_score: int) -> None:
-        """Remove the members of a sorted set whose score is below ``min_score``."""
-        self.ops += ["R", self._key(key), int(min_score)]
-
-
-@dataclass
-class WindowSnapshot:
-    """The merged state of one window, as read when it closed."""
-
-    start_ms: int
-    end_ms: int
-    fields: dict[str, str]
-    examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-
-    @property
-    def events(self) -> int:
-        return int(self.fields.get("n", 0))
-
-    def count(self, field: str) -> int:
-        return int(float(self.fields.get(field, 0)))
-
-    def with_prefix(self, prefix: str) -> dict[str, str]:
-        """Fields starting with ``prefix``, keyed by the rest of their name."""
-        return {k[len(prefix) :]: v for k, v in self.fields.items() if k.startswith(prefix)}
+# KEYS: incidents zset, incident hash. ARGV: incident id. Only one worker wins the ZREM.
+_RESOLVE = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return false end
+local state = redis.call('HGETALL', KEYS[2])
+redis.call('DEL', KEYS[2])
+return state
+"""
 
 
 class WindowStore:
-    """Per-model window state in Redis (see the module docstring for the protocol)."""
+    """Per-model state in Redis (see the module docstring for the protocol).
+
+    Implements :class:`~stream_guard.state.protocol.ModelState`. The client must decode
+    responses (``decode_responses=True``).
+    """
 
     def __init__(
         self,
@@ -219,17 +159,26 @@ class WindowStore:
         self._idle_ms = idle_ms
         self._retention_s = retention_s
         self._worker_id = worker_id
-        self._apply = client.register_script(_APPLY)
+        self._apply = client.register_script(APPLY_SCRIPT)
         self._finish = client.register_script(_FINISH)
+        self._observe = client.register_script(_OBSERVE)
+        self._resolve = client.register_script(_RESOLVE)
 
-    def applied_offsets(self, sources: list[str]) -> dict[str, int]:
+    @classmethod
+    def for_client(cls, client: redis.Redis, keys: ModelKeys, retention_s: int = 7 * 24 * 3600) -> WindowStore:
+        """A store for callers that join labels or track incidents but close no windows."""
+        return cls(client, keys, window_ms=0, lateness_ms=0, idle_ms=0, retention_s=retention_s, worker_id="")
+
+    # -- fenced updates ----------------------------------------------------------------------
+
+    def applied_offsets(self, sources: Sequence[str], fence: Fence = Fence.EVENTS) -> dict[str, int]:
         """Last applied offset of each ``topic:partition`` (absent: nothing applied yet)."""
         if not sources:
             return {}
-        values = self._redis.hmget(self.keys.applied, sources)
+        values = self._redis.hmget(self.keys.fenced(fence)[0], list(sources))
         return {s: int(v) for s, v in zip(sources, values, strict=True) if v is not None}
 
-    def register_sources(self, sources: list[str], now_ms: int) -> None:
+    def register_sources(self, sources: Sequence[str], now_ms: int) -> None:
         """Make newly assigned partitions hold windows open until they send data or go idle.
 
         Without this, a partition whose first batch is still on its way would not count
@@ -243,18 +192,22 @@ class WindowStore:
             pipe.hset(self.keys.watermarks_seen, source, now_ms)
         pipe.execute()
 
-    def apply(self, updates: list[StateUpdate], now_ms: int, pipe: Any = None) -> Any:
-        """Queue the scripts of ``updates`` on ``pipe`` (or run them in one pipeline)."""
+    def apply(self, updates: Sequence[StateUpdate], now_ms: int, pipe: Any = None) -> Any:
+        """Queue the scripts of ``updates`` on ``pipe`` (returned), or run them in one pipeline.
+
+        Run here, the result is 1 (applied) or 0 (skipped by the fence) per update.
+        """
         own = pipe is None
         pipe = pipe if pipe is not None else self._redis.pipeline(transaction=False)
-        fixed = [self.keys.applied, self.keys.watermarks, self.keys.watermarks_seen, self.keys.windows]
         for update in updates:
             self._apply(
-                keys=fixed + update.keys,
+                keys=[*self.keys.fenced(update.fence), *update.keys],
                 args=update.script_args(now_ms, self._retention_s),
                 client=pipe,
             )
         return pipe.execute() if own else pipe
+
+    # -- windows -------------------------------------------------------------------------------
 
     def global_watermark(self, now_ms: int) -> float:
         """Smallest watermark over partitions that sent data within the idle timeout.
@@ -317,3 +270,41 @@ class WindowStore:
             keys=[self.keys.windows, self.keys.window(snapshot.start_ms), self.keys.lease(snapshot.start_ms)],
             args=[snapshot.start_ms, snapshot.fields.get("n", "0")],
         )
+
+    # -- labels ----------------------------------------------------------------------------------
+
+    def join_inputs(self, sources: Sequence[str], event_ids: Sequence[str]) -> tuple[dict[str, int], list[str | None]]:
+        """In one round trip: the labels fence of ``sources`` and the stored predictions of ``event_ids``."""
+        pipe = self._redis.pipeline(transaction=False)
+        if sources:
+            pipe.hmget(self.keys.labels_applied, list(sources))
+        if event_ids:
+            pipe.mget([self.keys.prediction(x) for x in event_ids])
+        replies = pipe.execute() if sources or event_ids else []
+        fences_reply = replies.pop(0) if sources else []
+        fences = {src: int(v) for src, v in zip(sources, fences_reply, strict=True) if v is not None}
+        stored = list(replies[0]) if event_ids else []
+        return fences, stored
+
+    # -- incidents -------------------------------------------------------------------------------
+
+    def observe_incident(
+        self, incident_id: str, window_start: int, window_end: int, cooldown_ms: int, count: int, summary: str
+    ) -> str:
+        """Record a window's alert on its incident: ``open``, ``repeat``, ``remind`` or ``suppress``."""
+        decision = self._observe(
+            keys=[self.keys.incident(incident_id), self.keys.incidents],
+            args=[incident_id, window_start, window_end, cooldown_ms, count, summary],
+        )
+        return str(decision)
+
+    def incidents_seen_until(self, end_ms: int) -> list[str]:
+        """Open incidents whose last window ended at or before ``end_ms``, oldest first."""
+        return cast("list[str]", self._redis.zrangebyscore(self.keys.incidents, "-inf", end_ms))
+
+    def resolve_incident(self, incident_id: str) -> dict[str, str] | None:
+        """Close an open incident and return its record; None if it was not open."""
+        state = self._resolve(keys=[self.keys.incidents, self.keys.incident(incident_id)], args=[incident_id])
+        if not state:
+            return None
+        return dict(zip(state[::2], state[1::2], strict=True))

@@ -18,7 +18,9 @@ from stream_guard.errors import UndecodablePayloadError, WireFormatError
 from stream_guard.findings import RowFindings, dead_letter_findings, schema_findings
 from stream_guard.schemas import SchemaChange
 from stream_guard.state.keys import ModelKeys
-from stream_guard.state.window_store import StateUpdate
+from stream_guard.state.memory import MemoryState
+from stream_guard.state.ops import Op, split_ops
+from stream_guard.state.update import StateUpdate
 
 WINDOW_MS = 10_000
 BASE_MS = 1_700_000_000_000  # a multiple of WINDOW_MS
@@ -27,59 +29,52 @@ KEYS = ModelKeys("sg", "fraud")
 MAX_EXAMPLES = 3
 
 
-# --------------------------------------------------------------------------- ops interpreter
+# --------------------------------------------------------------------------- applying ops
 
 
 @dataclass
 class Applied:
-    """What one StateUpdate's ops would do to Redis, interpreted in plain Python."""
+    """What one StateUpdate did to a MemoryState (which runs ops as the Lua script does), numbers parsed."""
 
+    #: The windows the update's ops open, in op order (one opened twice would be here twice).
     windows: list[int] = field(default_factory=list)
     hashes: dict[str, dict[str, Any]] = field(default_factory=lambda: defaultdict(dict))
     lists: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    #: Example pushes per list key, the ones past the cap included.
     list_pushes: Counter[str] = field(default_factory=Counter)
-    distinct: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+
+
+def _number(value: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
 
 
 def apply_ops(update: StateUpdate) -> Applied:
-    """Interpret ``update.ops`` like the Lua script: KEYS[1..4] are fixed, ``update.keys[i]`` is KEYS[i + 5]."""
+    """Apply ``update`` to a fresh MemoryState; KEYS[1..4] are fixed, ``update.keys[i]`` is KEYS[i + 5]."""
+    state = MemoryState(KEYS, window_ms=WINDOW_MS, lateness_ms=0)
+    assert state.apply([update], now_ms=0) == [1]
     out = Applied()
-    ops = update.ops
-
-    def key(index: Any) -> str:
-        assert isinstance(index, int) and index >= 5, f"op refers to fixed key KEYS[{index}]"
-        return update.keys[index - 5]
-
-    i = 0
-    while i < len(ops):
-        op = ops[i]
-        if op == "W":
-            out.windows.append(ops[i + 1])
-            i += 2
-        elif op == "H":
-            assert isinstance(ops[i + 3], int) and ops[i + 3] != 0, "zero increments are skipped"
-            hash_ = out.hashes[key(ops[i + 1])]
-            hash_[ops[i + 2]] = hash_.get(ops[i + 2], 0) + ops[i + 3]
-            i += 4
-        elif op == "F":
-            hash_ = out.hashes[key(ops[i + 1])]
-            hash_[ops[i + 2]] = hash_.get(ops[i + 2], 0.0) + float(ops[i + 3])
-            i += 4
-        elif op == "S":
-            out.hashes[key(ops[i + 1])][ops[i + 2]] = ops[i + 3]
-            i += 4
-        elif op == "L":
-            k, cap = key(ops[i + 1]), ops[i + 3]
-            out.list_pushes[k] += 1
-            if len(out.lists[k]) < cap:
-                out.lists[k].append(json.loads(ops[i + 2]))
-            i += 4
-        elif op == "P":
-            n = ops[i + 2]
-            out.distinct[key(ops[i + 1])].update(ops[i + 3 : i + 3 + n])
-            i += 3 + n
-        else:
-            raise AssertionError(f"unknown op {op!r} at {i}")
+    for op, args in split_ops(update.ops):
+        if op is Op.OPEN_WINDOW:
+            out.windows.append(args[0])
+            continue
+        assert isinstance(args[0], int) and args[0] >= 5, f"op refers to fixed key KEYS[{args[0]}]"
+        if op is Op.INCR:
+            assert isinstance(args[2], int) and args[2] != 0, "zero increments are skipped"
+        if op is Op.ADD_EXAMPLE:
+            out.list_pushes[update.keys[args[0] - 5]] += 1
+    for key in state.key_names():
+        if key in (KEYS.applied, KEYS.watermarks, KEYS.watermarks_seen, KEYS.windows):
+            continue
+        kind = state.key_type(key)
+        if kind == "hash":
+            out.hashes[key] = {name: _number(value) for name, value in state.hgetall(key).items()}
+        elif kind == "list":
+            out.lists[key] = [json.loads(item) for item in state.lrange(key)]
     return out
 
 
@@ -289,15 +284,7 @@ def test_examples_are_capped_and_point_at_finding_rows(
 
 def test_example_ops_carry_the_cap(applied: dict[str, tuple[StateUpdate, Applied]]) -> None:
     """Every "L" op carries max_examples as its cap, so Redis also stops at the cap across batches."""
-    caps = []
-    for update, _ in applied.values():
-        ops = update.ops
-        i = 0
-        while i < len(ops):
-            step = {"W": 2, "H": 4, "F": 4, "S": 4, "L": 4}[ops[i]]
-            if ops[i] == "L":
-                caps.append(ops[i + 3])
-            i += step
+    caps = [args[2] for update, _ in applied.values() for op, args in split_ops(update.ops) if op is Op.ADD_EXAMPLE]
     assert caps and set(caps) == {MAX_EXAMPLES}
 
 

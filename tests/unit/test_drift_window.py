@@ -8,9 +8,7 @@ applies them to Redis, and each closed window goes through ``finding_alerts`` an
 
 from __future__ import annotations
 
-import json
 import re
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +39,8 @@ from stream_guard.model import ModelRuntime
 from stream_guard.profile import BaselineProfile, CategoricalProfile
 from stream_guard.settings import ModelConfig
 from stream_guard.state.keys import ModelKeys
+from stream_guard.state.memory import MemoryState
+from stream_guard.state.ops import KEYLESS, split_ops
 from stream_guard.state.window_store import StateUpdate, WindowSnapshot
 from stream_guard.tools.simulator import DEVICE_TYPES, Simulator
 
@@ -60,59 +60,17 @@ DRIFT_KINDS = (DATA_DRIFT, PREDICTION_DRIFT, ONLINE_DRIFT)
 # --------------------------------------------------------------------------- harness
 
 
-class FakeRedis:
-    """Applies ``StateUpdate`` ops to dicts as the Lua script applies them to Redis."""
+def new_state(keys: ModelKeys) -> MemoryState:
+    """The in-memory window store, which runs ops as the Lua script does (tests/state/test_conformance.py)."""
+    return MemoryState(keys, window_ms=WINDOW_MS, lateness_ms=0)
 
-    def __init__(self, keys: ModelKeys) -> None:
-        self.keys = keys
-        self.hashes: dict[str, dict[str, str]] = defaultdict(dict)
-        self.lists: dict[str, list[str]] = defaultdict(list)
-        self.sets: dict[str, set[str]] = defaultdict(set)
-        self.windows: set[int] = set()
 
-    def apply(self, update: StateUpdate) -> None:
-        def key(index: Any) -> str:
-            assert int(index) >= 5, "Lua KEYS 1..4 are the fixed model keys"
-            return update.keys[int(index) - 5]
-
-        ops, i = update.ops, 0
-        while i < len(ops):
-            op = ops[i]
-            if op == "W":
-                self.windows.add(int(ops[i + 1]))
-                i += 2
-            elif op == "H":
-                h = self.hashes[key(ops[i + 1])]
-                h[ops[i + 2]] = str(int(h.get(ops[i + 2], "0")) + int(ops[i + 3]))
-                i += 4
-            elif op == "F":
-                h = self.hashes[key(ops[i + 1])]
-                h[ops[i + 2]] = repr(float(h.get(ops[i + 2], "0")) + float(ops[i + 3]))
-                i += 4
-            elif op == "S":
-                self.hashes[key(ops[i + 1])][ops[i + 2]] = ops[i + 3]
-                i += 4
-            elif op == "L":
-                items = self.lists[key(ops[i + 1])]
-                if len(items) < int(ops[i + 3]):
-                    items.append(ops[i + 2])
-                i += 4
-            elif op == "P":
-                n = int(ops[i + 2])
-                self.sets[key(ops[i + 1])].update(ops[i + 3 : i + 3 + n])
-                i += 3 + n
-            else:
-                raise AssertionError(f"unknown op {op!r}")
-
-    def snapshot(self, start: int) -> WindowSnapshot:
-        """As ``WindowStore.snapshot`` reads a window."""
-        fields = dict(self.hashes[self.keys.window(start)])
-        examples = {
-            k[2:]: [json.loads(x) for x in self.lists[self.keys.examples(start, k[2:])]]
-            for k in fields
-            if k.startswith("f|")
-        }
-        return WindowSnapshot(start, start + WINDOW_MS, fields, examples)
+def apply(state: MemoryState, update: StateUpdate) -> None:
+    """Apply one update; its ops may only name the update's own keys."""
+    assert all(op in KEYLESS or int(args[0]) >= 5 for op, args in split_ops(update.ops)), (
+        "Lua KEYS 1..4 are the fixed model keys"
+    )
+    assert state.apply([update], now_ms=0) == [1]
 
 
 def make_model(numeric: list[str] = NUMERIC, categorical: list[str] = CATEGORICAL) -> ModelRuntime:
@@ -173,7 +131,7 @@ def run_stream(
     window = WindowDrift({MODEL: profile}, settings)
     online = OnlineDrift({MODEL: profile}, settings)
     keys = ModelKeys("sg", MODEL)
-    redis = FakeRedis(keys)
+    state = new_state(keys)
     run = Run([], {})
     for first in range(0, len(records), BATCH):
         batch = make_batch(records[first : first + BATCH], first)
@@ -183,9 +141,9 @@ def run_stream(
         for update in build_updates(
             batch, findings, keys, window_ms=WINDOW_MS, max_examples=5, contributors=[window.contribute]
         ):
-            redis.apply(update)
-    for start in sorted(redis.windows):
-        snapshot = redis.snapshot(start)
+            apply(state, update)
+    for start in state.open_windows():
+        snapshot = state.snapshot(start)
         run.windows.append(snapshot)
         run.alerts[start] = finding_alerts(MODEL, snapshot) + window(model, snapshot)
     return run
@@ -396,10 +354,10 @@ def test_contribute_counts_match_profile_bins_and_skip_failed_rows(profile: Base
     model = make_model()
     assert drift.findings(model, batch) == []
     keys = ModelKeys("sg", MODEL)
-    redis = FakeRedis(keys)
+    state = new_state(keys)
     for update in build_updates(batch, [], keys, window_ms=WINDOW_MS, max_examples=5, contributors=[drift.contribute]):
-        redis.apply(update)
-    window = redis.snapshot(T0)
+        apply(state, update)
+    window = state.snapshot(T0)
     kept = [r for r, bad in zip(records, failed, strict=True) if not bad]
     amounts = np.array([r["amount"] for r in kept])
     expected = profile.features["amount"].bin_counts(amounts)
@@ -491,12 +449,12 @@ def test_windows_counted_under_another_profile_are_not_judged_on_their_bins(prof
     drift = WindowDrift(profiles, DriftSettings(min_count=100))
     model = make_model()
     keys = ModelKeys("sg", MODEL)
-    redis = FakeRedis(keys)
+    state = new_state(keys)
     batch = make_batch(records, 0)
     drift.findings(model, batch)
     for update in build_updates(batch, [], keys, window_ms=WINDOW_MS, max_examples=5, contributors=[drift.contribute]):
-        redis.apply(update)
-    window = redis.snapshot(T0)
+        apply(state, update)
+    window = state.snapshot(T0)
     assert window.with_prefix("hp|") == {profile_tag(profile): "3000"}
     assert [a.feature for a in drift(model, window)] == ["amount"]
     profiles[MODEL] = BaselineProfile.from_dict({**profile.to_dict(), "created_at": "2030-01-01T00:00:00Z"})

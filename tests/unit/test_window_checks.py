@@ -8,8 +8,6 @@ interpreter of the ``StateUpdate`` ops keeps per-window hashes as Redis would
 
 from __future__ import annotations
 
-import json
-from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +28,8 @@ from stream_guard.profile import BaselineProfile, CountVariability
 from stream_guard.schemas import parse_schema, record_fields
 from stream_guard.settings import ModelConfig
 from stream_guard.state.keys import ModelKeys
+from stream_guard.state.memory import MemoryState
+from stream_guard.state.ops import KEYLESS, split_ops
 from stream_guard.state.window_store import StateUpdate, WindowSnapshot
 from stream_guard.tools.simulator import Simulator, inference_schema_json
 
@@ -47,59 +47,17 @@ PARTITIONS = 3
 # --------------------------------------------------------------------------- harness
 
 
-class FakeRedis:
-    """Applies ``StateUpdate`` ops to dicts the way the Lua script applies them to Redis."""
+def new_state(keys: ModelKeys) -> MemoryState:
+    """The in-memory window store, which runs ops as the Lua script does (tests/state/test_conformance.py)."""
+    return MemoryState(keys, window_ms=WINDOW_MS, lateness_ms=0)
 
-    def __init__(self, keys: ModelKeys) -> None:
-        self.keys = keys
-        self.hashes: dict[str, dict[str, Any]] = defaultdict(dict)
-        self.lists: dict[str, list[str]] = defaultdict(list)
-        self.sets: dict[str, set[str]] = defaultdict(set)
-        self.windows: set[int] = set()
 
-    def apply(self, update: StateUpdate) -> None:
-        def key(index: Any) -> str:
-            assert index >= 5, "indices 1..4 are the fixed model keys"
-            return update.keys[int(index) - 5]
-
-        ops, i = update.ops, 0
-        while i < len(ops):
-            op = ops[i]
-            if op == "W":
-                self.windows.add(int(ops[i + 1]))
-                i += 2
-            elif op in ("H", "F"):
-                h = self.hashes[key(ops[i + 1])]
-                cast = int if op == "H" else float
-                h[ops[i + 2]] = h.get(ops[i + 2], 0) + cast(ops[i + 3])
-                i += 4
-            elif op == "S":
-                self.hashes[key(ops[i + 1])][ops[i + 2]] = ops[i + 3]
-                i += 4
-            elif op == "L":
-                items = self.lists[key(ops[i + 1])]
-                if len(items) < int(ops[i + 3]):
-                    items.append(ops[i + 2])
-                i += 4
-            elif op == "P":
-                n = int(ops[i + 2])
-                self.sets[key(ops[i + 1])].update(ops[i + 3 : i + 3 + n])
-                i += 3 + n
-            else:
-                raise AssertionError(f"unknown op {op!r}")
-
-    def snapshot(self, start: int) -> WindowSnapshot:
-        """As ``WindowStore.snapshot``, plus ``PFCOUNT`` of every ``hll|<name>`` key into ``<name>``."""
-        fields = {k: str(v) for k, v in self.hashes[self.keys.window(start)].items()}
-        for name, hll in list(fields.items()):
-            if name.startswith("hll|"):
-                fields[name[4:]] = str(len(self.sets[hll]))
-        examples = {
-            k[2:]: [json.loads(x) for x in self.lists[self.keys.examples(start, k[2:])]]
-            for k in fields
-            if k.startswith("f|")
-        }
-        return WindowSnapshot(start, start + WINDOW_MS, fields, examples)
+def apply(state: MemoryState, update: StateUpdate) -> None:
+    """Apply one update; its ops may only name the update's own keys."""
+    assert all(op in KEYLESS or int(args[0]) >= 5 for op, args in split_ops(update.ops)), (
+        "indices 1..4 are the fixed model keys"
+    )
+    assert state.apply([update], now_ms=0) == [1]
 
 
 def make_model() -> ModelRuntime:
@@ -136,7 +94,7 @@ def run_windows(
     model, keys = make_model(), ModelKeys("sg", MODEL)
     checks = FeatureChecks({MODEL: profile}, config)
     window_checks = WindowChecks({MODEL: profile}, config)
-    redis = FakeRedis(keys)
+    state = new_state(keys)
     for first in range(0, len(records), batch_size):
         batch = make_batch(records[first : first + batch_size], first)
         findings = checks.findings(model, batch)
@@ -144,11 +102,11 @@ def run_windows(
             batch, findings, keys, window_ms=WINDOW_MS, max_examples=5, contributors=[checks.contribute]
         )
         for update in updates:
-            redis.apply(update)
+            apply(state, update)
     severities = config.finding_severities()
     alerts = {}
-    for start in sorted(redis.windows):
-        snapshot = redis.snapshot(start)
+    for start in state.open_windows():
+        snapshot = state.snapshot(start)
         alerts[start] = finding_alerts(MODEL, snapshot, severities) + window_checks(model, snapshot)
     return alerts
 
@@ -205,7 +163,7 @@ def test_window_checks_see_counters_on_clean_windows(profile: BaselineProfile, c
     records = clean(3 * PER_WINDOW, seed=3)
     model, keys = make_model(), ModelKeys("sg", MODEL)
     checks = FeatureChecks({MODEL: profile}, config)
-    redis = FakeRedis(keys)
+    state = new_state(keys)
     for first in range(0, len(records), BATCH):
         batch = make_batch(records[first : first + BATCH], first)
         findings = checks.findings(model, batch)
@@ -213,8 +171,8 @@ def test_window_checks_see_counters_on_clean_windows(profile: BaselineProfile, c
             batch, findings, keys, window_ms=WINDOW_MS, max_examples=5, contributors=[checks.contribute]
         )
         for update in updates:
-            redis.apply(update)
-    snap = redis.snapshot(T0)
+            apply(state, update)
+    snap = state.snapshot(T0)
     n = snap.events
     assert n == PER_WINDOW
     assert snap.count("null|age") + snap.count("nv|age") == n

@@ -8,11 +8,12 @@ from stream_guard.alerts.model import Alert
 from stream_guard.assembly import build_pipeline
 from stream_guard.batch import EventBatch
 from stream_guard.model import ModelRuntime
-from stream_guard.pipeline import Pipeline
 from stream_guard.profile import BaselineProfile
 from stream_guard.settings import Config
+from stream_guard.state.closing import close_due_windows
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.memory import MemoryState
+from stream_guard.state.update import WindowSnapshot
 
 
 class Replay:
@@ -46,9 +47,12 @@ class Replay:
 
     def close_due(self, *, final: bool = False) -> list[Alert]:
         """Alerts of the windows the watermark has passed (all open windows if ``final``)."""
-        raised, closed = close_due_windows(self.state, self.pipeline, self.model, self.clock_ms, final=final)
-        self.windows_closed += closed
-        return raised
+        closed = close_due_windows(self.state, self._window_alerts, now_ms=self.clock_ms, lease_ms=0, final=final)
+        self.windows_closed += len(closed.starts)
+        return [alert for alerts in closed.outputs for alert in alerts]
+
+    def _window_alerts(self, window: WindowSnapshot) -> list[Alert]:
+        return self.pipeline.window_alerts(self.model, window)
 
     def fork(self) -> Replay:
         """An independent copy of the stages' state; the model and the profile are shared."""
@@ -56,24 +60,3 @@ class Replay:
         # Pre-seeded memo: deepcopy returns these objects themselves instead of copies.
         memo = {id(self.config): self.config, id(self.model): self.model, id(profile): profile}
         return copy.deepcopy(self, memo)
-
-
-def close_due_windows(
-    state: MemoryState, pipeline: Pipeline, model: ModelRuntime, clock_ms: int, *, final: bool = False
-) -> tuple[list[Alert], int]:
-    """Close the windows of ``state`` that ``clock_ms`` has passed (all open ones if ``final``).
-
-    Returns the alerts the pipeline raised on them and how many windows were closed. This is
-    the replay's twin of :meth:`Worker.close_due_windows`, without publishing and without
-    the incident lifecycle; a window another claimant holds is skipped.
-    """
-    raised: list[Alert] = []
-    closed = 0
-    for start in state.open_windows() if final else state.due_windows(clock_ms):
-        if not state.claim(start, 0):
-            continue
-        snapshot = state.snapshot(start)
-        raised += pipeline.window_alerts(model, snapshot)
-        state.finish(snapshot)
-        closed += 1
-    return raised, closed

@@ -1,0 +1,49 @@
+"""Closing the windows the watermark has passed: one loop for the worker and the offline replay."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from stream_guard.state.protocol import WindowState
+from stream_guard.state.update import WindowSnapshot
+
+_T = TypeVar("_T")
+
+
+@dataclass
+class ClosedWindows(Generic[_T]):
+    """What one pass closed: the window starts, and what ``close`` returned for each, in order."""
+
+    starts: list[int] = field(default_factory=list)
+    outputs: list[_T] = field(default_factory=list)
+
+
+def close_due_windows(
+    store: WindowState,
+    close: Callable[[WindowSnapshot], _T],
+    *,
+    now_ms: int,
+    lease_ms: int,
+    final: bool = False,
+) -> ClosedWindows[_T]:
+    """Close every due window of ``store`` (every open one if ``final``), oldest first.
+
+    For each window: take its lease (skip it if another holder has it), read its
+    snapshot, call ``close(snapshot)`` (evaluate, publish and flush the alerts), and only
+    then :meth:`~stream_guard.state.protocol.WindowState.finish` it. If ``close`` raises,
+    the window stays open and its lease expires, so it is closed again later
+    (at-least-once); the error propagates.
+    """
+    closed: ClosedWindows[_T] = ClosedWindows()
+    starts = store.open_windows() if final else store.due_windows(now_ms)
+    for start in starts:
+        if not store.claim(start, lease_ms):
+            continue
+        snapshot = store.snapshot(start)
+        output = close(snapshot)
+        store.finish(snapshot)
+        closed.starts.append(start)
+        closed.outputs.append(output)
+    return closed

@@ -1,0 +1,94 @@
+"""The window-state operations, declared once.
+
+A :class:`~stream_guard.state.update.StateUpdate` is a list of these operations, encoded
+as the flat argument list (ARGV) of the apply script: an op letter followed by its
+arguments. Three readers agree on this table: the builder (``StateUpdate``), the Lua
+dispatch of :class:`~stream_guard.state.window_store.WindowStore` (generated per op and
+checked complete at import) and the Python interpreter of
+:class:`~stream_guard.state.memory.MemoryState`. A *key* argument is the index of the key
+in the script's ``KEYS`` (1-4 are the fixed keys of the update's fence, its own keys
+follow from 5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from stream_guard.state.exceptions import StateOpUnknownError
+
+
+class Op(StrEnum):
+    """One operation; the value is its letter in the script's arguments."""
+
+    #: ``start``: add a window start to the open set (the fence's fourth key).
+    OPEN_WINDOW = "W"
+    #: ``key field amount``: ``HINCRBY``.
+    INCR = "H"
+    #: ``key field amount``: ``HINCRBYFLOAT``.
+    INCR_FLOAT = "F"
+    #: ``key field value``: ``HSET``.
+    SET = "S"
+    #: ``key json cap``: ``RPUSH`` unless the list already holds ``cap`` items.
+    ADD_EXAMPLE = "L"
+    #: ``key n v1..vn``: ``PFADD``.
+    ADD_DISTINCT = "P"
+    #: ``key ttl_s``: the key's own TTL instead of the retention.
+    EXPIRE = "E"
+    #: ``key value ttl_s counter n f1..fn``: ``SET NX EX``; if new, ``HINCRBY`` each field of counter.
+    SET_ONCE = "X"
+    #: ``key``: ``DEL`` (the key keeps no TTL).
+    DELETE = "D"
+    #: ``key score member``: ``ZADD``.
+    ZADD = "Z"
+    #: ``key min_score``: remove members scored below ``min_score``.
+    ZTRIM_BELOW = "R"
+
+
+@dataclass(frozen=True)
+class OpShape:
+    """How many arguments follow an op letter."""
+
+    #: Fixed arguments after the letter.
+    fixed: int
+    #: The last fixed argument counts the variable arguments that follow it.
+    counted: bool = False
+
+
+SHAPES: dict[Op, OpShape] = {
+    Op.OPEN_WINDOW: OpShape(1),
+    Op.INCR: OpShape(3),
+    Op.INCR_FLOAT: OpShape(3),
+    Op.SET: OpShape(3),
+    Op.ADD_EXAMPLE: OpShape(3),
+    Op.ADD_DISTINCT: OpShape(2, counted=True),
+    Op.EXPIRE: OpShape(2),
+    Op.SET_ONCE: OpShape(5, counted=True),
+    Op.DELETE: OpShape(1),
+    Op.ZADD: OpShape(3),
+    Op.ZTRIM_BELOW: OpShape(2),
+}
+
+#: Ops whose first argument is not a key index.
+KEYLESS = frozenset({Op.OPEN_WINDOW})
+
+
+_BY_LETTER = {op.value: op for op in Op}
+
+
+def split_ops(argv: Sequence[Any]) -> Iterator[tuple[Op, list[Any]]]:
+    """The ops of a flat argument list, each with its arguments (variable ones included)."""
+    i = 0
+    while i < len(argv):
+        letter = argv[i]
+        op = _BY_LETTER.get(letter)
+        if op is None:
+            raise StateOpUnknownError(f"unknown op {letter}")
+        shape = SHAPES[op]
+        end = i + 1 + shape.fixed
+        if shape.counted:
+            end += int(argv[end - 1])
+        yield op, list(argv[i + 1 : end])
+        i = end

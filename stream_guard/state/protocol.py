@@ -1,0 +1,95 @@
+"""The window-state interface: what the worker, the offline replay and the label join need of a store.
+
+Two stores implement it: :class:`~stream_guard.state.window_store.WindowStore` (Redis,
+shared by every worker of a model) and :class:`~stream_guard.state.memory.MemoryState`
+(process memory, for the offline replay). ``tests/state/test_conformance.py`` runs the
+same sequences against both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from stream_guard.state.keys import Fence, ModelKeys
+from stream_guard.state.update import StateUpdate, WindowSnapshot
+
+
+class FencedState(Protocol):
+    """Applies :class:`StateUpdate` s, fenced per source partition."""
+
+    @property
+    def keys(self) -> ModelKeys: ...
+
+    def applied_offsets(self, sources: Sequence[str], fence: Fence = Fence.EVENTS) -> dict[str, int]:
+        """Last applied offset of each ``topic:partition`` (absent: nothing applied yet)."""
+        ...
+
+    def apply(self, updates: Sequence[StateUpdate], now_ms: int) -> Any:
+        """Apply ``updates`` in order, each behind its fence: 1 per applied update, 0 per skipped one.
+
+        Every update runs; the first error (an overlapping redelivery: ``FENCE ...``) is
+        raised afterwards as :class:`redis.exceptions.ResponseError`.
+        """
+        ...
+
+
+class WindowState(FencedState, Protocol):
+    """Event-time windows: watermarks, due windows and closing them."""
+
+    @property
+    def window_ms(self) -> int: ...
+
+    def register_sources(self, sources: Sequence[str], now_ms: int) -> None:
+        """Make newly assigned partitions hold windows open until they send data or go idle."""
+        ...
+
+    def global_watermark(self, now_ms: int) -> float:
+        """Smallest watermark over partitions updated within the idle timeout; inf when none is."""
+        ...
+
+    def due_windows(self, now_ms: int) -> list[int]:
+        """Open windows whose end plus the allowed lateness the global watermark has passed."""
+        ...
+
+    def open_windows(self) -> list[int]: ...
+
+    def claim(self, start_ms: int, lease_ms: int) -> bool:
+        """Take the right to close a window for ``lease_ms``; False if another holder has it."""
+        ...
+
+    def snapshot(self, start_ms: int) -> WindowSnapshot: ...
+
+    def finish(self, snapshot: WindowSnapshot) -> None:
+        """Mark a window closed (unless events arrived since ``snapshot``) and drop its lease."""
+        ...
+
+
+class LabelState(FencedState, Protocol):
+    """What the label join reads; it writes through :meth:`FencedState.apply` (``Fence.LABELS``)."""
+
+    def join_inputs(self, sources: Sequence[str], event_ids: Sequence[str]) -> tuple[dict[str, int], list[str | None]]:
+        """In one read: the labels fence of ``sources``, and the stored prediction of each event id."""
+        ...
+
+
+class IncidentState(Protocol):
+    """The incident records of one model (see :mod:`stream_guard.alerts.lifecycle`)."""
+
+    def observe_incident(
+        self, incident_id: str, window_start: int, window_end: int, cooldown_ms: int, count: int, summary: str
+    ) -> str:
+        """Record a window's alert on its incident: ``open``, ``repeat``, ``remind`` or ``suppress``."""
+        ...
+
+    def incidents_seen_until(self, end_ms: int) -> list[str]:
+        """Open incidents whose last window ended at or before ``end_ms``, oldest first."""
+        ...
+
+    def resolve_incident(self, incident_id: str) -> dict[str, str] | None:
+        """Close an open incident and return its record; None if it was not open (someone else closed it)."""
+        ...
+
+
+class ModelState(WindowState, LabelState, IncidentState, Protocol):
+    """Everything one model keeps: both stores implement all of it."""

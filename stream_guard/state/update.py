@@ -1,0 +1,149 @@
+"""What a batch writes (:class:`StateUpdate`) and what a closed window reads (:class:`WindowSnapshot`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream_guard.state.keys import Fence
+from stream_guard.state.ops import Op
+
+#: Lua ``KEYS`` is 1-based and the first four are the fence's fixed keys.
+FIXED_KEYS = 4
+
+
+class StateUpdate:
+    """The state operations derived from one source partition's rows of a batch.
+
+    Applied atomically by a store, behind the fence of ``source``: an update whose
+    ``last_offset`` the fence already holds is skipped; one that overlaps it fails.
+
+    Parameters
+    ----------
+    source
+        ``topic:partition`` the rows came from.
+    first_offset, last_offset
+        Offsets of the first and last row.
+    max_event_ms
+        Largest event (or label) time of the rows: the source's watermark moves to it.
+    fence
+        Events (the default) or labels partitions: which fence and watermarks it moves.
+    ttl_s
+        TTL of the keys the update touches that get none of their own; ``None``: the
+        store's retention.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        first_offset: int,
+        last_offset: int,
+        max_event_ms: int,
+        *,
+        fence: Fence = Fence.EVENTS,
+        ttl_s: int | None = None,
+    ) -> None:
+        self.source = source
+        self.first_offset = first_offset
+        self.last_offset = last_offset
+        self.max_event_ms = max_event_ms
+        self.fence = fence
+        self.ttl_s = ttl_s
+        self._keys: list[str] = []
+        self._key_index: dict[str, int] = {}
+        #: The ops as the script's arguments (see :mod:`stream_guard.state.ops`).
+        self.ops: list[Any] = []
+
+    def _key(self, key: str) -> int:
+        index = self._key_index.get(key)
+        if index is None:
+            self._keys.append(key)
+            index = self._key_index[key] = len(self._keys) + FIXED_KEYS
+        return index
+
+    def _push(self, op: Op, *args: Any) -> None:
+        self.ops += [op.value, *args]
+
+    def script_args(self, now_ms: int, retention_s: int) -> list[Any]:
+        """ARGV of the apply script: the fence and watermark arguments, then the ops."""
+        return [
+            self.source,
+            self.last_offset,
+            self.max_event_ms,
+            now_ms,
+            retention_s if self.ttl_s is None else self.ttl_s,
+            self.first_offset,
+            *self.ops,
+        ]
+
+    @property
+    def keys(self) -> list[str]:
+        """The update's own keys, in the order of their ``KEYS`` index (from 5)."""
+        return self._keys
+
+    def open_window(self, start_ms: int) -> None:
+        self._push(Op.OPEN_WINDOW, start_ms)
+
+    def incr(self, key: str, field: str, amount: int) -> None:
+        if amount:
+            self._push(Op.INCR, self._key(key), field, int(amount))
+
+    def incr_float(self, key: str, field: str, amount: float) -> None:
+        if amount:
+            self._push(Op.INCR_FLOAT, self._key(key), field, repr(float(amount)))
+
+    def set(self, key: str, field: str, value: str) -> None:
+        self._push(Op.SET, self._key(key), field, value)
+
+    def add_example(self, key: str, example: dict[str, Any], cap: int) -> None:
+        self._push(Op.ADD_EXAMPLE, self._key(key), json.dumps(example, default=str), cap)
+
+    def add_distinct(self, key: str, values: Iterable[str]) -> None:
+        values = list(values)
+        if values:
+            self._push(Op.ADD_DISTINCT, self._key(key), len(values), *values)
+
+    def expire(self, key: str, ttl_s: int) -> None:
+        """Give ``key`` its own TTL (seconds) instead of the store's retention."""
+        self._push(Op.EXPIRE, self._key(key), int(ttl_s))
+
+    def set_once(self, key: str, value: str, ttl_s: int, counter_key: str, counter_fields: Sequence[str]) -> None:
+        """``SET key value EX ttl_s NX``; only if it was new, add 1 to each of ``counter_fields``.
+
+        The key keeps its own TTL (the retention does not apply to it).
+        """
+        counter = self._key(counter_key)
+        self._push(Op.SET_ONCE, self._key(key), value, int(ttl_s), counter, len(counter_fields), *counter_fields)
+
+    def delete(self, key: str) -> None:
+        self._push(Op.DELETE, self._key(key))
+
+    def zadd(self, key: str, score: int, member: str) -> None:
+        self._push(Op.ZADD, self._key(key), int(score), member)
+
+    def ztrim_below(self, key: str, min_score: int) -> None:
+        """Remove the members of a sorted set whose score is below ``min_score``."""
+        self._push(Op.ZTRIM_BELOW, self._key(key), int(min_score))
+
+
+@dataclass
+class WindowSnapshot:
+    """The merged state of one window, as read when it closed."""
+
+    start_ms: int
+    end_ms: int
+    fields: dict[str, str]
+    examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def events(self) -> int:
+        return int(self.fields.get("n", 0))
+
+    def count(self, field: str) -> int:
+        return int(float(self.fields.get(field, 0)))
+
+    def with_prefix(self, prefix: str) -> dict[str, str]:
+        """Fields starting with ``prefix``, keyed by the rest of their name."""
+        return {k[len(prefix) :]: v for k, v in self.fields.items() if k.startswith(prefix)}

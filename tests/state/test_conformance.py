@@ -1,0 +1,704 @@
+"""Conformance of the two window-state stores: the same sequences give the same results on both.
+
+Every test runs twice, through the ``store_type`` fixture: on a :class:`MemoryState` and on
+a :class:`WindowStore` over a real redis-server (the session fixture of tests/conftest.py
+starts one on a free port; the redis case is marked ``integration``). Each test pins its
+results explicitly, so both stores are held to the same values; besides, every test ends
+by comparing the whole key space with what the other store holds after the same steps
+(:func:`run_on_both`, redis case only).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import redis
+from redis.exceptions import ResponseError
+
+from stream_guard.alerts.lifecycle import IncidentTracker, LifecycleSettings
+from stream_guard.alerts.model import Alert, Severity
+from stream_guard.metrics import store as s
+from stream_guard.metrics.labels import Label, LabelJoiner
+from stream_guard.metrics.slices import MetricsSettings
+from stream_guard.state import (
+    Fence,
+    MemoryState,
+    ModelKeys,
+    ModelState,
+    Op,
+    StateUpdate,
+    WindowSnapshot,
+    WindowStore,
+    close_due_windows,
+)
+from stream_guard.state.ops import split_ops
+
+WINDOW_MS = 10_000
+LATENESS_MS = 2_000
+IDLE_MS = 5_000
+RETENTION_S = 3_600
+BASE_MS = 1_700_000_000_000  # a multiple of WINDOW_MS
+A, B = "fraud.inferences:0", "fraud.inferences:1"
+LABELS = "fraud.labels:0"
+LEASE_MS = 60_000
+
+
+# --------------------------------------------------------------------------- the two stores
+
+
+@dataclass
+class Harness:
+    """One store under test, and a reader of its whole key space."""
+
+    store: ModelState
+    keys: ModelKeys
+    client: redis.Redis | None = None
+    #: The same server without decoding (HyperLogLogs are binary strings).
+    raw: redis.Redis | None = None
+    #: Every step's observable result, in order (compared across stores).
+    log: list[Any] = field(default_factory=list)
+
+    def dump(self) -> dict[str, tuple[str, Any, bool]]:
+        """key -> (type, value, has a TTL); HyperLogLogs by their count."""
+        out: dict[str, tuple[str, Any, bool]] = {}
+        if self.client is None:
+            assert isinstance(self.store, MemoryState)
+            mem = self.store
+            for key in mem.key_names():
+                kind = mem.key_type(key)
+                value: Any = {
+                    "hash": mem.hgetall,
+                    "list": mem.lrange,
+                    "zset": mem.zrange,
+                    "string": mem.get,
+                    "hll": mem.pfcount,
+                }[kind](key)
+                out[key] = (kind, value, mem.deadline(key) is not None)
+            return out
+        client = self.client
+        for key in sorted(client.scan_iter(match=f"{self.keys.base}*", count=1000)):
+            kind = client.type(key)
+            if kind == "hash":
+                value = client.hgetall(key)
+            elif kind == "list":
+                value = client.lrange(key, 0, -1)
+            elif kind == "zset":
+                value = [(m, float(sc)) for m, sc in client.zrange(key, 0, -1, withscores=True)]
+            elif kind == "string":
+                raw = self.raw.get(key) if self.raw is not None else None
+                if raw is not None and raw.startswith(b"HYLL"):
+                    kind, value = "hll", client.pfcount(key)
+                else:
+                    value = client.get(key)
+            else:
+                raise AssertionError(f"unexpected type {kind} of {key}")
+            out[key] = (kind, value, client.pttl(key) > 0)
+        return out
+
+    def apply(self, updates: list[StateUpdate], now_ms: int) -> Any:
+        """Apply, logging and returning the result or the error (normalised across stores)."""
+        try:
+            result: Any = list(self.store.apply(updates, now_ms))
+        except ResponseError as exc:
+            result = error_text(exc)
+        self.log.append(("apply", result))
+        return result
+
+
+def error_text(exc: ResponseError) -> str:
+    """The store's own message, without what redis-py and the script runner wrap around it."""
+    text = str(exc)
+    for pattern in (
+        r"FENCE \S+ applied up to \d+, batch starts at \d+",
+        r"unknown op \S+",
+        r"WRONGTYPE",
+        r"hash value is not an integer",
+    ):
+        match = re.search(pattern, text)
+        if match:
+            return match.group(0)
+    return text
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+def store_type(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+Factory = Callable[..., Harness]
+
+
+def _factory(store_type: str, request: pytest.FixtureRequest) -> Factory:
+    client = raw = None
+    if store_type == "redis":
+        server = request.getfixturevalue("redis_server")
+        client = redis.Redis(host="127.0.0.1", port=server.port, decode_responses=True)
+        raw = redis.Redis(host="127.0.0.1", port=server.port)
+
+    def make(*, idle_ms: int = IDLE_MS, window_ms: int = WINDOW_MS, model: str | None = None) -> Harness:
+        keys = ModelKeys("sgc", model or f"m{uuid.uuid4().hex[:8]}")
+        settings: dict[str, Any] = {
+            "window_ms": window_ms,
+            "lateness_ms": LATENESS_MS,
+            "idle_ms": idle_ms,
+            "retention_s": RETENTION_S,
+            "worker_id": "w1",
+        }
+        if client is None:
+            return Harness(MemoryState(keys, **settings), keys)
+        return Harness(WindowStore(client, keys, **settings), keys, client, raw)
+
+    return make
+
+
+@pytest.fixture
+def make_store(store_type: str, request: pytest.FixtureRequest) -> Factory:
+    """Builds stores of ``store_type``, each on its own model keys."""
+    return _factory(store_type, request)
+
+
+Scenario = Callable[[Harness], None]
+
+
+def run_on_both(request: pytest.FixtureRequest, scenario: Scenario, **settings: Any) -> tuple[Harness, Harness]:
+    """Run ``scenario`` on a fresh store of each kind; their logs and key spaces must agree."""
+    model = f"m{uuid.uuid4().hex[:8]}"  # the same name in both, as results may carry key names
+    memory = _factory("memory", request)(model=model, **settings)
+    on_redis = _factory("redis", request)(model=model, **settings)
+    scenario(memory)
+    scenario(on_redis)
+    assert memory.log == on_redis.log
+    assert memory.dump() == on_redis.dump()
+    return memory, on_redis
+
+
+@pytest.fixture
+def check(store_type: str, request: pytest.FixtureRequest) -> Callable[[Scenario], None]:
+    """On the redis run, also run the scenario on both stores and compare everything they did."""
+
+    def compare(scenario: Scenario, **settings: Any) -> None:
+        if store_type == "redis":
+            run_on_both(request, scenario, **settings)
+
+    return compare
+
+
+def update(
+    first: int,
+    last: int,
+    max_event_ms: int,
+    source: str = A,
+    *,
+    fence: Fence = Fence.EVENTS,
+) -> StateUpdate:
+    return StateUpdate(source, first, last, max_event_ms, fence=fence)
+
+
+def counted(keys: ModelKeys, first: int, last: int, event_ms: int, source: str = A) -> StateUpdate:
+    """A batch of events of one window: opens it and counts ``last - first + 1`` events."""
+    u = update(first, last, event_ms, source)
+    start = (event_ms // WINDOW_MS) * WINDOW_MS
+    u.open_window(start)
+    u.incr(keys.window(start), "n", last - first + 1)
+    return u
+
+
+def snap(snapshot: WindowSnapshot) -> tuple[int, int, dict[str, str], dict[str, list[dict[str, Any]]]]:
+    return snapshot.start_ms, snapshot.end_ms, snapshot.fields, snapshot.examples
+
+
+# --------------------------------------------------------------------------- every op
+
+
+def every_op(h: Harness) -> None:
+    k = h.keys
+    w = k.window(BASE_MS)
+    u = update(0, 9, BASE_MS + 100)
+    u.open_window(BASE_MS)
+    u.incr(w, "n", 10)
+    u.incr(w, "f|range|amount|*", 3)
+    u.incr_float(w, "sum", 1.5)
+    u.incr_float(w, "sum", 0.25)
+    u.set(w, "d|range|amount|*", json.dumps([5.0, 1.0]))
+    for i in range(4):
+        u.add_example(k.examples(BASE_MS, "range|amount|*"), {"offset": i}, 3)
+    u.add_distinct(k.cardinality(BASE_MS, "country"), ["de", "fr", "de"])
+    u.set(w, "hll|card|country", k.cardinality(BASE_MS, "country"))
+    u.set_once(k.prediction("e1"), "first", 600, k.bucket(BASE_MS), ["*|st", "a=1|st"])
+    u.set_once(k.prediction("e1"), "second", 600, k.bucket(BASE_MS), ["*|st"])
+    u.set_once(k.prediction("e2"), "other", 600, k.bucket(BASE_MS), ["*|st"])
+    u.delete(k.prediction("e2"))
+    u.expire(k.bucket(BASE_MS), 7200)
+    u.zadd(k.metrics_index, BASE_MS - 60_000, str(BASE_MS - 60_000))
+    u.zadd(k.metrics_index, BASE_MS, str(BASE_MS))
+    u.ztrim_below(k.metrics_index, BASE_MS)
+    assert {op for op, _ in split_ops(u.ops)} == set(Op), "the scenario uses every op"
+    h.apply([u], now_ms=BASE_MS)
+    h.log.append(("snapshot", snap(h.store.snapshot(BASE_MS))))
+
+
+def test_every_op_does_the_same(make_store: Factory, check: Callable[..., None]) -> None:
+    """Each op of the vocabulary (W H F S L P E X D Z R) writes the same keys, values and TTLs."""
+    h = make_store()
+    every_op(h)
+    k = h.keys
+    assert h.log[0] == ("apply", [1])
+    start, end, fields, examples = h.log[1][1]
+    assert (start, end) == (BASE_MS, BASE_MS + WINDOW_MS)
+    assert fields == {
+        "n": "10",
+        "f|range|amount|*": "3",
+        "sum": "1.75",
+        "d|range|amount|*": "[5.0, 1.0]",
+        "hll|card|country": k.cardinality(BASE_MS, "country"),
+        "card|country": "2",
+    }
+    assert examples == {"range|amount|*": [{"offset": 0}, {"offset": 1}, {"offset": 2}]}
+    dump = h.dump()
+    assert dump[k.prediction("e1")] == ("string", "first", True)
+    assert k.prediction("e2") not in dump
+    assert dump[k.bucket(BASE_MS)] == ("hash", {"*|st": "2", "a=1|st": "1"}, True)
+    assert dump[k.metrics_index] == ("zset", [(str(BASE_MS), float(BASE_MS))], True)
+    assert dump[k.windows] == ("zset", [(str(BASE_MS), float(BASE_MS))], False)
+    assert dump[k.applied] == ("hash", {A: "9"}, False)
+    check(every_op)
+
+
+def ttls(h: Harness, now_ms: int) -> dict[str, int | None]:
+    """Remaining TTL of every key, in whole hundreds of seconds (None: no TTL)."""
+    out: dict[str, int | None] = {}
+    for key in h.dump():
+        if h.client is not None:
+            ms = h.client.pttl(key)
+            out[key] = None if ms < 0 else round(ms / 100_000)
+        else:
+            assert isinstance(h.store, MemoryState)
+            deadline = h.store.deadline(key)
+            out[key] = None if deadline is None else round((deadline - now_ms) / 100_000)
+    return out
+
+
+def test_keys_get_the_retention_unless_they_have_their_own_ttl(make_store: Factory) -> None:
+    """Retention on every touched key; E's own TTL; X's EX; an update's ttl_s replaces the retention."""
+    h = make_store()
+    k = h.keys
+    now = BASE_MS
+    every_op(h)
+    u = StateUpdate(LABELS, 0, 0, BASE_MS, fence=Fence.LABELS, ttl_s=900)
+    u.incr(k.bucket(BASE_MS + 60_000), "*|lu", 1)
+    h.apply([u], now_ms=now)
+    assert ttls(h, now) == {
+        k.applied: None,
+        k.watermarks: None,
+        k.watermarks_seen: None,
+        k.windows: None,
+        k.window(BASE_MS): 36,
+        k.examples(BASE_MS, "range|amount|*"): 36,
+        k.cardinality(BASE_MS, "country"): 36,
+        k.prediction("e1"): 6,
+        k.bucket(BASE_MS): 72,
+        k.metrics_index: 36,
+        k.labels_applied: None,
+        k.labels_watermarks: None,
+        k.labels_seen: None,
+        k.bucket(BASE_MS + 60_000): 9,
+    }
+
+
+# --------------------------------------------------------------------------- the fence
+
+
+def fence_sequence(h: Harness) -> None:
+    k = h.keys
+    h.apply([counted(k, 0, 9, BASE_MS + 100), counted(k, 0, 4, BASE_MS + 200, B)], now_ms=1_000)
+    # Redelivered: skipped whole, nothing counted twice.
+    h.apply([counted(k, 0, 9, BASE_MS + 900), counted(k, 5, 9, BASE_MS + 300, B)], now_ms=2_000)
+    # Overlapping A (5-14 after 9 applied) fails; B's next batch in the same call still applies.
+    h.apply([counted(k, 5, 14, BASE_MS + 400), counted(k, 10, 11, BASE_MS + 150, B)], now_ms=3_000)
+    h.log.append(("offsets", h.store.applied_offsets([A, B, "fraud.inferences:9"])))
+    h.log.append(("snapshot", snap(h.store.snapshot(BASE_MS))))
+    h.log.append(("watermark", h.store.global_watermark(3_000)))
+
+
+def test_redeliveries_are_skipped_and_overlaps_fail(make_store: Factory, check: Callable[..., None]) -> None:
+    """A redelivered batch applies nothing (0); an overlapping one fails with FENCE, the others apply."""
+    h = make_store()
+    fence_sequence(h)
+    assert h.log == [
+        ("apply", [1, 1]),
+        ("apply", [0, 1]),
+        ("apply", f"FENCE {A} applied up to 9, batch starts at 5"),
+        ("offsets", {A: 9, B: 11}),
+        ("snapshot", (BASE_MS, BASE_MS + WINDOW_MS, {"n": "22"}, {})),
+        # B's watermark stays at its largest event time (300), A's at 100.
+        ("watermark", float(BASE_MS + 100)),
+    ]
+    check(fence_sequence)
+
+
+def test_labels_have_their_own_fence(make_store: Factory) -> None:
+    """A labels update moves the labels fence and watermarks only: the events' windows do not see it."""
+    h = make_store()
+    k = h.keys
+    h.apply([counted(k, 0, 9, BASE_MS + 100)], now_ms=0)
+    label = update(0, 3, BASE_MS + 50_000, A, fence=Fence.LABELS)
+    label.incr(k.bucket(BASE_MS), "*|lm", 4)
+    assert h.apply([label], now_ms=0) == [1]
+    assert h.store.applied_offsets([A]) == {A: 9}
+    assert h.store.applied_offsets([A], Fence.LABELS) == {A: 3}
+    assert h.store.global_watermark(0) == BASE_MS + 100
+    assert h.apply([update(2, 5, BASE_MS, A, fence=Fence.LABELS)], now_ms=0) == (
+        f"FENCE {A} applied up to 3, batch starts at 2"
+    )
+
+
+def test_errors_are_the_same(make_store: Factory) -> None:
+    """An unknown op and an op on a key of another type fail alike; writes before the failure stay."""
+    h = make_store()
+    k = h.keys
+    bad = update(0, 0, BASE_MS)
+    bad.incr(k.window(BASE_MS), "n", 1)
+    bad.ops += ["Q", 5]
+    assert h.apply([bad], now_ms=0) == "unknown op Q"
+    assert h.store.snapshot(BASE_MS).fields == {"n": "1"}
+    wrong = update(1, 1, BASE_MS)
+    wrong.add_example(k.window(BASE_MS), {"x": 1}, 3)
+    assert h.apply([wrong], now_ms=0) == "WRONGTYPE"
+    text = update(2, 2, BASE_MS)
+    text.set(k.window(BASE_MS), "d|x", "abc")
+    text.incr(k.window(BASE_MS), "d|x", 1)
+    assert h.apply([text], now_ms=0) == "hash value is not an integer"
+    assert h.store.applied_offsets([A]) == {A: 2}
+
+
+# --------------------------------------------------------------------------- windows
+
+
+def window_sequence(h: Harness) -> None:
+    k, store = h.keys, h.store
+    store.register_sources([A, B], now_ms=0)
+    h.log.append(("held by a registered source", store.global_watermark(0), store.due_windows(0)))
+    h.apply([counted(k, 0, 9, BASE_MS + 500)], now_ms=0)
+    h.apply([counted(k, 10, 19, BASE_MS + 2 * WINDOW_MS + 100)], now_ms=0)
+    h.log.append(("B not yet sent", store.due_windows(1_000)))
+    # B reaches the end of the first window plus the lateness: it is due, the second is not.
+    h.apply([counted(k, 0, 4, BASE_MS + WINDOW_MS + LATENESS_MS, B)], now_ms=1_000)
+    h.log.append(("due", store.due_windows(1_000), store.open_windows()))
+    # A late event of the first window, after the watermark passed it: counted in its window.
+    h.apply([counted(k, 5, 5, BASE_MS + 1, B)], now_ms=1_500)
+    h.log.append(("late", snap(store.snapshot(BASE_MS))))
+    # Registering again (a rebalance) keeps the watermarks a source already has.
+    store.register_sources([A], now_ms=1_500)
+    h.log.append(("registered again", store.global_watermark(1_500)))
+    # B goes idle while A keeps sending: A alone holds the watermark.
+    h.apply([counted(k, 20, 20, BASE_MS + 2 * WINDOW_MS + 50)], now_ms=6_000)
+    h.log.append(("B idle", store.global_watermark(6_600), store.due_windows(6_600)))
+    # Everyone idle: the stream stopped, every window is due.
+    h.log.append(("all idle", store.global_watermark(10 * IDLE_MS), store.due_windows(10 * IDLE_MS)))
+
+
+def test_due_windows_follow_the_slowest_active_source(make_store: Factory, check: Callable[..., None]) -> None:
+    """Registered sources hold windows; due = watermark past end + lateness; idle sources stop holding."""
+    h = make_store()
+    window_sequence(h)
+    late = BASE_MS + 2 * WINDOW_MS
+    assert [entry for entry in h.log if entry[0] != "apply"] == [
+        ("held by a registered source", 0.0, []),
+        ("B not yet sent", []),
+        ("due", [BASE_MS], [BASE_MS, BASE_MS + WINDOW_MS, late]),
+        ("late", (BASE_MS, BASE_MS + WINDOW_MS, {"n": "11"}, {})),
+        ("registered again", float(BASE_MS + WINDOW_MS + LATENESS_MS)),
+        ("B idle", float(late + 100), [BASE_MS]),
+        ("all idle", math.inf, [BASE_MS, BASE_MS + WINDOW_MS, late]),
+    ]
+    check(window_sequence)
+
+
+def closing_sequence(h: Harness) -> None:
+    k, store = h.keys, h.store
+    h.apply([counted(k, 0, 9, BASE_MS + 500)], now_ms=0)
+    h.log.append(("claim", store.claim(BASE_MS, LEASE_MS), store.claim(BASE_MS, LEASE_MS)))
+    snapshot = store.snapshot(BASE_MS)
+    # Events arrived after the snapshot: finish keeps the window open (and drops the lease).
+    h.apply([counted(k, 10, 11, BASE_MS + 600)], now_ms=0)
+    store.finish(snapshot)
+    h.log.append(("finish with new events", store.open_windows(), store.claim(BASE_MS, LEASE_MS)))
+    snapshot = store.snapshot(BASE_MS)
+    store.finish(snapshot)
+    h.log.append(("finish without", store.open_windows(), snap(snapshot)))
+    # A late event for the closed window opens it again, on top of the counts it had.
+    h.apply([counted(k, 12, 12, BASE_MS + 700)], now_ms=0)
+    h.log.append(("reopened", store.open_windows(), store.snapshot(BASE_MS).fields))
+    assert store.claim(BASE_MS, LEASE_MS)
+    store.finish(store.snapshot(BASE_MS))
+    # A window of dead letters only has no "n": it closes too.
+    dead = update(13, 13, BASE_MS + WINDOW_MS)
+    dead.open_window(BASE_MS + WINDOW_MS)
+    dead.incr(k.window(BASE_MS + WINDOW_MS), "dl", 1)
+    h.apply([dead], now_ms=0)
+    assert store.claim(BASE_MS + WINDOW_MS, LEASE_MS)
+    store.finish(store.snapshot(BASE_MS + WINDOW_MS))
+    h.log.append(("dead letters only", store.open_windows()))
+
+
+def test_finish_closes_unless_events_arrived(make_store: Factory, check: Callable[..., None]) -> None:
+    """A claimed window cannot be claimed again; finish drops it unless its n changed, and drops the lease."""
+    h = make_store()
+    closing_sequence(h)
+    assert h.log == [
+        ("apply", [1]),
+        ("claim", True, False),
+        ("apply", [1]),
+        ("finish with new events", [BASE_MS], True),
+        ("finish without", [], (BASE_MS, BASE_MS + WINDOW_MS, {"n": "12"}, {})),
+        ("apply", [1]),
+        ("reopened", [BASE_MS], {"n": "13"}),
+        ("apply", [1]),
+        ("dead letters only", []),
+    ]
+    assert h.keys.lease(BASE_MS) not in h.dump()
+    check(closing_sequence)
+
+
+def close_loop_sequence(h: Harness) -> None:
+    k, store = h.keys, h.store
+    h.apply([counted(k, 0, 9, BASE_MS + 1), counted(k, 10, 10, BASE_MS + 3 * WINDOW_MS)], now_ms=0)
+    h.apply([counted(k, 11, 11, BASE_MS + WINDOW_MS + 5)], now_ms=0)
+    assert store.claim(BASE_MS + WINDOW_MS, LEASE_MS)  # another worker holds this one
+    closed = close_due_windows(store, lambda snapshot: snapshot.events, now_ms=0, lease_ms=LEASE_MS)
+    h.log.append(("due", closed.starts, closed.outputs, store.open_windows()))
+    final = close_due_windows(store, lambda snapshot: snapshot.events, now_ms=0, lease_ms=LEASE_MS, final=True)
+    h.log.append(("final", final.starts, final.outputs, store.open_windows()))
+
+
+def test_close_due_windows_closes_claimable_due_windows(make_store: Factory, check: Callable[..., None]) -> None:
+    """close_due_windows: due windows oldest first, skipping held leases; final closes every open one."""
+    h = make_store()
+    close_loop_sequence(h)
+    assert h.log[2] == ("due", [BASE_MS], [10], [BASE_MS + WINDOW_MS, BASE_MS + 3 * WINDOW_MS])
+    assert h.log[3] == ("final", [BASE_MS + 3 * WINDOW_MS], [1], [BASE_MS + WINDOW_MS])
+    check(close_loop_sequence)
+
+
+# --------------------------------------------------------------------------- labels
+
+SETTINGS = MetricsSettings(bucket_s=60, retention_s=7_200)
+
+
+def store_predictions(h: Harness) -> None:
+    k = h.keys
+    u = update(0, 3, BASE_MS)
+    bucket = (BASE_MS // 60_000) * 60_000
+    for i, score in enumerate([0.9, 0.2, 0.7, 0.4]):
+        u.set_once(
+            k.prediction(f"e{i}"),
+            s.encode_prediction(bucket, ["a=1"], int(score > 0.5), score),
+            600,
+            k.bucket(bucket),
+            ["*|st", "a=1|st"],
+        )
+    h.apply([u], now_ms=0)
+
+
+def join_result(h: Harness, labels: list[Label], now_ms: int) -> tuple[Any, ...]:
+    result = LabelJoiner(h.keys, SETTINGS).join(labels, h.store, now_ms=now_ms)
+    out = (
+        result.matched,
+        result.unmatched,
+        result.skipped,
+        result.invalid,
+        result.event_ids,
+        result.errors.tolist(),
+        result.last_offsets,
+    )
+    h.log.append(("join", out))
+    return out
+
+
+def label_sequence(h: Harness) -> None:
+    store_predictions(h)
+    first = [
+        Label("e0", 1, LABELS, 0, BASE_MS + 1_000),
+        Label("e1", 1, LABELS, 1, BASE_MS + 1_000),
+        Label("nobody", 0, LABELS, 2, BASE_MS + 120_000),
+        Label(None, None, LABELS, 3, None),
+        Label("e0", 0, LABELS, 4, BASE_MS + 1_000),  # a second label of e0: unmatched
+    ]
+    join_result(h, first, BASE_MS + 200_000)
+    join_result(h, first, BASE_MS + 200_000)  # redelivered: all skipped
+    overlap = [*first[3:], Label("e2", 1, LABELS, 5, BASE_MS + 2_000)]
+    join_result(h, overlap, BASE_MS + 200_000)
+    h.log.append(("fence", h.store.applied_offsets([LABELS], Fence.LABELS), h.store.applied_offsets([LABELS])))
+
+
+def test_label_joins_are_fenced_and_count_alike(make_store: Factory, check: Callable[..., None]) -> None:
+    """Labels join stored predictions once, count unmatched ones, skip redeliveries, on the labels fence."""
+    h = make_store()
+    label_sequence(h)
+    k = h.keys
+    bucket = (BASE_MS // 60_000) * 60_000
+    assert h.log[1:] == [
+        ("join", (2, 2, 0, 1, ["e0", "e1"], [0, 1], {LABELS: 4})),
+        ("join", (0, 0, 5, 0, [], [], {LABELS: 4})),
+        ("join", (1, 0, 2, 0, ["e2"], [0], {LABELS: 5})),
+        ("fence", {LABELS: 5}, {}),
+    ]
+    dump = h.dump()
+    assert dump[k.bucket(bucket)][1] == {
+        "*|st": "4",
+        "a=1|st": "4",
+        "*|lm": "3",
+        "a=1|lm": "3",
+        "*|tp": "2",
+        "a=1|tp": "2",
+        "*|fn": "1",
+        "a=1|fn": "1",
+        "*|lu": "1",
+    }
+    assert dump[k.bucket(bucket + 120_000)][1] == {"*|lu": "1"}
+    assert [key for key in dump if ":pred:" in key] == [k.prediction("e3")]
+    assert dump[k.metrics_index][1] == [(str(bucket), float(bucket)), (str(bucket + 120_000), float(bucket + 120_000))]
+    check(label_sequence)
+
+
+REGRESSION = MetricsSettings(bucket_s=60, retention_s=7_200, task="regression")
+
+
+def regression_sequence(h: Harness) -> None:
+    k = h.keys
+    bucket = (BASE_MS // 60_000) * 60_000
+    u = update(0, 2, BASE_MS)
+    for i, predicted in enumerate([1.5, 4.0, 2.0]):
+        u.set_once(
+            k.prediction(f"r{i}"), s.encode_prediction(bucket, [], predicted, None), 600, k.bucket(bucket), ["*|st"]
+        )
+    h.apply([u], now_ms=0)
+    labels = [
+        Label("r0", 1.0, LABELS, 0, BASE_MS),
+        Label("r1", 4.75, LABELS, 1, BASE_MS),
+        Label("r2", "x", LABELS, 2, BASE_MS),
+    ]
+    result = LabelJoiner(k, REGRESSION, error_tolerance=0.6).join(labels, h.store, now_ms=BASE_MS)
+    h.log.append(("join", result.matched, result.invalid, result.errors.tolist(), result.abs_errors.tolist()))
+    h.log.append(("bucket", h.dump()[k.bucket(bucket)][1]))
+
+
+def test_regression_labels_sum_float_errors_alike(make_store: Factory, check: Callable[..., None]) -> None:
+    """Regression labels add absolute and squared errors (F ops through the labels fence) the same way."""
+    h = make_store()
+    regression_sequence(h)
+    assert h.log[1:] == [
+        ("join", 2, 1, [0, 1], [0.5, 0.75]),
+        ("bucket", {"*|st": "3", "*|lm": "2", "*|ae": "1.25", "*|se": "0.8125"}),
+    ]
+    check(regression_sequence)
+
+
+# --------------------------------------------------------------------------- incidents
+
+LIFECYCLE = LifecycleSettings(cooldown_s=60, resolve_after_s=30)
+
+
+def alert(window_start: int, count: int = 5, kind: str = "range") -> Alert:
+    return Alert(
+        model="fraud",
+        kind=kind,
+        feature="amount",
+        slice="*",
+        severity=Severity.WARNING,
+        window_start=window_start,
+        window_end=window_start + WINDOW_MS,
+        count=count,
+        total=100,
+        observed="x",
+        expected="y",
+        detector="test",
+        message="m",
+    )
+
+
+def incident_sequence(h: Harness) -> None:
+    tracker = IncidentTracker(h.store, settings=LIFECYCLE)
+
+    def window(start: int, *alerts: Alert) -> None:
+        raised = list(alerts)
+        published = tracker.publishable(raised)
+        resolved = tracker.resolved(start + WINDOW_MS, {a.incident_id for a in raised})
+        h.log.append(
+            (
+                start - BASE_MS,
+                [a.window_start - BASE_MS for a in published],
+                [(r.status, r.window_start - BASE_MS, r.window_end - BASE_MS, r.count, r.observed) for r in resolved],
+            )
+        )
+
+    window(BASE_MS, alert(BASE_MS))  # opens
+    window(BASE_MS + WINDOW_MS, alert(BASE_MS + WINDOW_MS, 3))  # within the cooldown: suppressed
+    window(BASE_MS + WINDOW_MS, alert(BASE_MS + WINDOW_MS, 3))  # the same window again: suppressed, not counted
+    window(BASE_MS, alert(BASE_MS))  # the opening window retried: published again
+    window(BASE_MS + 6 * WINDOW_MS, alert(BASE_MS + 6 * WINDOW_MS, 2))  # cooldown over: a reminder
+    window(BASE_MS + 7 * WINDOW_MS, alert(BASE_MS + 7 * WINDOW_MS, 1, kind="nulls"))  # another incident opens
+    window(BASE_MS + 9 * WINDOW_MS)  # 30 s after range's last window: range resolves
+    window(BASE_MS + 9 * WINDOW_MS)  # nothing left to resolve twice
+    window(BASE_MS + 20 * WINDOW_MS)  # nulls resolves
+
+
+def test_incidents_open_remind_and_resolve_alike(make_store: Factory, check: Callable[..., None]) -> None:
+    """Incident decisions (open, suppress, repeat, remind after the cooldown, resolve once) match."""
+    h = make_store()
+    incident_sequence(h)
+    w = WINDOW_MS
+    assert h.log == [
+        (0, [0], []),
+        (w, [], []),
+        (w, [], []),
+        (0, [0], []),
+        (6 * w, [6 * w], []),
+        (7 * w, [7 * w], []),
+        (9 * w, [], [("RESOLVED", 0, 7 * w, 10, f"clear since {BASE_MS + 7 * w} (event time), 3 windows affected")]),
+        (9 * w, [], []),
+        (
+            20 * w,
+            [],
+            [("RESOLVED", 7 * w, 8 * w, 1, f"clear since {BASE_MS + 8 * w} (event time), 1 windows affected")],
+        ),
+    ]
+    assert not [key for key in h.dump() if ":incident" in key]
+    check(incident_sequence)
+
+
+@pytest.mark.integration
+def test_incident_tracker_on_a_redis_client_is_the_store_s(request: pytest.FixtureRequest) -> None:
+    """IncidentTracker(client, keys, settings), as the worker builds it, decides as on the store."""
+    h = _factory("redis", request)()
+    assert h.client is not None
+    tracker = IncidentTracker(h.client, h.keys, LIFECYCLE)
+    assert tracker.publishable([alert(BASE_MS)]) == [alert(BASE_MS)]
+    assert IncidentTracker(h.store, settings=LIFECYCLE).publishable([alert(BASE_MS + WINDOW_MS)]) == []
+
+
+def reopened_window_sequence(h: Harness) -> None:
+    tracker = IncidentTracker(h.store, settings=LifecycleSettings(cooldown_s=0, resolve_after_s=3_600))
+    for start in (BASE_MS, BASE_MS + WINDOW_MS, BASE_MS):
+        h.log.append([a.window_start - BASE_MS for a in tracker.publishable([alert(start)])])
+
+
+def test_a_window_closed_again_after_a_later_one_published_is_suppressed(
+    make_store: Factory, check: Callable[..., None]
+) -> None:
+    """Pinned as it is: a late event reopens window 0 after window 1 published; its alert is then suppressed.
+
+    (The incident's last publication is later than the window, so neither ``repeat`` nor
+    ``remind`` applies; its complete counts are not republished.)
+    """
+    h = make_store()
+    reopened_window_sequence(h)
+    assert h.log == [[0], [WINDOW_MS], []]
+    check(reopened_window_sequence)

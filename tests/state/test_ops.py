@@ -1,0 +1,62 @@
+"""Unit tests for stream_guard.state.ops: one op vocabulary, read alike by the builder, the Lua script and MemoryState."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from stream_guard.state import MemoryState, ModelKeys, Op, StateUpdate
+from stream_guard.state.exceptions import StateOpUnknownError
+from stream_guard.state.ops import SHAPES, split_ops
+from stream_guard.state.window_store import APPLY_SCRIPT
+
+KEYS = ModelKeys("sg", "fraud")
+
+
+def test_every_op_has_a_shape_and_a_lua_branch_and_nothing_else_does() -> None:
+    """The apply script dispatches exactly the letters of Op (generated from one table)."""
+    assert set(SHAPES) == set(Op)
+    assert set(re.findall(r"op == '(\w)'", APPLY_SCRIPT)) == {op.value for op in Op}
+
+
+def test_memory_state_handles_every_op() -> None:
+    """MemoryState has one handler per op."""
+    assert set(MemoryState(KEYS, window_ms=1, lateness_ms=0)._handlers) == set(Op)
+
+
+def test_split_ops_reads_back_what_the_builder_wrote() -> None:
+    """split_ops gives each op its arguments, variable-length ones (P, X) included."""
+    u = StateUpdate("t:0", 0, 1, 0)
+    u.open_window(10)
+    u.add_distinct("k", ["a", "b"])
+    u.set_once("p", "v", 60, "c", ["x", "y", "z"])
+    u.delete("k")
+    assert list(split_ops(u.ops)) == [
+        (Op.OPEN_WINDOW, [10]),
+        (Op.ADD_DISTINCT, [5, 2, "a", "b"]),
+        (Op.SET_ONCE, [7, "v", 60, 6, 3, "x", "y", "z"]),
+        (Op.DELETE, [5]),
+    ]
+    assert u.keys == ["k", "c", "p"]
+
+
+def test_the_builder_writes_plain_letters() -> None:
+    """Ops go to Redis as plain one-letter strings, not enum members."""
+    u = StateUpdate("t:0", 0, 1, 0)
+    u.incr("k", "n", 1)
+    assert type(u.ops[0]) is str and u.ops[0] == "H"
+
+
+def test_an_unknown_letter_fails() -> None:
+    with pytest.raises(StateOpUnknownError, match="unknown op Q"):
+        list(split_ops(["Q", 1]))
+
+
+def test_zero_increments_are_not_written() -> None:
+    """incr and incr_float skip a zero amount, add_distinct an empty list."""
+    u = StateUpdate("t:0", 0, 1, 0)
+    u.incr("k", "n", 0)
+    u.incr_float("k", "s", 0.0)
+    u.add_distinct("h", [])
+    assert u.ops == [] and u.keys == []
