@@ -93,3 +93,24 @@ def test_the_checker_finds_a_cycle() -> None:
 def test_no_import_cycle_in_the_package() -> None:
     """No module imports, directly or through others, a module that imports it back (function-local imports count)."""
     assert import_cycles(import_graph()) == []
+
+
+#: A module a reader takes in at one sitting; beyond it, split by responsibility.
+MAX_MODULE_LINES = 500
+
+
+def test_no_module_is_over_the_size_a_reader_takes_in() -> None:
+    """Every module of the package stays under MAX_MODULE_LINES lines."""
+    sizes = {_module_name(p): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
+    assert {name: n for name, n in sizes.items() if n > MAX_MODULE_LINES} == {}
+
+
+def test_runtime_does_not_import_the_offline_tools() -> None:
+    """The worker's path never reaches stream_guard.tools (the simulator, demo, replay, embedded servers)."""
+    graph = import_graph()
+    offenders = {
+        module: sorted(m for m in imports if m.startswith("stream_guard.tools"))
+        for module, imports in graph.items()
+        if not module.startswith("stream_guard.tools") and module not in ("stream_guard.cli", "stream_guard.__main__")
+    }
+    assert {m: i for m, i in offenders.items() if i} == {}

@@ -73,25 +73,6 @@ def test_every_error_class_derives_from_the_root() -> None:
         assert cls.__name__.endswith("Error"), cls
 
 
-def test_runtime_does_not_import_the_tools() -> None:
-    """Only the tools themselves and the CLI import stream_guard.tools: the worker's path stays apart."""
-    importers = set()
-    for module, tree in _modules():
-        if module.startswith("stream_guard.tools") or module == "stream_guard.cli":
-            continue
-        for node in ast.walk(tree):
-            names = (
-                [a.name for a in node.names]
-                if isinstance(node, ast.Import)
-                else [node.module or ""]
-                if isinstance(node, ast.ImportFrom)
-                else []
-            )
-            if any(n == "stream_guard.tools" or n.startswith("stream_guard.tools.") for n in names):
-                importers.add(module)
-    assert importers == set()
-
-
 def test_reference_data_errors_are_typed_value_errors(tmp_path: Path) -> None:
     """Unusable reference data raises ReferenceDataUnusableError, which callers may still catch as ValueError."""
     assert issubclass(ReferenceDataUnusableError, ValueError)
