@@ -7,46 +7,13 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from profile_frames import categorical_profile, mixed_frame, numeric_profile
 
 from stream_guard.learning import learn_profile, read_reference
 from stream_guard.profile import (
     QUANTILE_KEYS,
-    CategoricalProfile,
-    NumericProfile,
     category_key,
 )
-
-
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(20240601)
-
-
-def _numeric(frame: pd.DataFrame, column: str, **kwargs) -> NumericProfile:
-    feature = learn_profile(frame, model="m", numeric=[column], categorical=[], **kwargs).features[column]
-    assert isinstance(feature, NumericProfile)
-    return feature
-
-
-def _categorical(frame: pd.DataFrame, column: str, **kwargs) -> CategoricalProfile:
-    feature = learn_profile(frame, model="m", numeric=[], categorical=[column], **kwargs).features[column]
-    assert isinstance(feature, CategoricalProfile)
-    return feature
-
-
-def _mixed_frame(rng: np.random.Generator, n: int = 5000) -> pd.DataFrame:
-    amount = rng.normal(100, 20, n)
-    amount[rng.random(n) < 0.05] = -1.0
-    amount[rng.random(n) < 0.01] = np.inf
-    return pd.DataFrame(
-        {
-            "amount": amount,
-            "count": rng.integers(0, 5, n),
-            "flag": rng.random(n) < 0.2,
-            "country": rng.choice(["FR", "DE", "US"], n),
-        }
-    )
-
 
 # --- numeric summaries ----------------------------------------------------------------
 
@@ -54,7 +21,7 @@ def _mixed_frame(rng: np.random.Generator, n: int = 5000) -> pd.DataFrame:
 def test_numeric_summary_matches_numpy(rng: np.random.Generator) -> None:
     """Quantiles, min, max, mean and std equal numpy's on a seeded normal sample."""
     x = rng.normal(3.0, 2.0, 20_000)
-    f = _numeric(pd.DataFrame({"x": x}), "x")
+    f = numeric_profile(pd.DataFrame({"x": x}), "x")
     expected = np.quantile(x, [float(k) for k in QUANTILE_KEYS])
     assert list(f.quantiles) == list(QUANTILE_KEYS)
     assert [f.quantiles[k] for k in QUANTILE_KEYS] == pytest.approx(expected, rel=0, abs=0)
@@ -67,16 +34,16 @@ def test_numeric_summary_matches_numpy(rng: np.random.Generator) -> None:
 def test_null_nan_and_inf_rates_are_distinct() -> None:
     """NaN in a float column is nan, None/pd.NA is null, float NaN objects are nan, inf is inf."""
     floats = pd.DataFrame({"x": [1.0, np.nan, np.inf, -np.inf, 2.0, 3.0, np.nan, 4.0]})
-    f = _numeric(floats, "x")
+    f = numeric_profile(floats, "x")
     assert (f.null_rate, f.nan_rate, f.inf_rate) == (0.0, 0.25, 0.25)
     assert (f.min, f.max) == (1.0, 4.0)  # infinities excluded from the range
 
     objects = pd.DataFrame({"x": pd.Series([1, None, pd.NA, float("nan"), 2.5, np.inf, 3, 4], dtype=object)})
-    f = _numeric(objects, "x")
+    f = numeric_profile(objects, "x")
     assert (f.null_rate, f.nan_rate, f.inf_rate) == (0.25, 0.125, 0.125)
 
     nullable = pd.DataFrame({"x": pd.array([1, None, 3, 4], dtype="Int64")})
-    f = _numeric(nullable, "x")
+    f = numeric_profile(nullable, "x")
     assert (f.dtype, f.null_rate, f.nan_rate) == ("int", 0.25, 0.0)
 
 
@@ -85,7 +52,7 @@ def test_sentinel_value_is_in_top_values_with_its_rate(rng: np.random.Generator)
     n = 20_000
     x = rng.normal(50, 10, n)
     x[rng.permutation(n)[: n // 20]] = -1.0
-    f = _numeric(pd.DataFrame({"x": x}), "x")
+    f = numeric_profile(pd.DataFrame({"x": x}), "x")
     assert f.top_values[0] == (-1.0, 0.05)
     assert len(f.top_values) == 1  # continuous values are never repeated, so not "frequent"
     variability = f.top_value_variability["-1.0"]
@@ -97,7 +64,7 @@ def test_top_values_are_capped_and_ordered_by_frequency(rng: np.random.Generator
     """At most 10 top values, most frequent first, shares of all rows (nulls included)."""
     x = pd.Series(rng.integers(0, 30, 10_000), dtype="Int64")
     x[:1000] = pd.NA
-    f = _numeric(pd.DataFrame({"x": x}), "x")
+    f = numeric_profile(pd.DataFrame({"x": x}), "x")
     assert len(f.top_values) == 10
     rates = [r for _, r in f.top_values]
     assert rates == sorted(rates, reverse=True)
@@ -111,7 +78,7 @@ def test_bin_freqs_sum_to_one_and_match_numpy_histogram(rng: np.random.Generator
     x = rng.lognormal(0, 1, 30_000)
     x[:300] = np.nan
     x[300:400] = np.inf
-    f = _numeric(pd.DataFrame({"x": x}), "x")
+    f = numeric_profile(pd.DataFrame({"x": x}), "x")
     assert f.bin_edges[0] == -math.inf and f.bin_edges[-1] == math.inf
     assert len(f.bin_edges) == 11  # 9 decile edges + 2 outer edges
     assert sum(f.bin_freqs) == pytest.approx(1.0)
@@ -124,7 +91,7 @@ def test_bin_freqs_sum_to_one_and_match_numpy_histogram(rng: np.random.Generator
 def test_bin_edges_deduplicated_for_point_mass() -> None:
     """A column with heavy repeated values gets deduplicated, strictly increasing edges."""
     x = np.array([0.0] * 700 + list(range(1, 301)), dtype=float)
-    f = _numeric(pd.DataFrame({"x": x}), "x")
+    f = numeric_profile(pd.DataFrame({"x": x}), "x")
     edges = f.bin_edges
     assert all(a < b for a, b in zip(edges, edges[1:]))
     assert len(edges) < 11
@@ -134,10 +101,10 @@ def test_bin_edges_deduplicated_for_point_mass() -> None:
 def test_bool_and_int_columns_are_numeric_with_dtype() -> None:
     """Bool columns profile as numeric dtype 'bool' (0/1); integer columns as 'int'."""
     frame = pd.DataFrame({"b": [True, False, True, True, True, False, True, True], "i": range(8)})
-    b = _numeric(frame, "b")
+    b = numeric_profile(frame, "b")
     assert (b.dtype, b.min, b.max, b.mean) == ("bool", 0.0, 1.0, 0.75)
     assert b.top_values == [(1.0, 0.75), (0.0, 0.25)]
-    assert _numeric(frame, "i").dtype == "int"
+    assert numeric_profile(frame, "i").dtype == "int"
 
 
 # --- categorical summaries ------------------------------------------------------------
@@ -148,14 +115,14 @@ def test_categorical_frequencies_other_rate_and_cardinality(rng: np.random.Gener
     values = rng.choice(list("abcdefghij"), 10_000, p=[0.3, 0.2, 0.15, 0.1, 0.07, 0.05, 0.04, 0.04, 0.03, 0.02])
     series = pd.Series(values, dtype=object)
     series[:500] = None
-    f = _categorical(pd.DataFrame({"c": series}), "c", max_categories=3)
+    f = categorical_profile(pd.DataFrame({"c": series}), "c", max_categories=3)
     shares = series.value_counts(normalize=True)
     assert list(f.frequencies) == ["a", "b", "c"]
     assert f.frequencies == {k: pytest.approx(shares[k], abs=1e-15) for k in "abc"}
     assert f.other_rate == pytest.approx(1 - shares[list("abc")].sum())
     assert (f.cardinality, f.null_rate, f.count) == (10, 0.05, 10_000)
 
-    uncapped = _categorical(pd.DataFrame({"c": series}), "c")
+    uncapped = categorical_profile(pd.DataFrame({"c": series}), "c")
     assert len(uncapped.frequencies) == 10 and uncapped.other_rate == 0.0
     assert sum(uncapped.frequencies.values()) == pytest.approx(1.0)
 
@@ -163,7 +130,7 @@ def test_categorical_frequencies_other_rate_and_cardinality(rng: np.random.Gener
 def test_category_keys_merge_int_and_integral_float() -> None:
     """Categories are keyed by category_key, so 1 and 1.0 are one category '1'."""
     assert [category_key(v) for v in (1, 1.0, np.int64(2), 2.5, True, "x")] == ["1", "1", "2", "2.5", "True", "x"]
-    f = _categorical(pd.DataFrame({"c": pd.Series([1, 1.0, 2, None], dtype=object)}), "c")
+    f = categorical_profile(pd.DataFrame({"c": pd.Series([1, 1.0, 2, None], dtype=object)}), "c")
     assert (f.frequencies, f.cardinality, f.null_rate) == ({"1": 2 / 3, "2": 1 / 3}, 2, 0.25)
 
 
@@ -171,7 +138,7 @@ def test_chunk_cardinality_counts_distinct_values_per_chunk() -> None:
     """chunk_cardinality reports the mean/std of distinct values per chunk."""
     # chunk 0 holds 2 distinct values, chunk 1 holds 4.
     values = ["a", "b"] * 50 + ["a", "b", "c", "d"] * 25
-    f = _categorical(pd.DataFrame({"c": values}), "c", chunk_size=100)
+    f = categorical_profile(pd.DataFrame({"c": values}), "c", chunk_size=100)
     card = f.chunk_cardinality
     assert (card.n_chunks, card.chunk_size, card.mean) == (2, 100, 3.0)
     assert card.std == pytest.approx(np.std([2, 4], ddof=1))
@@ -228,7 +195,7 @@ def test_missing_and_non_numeric_columns_raise_naming_the_column() -> None:
 
 def test_numeric_strings_are_converted() -> None:
     """Object columns of numeric strings are converted; missing strings count as null."""
-    f = _numeric(pd.DataFrame({"x": ["1.5", "2", None, "4"]}), "x")
+    f = numeric_profile(pd.DataFrame({"x": ["1.5", "2", None, "4"]}), "x")
     assert (f.min, f.max, f.null_rate, f.nan_rate) == (1.5, 4.0, 0.25, 0.0)
 
 
@@ -237,7 +204,7 @@ def test_numeric_strings_are_converted() -> None:
 
 def test_read_reference_csv_parquet_and_jsonl(tmp_path, rng: np.random.Generator) -> None:
     """read_reference reads .csv, .parquet and .jsonl; missing cells profile as nulls."""
-    frame = _mixed_frame(rng, 200).replace([np.inf], 5.0)
+    frame = mixed_frame(rng, 200).replace([np.inf], 5.0)
     frame["amount"] = frame["amount"].astype(object)
     frame.loc[:9, "amount"] = None
     frame.to_csv(tmp_path / "ref.csv", index=False)
@@ -260,7 +227,7 @@ def test_read_reference_parquet_keeps_nan_apart_from_null(tmp_path) -> None:
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"x": pa.array([1.0, float("nan"), None, 2.0])}), tmp_path / "r.parquet")
-    f = _numeric(read_reference(tmp_path / "r.parquet"), "x")
+    f = numeric_profile(read_reference(tmp_path / "r.parquet"), "x")
     assert (f.null_rate, f.nan_rate) == (0.25, 0.25)
 
 

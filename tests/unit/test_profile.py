@@ -8,62 +8,29 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from profile_frames import mixed_frame, numeric_profile
 
 from stream_guard.errors import ProfileFormatError
 from stream_guard.learning import learn_profile
 from stream_guard.profile import (
     PROFILE_FORMAT_VERSION,
     BaselineProfile,
-    CategoricalProfile,
-    NumericProfile,
     RateVariability,
 )
-
-
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(20240601)
-
-
-def _numeric(frame: pd.DataFrame, column: str, **kwargs) -> NumericProfile:
-    feature = learn_profile(frame, model="m", numeric=[column], categorical=[], **kwargs).features[column]
-    assert isinstance(feature, NumericProfile)
-    return feature
-
-
-def _categorical(frame: pd.DataFrame, column: str, **kwargs) -> CategoricalProfile:
-    feature = learn_profile(frame, model="m", numeric=[], categorical=[column], **kwargs).features[column]
-    assert isinstance(feature, CategoricalProfile)
-    return feature
-
-
-def _mixed_frame(rng: np.random.Generator, n: int = 5000) -> pd.DataFrame:
-    amount = rng.normal(100, 20, n)
-    amount[rng.random(n) < 0.05] = -1.0
-    amount[rng.random(n) < 0.01] = np.inf
-    return pd.DataFrame(
-        {
-            "amount": amount,
-            "count": rng.integers(0, 5, n),
-            "flag": rng.random(n) < 0.2,
-            "country": rng.choice(["FR", "DE", "US"], n),
-        }
-    )
-
 
 # --- bounds and thresholds ------------------------------------------------------------
 
 
 def test_range_bounds_with_tolerance() -> None:
     """lower/upper_bound widen by tolerance*(max-min); constant columns use |min| or 1.0."""
-    f = _numeric(pd.DataFrame({"x": [10.0, 20.0, 15.0]}), "x")
+    f = numeric_profile(pd.DataFrame({"x": [10.0, 20.0, 15.0]}), "x")
     assert (f.lower_bound(0.1), f.upper_bound(0.1)) == (9.0, 21.0)
     assert (f.lower_bound(0.0), f.upper_bound(0.0)) == (10.0, 20.0)
-    const = _numeric(pd.DataFrame({"x": [-5.0] * 4}), "x")
+    const = numeric_profile(pd.DataFrame({"x": [-5.0] * 4}), "x")
     assert (const.lower_bound(0.1), const.upper_bound(0.1)) == (-5.5, -4.5)
-    zero = _numeric(pd.DataFrame({"x": [0.0] * 4}), "x")
+    zero = numeric_profile(pd.DataFrame({"x": [0.0] * 4}), "x")
     assert (zero.lower_bound(0.1), zero.upper_bound(0.1)) == (-0.1, 0.1)
-    empty = _numeric(pd.DataFrame({"x": [np.nan, np.nan]}), "x")
+    empty = numeric_profile(pd.DataFrame({"x": [np.nan, np.nan]}), "x")
     assert (empty.min, empty.quantiles, empty.bin_freqs) == (None, {}, [0.0])
     assert (empty.lower_bound(0.1), empty.upper_bound(0.1)) == (-math.inf, math.inf)
 
@@ -85,7 +52,7 @@ def _reject_constant(token: str) -> None:
 
 def test_json_round_trip_equals_original(tmp_path, rng: np.random.Generator) -> None:
     """save/load reproduces the profile exactly (inf edges included) as strict JSON."""
-    frame = _mixed_frame(rng)
+    frame = mixed_frame(rng)
     frame.loc[:10, "amount"] = np.nan
     profile = learn_profile(
         frame, model="fraud", numeric=["amount", "count", "flag"], categorical=["country"], source="file:train.parquet"
@@ -105,7 +72,7 @@ def test_json_round_trip_equals_original(tmp_path, rng: np.random.Generator) -> 
 
 def test_from_dict_rejects_wrong_format_version(rng: np.random.Generator) -> None:
     """A wrong or missing format_version raises ProfileFormatError naming the key."""
-    d = learn_profile(_mixed_frame(rng, 100), model="m", numeric=["amount"], categorical=[]).to_dict()
+    d = learn_profile(mixed_frame(rng, 100), model="m", numeric=["amount"], categorical=[]).to_dict()
     d["format_version"] = 2
     with pytest.raises(ProfileFormatError, match="^format_version: unsupported value 2"):
         BaselineProfile.from_dict(d)
@@ -117,12 +84,12 @@ def test_from_dict_rejects_wrong_format_version(rng: np.random.Generator) -> Non
 
 def test_from_dict_names_bad_nested_key(rng: np.random.Generator) -> None:
     """Hand-edit mistakes raise a one-line ProfileFormatError naming the nested key."""
-    d = learn_profile(_mixed_frame(rng, 100), model="m", numeric=["amount"], categorical=["country"]).to_dict()
+    d = learn_profile(mixed_frame(rng, 100), model="m", numeric=["amount"], categorical=["country"]).to_dict()
     d["features"]["amount"]["bin_edges"][2] = "oops"
     with pytest.raises(ProfileFormatError, match=r"^features\.amount\.bin_edges\[2\]:") as info:
         BaselineProfile.from_dict(d)
     assert "\n" not in str(info.value)
-    d = learn_profile(_mixed_frame(rng, 100), model="m", numeric=["amount"], categorical=["country"]).to_dict()
+    d = learn_profile(mixed_frame(rng, 100), model="m", numeric=["amount"], categorical=["country"]).to_dict()
     del d["features"]["country"]["null_rate_variability"]["std"]
     with pytest.raises(ProfileFormatError, match=r"^features\.country\.null_rate_variability\.std: missing"):
         BaselineProfile.from_dict(d)
