@@ -128,7 +128,7 @@ def build_worker(
     sinks = Sinks(
         dead_letters=DeadLetterProducer(producer, config.kafka.dead_letter_topic, worker_id),
         state=RedisWindowState(client, stores),
-        labels=RedisLabelJoins(client, {s.topic: s for s in label_streams}),
+        labels=RedisLabelJoins({s.topic: s for s in label_streams}, stores),
         offsets=ConsumerOffsets(consumer),
     )
     models_by_name = {m.name: m for m in models}

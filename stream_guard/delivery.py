@@ -67,14 +67,15 @@ class RedisWindowState:
 
 
 class RedisLabelJoins:
-    """Each labels topic joined by its stream's joiner."""
+    """Each labels topic joined by its stream's joiner, on its model's store."""
 
-    def __init__(self, client: redis.Redis, streams: Mapping[str, LabelStream]) -> None:
-        self._client = client
+    def __init__(self, streams: Mapping[str, LabelStream], stores: Mapping[str, WindowStore]) -> None:
         self._streams = streams
+        self._stores = stores
 
     def join(self, topic: str, labels: Sequence[Label], now_ms: int) -> JoinResult:
-        return self._streams[topic].joiner.join(labels, self._client, now_ms=now_ms)
+        stream = self._streams[topic]
+        return stream.joiner.join(labels, self._stores[stream.model], now_ms=now_ms)
 
 
 class ConsumerOffsets:

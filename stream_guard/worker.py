@@ -24,6 +24,7 @@ import redis
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from stream_guard.alerts.model import Alert
 from stream_guard.checkpoint import Checkpoint, CommitResult, Sinks
 from stream_guard.closing import WindowCloser
 from stream_guard.delivery import ConsumerOffsets, describe
@@ -222,7 +223,7 @@ class Worker:
         stats.dead_lettered += dead_lettered
         stats.batches += 1
 
-    def close_due_windows(self, *, final: bool = False) -> list[Any]:
+    def close_due_windows(self, *, final: bool = False) -> list[Alert]:
         """Close the windows the global watermark has passed; publish their alerts."""
         self._last_close = time.monotonic()
         published = self.parts.closer.close_due(int(time.time() * 1000), final=final)
