@@ -14,5 +14,8 @@ COPY schemas /opt/stream-guard/schemas
 USER streamguard
 WORKDIR /opt/stream-guard
 ENV STREAM_GUARD_WORKER__LOG_FORMAT=json
+# /metrics (Prometheus), /healthz (liveness), /readyz (readiness): [observability] port.
+EXPOSE 9108
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 CMD ["stream-guard", "health"]
 ENTRYPOINT ["stream-guard"]
 CMD ["run", "--config", "/etc/stream-guard/config.toml"]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Any
 
 import redis
+import structlog
+from confluent_kafka import KafkaError
 
 from stream_guard.alerts.lifecycle import IncidentTracker, LifecycleSettings
 from stream_guard.checkpoint import Sinks
@@ -14,10 +17,13 @@ from stream_guard.closing import WindowCloser
 from stream_guard.delivery import ConsumerOffsets, DeadLetterProducer, RedisLabelJoins, RedisWindowState
 from stream_guard.drift import OnlineDrift, WindowDrift
 from stream_guard.kafka import DeliveryTracker, make_consumer, producer_settings
+from stream_guard.logs import librdkafka_logger
 from stream_guard.metrics import LabelJoiner, LabelStream, MetricsReader, PerformanceEvaluator, SliceRecorder
 from stream_guard.metrics.concept import ConceptDriftEvaluator
 from stream_guard.metrics.labels import make_label_decoder
 from stream_guard.model import ModelRuntime, build_models
+from stream_guard.observability.metrics import WorkerMetrics
+from stream_guard.observability.server import HealthServer, WorkerHealth
 from stream_guard.pipeline import Pipeline
 from stream_guard.profile import BaselineProfile
 from stream_guard.settings import Config
@@ -25,6 +31,8 @@ from stream_guard.stages import Stages
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.window_store import WindowStore
 from stream_guard.worker import Worker, WorkerParts
+
+log = structlog.get_logger("stream_guard.assembly")
 
 
 def registry_client(config: Config) -> Any:
@@ -123,11 +131,18 @@ def build_worker(
     }
     lifecycle = LifecycleSettings(config.alerts.cooldown_s, config.alerts.resolve_after_s)
     incidents = {name: IncidentTracker(client, store.keys, lifecycle) for name, store in stores.items()}
-    consumer = make_consumer(config.kafka, **(consumer_overrides or {}))
-    producer = DeliveryTracker(producer_settings(config.kafka))
+    metrics, health = WorkerMetrics(), WorkerHealth(liveness_timeout_s=config.observability.liveness_timeout_s)
+    consumer = make_consumer(
+        config.kafka,
+        librdkafka_logger(),
+        stats_cb=metrics.on_stats,
+        error_cb=functools.partial(_on_client_error, health),
+        **{"statistics.interval.ms": int(config.observability.stats_interval_s * 1000), **(consumer_overrides or {})},
+    )
+    producer = DeliveryTracker(producer_settings(config.kafka), logger=librdkafka_logger())
     sinks = Sinks(
         dead_letters=DeadLetterProducer(producer, config.kafka.dead_letter_topic, worker_id),
-        state=RedisWindowState(client, stores),
+        state=RedisWindowState(client, stores, on_roundtrip=metrics.redis_seconds.observe),
         labels=RedisLabelJoins({s.topic: s for s in label_streams}, stores),
         offsets=ConsumerOffsets(consumer),
     )
@@ -135,8 +150,27 @@ def build_worker(
     closer = WindowCloser(
         models_by_name, stores, incidents, pipeline, producer, config.kafka.alerts_topic, lease_ms=lease_ms
     )
-    parts = WorkerParts(models, stores, pipeline, consumer, producer, sinks, closer, label_streams, profiles)
+    parts = WorkerParts(
+        models, stores, pipeline, consumer, producer, sinks, closer, label_streams, profiles, metrics, health
+    )
     return Worker(config, parts, worker_id=worker_id, close_interval_s=close_interval_s)
+
+
+def _on_client_error(health: WorkerHealth, error: KafkaError) -> None:
+    """librdkafka's ``error_cb``: every broker down makes the worker not ready until one answers."""
+    if error.code() == KafkaError._ALL_BROKERS_DOWN:
+        health.broker_ok = False
+    log.warning("kafka client error", error=error.str())
+
+
+def start_http_endpoint(config: Config, worker: Worker) -> HealthServer | None:
+    """The ``/metrics``, ``/healthz`` and ``/readyz`` endpoint of ``worker`` (None if ``observability.port = 0``)."""
+    obs = config.observability
+    if not obs.port:
+        return None
+    server = HealthServer(worker.parts.metrics, worker.parts.health, bind=obs.bind, port=obs.port).start()
+    log.info("http endpoint listening", bind=obs.bind, port=server.port, paths=["/metrics", "/healthz", "/readyz"])
+    return server
 
 
 def metrics_reader(config: Config, model: str, client: redis.Redis | None = None) -> MetricsReader:

@@ -42,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=_run)
 
+    health = sub.add_parser("health", help="ask a running worker's readiness probe; exit 0 if ready (HEALTHCHECK)")
+    health.add_argument("--url", default="http://127.0.0.1:9108/readyz", help="probe URL (default: %(default)s)")
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for an answer")
+    health.set_defaults(handler=_health)
+
     check = sub.add_parser("check-config", help="validate the config and the models' schemas, then exit")
     check.add_argument("-c", "--config")
     check.set_defaults(handler=_check_config)
@@ -104,14 +109,27 @@ def _registry_client(config: Any) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from stream_guard.assembly import build_worker
+    from stream_guard.assembly import build_worker, start_http_endpoint
 
     config = _load(args)
     worker = build_worker(config)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
-    worker.run(args.duration, drain_on_exit=args.drain_on_exit)
+    endpoint = start_http_endpoint(config, worker)
+    try:
+        worker.run(args.duration, drain_on_exit=args.drain_on_exit)
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
     return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    from stream_guard.observability.server import probe
+
+    ok, body = probe(args.url, timeout_s=args.timeout)
+    print(body.strip() or ("ok" if ok else "not ready"))
+    return 0 if ok else 1
 
 
 def _check_config(args: argparse.Namespace) -> int:

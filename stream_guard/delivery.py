@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -55,15 +56,23 @@ class DeadLetterProducer:
 class RedisWindowState:
     """Every model's window store on one Redis client: all updates of a batch in one pipeline."""
 
-    def __init__(self, client: redis.Redis, stores: Mapping[str, WindowStore]) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        stores: Mapping[str, WindowStore],
+        on_roundtrip: Callable[[float], None] = lambda seconds: None,
+    ) -> None:
         self._client = client
         self._stores = stores
+        self._on_roundtrip = on_roundtrip
 
     def apply(self, updates: Mapping[str, Sequence[StateUpdate]], now_ms: int) -> None:
         pipe = self._client.pipeline(transaction=False)
         for model, model_updates in updates.items():
             self._stores[model].apply(list(model_updates), now_ms, pipe)
+        started = time.perf_counter()
         pipe.execute()
+        self._on_roundtrip(time.perf_counter() - started)
 
 
 class RedisLabelJoins:

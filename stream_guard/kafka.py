@@ -80,8 +80,8 @@ def max_message_bytes(settings: Mapping[str, Any]) -> int:
 class DeliveryTracker:
     """A producer whose ``flush`` raises unless every message since the last flush was acked."""
 
-    def __init__(self, settings: Mapping[str, Any]) -> None:
-        self.producer = Producer(dict(settings))
+    def __init__(self, settings: Mapping[str, Any], logger: Any = None) -> None:
+        self.producer = Producer(dict(settings), logger=logger) if logger is not None else Producer(dict(settings))
         self.max_message_bytes = max_message_bytes(settings)
         self._failures: list[str] = []
 

@@ -32,7 +32,9 @@ from stream_guard.errors import DeliveryError, RegistryUnavailableError, StreamG
 from stream_guard.kafka import DeliveryTracker
 from stream_guard.metrics import LabelStream
 from stream_guard.model import ModelRuntime
-from stream_guard.pipeline import Pipeline
+from stream_guard.observability.metrics import WorkerMetrics
+from stream_guard.observability.server import WorkerHealth
+from stream_guard.pipeline import Pipeline, StagedBatch
 from stream_guard.profile import BaselineProfile
 from stream_guard.settings import Config
 from stream_guard.source import Source
@@ -82,6 +84,9 @@ class _Routed:
     labels: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
     consumed: int = 0
     skipped: int = 0
+    #: Records consumed by (model, topic), labels topics included.
+    by_topic: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    skipped_by_model: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
 @dataclass
@@ -98,6 +103,8 @@ class WorkerParts:
     label_streams: Sequence[LabelStream] = ()
     #: Shared with the stages: a reloaded profile replaces its entry here.
     profiles: dict[str, BaselineProfile] = field(default_factory=dict)
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
+    health: WorkerHealth = field(default_factory=WorkerHealth)
 
 
 class Worker:
@@ -118,6 +125,7 @@ class Worker:
         self._stop = threading.Event()
         self._close_interval_s = close_interval_s
         self._last_close = 0.0
+        self._last_stats, self._consumed_at_stats = time.monotonic(), 0
         self._log = log.bind(worker=worker_id, group=config.kafka.group_id)
 
     # -- lifecycle -------------------------------------------------------------------
@@ -134,26 +142,37 @@ class Worker:
         """
         topics = sorted({*self._model_of_topic, *self._label_streams})
         self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        health = self.parts.health
+        health.subscribed = True
         self._log.info("worker started", topics=topics, models=sorted(self._models))
         deadline = None if duration_s is None else time.monotonic() + duration_s
         w = self.config.worker
         try:
             while not self._stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                health.loop_turned()
                 messages = self._consumer.consume(w.batch_size, w.batch_timeout_s)
                 try:
                     self.process(messages)
                     if time.monotonic() - self._last_close >= self._close_interval_s:
                         self._reload_profiles()
                         self.close_due_windows()
+                    health.retrying, health.redis_ok = False, True
                 except _RETRYABLE as exc:
                     self.stats.retries += 1
+                    self.parts.metrics.retries.inc()
+                    health.retrying = True
+                    health.redis_ok = not isinstance(exc, redis.RedisError)
                     self._log.warning("batch failed, rewinding to retry", error=str(exc))
                     self._rewind(messages)
                     time.sleep(1.0)
                     self._reload_fences()
+                if not health.broker_ok:
+                    self._probe_broker()
+                self._log_stats()
             if drain_on_exit:
                 self.close_due_windows(final=True)
         finally:
+            health.subscribed = False
             self._offsets.commit_sync()
             self._consumer.close()
             self.parts.producer.close()
@@ -164,6 +183,7 @@ class Worker:
 
     def process(self, messages: Sequence[Any]) -> None:
         """Decode, check and aggregate one micro-batch, then commit its checkpoint."""
+        started = time.perf_counter()
         routed = self._route(messages)
         self.stats.consumed += routed.consumed
         self.stats.redelivered_skipped += routed.skipped
@@ -178,16 +198,27 @@ class Worker:
             for message, error in undecodable:
                 checkpoint.reject(message, error, stream.model)
             dead_labels += len(undecodable)
-        decoded = 0
+        metrics = self.parts.metrics
+        staged_by_model: dict[str, StagedBatch] = {}
         for name, model_messages in routed.events.items():
             staged = self.parts.pipeline.stage(self._models[name], model_messages, self.parts.stores[name].keys)
             for letter in staged.dead:
                 checkpoint.reject(letter.message, letter.error, name)
             checkpoint.add_updates(name, staged.updates)
-            decoded += staged.decoded
+            staged_by_model[name] = staged
         result = checkpoint.commit(self.parts.sinks, int(time.time() * 1000))
         self._applied.update(result.applied)
+        decoded = sum(staged.decoded for staged in staged_by_model.values())
         self._count(result, decoded=decoded, dead_lettered=len(checkpoint.rejected), dead_labels=dead_labels)
+        metrics.observe_batch(
+            consumed=routed.by_topic,
+            redelivered=routed.skipped_by_model,
+            staged=staged_by_model,
+            rejected=[r.model for r in checkpoint.rejected],
+            joins={self._label_streams[topic].model: join for topic, join in result.joins.items()},
+            applied=result.applied,
+            seconds=time.perf_counter() - started,
+        )
 
     def _route(self, messages: Sequence[Any]) -> _Routed:
         routed = _Routed()
@@ -201,11 +232,14 @@ class Worker:
             topic = message.topic()
             if topic in self._label_streams:
                 routed.labels[topic].append(message)
+                routed.by_topic[(self._label_streams[topic].model, topic)] += 1
                 continue
             model = self._model_of_topic[topic]
+            routed.by_topic[(model, topic)] += 1
             fence = self._applied.get((model, Source(topic, message.partition())))
             if fence is not None and message.offset() <= fence:
                 routed.skipped += 1
+                routed.skipped_by_model[model] += 1
             else:
                 routed.events[model].append(message)
         return routed
@@ -228,7 +262,32 @@ class Worker:
         self._last_close = time.monotonic()
         published = self.parts.closer.close_due(int(time.time() * 1000), final=final)
         self.stats.alerts += len(published)
+        self.parts.metrics.observe_alerts(published)
         return published
+
+    def _probe_broker(self) -> None:
+        """After "all brokers down": ready again once the cluster answers a metadata request."""
+        try:
+            self._consumer.list_topics(timeout=1.0)
+        except KafkaException:
+            return
+        self.parts.health.broker_ok = True
+        self._log.info("broker reachable again")
+
+    def _log_stats(self) -> None:
+        """One line of counters every ``observability.stats_interval_s``."""
+        now = time.monotonic()
+        if now - self._last_stats < self.config.observability.stats_interval_s:
+            return
+        elapsed = now - self._last_stats
+        consumed = self.stats.consumed - self._consumed_at_stats
+        self._last_stats, self._consumed_at_stats = now, self.stats.consumed
+        lag = {
+            f"{s.labels['topic']}:{s.labels['partition']}": int(s.value)
+            for metric in self.parts.metrics.lag.collect()
+            for s in metric.samples
+        }
+        self._log.info("stats", records_per_s=round(consumed / elapsed, 1), lag=lag, **vars(self.stats))
 
     def _reload_profiles(self) -> None:
         for name, model in self._models.items():
@@ -276,6 +335,8 @@ class Worker:
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         self._load_fences(partitions)
+        self.parts.health.assigned += len(partitions)
+        self.parts.metrics.assigned.set(self.parts.health.assigned)
         self._log.info("partitions assigned", partitions=describe(partitions))
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
@@ -290,6 +351,8 @@ class Worker:
         self._log.warning("partitions lost", partitions=describe(partitions))
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
+        self.parts.health.assigned = max(self.parts.health.assigned - len(partitions), 0)
+        self.parts.metrics.assigned.set(self.parts.health.assigned)
         self.parts.pipeline.forget(describe(partitions))
         for tp in partitions:
             if tp.topic not in self._label_streams:

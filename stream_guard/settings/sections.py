@@ -84,6 +84,18 @@ class WorkerConfig:
 
 
 @dataclass
+class ObservabilityConfig:
+    #: Port of the HTTP endpoint serving ``/metrics`` (Prometheus), ``/healthz`` and ``/readyz``; 0 turns it off.
+    port: int = 9108
+    #: Address it listens on.
+    bind: str = "0.0.0.0"
+    #: Interval of the librdkafka statistics (consumer lag) and of the periodic stats log line.
+    stats_interval_s: float = 60.0
+    #: ``/healthz`` fails when the poll loop has not turned for this long.
+    liveness_timeout_s: float = 120.0
+
+
+@dataclass
 class AlertsConfig:
     #: An open incident is re-published at most once per cooldown (event time).
     cooldown_s: int = 600
@@ -126,6 +138,7 @@ class Config:
     schema_registry: SchemaRegistryConfig = field(default_factory=SchemaRegistryConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     #: Baseline value checks; ``enabled = false`` turns them off.
     checks: ChecksConfig = field(default_factory=ChecksConfig)
     #: Drift monitoring; ``enabled = false`` turns it off.

@@ -60,6 +60,12 @@ def check_config(config: Config, problems: Problems, *, require_profiles: bool =
         value = getattr(worker, name)
         if problems.typed(f"worker.{name}") and value <= 0:
             problems.add(f"worker.{name}", f"must be positive, got {value}")
+    obs = config.observability
+    if problems.typed("observability.port") and not 0 <= obs.port <= 65535:
+        problems.add("observability.port", f"expected a TCP port (0 turns the endpoint off), got {obs.port}")
+    for name in ("stats_interval_s", "liveness_timeout_s"):
+        if problems.typed(f"observability.{name}") and getattr(obs, name) <= 0:
+            problems.add(f"observability.{name}", f"must be positive, got {getattr(obs, name)}")
     check_checks(config.checks, "checks", problems)
     check_drift(config.drift, "drift", problems)
     for kind in config.alerts.severity:

@@ -1,0 +1,1 @@
+"""Operating a worker: Prometheus metrics, liveness and readiness probes."""
