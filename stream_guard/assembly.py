@@ -148,7 +148,14 @@ def build_worker(
     )
     models_by_name = {m.name: m for m in models}
     closer = WindowCloser(
-        models_by_name, stores, incidents, pipeline, producer, config.kafka.alerts_topic, lease_ms=lease_ms
+        models_by_name,
+        stores,
+        incidents,
+        pipeline,
+        producer,
+        config.kafka.alerts_topic,
+        lease_ms=lease_ms,
+        encoding=config.alerts.encoding,
     )
     parts = WorkerParts(
         models, stores, pipeline, consumer, producer, sinks, closer, label_streams, profiles, metrics, health

@@ -8,8 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
+from stream_guard import __version__
 from stream_guard.errors import ConfigError, StreamGuardError
 
 if TYPE_CHECKING:
@@ -32,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stream-guard", description="Guard ML models on their live Kafka streams.")
+    parser.add_argument("--version", action="version", version=f"stream-guard {__version__}")
     sub = parser.add_subparsers(required=True, metavar="command")
 
     run = sub.add_parser("run", help="run a worker (add workers with the same group id to scale)")
@@ -87,8 +87,16 @@ def _parser() -> argparse.ArgumentParser:
 
     alerts = sub.add_parser("alerts", help="print alerts from the alerts topic as they arrive")
     alerts.add_argument("-c", "--config")
-    alerts.add_argument("--from-beginning", action="store_true")
-    alerts.add_argument("--json", action="store_true", help="one JSON object per alert")
+    alerts.add_argument("--from-beginning", action="store_true", help="from the oldest alert kept by the topic")
+    alerts.add_argument("--since", metavar="TIME", help="from the first alert produced at or after this ISO-8601 time")
+    alerts.add_argument("--model", action="append", help="only this model's alerts (repeatable)")
+    alerts.add_argument("--kind", action="append", help="only alerts of this kind (repeatable)")
+    alerts.add_argument(
+        "--severity", choices=["info", "warning", "critical"], help="only alerts of this severity or more severe"
+    )
+    alerts.add_argument("--group", help="consumer group id: the group remembers where it stopped (default: none)")
+    alerts.add_argument("--max", type=int, default=0, help="exit after this many alerts (default: run until stopped)")
+    alerts.add_argument("--json", action="store_true", help="one JSON object per alert, times in ISO-8601")
     alerts.set_defaults(handler=_alerts)
     return parser
 
@@ -253,45 +261,38 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _alerts(args: argparse.Namespace) -> int:
     import json
-    import time
 
-    from confluent_kafka import Consumer
-
-    from stream_guard.alerts.codec import decode_alert
+    from stream_guard.alerts.reader import AlertFilter, alerts_consumer, iter_alerts, positions_since, with_iso_times
     from stream_guard.alerts.render import render_alert
+    from stream_guard.settings.kinds import Severity
 
     config = _load(args)
-    consumer = Consumer(
-        {
-            "bootstrap.servers": config.kafka.bootstrap_servers,
-            "group.id": f"stream-guard-alerts-cli-{time.time_ns()}",
-            "auto.offset.reset": "earliest" if args.from_beginning else "latest",
-            "enable.auto.commit": False,
-        }
+    accepts = AlertFilter(
+        models=frozenset(args.model or ()),
+        kinds=frozenset(args.kind or ()),
+        min_severity=Severity(args.severity.upper()) if args.severity else None,
     )
-    consumer.subscribe([config.kafka.alerts_topic])
-    stop = False
+    consumer = alerts_consumer(config, group_id=args.group, from_beginning=args.from_beginning)
+    since_ms = _epoch_ms(args.since)
+    if since_ms is not None:
+        consumer.assign(positions_since(consumer, config.kafka.alerts_topic, since_ms))
+    else:
+        consumer.subscribe([config.kafka.alerts_topic])
+    stopping = False
 
     def _stop(*_: Any) -> None:
-        nonlocal stop
-        stop = True
+        nonlocal stopping
+        stopping = True
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    log = structlog.get_logger("stream_guard.cli")
+    shown = 0
     try:
-        while not stop:
-            message = consumer.poll(0.5)
-            if message is None:
-                continue
-            error = message.error()
-            if error:
-                log.warning("consumer error", error=error.str())
-                continue
-            if message.value() is None:
-                continue  # a tombstone of the compacted alerts topic
-            record = decode_alert(message.value())
-            print(json.dumps(record, default=str) if args.json else render_alert(record), flush=True)
+        for record in iter_alerts(consumer, accepts=accepts, stop=lambda: stopping):
+            print(json.dumps(with_iso_times(record)) if args.json else render_alert(record), flush=True)
+            shown += 1
+            if args.max and shown >= args.max:
+                break
     finally:
         consumer.close()
     return 0

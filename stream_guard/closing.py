@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 import structlog
 
-from stream_guard.alerts.codec import encode_alert
+from stream_guard.alerts.codec import AlertEncoding, encode_alert
 from stream_guard.alerts.lifecycle import IncidentTracker
 from stream_guard.alerts.model import Alert
 from stream_guard.kafka import DeliveryTracker
@@ -43,7 +43,9 @@ class WindowCloser:
         alerts_topic: str,
         *,
         lease_ms: int = 30_000,
+        encoding: AlertEncoding = "avro",
     ) -> None:
+        self._encoding: AlertEncoding = encoding
         self._models = models
         self._stores = stores
         self._incidents = incidents
@@ -67,12 +69,13 @@ class WindowCloser:
         incidents = self._incidents[name]
         alerts = incidents.publishable(raised)
         alerts += incidents.resolved(window.end_ms, {a.incident_id for a in raised})
+        content_type = b"application/json" if self._encoding == "json" else b"application/avro"
         for alert in alerts:
             self._producer.produce(
                 self._alerts_topic,
-                encode_alert(alert, emitted_at=now_ms),
+                encode_alert(alert, emitted_at=now_ms, encoding=self._encoding),
                 alert.alert_id,
-                headers=[("model", name.encode()), ("kind", alert.kind.encode())],
+                headers=[("model", name.encode()), ("kind", alert.kind.encode()), ("content-type", content_type)],
             )
         self._producer.flush()
         if alerts:

@@ -1,10 +1,17 @@
-"""Encoding alerts with ``schemas/alert.avsc`` (schemaless Avro, optionally Confluent-framed)."""
+"""Encoding alerts with ``schemas/alert.avsc``: schemaless Avro (optionally Confluent-framed), or JSON.
+
+The JSON form is the Avro record as a JSON object (times as epoch milliseconds), for
+tools without Avro. :func:`decode_alert` reads every form.
+"""
 
 from __future__ import annotations
 
 import io
+import json
+import math
+from datetime import UTC, datetime
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 import fastavro
 
@@ -19,8 +26,19 @@ def alert_schema() -> dict[str, Any]:
     return load_schema_file(schema_dir() / "alert.avsc")
 
 
-def encode_alert(alert: Alert, *, emitted_at: int, schema_id: int | None = None) -> bytes:
-    """Avro bytes of ``alert``; with ``schema_id``, in the Confluent wire format."""
+AlertEncoding = Literal["avro", "json"]
+_TIMES = ("window_start", "window_end", "emitted_at")
+
+
+def encode_alert(
+    alert: Alert, *, emitted_at: int, schema_id: int | None = None, encoding: AlertEncoding = "avro"
+) -> bytes:
+    """Avro bytes of ``alert`` (with ``schema_id``, in the Confluent wire format), or JSON."""
+    if encoding == "json":
+        record = {**alert.to_record(), "emitted_at": emitted_at}
+        # Strict JSON has no NaN or infinity: a non-finite number is written as null.
+        record = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
+        return json.dumps(record, separators=(",", ":"), allow_nan=False).encode()
     stream = io.BytesIO()
     if schema_id is not None:
         stream.write(bytes([CONFLUENT_MAGIC]) + schema_id.to_bytes(4, "big"))
@@ -38,6 +56,12 @@ def decode_alert(payload: bytes | None) -> dict[str, Any]:
     """
     if payload is None:
         raise TypeError("an alert message has no value (tombstone)")
+    if payload[:1] == b"{":
+        # Never Avro: a plain alert starts with the zigzag length of a non-empty alert_id (even).
+        record = json.loads(payload)
+        for name in _TIMES:
+            record[name] = datetime.fromtimestamp(record[name] / 1000, UTC)
+        return dict(record)
     # A plain alert starts with the length of a non-empty alert_id, never a zero byte.
     framed = payload[:1] == bytes([CONFLUENT_MAGIC])
     return _read(io.BytesIO(payload[5:] if framed else payload))

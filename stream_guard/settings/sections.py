@@ -103,6 +103,8 @@ class AlertsConfig:
     resolve_after_s: int = 300
     #: Severity overrides by alert kind, e.g. ``{ schema_change = "critical" }``.
     severity: dict[str, Severity] = field(default_factory=dict)
+    #: ``avro`` (schemaless, ``schemas/alert.avsc``) or ``json`` (the same record as a JSON object).
+    encoding: Literal["avro", "json"] = "avro"
 
 
 @dataclass

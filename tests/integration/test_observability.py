@@ -48,7 +48,7 @@ def test_metrics_and_probes_of_a_running_worker(tmp_path: Path, bootstrap: str, 
         redis_url=redis_url,
         unique=unique,
         encoding="json",
-        sections=f"[observability]\nport = {port}\nbind = \"127.0.0.1\"\nstats_interval_s = 1\n",
+        sections=f'[observability]\nport = {port}\nbind = "127.0.0.1"\nstats_interval_s = 1\n',
     )
     records = Simulator(encoding="json", seed=21).records(300, START_MS, step_ms=10)
     items = [(None, json.dumps(r).encode(), r["ts"]) for r in records] + [(None, b"{broken", START_MS)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 from datetime import UTC, datetime
 
 import fastavro
@@ -242,3 +243,34 @@ def test_finding_alerts_round_trip_through_the_codec(snapshot: WindowSnapshot) -
         assert Alert.from_record(decode_alert(encode_alert(alert, emitted_at=EMITTED_AT, schema_id=3))) == (
             dataclasses.replace(alert, emitted_at=EMITTED_AT)
         )
+
+
+def test_json_alerts_round_trip_and_are_plain_json() -> None:
+    """The JSON encoding is the Avro record as strict JSON (epoch-ms times) and decodes to the same alert."""
+    alert = _alert()
+    payload = encode_alert(alert, emitted_at=EMITTED_AT, encoding="json")
+    plain = json.loads(payload)
+    assert plain["window_start"] == WINDOW_START and plain["severity"] == "CRITICAL"
+    assert plain["alert_id"] == alert.alert_id
+    assert Alert.from_record(decode_alert(payload)) == dataclasses.replace(alert, emitted_at=EMITTED_AT)
+
+
+def test_json_alerts_write_non_finite_numbers_as_null() -> None:
+    """NaN or infinity would make the line unreadable to strict JSON tools."""
+    payload = encode_alert(_alert(value=math.inf, threshold=math.nan), emitted_at=0, encoding="json")
+    plain = json.loads(payload)
+    assert plain["value"] is None and plain["threshold"] is None
+
+
+def test_alert_filter_by_model_kind_and_minimum_severity() -> None:
+    """--model and --kind keep what they name; --severity keeps that level and the more severe ones."""
+    from stream_guard.alerts.reader import AlertFilter
+
+    record = {"model": "fraud", "kind": "data_drift", "severity": "WARNING"}
+    assert AlertFilter().accepts(record)
+    assert AlertFilter(models=frozenset({"fraud"}), kinds=frozenset({"data_drift"})).accepts(record)
+    assert not AlertFilter(models=frozenset({"churn"})).accepts(record)
+    assert not AlertFilter(kinds=frozenset({"undecodable"})).accepts(record)
+    assert AlertFilter(min_severity=Severity.INFO).accepts(record)
+    assert AlertFilter(min_severity=Severity.WARNING).accepts(record)
+    assert not AlertFilter(min_severity=Severity.CRITICAL).accepts(record)

@@ -35,16 +35,21 @@ def test_consumer_lag_comes_from_librdkafka_statistics() -> None:
     metrics.on_stats(json.dumps(STATS))
     assert metrics.value("stream_guard_consumer_lag_records", topic="inferences", partition="0") == 120
     assert metrics.value("stream_guard_consumer_lag_records", topic="inferences", partition="1") == 0
-    assert metrics.registry.get_sample_value(
-        "stream_guard_consumer_lag_records", {"topic": "inferences", "partition": "2"}
-    ) is None
+    assert (
+        metrics.registry.get_sample_value(
+            "stream_guard_consumer_lag_records", {"topic": "inferences", "partition": "2"}
+        )
+        is None
+    )
 
 
 def test_malformed_statistics_are_ignored() -> None:
     """A statistics payload that is not JSON changes nothing and raises nothing (it runs in librdkafka's poll)."""
     metrics = WorkerMetrics()
     metrics.on_stats("{not json")
-    assert metrics.registry.get_sample_value("stream_guard_consumer_lag_records", {"topic": "t", "partition": "0"}) is None
+    assert (
+        metrics.registry.get_sample_value("stream_guard_consumer_lag_records", {"topic": "t", "partition": "0"}) is None
+    )
 
 
 @pytest.mark.parametrize(
