@@ -158,7 +158,7 @@ def build_worker(
         encoding=config.alerts.encoding,
     )
     parts = WorkerParts(
-        models, stores, pipeline, consumer, producer, sinks, closer, label_streams, profiles, metrics, health
+        models, stores, pipeline, consumer, producer, sinks, closer, label_streams, profiles, metrics, health, client
     )
     return Worker(config, parts, worker_id=worker_id, close_interval_s=close_interval_s)
 

@@ -25,6 +25,7 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from stream_guard.alerts.model import Alert
+from stream_guard.backoff import Backoff
 from stream_guard.checkpoint import Checkpoint, CommitResult, Sinks
 from stream_guard.closing import WindowCloser
 from stream_guard.delivery import ConsumerOffsets, describe
@@ -105,6 +106,8 @@ class WorkerParts:
     profiles: dict[str, BaselineProfile] = field(default_factory=dict)
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
     health: WorkerHealth = field(default_factory=WorkerHealth)
+    #: The Redis client the stores use, pinged before consuming starts.
+    redis_client: redis.Redis | None = None
 
 
 class Worker:
@@ -126,6 +129,9 @@ class Worker:
         self._close_interval_s = close_interval_s
         self._last_close = 0.0
         self._last_stats, self._consumed_at_stats = time.monotonic(), 0
+        self._outage = Backoff()
+        #: Fences of assigned partitions not read yet (Redis was down at the assignment).
+        self._fences_stale = False
         self._log = log.bind(worker=worker_id, group=config.kafka.group_id)
 
     # -- lifecycle -------------------------------------------------------------------
@@ -140,6 +146,7 @@ class Worker:
         ``drain_on_exit`` closes every open window before leaving, as if the stream had
         ended: right for a demo or a finite replay, wrong for one worker of many.
         """
+        self._wait_for_redis()
         topics = sorted({*self._model_of_topic, *self._label_streams})
         self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         health = self.parts.health
@@ -150,6 +157,8 @@ class Worker:
         try:
             while not self._stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 health.loop_turned()
+                if self._fences_stale:
+                    self._reload_fences()
                 messages = self._consumer.consume(w.batch_size, w.batch_timeout_s)
                 try:
                     self.process(messages)
@@ -157,14 +166,15 @@ class Worker:
                         self._reload_profiles()
                         self.close_due_windows()
                     health.retrying, health.redis_ok = False, True
+                    self._outage.succeeded(self._log, "batch processing recovered")
                 except _RETRYABLE as exc:
                     self.stats.retries += 1
                     self.parts.metrics.retries.inc()
                     health.retrying = True
                     health.redis_ok = not isinstance(exc, redis.RedisError)
-                    self._log.warning("batch failed, rewinding to retry", error=str(exc))
+                    delay = self._outage.failed(self._log, "batch failed, rewinding it", exc)
                     self._rewind(messages)
-                    time.sleep(1.0)
+                    self._stop.wait(delay)
                     self._reload_fences()
                 if not health.broker_ok:
                     self._probe_broker()
@@ -265,6 +275,23 @@ class Worker:
         self.parts.metrics.observe_alerts(published)
         return published
 
+    def _wait_for_redis(self) -> None:
+        """Redis down at start-up: wait with backoff (one line when it fails, one when it answers)."""
+        client = self.parts.redis_client
+        if client is None:
+            return
+        backoff = Backoff()
+        while not self._stop.is_set():
+            try:
+                client.ping()
+            except redis.RedisError as exc:
+                self.parts.health.redis_ok = False
+                self._stop.wait(backoff.failed(self._log, "redis unreachable at start-up", exc))
+                continue
+            self.parts.health.redis_ok = True
+            backoff.succeeded(self._log, "redis reachable")
+            return
+
     def _probe_broker(self) -> None:
         """After "all brokers down": ready again once the cluster answers a metadata request."""
         try:
@@ -331,10 +358,20 @@ class Worker:
         try:
             self._load_fences(self._consumer.assignment())
         except redis.RedisError as exc:
-            self._log.warning("cannot reload offset fences yet", error=str(exc))
+            self._fences_stale = True
+            self._log.debug("cannot reload offset fences yet", error=str(exc))
+        else:
+            self._fences_stale = False
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        self._load_fences(partitions)
+        try:
+            self._load_fences(partitions)
+        except redis.RedisError as exc:
+            # The scripts' own fences still skip redeliveries; the local copy is reloaded after
+            # the first batch that fails on the outage, and register_sources with it.
+            self.parts.health.redis_ok = False
+            self._fences_stale = True
+            self._log.warning("offset fences not loaded: redis unreachable", error=str(exc))
         self.parts.health.assigned += len(partitions)
         self.parts.metrics.assigned.set(self.parts.health.assigned)
         self._log.info("partitions assigned", partitions=describe(partitions))
