@@ -1,10 +1,11 @@
 # Production image of a stream_guard worker. Scale by running more replicas with the same group id.
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY stream_guard ./stream_guard
 COPY schemas ./schemas
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# The versions the test suite ran on (constraints.txt, `make constraints`).
+RUN pip wheel --no-cache-dir --wheel-dir /wheels -c constraints.txt .
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 streamguard

@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 DURATION ?= 80
 
-.PHONY: install demo test unit lint bench clean
+.PHONY: install demo test unit lint bench constraints clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ lint: install
 
 bench: install
 	$(PY) bench/throughput.py
+
+## Pin the image's runtime dependencies to the versions installed here.
+constraints: install
+	$(PY) scripts/constraints.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
