@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     learn.add_argument("--since", help="with --from-topic: only events at or after this ISO-8601 time")
     learn.add_argument("--until", help="with --from-topic: only events before this ISO-8601 time")
     learn.add_argument("-o", "--output", help="profile file to write (default: the model's configured profile)")
+    learn.add_argument(
+        "--strict", action="store_true", help="refuse reference data with non-numeric values in numeric features"
+    )
     learn.set_defaults(handler=_learn)
 
     metrics = sub.add_parser("metrics", help="rolling slice metrics of a model, from Redis")
@@ -181,7 +184,7 @@ def _learn(args: argparse.Namespace) -> int:
     if output is None:
         raise StreamGuardError(f"model {model.name} has no profile path configured: pass --output")
     if args.from_file:
-        profile = learn_from_file(model, args.from_file)
+        profile = learn_from_file(model, args.from_file, strict=args.strict)
     else:
         profile = learn_from_topic(
             config, model, events=args.events, since_ms=_epoch_ms(args.since), until_ms=_epoch_ms(args.until)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,27 +41,68 @@ def frame_from_records(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pa.Table.from_pylist(rows).to_pandas(types_mapper=pd.ArrowDtype)
 
 
-def learn_from_frame(model: ModelRuntime, frame: pd.DataFrame, source: str) -> BaselineProfile:
+@dataclass(frozen=True)
+class NonNumericValues:
+    """Values of a numeric column that are not numbers (``"n/a"``, ``"12,5"``...)."""
+
+    column: str
+    count: int
+    examples: tuple[str, ...]
+
+    def describe(self) -> str:
+        shown = ", ".join(repr(e) for e in self.examples)
+        return f"column {self.column!r}: {self.count} non-numeric values (e.g. {shown})"
+
+
+def coerce_numeric_columns(frame: pd.DataFrame, numeric: list[str], max_examples: int = 3) -> list[NonNumericValues]:
+    """Turn text columns of numeric features into numbers in place; report what was not a number.
+
+    A non-numeric value becomes a null, which the profile would learn as part of the
+    feature's null rate: the caller says so, or refuses (``learn --strict``).
+    """
+    found = []
+    for name in numeric:
+        column = frame[name]
+        if not (pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column)):
+            continue
+        converted = pd.to_numeric(column, errors="coerce")
+        bad = converted.isna().to_numpy(dtype=bool) & column.notna().to_numpy(dtype=bool)
+        if bad.any():
+            examples = tuple(str(v) for v in pd.unique(column[bad])[:max_examples])
+            found.append(NonNumericValues(name, int(bad.sum()), examples))
+        frame[name] = converted
+    return found
+
+
+def learn_from_frame(model: ModelRuntime, frame: pd.DataFrame, source: str, *, strict: bool = False) -> BaselineProfile:
+    """Learn ``model``'s profile from a reference frame.
+
+    Non-numeric values in numeric features are logged (column, count, examples) and
+    learned as nulls; with ``strict`` they are a :class:`ReferenceDataUnusableError`.
+    """
     numeric, categorical = profiled_fields(model)
     missing = [c for c in numeric + categorical if c not in frame.columns]
     if missing:
         raise ReferenceDataUnusableError(f"reference data {source} lacks columns {missing} (model {model.name})")
-    for name in numeric:
-        if frame[name].dtype == object or str(frame[name].dtype).startswith(("string", "large_string")):
-            frame[name] = pd.to_numeric(frame[name], errors="coerce")
+    problems = coerce_numeric_columns(frame, numeric)
+    if problems and strict:
+        detail = "; ".join(p.describe() for p in problems)
+        raise ReferenceDataUnusableError(f"reference data {source}: {detail} (learned as nulls without --strict)")
+    for problem in problems:
+        log.warning(f"non-numeric values learned as nulls: {problem.describe()}", source=source)
     try:
         return learn_profile(frame, model=model.name, numeric=numeric, categorical=categorical, source=source)
     except ValueError as exc:
         raise ReferenceDataUnusableError(f"cannot learn from {source}: {exc}") from None
 
 
-def learn_from_file(model: ModelRuntime, path: str | Path) -> BaselineProfile:
+def learn_from_file(model: ModelRuntime, path: str | Path, *, strict: bool = False) -> BaselineProfile:
     """Learn from a Parquet, CSV or JSON-lines file (e.g. the training data)."""
     try:
         frame = read_reference(path)
     except (ValueError, FileNotFoundError) as exc:
         raise ReferenceDataUnusableError(str(exc)) from None
-    return learn_from_frame(model, frame, f"file:{path}")
+    return learn_from_frame(model, frame, f"file:{path}", strict=strict)
 
 
 def learn_from_topic(
