@@ -27,6 +27,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StreamGuardError as exc:
         print(f"stream-guard: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:  # an outage is one line, not a traceback; anything else stays a traceback
+        reason = _outage(exc)
+        if reason is None:
+            raise
+        print(f"stream-guard: {reason}", file=sys.stderr)
+        return 1
+
+
+def _outage(exc: Exception) -> str | None:
+    """A readable line for a Redis or Kafka outage, None for anything else."""
+    import redis
+    from confluent_kafka import KafkaException
+
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return f"Redis unreachable ({exc}); check [redis] url and that the server runs"
+    if isinstance(exc, KafkaException):
+        return f"Kafka error: {exc.args[0].str() if exc.args else exc}; check [kafka] bootstrap_servers"
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:

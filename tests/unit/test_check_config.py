@@ -83,3 +83,24 @@ def test_learn_writes_a_missing_profile_that_check_config_requires(
     assert main(["learn", "-c", str(path), "--from-file", str(tmp_path / "ref.jsonl")]) == 0
     assert (tmp_path / "profiles" / "m.json").is_file()
     assert main(["check-config", "-c", str(path)]) == 0
+
+
+def test_metrics_with_redis_down_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No traceback: the command says Redis is unreachable, where, and what to check; exit code 1."""
+    from stream_guard.resources import schema_dir
+
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f"""
+[redis]
+url = "redis://127.0.0.1:1/0"
+[[models]]
+name = "fraud"
+topics = ["t"]
+schema = "{schema_dir() / "fraud_inference.avsc"}"
+encoding = "json"
+"""
+    )
+    assert main(["metrics", "-c", str(config)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("stream-guard: Redis unreachable (") and "127.0.0.1:1" in err[0]
