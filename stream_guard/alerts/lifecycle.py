@@ -4,9 +4,12 @@ An incident is keyed by (model, kind, feature, slice). When a closed window yiel
 alert for it:
 
 * no open incident: the incident opens and the alert is published (``FIRING``);
-* an open incident last published less than ``cooldown`` ago (event time): the
-  window is recorded on the incident but nothing is published;
-* otherwise the alert is published again, as a reminder carrying the new counts.
+* a window of the incident that was published before (its publication is retried, or
+  late events completed its counts): published again under the same ``alert_id``;
+* a published window of the incident closer than ``cooldown`` (event time, on either
+  side: windows may close out of order): the window is recorded, nothing is published;
+* otherwise the alert is published again, as a reminder carrying the new counts. A
+  window older than the incident's first (its true onset, closed late) moves its start.
 
 An open incident whose problem was absent for ``resolve_after`` of event time (judged
 when later windows close) is closed with one ``RESOLVED`` alert.

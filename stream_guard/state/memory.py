@@ -242,15 +242,22 @@ class MemoryState:
             self._create(self.keys.incidents, _ZSet)[incident_id] = float(window_end)
         record = self._create(self.keys.incident(incident_id), dict)
         last = record.get("last_published_end")
+        published = f"p|{window_end}"
         if last is None:
             record.update(opened_start=str(window_start), last_published_end=str(window_end), alert=summary)
+            record[published] = "1"
             return "open"
-        if int(last) == window_end:
+        if published in record:
             return "repeat"
-        if window_end - int(last) >= cooldown_ms:
+        ends = [int(f[2:]) for f in record if f.startswith("p|")]
+        if any(abs(end - window_end) < cooldown_ms for end in ends):
+            return "suppress"
+        record[published] = "1"
+        if window_end > int(last):
             record.update(last_published_end=str(window_end), alert=summary)
-            return "remind"
-        return "suppress"
+        if window_start < int(record["opened_start"]):
+            record["opened_start"] = str(window_start)
+        return "remind"
 
     def incidents_seen_until(self, end_ms: int) -> list[str]:
         """Open incidents whose last window ended at or before ``end_ms``, oldest first."""

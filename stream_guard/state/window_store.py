@@ -112,17 +112,31 @@ if tonumber(ARGV[3]) > seen then
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 end
 local last = redis.call('HGET', KEYS[1], 'last_published_end')
+local key = 'p|' .. ARGV[3]
 if not last then
-  redis.call('HSET', KEYS[1], 'opened_start', ARGV[2], 'last_published_end', ARGV[3], 'alert', ARGV[6])
+  redis.call('HSET', KEYS[1], 'opened_start', ARGV[2], 'last_published_end', ARGV[3], 'alert', ARGV[6], key, 1)
   return 'open'
 end
--- The same window again (its earlier publication failed and is retried): publish again.
-if tonumber(last) == tonumber(ARGV[3]) then return 'repeat' end
-if tonumber(ARGV[3]) - tonumber(last) >= tonumber(ARGV[4]) then
-  redis.call('HSET', KEYS[1], 'last_published_end', ARGV[3], 'alert', ARGV[6])
-  return 'remind'
+-- A window published before, closed again (a retried publication, or late events that
+-- completed its counts): publish again under the same alert id.
+if redis.call('HEXISTS', KEYS[1], key) == 1 then return 'repeat' end
+-- Otherwise publish when no published window of the incident is closer than the cooldown,
+-- on either side: windows may close out of order (late events, two workers).
+local w_end, cooldown = tonumber(ARGV[3]), tonumber(ARGV[4])
+local fields = redis.call('HKEYS', KEYS[1])
+for _, f in ipairs(fields) do
+  if string.sub(f, 1, 2) == 'p|' and math.abs(tonumber(string.sub(f, 3)) - w_end) < cooldown then
+    return 'suppress'
+  end
 end
-return 'suppress'
+redis.call('HSET', KEYS[1], key, 1)
+if w_end > tonumber(last) then
+  redis.call('HSET', KEYS[1], 'last_published_end', ARGV[3], 'alert', ARGV[6])
+end
+if tonumber(ARGV[2]) < tonumber(redis.call('HGET', KEYS[1], 'opened_start')) then
+  redis.call('HSET', KEYS[1], 'opened_start', ARGV[2])
+end
+return 'remind'
 """
 
 # KEYS: incidents zset, incident hash. ARGV: incident id. Only one worker wins the ZREM.

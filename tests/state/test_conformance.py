@@ -690,15 +690,58 @@ def reopened_window_sequence(h: Harness) -> None:
         h.log.append([a.window_start - BASE_MS for a in tracker.publishable([alert(start)])])
 
 
-def test_a_window_closed_again_after_a_later_one_published_is_suppressed(
+def test_a_window_closed_again_after_a_later_one_published_is_published_again(
     make_store: Factory, check: Callable[..., None]
 ) -> None:
-    """Pinned as it is: a late event reopens window 0 after window 1 published; its alert is then suppressed.
+    """A late event reopens window 0 after window 1 published: its complete counts are published again.
 
-    (The incident's last publication is later than the window, so neither ``repeat`` nor
-    ``remind`` applies; its complete counts are not republished.)
+    The window was published before, so its alert id is known to subscribers: republishing
+    it is an update of that alert (README "Alerts"), not a new incident or a reminder.
     """
     h = make_store()
     reopened_window_sequence(h)
-    assert h.log == [[0], [WINDOW_MS], []]
+    assert h.log == [[0], [WINDOW_MS], [0]]
     check(reopened_window_sequence)
+
+
+def suppressed_window_sequence(h: Harness) -> None:
+    tracker = IncidentTracker(h.store, settings=LifecycleSettings(cooldown_s=600, resolve_after_s=3_600))
+    for start in (BASE_MS, BASE_MS + WINDOW_MS, BASE_MS + WINDOW_MS):
+        h.log.append([a.window_start - BASE_MS for a in tracker.publishable([alert(start)])])
+
+
+def test_a_window_suppressed_by_the_cooldown_stays_suppressed_when_closed_again(
+    make_store: Factory, check: Callable[..., None]
+) -> None:
+    """Only windows that were published are republished: one held back by the cooldown is not."""
+    h = make_store()
+    suppressed_window_sequence(h)
+    assert h.log == [[0], [], []]
+    check(suppressed_window_sequence)
+
+
+def out_of_order_sequence(h: Harness) -> None:
+    tracker = IncidentTracker(h.store, settings=LifecycleSettings(cooldown_s=60, resolve_after_s=3_600))
+    w = WINDOW_MS
+    # 0 opens; 12w is past the cooldown; 3w closes late, within the cooldown of 0; 6w closes
+    # late too, at least the cooldown from both published windows; then the onset -7w shows up.
+    for start in (BASE_MS, BASE_MS + 12 * w, BASE_MS + 3 * w, BASE_MS + 6 * w, BASE_MS - 7 * w):
+        h.log.append([a.window_start - BASE_MS for a in tracker.publishable([alert(start)])])
+    record = h.store.resolve_incident(alert(BASE_MS).incident_id)
+    assert record is not None
+    h.log.append([int(record["opened_start"]) - BASE_MS, int(record["last_published_end"]) - BASE_MS])
+
+
+def test_windows_closed_out_of_order_follow_the_cooldown_on_both_sides(
+    make_store: Factory, check: Callable[..., None]
+) -> None:
+    """A late window is published when no published window is within the cooldown, earlier or later.
+
+    In order this is the usual rule (a reminder once the cooldown passed). Out of order, an
+    onset window closed after later ones is published and becomes the incident's start.
+    """
+    h = make_store()
+    out_of_order_sequence(h)
+    w = WINDOW_MS
+    assert h.log == [[0], [12 * w], [], [6 * w], [-7 * w], [-7 * w, 13 * w]]
+    check(out_of_order_sequence)
