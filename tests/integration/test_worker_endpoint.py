@@ -63,8 +63,13 @@ def test_metrics_and_probes_of_a_running_worker(tmp_path: Path, bootstrap: str, 
         deadline = time.monotonic() + 60
         while worker.stats.consumed < n and time.monotonic() < deadline:
             time.sleep(0.2)
-        time.sleep(1.5)  # one more statistics interval: the lag of every partition is reported
-        samples = _metrics(port)
+        # librdkafka reports a partition's lag once it has a position there: wait a few
+        # statistics intervals (1 s each) for all three.
+        for _ in range(30):
+            samples = _metrics(port)
+            if sum(k.startswith("stream_guard_consumer_lag_records") for k in samples) == 3:
+                break
+            time.sleep(0.5)
         topic = config.models[0].topics[0]
         assert samples[f'stream_guard_records_consumed_total{{model="fraud",topic="{topic}"}}'] == n
         assert samples['stream_guard_records_decoded_total{model="fraud"}'] == worker.stats.decoded == n - 1
