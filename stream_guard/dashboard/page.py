@@ -65,8 +65,8 @@ def rate_series(view: ModelView) -> list[Series]:
     return chosen
 
 
-def model_plots(view: ModelView) -> list[str]:
-    """The SVG plots of one model, in page order."""
+def metric_plots(view: ModelView) -> list[str]:
+    """The slice-metric plots of one model: events, rates, prediction mean, performance per slice."""
     m = view.model
     plots = [
         time_plot(f"{m}-events", "events per bucket", [Series("events", [(t, s.events) for t, s in view.overall])]),
@@ -83,24 +83,30 @@ def model_plots(view: ModelView) -> list[str]:
         Series(name, [(t, s.value(view.metric)) for t, s in points]) for name, points in view.slices.items()
     ]
     plots.append(time_plot(f"{m}-performance", f"{view.metric} per slice (labelled events)", performance))
-    for drift in view.drift:
-        plots.append(
-            time_plot(
-                f"{m}-drift-{drift.feature}",
-                f"drift of {drift.feature}: {drift.statistic} per window",
-                [Series(drift.statistic, list(drift.points))],
-                threshold=drift.threshold,
-            )
-        )
-    plots.append(
-        bar_plot(
-            f"{m}-worst",
-            f"worst slices on {view.metric}",
-            [(r.slice, r.value) for r in view.worst],
-            reference=view.overall_value,
-        )
-    )
     return plots
+
+
+def drift_plots(view: ModelView) -> list[str]:
+    """One plot per monitored field: its drift statistic per window, the threshold dashed."""
+    return [
+        time_plot(
+            f"{view.model}-drift-{drift.feature}",
+            f"drift of {drift.feature}: {drift.statistic} per window",
+            [Series(drift.statistic, list(drift.points))],
+            threshold=drift.threshold,
+        )
+        for drift in view.drift
+    ]
+
+
+def worst_plot(view: ModelView) -> str:
+    """The worst slices as bars, all traffic's value dashed."""
+    return bar_plot(
+        f"{view.model}-worst",
+        f"worst slices on {view.metric}",
+        [(r.slice, r.value) for r in view.worst],
+        reference=view.overall_value,
+    )
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], css: str, empty: str) -> str:
@@ -200,8 +206,12 @@ def model_section(view: ModelView, alerts: Sequence[dict[str, Any]]) -> str:
     return (
         f'<section class="sg-model" id="model-{m}" data-model="{m}" data-slices="{view.slice_count}">'
         f'<h2>{m}</h2><p class="meta">{escape(meta)}</p>{"".join(notes)}'
-        f'<div class="plots">{"".join(model_plots(view))}</div>'
-        f"<h3>Worst slices</h3>{worst}<h3>Open incidents</h3>{incidents}<h3>Recent alerts</h3>{alert_table}"
+        f'<h3>Slice metrics per bucket</h3><div class="plots">{"".join(metric_plots(view))}</div>'
+        "<h3>Drift per feature</h3>"
+        '<p class="meta">recomputed per window from the window histograms against the baseline profile</p>'
+        f'<div class="plots">{"".join(drift_plots(view))}</div>'
+        f'<h3>Worst slices</h3><div class="plots">{worst_plot(view)}</div>{worst}'
+        f"<h3>Open incidents</h3>{incidents}<h3>Recent alerts</h3>{alert_table}"
         "</section>"
     )
 

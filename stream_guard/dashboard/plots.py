@@ -60,7 +60,7 @@ def format_value(value: float) -> str:
         return f"{value / 1e3:.3g}k"
     if magnitude != 0 and magnitude < 1e-3:
         return f"{value:.0e}"
-    return f"{value:.3g}"
+    return f"{value:.4g}" if magnitude >= 1e3 else f"{value:.3g}"
 
 
 def format_time(ms: int) -> str:
@@ -181,10 +181,13 @@ def _axes(scale: _Scale, ticks: Sequence[float]) -> str:
         )
     base = HEIGHT - BOTTOM
     parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{base}" y2="{base}" stroke="#999"/>')
-    times = [scale.x0] if scale.x1 <= scale.x0 else [scale.x0, (scale.x0 + scale.x1) / 2, scale.x1]
-    for t in times:
+    if scale.x1 <= scale.x0:
+        times = [(scale.x0, "middle")]
+    else:
+        times = [(scale.x0, "start"), ((scale.x0 + scale.x1) / 2, "middle"), (scale.x1, "end")]
+    for t, anchor in times:
         parts.append(
-            f'<text x="{scale.x(t):.1f}" y="{base + 15}" text-anchor="middle" font-size="11" fill="#555">'
+            f'<text x="{scale.x(t):.1f}" y="{base + 15}" text-anchor="{anchor}" font-size="11" fill="#555">'
             f"{format_time(int(t))}</text>"
         )
     return "".join(parts)
@@ -199,14 +202,14 @@ def _legend(names: Sequence[str], threshold: bool) -> str:
         entries.append(("threshold", THRESHOLD_COLOUR, True))
     for name, colour, dashed in entries:
         label = name if len(name) <= 28 else name[:27] + "…"
+        if x + 18 + 6.5 * len(label) > WIDTH - RIGHT:
+            break
         dash = ' stroke-dasharray="4 3"' if dashed else ""
         parts.append(
             f'<line x1="{x}" x2="{x + 14}" y1="{y - 4}" y2="{y - 4}" stroke="{colour}" stroke-width="2"{dash}/>'
             f'<text x="{x + 18}" y="{y}" font-size="11" fill="#333">{escape(label)}</text>'
         )
         x += 26 + 6.5 * len(label)
-        if x > WIDTH - 80:
-            break
     return "".join(parts)
 
 
