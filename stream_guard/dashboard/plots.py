@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
 
-WIDTH, HEIGHT = 560, 210
-LEFT, RIGHT, TOP, BOTTOM = 58, 12, 26, 40
+WIDTH, HEIGHT = 560, 224
+#: The bottom margin holds the time labels and two rows of legend.
+LEFT, RIGHT, TOP, BOTTOM = 58, 12, 26, 54
 #: Series colours, in order (colour-blind friendly: Okabe-Ito).
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000")
 THRESHOLD_COLOUR = "#D55E00"
@@ -196,14 +197,16 @@ def _axes(scale: _Scale, ticks: Sequence[float]) -> str:
 def _legend(names: Sequence[str], threshold: bool) -> str:
     parts = []
     x: float = LEFT
-    y = HEIGHT - 8
+    y = HEIGHT - 22
     entries = [(n, PALETTE[i % len(PALETTE)], False) for i, n in enumerate(names)]
     if threshold:
         entries.append(("threshold", THRESHOLD_COLOUR, True))
     for name, colour, dashed in entries:
         label = name if len(name) <= 28 else name[:27] + "…"
         if x + 18 + 6.5 * len(label) > WIDTH - RIGHT:
-            break
+            if y == HEIGHT - 8:
+                break  # two rows are full
+            x, y = LEFT, HEIGHT - 8
         dash = ' stroke-dasharray="4 3"' if dashed else ""
         parts.append(
             f'<line x1="{x}" x2="{x + 14}" y1="{y - 4}" y2="{y - 4}" stroke="{colour}" stroke-width="2"{dash}/>'

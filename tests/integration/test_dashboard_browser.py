@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +33,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOT = Path(__file__).resolve().parents[1] / "artifacts" / "dashboard.png"
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOT = REPO / "tests" / "artifacts" / "dashboard.png"
 WINDOW_MS = 60_000
 START_MS = 1_700_000_000_000 - 1_700_000_000_000 % WINDOW_MS
 STEP_MS = 60  # 1000 events per window (and per one-minute metrics bucket)
@@ -161,3 +168,29 @@ def test_dashboard_in_chromium_draws_every_plot_with_data_from_a_real_worker(
     assert worst_rows == len(by_id["fraud-worst"]["bars"])
     assert any("data_drift" in row and "amount" in row for row in alert_rows), alert_rows
     assert SCREENSHOT.stat().st_size > 10_000
+
+    # The command serves the same page and stops cleanly on SIGTERM.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "stream_guard", "dashboard", "-c", str(tmp_path / "config.toml")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    log = (tmp_path / "dashboard.log").open("w")
+    process = subprocess.Popen([*command, "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=log)
+    try:
+        body = ""
+        deadline = time.monotonic() + 30
+        while 'data-plot="fraud-events"' not in body and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                    body = response.read().decode()
+            except OSError:
+                time.sleep(0.3)
+        assert 'data-plot="fraud-events"' in body, (tmp_path / "dashboard.log").read_text()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0, (tmp_path / "dashboard.log").read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        log.close()
