@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 DURATION ?= 80
 
-.PHONY: install demo test unit lint bench constraints clean
+.PHONY: install redis-server chromium demo dashboard test unit lint bench constraints clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,14 +18,27 @@ redis-server:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 
+## Headless Chromium for the dashboard's browser test (driven by playwright, never `playwright install`).
+chromium:
+	@[ -x /usr/bin/chromium ] || { \
+	  echo "installing chromium and chromium-driver (Debian packages)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
 install: $(VENV)/.installed redis-server
 
 ## Demo: local broker + redis-server + simulator with faults + worker; prints alerts.
 demo: install
 	$(PY) -m stream_guard demo --duration $(DURATION)
 
-## The whole test suite (unit + integration on the embedded broker and a real redis-server).
-test: install
+## Dashboard of CONFIG's models on http://127.0.0.1:8050/ (reads Redis and the alerts topic).
+CONFIG ?= config.toml
+dashboard: install
+	$(VENV)/bin/stream-guard dashboard -c $(CONFIG)
+
+## The whole test suite (unit + integration on the embedded broker and a real redis-server,
+## the dashboard in headless Chromium).
+test: install chromium
 	$(PY) -m pytest
 
 unit: install

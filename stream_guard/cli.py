@@ -119,6 +119,15 @@ def _parser() -> argparse.ArgumentParser:
     alerts.add_argument("--max", type=int, default=0, help="exit after this many alerts (default: run until stopped)")
     alerts.add_argument("--json", action="store_true", help="one JSON object per alert, times in ISO-8601")
     alerts.set_defaults(handler=_alerts)
+
+    dashboard = sub.add_parser("dashboard", help="serve a web page of slice metrics, drift, incidents and alerts")
+    dashboard.add_argument("-c", "--config")
+    dashboard.add_argument("--port", type=int, default=8050, help="HTTP port (default %(default)s; 0 picks a free one)")
+    dashboard.add_argument("--bind", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    dashboard.add_argument("--window", default="1h", help="event-time range shown, to each model's newest bucket")
+    dashboard.add_argument("--metric", help="label-based metric per slice (default: recall, or mae for regression)")
+    dashboard.add_argument("--min-support", type=int, default=100, help="events behind a slice to rank it")
+    dashboard.set_defaults(handler=_dashboard)
     return parser
 
 
@@ -316,6 +325,24 @@ def _alerts(args: argparse.Namespace) -> int:
                 break
     finally:
         consumer.close()
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    import threading
+
+    from stream_guard.dashboard.server import DashboardOptions, start_dashboard
+
+    config = _load(args)
+    options = DashboardOptions(_duration_ms(args.window), args.metric, args.min_support)
+    server, feed = start_dashboard(config, options, bind=args.bind, port=args.port)
+    print(f"stream-guard dashboard on http://{args.bind}:{server.port}/", flush=True)
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    stopping.wait()
+    server.stop()
+    feed.stop()
     return 0
 
 

@@ -1,0 +1,113 @@
+"""``stream-guard dashboard``: the page over HTTP (the standard library's server, as the worker's probes).
+
+``/`` renders the page from Redis on each request, with the alerts the background
+:class:`~stream_guard.dashboard.feed.AlertFeed` has read; ``/healthz`` answers ``ok``.
+Redis down is a 503 page saying so, not a traceback.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import redis
+import structlog
+
+from stream_guard.dashboard.feed import AlertFeed
+from stream_guard.dashboard.page import render_page
+from stream_guard.dashboard.views import read_model_view
+from stream_guard.settings import Config
+
+log = structlog.get_logger("stream_guard.dashboard")
+
+
+@dataclass(frozen=True)
+class DashboardOptions:
+    #: Event-time range shown, ending at each model's newest bucket.
+    window_ms: int = 3_600_000
+    #: Label-based metric ranked and plotted per slice (default: recall, or MAE for regression).
+    metric: str | None = None
+    min_support: int = 100
+    refresh_s: int = 30
+
+
+class Dashboard:
+    """Renders the page of every configured model."""
+
+    def __init__(self, config: Config, client: redis.Redis, feed: AlertFeed, options: DashboardOptions) -> None:
+        self.config, self.client, self.feed, self.options = config, client, feed, options
+
+    def render(self) -> str:
+        o = self.options
+        views = [
+            read_model_view(
+                self.config, m.name, self.client, window_ms=o.window_ms, metric=o.metric, min_support=o.min_support
+            )
+            for m in self.config.models
+        ]
+        alerts = {v.model: self.feed.recent(v.model) for v in views}
+        problems = [f"alerts topic: {self.feed.problem}"] if self.feed.problem else []
+        return render_page(views, alerts, now_ms=int(time.time() * 1000), problems=problems, refresh_s=o.refresh_s)
+
+
+class DashboardServer:
+    """Serves ``render()`` at ``/`` in a daemon thread; ``port=0`` picks a free port (see :attr:`port`)."""
+
+    def __init__(self, render: Callable[[], str], *, bind: str = "127.0.0.1", port: int = 0) -> None:
+        render_ = render
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/":
+                    try:
+                        self._send(200, render_().encode(), "text/html; charset=utf-8")
+                    except redis.RedisError as exc:
+                        body = f"<!doctype html><p>stream-guard dashboard: Redis unavailable: {exc}</p>"
+                        self._send(503, body.encode(), "text/html; charset=utf-8")
+                elif path == "/healthz":
+                    self._send(200, b"ok\n", "text/plain")
+                else:
+                    self._send(404, b"not found\n", "text/plain")
+
+            def _send(self, status: int, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                log.debug("dashboard request", line=format % args)
+
+        self._server = ThreadingHTTPServer((bind, port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="stream-guard-dashboard", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> DashboardServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def start_dashboard(
+    config: Config, options: DashboardOptions, *, bind: str = "127.0.0.1", port: int = 0
+) -> tuple[DashboardServer, AlertFeed]:
+    """The alert feed and the HTTP server of ``config``, both running."""
+    client = redis.Redis.from_url(config.redis.url, decode_responses=True)
+    feed = AlertFeed(config).start()
+    server = DashboardServer(Dashboard(config, client, feed, options).render, bind=bind, port=port).start()
+    log.info("dashboard listening", url=f"http://{bind}:{server.port}/", models=[m.name for m in config.models])
+    return server, feed
