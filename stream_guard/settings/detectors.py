@@ -11,22 +11,29 @@ import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, TypeAlias
-
-from river import base as river_base
-from river import drift as river_drift
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from stream_guard.errors import DetectorSpecInvalidError
+
+if TYPE_CHECKING:
+    from river import base as river_base
 
 __all__ = ["Detector", "DetectorSpec"]
 
 # River's binary detectors (DDM, EDDM, HDDM_A...) do not subclass DriftDetector.
-Detector: TypeAlias = river_base.DriftDetector | river_base.BinaryDriftDetector
+Detector: TypeAlias = "river_base.DriftDetector | river_base.BinaryDriftDetector"
 
 
 @cache
 def _detector_classes() -> dict[str, type[Detector]]:
-    """Concrete detector classes of ``river.drift`` and ``river.drift.binary`` by name."""
+    """Concrete detector classes of ``river.drift`` and ``river.drift.binary`` by name.
+
+    River is imported here, not at module level: reading settings (``--help``,
+    ``check-config``) should not pay for loading every detector.
+    """
+    from river import base as river_base
+    from river import drift as river_drift
+
     classes: dict[str, type[Detector]] = {}
     for module in (river_drift, river_drift.binary):
         for name in dir(module):

@@ -5,16 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stream_guard.errors import EvaluationInputError
-from stream_guard.learning import learn_from_frame, profiled_fields
-from stream_guard.model import ModelRuntime
-from stream_guard.profile import BaselineProfile
-from stream_guard.tools.evaluate.events import Stream, file_events, simulated_events
-from stream_guard.tools.evaluate.faults import FAULTS
-from stream_guard.tools.evaluate.report import render
-from stream_guard.tools.evaluate.scenarios import DEFAULT_RATES, evaluate, plan_scenarios
+from stream_guard.tools.evaluate.faults import DEFAULT_RATES, FAULTS
+
+if TYPE_CHECKING:
+    from stream_guard.model import ModelRuntime
 
 
 def add_evaluate_command(subparsers: Any) -> argparse.ArgumentParser:
@@ -100,9 +97,15 @@ def _pick(models: list[ModelRuntime], name: str | None) -> ModelRuntime:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """The ``evaluate`` command: returns the exit code (0 once the report is printed)."""
+    # Imported here so that building the CLI's parser (``--help``) stays fast.
     from stream_guard.assembly import registry_client
+    from stream_guard.learning import learn_from_frame, profiled_fields
     from stream_guard.model import build_models
+    from stream_guard.profile import BaselineProfile
     from stream_guard.settings import load_config
+    from stream_guard.tools.evaluate.events import Stream, file_events, simulated_events
+    from stream_guard.tools.evaluate.report import render
+    from stream_guard.tools.evaluate.scenarios import evaluate, plan_scenarios
 
     config = load_config(args.config, require_profiles=False)  # evaluate may learn the profile itself
     model = _pick(build_models(config, registry_client(config)), args.model)

@@ -14,6 +14,9 @@ from stream_guard.model import ModelRuntime
 from stream_guard.profile import BaselineProfile, CategoricalProfile, NumericProfile
 from stream_guard.schemas import FieldType
 
+#: Injection rates of an evaluation unless ``--rates`` says otherwise.
+DEFAULT_RATES = (0.01, 0.1, 1.0)
+
 UNSEEN_VALUE = "sg-unseen-category"
 #: Share the most frequent category reaches under ``mix_shift``.
 MIX_SHARE = 0.8

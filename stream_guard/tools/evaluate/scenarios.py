@@ -17,11 +17,18 @@ from stream_guard.model import ModelRuntime
 from stream_guard.profile import BaselineProfile
 from stream_guard.settings import Config
 from stream_guard.tools.evaluate.events import Stream
-from stream_guard.tools.evaluate.faults import FAULTS, Target, applies, faulty_values, same_value, targets, with_value
+from stream_guard.tools.evaluate.faults import (
+    DEFAULT_RATES,
+    FAULTS,
+    Target,
+    applies,
+    faulty_values,
+    same_value,
+    targets,
+    with_value,
+)
 from stream_guard.tools.evaluate.replay import Replay
 from stream_guard.tools.evaluate.report import Evaluation, ScenarioResult, count_false_alarms
-
-DEFAULT_RATES = (0.01, 0.1, 1.0)
 
 
 @dataclass(frozen=True)
