@@ -92,7 +92,8 @@ class Pipeline:
         time, and becomes a dead letter (:class:`~stream_guard.errors.RecordValidationError`)
         while the rest of the batch is counted: one hostile record must not crash the
         batch on every redelivery. Stateful stages may then have seen some rows twice.
-        A failure no single record reproduces is raised.
+        A failure no single record reproduces, or that every record of the batch
+        reproduces (a broken stage, not a hostile record), is raised.
         """
         batch, dead = model.decode(messages)
         errors: dict[int, Exception] = {d.row: d.error for d in dead}
@@ -102,8 +103,8 @@ class Pipeline:
             raise
         except Exception:  # a stage failed: look for the record that causes it (re-raised if none)
             poison = self._poison_rows(model, batch, keys)
-            if not poison:
-                raise
+            if not poison or (len(poison) > 1 and len(poison) == len(batch.valid_rows)):
+                raise  # no record alone, or every record: a failure of the stage, not of a record
             log.error("records dead-lettered: a stage failed on them", model=model.name, rows=len(poison))
             batch = batch.with_failed(poison)
             dead = sorted([*dead, *(DeadLetter(r, messages[r], e) for r, e in poison.items())], key=lambda d: d.row)

@@ -106,3 +106,17 @@ def test_a_failure_no_single_record_reproduces_is_raised() -> None:
     pipeline = Pipeline(Config(), Stages(row_checks=[FailsOnPairs()]))
     with pytest.raises(ZeroDivisionError):
         pipeline.stage(_model(), _messages([1.0, 2.0]), KEYS)
+
+
+class AlwaysFails:
+    """A broken stage: every record makes it raise."""
+
+    def findings(self, model: ModelRuntime, batch: EventBatch) -> list[RowFindings]:
+        raise KeyError("broken stage")
+
+
+def test_a_stage_that_fails_on_every_record_is_raised_not_dead_lettered() -> None:
+    """A bug in a stage must not turn the whole stream into dead letters."""
+    pipeline = Pipeline(Config(), Stages(row_checks=[AlwaysFails()]))
+    with pytest.raises(KeyError):
+        pipeline.stage(_model(), _messages([1.0, 2.0, 3.0]), KEYS)
