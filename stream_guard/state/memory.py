@@ -23,8 +23,9 @@ Semantics kept from the scripts
   sets, ``SET NX`` with counters, deletes, sorted-set adds and trims.
 * Errors are :class:`redis.exceptions.ResponseError`, as the scripts' replies become in
   redis-py, so callers handle both stores alike; :meth:`MemoryState.apply` runs every
-  update, then raises the first error, as a redis-py pipeline does. Writes an update
-  made before an op failed stay, as in a Lua script.
+  update, then raises the first error, as a redis-py pipeline does. An update whose op
+  fails leaves nothing behind, fence included (the script validates every op before its
+  first write; here the touched keys are restored), so its retry applies it.
 * Types: one key space; an op on a key of another type fails with ``WRONGTYPE``.
 * Incidents open, repeat, remind, are suppressed and resolve as the incident scripts decide.
 * ``finish`` removes a window from the open set only if its ``n`` field still equals
@@ -319,31 +320,52 @@ class MemoryState:
         self._clock = now_ms
         source = update.source
         fixed = self.keys.fenced(update.fence)
-        applied_hash = self._create(fixed[0], dict)
-        applied = applied_hash.get(source)
+        applied = (self._existing(fixed[0], dict) or {}).get(source)
         if applied is not None and int(applied) >= update.last_offset:
             return 0
         if applied is not None and int(applied) >= update.first_offset:
             raise ResponseError(f"FENCE {source} applied up to {applied}, batch starts at {update.first_offset}")
-        applied_hash[source] = str(update.last_offset)
-        marks = self._create(fixed[1], dict)
-        if source not in marks or int(marks[source]) < update.max_event_ms:
-            marks[source] = str(update.max_event_ms)
-        self._create(fixed[2], dict)[source] = str(now_ms)
         keys = update.keys
+        saved = self._save([*fixed, *keys])
         own_ttl: dict[int, int] = {}
-        self._run_ops(update.ops, keys, fixed, own_ttl)
+        try:
+            self._run_ops(update.ops, keys, fixed, own_ttl)
+        except ResponseError:
+            self._restore(saved)  # whole or not at all, as the script's validation pass ensures
+            raise
         retention = self._retention_s if update.ttl_s is None else update.ttl_s
         for index, key in enumerate(keys, start=FIXED_KEYS + 1):
             ttl = own_ttl.get(index, retention)
             if ttl > 0 and key in self._data:
                 self._deadlines[key] = now_ms + ttl * 1000
+        # The fence last: a batch that failed is applied by its retry.
+        self._create(fixed[0], dict)[source] = str(update.last_offset)
+        marks = self._create(fixed[1], dict)
+        if source not in marks or int(marks[source]) < update.max_event_ms:
+            marks[source] = str(update.max_event_ms)
+        self._create(fixed[2], dict)[source] = str(now_ms)
         return 1
+
+    def _save(self, keys: Sequence[str]) -> dict[str, tuple[Any, int | None]]:
+        """Copies of ``keys`` (value, deadline); absent keys as ``None``."""
+        saved: dict[str, tuple[Any, int | None]] = {}
+        for key in keys:
+            value = self._data.get(key)
+            saved[key] = (None if value is None else type(value)(value), self._deadlines.get(key))
+        return saved
+
+    def _restore(self, saved: dict[str, tuple[Any, int | None]]) -> None:
+        for key, (value, deadline) in saved.items():
+            self._delete(key)
+            if value is not None:
+                self._data[key] = value
+            if deadline is not None:
+                self._deadlines[key] = deadline
 
     def _run_ops(self, ops: Sequence[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
         handlers = self._handlers
         try:
-            # Lazily: the ops before an unknown one run, as in the script.
+            # An unknown op fails the update; the caller restores what the ops before it wrote.
             for op, args in split_ops(ops):
                 handlers[op](args, keys, fixed, own_ttl)
         except StateOpUnknownError as exc:
@@ -448,6 +470,10 @@ class MemoryState:
         fields[field] = str(value + amount)
 
     def _hincrbyfloat(self, key: str, field: str, amount: float) -> None:
+        if math.isnan(amount):
+            raise ResponseError("ERR value is not a valid float")
+        if math.isinf(amount):
+            raise ResponseError("ERR value is NaN or Infinity")
         fields = self._create(key, dict)
         try:
             value = float(fields.get(field, "0")) + amount

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from stream_guard.state.exceptions import StateUpdateInvalidError
 from stream_guard.state.keys import Fence
 from stream_guard.state.ops import Op
 
@@ -91,6 +93,9 @@ class StateUpdate:
             self._push(Op.INCR, self._key(key), field, int(amount))
 
     def incr_float(self, key: str, field: str, amount: float) -> None:
+        """``HINCRBYFLOAT``; a NaN or infinite ``amount`` raises :class:`StateUpdateInvalidError`."""
+        if not math.isfinite(amount):
+            raise StateUpdateInvalidError(f"non-finite increment {amount!r} of {key} {field}")
         if amount:
             self._push(Op.INCR_FLOAT, self._key(key), field, repr(float(amount)))
 

@@ -3,8 +3,10 @@
 Each batch's contribution to a window (event counts, finding counts, examples,
 histograms...) is written by one Lua script per source partition. The script first
 checks the partition's *applied offset* fence, so a batch redelivered after a crash
-or a rebalance is skipped instead of counted twice, and it advances the partition's
-watermark in the same atomic step. All of a batch's scripts go in one pipeline: one
+or a rebalance is skipped instead of counted twice, then validates every op against the
+current state (types, integer and float fields, finite increments) before its first
+write, and advances the fence and the partition's watermark last: a batch applies whole
+or not at all, and a failed one is applied by its retry. All of a batch's scripts go in one pipeline: one
 round trip per batch. Labels batches run the same script on the labels' fence
 (:class:`~stream_guard.state.keys.Fence`).
 
@@ -30,7 +32,7 @@ from typing import Any, cast
 import redis
 
 from stream_guard.state.keys import Fence, ModelKeys
-from stream_guard.state.ops import Op
+from stream_guard.state.ops import SHAPES, Op
 from stream_guard.state.update import StateUpdate, WindowSnapshot
 
 __all__ = ["APPLY_SCRIPT", "StateUpdate", "WindowSnapshot", "WindowStore"]
@@ -64,33 +66,122 @@ if set(_OP_LUA) != set(Op):
 
 _DISPATCH = "\n  else".join(f"if op == '{op.value}' then\n    {body}" for op, body in _OP_LUA.items())
 
+# The validation pass: everything an op could fail on, checked before the first write, on
+# the state as the update's earlier ops will have left it (``kinds``: key types, ``shadow``:
+# hash fields). ``j`` is the op's first key index (nil for W), ``a`` its first argument.
+_CHECK_LUA: dict[Op, str] = {
+    Op.OPEN_WINDOW: "if not need(4, 'zset') then return wrongtype() end",
+    Op.INCR: """if not need(j, 'hash') then return wrongtype() end
+    local amount = ARGV[i+3]
+    if not string.match(amount, '^-?%d+$') then
+      return redis.error_reply('ERR value is not an integer or out of range')
+    end
+    local cur = field(j, ARGV[i+2])
+    if cur ~= nil and not is_int(cur) then return redis.error_reply('ERR hash value is not an integer') end
+    local sum = tonumber(cur or 0) + tonumber(amount)
+    if math.abs(sum) > 9.2e18 then return redis.error_reply('ERR increment or decrement would overflow') end
+    shadow[j][ARGV[i+2]] = sum""",
+    Op.INCR_FLOAT: """if not need(j, 'hash') then return wrongtype() end
+    local amount = tonumber(ARGV[i+3])
+    if amount == nil or amount ~= amount then return redis.error_reply('ERR value is not a valid float') end
+    if amount == math.huge or amount == -math.huge then return redis.error_reply('ERR value is NaN or Infinity') end
+    local cur = field(j, ARGV[i+2])
+    if cur ~= nil and tonumber(cur) == nil then return redis.error_reply('ERR hash value is not a float') end
+    shadow[j][ARGV[i+2]] = tonumber(cur or 0) + amount""",
+    Op.SET: "if not need(j, 'hash') then return wrongtype() end\n    shadow[j][ARGV[i+2]] = ARGV[i+3]",
+    Op.ADD_EXAMPLE: "if not need(j, 'list') then return wrongtype() end",
+    Op.ADD_DISTINCT: "if not need(j, 'string') then return wrongtype() end",
+    Op.EXPIRE: "",
+    Op.SET_ONCE: """local c = tonumber(ARGV[i+4])
+    if kind_of(j) == 'none' then
+      if not need(c, 'hash') then return wrongtype() end
+      for f = i + 6, i + 5 + tonumber(ARGV[i+5]) do
+        local cur = field(c, ARGV[f])
+        if cur ~= nil and not is_int(cur) then return redis.error_reply('ERR hash value is not an integer') end
+        shadow[c][ARGV[f]] = tonumber(cur or 0) + 1
+      end
+      kinds[j] = 'string'
+    end""",
+    Op.DELETE: "kinds[j] = 'none'; cleared[j] = true; shadow[j] = {}",
+    Op.ZADD: "if not need(j, 'zset') then return wrongtype() end",
+    Op.ZTRIM_BELOW: "if not need(j, 'zset') then return wrongtype() end",
+}
+if set(_CHECK_LUA) != set(Op):
+    raise ImportError(f"apply script does not validate ops {sorted(set(Op) - set(_CHECK_LUA))}")
+
+_CHECK_DISPATCH = "\n  else".join(
+    f"if op == '{op.value}' then\n    {body or '-- nothing can fail'}" for op, body in _CHECK_LUA.items()
+)
+_SHAPES_LUA = ", ".join(f"['{op.value}'] = {{{SHAPES[op].fixed}, {str(SHAPES[op].counted).lower()}}}" for op in Op)
+
 #: The fenced apply script. KEYS: the fence's four fixed keys, then the update's keys.
 #: ARGV: source, last offset, max event time, clock, retention, first offset, ops.
+#: A batch applies whole or not at all: every op is validated before the first write, and
+#: the fence, the watermark and the clock are written last.
 APPLY_SCRIPT = f"""
 local applied = redis.call('HGET', KEYS[1], ARGV[1])
 if applied and tonumber(applied) >= tonumber(ARGV[2]) then return 0 end
 if applied and tonumber(applied) >= tonumber(ARGV[6]) then
   return redis.error_reply('FENCE ' .. ARGV[1] .. ' applied up to ' .. applied .. ', batch starts at ' .. ARGV[6])
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-local wm = redis.call('HGET', KEYS[2], ARGV[1])
-if (not wm) or tonumber(wm) < tonumber(ARGV[3]) then redis.call('HSET', KEYS[2], ARGV[1], ARGV[3]) end
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
-local ttl = tonumber(ARGV[5])
--- keys given their own TTL by 'E' (seconds) or managed by 'X'/'D' (0: leave alone)
-local own_ttl = {{}}
+local shapes = {{{_SHAPES_LUA}}}
+local kinds, cleared, shadow = {{}}, {{}}, {{}}
+local function kind_of(j)
+  if kinds[j] == nil then kinds[j] = redis.call('TYPE', KEYS[j]).ok end
+  return kinds[j]
+end
+local function need(j, t)
+  local have = kind_of(j)
+  if have ~= 'none' and have ~= t then return false end
+  kinds[j] = t
+  if shadow[j] == nil then shadow[j] = {{}} end
+  return true
+end
+local function field(j, f)
+  local v = shadow[j][f]
+  if v == nil and not cleared[j] then
+    v = redis.call('HGET', KEYS[j], f)
+    if v == false then v = nil end
+  end
+  return v
+end
+local function is_int(v)
+  if type(v) == 'number' then return v == math.floor(v) end
+  return string.match(v, '^-?%d+$') ~= nil
+end
+local function wrongtype()
+  return redis.error_reply('WRONGTYPE Operation against a key holding the wrong kind of value')
+end
 local i = 7
 while i <= #ARGV do
   local op = ARGV[i]
+  local shape = shapes[op]
+  if shape == nil then return redis.error_reply('unknown op ' .. op) end
+  local j = tonumber(ARGV[i+1])
+  if j ~= nil and shadow[j] == nil then shadow[j] = {{}} end
+  {_CHECK_DISPATCH}
+  end
+  local step = 1 + shape[1]
+  if shape[2] then step = step + tonumber(ARGV[i + shape[1]]) end
+  i = i + step
+end
+local ttl = tonumber(ARGV[5])
+-- keys given their own TTL by 'E' (seconds) or managed by 'X'/'D' (0: leave alone)
+local own_ttl = {{}}
+i = 7
+while i <= #ARGV do
+  local op = ARGV[i]
   {_DISPATCH}
-  else
-    return redis.error_reply('unknown op ' .. op)
   end
 end
 for j = 5, #KEYS do
   local t = own_ttl[j]
   if t == nil then redis.call('EXPIRE', KEYS[j], ttl) elseif t > 0 then redis.call('EXPIRE', KEYS[j], t) end
 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local wm = redis.call('HGET', KEYS[2], ARGV[1])
+if (not wm) or tonumber(wm) < tonumber(ARGV[3]) then redis.call('HSET', KEYS[2], ARGV[1], ARGV[3]) end
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
 return 1
 """
 

@@ -120,6 +120,8 @@ def error_text(exc: ResponseError) -> str:
         r"unknown op \S+",
         r"WRONGTYPE",
         r"hash value is not an integer",
+        r"hash value is not a float",
+        r"value is NaN or Infinity",
     ):
         match = re.search(pattern, text)
         if match:
@@ -360,14 +362,18 @@ def test_labels_have_their_own_fence(make_store: Factory) -> None:
 
 
 def test_errors_are_the_same(make_store: Factory) -> None:
-    """An unknown op and an op on a key of another type fail alike; writes before the failure stay."""
+    """An unknown op and an op on a key of another type fail alike; nothing of a failed update stays."""
     h = make_store()
     k = h.keys
     bad = update(0, 0, BASE_MS)
     bad.incr(k.window(BASE_MS), "n", 1)
     bad.ops += ["Q", 5]
     assert h.apply([bad], now_ms=0) == "unknown op Q"
-    assert h.store.snapshot(BASE_MS).fields == {"n": "1"}
+    assert h.store.snapshot(BASE_MS).fields == {}
+    assert h.store.applied_offsets([A]) == {}
+    first = update(0, 0, BASE_MS)
+    first.incr(k.window(BASE_MS), "n", 1)
+    assert h.apply([first], now_ms=0) == [1]
     wrong = update(1, 1, BASE_MS)
     wrong.add_example(k.window(BASE_MS), {"x": 1}, 3)
     assert h.apply([wrong], now_ms=0) == "WRONGTYPE"
@@ -375,7 +381,71 @@ def test_errors_are_the_same(make_store: Factory) -> None:
     text.set(k.window(BASE_MS), "d|x", "abc")
     text.incr(k.window(BASE_MS), "d|x", 1)
     assert h.apply([text], now_ms=0) == "hash value is not an integer"
-    assert h.store.applied_offsets([A]) == {A: 2}
+    assert h.store.snapshot(BASE_MS).fields == {"n": "1"}
+    assert h.store.applied_offsets([A]) == {A: 0}
+
+
+def failing_step_sequence(h: Harness) -> None:
+    k = h.keys
+    first = counted(k, 0, 4, BASE_MS + 100)
+    first.set(k.window(BASE_MS), "d|x", "abc")
+    h.apply([first], now_ms=0)
+    # A later step of the batch fails (a float sum on text, an infinite increment written by
+    # hand, an integer increment on text, a list op on a hash): nothing of it may stay.
+    for i, step in enumerate(("F", "F-inf", "H", "L")):
+        bad = counted(k, 5, 9, BASE_MS + 200 + i)
+        bad.incr(k.bucket(BASE_MS), "*|n", 5)
+        bad.zadd(k.metrics_index, BASE_MS, str(BASE_MS))
+        if step == "F":
+            bad.incr_float(k.window(BASE_MS), "d|x", 1.5)
+        elif step == "F-inf":
+            bad.ops += [Op.INCR_FLOAT.value, 5, "sum", "inf"]
+        elif step == "H":
+            bad.incr(k.window(BASE_MS), "d|x", 1)
+        else:
+            bad.add_example(k.window(BASE_MS), {"x": 1}, 3)
+        h.apply([bad], now_ms=1_000)
+        h.log.append(
+            (step, h.store.applied_offsets([A]), h.store.snapshot(BASE_MS).fields, h.store.global_watermark(0))
+        )
+    # The retry of the same offsets, without the failing op, applies whole.
+    retry = counted(k, 5, 9, BASE_MS + 200)
+    retry.incr(k.bucket(BASE_MS), "*|n", 5)
+    h.apply([retry], now_ms=1_000)
+    h.log.append(
+        ("retry", h.store.applied_offsets([A]), h.store.snapshot(BASE_MS).fields, h.dump().get(k.bucket(BASE_MS)))
+    )
+
+
+def test_a_batch_whose_step_fails_applies_nothing_and_its_retry_applies(
+    make_store: Factory, check: Callable[..., None]
+) -> None:
+    """A failing op leaves no write of its batch, not even the fence: the retry is counted, not fenced out."""
+    h = make_store()
+    failing_step_sequence(h)
+    before = {A: 4}, {"n": "5", "d|x": "abc"}, float(BASE_MS + 100)
+    assert [entry[0] for entry in h.log] == [
+        "apply",
+        "apply",
+        "F",
+        "apply",
+        "F-inf",
+        "apply",
+        "H",
+        "apply",
+        "L",
+        "apply",
+        "retry",
+    ]
+    assert [entry[1] for entry in h.log[1:9:2]] == [
+        "hash value is not a float",
+        "value is NaN or Infinity",
+        "hash value is not an integer",
+        "WRONGTYPE",
+    ]
+    assert [entry[1:] for entry in h.log[2:9:2]] == [before] * 4
+    assert h.log[-1] == ("retry", {A: 9}, {"n": "10", "d|x": "abc"}, ("hash", {"*|n": "5"}, True))
+    check(failing_step_sequence)
 
 
 # --------------------------------------------------------------------------- windows
