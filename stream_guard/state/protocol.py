@@ -86,8 +86,20 @@ class IncidentState(Protocol):
         """Open incidents whose last window ended at or before ``end_ms``, oldest first."""
         ...
 
-    def resolve_incident(self, incident_id: str) -> dict[str, str] | None:
-        """Close an open incident and return its record; None if it was not open (someone else closed it)."""
+    def resolve_incident(self, incident_id: str, window_end: int) -> dict[str, str] | None:
+        """Phase 1 of a resolution: mark an open incident resolved by the window ending at ``window_end``.
+
+        Returns its record, again if the same window asks again (closed again after a failure);
+        None if it is not open or another window's resolution of it awaits delivery.
+        """
+        ...
+
+    def close_incident(self, incident_id: str, window_end: int) -> bool:
+        """Phase 2, once the RESOLVED alert was delivered: replace the record by a tombstone.
+
+        The tombstone (TTL: the retention) holds how far the incident reached, so a window it
+        covered, closed again later, does not reopen it. False if the mark is not ``window_end``'s.
+        """
         ...
 
 

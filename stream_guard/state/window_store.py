@@ -17,8 +17,12 @@ publishes the alerts, and only then removes the window from the open set. A work
 that dies in between lets the lease expire and another one closes it again
 (at-least-once; the alert id is the same).
 
-Incidents are decided by two more scripts (:meth:`WindowStore.observe_incident`,
-:meth:`WindowStore.resolve_incident`), so workers closing windows concurrently agree.
+Incidents are decided by three more scripts (:meth:`WindowStore.observe_incident`,
+:meth:`WindowStore.resolve_incident`, :meth:`WindowStore.close_incident`), so workers
+closing windows concurrently agree. A resolution has two phases: the incident is marked,
+its RESOLVED alert published and acknowledged, and only then is the record replaced by a
+tombstone, so a kill in between publishes the resolution again when the window is closed
+again.
 """
 
 from __future__ import annotations
@@ -195,6 +199,14 @@ return 1
 
 # KEYS: incident hash, incidents zset. ARGV: incident id, window start, window end, cooldown ms, count, alert json.
 _OBSERVE = """
+local through = redis.call('HGET', KEYS[1], 'resolved_through')
+if through then
+  -- A window the resolved incident already covered (closed again late): history, not news.
+  if tonumber(ARGV[3]) <= tonumber(through) then return 'resolved' end
+  redis.call('DEL', KEYS[1])
+end
+-- The problem is back while a resolution awaits its delivery: the incident goes on.
+redis.call('HDEL', KEYS[1], 'resolving')
 local seen = tonumber(redis.call('HGET', KEYS[1], 'last_seen_end') or '-1')
 if tonumber(ARGV[3]) > seen then
   redis.call('HINCRBY', KEYS[1], 'windows', 1)
@@ -208,7 +220,12 @@ if not last then
   return 'open'
 end
 -- The same window again (its earlier publication failed and is retried): publish again.
-if tonumber(last) == tonumber(ARGV[3]) then return 'repeat' end
+if tonumber(ARGV[3]) == tonumber(last) then return 'repeat' end
+-- A window before the one that opened the incident (closed out of order): the real onset.
+if tonumber(ARGV[2]) < tonumber(redis.call('HGET', KEYS[1], 'opened_start')) then
+  redis.call('HSET', KEYS[1], 'opened_start', ARGV[2])
+  return 'onset'
+end
 if tonumber(ARGV[3]) - tonumber(last) >= tonumber(ARGV[4]) then
   redis.call('HSET', KEYS[1], 'last_published_end', ARGV[3], 'alert', ARGV[6])
   return 'remind'
@@ -216,12 +233,28 @@ end
 return 'suppress'
 """
 
-# KEYS: incidents zset, incident hash. ARGV: incident id. Only one worker wins the ZREM.
+# Phase 1 of a resolution. KEYS: incidents zset, incident hash. ARGV: incident id, end of the
+# window resolving it. Marks the incident (the mark names the window) and returns its record;
+# the same window asking again (closed again after a failure) gets it again, any other none.
 _RESOLVE = """
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return false end
-local state = redis.call('HGETALL', KEYS[2])
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return false end
+local mark = redis.call('HGET', KEYS[2], 'resolving')
+if mark and mark ~= ARGV[2] then return false end
+redis.call('HSET', KEYS[2], 'resolving', ARGV[2])
+return redis.call('HGETALL', KEYS[2])
+"""
+
+# Phase 2, once the RESOLVED alert was delivered. KEYS: incidents zset, incident hash.
+# ARGV: incident id, window end of the mark, tombstone TTL (s). The record becomes a tombstone
+# holding how far the incident reached, so an older window closed again does not reopen it.
+_CLOSE = """
+if redis.call('HGET', KEYS[2], 'resolving') ~= ARGV[2] then return 0 end
+local through = redis.call('HGET', KEYS[2], 'last_seen_end')
+redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2])
-return state
+redis.call('HSET', KEYS[2], 'resolved_through', through)
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1
 """
 
 
@@ -254,6 +287,7 @@ class WindowStore:
         self._finish = client.register_script(_FINISH)
         self._observe = client.register_script(_OBSERVE)
         self._resolve = client.register_script(_RESOLVE)
+        self._close = client.register_script(_CLOSE)
 
     @classmethod
     def for_client(cls, client: redis.Redis, keys: ModelKeys, retention_s: int = 7 * 24 * 3600) -> WindowStore:
@@ -393,9 +427,22 @@ class WindowStore:
         """Open incidents whose last window ended at or before ``end_ms``, oldest first."""
         return cast("list[str]", self._redis.zrangebyscore(self.keys.incidents, "-inf", end_ms))
 
-    def resolve_incident(self, incident_id: str) -> dict[str, str] | None:
-        """Close an open incident and return its record; None if it was not open."""
-        state = self._resolve(keys=[self.keys.incidents, self.keys.incident(incident_id)], args=[incident_id])
+    def resolve_incident(self, incident_id: str, window_end: int) -> dict[str, str] | None:
+        """Mark an open incident resolved by the window ending at ``window_end``; its record, or None.
+
+        None if it is not open, or another window's resolution of it awaits delivery.
+        """
+        state = self._resolve(
+            keys=[self.keys.incidents, self.keys.incident(incident_id)], args=[incident_id, window_end]
+        )
         if not state:
             return None
         return dict(zip(state[::2], state[1::2], strict=True))
+
+    def close_incident(self, incident_id: str, window_end: int) -> bool:
+        """Forget an incident once its RESOLVED alert was delivered, keeping a tombstone (retention TTL)."""
+        done = self._close(
+            keys=[self.keys.incidents, self.keys.incident(incident_id)],
+            args=[incident_id, window_end, self._retention_s],
+        )
+        return bool(done)

@@ -701,6 +701,7 @@ def incident_sequence(h: Harness) -> None:
         raised = list(alerts)
         published = tracker.publishable(raised)
         resolved = tracker.resolved(start + WINDOW_MS, {a.incident_id for a in raised})
+        tracker.delivered(start + WINDOW_MS)
         h.log.append(
             (
                 start - BASE_MS,
@@ -740,7 +741,16 @@ def test_incidents_open_remind_and_resolve_alike(make_store: Factory, check: Cal
             [("RESOLVED", 7 * w, 8 * w, 1, f"clear since {BASE_MS + 8 * w} (event time), 1 windows affected")],
         ),
     ]
-    assert not [key for key in h.dump() if ":incident" in key]
+    # Resolved incidents leave tombstones (with the retention's TTL), no open ones.
+    tombstones = {key: value for key, value in h.dump().items() if ":incident" in key}
+    assert tombstones == {
+        h.keys.incident(alert(BASE_MS).incident_id): ("hash", {"resolved_through": str(BASE_MS + 7 * w)}, True),
+        h.keys.incident(alert(BASE_MS, kind="nulls").incident_id): (
+            "hash",
+            {"resolved_through": str(BASE_MS + 8 * w)},
+            True,
+        ),
+    }
     check(incident_sequence)
 
 
@@ -772,3 +782,87 @@ def test_a_window_closed_again_after_a_later_one_published_is_suppressed(
     reopened_window_sequence(h)
     assert h.log == [[0], [WINDOW_MS], []]
     check(reopened_window_sequence)
+
+
+def resolution_retry_sequence(h: Harness) -> None:
+    tracker = IncidentTracker(h.store, settings=LIFECYCLE)
+    end = BASE_MS + 10 * WINDOW_MS
+
+    def resolved() -> list[tuple[str, int, int, str]]:
+        return [
+            (r.status, r.window_start - BASE_MS, r.window_end - BASE_MS, r.alert_id)
+            for r in tracker.resolved(end, set())
+        ]
+
+    tracker.publishable([alert(BASE_MS)])
+    h.log.append(("first close", resolved()))
+    # The worker died before the broker acknowledged the RESOLVED alert: the window is closed again.
+    h.log.append(("closed again", resolved()))
+    # Another window meanwhile does not resolve it a second time.
+    h.log.append(("another window", [r.alert_id for r in tracker.resolved(end + WINDOW_MS, set())]))
+    tracker.delivered(end)
+    h.log.append(("after delivery", resolved(), tracker.resolved(end + WINDOW_MS, set())))
+
+
+def test_a_resolution_is_kept_until_its_alert_was_delivered(make_store: Factory, check: Callable[..., None]) -> None:
+    """Resolving is two-phase: the incident is marked, and only deleted once its RESOLVED alert was delivered."""
+    h = make_store()
+    resolution_retry_sequence(h)
+    first = h.log[0][1]
+    assert len(first) == 1 and first[0][:3] == ("RESOLVED", 0, WINDOW_MS)
+    assert h.log == [
+        ("first close", first),
+        ("closed again", first),
+        ("another window", []),
+        ("after delivery", [], []),
+    ]
+    check(resolution_retry_sequence)
+
+
+def resolved_then_older_sequence(h: Harness) -> None:
+    tracker = IncidentTracker(h.store, settings=LIFECYCLE)
+    for start in (BASE_MS, BASE_MS + WINDOW_MS, BASE_MS + 2 * WINDOW_MS):
+        tracker.publishable([alert(start)])
+    end = BASE_MS + 10 * WINDOW_MS
+    h.log.append(("resolved", [r.status for r in tracker.resolved(end, set())]))
+    tracker.delivered(end)
+    # A successor closes an older window again (its lease expired): the incident stays resolved.
+    h.log.append(
+        ("older window", [a.window_start - BASE_MS for a in tracker.publishable([alert(BASE_MS + WINDOW_MS)])])
+    )
+    h.log.append(("nothing to resolve", tracker.resolved(end + WINDOW_MS, set())))
+    # The problem coming back after the resolution opens a new incident.
+    h.log.append(("new", [a.window_start - BASE_MS for a in tracker.publishable([alert(BASE_MS + 12 * WINDOW_MS)])]))
+
+
+def test_closing_an_older_window_after_a_resolution_does_not_reopen_the_incident(
+    make_store: Factory, check: Callable[..., None]
+) -> None:
+    """An alert of a window the resolved incident already covered is not a new incident; a later one is."""
+    h = make_store()
+    resolved_then_older_sequence(h)
+    assert h.log == [
+        ("resolved", ["RESOLVED"]),
+        ("older window", []),
+        ("nothing to resolve", []),
+        ("new", [12 * WINDOW_MS]),
+    ]
+    check(resolved_then_older_sequence)
+
+
+def out_of_order_sequence(h: Harness) -> None:
+    tracker = IncidentTracker(h.store, settings=LIFECYCLE)
+    # Two workers: the one closing window 4 is faster than the one closing window 3, the onset.
+    for start in (BASE_MS + 4 * WINDOW_MS, BASE_MS + 3 * WINDOW_MS, BASE_MS + 2 * WINDOW_MS, BASE_MS + 5 * WINDOW_MS):
+        h.log.append([a.window_start - BASE_MS for a in tracker.publishable([alert(start)])])
+    end = BASE_MS + 12 * WINDOW_MS
+    h.log.append([(r.status, r.window_start - BASE_MS, r.window_end - BASE_MS) for r in tracker.resolved(end, set())])
+
+
+def test_windows_closed_out_of_order_publish_the_onset(make_store: Factory, check: Callable[..., None]) -> None:
+    """An alert of a window before the one that opened the incident is published (onset); the resolution starts there."""
+    h = make_store()
+    out_of_order_sequence(h)
+    w = WINDOW_MS
+    assert h.log == [[4 * w], [3 * w], [2 * w], [], [("RESOLVED", 2 * w, 6 * w)]]
+    check(out_of_order_sequence)
