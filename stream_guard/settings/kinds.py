@@ -22,6 +22,7 @@ SCHEMA_FINDING_SEVERITIES: dict[str, Severity] = {
     "missing_field": Severity.CRITICAL,
     "schema_change": Severity.WARNING,
     "unexpected_field": Severity.INFO,
+    "event_time_skew": Severity.WARNING,
 }
 
 #: The baseline value checks (:mod:`stream_guard.checks`), each an alert kind.

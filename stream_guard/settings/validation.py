@@ -60,6 +60,8 @@ def check_config(config: Config, problems: Problems, *, require_profiles: bool =
         value = getattr(worker, name)
         if problems.typed(f"worker.{name}") and value <= 0:
             problems.add(f"worker.{name}", f"must be positive, got {value}")
+    if problems.typed("worker.max_event_time_skew_s") and worker.max_event_time_skew_s < 0:
+        problems.add("worker.max_event_time_skew_s", f"must be 0 (off) or positive, got {worker.max_event_time_skew_s}")
     check_checks(config.checks, "checks", problems)
     check_drift(config.drift, "drift", problems)
     for kind in config.alerts.severity:
