@@ -24,7 +24,7 @@ from stream_guard.alerts.model import Alert, Severity
 from stream_guard.batch import EventBatch
 from stream_guard.errors import DecodeError, RecordValidationError, RegistryUnavailableError
 from stream_guard.eventtime import clamp_event_times, kafka_timestamps
-from stream_guard.findings import RowFindings, dead_letter_findings, schema_findings
+from stream_guard.findings import RowFindings, cap_findings, dead_letter_findings, schema_findings
 from stream_guard.model import DeadLetter, ModelRuntime
 from stream_guard.settings import Config
 from stream_guard.stages import Stages, WindowEvaluator
@@ -47,11 +47,12 @@ class StagedBatch:
 class _RowFindingAlerts:
     """The evaluator of the row findings' own counters, with their configured severities."""
 
-    def __init__(self, severities: Mapping[str, Severity]) -> None:
+    def __init__(self, severities: Mapping[str, Severity], max_keys: int) -> None:
         self._severities = {**DEFAULT_SEVERITY, **severities}
+        self._max_keys = max_keys
 
     def __call__(self, model: ModelRuntime, window: WindowSnapshot) -> list[Alert]:
-        return finding_alerts(model.name, window, self._severities)
+        return finding_alerts(model.name, window, self._severities, max_keys=self._max_keys)
 
 
 class Pipeline:
@@ -60,7 +61,10 @@ class Pipeline:
     def __init__(self, config: Config, stages: Stages | None = None) -> None:
         self.config = config
         self.stages = stages or Stages()
-        self.evaluators: list[WindowEvaluator] = [_RowFindingAlerts(self.stages.severities), *self.stages.evaluators]
+        self.evaluators: list[WindowEvaluator] = [
+            _RowFindingAlerts(self.stages.severities, config.worker.max_finding_keys),
+            *self.stages.evaluators,
+        ]
 
     def batch_updates(
         self,
@@ -79,6 +83,7 @@ class Pipeline:
         findings = [*findings, *schema_findings(batch), *dead_letter_findings(batch, dict(errors))]
         for check in stages.row_checks:
             findings += check.findings(model, batch)
+        findings = cap_findings(findings, self.config.worker.max_finding_keys)
         contributors: list[Contributor] = [c.contribute for c in stages.contributors]
         recorder = stages.slice_recorders.get(model.name)
         if recorder is not None:

@@ -25,6 +25,9 @@ SCHEMA_FINDING_SEVERITIES: dict[str, Severity] = {
     "event_time_skew": Severity.WARNING,
 }
 
+#: The feature of a finding (and alert) standing for the distinct findings a cap dropped.
+OVERFLOW = "*overflow*"
+
 #: The baseline value checks (:mod:`stream_guard.checks`), each an alert kind.
 CHECKS = (
     "out_of_range",

@@ -80,6 +80,9 @@ class WorkerConfig:
     retention_s: int = 7 * 24 * 3600
     #: At most this many example offsets / event ids per alert.
     max_examples: int = 5
+    #: At most this many distinct finding keys (kind, feature, slice) per batch and alerts of
+    #: them per window; the rest become one ``*overflow*`` finding per kind.
+    max_finding_keys: int = 100
     #: Records with a larger value are dead-lettered without being decoded (librdkafka's
     #: default ``message.max.bytes``); dead letters over the producer's limit are truncated.
     max_record_bytes: int = 1_000_000

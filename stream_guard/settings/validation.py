@@ -56,7 +56,7 @@ def load_config(
 def check_config(config: Config, problems: Problems, *, require_profiles: bool = True) -> None:
     """The semantic checks of a built configuration, recorded in ``problems``."""
     worker = config.worker
-    for name in ("batch_size", "window_s", "retention_s", "max_examples", "max_record_bytes"):
+    for name in ("batch_size", "window_s", "retention_s", "max_examples", "max_record_bytes", "max_finding_keys"):
         value = getattr(worker, name)
         if problems.typed(f"worker.{name}") and value <= 0:
             problems.add(f"worker.{name}", f"must be positive, got {value}")
