@@ -95,6 +95,34 @@ class ConsumerOffsets:
                 log.warning("final commit failed", error=str(exc))
 
 
+def lagging_partitions(
+    consumer: Consumer, partitions: Sequence[TopicPartition], timeout_s: float = 1.0
+) -> list[Source]:
+    """The ``partitions`` with a backlog: records past the consumer's position (consumer lag > 0).
+
+    The high watermark is the consumer's cached one (updated by every fetch), asked of the
+    broker only for a partition not fetched yet; a partition without a position (nothing
+    read since it was assigned) is measured from its low watermark. A broker that reports
+    the high watermark late (below the true end) makes a partition look drained early, never
+    lagging when it is not. A partition whose offsets cannot be read counts as not lagging.
+    """
+    if not partitions:
+        return []
+    lagging = []
+    for tp in consumer.position(list(partitions)):
+        try:
+            low, high = consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0:
+                low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s, cached=False)
+        except KafkaException as exc:
+            log.debug("watermark offsets unavailable", source=str(Source(tp.topic, tp.partition)), error=str(exc))
+            continue
+        position = tp.offset if tp.offset >= 0 else low
+        if high > position >= 0:
+            lagging.append(Source(tp.topic, tp.partition))
+    return lagging
+
+
 def describe(partitions: Sequence[Any]) -> list[str]:
     """``topic:partition`` names of TopicPartitions, for logs."""
     return [str(Source(tp.topic, tp.partition)) for tp in partitions]

@@ -142,6 +142,11 @@ class MemoryState:
             self._create(self.keys.watermarks, dict).setdefault(source, "0")
             self._create(self.keys.watermarks_seen, dict)[source] = str(now_ms)
 
+    def touch_sources(self, sources: Sequence[str], now_ms: int) -> None:
+        """Mark ``sources`` active at ``now_ms`` (partitions with a backlog), keeping their watermarks."""
+        for source in sources:
+            self._create(self.keys.watermarks_seen, dict)[source] = str(now_ms)
+
     def apply(self, updates: Sequence[StateUpdate], now_ms: int, pipe: Any = None) -> list[int]:
         """Apply ``updates`` in order; 1 per applied update, 0 per fenced-off one.
 

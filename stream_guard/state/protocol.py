@@ -44,6 +44,10 @@ class WindowState(FencedState, Protocol):
         """Make newly assigned partitions hold windows open until they send data or go idle."""
         ...
 
+    def touch_sources(self, sources: Sequence[str], now_ms: int) -> None:
+        """Mark ``sources`` active at ``now_ms`` (partitions with a backlog), keeping their watermarks."""
+        ...
+
     def global_watermark(self, now_ms: int) -> float:
         """Smallest watermark over partitions updated within the idle timeout; inf when none is."""
         ...

@@ -317,6 +317,11 @@ class WindowStore:
             pipe.hset(self.keys.watermarks_seen, source, now_ms)
         pipe.execute()
 
+    def touch_sources(self, sources: Sequence[str], now_ms: int) -> None:
+        """Mark ``sources`` active at ``now_ms`` (partitions with a backlog), keeping their watermarks."""
+        if sources:
+            self._redis.hset(self.keys.watermarks_seen, mapping=dict.fromkeys(sources, now_ms))
+
     def apply(self, updates: Sequence[StateUpdate], now_ms: int, pipe: Any = None) -> Any:
         """Queue the scripts of ``updates`` on ``pipe`` (returned), or run them in one pipeline.
 

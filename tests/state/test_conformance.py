@@ -866,3 +866,22 @@ def test_windows_closed_out_of_order_publish_the_onset(make_store: Factory, chec
     w = WINDOW_MS
     assert h.log == [[4 * w], [3 * w], [2 * w], [], [("RESOLVED", 2 * w, 6 * w)]]
     check(out_of_order_sequence)
+
+
+def touch_sequence(h: Harness) -> None:
+    k, store = h.keys, h.store
+    store.register_sources([A, B], now_ms=0)
+    h.apply([counted(k, 0, 9, BASE_MS + 3 * WINDOW_MS)], now_ms=0)
+    h.log.append(("both idle", store.due_windows(10 * IDLE_MS)))
+    # B has a backlog: the worker owning it marks it active; its watermark (0: nothing sent) holds.
+    store.touch_sources([B], now_ms=10 * IDLE_MS)
+    h.log.append(("B lagging", store.global_watermark(10 * IDLE_MS), store.due_windows(10 * IDLE_MS)))
+    store.touch_sources([], now_ms=10 * IDLE_MS)
+
+
+def test_a_touched_source_holds_the_watermark(make_store: Factory, check: Callable[..., None]) -> None:
+    """touch_sources marks sources active without moving their watermarks (a partition with a backlog)."""
+    h = make_store()
+    touch_sequence(h)
+    assert h.log[1:] == [("both idle", [BASE_MS + 3 * WINDOW_MS]), ("B lagging", 0.0, [])]
+    check(touch_sequence)
