@@ -119,6 +119,8 @@ class Worker:
         self._close_interval_s = close_interval_s
         self._last_close = 0.0
         self._log = log.bind(worker=worker_id, group=config.kafka.group_id)
+        reset = str(config.kafka.consumer.get("auto.offset.reset", "earliest"))
+        self._reset_to_end = reset in ("latest", "largest", "end")
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -245,7 +247,7 @@ class Worker:
         """
         events = [tp for tp in self._consumer.assignment() if tp.topic in self._model_of_topic]
         by_model: dict[str, list[str]] = defaultdict(list)
-        for source in lagging_partitions(self._consumer, events):
+        for source in lagging_partitions(self._consumer, events, reset_to_end=self._reset_to_end):
             by_model[self._model_of_topic[source.topic]].append(str(source))
         for name, sources in by_model.items():
             self.parts.stores[name].touch_sources(sources, now_ms)

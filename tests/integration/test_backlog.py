@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 import redis
-from confluent_kafka import TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from streamtest import new_worker, produce, window_totals, write_config
 
+from stream_guard.delivery import lagging_partitions
+from stream_guard.source import Source
+from stream_guard.tools.embedded import create_topics
 from stream_guard.tools.simulator import Simulator
 from stream_guard.worker import Worker
 
@@ -56,3 +59,55 @@ def test_an_unread_partition_with_a_backlog_is_not_idle(
     finally:
         consumer.close()
         worker.parts.producer.close()
+
+
+def _consumer(bootstrap: str, group: str) -> Consumer:
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": 6000,
+        }
+    )
+
+
+def test_lag_is_measured_from_the_position_or_the_committed_offset(bootstrap: str, unique: str) -> None:
+    """Unread partitions lag; drained ones do not, nor do a successor's whose committed offsets are at the end."""
+    topic = f"lag-{unique}"
+    create_topics(bootstrap, [topic], partitions=2)
+    n = produce(bootstrap, topic, ((None, b"x", START_MS + i) for i in range(100)), partitions=2)
+    deadline = time.monotonic() + 60
+    tps = [TopicPartition(topic, 0, 0), TopicPartition(topic, 1, 0)]
+    fresh = _consumer(bootstrap, f"g-{unique}-fresh")
+    try:
+        fresh.assign(tps)
+        fresh.pause([tps[1]])
+        fresh.consume(10, 5)
+        assert Source(topic, 1) in lagging_partitions(fresh, tps)
+    finally:
+        fresh.close()
+
+    first = _consumer(bootstrap, f"g-{unique}")
+    try:
+        first.subscribe([topic])
+        read = 0
+        while read < n:
+            assert time.monotonic() < deadline, read
+            read += sum(1 for m in first.consume(100, 0.5) if m.error() is None)
+        assert lagging_partitions(first, first.assignment()) == []
+        first.commit(asynchronous=False)
+    finally:
+        first.close()
+
+    successor = _consumer(bootstrap, f"g-{unique}")
+    try:
+        successor.subscribe([topic])
+        while len(successor.assignment()) < 2:
+            assert time.monotonic() < deadline
+            successor.consume(10, 0.5)
+        assert all(tp.offset < 0 for tp in successor.position(successor.assignment()))  # nothing read yet
+        assert lagging_partitions(successor, successor.assignment()) == []
+    finally:
+        successor.close()
