@@ -95,6 +95,7 @@ class Pipeline:
             window_ms=self.config.worker.window_s * 1000,
             max_examples=self.config.worker.max_examples,
             contributors=contributors,
+            max_finding_keys=self.config.worker.max_finding_keys,
         )
         return updates, findings
 

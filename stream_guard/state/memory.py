@@ -420,6 +420,7 @@ class MemoryState:
             Op.DELETE: self._op_delete,
             Op.ZADD: self._op_zadd,
             Op.ZTRIM_BELOW: self._op_ztrim_below,
+            Op.FINDING: self._op_finding,
         }
 
     # One method per op, with the semantics of its body in the apply script. ``keys`` are
@@ -474,6 +475,28 @@ class MemoryState:
                 del zset[member]
             if not zset:
                 self._delete(key)
+
+    def _op_finding(self, args: list[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
+        key = _key(keys, fixed, args[0])
+        field, amount, cap = str(args[1]), int(args[2]), int(args[3])
+        self._existing(_key(keys, fixed, args[9]), list)  # WRONGTYPE either way, as the script validates
+        fields = self._create(key, dict)
+        known = field in fields
+        if known or int(fields.get("fk", "0")) < cap:
+            if not known:
+                self._hincrby(key, "fk", 1)
+            self._hincrby(key, field, amount)
+            if str(args[8]) != "":
+                self._create(key, dict)[str(args[7])] = str(args[8])
+            items = self._create(_key(keys, fixed, args[9]), list)
+            for example in args[12:]:
+                if len(items) < int(args[10]):
+                    items.append(str(example))
+            if not items:
+                self._delete(_key(keys, fixed, args[9]))  # Redis holds no empty list
+        else:
+            self._hincrby(key, str(args[4]), amount)
+            self._create(key, dict)[str(args[5])] = str(args[6])
 
     # -- typed access to the key space -----------------------------------------------------
 

@@ -128,6 +128,43 @@ class StateUpdate:
     def zadd(self, key: str, score: int, member: str) -> None:
         self._push(Op.ZADD, self._key(key), int(score), member)
 
+    def add_finding(
+        self,
+        key: str,
+        field: str,
+        amount: int,
+        *,
+        cap: int,
+        overflow: tuple[str, str, str],
+        detail: tuple[str, str],
+        examples: tuple[str, Sequence[dict[str, Any]], int],
+    ) -> None:
+        """Count a finding in the hash ``key``, which holds at most ``cap`` distinct finding fields.
+
+        A field already there, or one that fits, gets ``amount``, its ``detail`` (field,
+        value; value "" to leave it) and the ``examples`` (list key, items, list cap);
+        otherwise ``amount`` goes to ``overflow`` (field, detail field, detail value).
+        """
+        overflow_field, overflow_detail_field, overflow_detail = overflow
+        detail_field, detail_value = detail
+        examples_key, items, example_cap = examples
+        self._push(
+            Op.FINDING,
+            self._key(key),
+            field,
+            int(amount),
+            int(cap),
+            overflow_field,
+            overflow_detail_field,
+            overflow_detail,
+            detail_field,
+            detail_value,
+            self._key(examples_key),
+            int(example_cap),
+            len(items),
+            *(json.dumps(item, default=str) for item in items),
+        )
+
     def ztrim_below(self, key: str, min_score: int) -> None:
         """Remove the members of a sorted set whose score is below ``min_score``."""
         self._push(Op.ZTRIM_BELOW, self._key(key), int(min_score))

@@ -64,6 +64,23 @@ _OP_LUA: dict[Op, str] = {
     redis.call('DEL', KEYS[k]); own_ttl[k] = 0; i = i + 2""",
     Op.ZADD: "redis.call('ZADD', KEYS[tonumber(ARGV[i+1])], ARGV[i+2], ARGV[i+3]); i = i + 4",
     Op.ZTRIM_BELOW: "redis.call('ZREMRANGEBYSCORE', KEYS[tonumber(ARGV[i+1])], '-inf', '(' .. ARGV[i+2]); i = i + 3",
+    Op.FINDING: """local k = KEYS[tonumber(ARGV[i+1])]
+    local f = ARGV[i+2]
+    local n = tonumber(ARGV[i+12])
+    local known = redis.call('HEXISTS', k, f) == 1
+    if known or tonumber(redis.call('HGET', k, 'fk') or '0') < tonumber(ARGV[i+4]) then
+      if not known then redis.call('HINCRBY', k, 'fk', 1) end
+      redis.call('HINCRBY', k, f, ARGV[i+3])
+      if ARGV[i+9] ~= '' then redis.call('HSET', k, ARGV[i+8], ARGV[i+9]) end
+      local x = KEYS[tonumber(ARGV[i+10])]
+      for e = i + 13, i + 12 + n do
+        if redis.call('LLEN', x) < tonumber(ARGV[i+11]) then redis.call('RPUSH', x, ARGV[e]) end
+      end
+    else
+      redis.call('HINCRBY', k, ARGV[i+5], ARGV[i+3])
+      redis.call('HSET', k, ARGV[i+6], ARGV[i+7])
+    end
+    i = i + 13 + n""",
 }
 if set(_OP_LUA) != set(Op):
     raise ImportError(f"apply script lacks ops {sorted(set(Op) - set(_OP_LUA))}")
@@ -109,6 +126,20 @@ _CHECK_LUA: dict[Op, str] = {
     Op.DELETE: "kinds[j] = 'none'; cleared[j] = true; shadow[j] = {}",
     Op.ZADD: "if not need(j, 'zset') then return wrongtype() end",
     Op.ZTRIM_BELOW: "if not need(j, 'zset') then return wrongtype() end",
+    Op.FINDING: """if not need(j, 'hash') then return wrongtype() end
+    if not string.match(ARGV[i+3], '^-?%d+$') then
+      return redis.error_reply('ERR value is not an integer or out of range')
+    end
+    for _, name in ipairs({ARGV[i+2], 'fk', ARGV[i+5]}) do
+      local cur = field(j, name)
+      if cur ~= nil and not is_int(cur) then return redis.error_reply('ERR hash value is not an integer') end
+      shadow[j][name] = tonumber(cur or 0)
+    end
+    shadow[j][ARGV[i+6]] = ARGV[i+7]
+    shadow[j][ARGV[i+8]] = ARGV[i+9]
+    local x = tonumber(ARGV[i+10])
+    if shadow[x] == nil then shadow[x] = {} end
+    if not need(x, 'list') then return wrongtype() end""",
 }
 if set(_CHECK_LUA) != set(Op):
     raise ImportError(f"apply script does not validate ops {sorted(set(Op) - set(_CHECK_LUA))}")

@@ -241,6 +241,15 @@ def every_op(h: Harness) -> None:
     u.zadd(k.metrics_index, BASE_MS - 60_000, str(BASE_MS - 60_000))
     u.zadd(k.metrics_index, BASE_MS, str(BASE_MS))
     u.ztrim_below(k.metrics_index, BASE_MS)
+    u.add_finding(
+        w,
+        "f|nulls|x|*",
+        2,
+        cap=5,
+        overflow=("f|nulls|*overflow*|*", "d|nulls|*overflow*|*", "capped"),
+        detail=("d|nulls|x|*", "[1, 2]"),
+        examples=(k.examples(BASE_MS, "nulls|x|*"), [{"offset": 7}], 3),
+    )
     assert {op for op, _ in split_ops(u.ops)} == set(Op), "the scenario uses every op"
     h.apply([u], now_ms=BASE_MS)
     h.log.append(("snapshot", snap(h.store.snapshot(BASE_MS))))
@@ -261,8 +270,11 @@ def test_every_op_does_the_same(make_store: Factory, check: Callable[..., None])
         "d|range|amount|*": "[5.0, 1.0]",
         "hll|card|country": k.cardinality(BASE_MS, "country"),
         "card|country": "2",
+        "fk": "1",
+        "f|nulls|x|*": "2",
+        "d|nulls|x|*": "[1, 2]",
     }
-    assert examples == {"range|amount|*": [{"offset": 0}, {"offset": 1}, {"offset": 2}]}
+    assert examples == {"range|amount|*": [{"offset": 0}, {"offset": 1}, {"offset": 2}], "nulls|x|*": [{"offset": 7}]}
     dump = h.dump()
     assert dump[k.prediction("e1")] == ("string", "first", True)
     assert k.prediction("e2") not in dump
@@ -303,6 +315,7 @@ def test_keys_get_the_retention_unless_they_have_their_own_ttl(make_store: Facto
         k.windows: None,
         k.window(BASE_MS): 36,
         k.examples(BASE_MS, "range|amount|*"): 36,
+        k.examples(BASE_MS, "nulls|x|*"): 36,
         k.cardinality(BASE_MS, "country"): 36,
         k.prediction("e1"): 6,
         k.bucket(BASE_MS): 72,
@@ -885,3 +898,55 @@ def test_a_touched_source_holds_the_watermark(make_store: Factory, check: Callab
     touch_sequence(h)
     assert h.log[1:] == [("both idle", [BASE_MS + 3 * WINDOW_MS]), ("B lagging", 0.0, [])]
     check(touch_sequence)
+
+
+def capped_findings_sequence(h: Harness) -> None:
+    k = h.keys
+    w = k.window(BASE_MS)
+
+    def finding(u: StateUpdate, name: str, amount: int) -> None:
+        u.add_finding(
+            w,
+            f"f|unexpected_field|{name}|",
+            amount,
+            cap=2,
+            overflow=("f|unexpected_field|*overflow*|", "d|unexpected_field|*overflow*|", '["capped", ""]'),
+            detail=(f"d|unexpected_field|{name}|", '["present", "absent"]'),
+            examples=(k.examples(BASE_MS, f"unexpected_field|{name}|"), [{"offset": amount}], 3),
+        )
+
+    first = update(0, 0, BASE_MS)
+    finding(first, "a", 1)
+    finding(first, "b", 2)
+    h.apply([first], now_ms=0)
+    second = update(1, 1, BASE_MS)
+    finding(second, "c", 4)  # a third distinct finding in the window: overflow
+    finding(second, "a", 8)  # one the window holds: counted
+    h.apply([second], now_ms=0)
+    snapshot = h.store.snapshot(BASE_MS)
+    h.log.append(("window", snapshot.fields, snapshot.examples))
+
+
+def test_a_window_holds_at_most_cap_distinct_findings(make_store: Factory, check: Callable[..., None]) -> None:
+    """C: distinct finding fields of a window stop at the cap; later ones add to the overflow, with no detail or examples."""
+    h = make_store()
+    capped_findings_sequence(h)
+    assert h.log[-1] == (
+        "window",
+        {
+            "fk": "2",
+            "f|unexpected_field|a|": "9",
+            "d|unexpected_field|a|": '["present", "absent"]',
+            "f|unexpected_field|b|": "2",
+            "d|unexpected_field|b|": '["present", "absent"]',
+            "f|unexpected_field|*overflow*|": "4",
+            "d|unexpected_field|*overflow*|": '["capped", ""]',
+        },
+        {
+            "unexpected_field|a|": [{"offset": 1}, {"offset": 8}],
+            "unexpected_field|b|": [{"offset": 2}],
+            "unexpected_field|*overflow*|": [],
+        },
+    )
+    assert not [key for key in h.dump() if key.endswith(":x:unexpected_field|c|")]
+    check(capped_findings_sequence)

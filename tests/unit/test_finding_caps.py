@@ -104,3 +104,22 @@ def test_a_window_raises_at_most_max_finding_keys_finding_alerts() -> None:
     assert alerts[-1].feature == OVERFLOW
     assert alerts[-1].count == sum(range(1, 481))
     assert alerts[-1].observed == "480 more distinct unexpected_field findings"
+
+
+def test_a_window_holds_at_most_max_finding_keys_distinct_findings_across_batches() -> None:
+    """Two batches of 19 new unknown keys each, cap 30: the window keeps 30 finding fields, the rest in *overflow*."""
+    config = Config()
+    config.worker.max_finding_keys = 30
+    pipeline, state = Pipeline(config), MemoryState(KEYS, window_ms=60_000, lateness_ms=0)
+    for b in range(2):
+        extra = {f"b{b}_{i:02d}": i for i in range(19)}
+        rows = [
+            Message(json.dumps({"id": f"e{r}", "ts": NOW_MS, "x": 1.0, **extra}).encode(), b * 10 + r, NOW_MS)
+            for r in range(10)
+        ]
+        state.apply(pipeline.stage(_model(), rows, KEYS).updates, now_ms=NOW_MS)
+    window = state.snapshot(NOW_MS - NOW_MS % 60_000)
+    findings = window.with_prefix("f|")
+    assert len(findings) == 31 and window.fields["fk"] == "30"
+    assert findings[f"unexpected_field|{OVERFLOW}|"] == str(8 * 10)  # 8 of the second batch's 19 keys, 10 rows each
+    assert len([k for k in state.key_names() if ":x:" in k]) == 30
