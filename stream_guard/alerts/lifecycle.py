@@ -18,7 +18,9 @@ window, closed again after the resolution, from reopening the incident.
 
 A window older than the one that opened its incident (windows closed out of order by two
 workers) is published too (decision ``onset``): the onset alert names the first window
-that showed the problem.
+that showed the problem. A window whose alert was published, closed again (a retry, or
+late events reopened it), is published again (``repeat``, the same ``alert_id``) with its
+complete counts; the incident records its published windows (``pub|<window end>``).
 
 The records live in the model's state (:class:`~stream_guard.state.protocol.IncidentState`):
 on Redis the decisions run in Lua scripts, so workers closing windows concurrently agree

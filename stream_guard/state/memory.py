@@ -258,16 +258,18 @@ class MemoryState:
             self._create(self.keys.incidents, _ZSet)[incident_id] = float(window_end)
         record = self._create(key, dict)
         last = record.get("last_published_end")
+        published = f"pub|{window_end}"
         if last is None:
             record.update(opened_start=str(window_start), last_published_end=str(window_end), alert=summary)
+            record[published] = "1"
             return "open"
-        if int(last) == window_end:
+        if published in record:
             return "repeat"
         if window_start < int(record["opened_start"]):
-            record["opened_start"] = str(window_start)
+            record.update({"opened_start": str(window_start), published: "1"})
             return "onset"
         if window_end - int(last) >= cooldown_ms:
-            record.update(last_published_end=str(window_end), alert=summary)
+            record.update({"last_published_end": str(window_end), "alert": summary, published: "1"})
             return "remind"
         return "suppress"
 

@@ -246,19 +246,21 @@ if tonumber(ARGV[3]) > seen then
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 end
 local last = redis.call('HGET', KEYS[1], 'last_published_end')
+local published = 'pub|' .. ARGV[3]
 if not last then
-  redis.call('HSET', KEYS[1], 'opened_start', ARGV[2], 'last_published_end', ARGV[3], 'alert', ARGV[6])
+  redis.call('HSET', KEYS[1], 'opened_start', ARGV[2], 'last_published_end', ARGV[3], 'alert', ARGV[6], published, 1)
   return 'open'
 end
--- The same window again (its earlier publication failed and is retried): publish again.
-if tonumber(ARGV[3]) == tonumber(last) then return 'repeat' end
+-- A window published before, closed again (a retry, or late events reopened it): publish
+-- again, with its complete counts under the same alert id.
+if redis.call('HEXISTS', KEYS[1], published) == 1 then return 'repeat' end
 -- A window before the one that opened the incident (closed out of order): the real onset.
 if tonumber(ARGV[2]) < tonumber(redis.call('HGET', KEYS[1], 'opened_start')) then
-  redis.call('HSET', KEYS[1], 'opened_start', ARGV[2])
+  redis.call('HSET', KEYS[1], 'opened_start', ARGV[2], published, 1)
   return 'onset'
 end
 if tonumber(ARGV[3]) - tonumber(last) >= tonumber(ARGV[4]) then
-  redis.call('HSET', KEYS[1], 'last_published_end', ARGV[3], 'alert', ARGV[6])
+  redis.call('HSET', KEYS[1], 'last_published_end', ARGV[3], 'alert', ARGV[6], published, 1)
   return 'remind'
 end
 return 'suppress'
