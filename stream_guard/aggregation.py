@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stream_guard.batch import EventBatch
-from stream_guard.findings import RowFindings
+from stream_guard.findings import OVERFLOW, RowFindings
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.window_store import StateUpdate
 
@@ -80,11 +80,14 @@ def build_updates(
     window_ms: int,
     max_examples: int,
     contributors: Sequence[Contributor] = (),
+    max_finding_keys: int | None = None,
 ) -> list[StateUpdate]:
     """The Redis updates of a batch: event counts, finding counts and examples per window.
 
     ``contributors`` add their own counters (null counts, histograms...) to the same
     updates, so everything a batch derives reaches Redis in one atomic step per partition.
+    With ``max_finding_keys``, a window hash holds at most that many distinct finding
+    fields; later ones are added to the ``f|<kind>|*overflow*|<slice>`` field of their kind.
     """
     if len(batch) == 0:
         return []
@@ -98,34 +101,59 @@ def build_updates(
         update.incr(keys.window(start), "n", int(events[g]))
         update.incr(keys.window(start), DEAD_LETTERS, int(dead[g]))
     for finding in findings:
-        _add_finding(batch, groups, keys, finding, max_examples)
+        _add_finding(batch, groups, keys, finding, max_examples, max_finding_keys)
     for contribute in contributors:
         contribute(batch, groups, keys)
     return list(groups.updates.values())
 
 
 def _add_finding(
-    batch: EventBatch, groups: WindowGroups, keys: ModelKeys, finding: RowFindings, max_examples: int
+    batch: EventBatch,
+    groups: WindowGroups,
+    keys: ModelKeys,
+    finding: RowFindings,
+    max_examples: int,
+    max_finding_keys: int | None,
 ) -> None:
     counts = groups.counts(finding.rows)
     row_groups = groups.group_of_row[finding.rows]
+    detail = json.dumps([finding.observed, finding.expected]) if finding.observed or finding.expected else ""
+    overflow_key = f"{finding.kind}|{OVERFLOW}|{finding.slice}"
+    overflow_detail = json.dumps(
+        [f"{finding.kind} findings beyond the window's {max_finding_keys} distinct ones", "worker.max_finding_keys"]
+    )
     for g in np.flatnonzero(counts).tolist():
         update = groups.update_of(g)
         start = int(groups.starts[g])
         window_key = keys.window(start)
-        update.incr(window_key, f"f|{finding.key}", int(counts[g]))
-        if finding.observed or finding.expected:
-            update.set(window_key, f"d|{finding.key}", json.dumps([finding.observed, finding.expected]))
-        positions = np.flatnonzero(row_groups == g)[:max_examples]
-        for pos in positions.tolist():
+        examples = []
+        for pos in np.flatnonzero(row_groups == g)[:max_examples].tolist():
             row = int(finding.rows[pos])
-            example = {
-                "partition": int(batch.partitions[row]),
-                "offset": int(batch.offsets[row]),
-                "event_id": batch.event_ids[row],
-                "value": None if finding.values is None else _short(finding.values[pos]),
-            }
-            update.add_example(keys.examples(start, finding.key), example, max_examples)
+            examples.append(
+                {
+                    "partition": int(batch.partitions[row]),
+                    "offset": int(batch.offsets[row]),
+                    "event_id": batch.event_ids[row],
+                    "value": None if finding.values is None else _short(finding.values[pos]),
+                }
+            )
+        examples_key = keys.examples(start, finding.key)
+        if max_finding_keys is not None:
+            update.add_finding(
+                window_key,
+                f"f|{finding.key}",
+                int(counts[g]),
+                cap=max_finding_keys,
+                overflow=(f"f|{overflow_key}", f"d|{overflow_key}", overflow_detail),
+                detail=(f"d|{finding.key}", detail),
+                examples=(examples_key, examples, max_examples),
+            )
+            continue
+        update.incr(window_key, f"f|{finding.key}", int(counts[g]))
+        if detail:
+            update.set(window_key, f"d|{finding.key}", detail)
+        for example in examples:
+            update.add_example(examples_key, example, max_examples)
 
 
 def _short(value: object) -> str | None:

@@ -78,6 +78,7 @@ class WindowCloser:
                 headers=[("model", name.encode()), ("kind", alert.kind.encode()), ("content-type", content_type)],
             )
         self._producer.flush()
+        incidents.delivered(window.end_ms)
         if alerts:
             log.info("window closed", model=name, window_start=window.start_ms, alerts=len(alerts))
         return alerts

@@ -41,6 +41,7 @@ from stream_guard.errors import (
     WireFormatError,
 )
 from stream_guard.schemas import FieldType, SchemaChange, diff_schemas, fingerprint, record_fields
+from stream_guard.settings.kinds import OVERFLOW
 
 CONFLUENT_MAGIC = 0
 _HEADER = struct.Struct(">bI")
@@ -151,12 +152,18 @@ def decode_payload(decoder: Decoder, payload: bytes | None, max_bytes: int) -> D
     return decoded
 
 
+#: Unexpected fields reported per record (in the record's order); the rest become one
+#: ``unexpected_field`` issue on feature ``*overflow*`` saying how many there were.
+MAX_UNEXPECTED_FIELDS = 20
+
+
 class RecordChecker:
     """Checks a decoded dict against the reader schema's top-level fields.
 
     Missing fields take the schema default when there is one (as Avro resolution
     would), else ``None``; values of the wrong type become ``None`` in the output, so
-    downstream statistics never see a string where they expect a number.
+    downstream statistics never see a string where they expect a number. At most
+    :data:`MAX_UNEXPECTED_FIELDS` unexpected fields are reported, then one overflow issue.
     """
 
     def __init__(self, reader_schema: dict[str, Any], *, report_unexpected: bool = True) -> None:
@@ -181,8 +188,12 @@ class RecordChecker:
                 values[name] = None
                 issues.append(FieldIssue("type_mismatch", name, _json_type(value), spec.describe(), value))
         if self._report_unexpected:
-            for name in raw.keys() - self._fields.keys():
+            unexpected = [name for name in raw if name not in self._fields]
+            for name in unexpected[:MAX_UNEXPECTED_FIELDS]:
                 issues.append(FieldIssue("unexpected_field", name, "present", "absent", raw[name]))
+            if len(unexpected) > MAX_UNEXPECTED_FIELDS:
+                more = len(unexpected) - MAX_UNEXPECTED_FIELDS
+                issues.append(FieldIssue("unexpected_field", OVERFLOW, f"{more} more unexpected fields", "absent"))
         return values, issues
 
 

@@ -105,6 +105,47 @@ class ConsumerOffsets:
                 log.warning("final commit failed", error=str(exc))
 
 
+def lagging_partitions(
+    consumer: Consumer, partitions: Sequence[TopicPartition], *, reset_to_end: bool = False, timeout_s: float = 1.0
+) -> list[Source]:
+    """The ``partitions`` with a backlog: records past the consumer's position (consumer lag > 0).
+
+    The high watermark is the consumer's cached one (updated by every fetch), asked of the
+    broker only for a partition not fetched yet. A partition without a position (nothing
+    read since it was assigned) is measured from its committed offset, else from where
+    ``auto.offset.reset`` starts it (the low watermark, or the high one if ``reset_to_end``).
+    A broker that reports the high watermark late (below the true end) makes a partition
+    look drained early, never lagging when it is not. Offsets that cannot be read count as
+    no backlog.
+    """
+    if not partitions:
+        return []
+    positions = consumer.position(list(partitions))
+    unread = [tp for tp in positions if tp.offset < 0]
+    committed: dict[tuple[str, int], int] = {}
+    if unread:
+        try:
+            found = consumer.committed([TopicPartition(tp.topic, tp.partition) for tp in unread], timeout=timeout_s)
+            committed = {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
+        except KafkaException as exc:
+            log.debug("committed offsets unavailable", error=str(exc))
+    lagging = []
+    for tp in positions:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0:
+                low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s, cached=False)
+        except KafkaException as exc:
+            log.debug("watermark offsets unavailable", source=str(Source(tp.topic, tp.partition)), error=str(exc))
+            continue
+        position = tp.offset
+        if position < 0:
+            position = committed.get((tp.topic, tp.partition), high if reset_to_end else low)
+        if high > position >= 0:
+            lagging.append(Source(tp.topic, tp.partition))
+    return lagging
+
+
 def describe(partitions: Sequence[Any]) -> list[str]:
     """``topic:partition`` names of TopicPartitions, for logs."""
     return [str(Source(tp.topic, tp.partition)) for tp in partitions]

@@ -9,6 +9,9 @@ from typing import Any
 import numpy as np
 
 from stream_guard.batch import EventBatch
+from stream_guard.settings.kinds import OVERFLOW
+
+__all__ = ["OVERFLOW", "RowFindings", "cap_findings", "dead_letter_findings", "schema_findings"]
 
 
 @dataclass
@@ -71,3 +74,35 @@ def dead_letter_findings(batch: EventBatch, errors: dict[int, Exception]) -> lis
         )
         for name, idx in rows.items()
     ]
+
+
+def cap_findings(findings: list[RowFindings], max_keys: int) -> list[RowFindings]:
+    """At most ``max_keys`` distinct findings: the ones of the most rows, and one overflow per kind.
+
+    Beyond ``max_keys``, the ``max_keys - 1`` findings of the most rows are kept (ties by
+    key) and the others become, per kind (and slice), one finding on feature ``*overflow*``
+    over the union of their rows, whose ``observed`` says how many distinct findings it
+    stands for. Events with a finding of a kind stay the same, so the slice metrics'
+    ``v:<kind>`` counts do not change.
+    """
+    if len(findings) <= max_keys:
+        return findings
+    ranked = sorted(findings, key=lambda f: (-len(f.rows), f.key))
+    kept, dropped = ranked[: max_keys - 1], ranked[max_keys - 1 :]
+    groups: dict[tuple[str, str], list[RowFindings]] = defaultdict(list)
+    for finding in dropped:
+        groups[(finding.kind, finding.slice)].append(finding)
+    for (kind, slice_), group in groups.items():
+        rows = np.unique(np.concatenate([f.rows for f in group]))
+        kept.append(
+            RowFindings(
+                kind,
+                OVERFLOW,
+                rows,
+                observed=f"{len(group)} more distinct {kind} findings",
+                expected="distinct findings capped (worker.max_finding_keys)",
+                values=[None] * len(rows),
+                slice=slice_,
+            )
+        )
+    return kept

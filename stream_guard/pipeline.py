@@ -1,6 +1,7 @@
 """The stages between decoding and delivery, shared by the worker and ``evaluate``'s replay.
 
-Per batch: findings (schema, dead letters, row checks) → window counters, contributed
+Per batch: event times far from their Kafka timestamp clamped (:mod:`stream_guard.eventtime`),
+findings (event-time skew, schema, dead letters, row checks) → window counters, contributed
 counters and slice metrics (:func:`~stream_guard.aggregation.build_updates`). Per closed
 window: evaluators → alerts with their configured severities. Neither step does I/O:
 the caller applies the updates (Redis, or the in-memory state of a replay) and
@@ -22,7 +23,8 @@ from stream_guard.alerts.evaluate import DEFAULT_SEVERITY, finding_alerts
 from stream_guard.alerts.model import Alert, Severity
 from stream_guard.batch import EventBatch
 from stream_guard.errors import DecodeError, RecordValidationError, RegistryUnavailableError
-from stream_guard.findings import RowFindings, dead_letter_findings, schema_findings
+from stream_guard.eventtime import clamp_event_times, kafka_timestamps
+from stream_guard.findings import RowFindings, cap_findings, dead_letter_findings, schema_findings
 from stream_guard.model import DeadLetter, ModelRuntime
 from stream_guard.settings import Config
 from stream_guard.stages import Stages, WindowEvaluator
@@ -45,11 +47,12 @@ class StagedBatch:
 class _RowFindingAlerts:
     """The evaluator of the row findings' own counters, with their configured severities."""
 
-    def __init__(self, severities: Mapping[str, Severity]) -> None:
+    def __init__(self, severities: Mapping[str, Severity], max_keys: int) -> None:
         self._severities = {**DEFAULT_SEVERITY, **severities}
+        self._max_keys = max_keys
 
     def __call__(self, model: ModelRuntime, window: WindowSnapshot) -> list[Alert]:
-        return finding_alerts(model.name, window, self._severities)
+        return finding_alerts(model.name, window, self._severities, max_keys=self._max_keys)
 
 
 class Pipeline:
@@ -58,19 +61,29 @@ class Pipeline:
     def __init__(self, config: Config, stages: Stages | None = None) -> None:
         self.config = config
         self.stages = stages or Stages()
-        self.evaluators: list[WindowEvaluator] = [_RowFindingAlerts(self.stages.severities), *self.stages.evaluators]
+        self.evaluators: list[WindowEvaluator] = [
+            _RowFindingAlerts(self.stages.severities, config.worker.max_finding_keys),
+            *self.stages.evaluators,
+        ]
 
     def batch_updates(
-        self, model: ModelRuntime, batch: EventBatch, keys: ModelKeys, errors: Mapping[int, Exception]
+        self,
+        model: ModelRuntime,
+        batch: EventBatch,
+        keys: ModelKeys,
+        errors: Mapping[int, Exception],
+        findings: Sequence[RowFindings] = (),
     ) -> tuple[list[StateUpdate], list[RowFindings]]:
         """The Redis updates of one model's batch, and its findings.
 
-        ``errors`` maps the rows that failed to decode to their errors.
+        ``errors`` maps the rows that failed to decode to their errors; ``findings`` are the
+        batch's findings from before the stages (event-time skew).
         """
         stages = self.stages
-        findings = schema_findings(batch) + dead_letter_findings(batch, dict(errors))
+        findings = [*findings, *schema_findings(batch), *dead_letter_findings(batch, dict(errors))]
         for check in stages.row_checks:
             findings += check.findings(model, batch)
+        findings = cap_findings(findings, self.config.worker.max_finding_keys)
         contributors: list[Contributor] = [c.contribute for c in stages.contributors]
         recorder = stages.slice_recorders.get(model.name)
         if recorder is not None:
@@ -82,6 +95,7 @@ class Pipeline:
             window_ms=self.config.worker.window_s * 1000,
             max_examples=self.config.worker.max_examples,
             contributors=contributors,
+            max_finding_keys=self.config.worker.max_finding_keys,
         )
         return updates, findings
 
@@ -97,8 +111,14 @@ class Pipeline:
         """
         batch, dead = model.decode(messages)
         errors: dict[int, Exception] = {d.row: d.error for d in dead}
+        batch, skewed = clamp_event_times(
+            batch,
+            kafka_timestamps(messages),
+            self.config.worker.max_event_time_skew_s,
+            model.config.timestamp_field or "*",
+        )
         try:
-            updates, findings = self.batch_updates(model, batch, keys, errors)
+            updates, findings = self.batch_updates(model, batch, keys, errors, skewed)
         except RegistryUnavailableError:
             raise
         except Exception:  # a stage failed: look for the record that causes it (re-raised if none)
@@ -109,7 +129,8 @@ class Pipeline:
             batch = batch.with_failed(poison)
             dead = sorted([*dead, *(DeadLetter(r, messages[r], e) for r, e in poison.items())], key=lambda d: d.row)
             errors.update(poison)
-            updates, findings = self.batch_updates(model, batch, keys, errors)
+            skewed = [dataclasses.replace(f, rows=f.rows[~batch.failed[f.rows]]) for f in skewed]
+            updates, findings = self.batch_updates(model, batch, keys, errors, [f for f in skewed if len(f.rows)])
         return StagedBatch(updates, findings, dead, len(batch) - len(dead))
 
     def _poison_rows(self, model: ModelRuntime, batch: EventBatch, keys: ModelKeys) -> dict[int, DecodeError]:

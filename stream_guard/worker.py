@@ -5,7 +5,8 @@ worker already applied are skipped, each model's messages are decoded and run th
 the :class:`~stream_guard.pipeline.Pipeline`, and the resulting
 :class:`~stream_guard.checkpoint.Checkpoint` is committed (its docstring lists the
 durability steps). Every ``close_interval_s`` the due windows are closed and their
-alerts published (:mod:`stream_guard.closing`). If a step fails with an outage, the
+alerts published (:mod:`stream_guard.closing`); the assigned partitions with a backlog
+count as active then, however long ago they were read. If a step fails with an outage, the
 batch's partitions are rewound and the batch is retried.
 
 Everything a worker uses is built by :func:`stream_guard.assembly.build_worker`.
@@ -28,7 +29,7 @@ from stream_guard.alerts.model import Alert
 from stream_guard.backoff import Backoff
 from stream_guard.checkpoint import Checkpoint, CommitResult, Sinks
 from stream_guard.closing import WindowCloser
-from stream_guard.delivery import ConsumerOffsets, describe
+from stream_guard.delivery import ConsumerOffsets, describe, lagging_partitions
 from stream_guard.errors import DeliveryError, RegistryUnavailableError, StreamGuardError
 from stream_guard.kafka import DeliveryTracker
 from stream_guard.metrics import LabelStream
@@ -133,6 +134,8 @@ class Worker:
         #: Fences of assigned partitions not read yet (Redis was down at the assignment).
         self._fences_stale = False
         self._log = log.bind(worker=worker_id, group=config.kafka.group_id)
+        reset = str(config.kafka.consumer.get("auto.offset.reset", "earliest"))
+        self._reset_to_end = reset in ("latest", "largest", "end")
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -268,9 +271,15 @@ class Worker:
         stats.batches += 1
 
     def close_due_windows(self, *, final: bool = False) -> list[Alert]:
-        """Close the windows the global watermark has passed; publish their alerts."""
+        """Close the windows the global watermark has passed; publish their alerts.
+
+        First, the assigned partitions with a backlog are marked active (:meth:`_hold_lagging`).
+        """
         self._last_close = time.monotonic()
-        published = self.parts.closer.close_due(int(time.time() * 1000), final=final)
+        now_ms = int(time.time() * 1000)
+        if not final:
+            self._hold_lagging(now_ms)
+        published = self.parts.closer.close_due(now_ms, final=final)
         self.stats.alerts += len(published)
         self.parts.metrics.observe_alerts(published)
         return published
@@ -315,6 +324,20 @@ class Worker:
             for s in metric.samples
         }
         self._log.info("stats", records_per_s=round(consumed / elapsed, 1), lag=lag, **vars(self.stats))
+
+    def _hold_lagging(self, now_ms: int) -> None:
+        """Keep the assigned partitions with a backlog (lag > 0) active in the global watermark.
+
+        A partition not read for ``idle_partition_s`` is idle on the wall clock, but one
+        with records waiting is only behind (a backlog replay reads partitions one after
+        another): its watermark must keep holding the windows it has yet to contribute to.
+        """
+        events = [tp for tp in self._consumer.assignment() if tp.topic in self._model_of_topic]
+        by_model: dict[str, list[str]] = defaultdict(list)
+        for source in lagging_partitions(self._consumer, events, reset_to_end=self._reset_to_end):
+            by_model[self._model_of_topic[source.topic]].append(str(source))
+        for name, sources in by_model.items():
+            self.parts.stores[name].touch_sources(sources, now_ms)
 
     def _reload_profiles(self) -> None:
         for name, model in self._models.items():

@@ -12,7 +12,18 @@ alert for it:
   window older than the incident's first (its true onset, closed late) moves its start.
 
 An open incident whose problem was absent for ``resolve_after`` of event time (judged
-when later windows close) is closed with one ``RESOLVED`` alert.
+when later windows close) is closed with one ``RESOLVED`` alert, in two phases:
+:meth:`IncidentTracker.resolved` marks the incident and returns the alert, and
+:meth:`IncidentTracker.delivered`, called once the broker acknowledged it, replaces the
+incident by a tombstone. A worker killed in between leaves the mark; the window is closed
+again and the same alert (same ``alert_id``) is returned again. The tombstone keeps an older
+window, closed again after the resolution, from reopening the incident.
+
+A window older than the one that opened its incident (windows closed out of order by two
+workers) is published too (decision ``onset``): the onset alert names the first window
+that showed the problem. A window whose alert was published, closed again (a retry, or
+late events reopened it), is published again (``repeat``, the same ``alert_id``) with its
+complete counts; the incident records its published windows (``pub|<window end>``).
 
 The records live in the model's state (:class:`~stream_guard.state.protocol.IncidentState`):
 on Redis the decisions run in Lua scripts, so workers closing windows concurrently agree
@@ -67,6 +78,8 @@ class IncidentTracker:
             state = WindowStore.for_client(state, keys)
         self._state: IncidentState = state
         self._settings = settings or LifecycleSettings()
+        #: Incidents marked resolved, by the end of the window that resolved them.
+        self._resolving: dict[int, list[str]] = {}
 
     def publishable(self, alerts: list[Alert]) -> list[Alert]:
         """The alerts of one window that open an incident or remind of one."""
@@ -80,21 +93,27 @@ class IncidentTracker:
                 alert.count,
                 json.dumps(_summary(alert)),
             )
-            if decision in ("open", "remind", "repeat"):
+            if decision in ("open", "remind", "repeat", "onset"):
                 out.append(alert)
         return out
 
     def resolved(self, window_end: int, still_firing: set[str]) -> list[Alert]:
-        """RESOLVED alerts for incidents absent from every window up to ``window_end``."""
+        """RESOLVED alerts for incidents absent from every window up to ``window_end``.
+
+        The incidents stay (marked) until :meth:`delivered` is called with the same ``window_end``.
+        """
         horizon = window_end - self._settings.resolve_after_s * 1000
         candidates = self._state.incidents_seen_until(horizon)
         out = []
+        marked = self._resolving.setdefault(window_end, [])
         for incident_id in candidates:
             if incident_id in still_firing:
                 continue
-            fields = self._state.resolve_incident(incident_id)
+            fields = self._state.resolve_incident(incident_id, window_end)
             if fields is None:
                 continue
+            if incident_id not in marked:
+                marked.append(incident_id)
             summary = json.loads(fields["alert"])
             opened, last_seen = int(fields["opened_start"]), int(fields["last_seen_end"])
             out.append(
@@ -121,6 +140,11 @@ class IncidentTracker:
                 )
             )
         return out
+
+    def delivered(self, window_end: int) -> None:
+        """The RESOLVED alerts of the window ending at ``window_end`` were acknowledged: forget the incidents."""
+        for incident_id in self._resolving.pop(window_end, []):
+            self._state.close_incident(incident_id, window_end)
 
 
 def _summary(alert: Alert) -> dict[str, object]:

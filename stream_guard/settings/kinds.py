@@ -22,7 +22,11 @@ SCHEMA_FINDING_SEVERITIES: dict[str, Severity] = {
     "missing_field": Severity.CRITICAL,
     "schema_change": Severity.WARNING,
     "unexpected_field": Severity.INFO,
+    "event_time_skew": Severity.WARNING,
 }
+
+#: The feature of a finding (and alert) standing for the distinct findings a cap dropped.
+OVERFLOW = "*overflow*"
 
 #: The baseline value checks (:mod:`stream_guard.checks`), each an alert kind.
 CHECKS = (

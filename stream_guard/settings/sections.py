@@ -70,12 +70,19 @@ class WorkerConfig:
     window_s: int = 60
     #: How far behind the watermark an event may arrive and still count in its window.
     allowed_lateness_s: int = 10
-    #: A partition that sent nothing for this long (wall clock) stops holding windows open.
+    #: A partition that sent nothing for this long (wall clock) stops holding windows open,
+    #: unless this worker owns it and it has a backlog (consumer lag > 0).
     idle_partition_s: float = 30.0
+    #: An event time further than this from its record's Kafka timestamp (future or past) is
+    #: replaced by the Kafka timestamp, with an ``event_time_skew`` finding; 0 turns it off.
+    max_event_time_skew_s: float = 3600.0
     #: How long Redis keeps window state and metric buckets.
     retention_s: int = 7 * 24 * 3600
     #: At most this many example offsets / event ids per alert.
     max_examples: int = 5
+    #: At most this many distinct finding keys (kind, feature, slice) per batch and alerts of
+    #: them per window; the rest become one ``*overflow*`` finding per kind.
+    max_finding_keys: int = 100
     #: Records with a larger value are dead-lettered without being decoded (librdkafka's
     #: default ``message.max.bytes``); dead letters over the producer's limit are truncated.
     max_record_bytes: int = 1_000_000

@@ -56,7 +56,7 @@ def load_config(
 def check_config(config: Config, problems: Problems, *, require_profiles: bool = True) -> None:
     """The semantic checks of a built configuration, recorded in ``problems``."""
     worker = config.worker
-    for name in ("batch_size", "window_s", "retention_s", "max_examples", "max_record_bytes"):
+    for name in ("batch_size", "window_s", "retention_s", "max_examples", "max_record_bytes", "max_finding_keys"):
         value = getattr(worker, name)
         if problems.typed(f"worker.{name}") and value <= 0:
             problems.add(f"worker.{name}", f"must be positive, got {value}")
@@ -66,6 +66,9 @@ def check_config(config: Config, problems: Problems, *, require_profiles: bool =
     for name in ("stats_interval_s", "liveness_timeout_s"):
         if problems.typed(f"observability.{name}") and getattr(obs, name) <= 0:
             problems.add(f"observability.{name}", f"must be positive, got {getattr(obs, name)}")
+    skew = worker.max_event_time_skew_s
+    if problems.typed("worker.max_event_time_skew_s") and skew < 0:
+        problems.add("worker.max_event_time_skew_s", f"must be 0 (off) or positive, got {skew:g}")
     check_checks(config.checks, "checks", problems)
     check_drift(config.drift, "drift", problems)
     for kind in config.alerts.severity:
@@ -152,6 +155,13 @@ def _check_metrics(config: Config, model: ModelConfig, key: str, where: str, pro
         value = getattr(metrics, name)
         if typed(name) and value <= 0:
             problems.add(f"{where}.metrics.{name}", f"must be positive, got {value}")
+    skew = config.worker.max_event_time_skew_s
+    if typed("retention_s", "worker.max_event_time_skew_s") and skew >= metrics.retention_s > 0:
+        # A clamped event may still be this far ahead: its bucket would trim every real one.
+        problems.add(
+            f"{where}.metrics.retention_s",
+            f"must exceed worker.max_event_time_skew_s ({skew:g}), got {metrics.retention_s}",
+        )
     low_high = metrics.score_range
     if typed("score_range") and (len(low_high) != 2 or not low_high[0] < low_high[1]):
         problems.add(f"{where}.metrics.score_range", f"expected [low, high] with low < high, got {low_high}")

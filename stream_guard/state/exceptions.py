@@ -11,3 +11,12 @@ class StateOpUnknownError(StreamGuardError):
     Only a StateUpdate whose ops were written by hand (or by a newer version) has one;
     the stores report it as the apply script does (``unknown op <letter>``).
     """
+
+
+class StateUpdateInvalidError(StreamGuardError):
+    """A state update was given an argument no store could apply (a non-finite float increment).
+
+    Raised while the update is built, before anything is written: a stage that derives such
+    an increment from one record makes that record a dead letter instead of the batch's
+    apply failing.
+    """

@@ -23,10 +23,12 @@ Semantics kept from the scripts
   sets, ``SET NX`` with counters, deletes, sorted-set adds and trims.
 * Errors are :class:`redis.exceptions.ResponseError`, as the scripts' replies become in
   redis-py, so callers handle both stores alike; :meth:`MemoryState.apply` runs every
-  update, then raises the first error, as a redis-py pipeline does. Writes an update
-  made before an op failed stay, as in a Lua script.
+  update, then raises the first error, as a redis-py pipeline does. An update whose op
+  fails leaves nothing behind, fence included (the script validates every op before its
+  first write; here the touched keys are restored), so its retry applies it.
 * Types: one key space; an op on a key of another type fails with ``WRONGTYPE``.
-* Incidents open, repeat, remind, are suppressed and resolve as the incident scripts decide.
+* Incidents open, repeat, remind, are suppressed and resolve (in two phases, leaving a
+  tombstone) as the incident scripts decide.
 * ``finish`` removes a window from the open set only if its ``n`` field still equals
   the snapshot's, and drops the lease, exactly as ``_FINISH`` does.
 
@@ -51,27 +53,15 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from redis.exceptions import ResponseError
 
 from stream_guard.state.exceptions import StateOpUnknownError
 from stream_guard.state.keys import Fence, ModelKeys
+from stream_guard.state.keyspace import MemoryKeySpace, ZSet
 from stream_guard.state.ops import Op, split_ops
 from stream_guard.state.update import FIXED_KEYS, StateUpdate, WindowSnapshot
-
-_WRONGTYPE = "WRONGTYPE Operation against a key holding the wrong kind of value"
-
-
-class _ZSet(dict[str, float]):
-    """A sorted set: member -> score, ordered on read (score, then member)."""
-
-    def ordered(self) -> list[tuple[str, float]]:
-        return sorted(self.items(), key=lambda item: (item[1], item[0]))
-
-
-_T = TypeVar("_T", dict[str, str], list[str], set[str], _ZSet)
-
 
 _Handler = Callable[[list[Any], list[str], Sequence[str], dict[int, int]], None]
 
@@ -82,13 +72,7 @@ def _key(keys: list[str], fixed: Sequence[str], index: Any) -> str:
     return fixed[i - 1] if i <= FIXED_KEYS else keys[i - FIXED_KEYS - 1]
 
 
-def _format_float(value: float) -> str:
-    if value.is_integer() and abs(value) < 1e17:
-        return str(int(value))
-    return repr(value)
-
-
-class MemoryState:
+class MemoryState(MemoryKeySpace):
     """Per-model window state in process memory (see the module docstring).
 
     Parameters
@@ -123,8 +107,7 @@ class MemoryState:
         self._idle_ms = idle_ms
         self._retention_s = retention_s
         self._worker_id = worker_id
-        self._data: dict[str, Any] = {}
-        self._deadlines: dict[str, int] = {}
+        super().__init__()
         self._clock = 0  # now_ms of the update being applied: X's EX counts from it
 
     # -- the window-state interface (stream_guard.state.protocol) ------------------------------------------------------
@@ -138,6 +121,11 @@ class MemoryState:
         """Make newly assigned partitions hold windows open until they send data or go idle."""
         for source in sources:
             self._create(self.keys.watermarks, dict).setdefault(source, "0")
+            self._create(self.keys.watermarks_seen, dict)[source] = str(now_ms)
+
+    def touch_sources(self, sources: Sequence[str], now_ms: int) -> None:
+        """Mark ``sources`` active at ``now_ms`` (partitions with a backlog), keeping their watermarks."""
+        for source in sources:
             self._create(self.keys.watermarks_seen, dict)[source] = str(now_ms)
 
     def apply(self, updates: Sequence[StateUpdate], now_ms: int, pipe: Any = None) -> list[int]:
@@ -169,11 +157,11 @@ class MemoryState:
         horizon = self.global_watermark(now_ms) - self.window_ms - self._lateness_ms
         if horizon == -math.inf:
             return []
-        windows = self._existing(self.keys.windows, _ZSet) or _ZSet()
+        windows = self._existing(self.keys.windows, ZSet) or ZSet()
         return [int(member) for member, score in windows.ordered() if score <= horizon]
 
     def open_windows(self) -> list[int]:
-        windows = self._existing(self.keys.windows, _ZSet) or _ZSet()
+        windows = self._existing(self.keys.windows, ZSet) or ZSet()
         return [int(member) for member, _ in windows.ordered()]
 
     def claim(self, start_ms: int, lease_ms: int) -> bool:
@@ -210,7 +198,7 @@ class MemoryState:
         window = self._existing(self.keys.window(snapshot.start_ms), dict) or {}
         # As _FINISH: a hash without "n" (dead letters only) counts as "0".
         if window.get("n", "0") == snapshot.fields.get("n", "0"):
-            windows = self._existing(self.keys.windows, _ZSet)
+            windows = self._existing(self.keys.windows, ZSet)
             if windows is not None:
                 windows.pop(str(snapshot.start_ms), None)
                 if not windows:
@@ -231,94 +219,76 @@ class MemoryState:
     def observe_incident(
         self, incident_id: str, window_start: int, window_end: int, cooldown_ms: int, count: int, summary: str
     ) -> str:
-        """Record a window's alert on its incident: ``open``, ``repeat``, ``remind`` or ``suppress``."""
-        record = self._existing(self.keys.incident(incident_id), dict)
+        """Record a window's alert on its incident: ``open``, ``repeat``, ``onset``, ``remind``, ``suppress``
+        or ``resolved`` (a window the resolved incident already covered)."""
+        key = self.keys.incident(incident_id)
+        record = self._existing(key, dict)
+        if record is not None and "resolved_through" in record:
+            if window_end <= int(record["resolved_through"]):
+                return "resolved"
+            self._delete(key)
+            record = None
+        if record is not None:
+            record.pop("resolving", None)
         seen = int(record.get("last_seen_end", "-1")) if record is not None else -1
         if window_end > seen:
-            self._hincrby(self.keys.incident(incident_id), "windows", 1)
-            self._hincrby(self.keys.incident(incident_id), "events", int(count))
-            record = self._create(self.keys.incident(incident_id), dict)
+            self._hincrby(key, "windows", 1)
+            self._hincrby(key, "events", int(count))
+            record = self._create(key, dict)
             record["last_seen_end"] = str(window_end)
-            self._create(self.keys.incidents, _ZSet)[incident_id] = float(window_end)
-        record = self._create(self.keys.incident(incident_id), dict)
+            self._create(self.keys.incidents, ZSet)[incident_id] = float(window_end)
+        record = self._create(key, dict)
         last = record.get("last_published_end")
-        published = f"p|{window_end}"
+        published = f"pub|{window_end}"
         if last is None:
             record.update(opened_start=str(window_start), last_published_end=str(window_end), alert=summary)
             record[published] = "1"
             return "open"
         if published in record:
             return "repeat"
-        ends = [int(f[2:]) for f in record if f.startswith("p|")]
+        if window_start < int(record["opened_start"]):
+            record.update({"opened_start": str(window_start), published: "1"})
+            return "onset"
+        ends = [int(f[4:]) for f in record if f.startswith("pub|")]
         if any(abs(end - window_end) < cooldown_ms for end in ends):
             return "suppress"
         record[published] = "1"
         if window_end > int(last):
             record.update(last_published_end=str(window_end), alert=summary)
-        if window_start < int(record["opened_start"]):
-            record["opened_start"] = str(window_start)
         return "remind"
 
     def incidents_seen_until(self, end_ms: int) -> list[str]:
         """Open incidents whose last window ended at or before ``end_ms``, oldest first."""
         return [member for member, score in self.zrange(self.keys.incidents) if score <= end_ms]
 
-    def resolve_incident(self, incident_id: str) -> dict[str, str] | None:
-        """Close an open incident and return its record; None if it was not open."""
-        index = self._existing(self.keys.incidents, _ZSet)
+    def resolve_incident(self, incident_id: str, window_end: int) -> dict[str, str] | None:
+        """Mark an open incident resolved by the window ending at ``window_end``; its record, or None."""
+        index = self._existing(self.keys.incidents, ZSet)
         if index is None or incident_id not in index:
             return None
-        del index[incident_id]
-        if not index:
-            self._delete(self.keys.incidents)
-        record = self.hgetall(self.keys.incident(incident_id))
-        self._delete(self.keys.incident(incident_id))
-        return record
+        record = self._create(self.keys.incident(incident_id), dict)
+        mark = record.get("resolving")
+        if mark is not None and mark != str(window_end):
+            return None
+        record["resolving"] = str(window_end)
+        return dict(record)
 
-    # -- reading (what redis-cli would show) ---------------------------------------------
-
-    def hgetall(self, key: str) -> dict[str, str]:
-        return dict(self._existing(key, dict) or {})
-
-    def lrange(self, key: str) -> list[str]:
-        return list(self._existing(key, list) or [])
-
-    def pfcount(self, key: str) -> int:
-        return len(self._existing(key, set) or ())
-
-    def zrange(self, key: str) -> list[tuple[str, float]]:
-        """Members with scores, in score order."""
-        return (self._existing(key, _ZSet) or _ZSet()).ordered()
-
-    def get(self, key: str) -> str | None:
-        value = self._data.get(key)
-        if value is not None and not isinstance(value, str):
-            raise ResponseError(_WRONGTYPE)
-        return value
-
-    def exists(self, key: str) -> bool:
-        return key in self._data
-
-    def key_names(self) -> list[str]:
-        """Every key held, sorted (``KEYS *``)."""
-        return sorted(self._data)
-
-    def key_type(self, key: str) -> str:
-        """``hash``, ``list``, ``zset``, ``string``, ``hll`` (a distinct-value set) or ``none``."""
-        value = self._data.get(key)
-        kinds: dict[type, str] = {dict: "hash", list: "list", _ZSet: "zset", str: "string", set: "hll"}
-        return "none" if value is None else kinds[type(value)]
-
-    def deadline(self, key: str) -> int | None:
-        """When ``key`` expires, on the clock of :meth:`apply` (ms); None if it has no TTL."""
-        return self._deadlines.get(key) if key in self._data else None
-
-    def purge_expired(self, now_ms: int) -> int:
-        """Delete the keys whose TTL ran out by ``now_ms``; returns how many."""
-        expired = [key for key, deadline in self._deadlines.items() if deadline <= now_ms]
-        for key in expired:
-            self._delete(key)
-        return len(expired)
+    def close_incident(self, incident_id: str, window_end: int) -> bool:
+        """Forget an incident once its RESOLVED alert was delivered, keeping a tombstone (retention TTL)."""
+        key = self.keys.incident(incident_id)
+        record = self._existing(key, dict)
+        if record is None or record.get("resolving") != str(window_end):
+            return False
+        index = self._existing(self.keys.incidents, ZSet)
+        if index is not None:
+            index.pop(incident_id, None)
+            if not index:
+                self._delete(self.keys.incidents)
+        through = record.get("last_seen_end", "")
+        self._delete(key)
+        self._data[key] = {"resolved_through": through}
+        self._deadlines[key] = self._clock + self._retention_s * 1000
+        return True
 
     # -- the apply script ------------------------------------------------------------------
 
@@ -326,31 +296,52 @@ class MemoryState:
         self._clock = now_ms
         source = update.source
         fixed = self.keys.fenced(update.fence)
-        applied_hash = self._create(fixed[0], dict)
-        applied = applied_hash.get(source)
+        applied = (self._existing(fixed[0], dict) or {}).get(source)
         if applied is not None and int(applied) >= update.last_offset:
             return 0
         if applied is not None and int(applied) >= update.first_offset:
             raise ResponseError(f"FENCE {source} applied up to {applied}, batch starts at {update.first_offset}")
-        applied_hash[source] = str(update.last_offset)
-        marks = self._create(fixed[1], dict)
-        if source not in marks or int(marks[source]) < update.max_event_ms:
-            marks[source] = str(update.max_event_ms)
-        self._create(fixed[2], dict)[source] = str(now_ms)
         keys = update.keys
+        saved = self._save([*fixed, *keys])
         own_ttl: dict[int, int] = {}
-        self._run_ops(update.ops, keys, fixed, own_ttl)
+        try:
+            self._run_ops(update.ops, keys, fixed, own_ttl)
+        except ResponseError:
+            self._restore(saved)  # whole or not at all, as the script's validation pass ensures
+            raise
         retention = self._retention_s if update.ttl_s is None else update.ttl_s
         for index, key in enumerate(keys, start=FIXED_KEYS + 1):
             ttl = own_ttl.get(index, retention)
             if ttl > 0 and key in self._data:
                 self._deadlines[key] = now_ms + ttl * 1000
+        # The fence last: a batch that failed is applied by its retry.
+        self._create(fixed[0], dict)[source] = str(update.last_offset)
+        marks = self._create(fixed[1], dict)
+        if source not in marks or int(marks[source]) < update.max_event_ms:
+            marks[source] = str(update.max_event_ms)
+        self._create(fixed[2], dict)[source] = str(now_ms)
         return 1
+
+    def _save(self, keys: Sequence[str]) -> dict[str, tuple[Any, int | None]]:
+        """Copies of ``keys`` (value, deadline); absent keys as ``None``."""
+        saved: dict[str, tuple[Any, int | None]] = {}
+        for key in keys:
+            value = self._data.get(key)
+            saved[key] = (None if value is None else type(value)(value), self._deadlines.get(key))
+        return saved
+
+    def _restore(self, saved: dict[str, tuple[Any, int | None]]) -> None:
+        for key, (value, deadline) in saved.items():
+            self._delete(key)
+            if value is not None:
+                self._data[key] = value
+            if deadline is not None:
+                self._deadlines[key] = deadline
 
     def _run_ops(self, ops: Sequence[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
         handlers = self._handlers
         try:
-            # Lazily: the ops before an unknown one run, as in the script.
+            # An unknown op fails the update; the caller restores what the ops before it wrote.
             for op, args in split_ops(ops):
                 handlers[op](args, keys, fixed, own_ttl)
         except StateOpUnknownError as exc:
@@ -370,13 +361,14 @@ class MemoryState:
             Op.DELETE: self._op_delete,
             Op.ZADD: self._op_zadd,
             Op.ZTRIM_BELOW: self._op_ztrim_below,
+            Op.FINDING: self._op_finding,
         }
 
     # One method per op, with the semantics of its body in the apply script. ``keys`` are
     # the update's own keys (KEYS[5:]), ``fixed`` the fence's four (KEYS[1:5]).
 
     def _op_open_window(self, args: list[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
-        self._create(fixed[3], _ZSet)[str(args[0])] = float(args[0])
+        self._create(fixed[3], ZSet)[str(args[0])] = float(args[0])
 
     def _op_incr(self, args: list[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
         self._hincrby(_key(keys, fixed, args[0]), str(args[1]), int(args[2]))
@@ -413,11 +405,11 @@ class MemoryState:
         own_ttl[int(args[0])] = 0
 
     def _op_zadd(self, args: list[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
-        self._create(_key(keys, fixed, args[0]), _ZSet)[str(args[2])] = float(args[1])
+        self._create(_key(keys, fixed, args[0]), ZSet)[str(args[2])] = float(args[1])
 
     def _op_ztrim_below(self, args: list[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
         key = _key(keys, fixed, args[0])
-        zset = self._existing(key, _ZSet)
+        zset = self._existing(key, ZSet)
         if zset is not None:
             low = float(args[1])
             for member in [m for m, score in zset.items() if score < low]:
@@ -425,41 +417,24 @@ class MemoryState:
             if not zset:
                 self._delete(key)
 
-    # -- typed access to the key space -----------------------------------------------------
-
-    def _existing(self, key: str, kind: type[_T]) -> _T | None:
-        """The value at ``key`` if there is one; WRONGTYPE if it is not a ``kind``."""
-        value = self._data.get(key)
-        if value is not None and type(value) is not kind:
-            raise ResponseError(_WRONGTYPE)
-        return value
-
-    def _create(self, key: str, kind: type[_T]) -> _T:
-        """The value at ``key``, created empty if absent (as a Redis write op does)."""
-        value = self._existing(key, kind)
-        if value is None:
-            value = self._data[key] = kind()
-        return value
-
-    def _delete(self, key: str) -> None:
-        self._data.pop(key, None)
-        self._deadlines.pop(key, None)
-
-    def _hincrby(self, key: str, field: str, amount: int) -> None:
+    def _op_finding(self, args: list[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
+        key = _key(keys, fixed, args[0])
+        field, amount, cap = str(args[1]), int(args[2]), int(args[3])
+        self._existing(_key(keys, fixed, args[9]), list)  # WRONGTYPE either way, as the script validates
         fields = self._create(key, dict)
-        current = fields.get(field, "0")
-        try:
-            value = int(current)
-        except ValueError:
-            raise ResponseError("ERR hash value is not an integer") from None
-        fields[field] = str(value + amount)
-
-    def _hincrbyfloat(self, key: str, field: str, amount: float) -> None:
-        fields = self._create(key, dict)
-        try:
-            value = float(fields.get(field, "0")) + amount
-        except ValueError:
-            raise ResponseError("ERR hash value is not a float") from None
-        if not math.isfinite(value):
-            raise ResponseError("ERR increment would produce NaN or Infinity")
-        fields[field] = _format_float(value)
+        known = field in fields
+        if known or int(fields.get("fk", "0")) < cap:
+            if not known:
+                self._hincrby(key, "fk", 1)
+            self._hincrby(key, field, amount)
+            if str(args[8]) != "":
+                self._create(key, dict)[str(args[7])] = str(args[8])
+            items = self._create(_key(keys, fixed, args[9]), list)
+            for example in args[12:]:
+                if len(items) < int(args[10]):
+                    items.append(str(example))
+            if not items:
+                self._delete(_key(keys, fixed, args[9]))  # Redis holds no empty list
+        else:
+            self._hincrby(key, str(args[4]), amount)
+            self._create(key, dict)[str(args[5])] = str(args[6])

@@ -45,6 +45,13 @@ class Op(StrEnum):
     ZADD = "Z"
     #: ``key min_score``: remove members scored below ``min_score``.
     ZTRIM_BELOW = "R"
+    #: ``key field amount cap overflow overflow_detail_field overflow_detail detail_field detail
+    #: examples_key example_cap n x1..xn``: a finding counted in a window hash capped at
+    #: ``cap`` distinct finding fields (counted in the hash's ``fk``). A field already there,
+    #: or one that fits, is incremented, gets its detail (unless empty) and up to
+    #: ``example_cap`` examples; otherwise ``amount`` goes to the ``overflow`` field, which
+    #: gets its own detail.
+    FINDING = "C"
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,7 @@ SHAPES: dict[Op, OpShape] = {
     Op.DELETE: OpShape(1),
     Op.ZADD: OpShape(3),
     Op.ZTRIM_BELOW: OpShape(2),
+    Op.FINDING: OpShape(12, counted=True),
 }
 
 #: Ops whose first argument is not a key index.

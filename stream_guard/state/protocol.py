@@ -44,6 +44,10 @@ class WindowState(FencedState, Protocol):
         """Make newly assigned partitions hold windows open until they send data or go idle."""
         ...
 
+    def touch_sources(self, sources: Sequence[str], now_ms: int) -> None:
+        """Mark ``sources`` active at ``now_ms`` (partitions with a backlog), keeping their watermarks."""
+        ...
+
     def global_watermark(self, now_ms: int) -> float:
         """Smallest watermark over partitions updated within the idle timeout; inf when none is."""
         ...
@@ -86,8 +90,20 @@ class IncidentState(Protocol):
         """Open incidents whose last window ended at or before ``end_ms``, oldest first."""
         ...
 
-    def resolve_incident(self, incident_id: str) -> dict[str, str] | None:
-        """Close an open incident and return its record; None if it was not open (someone else closed it)."""
+    def resolve_incident(self, incident_id: str, window_end: int) -> dict[str, str] | None:
+        """Phase 1 of a resolution: mark an open incident resolved by the window ending at ``window_end``.
+
+        Returns its record, again if the same window asks again (closed again after a failure);
+        None if it is not open or another window's resolution of it awaits delivery.
+        """
+        ...
+
+    def close_incident(self, incident_id: str, window_end: int) -> bool:
+        """Phase 2, once the RESOLVED alert was delivered: replace the record by a tombstone.
+
+        The tombstone (TTL: the retention) holds how far the incident reached, so a window it
+        covered, closed again later, does not reopen it. False if the mark is not ``window_end``'s.
+        """
         ...
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from stream_guard.state.exceptions import StateUpdateInvalidError
 from stream_guard.state.keys import Fence
 from stream_guard.state.ops import Op
 
@@ -91,6 +93,9 @@ class StateUpdate:
             self._push(Op.INCR, self._key(key), field, int(amount))
 
     def incr_float(self, key: str, field: str, amount: float) -> None:
+        """``HINCRBYFLOAT``; a NaN or infinite ``amount`` raises :class:`StateUpdateInvalidError`."""
+        if not math.isfinite(amount):
+            raise StateUpdateInvalidError(f"non-finite increment {amount!r} of {key} {field}")
         if amount:
             self._push(Op.INCR_FLOAT, self._key(key), field, repr(float(amount)))
 
@@ -122,6 +127,43 @@ class StateUpdate:
 
     def zadd(self, key: str, score: int, member: str) -> None:
         self._push(Op.ZADD, self._key(key), int(score), member)
+
+    def add_finding(
+        self,
+        key: str,
+        field: str,
+        amount: int,
+        *,
+        cap: int,
+        overflow: tuple[str, str, str],
+        detail: tuple[str, str],
+        examples: tuple[str, Sequence[dict[str, Any]], int],
+    ) -> None:
+        """Count a finding in the hash ``key``, which holds at most ``cap`` distinct finding fields.
+
+        A field already there, or one that fits, gets ``amount``, its ``detail`` (field,
+        value; value "" to leave it) and the ``examples`` (list key, items, list cap);
+        otherwise ``amount`` goes to ``overflow`` (field, detail field, detail value).
+        """
+        overflow_field, overflow_detail_field, overflow_detail = overflow
+        detail_field, detail_value = detail
+        examples_key, items, example_cap = examples
+        self._push(
+            Op.FINDING,
+            self._key(key),
+            field,
+            int(amount),
+            int(cap),
+            overflow_field,
+            overflow_detail_field,
+            overflow_detail,
+            detail_field,
+            detail_value,
+            self._key(examples_key),
+            int(example_cap),
+            len(items),
+            *(json.dumps(item, default=str) for item in items),
+        )
 
     def ztrim_below(self, key: str, min_score: int) -> None:
         """Remove the members of a sorted set whose score is below ``min_score``."""

@@ -3,8 +3,10 @@
 Each batch's contribution to a window (event counts, finding counts, examples,
 histograms...) is written by one Lua script per source partition. The script first
 checks the partition's *applied offset* fence, so a batch redelivered after a crash
-or a rebalance is skipped instead of counted twice, and it advances the partition's
-watermark in the same atomic step. All of a batch's scripts go in one pipeline: one
+or a rebalance is skipped instead of counted twice, then validates every op against the
+current state (types, integer and float fields, finite increments) before its first
+write, and advances the fence and the partition's watermark last: a batch applies whole
+or not at all, and a failed one is applied by its retry. All of a batch's scripts go in one pipeline: one
 round trip per batch. Labels batches run the same script on the labels' fence
 (:class:`~stream_guard.state.keys.Fence`).
 
@@ -15,8 +17,12 @@ publishes the alerts, and only then removes the window from the open set. A work
 that dies in between lets the lease expire and another one closes it again
 (at-least-once; the alert id is the same).
 
-Incidents are decided by two more scripts (:meth:`WindowStore.observe_incident`,
-:meth:`WindowStore.resolve_incident`), so workers closing windows concurrently agree.
+Incidents are decided by three more scripts (:meth:`WindowStore.observe_incident`,
+:meth:`WindowStore.resolve_incident`, :meth:`WindowStore.close_incident`), so workers
+closing windows concurrently agree. A resolution has two phases: the incident is marked,
+its RESOLVED alert published and acknowledged, and only then is the record replaced by a
+tombstone, so a kill in between publishes the resolution again when the window is closed
+again.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from typing import Any, cast
 import redis
 
 from stream_guard.state.keys import Fence, ModelKeys
-from stream_guard.state.ops import Op
+from stream_guard.state.ops import SHAPES, Op
 from stream_guard.state.update import StateUpdate, WindowSnapshot
 
 __all__ = ["APPLY_SCRIPT", "StateUpdate", "WindowSnapshot", "WindowStore"]
@@ -58,39 +64,159 @@ _OP_LUA: dict[Op, str] = {
     redis.call('DEL', KEYS[k]); own_ttl[k] = 0; i = i + 2""",
     Op.ZADD: "redis.call('ZADD', KEYS[tonumber(ARGV[i+1])], ARGV[i+2], ARGV[i+3]); i = i + 4",
     Op.ZTRIM_BELOW: "redis.call('ZREMRANGEBYSCORE', KEYS[tonumber(ARGV[i+1])], '-inf', '(' .. ARGV[i+2]); i = i + 3",
+    Op.FINDING: """local k = KEYS[tonumber(ARGV[i+1])]
+    local f = ARGV[i+2]
+    local n = tonumber(ARGV[i+12])
+    local known = redis.call('HEXISTS', k, f) == 1
+    if known or tonumber(redis.call('HGET', k, 'fk') or '0') < tonumber(ARGV[i+4]) then
+      if not known then redis.call('HINCRBY', k, 'fk', 1) end
+      redis.call('HINCRBY', k, f, ARGV[i+3])
+      if ARGV[i+9] ~= '' then redis.call('HSET', k, ARGV[i+8], ARGV[i+9]) end
+      local x = KEYS[tonumber(ARGV[i+10])]
+      for e = i + 13, i + 12 + n do
+        if redis.call('LLEN', x) < tonumber(ARGV[i+11]) then redis.call('RPUSH', x, ARGV[e]) end
+      end
+    else
+      redis.call('HINCRBY', k, ARGV[i+5], ARGV[i+3])
+      redis.call('HSET', k, ARGV[i+6], ARGV[i+7])
+    end
+    i = i + 13 + n""",
 }
 if set(_OP_LUA) != set(Op):
     raise ImportError(f"apply script lacks ops {sorted(set(Op) - set(_OP_LUA))}")
 
 _DISPATCH = "\n  else".join(f"if op == '{op.value}' then\n    {body}" for op, body in _OP_LUA.items())
 
+# The validation pass: everything an op could fail on, checked before the first write, on
+# the state as the update's earlier ops will have left it (``kinds``: key types, ``shadow``:
+# hash fields). ``j`` is the op's first key index (nil for W), ``a`` its first argument.
+_CHECK_LUA: dict[Op, str] = {
+    Op.OPEN_WINDOW: "if not need(4, 'zset') then return wrongtype() end",
+    Op.INCR: """if not need(j, 'hash') then return wrongtype() end
+    local amount = ARGV[i+3]
+    if not string.match(amount, '^-?%d+$') then
+      return redis.error_reply('ERR value is not an integer or out of range')
+    end
+    local cur = field(j, ARGV[i+2])
+    if cur ~= nil and not is_int(cur) then return redis.error_reply('ERR hash value is not an integer') end
+    local sum = tonumber(cur or 0) + tonumber(amount)
+    if math.abs(sum) > 9.2e18 then return redis.error_reply('ERR increment or decrement would overflow') end
+    shadow[j][ARGV[i+2]] = sum""",
+    Op.INCR_FLOAT: """if not need(j, 'hash') then return wrongtype() end
+    local amount = tonumber(ARGV[i+3])
+    if amount == nil or amount ~= amount then return redis.error_reply('ERR value is not a valid float') end
+    if amount == math.huge or amount == -math.huge then return redis.error_reply('ERR value is NaN or Infinity') end
+    local cur = field(j, ARGV[i+2])
+    if cur ~= nil and tonumber(cur) == nil then return redis.error_reply('ERR hash value is not a float') end
+    shadow[j][ARGV[i+2]] = tonumber(cur or 0) + amount""",
+    Op.SET: "if not need(j, 'hash') then return wrongtype() end\n    shadow[j][ARGV[i+2]] = ARGV[i+3]",
+    Op.ADD_EXAMPLE: "if not need(j, 'list') then return wrongtype() end",
+    Op.ADD_DISTINCT: "if not need(j, 'string') then return wrongtype() end",
+    Op.EXPIRE: "",
+    Op.SET_ONCE: """local c = tonumber(ARGV[i+4])
+    if kind_of(j) == 'none' then
+      if not need(c, 'hash') then return wrongtype() end
+      for f = i + 6, i + 5 + tonumber(ARGV[i+5]) do
+        local cur = field(c, ARGV[f])
+        if cur ~= nil and not is_int(cur) then return redis.error_reply('ERR hash value is not an integer') end
+        shadow[c][ARGV[f]] = tonumber(cur or 0) + 1
+      end
+      kinds[j] = 'string'
+    end""",
+    Op.DELETE: "kinds[j] = 'none'; cleared[j] = true; shadow[j] = {}",
+    Op.ZADD: "if not need(j, 'zset') then return wrongtype() end",
+    Op.ZTRIM_BELOW: "if not need(j, 'zset') then return wrongtype() end",
+    Op.FINDING: """if not need(j, 'hash') then return wrongtype() end
+    if not string.match(ARGV[i+3], '^-?%d+$') then
+      return redis.error_reply('ERR value is not an integer or out of range')
+    end
+    for _, name in ipairs({ARGV[i+2], 'fk', ARGV[i+5]}) do
+      local cur = field(j, name)
+      if cur ~= nil and not is_int(cur) then return redis.error_reply('ERR hash value is not an integer') end
+      shadow[j][name] = tonumber(cur or 0)
+    end
+    shadow[j][ARGV[i+6]] = ARGV[i+7]
+    shadow[j][ARGV[i+8]] = ARGV[i+9]
+    local x = tonumber(ARGV[i+10])
+    if shadow[x] == nil then shadow[x] = {} end
+    if not need(x, 'list') then return wrongtype() end""",
+}
+if set(_CHECK_LUA) != set(Op):
+    raise ImportError(f"apply script does not validate ops {sorted(set(Op) - set(_CHECK_LUA))}")
+
+_CHECK_DISPATCH = "\n  else".join(
+    f"if op == '{op.value}' then\n    {body or '-- nothing can fail'}" for op, body in _CHECK_LUA.items()
+)
+_SHAPES_LUA = ", ".join(f"['{op.value}'] = {{{SHAPES[op].fixed}, {str(SHAPES[op].counted).lower()}}}" for op in Op)
+
 #: The fenced apply script. KEYS: the fence's four fixed keys, then the update's keys.
 #: ARGV: source, last offset, max event time, clock, retention, first offset, ops.
+#: A batch applies whole or not at all: every op is validated before the first write, and
+#: the fence, the watermark and the clock are written last.
 APPLY_SCRIPT = f"""
 local applied = redis.call('HGET', KEYS[1], ARGV[1])
 if applied and tonumber(applied) >= tonumber(ARGV[2]) then return 0 end
 if applied and tonumber(applied) >= tonumber(ARGV[6]) then
   return redis.error_reply('FENCE ' .. ARGV[1] .. ' applied up to ' .. applied .. ', batch starts at ' .. ARGV[6])
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-local wm = redis.call('HGET', KEYS[2], ARGV[1])
-if (not wm) or tonumber(wm) < tonumber(ARGV[3]) then redis.call('HSET', KEYS[2], ARGV[1], ARGV[3]) end
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
-local ttl = tonumber(ARGV[5])
--- keys given their own TTL by 'E' (seconds) or managed by 'X'/'D' (0: leave alone)
-local own_ttl = {{}}
+local shapes = {{{_SHAPES_LUA}}}
+local kinds, cleared, shadow = {{}}, {{}}, {{}}
+local function kind_of(j)
+  if kinds[j] == nil then kinds[j] = redis.call('TYPE', KEYS[j]).ok end
+  return kinds[j]
+end
+local function need(j, t)
+  local have = kind_of(j)
+  if have ~= 'none' and have ~= t then return false end
+  kinds[j] = t
+  if shadow[j] == nil then shadow[j] = {{}} end
+  return true
+end
+local function field(j, f)
+  local v = shadow[j][f]
+  if v == nil and not cleared[j] then
+    v = redis.call('HGET', KEYS[j], f)
+    if v == false then v = nil end
+  end
+  return v
+end
+local function is_int(v)
+  if type(v) == 'number' then return v == math.floor(v) end
+  return string.match(v, '^-?%d+$') ~= nil
+end
+local function wrongtype()
+  return redis.error_reply('WRONGTYPE Operation against a key holding the wrong kind of value')
+end
 local i = 7
 while i <= #ARGV do
   local op = ARGV[i]
+  local shape = shapes[op]
+  if shape == nil then return redis.error_reply('unknown op ' .. op) end
+  local j = tonumber(ARGV[i+1])
+  if j ~= nil and shadow[j] == nil then shadow[j] = {{}} end
+  {_CHECK_DISPATCH}
+  end
+  local step = 1 + shape[1]
+  if shape[2] then step = step + tonumber(ARGV[i + shape[1]]) end
+  i = i + step
+end
+local ttl = tonumber(ARGV[5])
+-- keys given their own TTL by 'E' (seconds) or managed by 'X'/'D' (0: leave alone)
+local own_ttl = {{}}
+i = 7
+while i <= #ARGV do
+  local op = ARGV[i]
   {_DISPATCH}
-  else
-    return redis.error_reply('unknown op ' .. op)
   end
 end
 for j = 5, #KEYS do
   local t = own_ttl[j]
   if t == nil then redis.call('EXPIRE', KEYS[j], ttl) elseif t > 0 then redis.call('EXPIRE', KEYS[j], t) end
 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local wm = redis.call('HGET', KEYS[2], ARGV[1])
+if (not wm) or tonumber(wm) < tonumber(ARGV[3]) then redis.call('HSET', KEYS[2], ARGV[1], ARGV[3]) end
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
 return 1
 """
 
@@ -104,6 +230,14 @@ return 1
 
 # KEYS: incident hash, incidents zset. ARGV: incident id, window start, window end, cooldown ms, count, alert json.
 _OBSERVE = """
+local through = redis.call('HGET', KEYS[1], 'resolved_through')
+if through then
+  -- A window the resolved incident already covered (closed again late): history, not news.
+  if tonumber(ARGV[3]) <= tonumber(through) then return 'resolved' end
+  redis.call('DEL', KEYS[1])
+end
+-- The problem is back while a resolution awaits its delivery: the incident goes on.
+redis.call('HDEL', KEYS[1], 'resolving')
 local seen = tonumber(redis.call('HGET', KEYS[1], 'last_seen_end') or '-1')
 if tonumber(ARGV[3]) > seen then
   redis.call('HINCRBY', KEYS[1], 'windows', 1)
@@ -112,39 +246,56 @@ if tonumber(ARGV[3]) > seen then
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 end
 local last = redis.call('HGET', KEYS[1], 'last_published_end')
-local key = 'p|' .. ARGV[3]
+local published = 'pub|' .. ARGV[3]
 if not last then
-  redis.call('HSET', KEYS[1], 'opened_start', ARGV[2], 'last_published_end', ARGV[3], 'alert', ARGV[6], key, 1)
+  redis.call('HSET', KEYS[1], 'opened_start', ARGV[2], 'last_published_end', ARGV[3], 'alert', ARGV[6], published, 1)
   return 'open'
 end
--- A window published before, closed again (a retried publication, or late events that
--- completed its counts): publish again under the same alert id.
-if redis.call('HEXISTS', KEYS[1], key) == 1 then return 'repeat' end
+-- A window published before, closed again (a retry, or late events reopened it): publish
+-- again, with its complete counts under the same alert id.
+if redis.call('HEXISTS', KEYS[1], published) == 1 then return 'repeat' end
+-- A window before the one that opened the incident (closed out of order): the real onset.
+if tonumber(ARGV[2]) < tonumber(redis.call('HGET', KEYS[1], 'opened_start')) then
+  redis.call('HSET', KEYS[1], 'opened_start', ARGV[2], published, 1)
+  return 'onset'
+end
 -- Otherwise publish when no published window of the incident is closer than the cooldown,
 -- on either side: windows may close out of order (late events, two workers).
 local w_end, cooldown = tonumber(ARGV[3]), tonumber(ARGV[4])
-local fields = redis.call('HKEYS', KEYS[1])
-for _, f in ipairs(fields) do
-  if string.sub(f, 1, 2) == 'p|' and math.abs(tonumber(string.sub(f, 3)) - w_end) < cooldown then
+for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(f, 1, 4) == 'pub|' and math.abs(tonumber(string.sub(f, 5)) - w_end) < cooldown then
     return 'suppress'
   end
 end
-redis.call('HSET', KEYS[1], key, 1)
+redis.call('HSET', KEYS[1], published, 1)
 if w_end > tonumber(last) then
   redis.call('HSET', KEYS[1], 'last_published_end', ARGV[3], 'alert', ARGV[6])
-end
-if tonumber(ARGV[2]) < tonumber(redis.call('HGET', KEYS[1], 'opened_start')) then
-  redis.call('HSET', KEYS[1], 'opened_start', ARGV[2])
 end
 return 'remind'
 """
 
-# KEYS: incidents zset, incident hash. ARGV: incident id. Only one worker wins the ZREM.
+# Phase 1 of a resolution. KEYS: incidents zset, incident hash. ARGV: incident id, end of the
+# window resolving it. Marks the incident (the mark names the window) and returns its record;
+# the same window asking again (closed again after a failure) gets it again, any other none.
 _RESOLVE = """
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return false end
-local state = redis.call('HGETALL', KEYS[2])
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return false end
+local mark = redis.call('HGET', KEYS[2], 'resolving')
+if mark and mark ~= ARGV[2] then return false end
+redis.call('HSET', KEYS[2], 'resolving', ARGV[2])
+return redis.call('HGETALL', KEYS[2])
+"""
+
+# Phase 2, once the RESOLVED alert was delivered. KEYS: incidents zset, incident hash.
+# ARGV: incident id, window end of the mark, tombstone TTL (s). The record becomes a tombstone
+# holding how far the incident reached, so an older window closed again does not reopen it.
+_CLOSE = """
+if redis.call('HGET', KEYS[2], 'resolving') ~= ARGV[2] then return 0 end
+local through = redis.call('HGET', KEYS[2], 'last_seen_end')
+redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2])
-return state
+redis.call('HSET', KEYS[2], 'resolved_through', through)
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1
 """
 
 
@@ -177,6 +328,7 @@ class WindowStore:
         self._finish = client.register_script(_FINISH)
         self._observe = client.register_script(_OBSERVE)
         self._resolve = client.register_script(_RESOLVE)
+        self._close = client.register_script(_CLOSE)
 
     @classmethod
     def for_client(cls, client: redis.Redis, keys: ModelKeys, retention_s: int = 7 * 24 * 3600) -> WindowStore:
@@ -205,6 +357,11 @@ class WindowStore:
             pipe.hsetnx(self.keys.watermarks, source, 0)
             pipe.hset(self.keys.watermarks_seen, source, now_ms)
         pipe.execute()
+
+    def touch_sources(self, sources: Sequence[str], now_ms: int) -> None:
+        """Mark ``sources`` active at ``now_ms`` (partitions with a backlog), keeping their watermarks."""
+        if sources:
+            self._redis.hset(self.keys.watermarks_seen, mapping=dict.fromkeys(sources, now_ms))
 
     def apply(self, updates: Sequence[StateUpdate], now_ms: int, pipe: Any = None) -> Any:
         """Queue the scripts of ``updates`` on ``pipe`` (returned), or run them in one pipeline.
@@ -316,9 +473,22 @@ class WindowStore:
         """Open incidents whose last window ended at or before ``end_ms``, oldest first."""
         return cast("list[str]", self._redis.zrangebyscore(self.keys.incidents, "-inf", end_ms))
 
-    def resolve_incident(self, incident_id: str) -> dict[str, str] | None:
-        """Close an open incident and return its record; None if it was not open."""
-        state = self._resolve(keys=[self.keys.incidents, self.keys.incident(incident_id)], args=[incident_id])
+    def resolve_incident(self, incident_id: str, window_end: int) -> dict[str, str] | None:
+        """Mark an open incident resolved by the window ending at ``window_end``; its record, or None.
+
+        None if it is not open, or another window's resolution of it awaits delivery.
+        """
+        state = self._resolve(
+            keys=[self.keys.incidents, self.keys.incident(incident_id)], args=[incident_id, window_end]
+        )
         if not state:
             return None
         return dict(zip(state[::2], state[1::2], strict=True))
+
+    def close_incident(self, incident_id: str, window_end: int) -> bool:
+        """Forget an incident once its RESOLVED alert was delivered, keeping a tombstone (retention TTL)."""
+        done = self._close(
+            keys=[self.keys.incidents, self.keys.incident(incident_id)],
+            args=[incident_id, window_end, self._retention_s],
+        )
+        return bool(done)

@@ -120,6 +120,8 @@ def error_text(exc: ResponseError) -> str:
         r"unknown op \S+",
         r"WRONGTYPE",
         r"hash value is not an integer",
+        r"hash value is not a float",
+        r"value is NaN or Infinity",
     ):
         match = re.search(pattern, text)
         if match:
@@ -239,6 +241,15 @@ def every_op(h: Harness) -> None:
     u.zadd(k.metrics_index, BASE_MS - 60_000, str(BASE_MS - 60_000))
     u.zadd(k.metrics_index, BASE_MS, str(BASE_MS))
     u.ztrim_below(k.metrics_index, BASE_MS)
+    u.add_finding(
+        w,
+        "f|nulls|x|*",
+        2,
+        cap=5,
+        overflow=("f|nulls|*overflow*|*", "d|nulls|*overflow*|*", "capped"),
+        detail=("d|nulls|x|*", "[1, 2]"),
+        examples=(k.examples(BASE_MS, "nulls|x|*"), [{"offset": 7}], 3),
+    )
     assert {op for op, _ in split_ops(u.ops)} == set(Op), "the scenario uses every op"
     h.apply([u], now_ms=BASE_MS)
     h.log.append(("snapshot", snap(h.store.snapshot(BASE_MS))))
@@ -259,8 +270,11 @@ def test_every_op_does_the_same(make_store: Factory, check: Callable[..., None])
         "d|range|amount|*": "[5.0, 1.0]",
         "hll|card|country": k.cardinality(BASE_MS, "country"),
         "card|country": "2",
+        "fk": "1",
+        "f|nulls|x|*": "2",
+        "d|nulls|x|*": "[1, 2]",
     }
-    assert examples == {"range|amount|*": [{"offset": 0}, {"offset": 1}, {"offset": 2}]}
+    assert examples == {"range|amount|*": [{"offset": 0}, {"offset": 1}, {"offset": 2}], "nulls|x|*": [{"offset": 7}]}
     dump = h.dump()
     assert dump[k.prediction("e1")] == ("string", "first", True)
     assert k.prediction("e2") not in dump
@@ -301,6 +315,7 @@ def test_keys_get_the_retention_unless_they_have_their_own_ttl(make_store: Facto
         k.windows: None,
         k.window(BASE_MS): 36,
         k.examples(BASE_MS, "range|amount|*"): 36,
+        k.examples(BASE_MS, "nulls|x|*"): 36,
         k.cardinality(BASE_MS, "country"): 36,
         k.prediction("e1"): 6,
         k.bucket(BASE_MS): 72,
@@ -360,14 +375,18 @@ def test_labels_have_their_own_fence(make_store: Factory) -> None:
 
 
 def test_errors_are_the_same(make_store: Factory) -> None:
-    """An unknown op and an op on a key of another type fail alike; writes before the failure stay."""
+    """An unknown op and an op on a key of another type fail alike; nothing of a failed update stays."""
     h = make_store()
     k = h.keys
     bad = update(0, 0, BASE_MS)
     bad.incr(k.window(BASE_MS), "n", 1)
     bad.ops += ["Q", 5]
     assert h.apply([bad], now_ms=0) == "unknown op Q"
-    assert h.store.snapshot(BASE_MS).fields == {"n": "1"}
+    assert h.store.snapshot(BASE_MS).fields == {}
+    assert h.store.applied_offsets([A]) == {}
+    first = update(0, 0, BASE_MS)
+    first.incr(k.window(BASE_MS), "n", 1)
+    assert h.apply([first], now_ms=0) == [1]
     wrong = update(1, 1, BASE_MS)
     wrong.add_example(k.window(BASE_MS), {"x": 1}, 3)
     assert h.apply([wrong], now_ms=0) == "WRONGTYPE"
@@ -375,7 +394,71 @@ def test_errors_are_the_same(make_store: Factory) -> None:
     text.set(k.window(BASE_MS), "d|x", "abc")
     text.incr(k.window(BASE_MS), "d|x", 1)
     assert h.apply([text], now_ms=0) == "hash value is not an integer"
-    assert h.store.applied_offsets([A]) == {A: 2}
+    assert h.store.snapshot(BASE_MS).fields == {"n": "1"}
+    assert h.store.applied_offsets([A]) == {A: 0}
+
+
+def failing_step_sequence(h: Harness) -> None:
+    k = h.keys
+    first = counted(k, 0, 4, BASE_MS + 100)
+    first.set(k.window(BASE_MS), "d|x", "abc")
+    h.apply([first], now_ms=0)
+    # A later step of the batch fails (a float sum on text, an infinite increment written by
+    # hand, an integer increment on text, a list op on a hash): nothing of it may stay.
+    for i, step in enumerate(("F", "F-inf", "H", "L")):
+        bad = counted(k, 5, 9, BASE_MS + 200 + i)
+        bad.incr(k.bucket(BASE_MS), "*|n", 5)
+        bad.zadd(k.metrics_index, BASE_MS, str(BASE_MS))
+        if step == "F":
+            bad.incr_float(k.window(BASE_MS), "d|x", 1.5)
+        elif step == "F-inf":
+            bad.ops += [Op.INCR_FLOAT.value, 5, "sum", "inf"]
+        elif step == "H":
+            bad.incr(k.window(BASE_MS), "d|x", 1)
+        else:
+            bad.add_example(k.window(BASE_MS), {"x": 1}, 3)
+        h.apply([bad], now_ms=1_000)
+        h.log.append(
+            (step, h.store.applied_offsets([A]), h.store.snapshot(BASE_MS).fields, h.store.global_watermark(0))
+        )
+    # The retry of the same offsets, without the failing op, applies whole.
+    retry = counted(k, 5, 9, BASE_MS + 200)
+    retry.incr(k.bucket(BASE_MS), "*|n", 5)
+    h.apply([retry], now_ms=1_000)
+    h.log.append(
+        ("retry", h.store.applied_offsets([A]), h.store.snapshot(BASE_MS).fields, h.dump().get(k.bucket(BASE_MS)))
+    )
+
+
+def test_a_batch_whose_step_fails_applies_nothing_and_its_retry_applies(
+    make_store: Factory, check: Callable[..., None]
+) -> None:
+    """A failing op leaves no write of its batch, not even the fence: the retry is counted, not fenced out."""
+    h = make_store()
+    failing_step_sequence(h)
+    before = {A: 4}, {"n": "5", "d|x": "abc"}, float(BASE_MS + 100)
+    assert [entry[0] for entry in h.log] == [
+        "apply",
+        "apply",
+        "F",
+        "apply",
+        "F-inf",
+        "apply",
+        "H",
+        "apply",
+        "L",
+        "apply",
+        "retry",
+    ]
+    assert [entry[1] for entry in h.log[1:9:2]] == [
+        "hash value is not a float",
+        "value is NaN or Infinity",
+        "hash value is not an integer",
+        "WRONGTYPE",
+    ]
+    assert [entry[1:] for entry in h.log[2:9:2]] == [before] * 4
+    assert h.log[-1] == ("retry", {A: 9}, {"n": "10", "d|x": "abc"}, ("hash", {"*|n": "5"}, True))
+    check(failing_step_sequence)
 
 
 # --------------------------------------------------------------------------- windows
@@ -631,6 +714,7 @@ def incident_sequence(h: Harness) -> None:
         raised = list(alerts)
         published = tracker.publishable(raised)
         resolved = tracker.resolved(start + WINDOW_MS, {a.incident_id for a in raised})
+        tracker.delivered(start + WINDOW_MS)
         h.log.append(
             (
                 start - BASE_MS,
@@ -670,7 +754,16 @@ def test_incidents_open_remind_and_resolve_alike(make_store: Factory, check: Cal
             [("RESOLVED", 7 * w, 8 * w, 1, f"clear since {BASE_MS + 8 * w} (event time), 1 windows affected")],
         ),
     ]
-    assert not [key for key in h.dump() if ":incident" in key]
+    # Resolved incidents leave tombstones (with the retention's TTL), no open ones.
+    tombstones = {key: value for key, value in h.dump().items() if ":incident" in key}
+    assert tombstones == {
+        h.keys.incident(alert(BASE_MS).incident_id): ("hash", {"resolved_through": str(BASE_MS + 7 * w)}, True),
+        h.keys.incident(alert(BASE_MS, kind="nulls").incident_id): (
+            "hash",
+            {"resolved_through": str(BASE_MS + 8 * w)},
+            True,
+        ),
+    }
     check(incident_sequence)
 
 
@@ -693,10 +786,10 @@ def reopened_window_sequence(h: Harness) -> None:
 def test_a_window_closed_again_after_a_later_one_published_is_published_again(
     make_store: Factory, check: Callable[..., None]
 ) -> None:
-    """A late event reopens window 0 after window 1 published: its complete counts are published again.
+    """A late event reopens window 0 after window 1 published: its alert is published again (repeat).
 
-    The window was published before, so its alert id is known to subscribers: republishing
-    it is an update of that alert (README "Alerts"), not a new incident or a reminder.
+    The incident remembers its published windows, so the complete counts of a reopened
+    window reach the alerts topic under the same alert id, whichever window published last.
     """
     h = make_store()
     reopened_window_sequence(h)
@@ -720,14 +813,14 @@ def test_a_window_suppressed_by_the_cooldown_stays_suppressed_when_closed_again(
     check(suppressed_window_sequence)
 
 
-def out_of_order_sequence(h: Harness) -> None:
+def cooldown_both_sides_sequence(h: Harness) -> None:
     tracker = IncidentTracker(h.store, settings=LifecycleSettings(cooldown_s=60, resolve_after_s=3_600))
     w = WINDOW_MS
     # 0 opens; 12w is past the cooldown; 3w closes late, within the cooldown of 0; 6w closes
     # late too, at least the cooldown from both published windows; then the onset -7w shows up.
     for start in (BASE_MS, BASE_MS + 12 * w, BASE_MS + 3 * w, BASE_MS + 6 * w, BASE_MS - 7 * w):
         h.log.append([a.window_start - BASE_MS for a in tracker.publishable([alert(start)])])
-    record = h.store.resolve_incident(alert(BASE_MS).incident_id)
+    record = h.store.resolve_incident(alert(BASE_MS).incident_id, BASE_MS + 20 * WINDOW_MS)
     assert record is not None
     h.log.append([int(record["opened_start"]) - BASE_MS, int(record["last_published_end"]) - BASE_MS])
 
@@ -741,7 +834,162 @@ def test_windows_closed_out_of_order_follow_the_cooldown_on_both_sides(
     onset window closed after later ones is published and becomes the incident's start.
     """
     h = make_store()
-    out_of_order_sequence(h)
+    cooldown_both_sides_sequence(h)
     w = WINDOW_MS
     assert h.log == [[0], [12 * w], [], [6 * w], [-7 * w], [-7 * w, 13 * w]]
+    check(cooldown_both_sides_sequence)
+
+
+def resolution_retry_sequence(h: Harness) -> None:
+    tracker = IncidentTracker(h.store, settings=LIFECYCLE)
+    end = BASE_MS + 10 * WINDOW_MS
+
+    def resolved() -> list[tuple[str, int, int, str]]:
+        return [
+            (r.status, r.window_start - BASE_MS, r.window_end - BASE_MS, r.alert_id)
+            for r in tracker.resolved(end, set())
+        ]
+
+    tracker.publishable([alert(BASE_MS)])
+    h.log.append(("first close", resolved()))
+    # The worker died before the broker acknowledged the RESOLVED alert: the window is closed again.
+    h.log.append(("closed again", resolved()))
+    # Another window meanwhile does not resolve it a second time.
+    h.log.append(("another window", [r.alert_id for r in tracker.resolved(end + WINDOW_MS, set())]))
+    tracker.delivered(end)
+    h.log.append(("after delivery", resolved(), tracker.resolved(end + WINDOW_MS, set())))
+
+
+def test_a_resolution_is_kept_until_its_alert_was_delivered(make_store: Factory, check: Callable[..., None]) -> None:
+    """Resolving is two-phase: the incident is marked, and only deleted once its RESOLVED alert was delivered."""
+    h = make_store()
+    resolution_retry_sequence(h)
+    first = h.log[0][1]
+    assert len(first) == 1 and first[0][:3] == ("RESOLVED", 0, WINDOW_MS)
+    assert h.log == [
+        ("first close", first),
+        ("closed again", first),
+        ("another window", []),
+        ("after delivery", [], []),
+    ]
+    check(resolution_retry_sequence)
+
+
+def resolved_then_older_sequence(h: Harness) -> None:
+    tracker = IncidentTracker(h.store, settings=LIFECYCLE)
+    for start in (BASE_MS, BASE_MS + WINDOW_MS, BASE_MS + 2 * WINDOW_MS):
+        tracker.publishable([alert(start)])
+    end = BASE_MS + 10 * WINDOW_MS
+    h.log.append(("resolved", [r.status for r in tracker.resolved(end, set())]))
+    tracker.delivered(end)
+    # A successor closes an older window again (its lease expired): the incident stays resolved.
+    h.log.append(
+        ("older window", [a.window_start - BASE_MS for a in tracker.publishable([alert(BASE_MS + WINDOW_MS)])])
+    )
+    h.log.append(("nothing to resolve", tracker.resolved(end + WINDOW_MS, set())))
+    # The problem coming back after the resolution opens a new incident.
+    h.log.append(("new", [a.window_start - BASE_MS for a in tracker.publishable([alert(BASE_MS + 12 * WINDOW_MS)])]))
+
+
+def test_closing_an_older_window_after_a_resolution_does_not_reopen_the_incident(
+    make_store: Factory, check: Callable[..., None]
+) -> None:
+    """An alert of a window the resolved incident already covered is not a new incident; a later one is."""
+    h = make_store()
+    resolved_then_older_sequence(h)
+    assert h.log == [
+        ("resolved", ["RESOLVED"]),
+        ("older window", []),
+        ("nothing to resolve", []),
+        ("new", [12 * WINDOW_MS]),
+    ]
+    check(resolved_then_older_sequence)
+
+
+def out_of_order_sequence(h: Harness) -> None:
+    tracker = IncidentTracker(h.store, settings=LIFECYCLE)
+    # Two workers: the one closing window 4 is faster than the one closing window 3, the onset.
+    for start in (BASE_MS + 4 * WINDOW_MS, BASE_MS + 3 * WINDOW_MS, BASE_MS + 2 * WINDOW_MS, BASE_MS + 5 * WINDOW_MS):
+        h.log.append([a.window_start - BASE_MS for a in tracker.publishable([alert(start)])])
+    end = BASE_MS + 12 * WINDOW_MS
+    h.log.append([(r.status, r.window_start - BASE_MS, r.window_end - BASE_MS) for r in tracker.resolved(end, set())])
+
+
+def test_windows_closed_out_of_order_publish_the_onset(make_store: Factory, check: Callable[..., None]) -> None:
+    """An alert of a window before the one that opened the incident is published (onset); the resolution starts there."""
+    h = make_store()
+    out_of_order_sequence(h)
+    w = WINDOW_MS
+    assert h.log == [[4 * w], [3 * w], [2 * w], [], [("RESOLVED", 2 * w, 6 * w)]]
     check(out_of_order_sequence)
+
+
+def touch_sequence(h: Harness) -> None:
+    k, store = h.keys, h.store
+    store.register_sources([A, B], now_ms=0)
+    h.apply([counted(k, 0, 9, BASE_MS + 3 * WINDOW_MS)], now_ms=0)
+    h.log.append(("both idle", store.due_windows(10 * IDLE_MS)))
+    # B has a backlog: the worker owning it marks it active; its watermark (0: nothing sent) holds.
+    store.touch_sources([B], now_ms=10 * IDLE_MS)
+    h.log.append(("B lagging", store.global_watermark(10 * IDLE_MS), store.due_windows(10 * IDLE_MS)))
+    store.touch_sources([], now_ms=10 * IDLE_MS)
+
+
+def test_a_touched_source_holds_the_watermark(make_store: Factory, check: Callable[..., None]) -> None:
+    """touch_sources marks sources active without moving their watermarks (a partition with a backlog)."""
+    h = make_store()
+    touch_sequence(h)
+    assert h.log[1:] == [("both idle", [BASE_MS + 3 * WINDOW_MS]), ("B lagging", 0.0, [])]
+    check(touch_sequence)
+
+
+def capped_findings_sequence(h: Harness) -> None:
+    k = h.keys
+    w = k.window(BASE_MS)
+
+    def finding(u: StateUpdate, name: str, amount: int) -> None:
+        u.add_finding(
+            w,
+            f"f|unexpected_field|{name}|",
+            amount,
+            cap=2,
+            overflow=("f|unexpected_field|*overflow*|", "d|unexpected_field|*overflow*|", '["capped", ""]'),
+            detail=(f"d|unexpected_field|{name}|", '["present", "absent"]'),
+            examples=(k.examples(BASE_MS, f"unexpected_field|{name}|"), [{"offset": amount}], 3),
+        )
+
+    first = update(0, 0, BASE_MS)
+    finding(first, "a", 1)
+    finding(first, "b", 2)
+    h.apply([first], now_ms=0)
+    second = update(1, 1, BASE_MS)
+    finding(second, "c", 4)  # a third distinct finding in the window: overflow
+    finding(second, "a", 8)  # one the window holds: counted
+    h.apply([second], now_ms=0)
+    snapshot = h.store.snapshot(BASE_MS)
+    h.log.append(("window", snapshot.fields, snapshot.examples))
+
+
+def test_a_window_holds_at_most_cap_distinct_findings(make_store: Factory, check: Callable[..., None]) -> None:
+    """C: distinct finding fields of a window stop at the cap; later ones add to the overflow, with no detail or examples."""
+    h = make_store()
+    capped_findings_sequence(h)
+    assert h.log[-1] == (
+        "window",
+        {
+            "fk": "2",
+            "f|unexpected_field|a|": "9",
+            "d|unexpected_field|a|": '["present", "absent"]',
+            "f|unexpected_field|b|": "2",
+            "d|unexpected_field|b|": '["present", "absent"]',
+            "f|unexpected_field|*overflow*|": "4",
+            "d|unexpected_field|*overflow*|": '["capped", ""]',
+        },
+        {
+            "unexpected_field|a|": [{"offset": 1}, {"offset": 8}],
+            "unexpected_field|b|": [{"offset": 2}],
+            "unexpected_field|*overflow*|": [],
+        },
+    )
+    assert not [key for key in h.dump() if key.endswith(":x:unexpected_field|c|")]
+    check(capped_findings_sequence)

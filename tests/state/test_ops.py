@@ -7,7 +7,7 @@ import re
 import pytest
 
 from stream_guard.state import MemoryState, ModelKeys, Op, StateUpdate
-from stream_guard.state.exceptions import StateOpUnknownError
+from stream_guard.state.exceptions import StateOpUnknownError, StateUpdateInvalidError
 from stream_guard.state.ops import SHAPES, split_ops
 from stream_guard.state.window_store import APPLY_SCRIPT
 
@@ -60,3 +60,20 @@ def test_zero_increments_are_not_written() -> None:
     u.incr_float("k", "s", 0.0)
     u.add_distinct("h", [])
     assert u.ops == [] and u.keys == []
+
+
+@pytest.mark.parametrize("amount", [float("inf"), float("-inf"), float("nan")])
+def test_a_non_finite_float_increment_is_refused_while_the_update_is_built(amount: float) -> None:
+    """incr_float(inf/nan) raises StateUpdateInvalidError before any op is queued (no store could apply it)."""
+    u = StateUpdate("t:0", 0, 1, 0)
+    with pytest.raises(StateUpdateInvalidError, match="non-finite increment"):
+        u.incr_float(KEYS.window(0), "sum", amount)
+    assert u.ops == []
+
+
+def test_the_apply_script_validates_every_op() -> None:
+    """Every op letter has a branch in the validation pass too, and the fence is written after the ops."""
+    validation, writes = APPLY_SCRIPT.split("local own_ttl", 1)
+    assert set(re.findall(r"op == '(\w)'", validation)) == {op.value for op in Op}
+    assert "HSET', KEYS[1]" not in validation
+    assert "HSET', KEYS[1]" in writes

@@ -12,11 +12,14 @@ from stream_guard.batch import EventBatch
 from stream_guard.decoding import JsonDecoder
 from stream_guard.errors import RecordValidationError
 from stream_guard.findings import RowFindings
+from stream_guard.metrics.slices import SliceRecorder
 from stream_guard.model import ModelRuntime
 from stream_guard.pipeline import Pipeline
 from stream_guard.schemas import record_fields
 from stream_guard.settings import Config, ModelConfig
+from stream_guard.settings.metrics import MetricsSettings
 from stream_guard.stages import Stages
+from stream_guard.state import MemoryState
 from stream_guard.state.keys import ModelKeys
 
 SCHEMA = {
@@ -120,3 +123,20 @@ def test_a_stage_that_fails_on_every_record_is_raised_not_dead_lettered() -> Non
     pipeline = Pipeline(Config(), Stages(row_checks=[AlwaysFails()]))
     with pytest.raises(KeyError):
         pipeline.stage(_model(), _messages([1.0, 2.0, 3.0]), KEYS)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_a_record_whose_metrics_overflow_to_inf_is_dead_lettered_alone() -> None:
+    """x = 1e200 squared is inf: no store could add it, so that record is a dead letter and the rest is counted."""
+    model = _model()
+    model.config.prediction_field = "x"
+    recorder = SliceRecorder.for_model(model, MetricsSettings(bucket_s=60, retention_s=7_200))
+    pipeline = Pipeline(Config(), Stages(slice_recorders={"m": recorder}))
+    values = [{"id": "a", "x": 1.0}, {"id": "b", "x": 1e200}, {"id": "c", "x": 2.0}]
+    staged = pipeline.stage(model, [Message(json.dumps(v).encode(), i) for i, v in enumerate(values)], KEYS)
+    assert [d.row for d in staged.dead] == [1]
+    assert "non-finite increment" in str(staged.dead[0].error)
+    state = MemoryState(KEYS, window_ms=60_000, lateness_ms=0)
+    state.apply(staged.updates, now_ms=0)
+    (bucket,) = [int(m) for m, _ in state.zrange(KEYS.metrics_index)]
+    assert state.hgetall(KEYS.bucket(bucket))["*|n"] == "2"

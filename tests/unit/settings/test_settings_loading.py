@@ -391,3 +391,19 @@ def test_feature_tables_are_checked_beside_other_model_mistakes(config_dir: Path
     assert [p.split(":")[0] for p in problems] == ["models[0].encoding", "checks.features.amuont"]
     mistyped = VALID.replace('features = ["amount", "age", "device_type"]', 'features = "amount"') + tables
     assert _problems(config_dir, mistyped) == ["models[0].features: expected a list, got 'amount'"]
+
+
+def test_event_time_skew_and_finding_caps_are_validated(config_dir: Path) -> None:
+    """A negative skew bound, a zero finding cap and a metrics retention within the skew bound are reported."""
+    environ = {
+        "STREAM_GUARD_WORKER__MAX_EVENT_TIME_SKEW_S": "-1",
+        "STREAM_GUARD_WORKER__MAX_FINDING_KEYS": "0",
+    }
+    problems = _problems(config_dir, VALID, environ)
+    assert "worker.max_event_time_skew_s: must be 0 (off) or positive, got -1" in problems
+    assert "worker.max_finding_keys: must be positive, got 0" in problems
+    short = VALID + "\n[models.metrics]\nretention_s = 600\n"
+    problems = _problems(config_dir, short, {"STREAM_GUARD_WORKER__MAX_EVENT_TIME_SKEW_S": "600"})
+    assert any("metrics.retention_s: must exceed worker.max_event_time_skew_s (600), got 600" in p for p in problems)
+    config = load_config(_write(config_dir, short), environ={"STREAM_GUARD_WORKER__MAX_EVENT_TIME_SKEW_S": "0"})
+    assert config.worker.max_event_time_skew_s == 0
