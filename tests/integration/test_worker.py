@@ -182,8 +182,12 @@ def test_two_workers_split_partitions_and_count_each_event_once(
         produced.set()
 
     threading.Thread(target=produce_later).start()
+    # Wait for the records to be committed, not just consumed: both workers drain their windows
+    # on exit, and a drain must not publish a window while the other's last batch is in flight.
     stats = run_until(
-        workers, lambda: produced.is_set() and sum(w.stats.consumed for w in workers) >= n_expected, timeout_s=120
+        workers,
+        lambda: produced.is_set() and sum(w.stats.decoded + w.stats.dead_lettered for w in workers) >= n_expected,
+        timeout_s=120,
     )
     assert all(s.consumed > 0 for s in stats), [vars(s) for s in stats]
     assert sum(s.decoded + s.dead_lettered for s in stats) == n_expected
