@@ -29,6 +29,7 @@ import argparse
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -155,14 +156,15 @@ def run_workers(
 
     loaded = load_config(config, environ={})
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    logs = [(config.parent / f"{config.stem}-{i}.log").open("w") for i in range(workers)]
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "stream_guard", "run", "-c", str(config)],
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
-        for _ in range(workers)
+        for log in logs
     ]
     probe = Consumer({"bootstrap.servers": loaded.kafka.bootstrap_servers, "group.id": loaded.kafka.group_id})
     events_topics = {EVENTS_TOPIC: partitions}
@@ -189,10 +191,19 @@ def run_workers(
             p.terminate()
         for p in procs:
             p.wait(30)
+        for log in logs:
+            log.close()
         probe.close()
     assert first is not None
     rate = (n - first[1]) / (now - first[0])
-    return rate, rss, {"prefix": loaded.redis.key_prefix}
+    matched = sum(_logged_count(Path(log.name), "labels_matched") for log in logs)
+    return rate, rss, {"prefix": loaded.redis.key_prefix, "labels_matched": str(matched)}
+
+
+def _logged_count(log: Path, name: str) -> int:
+    """The last ``name=<n>`` a worker logged (its stats when it stopped)."""
+    found = re.findall(rf"{name}=(\d+)", log.read_text())
+    return int(found[-1]) if found else 0
 
 
 def evaluation_cost(redis_url: str, prefix: str, lookbacks_h: list[int], repeats: int = 3) -> dict[int, float]:
@@ -234,28 +245,37 @@ def evaluation_cost(redis_url: str, prefix: str, lookbacks_h: list[int], repeats
     return out
 
 
-def produce(bootstrap: str, n: int, partitions: int, step_ms: float, label_delay_s: float) -> int:
-    """Pre-produce ``n`` wide events and their labels (each ``label_delay_s`` of event time later)."""
+def produce(bootstrap: str, n: int, partitions: int, step_ms: float, label_delay_s: float, batch: int) -> int:
+    """Pre-produce ``n`` wide events and their labels; returns the label records produced.
+
+    A backlog is fetched by bytes from both topics at once, so a label at the same
+    position as its event would be read with it, before its prediction is stored. Labels
+    are therefore padded to the size of an event, and the labels topic starts with the
+    labels of the ``label_delay_s`` of events before the run plus a few batches (never
+    produced, so unmatched): each label is read well after its event.
+    """
     from confluent_kafka import Producer
 
     from stream_guard.tools.wide import WideSimulator
 
     sim = WideSimulator(seed=1)
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "queue.buffering.max.messages": 1_000_000})
-    delay = max(1, int(label_delay_s * 1000 / step_ms))
-    waiting: deque[dict[str, Any]] = deque()
-    labels = 0
-    chunk = 20_000
     start_ms = 1_700_000_000_000
+    delay = max(1, int(label_delay_s * 1000 / step_ms)) + 4 * batch
+    labels = 0
+    pad = "x" * 64
+    for k in range(delay):
+        before = {"event_id": f"before-{k}", "ts": int(start_ms - (delay - k) * step_ms), "label": 0, "pad": pad}
+        producer.produce(LABELS_TOPIC, json.dumps(before).encode(), partition=labels % partitions)
+        labels += 1
+    chunk = 20_000
     for offset in range(0, n, chunk):
         records = sim.records(min(chunk, n - offset), int(start_ms + offset * step_ms), step_ms)
         for i, record in enumerate(records):
-            producer.produce(
-                EVENTS_TOPIC, sim.encode(record), partition=(offset + i) % partitions, timestamp=record["ts"]
-            )
-        waiting.extend(sim.labels(records))
-        while len(waiting) > delay or (offset + chunk >= n and waiting):
-            label = waiting.popleft()
+            partition = (offset + i) % partitions
+            producer.produce(EVENTS_TOPIC, sim.encode(record), partition=partition, timestamp=record["ts"])
+        for label in sim.labels(records):
+            label["pad"] = pad
             producer.produce(LABELS_TOPIC, json.dumps(label).encode(), partition=labels % partitions)
             labels += 1
         producer.poll(0)
@@ -315,7 +335,7 @@ def main() -> None:
         learn_profile(workdir, write_config(workdir, "probe", bootstrap, redis_url, args.batch))
         create_topics(bootstrap, [EVENTS_TOPIC, LABELS_TOPIC], partitions=args.partitions)
         create_topics(bootstrap, ["wide.alerts", "wide.dlq"], partitions=1)
-        labels = produce(bootstrap, args.events, args.partitions, args.step_ms, args.label_delay_s)
+        labels = produce(bootstrap, args.events, args.partitions, args.step_ms, args.label_delay_s, args.batch)
         total = args.events + labels
         print(f"produced {args.events:,} events and {labels:,} labels in {time.perf_counter() - t0:.0f} s", flush=True)
         if "a" not in skip:
@@ -332,7 +352,11 @@ def main() -> None:
             config = write_config(workdir, "one", bootstrap, redis_url, args.batch)
             results["b"], results["rss"], info = run_workers(config, 1, args.events, total, args.partitions, rss_at)
             prefix = info["prefix"]
-            print(f"(b) one worker: {results['b']:,.0f} ev/s; peak RSS by events {results['rss']}", flush=True)
+            print(
+                f"(b) one worker: {results['b']:,.0f} ev/s, {info['labels_matched']} labels matched; "
+                f"peak RSS (kB) by events {results['rss']}",
+                flush=True,
+            )
         if "c" not in skip:
             config = write_config(workdir, "two", bootstrap, redis_url, args.batch)
             results["c"], _, _ = run_workers(config, 2, args.events, total, args.partitions, [])
