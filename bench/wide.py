@@ -3,8 +3,10 @@
 The wide model (:mod:`stream_guard.tools.wide`: 22 features, 14 categorical) with every
 stage on: baseline checks, window and online drift, slice metrics of every categorical
 value, delayed labels joined to stored predictions, performance evaluations. Events are
-Confluent-framed Avro, pre-produced to the embedded broker with their labels (JSON, a
-label delay behind their events) before anything is measured. Then, in this order:
+Confluent-framed Avro, pre-produced to the embedded broker before anything is measured.
+Labels (JSON) are produced during each worker run, a label delay behind the events the
+group has committed: a pre-produced labels topic would be read before the events (a
+backlog is fetched topic by topic), and no label would find its prediction. Then:
 
 a. a bare consumer (confluent-kafka + fastavro ``schemaless_reader``, no stream_guard code);
 b. one worker (``stream-guard run`` in a subprocess), with its RSS sampled along the way;
@@ -16,7 +18,7 @@ f. optionally (``--latency``), time from producing an undecodable record to its 
 
 Each group/worker run starts from the beginning of the topics with a fresh group id and
 Redis prefix; its rate counts inference events from its first commit to its last (group
-join excluded); the labels are consumed as well. Ratios are within this run: the
+join excluded); the labels are consumed and joined as well. Ratios are within this run: the
 machine's noise affects both sides alike. ``--narrow-events N`` also runs the 8-feature
 bench (``bench/throughput.py``) first, for its figures beside these.
 
@@ -42,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 MODEL = "wide"
-EVENTS_TOPIC, LABELS_TOPIC = "wide.events", "wide.labels"
+EVENTS_TOPIC = "wide.events"
 
 
 def bare_consumer(bootstrap: str, n: int) -> None:
@@ -116,7 +118,7 @@ performance_every_s = 300
 performance_lookback_s = 3600
 performance_label_delay_s = 60
 [models.labels]
-topic = "{LABELS_TOPIC}"
+topic = "wide.labels.{name}"
 encoding = "json"
 event_id_field = "event_id"
 label_field = "label"
@@ -143,18 +145,25 @@ def _rss_kb(pid: int, field: str = "VmRSS") -> int:
 
 
 def run_workers(
-    config: Path, workers: int, n: int, total: int, partitions: int, rss_at: list[int]
+    config: Path, workers: int, labels: list[bytes], partitions: int, rss_at: list[int], label_lag: int
 ) -> tuple[float, dict[int, int], dict[str, str]]:
-    """Run ``workers`` workers on ``config`` until they committed ``total`` records.
+    """Run ``workers`` workers on ``config`` until they committed every event and label.
 
-    Returns the rate of inference events, the peak RSS (kB) of the first worker by
-    events committed, and the first worker's prefix and group.
+    Label ``i`` is produced once the group committed ``i + label_lag`` events. Returns the
+    rate of inference events, the peak RSS (kB) of the first worker by events committed,
+    and the first worker's Redis prefix and labels matched.
     """
-    from confluent_kafka import Consumer
+    from confluent_kafka import Consumer, Producer
 
     from stream_guard.settings import load_config
+    from stream_guard.tools.embedded import create_topics
 
     loaded = load_config(config, environ={})
+    (model,) = loaded.models
+    labels_topic = model.labels.topic
+    bootstrap = loaded.kafka.bootstrap_servers
+    create_topics(bootstrap, [labels_topic], partitions=partitions)
+    n = len(labels)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     logs = [(config.parent / f"{config.stem}-{i}.log").open("w") for i in range(workers)]
     procs = [
@@ -166,27 +175,34 @@ def run_workers(
         )
         for log in logs
     ]
-    probe = Consumer({"bootstrap.servers": loaded.kafka.bootstrap_servers, "group.id": loaded.kafka.group_id})
-    events_topics = {EVENTS_TOPIC: partitions}
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": loaded.kafka.group_id})
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
     first: tuple[float, int] | None = None
     rss: dict[int, int] = {}
     pending = deque(sorted(rss_at))
+    produced = 0
     try:
         while True:
-            done_events = _committed(probe, events_topics)
-            done = done_events + _committed(probe, {LABELS_TOPIC: partitions})
+            done_events = _committed(probe, {EVENTS_TOPIC: partitions})
+            done_labels = _committed(probe, {labels_topic: partitions})
             now = time.perf_counter()
             if first is None and done_events > 0:
                 first = (now, done_events)
             while pending and done_events >= pending[0]:
                 rss[pending.popleft()] = _rss_kb(procs[0].pid, "VmHWM")
-            if done >= total:
+            due = n if done_events >= n else max(0, done_events - label_lag)
+            for i in range(produced, due):
+                producer.produce(labels_topic, labels[i], partition=i % partitions)
+            produced = max(produced, due)
+            producer.poll(0)
+            if done_events >= n and done_labels >= n:
                 break
             if any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"a worker exited early (rc {[p.returncode for p in procs]})")
             time.sleep(0.2)
         rss[n] = _rss_kb(procs[0].pid, "VmHWM")
     finally:
+        producer.flush(30)
         for p in procs:
             p.terminate()
         for p in procs:
@@ -195,8 +211,9 @@ def run_workers(
             log.close()
         probe.close()
     assert first is not None
-    rate = (n - first[1]) / (now - first[0])
     matched = sum(_logged_count(Path(log.name), "labels_matched") for log in logs)
+    # Events only: the labels are the same work in every run, but not the bare consumer's.
+    rate = (n - first[1]) / (now - first[0])
     return rate, rss, {"prefix": loaded.redis.key_prefix, "labels_matched": str(matched)}
 
 
@@ -245,15 +262,8 @@ def evaluation_cost(redis_url: str, prefix: str, lookbacks_h: list[int], repeats
     return out
 
 
-def produce(bootstrap: str, n: int, partitions: int, step_ms: float, label_delay_s: float, batch: int) -> int:
-    """Pre-produce ``n`` wide events and their labels; returns the label records produced.
-
-    A backlog is fetched by bytes from both topics at once, so a label at the same
-    position as its event would be read with it, before its prediction is stored. Labels
-    are therefore padded to the size of an event, and the labels topic starts with the
-    labels of the ``label_delay_s`` of events before the run plus a few batches (never
-    produced, so unmatched): each label is read well after its event.
-    """
+def produce(bootstrap: str, n: int, partitions: int, step_ms: float) -> list[bytes]:
+    """Pre-produce ``n`` wide events; returns their labels (JSON payloads), in event order."""
     from confluent_kafka import Producer
 
     from stream_guard.tools.wide import WideSimulator
@@ -261,23 +271,14 @@ def produce(bootstrap: str, n: int, partitions: int, step_ms: float, label_delay
     sim = WideSimulator(seed=1)
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "queue.buffering.max.messages": 1_000_000})
     start_ms = 1_700_000_000_000
-    delay = max(1, int(label_delay_s * 1000 / step_ms)) + 4 * batch
-    labels = 0
-    pad = "x" * 64
-    for k in range(delay):
-        before = {"event_id": f"before-{k}", "ts": int(start_ms - (delay - k) * step_ms), "label": 0, "pad": pad}
-        producer.produce(LABELS_TOPIC, json.dumps(before).encode(), partition=labels % partitions)
-        labels += 1
+    labels: list[bytes] = []
     chunk = 20_000
     for offset in range(0, n, chunk):
         records = sim.records(min(chunk, n - offset), int(start_ms + offset * step_ms), step_ms)
         for i, record in enumerate(records):
             partition = (offset + i) % partitions
             producer.produce(EVENTS_TOPIC, sim.encode(record), partition=partition, timestamp=record["ts"])
-        for label in sim.labels(records):
-            label["pad"] = pad
-            producer.produce(LABELS_TOPIC, json.dumps(label).encode(), partition=labels % partitions)
-            labels += 1
+        labels += [json.dumps(label).encode() for label in sim.labels(records)]
         producer.poll(0)
     producer.flush(120)
     return labels
@@ -333,11 +334,11 @@ def main() -> None:
     with local_stack() as (broker, redis_server):
         bootstrap, redis_url = f"127.0.0.1:{broker.port}", f"redis://127.0.0.1:{redis_server.port}/0"
         learn_profile(workdir, write_config(workdir, "probe", bootstrap, redis_url, args.batch))
-        create_topics(bootstrap, [EVENTS_TOPIC, LABELS_TOPIC], partitions=args.partitions)
+        create_topics(bootstrap, [EVENTS_TOPIC], partitions=args.partitions)
         create_topics(bootstrap, ["wide.alerts", "wide.dlq"], partitions=1)
-        labels = produce(bootstrap, args.events, args.partitions, args.step_ms, args.label_delay_s, args.batch)
-        total = args.events + labels
-        print(f"produced {args.events:,} events and {labels:,} labels in {time.perf_counter() - t0:.0f} s", flush=True)
+        labels = produce(bootstrap, args.events, args.partitions, args.step_ms)
+        lag = int(args.label_delay_s * 1000 / args.step_ms)
+        print(f"produced {args.events:,} events in {time.perf_counter() - t0:.0f} s", flush=True)
         if "a" not in skip:
             out = subprocess.run(
                 [sys.executable, __file__, "--bare-consumer", bootstrap, str(args.events)],
@@ -350,7 +351,7 @@ def main() -> None:
         prefix = ""
         if "b" not in skip:
             config = write_config(workdir, "one", bootstrap, redis_url, args.batch)
-            results["b"], results["rss"], info = run_workers(config, 1, args.events, total, args.partitions, rss_at)
+            results["b"], results["rss"], info = run_workers(config, 1, labels, args.partitions, rss_at, lag)
             prefix = info["prefix"]
             print(
                 f"(b) one worker: {results['b']:,.0f} ev/s, {info['labels_matched']} labels matched; "
@@ -359,7 +360,7 @@ def main() -> None:
             )
         if "c" not in skip:
             config = write_config(workdir, "two", bootstrap, redis_url, args.batch)
-            results["c"], _, _ = run_workers(config, 2, args.events, total, args.partitions, [])
+            results["c"], _, _ = run_workers(config, 2, labels, args.partitions, [], lag)
             print(f"(c) two workers: {results['c']:,.0f} ev/s", flush=True)
         if "e" not in skip and prefix:
             lookbacks = [int(h) for h in args.lookbacks_h.split(",")]
@@ -368,7 +369,7 @@ def main() -> None:
     elapsed = time.perf_counter() - t0
 
     print(
-        f"\nwide model: {args.events:,} events + {labels:,} labels, batch {args.batch}, "
+        f"\nwide model: {args.events:,} events and their labels, batch {args.batch}, "
         f"{args.partitions} partitions, every stage on ({elapsed:.0f} s)"
     )
     rows = [
