@@ -164,7 +164,7 @@ def run_workers(
     bootstrap = loaded.kafka.bootstrap_servers
     create_topics(bootstrap, [labels_topic], partitions=partitions)
     n = len(labels)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     logs = [(config.parent / f"{config.stem}-{i}.log").open("w") for i in range(workers)]
     procs = [
         subprocess.Popen(
@@ -219,7 +219,7 @@ def run_workers(
 
 def _logged_count(log: Path, name: str) -> int:
     """The last ``name=<n>`` a worker logged (its stats when it stopped)."""
-    found = re.findall(rf"{name}=(\d+)", log.read_text())
+    found = re.findall(rf"{name}\W+(\d+)", log.read_text())
     return int(found[-1]) if found else 0
 
 
