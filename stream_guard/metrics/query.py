@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import numpy as np
 import pandas as pd
 import redis
 
@@ -378,23 +377,14 @@ class MetricsReader:
         for start in starts:
             pipe.hgetall(self.keys.bucket(start))
         hashes = pipe.execute() if starts else []
-        names: list[str] = []
-        values: list[str] = []
-        present = 0
-        for h in hashes:
-            if h:
-                present += 1
-                names.extend(h.keys())
-                values.extend(h.values())
+        totals, present = _sum_hashes(hashes)
         items: dict[str, SliceMetrics] = {}
-        if names:
-            totals = pd.Series(np.asarray(values, dtype=np.float64), index=names).groupby(level=0, sort=True).sum()
-            wanted = _slice_filter(slices)
-            for name, total in totals.items():
-                slice_, metric = s.split_field(str(name))
-                if wanted is not None and not wanted(slice_):
-                    continue
-                items.setdefault(slice_, SliceMetrics(slice_)).counters[metric] = float(total)
+        wanted = _slice_filter(slices)
+        for name in sorted(totals):
+            slice_, metric = s.split_field(name)
+            if wanted is not None and not wanted(slice_):
+                continue
+            items.setdefault(slice_, SliceMetrics(slice_)).counters[metric] = totals[name]
         return Rollup(items, start_ms, end_ms, present)
 
     def series(
@@ -447,6 +437,24 @@ class MetricsReader:
     def last(self, duration_ms: int, now_ms: int, slices: Iterable[str] | None = None) -> Rollup:
         """The rollup of ``[now_ms - duration_ms, now_ms)``: 5 min, 1 h, 24 h..."""
         return self.rollup(now_ms - duration_ms, now_ms, slices)
+
+
+def _sum_hashes(hashes: Iterable[dict[str, str]]) -> tuple[dict[str, float], int]:
+    """Field -> sum over the hashes, and how many hashes were not empty.
+
+    Summed in one pass of dict updates: a pandas groupby over every field of every
+    bucket cost several times as much as reading them.
+    """
+    totals: dict[str, float] = {}
+    present = 0
+    for h in hashes:
+        if not h:
+            continue
+        present += 1
+        get = totals.get
+        for name, value in h.items():
+            totals[name] = get(name, 0.0) + float(value)
+    return totals, present
 
 
 def _slice_filter(slices: Iterable[str] | None) -> Any:
