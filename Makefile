@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 DURATION ?= 80
 
-.PHONY: install demo test unit lint bench clean
+.PHONY: install demo test unit lint bench bench-wide clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ lint: install
 
 bench: install
 	$(PY) bench/throughput.py
+
+## The wide model with labels against a bare decode-only consumer (EVENTS=1000000 for the full run).
+bench-wide: install
+	$(PY) bench/wide.py --events $(or $(EVENTS),200000)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
