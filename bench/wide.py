@@ -321,12 +321,16 @@ def main() -> None:
     rss_at = [int(x) for x in args.rss_at.split(",") if x] or [args.events // 5]
     narrow = ""
     if args.narrow_events:
-        narrow = subprocess.run(
+        out = subprocess.run(
             [sys.executable, str(ROOT / "bench" / "throughput.py"), "--events", str(args.narrow_events)],
             check=True,
             capture_output=True,
             text=True,
         ).stdout
+        # Its workers log to stdout too: keep its table (from the "<n> events" line on).
+        lines = out.splitlines()
+        table = next((i for i, line in enumerate(lines) if line.startswith(f"{args.narrow_events} events")), 0)
+        narrow = "\n" + "\n".join(lines[table:])
     t0 = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="sg-wide-"))
     write_wide_registry(workdir / "registry")
