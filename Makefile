@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 DURATION ?= 80
 
-.PHONY: install redis-server chromium demo dashboard test unit lint bench constraints clean
+.PHONY: install redis-server chromium demo dashboard test unit lint bench bench-wide constraints clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,9 @@ bench: install
 ## Pin the image's runtime dependencies to the versions installed here.
 constraints: install
 	$(PY) scripts/constraints.py
+## The wide model with labels against a bare decode-only consumer (EVENTS=1000000 for the full run).
+bench-wide: install
+	$(PY) bench/wide.py --events $(or $(EVENTS),200000)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

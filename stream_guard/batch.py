@@ -33,6 +33,8 @@ class EventBatch:
     #: Rows whose payload could not be decoded (dead-lettered): no values, no feature checks.
     failed: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     _columns: dict[str, list[Any]] = field(default_factory=dict, repr=False)
+    _nulls: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _numbers: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.decoded)
@@ -62,7 +64,9 @@ class EventBatch:
         decoded, event_ids = list(self.decoded), list(self.event_ids)
         for r in rows:
             failed[r], decoded[r], event_ids[r] = True, Decoded({}, []), None
-        return dataclasses.replace(self, decoded=decoded, event_ids=event_ids, failed=failed, _columns={})
+        return dataclasses.replace(
+            self, decoded=decoded, event_ids=event_ids, failed=failed, _columns={}, _nulls={}, _numbers={}
+        )
 
     def column(self, name: str) -> list[Any]:
         """The values of one field, ``None`` where absent."""
@@ -71,12 +75,34 @@ class EventBatch:
             values = self._columns[name] = [d.values.get(name) for d in self.decoded]
         return values
 
+    def values_at(self, name: str, rows: np.ndarray) -> list[Any]:
+        """The values of one field at ``rows`` (all of them when ``rows`` are every row, in order)."""
+        column = self.column(name)
+        if len(rows) == len(column):
+            return column
+        return [column[r] for r in rows.tolist()]
+
+    def null_mask(self, name: str) -> np.ndarray:
+        """Where a field is null or absent (cached per batch)."""
+        mask = self._nulls.get(name)
+        if mask is None:
+            values = self.column(name)
+            mask = self._nulls[name] = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+        return mask
+
     def numeric(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """A numeric field as float64 (NaN where null) and its null mask."""
-        values = self.column(name)
-        null = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
-        numbers = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
-        return numbers, null
+        """A numeric field as float64 (NaN where null) and its null mask (cached per batch; do not modify)."""
+        cached = self._numbers.get(name)
+        if cached is None:
+            values = self.column(name)
+            null = self.null_mask(name)
+            kinds = set(map(type, values))
+            if kinds <= {int, float}:
+                numbers = np.array(values, dtype=np.float64).reshape(len(values))
+            else:
+                numbers = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+            cached = self._numbers[name] = (numbers, null)
+        return cached
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

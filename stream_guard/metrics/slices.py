@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-import pandas as pd
 
 from stream_guard.aggregation import Contributor, WindowGroups
 from stream_guard.batch import EventBatch
@@ -36,6 +35,20 @@ if TYPE_CHECKING:
     from stream_guard.profile import BaselineProfile
 
 Dimension = tuple[str, ...]
+
+
+class SliceCodes(NamedTuple):
+    """The slices of a batch's rows in one dimension: ``names[codes[i]]`` is row ``i``'s."""
+
+    codes: np.ndarray
+    names: np.ndarray
+
+    def labels(self) -> np.ndarray:
+        """The slice name of every row (an object array)."""
+        labels: np.ndarray = self.names[self.codes]
+        return labels
+
+
 _UNSAFE = re.compile(r"[|,=\s]")
 _MAX_VALUE_LEN = 64
 
@@ -92,23 +105,60 @@ class ValueCapper:
 
     def cap(self, field_name: str, values: Sequence[Any]) -> np.ndarray:
         """Slice values of ``values`` (a unicode array): known values, ``other`` or ``null``."""
-        keys = np.array([s.NULL if v is None else _safe(category_key(v)) for v in values], dtype=object)
-        if len(keys) == 0:
-            return keys.astype(str)
-        uniques, first = np.unique(keys, return_index=True)
+        codes, names = self.codes(field_name, values)
+        if len(codes) == 0:
+            return np.array([], dtype=str)
+        labels: np.ndarray = names[codes].astype(str)
+        return labels
+
+    def codes(self, field_name: str, values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """``(codes, names)``: ``names[codes[i]]`` is the slice value of ``values[i]``.
+
+        ``names`` (an object array) is sorted; each distinct raw value is keyed and capped
+        once, however many rows hold it.
+        """
+        raw_codes, uniques = _factorize(values)
+        keys = [s.NULL if v is None else _safe(category_key(v)) for v in uniques]
         allowed: Collection[str] | None = self._known.get(field_name)
         if allowed is None:
             seen = self._seen.setdefault(field_name, {})
-            for value in uniques[np.argsort(first)].tolist():
-                if value != s.NULL and value not in seen and len(seen) < self.max_values:
-                    seen[value] = None
+            for key in keys:  # in order of first appearance
+                if key != s.NULL and key not in seen and len(seen) < self.max_values:
+                    seen[key] = None
             allowed = seen.keys()
-        keep = np.array([u == s.NULL or u in allowed for u in uniques.tolist()], dtype=bool)
-        mapped = np.where(keep, uniques, s.OTHER)
-        return mapped[np.searchsorted(uniques, keys)].astype(str)
+        mapped = np.array([k if k == s.NULL or k in allowed else s.OTHER for k in keys], dtype=object)
+        if len(mapped) == 0:
+            return np.zeros(0, dtype=np.int64), mapped
+        names, code_of_unique = np.unique(mapped, return_inverse=True)
+        return code_of_unique.reshape(-1)[raw_codes], names
+
+
+_NONE = type(None)
+
+
+def _factorize(values: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
+    """Codes of ``values`` into their distinct values (in order of first appearance).
+
+    ``True == 1 == 1.0`` in Python, but their category keys differ: a column mixing
+    booleans with other types is keyed by (is bool, value).
+    """
+    index: dict[Any, int] = {}
+    kinds = set(map(type, values)) - {_NONE}
+    if len(kinds) > 1 and kinds & {bool, np.bool_}:
+        keyed = [(isinstance(v, (bool, np.bool_)), v) for v in values]
+        codes = [index.setdefault(k, len(index)) for k in keyed]
+        return np.asarray(codes, dtype=np.int64), [k[1] for k in index]
+    codes = [index.setdefault(v, len(index)) for v in values]
+    return np.asarray(codes, dtype=np.int64), list(index)
 
 
 def _as_float(values: Sequence[Any]) -> np.ndarray:
+    """Numbers as float64 (booleans as 0/1), NaN for anything else."""
+    kinds = set(map(type, values))
+    if kinds <= {int, float}:
+        return np.array(values, dtype=np.float64).reshape(len(values))
+    if kinds <= {int, float, _NONE}:
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64).reshape(len(values))
     out = np.full(len(values), np.nan)
     for i, v in enumerate(values):
         if isinstance(v, (int, float, np.number)) and not isinstance(v, (str, bytes)):
@@ -188,17 +238,41 @@ class SliceRecorder:
 
     # -- slices --------------------------------------------------------------------------
 
-    def slice_labels(self, batch: EventBatch, rows: np.ndarray) -> dict[Dimension, np.ndarray]:
-        """The slice of each of ``rows`` in every dimension (``*`` excluded)."""
+    def slice_codes(self, batch: EventBatch, rows: np.ndarray) -> dict[Dimension, SliceCodes]:
+        """The slice of each of ``rows`` in every dimension (``*`` excluded), as codes into names.
+
+        Each field is factorised once per batch; a crossing combines its fields' codes,
+        so no per-row string is built.
+        """
         fields = sorted({f for dim in self.dimensions for f in dim})
-        capped = {f: self.capper.cap(f, [batch.column(f)[r] for r in rows.tolist()]) for f in fields}
-        out: dict[Dimension, np.ndarray] = {}
+        capped = {f: self.capper.codes(f, batch.values_at(f, rows)) for f in fields}
+        out: dict[Dimension, SliceCodes] = {}
         for dim in self.dimensions:
-            label = np.char.add(f"{dim[0]}=", capped[dim[0]])
+            codes, names = capped[dim[0]]
+            parts = [np.array([f"{dim[0]}={v}" for v in names.tolist()], dtype=object)]
+            combined = codes
             for f in dim[1:]:
-                label = np.char.add(np.char.add(label, f",{f}="), capped[f])
-            out[dim] = label
+                f_codes, f_names = capped[f]
+                combined = combined * len(f_names) + f_codes
+                parts.append(np.array([f"{f}={v}" for v in f_names.tolist()], dtype=object))
+            if len(dim) == 1:
+                out[dim] = SliceCodes(codes, parts[0])
+                continue
+            present, inverse = np.unique(combined, return_inverse=True)
+            labels = []
+            for value in present.tolist():
+                pieces = []
+                for names_f in reversed(parts[1:]):
+                    value, code = divmod(value, len(names_f))
+                    pieces.append(names_f[code])
+                pieces.append(parts[0][value])
+                labels.append(",".join(reversed(pieces)))
+            out[dim] = SliceCodes(inverse.reshape(-1), np.array(labels, dtype=object))
         return out
+
+    def slice_labels(self, batch: EventBatch, rows: np.ndarray) -> dict[Dimension, np.ndarray]:
+        """The slice of each of ``rows`` in every dimension (``*`` excluded), as strings."""
+        return {dim: c.labels().astype(str) for dim, c in self.slice_codes(batch, rows).items()}
 
     # -- the hook ------------------------------------------------------------------------
 
@@ -213,48 +287,74 @@ class SliceRecorder:
     def contribute_with_findings(
         self, batch: EventBatch, findings: Sequence[RowFindings], groups: WindowGroups, keys: ModelKeys
     ) -> None:
-        """Add the batch's slice metrics (and stored predictions) to ``groups.updates``."""
+        """Add the batch's slice metrics (and stored predictions) to ``groups.updates``.
+
+        Rows are grouped by (source, bucket, slice) on integer codes; each group's sums
+        (one ``np.add.reduceat`` per dimension) become increments, in the order of
+        (source, bucket, slice), skipping zeros.
+        """
         rows = batch.valid_rows
         if len(rows) == 0:
             return
         mkeys = s.MetricKeys(keys)
-        sources = np.asarray(groups.sources, dtype=object)[groups.group_of_row[rows]]
+        source_of_row = groups.group_of_row[rows]
+        source_names = sorted(set(groups.sources))
+        source_code = {name: i for i, name in enumerate(source_names)}
+        group_source = np.array([source_code[x] for x in groups.sources], dtype=np.int64)
+        src = group_source[source_of_row]
         buckets = (batch.event_time_ms[rows] // self.bucket_ms) * self.bucket_ms
-        labels = self.slice_labels(batch, rows)
-        frame = self._row_metrics(batch, rows, findings)
-        frame["src"] = sources
-        frame["bucket"] = buckets
-        long = pd.concat(
-            [frame.assign(slice=s.ALL)] + [frame.assign(slice=labels[dim]) for dim in self.dimensions],
-            ignore_index=True,
-        )
-        sums = long.groupby(["src", "bucket", "slice"], sort=True).sum()
-        metrics = list(sums.columns)
+        bucket_values, bucket_code = np.unique(buckets, return_inverse=True)
+        cell = src * len(bucket_values) + bucket_code.reshape(-1)
+        codes = self.slice_codes(batch, rows)
+        metrics, matrix = self._row_metrics(batch, rows, findings)
         is_float = [m in s.FLOAT_METRICS for m in metrics]
-        values = sums.to_numpy(dtype=np.float64)
-        for (source, bucket, slice_), row in zip(sums.index.tolist(), values, strict=True):
-            update = groups.updates[source]
-            key = mkeys.bucket(bucket)
-            for metric, flt, amount in zip(metrics, is_float, row.tolist(), strict=True):
-                if flt:
-                    update.incr_float(key, s.field_name(slice_, metric), amount)
+        entries: list[tuple[str, int, str, list[tuple[int, float]]]] = []
+        everyone = SliceCodes(np.zeros(len(rows), dtype=np.int64), np.array([s.ALL], dtype=object))
+        for dim_codes in (everyone, *codes.values()):
+            width = len(dim_codes.names)
+            key = cell * width + dim_codes.codes
+            present, inverse = np.unique(key, return_inverse=True)
+            order = np.argsort(inverse.reshape(-1), kind="stable")
+            starts = np.searchsorted(inverse.reshape(-1)[order], np.arange(len(present)))
+            sums = np.add.reduceat(matrix[order], starts, axis=0)
+            names = dim_codes.names.tolist()
+            for value, sums_row in zip(present.tolist(), sums, strict=True):
+                where, slice_code = divmod(value, width)
+                source, bucket = divmod(where, len(bucket_values))
+                nonzero = np.flatnonzero(sums_row)
+                amounts = list(zip(nonzero.tolist(), sums_row[nonzero].tolist(), strict=True))
+                entries.append((source_names[source], int(bucket_values[bucket]), names[slice_code], amounts))
+        entries.sort(key=lambda e: (e[0], e[1], e[2]))
+        for source_name, bucket, slice_, amounts in entries:
+            update = groups.updates[source_name]
+            bucket_key = mkeys.bucket(bucket)
+            for m, amount in amounts:
+                if is_float[m]:
+                    update.incr_float(bucket_key, s.field_name(slice_, metrics[m]), amount)
                 else:
-                    update.incr(key, s.field_name(slice_, metric), round(amount))
-        for source, part in frame[["src", "bucket"]].groupby("src"):
-            update = groups.updates[source]
-            for bucket in np.unique(part["bucket"].to_numpy()).tolist():
+                    update.incr(bucket_key, s.field_name(slice_, metrics[m]), round(amount))
+        for i, source_name in enumerate(source_names):
+            mine = buckets[src == i]
+            if len(mine) == 0:
+                continue
+            update = groups.updates[source_name]
+            for bucket in np.unique(mine).tolist():
                 s.register_bucket(update, mkeys, bucket, self.settings.retention_s)
-            s.trim_index(update, mkeys, int(part["bucket"].max()), self.settings.retention_s)
+            s.trim_index(update, mkeys, int(mine.max()), self.settings.retention_s)
         if self.prediction_ttl_s > 0:
-            self._store_predictions(batch, rows, sources, buckets, labels, groups, mkeys)
+            sources = np.asarray(source_names, dtype=object)[src]
+            self._store_predictions(batch, rows, sources, buckets, codes, groups, mkeys)
 
     # -- internals -----------------------------------------------------------------------
 
-    def _row_metrics(self, batch: EventBatch, rows: np.ndarray, findings: Sequence[RowFindings]) -> pd.DataFrame:
+    def _row_metrics(
+        self, batch: EventBatch, rows: np.ndarray, findings: Sequence[RowFindings]
+    ) -> tuple[list[str], np.ndarray]:
+        """The metric names and their per-row values (one column each, float64)."""
         n = len(rows)
         position = np.full(len(batch), -1)
         position[rows] = np.arange(n)
-        columns: dict[str, np.ndarray] = {s.EVENTS: np.ones(n, dtype=np.int64)}
+        columns: dict[str, np.ndarray] = {s.EVENTS: np.ones(n)}
         for kind in sorted({f.kind for f in findings}):
             hit = np.zeros(n, dtype=bool)
             for finding in findings:
@@ -263,18 +363,15 @@ class SliceRecorder:
                     hit[at[at >= 0]] = True
             columns[s.VIOLATION + kind] = hit
         for feature in self.features:
-            column = batch.column(feature)
-            columns[s.NULLS + feature] = np.fromiter((column[r] is None for r in rows.tolist()), dtype=bool, count=n)
+            columns[s.NULLS + feature] = batch.null_mask(feature)[rows]
         if self.prediction_field:
-            column = batch.column(self.prediction_field)
-            pred = _as_float([column[r] for r in rows.tolist()])
+            pred = _as_float(batch.values_at(self.prediction_field, rows))
             ok = np.isfinite(pred)
             columns[s.PRED_N] = ok
             columns[s.PRED_SUM] = np.where(ok, pred, 0.0)
             columns[s.PRED_SQ] = np.where(ok, pred * pred, 0.0)
         if self.score_field:
-            column = batch.column(self.score_field)
-            score = _as_float([column[r] for r in rows.tolist()])
+            score = _as_float(batch.values_at(self.score_field, rows))
             ok = np.isfinite(score)
             bins = self.settings.score_bins
             lo, hi = self._edges
@@ -283,7 +380,10 @@ class SliceRecorder:
             for b in range(bins):
                 columns[f"{s.HIST}{b}"] = ok & (index == b)
             columns[s.SCORE_SUM] = np.where(ok, score, 0.0)
-        return pd.DataFrame(columns)
+        matrix = np.empty((n, len(columns)), dtype=np.float64)
+        for j, values in enumerate(columns.values()):
+            matrix[:, j] = values
+        return list(columns), matrix
 
     def _store_predictions(
         self,
@@ -291,28 +391,32 @@ class SliceRecorder:
         rows: np.ndarray,
         sources: np.ndarray,
         buckets: np.ndarray,
-        labels: dict[Dimension, np.ndarray],
+        codes: dict[Dimension, SliceCodes],
         groups: WindowGroups,
         keys: s.MetricKeys,
     ) -> None:
-        pred_col = batch.column(self.prediction_field) if self.prediction_field else [None] * len(batch)
-        score_col = batch.column(self.score_field) if self.score_field else [None] * len(batch)
-        scores = _as_float([score_col[r] for r in rows.tolist()])
-        per_row = np.stack([labels[d] for d in self.dimensions], axis=1).tolist() if self.dimensions else None
+        n = len(rows)
+        predictions = batch.values_at(self.prediction_field, rows) if self.prediction_field else [None] * n
+        scores = _as_float(batch.values_at(self.score_field, rows)) if self.score_field else np.full(n, np.nan)
+        dims = list(codes.values())
+        per_row = np.stack([c.labels() for c in dims], axis=1).tolist() if dims else [[] for _ in range(n)]
+        stored_names = [np.array([s.field_name(x, s.STORED) for x in c.names.tolist()], dtype=object) for c in dims]
+        stored_fields = np.stack([names[c.codes] for names, c in zip(stored_names, dims, strict=True)], axis=1)
+        per_row_fields = stored_fields.tolist() if dims else [[] for _ in range(n)]
         stored_field = s.field_name(s.ALL, s.STORED)
+        event_ids = batch.event_ids
+        score_values = [float(x) if np.isfinite(x) else None for x in scores.tolist()]
         for i, row in enumerate(rows.tolist()):
-            event_id = batch.event_ids[row]
+            event_id = event_ids[row]
             if event_id is None:
                 continue
-            slices = per_row[i] if per_row is not None else []
-            score = float(scores[i]) if np.isfinite(scores[i]) else None
             bucket = int(buckets[i])
             groups.updates[sources[i]].set_once(
                 keys.prediction(event_id),
-                s.encode_prediction(bucket, slices, pred_col[row], score),
+                s.encode_prediction(bucket, per_row[i], predictions[i], score_values[i]),
                 self.prediction_ttl_s,
                 keys.bucket(bucket),
-                [stored_field, *(s.field_name(x, s.STORED) for x in slices)],
+                [stored_field, *per_row_fields[i]],
             )
 
 

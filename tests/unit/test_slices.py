@@ -198,3 +198,19 @@ def test_stored_predictions_carry_bucket_slices_prediction_and_score() -> None:
     assert json.loads(value)["bucket"] == T0 and ttl == 600
     assert updates[0].keys[counter_key - 5] == MetricKeys(KEYS).bucket(T0)
     assert ops[i + 5 : i + 6 + ops[i + 5]] == [2, "*|st", "device_type=android|st"]
+
+
+def test_codes_key_each_distinct_value_once_and_keep_booleans_apart_from_numbers() -> None:
+    """``codes`` maps rows to sorted slice names; True and 1 (equal in Python) stay distinct values."""
+    capper = ValueCapper(max_values=5)
+    codes, names = capper.codes("g", [True, 1, 1.0, None, "b", True])
+    assert names.tolist() == sorted(["True", "1", "null", "b"])
+    assert names[codes].tolist() == ["True", "1", "1", "null", "b", "True"]
+
+
+def test_crossing_labels_match_their_fields_labels() -> None:
+    """A crossing's label of each row is its fields' labels joined, in sorted field order."""
+    rec = SliceRecorder([("device_type", "country"), ("device_type",), ("country",)], [], "", "")
+    labels = rec.slice_labels(batch_of(RECORDS), np.arange(len(RECORDS)))
+    crossed = [f"{c},{d}" for c, d in zip(labels[("country",)], labels[("device_type",)], strict=True)]
+    assert labels[("country", "device_type")].tolist() == crossed

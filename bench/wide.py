@@ -1,0 +1,400 @@
+"""Throughput of stream_guard on the wide sample model, against a bare decode-only consumer, in one run.
+
+The wide model (:mod:`stream_guard.tools.wide`: 22 features, 14 categorical) with every
+stage on: baseline checks, window and online drift, slice metrics of every categorical
+value, delayed labels joined to stored predictions, performance evaluations. Events are
+Confluent-framed Avro, pre-produced to the embedded broker before anything is measured.
+Labels (JSON) are produced during each worker run, a label delay behind the events the
+group has committed: a pre-produced labels topic would be read before the events (a
+backlog is fetched topic by topic), and no label would find its prediction. Then:
+
+a. a bare consumer (confluent-kafka + fastavro ``schemaless_reader``, no stream_guard code);
+b. one worker (``stream-guard run`` in a subprocess), with its RSS sampled along the way;
+c. two workers of one consumer group (two subprocesses, the same Redis state);
+d. the worker's peak RSS after the first ``--rss-at`` events and at the end of (b);
+e. one performance evaluation at 1 h and at 24 h lookback, over full buckets (copies of
+   the fullest bucket of run (b), so that every bucket of the 24 h holds data);
+f. optionally (``--latency``), time from producing an undecodable record to its alert.
+
+Each group/worker run starts from the beginning of the topics with a fresh group id and
+Redis prefix; its rate counts inference events from its first commit to its last (group
+join excluded); the labels are consumed and joined as well. Ratios are within this run: the
+machine's noise affects both sides alike. ``--narrow-events N`` also runs the 8-feature
+bench (``bench/throughput.py``) first, for its figures beside these.
+
+    python bench/wide.py [--events 200000] [--rss-at 40000] [--narrow-events 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+MODEL = "wide"
+EVENTS_TOPIC = "wide.events"
+
+
+def bare_consumer(bootstrap: str, n: int) -> None:
+    """(a): read ``n`` events and decode each with fastavro; print the rate as JSON."""
+    import fastavro
+    from confluent_kafka import Consumer
+
+    from stream_guard.tools.wide import wide_schema_json
+
+    schema = fastavro.parse_schema(wide_schema_json())
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bare-{time.time_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([EVENTS_TOPIC])
+    seen, first = 0, 0.0
+    while seen < n:
+        for message in consumer.consume(1000, 1.0):
+            if message.error():
+                continue
+            if not first:
+                first = time.perf_counter()
+            fastavro.schemaless_reader(io.BytesIO(message.value()[5:]), schema, None)
+            seen += 1
+    elapsed = time.perf_counter() - first
+    consumer.close()
+    print(json.dumps({"rate": n / elapsed}))
+
+
+def write_config(workdir: Path, name: str, bootstrap: str, redis_url: str, batch: int) -> Path:
+    from stream_guard.resources import schema_dir
+    from stream_guard.tools.wide import WIDE_FEATURES, WIDE_SLICE_FIELDS
+
+    text = f"""
+[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "wide-{name}-{time.time_ns()}"
+alerts_topic = "wide.alerts"
+dead_letter_topic = "wide.dlq"
+consumer = {{ "session.timeout.ms" = 6000 }}
+[redis]
+url = "{redis_url}"
+key_prefix = "wide-{name}-{time.time_ns()}"
+[schema_registry]
+local_dir = "{workdir / "registry"}"
+[worker]
+batch_size = {batch}
+batch_timeout_s = 0.2
+window_s = 60
+[drift]
+enabled = true
+[[models]]
+name = "{MODEL}"
+topics = ["{EVENTS_TOPIC}"]
+schema = "{schema_dir() / "wide_inference.avsc"}"
+encoding = "confluent"
+event_id_field = "event_id"
+timestamp_field = "ts"
+features = {json.dumps(WIDE_FEATURES)}
+prediction_field = "prediction"
+score_field = "score"
+slice_fields = {json.dumps(WIDE_SLICE_FIELDS)}
+profile = "{workdir / "profile.json"}"
+[models.metrics]
+bucket_s = 60
+performance_every_s = 300
+performance_lookback_s = 3600
+performance_label_delay_s = 60
+[models.labels]
+topic = "wide.labels.{name}"
+encoding = "json"
+event_id_field = "event_id"
+label_field = "label"
+timestamp_field = "ts"
+lookback_s = 86400
+"""
+    path = workdir / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+def _committed(probe: Any, topics: dict[str, int]) -> int:
+    from confluent_kafka import TopicPartition
+
+    parts = [TopicPartition(t, p) for t, count in topics.items() for p in range(count)]
+    return sum(max(tp.offset, 0) for tp in probe.committed(parts, timeout=10))
+
+
+def _rss_kb(pid: int, field: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def run_workers(
+    config: Path, workers: int, labels: list[bytes], partitions: int, rss_at: list[int], label_lag: int
+) -> tuple[float, dict[int, int], dict[str, str]]:
+    """Run ``workers`` workers on ``config`` until they committed every event and label.
+
+    Label ``i`` is produced once the group committed ``i + label_lag`` events. Returns the
+    rate of inference events, the peak RSS (kB) of the first worker by events committed,
+    and the first worker's Redis prefix and labels matched.
+    """
+    from confluent_kafka import Consumer, Producer
+
+    from stream_guard.settings import load_config
+    from stream_guard.tools.embedded import create_topics
+
+    loaded = load_config(config, environ={})
+    (model,) = loaded.models
+    labels_topic = model.labels.topic
+    bootstrap = loaded.kafka.bootstrap_servers
+    create_topics(bootstrap, [labels_topic], partitions=partitions)
+    n = len(labels)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    logs = [(config.parent / f"{config.stem}-{i}.log").open("w") for i in range(workers)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "stream_guard", "run", "-c", str(config)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        for log in logs
+    ]
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": loaded.kafka.group_id})
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    first: tuple[float, int] | None = None
+    rss: dict[int, int] = {}
+    pending = deque(sorted(rss_at))
+    produced = 0
+    try:
+        while True:
+            done_events = _committed(probe, {EVENTS_TOPIC: partitions})
+            done_labels = _committed(probe, {labels_topic: partitions})
+            now = time.perf_counter()
+            if first is None and done_events > 0:
+                first = (now, done_events)
+            while pending and done_events >= pending[0]:
+                rss[pending.popleft()] = _rss_kb(procs[0].pid, "VmHWM")
+            due = n if done_events >= n else max(0, done_events - label_lag)
+            for i in range(produced, due):
+                producer.produce(labels_topic, labels[i], partition=i % partitions)
+            produced = max(produced, due)
+            producer.poll(0)
+            if done_events >= n and done_labels >= n:
+                break
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"a worker exited early (rc {[p.returncode for p in procs]})")
+            time.sleep(0.2)
+        rss[n] = _rss_kb(procs[0].pid, "VmHWM")
+    finally:
+        producer.flush(30)
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(30)
+        for log in logs:
+            log.close()
+        probe.close()
+    assert first is not None
+    matched = sum(_logged_count(Path(log.name), "labels_matched") for log in logs)
+    # Events only: the labels are the same work in every run, but not the bare consumer's.
+    rate = (n - first[1]) / (now - first[0])
+    return rate, rss, {"prefix": loaded.redis.key_prefix, "labels_matched": str(matched)}
+
+
+def _logged_count(log: Path, name: str) -> int:
+    """The last ``name=<n>`` a worker logged (its stats when it stopped)."""
+    found = re.findall(rf"{name}\W+(\d+)", log.read_text())
+    return int(found[-1]) if found else 0
+
+
+def evaluation_cost(redis_url: str, prefix: str, lookbacks_h: list[int], repeats: int = 3) -> dict[int, float]:
+    """(e): seconds per performance evaluation at each lookback, over buckets that are all full."""
+    import redis
+
+    from stream_guard.metrics import MetricsReader, PerformanceEvaluator
+    from stream_guard.metrics import store as s
+    from stream_guard.settings.metrics import MetricsSettings
+    from stream_guard.state.keys import ModelKeys
+    from stream_guard.state.update import WindowSnapshot
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    raw = redis.Redis.from_url(redis_url)
+    source = s.MetricKeys(ModelKeys(prefix, MODEL))
+    buckets = [int(b) for b in client.zrange(source.index, 0, -1)]
+    fullest = max(buckets, key=lambda b: client.hlen(source.bucket(b)))
+    dump = raw.dump(source.bucket(fullest))
+    target_keys = ModelKeys(f"{prefix}-eval", MODEL)
+    target = s.MetricKeys(target_keys)
+    end = 100 * 86400 * 1000
+    pipe = raw.pipeline(transaction=False)
+    for i in range(1, max(lookbacks_h) * 60 + 1):
+        pipe.restore(target.bucket(end - i * 60_000), 0, dump, replace=True)
+    pipe.execute()
+    reader = MetricsReader(client, target_keys, 60_000)
+    model = type("M", (), {"name": MODEL})()
+    window = WindowSnapshot(end - 60_000, end, {})
+    out = {}
+    for hours in lookbacks_h:
+        settings = MetricsSettings(performance_every_s=60, performance_lookback_s=hours * 3600)
+        evaluator = PerformanceEvaluator.for_settings(MODEL, reader, settings)
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            evaluator(model, window)
+            best = min(best, time.perf_counter() - start)
+        out[hours] = best
+    return out
+
+
+def produce(bootstrap: str, n: int, partitions: int, step_ms: float) -> list[bytes]:
+    """Pre-produce ``n`` wide events; returns their labels (JSON payloads), in event order."""
+    from confluent_kafka import Producer
+
+    from stream_guard.tools.wide import WideSimulator
+
+    sim = WideSimulator(seed=1)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "queue.buffering.max.messages": 1_000_000})
+    start_ms = 1_700_000_000_000
+    labels: list[bytes] = []
+    chunk = 20_000
+    for offset in range(0, n, chunk):
+        records = sim.records(min(chunk, n - offset), int(start_ms + offset * step_ms), step_ms)
+        for i, record in enumerate(records):
+            partition = (offset + i) % partitions
+            producer.produce(EVENTS_TOPIC, sim.encode(record), partition=partition, timestamp=record["ts"])
+        labels += [json.dumps(label).encode() for label in sim.labels(records)]
+        producer.poll(0)
+    producer.flush(120)
+    return labels
+
+
+def learn_profile(workdir: Path, config: Path) -> None:
+    from stream_guard.learning import frame_from_records, learn_from_frame
+    from stream_guard.model import build_models
+    from stream_guard.settings import load_config
+    from stream_guard.tools.wide import WideSimulator
+
+    (model,) = build_models(load_config(config, environ={}, require_profiles=False))
+    reference = [{k: v for k, v in r.items() if k != "_p"} for r in WideSimulator(seed=100).records(100_000, 0)]
+    learn_from_frame(model, frame_from_records(reference), "wide reference").save(workdir / "profile.json")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000, help="inference events pre-produced (labels as many)")
+    parser.add_argument("--rss-at", default="", help="events after which to read peak RSS (default: a fifth)")
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--step-ms", type=float, default=20.0, help="event time between events")
+    parser.add_argument("--label-delay-s", type=float, default=60.0)
+    parser.add_argument("--lookbacks-h", default="1,24")
+    parser.add_argument("--skip", default="", help="comma-separated steps to skip: a,b,c,e")
+    parser.add_argument("--narrow-events", type=int, default=0, help="also run bench/throughput.py on this many")
+    parser.add_argument("--bare-consumer", nargs=2, metavar=("BOOTSTRAP", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare_consumer:
+        bare_consumer(args.bare_consumer[0], int(args.bare_consumer[1]))
+        return
+
+    import redis
+
+    from stream_guard.tools.embedded import create_topics, local_stack
+    from stream_guard.tools.wide import write_wide_registry
+
+    skip = set(filter(None, args.skip.split(",")))
+    rss_at = [int(x) for x in args.rss_at.split(",") if x] or [args.events // 5]
+    narrow = ""
+    if args.narrow_events:
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "throughput.py"), "--events", str(args.narrow_events)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        # Its workers log to stdout too: keep its table (from the "<n> events" line on).
+        lines = out.splitlines()
+        table = next((i for i, line in enumerate(lines) if line.startswith(f"{args.narrow_events} events")), 0)
+        narrow = "\n" + "\n".join(lines[table:])
+    t0 = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="sg-wide-"))
+    write_wide_registry(workdir / "registry")
+    results: dict[str, Any] = {}
+    with local_stack() as (broker, redis_server):
+        bootstrap, redis_url = f"127.0.0.1:{broker.port}", f"redis://127.0.0.1:{redis_server.port}/0"
+        learn_profile(workdir, write_config(workdir, "probe", bootstrap, redis_url, args.batch))
+        create_topics(bootstrap, [EVENTS_TOPIC], partitions=args.partitions)
+        create_topics(bootstrap, ["wide.alerts", "wide.dlq"], partitions=1)
+        labels = produce(bootstrap, args.events, args.partitions, args.step_ms)
+        lag = int(args.label_delay_s * 1000 / args.step_ms)
+        print(f"produced {args.events:,} events in {time.perf_counter() - t0:.0f} s", flush=True)
+        if "a" not in skip:
+            out = subprocess.run(
+                [sys.executable, __file__, "--bare-consumer", bootstrap, str(args.events)],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            results["a"] = json.loads(out.stdout.strip().splitlines()[-1])["rate"]
+            print(f"(a) bare consumer: {results['a']:,.0f} ev/s", flush=True)
+        prefix = ""
+        if "b" not in skip:
+            config = write_config(workdir, "one", bootstrap, redis_url, args.batch)
+            results["b"], results["rss"], info = run_workers(config, 1, labels, args.partitions, rss_at, lag)
+            prefix = info["prefix"]
+            print(
+                f"(b) one worker: {results['b']:,.0f} ev/s, {info['labels_matched']} labels matched; "
+                f"peak RSS (kB) by events {results['rss']}",
+                flush=True,
+            )
+        if "c" not in skip:
+            config = write_config(workdir, "two", bootstrap, redis_url, args.batch)
+            results["c"], _, _ = run_workers(config, 2, labels, args.partitions, [], lag)
+            print(f"(c) two workers: {results['c']:,.0f} ev/s", flush=True)
+        if "e" not in skip and prefix:
+            lookbacks = [int(h) for h in args.lookbacks_h.split(",")]
+            results["e"] = evaluation_cost(redis_url, prefix, lookbacks)
+            redis.Redis.from_url(redis_url).close()
+    elapsed = time.perf_counter() - t0
+
+    print(
+        f"\nwide model: {args.events:,} events and their labels, batch {args.batch}, "
+        f"{args.partitions} partitions, every stage on ({elapsed:.0f} s)"
+    )
+    rows = [
+        ("(a) bare decode-only consumer", results.get("a"), "ev/s"),
+        ("(b) one worker", results.get("b"), "ev/s"),
+        ("(c) two workers, one group", results.get("c"), "ev/s"),
+    ]
+    for events, kb in sorted(results.get("rss", {}).items()):
+        rows.append((f"(d) peak RSS after {events:,} events", kb / 1024, "MB"))
+    for hours, seconds in results.get("e", {}).items():
+        rows.append((f"(e) one evaluation, lookback {hours} h", seconds * 1000, "ms"))
+    for label, value, unit in rows:
+        if value is not None:
+            print(f"{label:<40}{value:>14,.1f} {unit}")
+    if results.get("a") and results.get("b"):
+        print(f"(b)/(a) = {results['b'] / results['a']:.3f}")
+    if results.get("b") and results.get("c"):
+        print(f"(c)/(b) = {results['c'] / results['b']:.2f}")
+    if narrow:
+        print("\n8-feature model (bench/throughput.py, in this run):" + narrow)
+
+
+if __name__ == "__main__":
+    main()
