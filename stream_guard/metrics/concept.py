@@ -61,7 +61,7 @@ from stream_guard.metrics.error_stream import (
     error_stream,
     infer_task,
 )
-from stream_guard.metrics.performance import _mean_test, performance_degradation, two_proportion_test
+from stream_guard.metrics.performance import performance_degradation, two_proportion_test, welch_mean_test
 from stream_guard.metrics.query import MetricsReader
 from stream_guard.settings.detectors import DetectorSpec
 from stream_guard.settings.kinds import CONCEPT_DRIFT, PERFORMANCE_DEGRADATION
@@ -166,7 +166,7 @@ def period_test(
         )
     p = 1.0
     if n_r > 0 and n_o > 0:
-        _, p = _mean_test(e_r / n_r, q_r / n_r, n_r, e_o / n_o, q_o / n_o, n_o)
+        _, p = welch_mean_test(e_r / n_r, q_r / n_r, n_r, e_o / n_o, q_o / n_o, n_o)
     ok = n_r >= min_support and n_o >= min_support
     reference = e_o / n_o if n_o > 0 else None
     return PeriodTest("mae", value, int(n_r), e_r, reference, int(n_o), p, "welch_test", ok and p < alpha)

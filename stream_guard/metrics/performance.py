@@ -77,7 +77,7 @@ def two_proportion_test(
     return float(z), float(min(1.0, p))
 
 
-def _mean_test(m1: float, q1: float, n1: float, m2: float, q2: float, n2: float) -> tuple[float, float]:
+def welch_mean_test(m1: float, q1: float, n1: float, m2: float, q2: float, n2: float) -> tuple[float, float]:
     """One-sided Welch z-test that mean 1 > mean 2, from means and means of squares."""
     var = max(q1 - m1 * m1, 0.0) / n1 + max(q2 - m2 * m2, 0.0) / n2
     if var <= 0.0:
@@ -199,7 +199,7 @@ def _mae_against_rest(m: SliceMetrics, overall: SliceMetrics) -> tuple[float, fl
         return None
     ae, se = m.get(s.ABS_ERR), m.get(s.SQ_ERR)
     ae_rest, se_rest = overall.get(s.ABS_ERR) - ae, overall.get(s.SQ_ERR) - se
-    _, p = _mean_test(ae / n, se / n, n, ae_rest / n_rest, se_rest / n_rest, n_rest)
+    _, p = welch_mean_test(ae / n, se / n, n, ae_rest / n_rest, se_rest / n_rest, n_rest)
     return ae / n, ae_rest / n_rest, p, n, n_rest
 
 

@@ -12,6 +12,7 @@ import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import pandas as pd
@@ -347,7 +348,10 @@ class Rollup(dict[str, SliceMetrics]):
         for column in ("accuracy", "precision", "recall", "f1", "mae", "rmse", "pred_mean", "pred_std"):
             if column in text.columns:
                 text[column] = [v if v == "-" else _fmt(float(v)) for v in text[column]]
-        header = f"metrics {self.start_ms}..{self.end_ms} ({self.buckets} buckets, {len(self)} slices)\n"
+        start, end = (
+            datetime.fromtimestamp(t / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S") for t in (self.start_ms, self.end_ms)
+        )
+        header = f"metrics {start} .. {end} UTC (event time; {self.buckets} buckets, {len(self)} slices)\n"
         return header + str(text.to_string(index=False))
 
     def to_json(self) -> str:
