@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+
+from messages import Message
 
 from stream_guard.alerts.evaluate import finding_alerts
 from stream_guard.decoding import MAX_UNEXPECTED_FIELDS, JsonDecoder, RecordChecker
@@ -21,30 +22,6 @@ SCHEMA = {
 }
 KEYS = ModelKeys("sg", "m")
 NOW_MS = 1_700_000_000_000
-
-
-@dataclass
-class Message:
-    """The accessors of a confluent_kafka Message that decoding reads."""
-
-    value_: bytes
-    offset_: int
-    kafka_ms: int
-
-    def value(self) -> bytes:
-        return self.value_
-
-    def topic(self) -> str:
-        return "events"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self.offset_
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self.kafka_ms)
 
 
 def _model() -> ModelRuntime:

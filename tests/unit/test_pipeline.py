@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from messages import Message
 
 from stream_guard.batch import EventBatch
 from stream_guard.decoding import JsonDecoder
@@ -28,29 +28,6 @@ SCHEMA = {
     "fields": [{"name": "id", "type": "string"}, {"name": "x", "type": "double"}],
 }
 KEYS = ModelKeys("sg", "m")
-
-
-@dataclass
-class Message:
-    """The accessors of a confluent_kafka Message that decoding reads."""
-
-    value_: bytes
-    offset_: int
-
-    def value(self) -> bytes:
-        return self.value_
-
-    def topic(self) -> str:
-        return "events"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self.offset_
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, 1_700_000_000_000 + self.offset_)
 
 
 class FailsOn13:
