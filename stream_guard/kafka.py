@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
 from stream_guard.errors import DeliveryError
 from stream_guard.settings import KafkaConfig
+
+log = structlog.get_logger(__name__)
 
 # Offsets are committed by the worker, after everything derived from them is durable.
 _CONSUMER_FIXED = {"enable.auto.commit": False, "enable.auto.offset.store": False}
@@ -129,7 +132,24 @@ class DeliveryTracker:
             detail = "; ".join(failures[:3]) or f"{remaining} messages still in flight after {timeout_s}s"
             raise DeliveryError(f"broker did not acknowledge {len(failures) + remaining} messages: {detail}")
 
-    def close(self) -> None:
-        """Wait for outstanding deliveries, then release the client."""
-        self.producer.flush(30)
-        self.producer.close()
+    def close(self, timeout_s: float = 30.0) -> int:
+        """Wait up to ``timeout_s`` for outstanding deliveries, then release the client.
+
+        Returns how many messages were given up unacknowledged (0 on a clean shutdown).
+        confluent-kafka's own ``close()`` flushes without a time limit, in C, where no
+        signal reaches Python: whatever is still queued after ``timeout_s`` is purged
+        first, so a shutdown never hangs on an unreachable broker. Their source offsets
+        were never committed, so the next worker reprocesses them.
+        """
+        return close_producer(self.producer, timeout_s)
+
+
+def close_producer(producer: Producer, timeout_s: float = 30.0) -> int:
+    """Flush ``producer`` for at most ``timeout_s``, purge what is left, close it; returns the purged count."""
+    remaining = int(producer.flush(timeout_s))
+    if remaining:
+        producer.purge(in_queue=True, in_flight=True)
+        producer.poll(0)  # their delivery reports: failed, purged
+        log.error("producer closed with unacknowledged messages", messages=remaining, waited_s=timeout_s)
+    producer.close()
+    return remaining

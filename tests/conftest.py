@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -52,3 +54,21 @@ def _fresh_logging() -> Iterator[None]:
     """Undo a test's ``configure_logging``: it binds the stream pytest captured, closed after the test."""
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_threads() -> Iterator[None]:
+    """A test ends with every non-daemon thread it started: a leaked one runs into the next test.
+
+    A stuck worker thread would also hold pytest at exit (the interpreter joins non-daemon
+    threads), where no timeout reaches it.
+    """
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 30
+    while True:
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive() and not t.daemon]
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert not leaked, f"threads still running 30 s after the test: {[t.name for t in leaked]}"

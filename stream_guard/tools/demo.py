@@ -25,6 +25,7 @@ from confluent_kafka import Consumer, Producer
 from stream_guard.alerts.codec import decode_alert
 from stream_guard.alerts.render import render_alert
 from stream_guard.assembly import build_worker, metrics_reader
+from stream_guard.kafka import close_producer
 from stream_guard.learning import frame_from_records, learn_from_frame
 from stream_guard.metrics import slice_underperformance
 from stream_guard.model import build_models
@@ -225,8 +226,7 @@ def _simulate(bootstrap: str, duration_s: float, rate: int, stop: threading.Even
     while pending:  # the ground truth of the last events still arrives
         _, labelled, extra = pending.popleft()
         produced += _produce_labels(producer, labeller, labelled, extra)
-    producer.flush(30)
-    producer.close()
+    close_producer(producer, 30)
     return produced
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
 from stream_guard.assembly import build_worker
+from stream_guard.kafka import close_producer
 from stream_guard.resources import schema_dir
 from stream_guard.settings import Config, load_config
 from stream_guard.tools.embedded import create_topics
@@ -100,8 +101,7 @@ def produce(
         n += 1
         if n % 1000 == 0:
             producer.poll(0)
-    assert producer.flush(30) == 0
-    producer.close()
+    assert close_producer(producer, 30) == 0, "the broker did not acknowledge every record"
     return n
 
 
@@ -128,27 +128,30 @@ def run_until(
             w.stop()
         for t in threads:
             t.join(60)
+    stuck = [w.worker_id for w, t in zip(workers, threads, strict=True) if t.is_alive()]
+    assert not stuck, f"workers {stuck} did not stop within 60 s of stop()"
     return [w.stats for w in workers]
 
 
 def consume_all(
     bootstrap: str, topic: str, *, expected: int | None = None, idle_s: float = 3.0, timeout_s: float = 30
 ) -> list[Message]:
-    """Every message of ``topic`` (from the beginning): stops at ``expected`` or after ``idle_s`` of silence."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"reader-{time.time_ns()}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "session.timeout.ms": 6000,
-        }
-    )
-    consumer.subscribe([topic])
+    """Every message of ``topic`` (from the beginning): stops at ``expected`` or after ``idle_s`` of silence.
+
+    The partitions are assigned, not subscribed: no consumer group, so no join to wait for
+    and nothing for ``close()`` (which blocks in C, out of pytest-timeout's reach) to leave.
+    """
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "sg-test-reader", "enable.auto.commit": False})
     messages: list[Message] = []
     deadline = time.monotonic() + timeout_s
     last = time.monotonic()
     try:
+        partitions: dict[int, Any] = {}
+        while not partitions and time.monotonic() < deadline:  # the topic may not exist yet
+            partitions = consumer.list_topics(topic, timeout=5).topics[topic].partitions
+            if not partitions:
+                time.sleep(0.2)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(partitions)])
         while time.monotonic() < deadline:
             batch = consumer.consume(500, 0.5)
             got = [m for m in batch if m.error() is None]
