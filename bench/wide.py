@@ -217,6 +217,27 @@ def run_workers(
     return rate, rss, {"prefix": loaded.redis.key_prefix, "labels_matched": str(matched)}
 
 
+def redis_counters(redis_url: str) -> dict[str, int]:
+    """Commands executed (scripts' own commands included), client calls and network bytes so far."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        commands = client.info("commandstats")
+        stats = client.info("stats")
+    finally:
+        client.close()
+    calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in commands.items()}
+    scripted = sum(n for name, n in calls.items() if name in ("evalsha", "eval", "fcall"))
+    return {
+        **{f"cmd:{name}": n for name, n in calls.items()},
+        "commands": sum(calls.values()),
+        "scripts": scripted,
+        "bytes_in": int(stats["total_net_input_bytes"]),
+        "bytes_out": int(stats["total_net_output_bytes"]),
+    }
+
+
 def _logged_count(log: Path, name: str) -> int:
     """The last ``name=<n>`` a worker logged (its stats when it stopped)."""
     found = re.findall(rf"{name}\W+(\d+)", log.read_text())
@@ -355,7 +376,10 @@ def main() -> None:
         prefix = ""
         if "b" not in skip:
             config = write_config(workdir, "one", bootstrap, redis_url, args.batch)
+            before = redis_counters(redis_url)
             results["b"], results["rss"], info = run_workers(config, 1, labels, args.partitions, rss_at, lag)
+            after = redis_counters(redis_url)
+            results["redis"] = {k: (after[k] - before.get(k, 0)) / args.events for k in after}
             prefix = info["prefix"]
             print(
                 f"(b) one worker: {results['b']:,.0f} ev/s, {info['labels_matched']} labels matched; "
@@ -381,13 +405,23 @@ def main() -> None:
         ("(b) one worker", results.get("b"), "ev/s"),
         ("(c) two workers, one group", results.get("c"), "ev/s"),
     ]
+    redis_cost = results.get("redis", {})
+    if redis_cost:
+        rows += [
+            ("(b) Redis commands per event", redis_cost["commands"], "(scripts' own included)"),
+            ("(b) Redis script calls per event", redis_cost["scripts"], "(one per partition and batch)"),
+            ("(b) bytes to Redis per event", redis_cost["bytes_in"], "B"),
+            ("(b) bytes from Redis per event", redis_cost["bytes_out"], "B"),
+        ]
+        top = sorted((v, k.removeprefix("cmd:")) for k, v in redis_cost.items() if k.startswith("cmd:"))[::-1][:6]
+        rows += [(f"(b)   of which {name}", per_event, "per event") for per_event, name in top if per_event > 0]
     for events, kb in sorted(results.get("rss", {}).items()):
         rows.append((f"(d) peak RSS after {events:,} events", kb / 1024, "MB"))
     for hours, seconds in results.get("e", {}).items():
         rows.append((f"(e) one evaluation, lookback {hours} h", seconds * 1000, "ms"))
     for label, value, unit in rows:
         if value is not None:
-            print(f"{label:<40}{value:>14,.1f} {unit}")
+            print(f"{label:<40}{value:>14,.{3 if value < 10 else 1}f} {unit}")
     if results.get("a") and results.get("b"):
         print(f"(b)/(a) = {results['b'] / results['a']:.3f}")
     if results.get("b") and results.get("c"):
