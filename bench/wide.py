@@ -225,6 +225,7 @@ def redis_counters(redis_url: str) -> dict[str, int]:
     try:
         commands = client.info("commandstats")
         stats = client.info("stats")
+        cpu = client.info("cpu")
     finally:
         client.close()
     calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in commands.items()}
@@ -235,6 +236,8 @@ def redis_counters(redis_url: str) -> dict[str, int]:
         "scripts": scripted,
         "bytes_in": int(stats["total_net_input_bytes"]),
         "bytes_out": int(stats["total_net_output_bytes"]),
+        # Microseconds of CPU the (single-threaded) server spent: its ceiling is one core.
+        "cpu_us": int((float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])) * 1e6),
     }
 
 
@@ -413,6 +416,8 @@ def main() -> None:
             ("(b) bytes to Redis per event", redis_cost["bytes_in"], "B"),
             ("(b) bytes from Redis per event", redis_cost["bytes_out"], "B"),
         ]
+        rows.append(("(b) Redis CPU per event", redis_cost["cpu_us"], "µs"))
+        rows.append(("(b) one Redis core's ceiling", 1e6 / redis_cost["cpu_us"], "ev/s (this model, labels on)"))
         top = sorted((v, k.removeprefix("cmd:")) for k, v in redis_cost.items() if k.startswith("cmd:"))[::-1][:6]
         rows += [(f"(b)   of which {name}", per_event, "per event") for per_event, name in top if per_event > 0]
     for events, kb in sorted(results.get("rss", {}).items()):
