@@ -7,12 +7,9 @@ Redis down is a 503 page saying so, not a traceback.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import redis
 import structlog
@@ -20,6 +17,7 @@ import structlog
 from stream_guard.dashboard.feed import AlertFeed
 from stream_guard.dashboard.page import render_page
 from stream_guard.dashboard.views import read_model_view
+from stream_guard.observability.http import Response, RouteServer
 from stream_guard.settings import Config
 
 log = structlog.get_logger("stream_guard.dashboard")
@@ -54,52 +52,25 @@ class Dashboard:
         return render_page(views, alerts, now_ms=int(time.time() * 1000), problems=problems, refresh_s=o.refresh_s)
 
 
-class DashboardServer:
+class DashboardServer(RouteServer):
     """Serves ``render()`` at ``/`` in a daemon thread; ``port=0`` picks a free port (see :attr:`port`)."""
 
     def __init__(self, render: Callable[[], str], *, bind: str = "127.0.0.1", port: int = 0) -> None:
-        render_ = render
+        def page() -> Response:
+            try:
+                return 200, render().encode(), "text/html; charset=utf-8"
+            except redis.RedisError as exc:
+                body = f"<!doctype html><p>stream-guard dashboard: Redis unavailable: {exc}</p>"
+                return 503, body.encode(), "text/html; charset=utf-8"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path == "/":
-                    try:
-                        self._send(200, render_().encode(), "text/html; charset=utf-8")
-                    except redis.RedisError as exc:
-                        body = f"<!doctype html><p>stream-guard dashboard: Redis unavailable: {exc}</p>"
-                        self._send(503, body.encode(), "text/html; charset=utf-8")
-                elif path == "/healthz":
-                    self._send(200, b"ok\n", "text/plain")
-                else:
-                    self._send(404, b"not found\n", "text/plain")
-
-            def _send(self, status: int, body: bytes, content_type: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug("dashboard request", line=format % args)
-
-        self._server = ThreadingHTTPServer((bind, port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="stream-guard-dashboard", daemon=True)
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    def start(self) -> DashboardServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(
+            {"/": page, "/healthz": lambda: (200, b"ok\n", "text/plain")},
+            name="stream-guard-dashboard",
+            bind=bind,
+            port=port,
+            headers={"Cache-Control": "no-store"},
+            on_request=lambda line: log.debug("dashboard request", line=line),
+        )
 
 
 def start_dashboard(

@@ -11,16 +11,16 @@ Both answer ``200`` with a JSON body saying why, or ``503``. ``stream-guard heal
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from stream_guard.observability.http import Response, Route, RouteServer
 from stream_guard.observability.metrics import WorkerMetrics
 
 
@@ -50,47 +50,23 @@ class WorkerHealth:
         return ok, {**state, **detail}
 
 
-class HealthServer:
+class HealthServer(RouteServer):
     """Serves the endpoints in a daemon thread; ``port=0`` picks a free port (see :attr:`port`)."""
 
     def __init__(self, metrics: WorkerMetrics, health: WorkerHealth, *, bind: str = "0.0.0.0", port: int = 0) -> None:
-        metrics_, health_ = metrics, health
+        def probe_route(check: Callable[[], tuple[bool, dict[str, Any]]]) -> Route:
+            def answer() -> Response:
+                ok, detail = check()
+                return 200 if ok else 503, json.dumps({"ok": ok, **detail}).encode(), "application/json"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path == "/metrics":
-                    self._send(200, generate_latest(metrics_.registry), CONTENT_TYPE_LATEST)
-                elif self.path in ("/healthz", "/readyz"):
-                    ok, detail = health_.live() if self.path == "/healthz" else health_.ready()
-                    self._send(200 if ok else 503, json.dumps({"ok": ok, **detail}).encode(), "application/json")
-                else:
-                    self._send(404, b"not found\n", "text/plain")
+            return answer
 
-            def _send(self, status: int, body: bytes, content_type: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # probes every few seconds would flood the worker's log
-
-        self._server = ThreadingHTTPServer((bind, port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="stream-guard-http", daemon=True)
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    def start(self) -> HealthServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        routes: dict[str, Route] = {
+            "/metrics": lambda: (200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST),
+            "/healthz": probe_route(health.live),
+            "/readyz": probe_route(health.ready),
+        }
+        super().__init__(routes, name="stream-guard-http", bind=bind, port=port)
 
 
 def probe(url: str, timeout_s: float = 3.0) -> tuple[bool, str]:
