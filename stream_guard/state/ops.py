@@ -52,6 +52,12 @@ class Op(StrEnum):
     #: ``example_cap`` examples; otherwise ``amount`` goes to the ``overflow`` field, which
     #: gets its own detail.
     FINDING = "C"
+    #: ``key index member also counter n f1 a1..``: if ``key`` exists, ``DEL`` it and ``also``,
+    #: ``ZREM`` ``member`` from ``index``, and add each amount to its field of the hash
+    #: ``counter`` (an integer amount by ``HINCRBY``, any other by ``HINCRBYFLOAT``); ``n``
+    #: counts the field and amount arguments. Nothing happens if ``key`` is gone: whoever
+    #: takes a held label counts it, once.
+    TAKE = "T"
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,7 @@ SHAPES: dict[Op, OpShape] = {
     Op.ZADD: OpShape(3),
     Op.ZTRIM_BELOW: OpShape(2),
     Op.FINDING: OpShape(12, counted=True),
+    Op.TAKE: OpShape(6, counted=True),
 }
 
 #: Ops whose first argument is not a key index.
