@@ -137,8 +137,9 @@ def release_held(
             if event_id in released:
                 continue
             bucket = (ts // bucket_ms) * bucket_ms
-            held = keys.held(event_id)
-            update.take(held, keys.held_index, event_id, held, keys.bucket(bucket), [(s.field_name(s.ALL, s.EXPIRED), 1)])
+            held_key = keys.held_key(event_id)
+            expired = [(s.field_name(s.ALL, s.EXPIRED), 1)]
+            update.take(held_key, keys.held_index, event_id, held_key, keys.bucket(bucket), expired)
             s.register_bucket(update, keys, bucket, retention_s)
             result.expired += 1
     if update.ops:
@@ -160,7 +161,7 @@ def _take_joined(
                 if amount and metric in s.FLOAT_METRICS:
                     amounts.append((s.field_name(slice_, metric), float(amount)))
                 elif amount:
-                    amounts.append((s.field_name(slice_, metric), int(round(amount))))
+                    amounts.append((s.field_name(slice_, metric), round(amount)))
             amounts.append((s.field_name(slice_, s.RELEASED), 1))
         update.take(
             keys.held(event_id), keys.held_index, event_id, keys.prediction(event_id), keys.bucket(bucket), amounts

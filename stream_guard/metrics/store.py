@@ -43,7 +43,8 @@ field               meaning
 ``<s>|ae`` / ``se`` sum of absolute / squared errors (regression)
 ==================  ======================================================================
 
-Labels pending = ``st - lm``; labels held now = ``lh - lr - lx`` (summed over all buckets). Event counters are written by the events' fenced updates
+Labels pending = ``st - lm``; labels held now = ``lh - lr - lx`` (summed over every bucket).
+Event counters are written by the events' fenced updates
 (source: the events partition); the label counters by updates on the labels' fence
 (:attr:`~stream_guard.state.keys.Fence.LABELS`, source: the labels partition), into the
 bucket and slices of the *prediction*. Every key name comes from

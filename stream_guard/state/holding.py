@@ -117,7 +117,7 @@ class RedisLabelReads:
 
 
 class MemoryLabelReads(MemoryKeySpace):
-    """The same reads, and the ``T`` op, in process memory (a base of :class:`~stream_guard.state.memory.MemoryState`)."""
+    """The same reads, and the ``T`` op, in process memory (a base of ``MemoryState``)."""
 
     keys: ModelKeys
     _idle_ms: float

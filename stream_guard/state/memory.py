@@ -60,7 +60,7 @@ from redis.exceptions import ResponseError
 from stream_guard.state.exceptions import StateOpUnknownError
 from stream_guard.state.holding import MemoryLabelReads
 from stream_guard.state.keys import Fence, ModelKeys
-from stream_guard.state.keyspace import MemoryKeySpace, ZSet
+from stream_guard.state.keyspace import ZSet
 from stream_guard.state.ops import Op, split_ops
 from stream_guard.state.update import FIXED_KEYS, StateUpdate, WindowSnapshot
 

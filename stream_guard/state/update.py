@@ -217,7 +217,7 @@ class WindowSnapshot:
 
 @dataclass
 class HeldInputs:
-    """What releasing held labels reads, in one round trip (:meth:`~stream_guard.state.protocol.LabelState.held_inputs`)."""
+    """What releasing held labels reads in one round trip (``LabelState.held_inputs``)."""
 
     #: Per asked event id: its held label (JSON), or None.
     held: list[str | None]

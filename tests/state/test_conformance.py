@@ -1096,7 +1096,11 @@ def test_a_held_regression_label_adds_its_errors_alike(make_store: Factory, chec
 
     h = make_store()
     sequence(h)
-    assert h.log[-1] == ("bucket", 1, {"*|lh": "1", "*|st": "1", "*|lm": "1", "*|ae": "1.5", "*|se": "2.25", "*|lr": "1"})
+    assert h.log[-1] == (
+        "bucket",
+        1,
+        {"*|lh": "1", "*|st": "1", "*|lm": "1", "*|ae": "1.5", "*|se": "2.25", "*|lr": "1"},
+    )
     check(sequence)
 
 
