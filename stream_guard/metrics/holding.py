@@ -137,7 +137,7 @@ def release_held(
             if event_id in released:
                 continue
             bucket = (ts // bucket_ms) * bucket_ms
-            held_key = keys.held_key(event_id)
+            held_key = keys.held(event_id)
             expired = [(s.field_name(s.ALL, s.EXPIRED), 1)]
             update.take(held_key, keys.held_index, event_id, held_key, keys.bucket(bucket), expired)
             s.register_bucket(update, keys, bucket, retention_s)
