@@ -11,10 +11,11 @@ window's end plus ``performance_label_delay_s``. By then every label within that
 its prediction has been consumed, and joined (held ones too, as the events' watermark
 passed the window end as well): two replays of the same backlog evaluate the same counters.
 
-Windows off the cadence close as before; the final drain (``drain_on_exit``) closes every
-window whatever the watermarks. A labels partition with nothing more to read goes idle
-(``worker.idle_partition_s``) and stops holding the gate; one with a backlog is kept active
-by the worker, as events partitions are.
+A window that waits holds the windows after it too: windows still close in start order, so
+the incidents see them in the same order on every replay (and decide the same). The final
+drain (``drain_on_exit``) closes every window whatever the watermarks. A labels partition
+with nothing more to read goes idle (``worker.idle_partition_s``) and stops holding the
+gate; one with a backlog is kept active by the worker, as events partitions are.
 """
 
 from __future__ import annotations

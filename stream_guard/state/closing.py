@@ -37,15 +37,16 @@ def close_due_windows(
     the window stays open and its lease expires, so it is closed again later
     (at-least-once); the error propagates.
 
-    ``ready(start)`` False keeps a due window open for a later pass (a window whose
-    label-based checks wait for the label watermark: :mod:`stream_guard.metrics.label_gate`);
-    ``final`` closes it anyway.
+    ``ready(start)`` False keeps a due window open for a later pass, and every due window
+    after it too, so windows still close in start order (a window whose label-based checks
+    wait for the label watermark: :mod:`stream_guard.metrics.label_gate`); ``final`` closes
+    them anyway.
     """
     closed: ClosedWindows[_T] = ClosedWindows()
     starts = store.open_windows() if final else store.due_windows(now_ms)
     for start in starts:
         if not final and ready is not None and not ready(start):
-            continue
+            break
         if not store.claim(start, lease_ms):
             continue
         snapshot = store.snapshot(start)
