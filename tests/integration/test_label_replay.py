@@ -19,6 +19,7 @@ from confluent_kafka import TopicPartition
 from streamtest import new_worker, produce, write_config
 
 from stream_guard.alerts.model import Alert
+from stream_guard.cli import main
 from stream_guard.settings import Config
 from stream_guard.settings.kinds import CONCEPT_DRIFT, PERFORMANCE_DEGRADATION, SLICE_UNDERPERFORMANCE
 from stream_guard.state.keys import Fence
@@ -70,7 +71,7 @@ def _label_alerts(alerts: list[Alert]) -> dict[str, tuple[str, str, str, int]]:
 
 
 def test_a_labelled_backlog_replayed_twice_gives_the_same_label_alerts(
-    tmp_path: Path, bootstrap: str, redis_url: str, unique: str
+    tmp_path: Path, bootstrap: str, redis_url: str, unique: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Labels first or events first: every label matched, the same label-based alert ids and counts."""
     labels_topic = f"labels-{unique}"
@@ -110,6 +111,17 @@ timestamp_field = "ts"
         assert stats.labels_unmatched == stats.labels_expired == 0
     assert (held_first.labels_held, held_first.labels_released, held_first.labels_matched) == (N_EVENTS, N_EVENTS, 0)
     assert (events_first.labels_held, events_first.labels_matched) == (0, N_EVENTS)
+    capsys.readouterr()
+    assert main(["metrics", "-c", str(tmp_path / "config.toml"), "--window", "24h", "--json"]) == 0
+    counts = json.loads(capsys.readouterr().out)["labels"]  # the first run's prefix
+    assert counts == {
+        "matched": N_EVENTS,
+        "held": N_EVENTS,
+        "released": N_EVENTS,
+        "expired": 0,
+        "unmatched": 0,
+        "pending": 0,
+    }
     first, again = _label_alerts(alerts_1), _label_alerts(alerts_2)
     assert any(kind == SLICE_UNDERPERFORMANCE for kind, *_ in first.values()), first
     assert first == again
