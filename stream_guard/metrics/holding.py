@@ -18,8 +18,10 @@ held label is still there, so whichever worker or retry ends it first counts it,
 * **expired**: once the events' global watermark passed a held label's time plus ``hold_s``,
   its prediction is not coming (events arrive in event-time order within the allowed
   lateness, and a prediction is not later than its label): the label is deleted and counted
-  ``*|lx`` in the bucket of its time. An idle events stream (watermark ``inf``) expires
-  nothing: the holds wait for events to flow again.
+  ``*|lx`` in the bucket of its time. Its prediction is looked up once more first: one
+  stored while the label was being held (two workers at the same moment, or a worker that
+  stopped between storing predictions and releasing) joins it then, released late. An idle
+  events stream (watermark ``inf``) expires nothing: the holds wait for events to flow again.
 
 Expiry runs in event time, so a replay of the same backlog expires the same labels however
 the two topics interleave.
@@ -105,16 +107,27 @@ def release_held(
     """Join the held labels of ``event_ids`` to their just stored predictions, and expire the
     holds the events' watermark has passed by ``hold_ms``: one read, one script.
 
-    A second read (of the expired event ids) happens only when the oldest hold has run out.
+    Only when the oldest hold has run out, two more reads: the holds that ran out, and their
+    predictions, looked up once more before they expire. A prediction stored while its label
+    was being held (by another worker at the same moment, or before a worker stopped between
+    storing it and releasing) joins its label then instead.
     """
     result = ReleaseResult()
     ids = list(event_ids)
     inputs = state.held_inputs(ids, now_ms)
-    found = [
-        (event_id, held, pred)
-        for event_id, text, stored in zip(ids, inputs.held, inputs.predictions, strict=True)
-        if (held := decode_held(text)) is not None and (pred := s.decode_prediction(stored)) is not None
-    ]
+    found = _joinable(ids, inputs.held, inputs.predictions)
+    ran_out: list[tuple[str, int]] = []
+    horizon = inputs.events_watermark - hold_ms
+    if math.isfinite(horizon) and inputs.oldest_ms is not None and inputs.oldest_ms <= horizon:
+        taken = {x[0] for x in found}
+        ran_out = [(event_id, ts) for event_id, ts in state.held_until(int(horizon)) if event_id not in taken]
+    if ran_out:
+        late = [event_id for event_id, _ in ran_out]
+        again = state.held_inputs(late, now_ms)
+        joinable = _joinable(late, again.held, again.predictions)
+        joined = {x[0] for x in joinable}
+        found += joinable
+        ran_out = [(event_id, ts) for event_id, ts in ran_out if event_id not in joined]
     update = StateUpdate("", 0, 0, 0, fence=Fence.LABELS, ttl_s=retention_s)
     if found:
         frame = pd.DataFrame(
@@ -130,21 +143,27 @@ def release_held(
         _take_joined(update, keys, frame, outcomes(frame), retention_s)
         result.event_ids = frame["event_id"].tolist()
         result.released = len(found)
-    horizon = inputs.events_watermark - hold_ms
-    if math.isfinite(horizon) and inputs.oldest_ms is not None and inputs.oldest_ms <= horizon:
-        released = set(result.event_ids)
-        for event_id, ts in state.held_until(int(horizon)):
-            if event_id in released:
-                continue
-            bucket = (ts // bucket_ms) * bucket_ms
-            held_key = keys.held(event_id)
-            expired = [(s.field_name(s.ALL, s.EXPIRED), 1)]
-            update.take(held_key, keys.held_index, event_id, held_key, keys.bucket(bucket), expired)
-            s.register_bucket(update, keys, bucket, retention_s)
-            result.expired += 1
+    for event_id, ts in ran_out:
+        bucket = (ts // bucket_ms) * bucket_ms
+        held_key = keys.held(event_id)
+        expired = [(s.field_name(s.ALL, s.EXPIRED), 1)]
+        update.take(held_key, keys.held_index, event_id, held_key, keys.bucket(bucket), expired)
+        s.register_bucket(update, keys, bucket, retention_s)
+        result.expired += 1
     if update.ops:
         state.apply([update], now_ms)
     return result
+
+
+def _joinable(
+    event_ids: Sequence[str], held: Sequence[str | None], predictions: Sequence[str | None]
+) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(event id, held label, prediction) of the event ids that have both."""
+    return [
+        (event_id, label, pred)
+        for event_id, text, stored in zip(event_ids, held, predictions, strict=True)
+        if (label := decode_held(text)) is not None and (pred := s.decode_prediction(stored)) is not None
+    ]
 
 
 def _take_joined(

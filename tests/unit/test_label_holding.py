@@ -122,3 +122,16 @@ def test_prometheus_counts_labels_held_released_and_expired() -> None:
         for o in ("matched", "held", "released", "expired")
     }
     assert got == {"matched": 2, "held": 3, "released": 1, "expired": 4}
+
+
+def test_a_hold_whose_prediction_was_stored_meanwhile_joins_it_instead_of_expiring() -> None:
+    """A prediction stored without releasing its held label (a race, a stop in between) is joined at expiry."""
+    state = _state()
+    joiner = LabelJoiner(KEYS, SETTINGS, hold_s=HOLD_S)
+    joiner.join([Label("e1", 1, LABELS, 0, BASE_MS)], state, now_ms=0)
+    _events(state, "ev:0", 0, BASE_MS, "e1")  # stored, but never released
+    _events(state, "ev:0", 1, BASE_MS + HOLD_S * 1000)
+    late = joiner.release([], state, now_ms=0)
+    assert (late.released, late.expired, late.event_ids) == (1, 0, ["e1"])
+    bucket = state.hgetall(KEYS.bucket(BASE_MS))
+    assert (bucket["*|lm"], bucket["*|lr"], "*|lx" in bucket) == ("1", "1", False)
