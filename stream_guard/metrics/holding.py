@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -143,13 +144,13 @@ def release_held(
         _take_joined(update, keys, frame, outcomes(frame), retention_s)
         result.event_ids = frame["event_id"].tolist()
         result.released = len(found)
+    by_bucket: dict[int, list[tuple[str, str, str]]] = defaultdict(list)
     for event_id, ts in ran_out:
-        bucket = (ts // bucket_ms) * bucket_ms
-        held_key = keys.held(event_id)
-        expired = [(s.field_name(s.ALL, s.EXPIRED), 1)]
-        update.take(held_key, keys.held_index, event_id, held_key, keys.bucket(bucket), expired)
+        by_bucket[(ts // bucket_ms) * bucket_ms].append((keys.held(event_id), keys.held(event_id), event_id))
+    for bucket, group in sorted(by_bucket.items()):
+        update.take(group, keys.held_index, keys.bucket(bucket), [(s.field_name(s.ALL, s.EXPIRED), 1)])
         s.register_bucket(update, keys, bucket, retention_s)
-        result.expired += 1
+        result.expired += len(group)
     if update.ops:
         state.apply([update], now_ms)
     return result
@@ -169,8 +170,10 @@ def _joinable(
 def _take_joined(
     update: StateUpdate, keys: s.MetricKeys, frame: pd.DataFrame, outcome: pd.DataFrame, retention_s: int
 ) -> None:
+    """One take per (bucket, increments): labels that add the same counters are taken together."""
     metrics = [c for c in outcome.columns if c not in ("src", "bucket", "slices")]
     values = outcome[metrics].to_numpy(dtype=float)
+    groups: dict[tuple[int, tuple[tuple[str, float], ...]], list[tuple[str, str, str]]] = defaultdict(list)
     for event_id, bucket, slices, row in zip(
         frame["event_id"], outcome["bucket"].tolist(), outcome["slices"], values, strict=True
     ):
@@ -182,10 +185,11 @@ def _take_joined(
                 elif amount:
                     amounts.append((s.field_name(slice_, metric), round(amount)))
             amounts.append((s.field_name(slice_, s.RELEASED), 1))
-        update.take(
-            keys.held(event_id), keys.held_index, event_id, keys.prediction(event_id), keys.bucket(bucket), amounts
-        )
-        s.register_bucket(update, keys, int(bucket), retention_s)
+        groups[(int(bucket), tuple(amounts))].append((keys.held(event_id), keys.prediction(event_id), event_id))
+    for (bucket, amounts_), taken in groups.items():
+        update.take(taken, keys.held_index, keys.bucket(bucket), amounts_)
+    for bucket in sorted({bucket for bucket, _ in groups}):
+        s.register_bucket(update, keys, bucket, retention_s)
 
 
 def _plain(value: Any) -> Any:

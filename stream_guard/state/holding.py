@@ -22,25 +22,42 @@ from stream_guard.state.keyspace import MemoryKeySpace, ZSet
 from stream_guard.state.update import FIXED_KEYS, HeldInputs
 
 #: The body of ``T`` in the apply script (see :class:`~stream_guard.state.ops.Op`); ``i`` points at the letter.
-TAKE_LUA = """local k, also = tonumber(ARGV[i+1]), tonumber(ARGV[i+4])
-    local n = tonumber(ARGV[i+6])
-    if redis.call('EXISTS', KEYS[k]) == 1 then
-      redis.call('DEL', KEYS[k], KEYS[also])
-      redis.call('ZREM', KEYS[tonumber(ARGV[i+2])], ARGV[i+3])
-      local h = KEYS[tonumber(ARGV[i+5])]
-      for f = i + 7, i + 6 + n, 2 do
-        if string.match(ARGV[f+1], '^-?%d+$') then redis.call('HINCRBY', h, ARGV[f], ARGV[f+1])
-        else redis.call('HINCRBYFLOAT', h, ARGV[f], ARGV[f+1]) end
+TAKE_LUA = """local x, c = KEYS[tonumber(ARGV[i+1])], KEYS[tonumber(ARGV[i+2])]
+    local m, n = tonumber(ARGV[i+3]), tonumber(ARGV[i+4])
+    local taken = 0
+    for e = i + 5, i + 2 + 3 * m, 3 do
+      local k, also = tonumber(ARGV[e]), tonumber(ARGV[e+1])
+      if redis.call('EXISTS', KEYS[k]) == 1 then
+        redis.call('DEL', KEYS[k], KEYS[also])
+        redis.call('ZREM', x, ARGV[e+2])
+        taken = taken + 1
+      end
+      own_ttl[k] = 0; own_ttl[also] = 0
+    end
+    if taken > 0 then
+      for f = i + 5 + 3 * m, i + 4 + n, 2 do
+        if string.match(ARGV[f+1], '^-?%d+$') then
+          redis.call('HINCRBY', c, ARGV[f], tostring(tonumber(ARGV[f+1]) * taken))
+        else
+          for _ = 1, taken do redis.call('HINCRBYFLOAT', c, ARGV[f], ARGV[f+1]) end
+        end
       end
     end
-    own_ttl[k] = 0; own_ttl[also] = 0; i = i + 7 + n"""
+    i = i + 5 + n"""
 
 #: Its validation, before the script's first write: types, and the counter fields it may add to.
-TAKE_CHECK_LUA = """local also, x, c = tonumber(ARGV[i+4]), tonumber(ARGV[i+2]), tonumber(ARGV[i+5])
-    for _, key in ipairs({also, x, c}) do if shadow[key] == nil then shadow[key] = {} end end
-    if not need(j, 'string') or not need(also, 'string') then return wrongtype() end
-    if not need(x, 'zset') or not need(c, 'hash') then return wrongtype() end
-    for f = i + 7, i + 6 + tonumber(ARGV[i+6]), 2 do
+TAKE_CHECK_LUA = """local c, m = tonumber(ARGV[i+2]), tonumber(ARGV[i+3])
+    if shadow[c] == nil then shadow[c] = {} end
+    if not need(j, 'zset') or not need(c, 'hash') then return wrongtype() end
+    for e = i + 5, i + 2 + 3 * m, 3 do
+      local k, also = tonumber(ARGV[e]), tonumber(ARGV[e+1])
+      for _, key in ipairs({k, also}) do
+        if shadow[key] == nil then shadow[key] = {} end
+        if not need(key, 'string') then return wrongtype() end
+        kinds[key] = nil
+      end
+    end
+    for f = i + 5 + 3 * m, i + 4 + tonumber(ARGV[i+4]), 2 do
       local amount, cur = ARGV[f+1], field(c, ARGV[f])
       if string.match(amount, '^-?%d+$') then
         if cur ~= nil and not is_int(cur) then return redis.error_reply('ERR hash value is not an integer') end
@@ -49,9 +66,8 @@ TAKE_CHECK_LUA = """local also, x, c = tonumber(ARGV[i+4]), tonumber(ARGV[i+2]),
       elseif cur ~= nil and tonumber(cur) == nil then
         return redis.error_reply('ERR hash value is not a float')
       end
-      shadow[c][ARGV[f]] = tonumber(cur or 0) + tonumber(amount)
-    end
-    kinds[j], kinds[also] = nil, nil"""
+      shadow[c][ARGV[f]] = tonumber(cur or 0) + tonumber(amount) * m
+    end"""
 
 
 def slowest_active(marks: Mapping[str, str], seen: Mapping[str, str], now_ms: int, idle_ms: float) -> float:
@@ -165,22 +181,29 @@ class MemoryLabelReads(MemoryKeySpace):
             i = int(index)
             return fixed[i - 1] if i <= FIXED_KEYS else keys[i - FIXED_KEYS - 1]
 
-        key, index, also, counter = at(args[0]), at(args[1]), at(args[3]), at(args[4])
-        self.get(key), self.get(also)  # WRONGTYPE either way, as the script validates
-        self._existing(index, ZSet), self._existing(counter, dict)
-        if key in self._data:
-            self._delete(key)
-            self._delete(also)
-            members = self._existing(index, ZSet)
-            if members is not None:
-                members.pop(str(args[2]), None)
-                if not members:
-                    self._delete(index)  # Redis drops an emptied sorted set
-            pairs = args[6:]
-            for name, amount in zip(pairs[::2], pairs[1::2], strict=True):
-                if re.fullmatch(r"-?\d+", str(amount)):
-                    self._hincrby(counter, str(name), int(amount))
-                else:
+        index, counter, m = at(args[0]), at(args[1]), int(args[2])
+        self._existing(index, ZSet), self._existing(counter, dict)  # WRONGTYPE either way, as the script validates
+        triples = [args[4 + 3 * e : 7 + 3 * e] for e in range(m)]
+        for key_index, also_index, _ in triples:
+            self.get(at(key_index)), self.get(at(also_index))
+        taken = 0
+        for key_index, also_index, member in triples:
+            key = at(key_index)
+            if key in self._data:
+                self._delete(key)
+                self._delete(at(also_index))
+                members = self._existing(index, ZSet)
+                if members is not None:
+                    members.pop(str(member), None)
+                    if not members:
+                        self._delete(index)  # Redis drops an emptied sorted set
+                taken += 1
+            own_ttl[int(key_index)] = 0
+            own_ttl[int(also_index)] = 0
+        pairs = args[4 + 3 * m :]
+        for name, amount in zip(pairs[::2], pairs[1::2], strict=True) if taken else ():
+            if re.fullmatch(r"-?\d+", str(amount)):
+                self._hincrby(counter, str(name), int(amount) * taken)
+            else:
+                for _ in range(taken):
                     self._hincrbyfloat(counter, str(name), float(amount))
-        own_ttl[int(args[0])] = 0
-        own_ttl[int(args[3])] = 0

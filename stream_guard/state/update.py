@@ -166,28 +166,22 @@ class StateUpdate:
         )
 
     def take(
-        self, key: str, index: str, member: str, also: str, counter_key: str, amounts: Sequence[tuple[str, float]]
+        self, taken: Sequence[tuple[str, str, str]], index: str, counter_key: str, amounts: Sequence[tuple[str, float]]
     ) -> None:
-        """If ``key`` still exists: delete it and ``also``, drop ``member`` from ``index`` and add ``amounts``
-        to the fields of ``counter_key`` (an ``int`` by ``HINCRBY``, a ``float`` by ``HINCRBYFLOAT``).
+        """Of ``taken`` (key, also, member) triples, delete each key that still exists with its
+        ``also`` and drop its ``member`` from ``index``; add ``amounts`` per key taken to the
+        fields of ``counter_key`` (an ``int`` by ``HINCRBY``, a ``float`` by ``HINCRBYFLOAT``).
 
-        Taking is idempotent: a second take of the same key finds it gone and counts nothing.
+        Taking is idempotent: a second take of the same keys finds them gone and counts nothing.
         """
         args: list[Any] = []
+        for key, also, member in taken:
+            args += [self._key(key), self._key(also), member]
         for name, amount in amounts:
             if isinstance(amount, float) and not math.isfinite(amount):
                 raise StateUpdateInvalidError(f"non-finite increment {amount!r} of {counter_key} {name}")
             args += [name, repr(amount) if isinstance(amount, float) else int(amount)]
-        self._push(
-            Op.TAKE,
-            self._key(key),
-            self._key(index),
-            member,
-            self._key(also),
-            self._key(counter_key),
-            len(args),
-            *args,
-        )
+        self._push(Op.TAKE, self._key(index), self._key(counter_key), len(taken), len(args), *args)
 
     def ztrim_below(self, key: str, min_score: int) -> None:
         """Remove the members of a sorted set whose score is below ``min_score``."""
