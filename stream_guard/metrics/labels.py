@@ -3,14 +3,19 @@
 The join works on any :class:`~stream_guard.state.protocol.LabelState` (the Redis
 :class:`~stream_guard.state.window_store.WindowStore` or the in-memory
 :class:`~stream_guard.state.memory.MemoryState`). On Redis a labels batch costs two round
-trips: one pipelined read (:meth:`~stream_guard.state.protocol.LabelState.join_inputs`: the
-labels partitions' fences and one ``MGET`` of the stored predictions), then one
+trips: one pipelined read (:meth:`~stream_guard.state.protocol.LabelState.label_inputs`: the
+labels partitions' fences and one ``MGET`` each of the stored predictions and the held
+labels), then one
 :class:`~stream_guard.state.update.StateUpdate` per labels partition on the labels' fence
 (:attr:`~stream_guard.state.keys.Fence.LABELS`) that adds the label-based counters to the
 *prediction's* bucket and slices and deletes the joined predictions. The fence
 (``sg:{m}:m:labels_applied``) makes a redelivered labels batch a no-op, so nothing is
 counted twice; a deleted prediction makes a second label for the same event count as
-unmatched instead of matching twice.
+unmatched (or, holding, held until it expires) instead of matching twice.
+
+With ``hold_s`` > 0, a label whose prediction is not stored yet is held for it in the same
+update, and :meth:`LabelJoiner.release` joins it once the prediction arrives
+(:mod:`stream_guard.metrics.holding`).
 """
 
 from __future__ import annotations
