@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
@@ -20,6 +21,7 @@ from stream_guard.kafka import DeliveryTracker, make_consumer, producer_settings
 from stream_guard.logs import librdkafka_logger
 from stream_guard.metrics import LabelJoiner, LabelStream, MetricsReader, PerformanceEvaluator, SliceRecorder
 from stream_guard.metrics.concept import ConceptDriftEvaluator
+from stream_guard.metrics.label_gate import LabelGate
 from stream_guard.metrics.labels import make_label_decoder
 from stream_guard.model import ModelRuntime, build_models
 from stream_guard.observability.metrics import WorkerMetrics
@@ -91,7 +93,7 @@ def _add_metrics(
         stages.evaluators.append(PerformanceEvaluator.for_settings(model.name, reader, settings))
         if labels.topic:
             decoder = make_label_decoder(config, labels, registry)
-            joiner = LabelJoiner(keys, settings)
+            joiner = LabelJoiner(keys, settings, hold_s=labels.hold_s)
             streams.append(LabelStream(model.name, joiner, decoder, labels, config.worker.max_record_bytes))
             stages.evaluators.append(ConceptDriftEvaluator.for_settings(model.name, reader, settings))
     stages.slice_recorders = recorders
@@ -156,11 +158,25 @@ def build_worker(
         config.kafka.alerts_topic,
         lease_ms=lease_ms,
         encoding=config.alerts.encoding,
+        label_gates=_label_gates(models, stores, w.window_s * 1000),
     )
     parts = WorkerParts(
         models, stores, pipeline, consumer, producer, sinks, closer, label_streams, profiles, metrics, health, client
     )
     return Worker(config, parts, worker_id=worker_id, close_interval_s=close_interval_s)
+
+
+def _label_gates(
+    models: Sequence[ModelRuntime], stores: Mapping[str, WindowStore], window_ms: int
+) -> dict[str, LabelGate]:
+    """The label gate of each model with labels: its label-based checks wait for the label watermark."""
+    gates = {}
+    for m in models:
+        settings = m.config.metrics
+        if settings.enabled and m.config.labels.topic:
+            every, delay = settings.performance_every_s * 1000, settings.performance_label_delay_s * 1000
+            gates[m.name] = LabelGate(stores[m.name], window_ms=window_ms, every_ms=every, delay_ms=delay)
+    return gates
 
 
 def _on_client_error(health: WorkerHealth, error: KafkaError) -> None:

@@ -7,7 +7,9 @@
    partition's script first checks that partition's applied-offset fence, so a batch
    redelivered after a crash or a rebalance is skipped, never counted twice;
 3. labels are joined to the stored predictions (after step 2, so a label can meet a
-   prediction of the same poll), fenced per labels partition the same way;
+   prediction of the same poll), fenced per labels partition the same way; a label whose
+   prediction is not stored yet is held, and the held labels of the events step 2 stored
+   are joined (:mod:`stream_guard.metrics.holding`);
 4. the next offset of every partition the batch advanced is stored and committed.
 
 An offset is committed only after everything derived from the records before it is
@@ -29,6 +31,7 @@ from stream_guard.source import Source
 
 if TYPE_CHECKING:
     from stream_guard.errors import DecodeError
+    from stream_guard.metrics.holding import ReleaseResult
     from stream_guard.metrics.labels import JoinResult, Label
     from stream_guard.state.window_store import StateUpdate
 
@@ -59,6 +62,9 @@ class LabelSink(Protocol):
     def join(self, topic: str, labels: Sequence[Label], now_ms: int) -> JoinResult:
         """Join a labels batch of ``topic`` to its model's stored predictions."""
 
+    def release(self, updates: Mapping[str, Sequence[StateUpdate]], now_ms: int) -> dict[str, ReleaseResult]:
+        """Join the held labels of the predictions ``updates`` stored; expire the holds that ran out."""
+
 
 class OffsetSink(Protocol):
     def commit(self, offsets: Mapping[Source, int]) -> None:
@@ -83,6 +89,8 @@ class CommitResult:
     applied: dict[tuple[str, Source], int] = field(default_factory=dict)
     #: The join of each labels topic's batch.
     joins: dict[str, JoinResult] = field(default_factory=dict)
+    #: Per model with labels: the held labels the batch's events released or expired.
+    releases: dict[str, ReleaseResult] = field(default_factory=dict)
     #: Offsets committed: the next one to read of each partition.
     offsets: dict[Source, int] = field(default_factory=dict)
 
@@ -124,6 +132,8 @@ class Checkpoint:
             join = result.joins[topic] = sinks.labels.join(topic, labels, now_ms)
             for name, last in join.last_offsets.items():
                 result.offsets[Source.parse(name)] = last + 1
+        if self.updates:
+            result.releases = sinks.labels.release(self.updates, now_ms)
         # 4. Offsets stored and committed, now that everything before them is durable.
         if result.offsets:
             sinks.offsets.commit(result.offsets)

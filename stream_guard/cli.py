@@ -248,6 +248,7 @@ def _metrics(args: argparse.Namespace) -> int:
 
     from stream_guard.assembly import metrics_reader
     from stream_guard.metrics import slice_underperformance
+    from stream_guard.metrics.label_counts import LabelCounts
 
     config = _load(args)
     reader = metrics_reader(config, _pick_model(config, args.model))
@@ -263,6 +264,7 @@ def _metrics(args: argparse.Namespace) -> int:
     biased = slice_underperformance(rollup, args.worst, min_support=args.min_support) if args.worst else []
     if args.json:
         out = json.loads(rollup.to_json())
+        out["labels"] = LabelCounts.of(rollup).to_dict()
         if args.worst:
             out["worst"] = [r._asdict() for r in worst]
             out["underperforming"] = [
@@ -271,6 +273,7 @@ def _metrics(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
         return 0
     print(rollup.to_table())
+    print(LabelCounts.of(rollup).line())
     if args.worst:
         print(f"\nworst slices on {args.worst} (support >= {args.min_support}):")
         for rank in worst:

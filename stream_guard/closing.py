@@ -21,6 +21,7 @@ from stream_guard.alerts.codec import AlertEncoding, encode_alert
 from stream_guard.alerts.lifecycle import IncidentTracker
 from stream_guard.alerts.model import Alert
 from stream_guard.kafka import DeliveryTracker
+from stream_guard.metrics.label_gate import LabelGate
 from stream_guard.model import ModelRuntime
 from stream_guard.pipeline import Pipeline
 from stream_guard.state.closing import close_due_windows
@@ -44,6 +45,7 @@ class WindowCloser:
         *,
         lease_ms: int = 30_000,
         encoding: AlertEncoding = "avro",
+        label_gates: Mapping[str, LabelGate] | None = None,
     ) -> None:
         self._encoding: AlertEncoding = encoding
         self._models = models
@@ -53,13 +55,16 @@ class WindowCloser:
         self._producer = producer
         self._alerts_topic = alerts_topic
         self._lease_ms = lease_ms
+        self._label_gates = dict(label_gates or {})
 
     def close_due(self, now_ms: int, *, final: bool = False) -> list[Alert]:
         """Close the windows the watermark has passed (every open one if ``final``); the alerts published."""
         published: list[Alert] = []
         for name, store in self._stores.items():
             publish = functools.partial(self._publish, name, now_ms=now_ms)
-            closed = close_due_windows(store, publish, now_ms=now_ms, lease_ms=self._lease_ms, final=final)
+            gate = self._label_gates.get(name)
+            ready = None if gate is None else functools.partial(gate.ready, now_ms=now_ms)
+            closed = close_due_windows(store, publish, now_ms=now_ms, lease_ms=self._lease_ms, final=final, ready=ready)
             published += [alert for alerts in closed.outputs for alert in alerts]
         return published
 

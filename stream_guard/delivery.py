@@ -13,6 +13,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from stream_guard.checkpoint import Rejected
 from stream_guard.deadletter import dead_letter_headers, drop_payload, fit_payload
 from stream_guard.kafka import DeliveryTracker
+from stream_guard.metrics.holding import ReleaseResult, stored_event_ids
 from stream_guard.metrics.labels import JoinResult, Label, LabelStream
 from stream_guard.source import Source
 from stream_guard.state.window_store import StateUpdate, WindowStore
@@ -85,6 +86,16 @@ class RedisLabelJoins:
     def join(self, topic: str, labels: Sequence[Label], now_ms: int) -> JoinResult:
         stream = self._streams[topic]
         return stream.joiner.join(labels, self._stores[stream.model], now_ms=now_ms)
+
+    def release(self, updates: Mapping[str, Sequence[StateUpdate]], now_ms: int) -> dict[str, ReleaseResult]:
+        """Per model with labels: its held labels the events of ``updates`` stored predictions for, joined."""
+        out: dict[str, ReleaseResult] = {}
+        for stream in self._streams.values():
+            model_updates = updates.get(stream.model)
+            if model_updates and stream.joiner.hold_ms > 0:
+                ids = stored_event_ids(model_updates, stream.joiner.keys)
+                out[stream.model] = stream.joiner.release(ids, self._stores[stream.model], now_ms=now_ms)
+        return out
 
 
 class ConsumerOffsets:

@@ -40,6 +40,7 @@ from stream_guard.pipeline import Pipeline, StagedBatch
 from stream_guard.profile import BaselineProfile
 from stream_guard.settings import Config
 from stream_guard.source import Source
+from stream_guard.state.keys import Fence
 from stream_guard.state.window_store import WindowStore
 
 log = structlog.get_logger("stream_guard.worker")
@@ -59,6 +60,12 @@ class WorkerStats:
     retries: int = 0
     labels_matched: int = 0
     labels_unmatched: int = 0
+    #: Labels read before their prediction was stored, held for it.
+    labels_held: int = 0
+    #: Held labels joined once their prediction arrived (not consumed records: held already counts them).
+    labels_released: int = 0
+    #: Held labels whose prediction did not arrive within ``[models.labels] hold_s``.
+    labels_expired: int = 0
     #: Labels that decoded but lack an event id or a label value.
     labels_invalid: int = 0
     #: Labels of a redelivered batch, already applied.
@@ -73,6 +80,7 @@ class WorkerStats:
             + self.redelivered_skipped
             + self.labels_matched
             + self.labels_unmatched
+            + self.labels_held
             + self.labels_invalid
             + self.labels_skipped
         )
@@ -229,6 +237,7 @@ class Worker:
             staged=staged_by_model,
             rejected=[r.model for r in checkpoint.rejected],
             joins={self._label_streams[topic].model: join for topic, join in result.joins.items()},
+            releases=result.releases,
             applied=result.applied,
             seconds=time.perf_counter() - started,
         )
@@ -264,6 +273,10 @@ class Worker:
             stats.labels_unmatched += join.unmatched
             stats.labels_skipped += join.skipped
             stats.labels_invalid += join.invalid
+            stats.labels_held += join.held
+        for release in result.releases.values():
+            stats.labels_released += release.released
+            stats.labels_expired += release.expired
         # Undecodable labels are both dead letters and "invalid" to the joiner: count them once.
         stats.labels_invalid -= dead_labels
         stats.decoded += decoded
@@ -326,18 +339,21 @@ class Worker:
         self._log.info("stats", records_per_s=round(consumed / elapsed, 1), lag=lag, **vars(self.stats))
 
     def _hold_lagging(self, now_ms: int) -> None:
-        """Keep the assigned partitions with a backlog (lag > 0) active in the global watermark.
+        """Keep the assigned partitions with a backlog (lag > 0) active in their watermark.
+
+        Labels partitions too: the label watermark decides when a period's label-based
+        checks may run (:mod:`stream_guard.metrics.label_gate`).
 
         A partition not read for ``idle_partition_s`` is idle on the wall clock, but one
         with records waiting is only behind (a backlog replay reads partitions one after
         another): its watermark must keep holding the windows it has yet to contribute to.
         """
-        events = [tp for tp in self._consumer.assignment() if tp.topic in self._model_of_topic]
-        by_model: dict[str, list[str]] = defaultdict(list)
-        for source in lagging_partitions(self._consumer, events, reset_to_end=self._reset_to_end):
-            by_model[self._model_of_topic[source.topic]].append(str(source))
-        for name, sources in by_model.items():
-            self.parts.stores[name].touch_sources(sources, now_ms)
+        assigned = self._consumer.assignment()
+        by_model: dict[tuple[str, Fence], list[str]] = defaultdict(list)
+        for source in lagging_partitions(self._consumer, assigned, reset_to_end=self._reset_to_end):
+            by_model[self._model_and_fence(source.topic)].append(str(source))
+        for (name, fence), sources in by_model.items():
+            self.parts.stores[name].touch_sources(sources, now_ms, fence)
 
     def _reload_profiles(self) -> None:
         for name, model in self._models.items():
@@ -363,18 +379,23 @@ class Worker:
             except KafkaException as exc:
                 self._log.warning("rewind failed", source=str(source), error=str(exc))
 
+    def _model_and_fence(self, topic: str) -> tuple[str, Fence]:
+        if topic in self._label_streams:
+            return self._label_streams[topic].model, Fence.LABELS
+        return self._model_of_topic[topic], Fence.EVENTS
+
     def _load_fences(self, partitions: list[TopicPartition]) -> None:
-        by_model: dict[str, list[str]] = defaultdict(list)
+        by_model: dict[tuple[str, Fence], list[str]] = defaultdict(list)
         for tp in partitions:
-            if tp.topic in self._label_streams:
-                continue  # the labels fence is read from Redis on every join
-            by_model[self._model_of_topic[tp.topic]].append(str(Source(tp.topic, tp.partition)))
+            by_model[self._model_and_fence(tp.topic)].append(str(Source(tp.topic, tp.partition)))
         now_ms = int(time.time() * 1000)
-        for name, sources in by_model.items():
+        for (name, fence), sources in by_model.items():
             store = self.parts.stores[name]
-            for source, offset in store.applied_offsets(sources).items():
-                self._applied[(name, Source.parse(source))] = offset
-            store.register_sources(sources, now_ms)
+            # The labels fence is read from Redis on every join; labels partitions only hold the label watermark.
+            if fence is Fence.EVENTS:
+                for source, offset in store.applied_offsets(sources).items():
+                    self._applied[(name, Source.parse(source))] = offset
+            store.register_sources(sources, now_ms, fence)
 
     def _reload_fences(self) -> None:
         """Re-read the fences after a failure: part of a failed pipeline may have applied."""

@@ -3,14 +3,19 @@
 The join works on any :class:`~stream_guard.state.protocol.LabelState` (the Redis
 :class:`~stream_guard.state.window_store.WindowStore` or the in-memory
 :class:`~stream_guard.state.memory.MemoryState`). On Redis a labels batch costs two round
-trips: one pipelined read (:meth:`~stream_guard.state.protocol.LabelState.join_inputs`: the
-labels partitions' fences and one ``MGET`` of the stored predictions), then one
+trips: one pipelined read (:meth:`~stream_guard.state.protocol.LabelState.label_inputs`: the
+labels partitions' fences and one ``MGET`` each of the stored predictions and the held
+labels), then one
 :class:`~stream_guard.state.update.StateUpdate` per labels partition on the labels' fence
 (:attr:`~stream_guard.state.keys.Fence.LABELS`) that adds the label-based counters to the
 *prediction's* bucket and slices and deletes the joined predictions. The fence
 (``sg:{m}:m:labels_applied``) makes a redelivered labels batch a no-op, so nothing is
 counted twice; a deleted prediction makes a second label for the same event count as
-unmatched instead of matching twice.
+unmatched (or, holding, held until it expires) instead of matching twice.
+
+With ``hold_s`` > 0, a label whose prediction is not stored yet is held for it in the same
+update, and :meth:`LabelJoiner.release` joins it once the prediction arrives
+(:mod:`stream_guard.metrics.holding`).
 """
 
 from __future__ import annotations
@@ -38,7 +43,9 @@ from stream_guard.decoding import (
     load_json,
 )
 from stream_guard.errors import ConfigError, DecodeError, UndecodablePayloadError
+from stream_guard.metrics import holding
 from stream_guard.metrics import store as s
+from stream_guard.metrics.holding import ReleaseResult
 from stream_guard.profile import category_key
 from stream_guard.schemas import load_schema_file, parse_schema
 from stream_guard.settings.metrics import LabelSettings, MetricsSettings
@@ -68,6 +75,8 @@ class JoinResult:
 
     matched: int = 0
     unmatched: int = 0
+    #: Labels held for a prediction not stored yet (:mod:`stream_guard.metrics.holding`).
+    held: int = 0
     skipped: int = 0
     invalid: int = 0
     #: Matched event ids, in label order.
@@ -122,15 +131,24 @@ class LabelJoiner:
         Bucket size, retention, task, threshold and positive label.
     error_tolerance
         Regression only: an absolute error above it counts as an error in the 0/1 stream.
+    hold_s
+        How long (event time, on the events' watermark) a label whose prediction is not stored
+        yet is held for it (:mod:`stream_guard.metrics.holding`); 0 counts it unmatched at once.
     """
 
     def __init__(
-        self, keys: ModelKeys, settings: MetricsSettings | None = None, *, error_tolerance: float = 0.0
+        self,
+        keys: ModelKeys,
+        settings: MetricsSettings | None = None,
+        *,
+        error_tolerance: float = 0.0,
+        hold_s: int = 0,
     ) -> None:
         self.keys = s.MetricKeys(keys)
         self.settings = settings or MetricsSettings()
         self.bucket_ms = self.settings.bucket_s * 1000
         self.error_tolerance = error_tolerance
+        self.hold_ms = hold_s * 1000
 
     def state(self, store: LabelState | redis.Redis) -> LabelState:
         """``store`` itself, or a Redis store on the model's keys for a plain client."""
@@ -174,8 +192,9 @@ class LabelJoiner:
         result.last_offsets = frame.groupby("src")["offset"].max().astype(int).to_dict()
         sources = sorted(result.last_offsets)
         ids = sorted({x.event_id for x in items if x.event_id is not None})
-        fences, predictions = state.join_inputs(sources, ids)
+        fences, predictions, held = state.label_inputs(sources, ids)
         stored = dict(zip(ids, predictions, strict=True))
+        held_before = {x for x, value in zip(ids, held, strict=True) if value is not None}
 
         fence = frame["src"].map(lambda src: fences.get(src, -1)).to_numpy()
         fresh = frame[frame["offset"].to_numpy() > fence].copy()
@@ -191,6 +210,10 @@ class LabelJoiner:
         # A prediction joins its first label only: it is deleted by the same script.
         first = ~fresh["event_id"].where(fresh["pred"].notna()).duplicated() | fresh["pred"].isna()
         fresh["matched"] = fresh["pred"].notna() & first
+        # A prediction not stored yet: its first label waits for it, unless one already does.
+        waiting = fresh["valid"] & fresh["pred"].isna() & ~fresh["event_id"].isin(held_before)
+        waiting &= ~fresh["event_id"].where(waiting).duplicated()
+        fresh["held"] = waiting.to_numpy(dtype=bool) & (self.hold_ms > 0)
 
         updates = self._updates(fresh)
         applied = dict(zip([u.source for u in updates], state.apply(updates, now_ms), strict=True))
@@ -200,11 +223,29 @@ class LabelJoiner:
         matched = done[done["matched"].to_numpy(dtype=bool)]
         result.invalid = int((~done["valid"]).sum())
         result.matched = len(matched)
-        result.unmatched = int((done["valid"] & ~done["matched"]).sum())
+        result.held = int(done["held"].sum())
+        result.unmatched = int((done["valid"] & ~done["matched"] & ~done["held"]).sum())
         result.event_ids = matched["event_id"].tolist()
         errors, abs_errors = self._errors(matched)
         result.errors, result.abs_errors = errors, abs_errors
         return result
+
+    def release(self, event_ids: Sequence[str], store: LabelState | redis.Redis, *, now_ms: int) -> ReleaseResult:
+        """After an events batch stored the predictions of ``event_ids``: join their held labels,
+        and expire the holds that ran out (:func:`~stream_guard.metrics.holding.release_held`)."""
+        if self.hold_ms <= 0:
+            return ReleaseResult()
+        return holding.release_held(
+            event_ids,
+            self.state(store),
+            keys=self.keys,
+            outcomes=self._outcomes,
+            regression=self.settings.task == "regression",
+            hold_ms=self.hold_ms,
+            bucket_ms=self.bucket_ms,
+            retention_s=self.settings.retention_s,
+            now_ms=now_ms,
+        )
 
     # -- internals -----------------------------------------------------------------------
 
@@ -274,7 +315,10 @@ class LabelJoiner:
                 s.register_bucket(updates[src], self.keys, int(bucket), self.settings.retention_s)
             for src, event_id in zip(matched["src"], matched["event_id"], strict=True):
                 updates[src].delete(self.keys.prediction(event_id))
-        lost = fresh[(fresh["valid"] & ~fresh["matched"]).to_numpy(dtype=bool)]
+        waiting = fresh[fresh["held"].to_numpy(dtype=bool)]
+        for src, part in waiting.groupby("src", sort=True):
+            holding.hold_labels(updates[str(src)], self.keys, part, self.bucket_ms, self.settings.retention_s)
+        lost = fresh[(fresh["valid"] & ~fresh["matched"] & ~fresh["held"]).to_numpy(dtype=bool)]
         if not lost.empty:
             buckets = (lost["ts"].to_numpy(dtype=np.int64) // self.bucket_ms) * self.bucket_ms
             counts = pd.DataFrame({"src": lost["src"].to_numpy(), "bucket": buckets}).value_counts()

@@ -14,6 +14,9 @@ key                                     type   content
 ``sg:{m}:m:labels_applied``             hash   labels ``topic:partition`` -> last applied offset (fence)
 ``sg:{m}:m:labels_wm``                  hash   labels ``topic:partition`` -> max label time (ms)
 ``sg:{m}:m:labels_seen``                hash   labels ``topic:partition`` -> wall clock of last update
+``sg:{m}:held:<event_id>``              str    JSON ``{label, ts, src, offset}``: a label that came before its
+                                               prediction (TTL: lookback), deleted when joined or expired
+``sg:{m}:m:held``                       zset   held event ids, score = label time (ms)
 ======================================  =====  =============================================================
 
 A slice is ``*`` (all traffic), ``field=value`` or a crossing ``f1=v1,f2=v2`` with the
@@ -29,13 +32,19 @@ field               meaning
 ``<s>|h:<i>``       events whose score falls in histogram bin ``i``; ``sv``: sum of the scores
 ``<s>|st``          predictions stored for a later label
 ``<s>|lm``          labels joined to a stored prediction of this bucket and slice
-``*|lu``            labels without a stored prediction (expired, never seen or already joined),
-                    in the bucket of the label's own time
+``*|lu``            labels without a stored prediction that could not be held (a second label of
+                    an event already held or joined in the same batch, or holding is off), in the
+                    bucket of the label's own time
+``*|lh``            labels held for a prediction not stored yet, in the bucket of the label's time
+``<s>|lr``          held labels joined when their prediction arrived (also counted in ``lm``),
+                    in the prediction's bucket and slices
+``*|lx``            held labels expired without their prediction, in the bucket of the label's time
 ``<s>|tp fp tn fn`` confusion counts at the threshold (classification)
 ``<s>|ae`` / ``se`` sum of absolute / squared errors (regression)
 ==================  ======================================================================
 
-Labels pending = ``st - lm``. Event counters are written by the events' fenced updates
+Labels pending = ``st - lm``; labels held now = ``lh - lr - lx`` (summed over every bucket).
+Event counters are written by the events' fenced updates
 (source: the events partition); the label counters by updates on the labels' fence
 (:attr:`~stream_guard.state.keys.Fence.LABELS`, source: the labels partition), into the
 bucket and slices of the *prediction*. Every key name comes from
@@ -62,6 +71,7 @@ SCORE_SUM = "sv"
 STORED = "st"
 MATCHED = "lm"
 UNMATCHED = "lu"
+HELD, RELEASED, EXPIRED = "lh", "lr", "lx"
 TP, FP, TN, FN = "tp", "fp", "tn", "fn"
 ABS_ERR, SQ_ERR = "ae", "se"
 VIOLATION = "v:"
@@ -95,6 +105,13 @@ class MetricKeys:
     @property
     def labels_applied(self) -> str:
         return self.model_keys.labels_applied
+
+    def held(self, event_id: str) -> str:
+        return self.model_keys.held(event_id)
+
+    @property
+    def held_index(self) -> str:
+        return self.model_keys.held_index
 
 
 def field_name(slice_: str, metric: str) -> str:

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from stream_guard.source import Source
 
 if TYPE_CHECKING:
+    from stream_guard.metrics.holding import ReleaseResult
     from stream_guard.metrics.labels import JoinResult
     from stream_guard.pipeline import StagedBatch
 
@@ -49,7 +50,7 @@ class WorkerMetrics:
         )
         self.labels = Counter(
             "stream_guard_labels",
-            "Labels by outcome (matched, unmatched, invalid, redelivered).",
+            "Labels by outcome (matched, unmatched, invalid, redelivered, held; held ones end released or expired).",
             ["model", "outcome"],
             registry=r,
         )
@@ -90,6 +91,7 @@ class WorkerMetrics:
         joins: Mapping[str, JoinResult],
         applied: Mapping[tuple[str, Source], int],
         seconds: float,
+        releases: Mapping[str, ReleaseResult] | None = None,
     ) -> None:
         """Count one committed batch: records by outcome, findings by kind, labels, offsets, timing."""
         for (model, topic), n in consumed.items():
@@ -107,8 +109,11 @@ class WorkerMetrics:
             self.dead_lettered.labels(model).inc()
         for model, join in joins.items():
             outcomes = {"matched": join.matched, "unmatched": join.unmatched, "invalid": join.invalid}
-            for outcome, n in {**outcomes, "redelivered": join.skipped}.items():
+            for outcome, n in {**outcomes, "held": join.held, "redelivered": join.skipped}.items():
                 self.labels.labels(model, outcome).inc(n)
+        for model, release in (releases or {}).items():
+            self.labels.labels(model, "released").inc(release.released)
+            self.labels.labels(model, "expired").inc(release.expired)
         for (_, source), offset in applied.items():
             self.applied_offset.labels(source.topic, str(source.partition)).set(offset)
         self.batch_size.observe(sum(consumed.values()))

@@ -74,6 +74,9 @@ class LabelSettings:
     timestamp_field: str = ""
     #: How long predictions wait for their label.
     lookback_s: int = 7 * 24 * 3600
+    #: How long a label that arrives before its prediction waits for it, in event time: it
+    #: expires once the events' watermark passed its time plus this; 0 counts it unmatched at once.
+    hold_s: int = 3600
 
 
 def _all_typed(*keys: str) -> bool:

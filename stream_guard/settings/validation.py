@@ -182,6 +182,8 @@ def _check_metrics(config: Config, model: ModelConfig, key: str, where: str, pro
             problems.lines.append(
                 f"{where}.metrics.retention_s must be >= labels.lookback_s, or late labels find no bucket"
             )
+    if problems.typed(f"{lkey}.hold_s") and labels.hold_s < 0:
+        problems.add(f"{where}.labels.hold_s", f"must be 0 (no holding) or positive, got {labels.hold_s}")
     if problems.typed(f"{lkey}.encoding", f"{lkey}.schema") and labels.encoding != "json" and not labels.schema:
         problems.add(f"{where}.labels.schema", f"required for encoding {labels.encoding!r}")
     if labels.schema and problems.typed(f"{lkey}.schema") and not config.resolve_path(labels.schema).is_file():

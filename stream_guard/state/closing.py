@@ -27,6 +27,7 @@ def close_due_windows(
     now_ms: int,
     lease_ms: int,
     final: bool = False,
+    ready: Callable[[int], bool] | None = None,
 ) -> ClosedWindows[_T]:
     """Close every due window of ``store`` (every open one if ``final``), oldest first.
 
@@ -35,10 +36,17 @@ def close_due_windows(
     then :meth:`~stream_guard.state.protocol.WindowState.finish` it. If ``close`` raises,
     the window stays open and its lease expires, so it is closed again later
     (at-least-once); the error propagates.
+
+    ``ready(start)`` False keeps a due window open for a later pass, and every due window
+    after it too, so windows still close in start order (a window whose label-based checks
+    wait for the label watermark: :mod:`stream_guard.metrics.label_gate`); ``final`` closes
+    them anyway.
     """
     closed: ClosedWindows[_T] = ClosedWindows()
     starts = store.open_windows() if final else store.due_windows(now_ms)
     for start in starts:
+        if not final and ready is not None and not ready(start):
+            break
         if not store.claim(start, lease_ms):
             continue
         snapshot = store.snapshot(start)

@@ -24,6 +24,8 @@ key                                                type   content
 ``sg:{m}:m:labels_applied``                        hash   labels ``topic:partition`` -> last applied offset
 ``sg:{m}:m:labels_wm``                             hash   labels ``topic:partition`` -> max label time (ms)
 ``sg:{m}:m:labels_seen``                           hash   labels ``topic:partition`` -> wall clock of last update
+``sg:{m}:held:<event_id>``                         str    a label waiting for its prediction (JSON)
+``sg:{m}:m:held``                                  zset   held event ids, score = label time (ms)
 =================================================  =====  =================================================
 
 An update is fenced on one of two sets of four fixed keys (:meth:`ModelKeys.fenced`):
@@ -117,6 +119,14 @@ class ModelKeys:
     @property
     def labels_seen(self) -> str:
         return f"{self.base}:m:labels_seen"
+
+    def held(self, event_id: str) -> str:
+        """A label that arrived before its prediction, waiting for it."""
+        return f"{self.base}:held:{event_id}"
+
+    @property
+    def held_index(self) -> str:
+        return f"{self.base}:m:held"
 
     def fenced(self, fence: Fence) -> tuple[str, str, str, str]:
         """The four fixed keys of an update's script: fence, watermarks, clocks, and the set ``W`` adds to."""

@@ -58,8 +58,9 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from stream_guard.state.exceptions import StateOpUnknownError
+from stream_guard.state.holding import MemoryLabelReads
 from stream_guard.state.keys import Fence, ModelKeys
-from stream_guard.state.keyspace import MemoryKeySpace, ZSet
+from stream_guard.state.keyspace import ZSet
 from stream_guard.state.ops import Op, split_ops
 from stream_guard.state.update import FIXED_KEYS, StateUpdate, WindowSnapshot
 
@@ -72,7 +73,7 @@ def _key(keys: list[str], fixed: Sequence[str], index: Any) -> str:
     return fixed[i - 1] if i <= FIXED_KEYS else keys[i - FIXED_KEYS - 1]
 
 
-class MemoryState(MemoryKeySpace):
+class MemoryState(MemoryLabelReads):
     """Per-model window state in process memory (see the module docstring).
 
     Parameters
@@ -117,16 +118,16 @@ class MemoryState(MemoryKeySpace):
         applied = self._existing(self.keys.fenced(fence)[0], dict) or {}
         return {s: int(applied[s]) for s in sources if s in applied}
 
-    def register_sources(self, sources: Sequence[str], now_ms: int) -> None:
+    def register_sources(self, sources: Sequence[str], now_ms: int, fence: Fence = Fence.EVENTS) -> None:
         """Make newly assigned partitions hold windows open until they send data or go idle."""
         for source in sources:
-            self._create(self.keys.watermarks, dict).setdefault(source, "0")
-            self._create(self.keys.watermarks_seen, dict)[source] = str(now_ms)
+            self._create(self.keys.fenced(fence)[1], dict).setdefault(source, "0")
+            self._create(self.keys.fenced(fence)[2], dict)[source] = str(now_ms)
 
-    def touch_sources(self, sources: Sequence[str], now_ms: int) -> None:
+    def touch_sources(self, sources: Sequence[str], now_ms: int, fence: Fence = Fence.EVENTS) -> None:
         """Mark ``sources`` active at ``now_ms`` (partitions with a backlog), keeping their watermarks."""
         for source in sources:
-            self._create(self.keys.watermarks_seen, dict)[source] = str(now_ms)
+            self._create(self.keys.fenced(fence)[2], dict)[source] = str(now_ms)
 
     def apply(self, updates: Sequence[StateUpdate], now_ms: int, pipe: Any = None) -> list[int]:
         """Apply ``updates`` in order; 1 per applied update, 0 per fenced-off one.
@@ -314,6 +315,8 @@ class MemoryState(MemoryKeySpace):
             ttl = own_ttl.get(index, retention)
             if ttl > 0 and key in self._data:
                 self._deadlines[key] = now_ms + ttl * 1000
+        if not source:
+            return 1  # not fenced: its ops are idempotent themselves ('T')
         # The fence last: a batch that failed is applied by its retry.
         self._create(fixed[0], dict)[source] = str(update.last_offset)
         marks = self._create(fixed[1], dict)
@@ -362,6 +365,7 @@ class MemoryState(MemoryKeySpace):
             Op.ZADD: self._op_zadd,
             Op.ZTRIM_BELOW: self._op_ztrim_below,
             Op.FINDING: self._op_finding,
+            Op.TAKE: self._op_take,
         }
 
     # One method per op, with the semantics of its body in the apply script. ``keys`` are

@@ -52,6 +52,13 @@ class Op(StrEnum):
     #: ``example_cap`` examples; otherwise ``amount`` goes to the ``overflow`` field, which
     #: gets its own detail.
     FINDING = "C"
+    #: ``index counter m n k1 also1 member1 .. km alsom memberm f1 a1 .. fp ap``: of the ``m``
+    #: keys ``k``, each that still exists is deleted with its ``also`` and its ``member``
+    #: dropped from ``index``; then each amount, times the keys taken, is added to its field
+    #: of the hash ``counter`` (an integer amount by ``HINCRBY``, any other by ``HINCRBYFLOAT``
+    #: once per key taken). ``n`` counts the arguments after it (``3m + 2p``). A key already
+    #: gone counts nothing: whoever takes a held label counts it, once.
+    TAKE = "T"
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,7 @@ SHAPES: dict[Op, OpShape] = {
     Op.ZADD: OpShape(3),
     Op.ZTRIM_BELOW: OpShape(2),
     Op.FINDING: OpShape(12, counted=True),
+    Op.TAKE: OpShape(4, counted=True),
 }
 
 #: Ops whose first argument is not a key index.

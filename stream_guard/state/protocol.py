@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from stream_guard.state.keys import Fence, ModelKeys
-from stream_guard.state.update import StateUpdate, WindowSnapshot
+from stream_guard.state.update import HeldInputs, StateUpdate, WindowSnapshot
 
 
 class FencedState(Protocol):
@@ -40,11 +40,11 @@ class WindowState(FencedState, Protocol):
     @property
     def window_ms(self) -> int: ...
 
-    def register_sources(self, sources: Sequence[str], now_ms: int) -> None:
+    def register_sources(self, sources: Sequence[str], now_ms: int, fence: Fence = Fence.EVENTS) -> None:
         """Make newly assigned partitions hold windows open until they send data or go idle."""
         ...
 
-    def touch_sources(self, sources: Sequence[str], now_ms: int) -> None:
+    def touch_sources(self, sources: Sequence[str], now_ms: int, fence: Fence = Fence.EVENTS) -> None:
         """Mark ``sources`` active at ``now_ms`` (partitions with a backlog), keeping their watermarks."""
         ...
 
@@ -74,6 +74,28 @@ class LabelState(FencedState, Protocol):
 
     def join_inputs(self, sources: Sequence[str], event_ids: Sequence[str]) -> tuple[dict[str, int], list[str | None]]:
         """In one read: the labels fence of ``sources``, and the stored prediction of each event id."""
+        ...
+
+    def label_inputs(
+        self, sources: Sequence[str], event_ids: Sequence[str]
+    ) -> tuple[dict[str, int], list[str | None], list[str | None]]:
+        """In one read: the labels fence of ``sources``, the stored prediction and the held label of each id."""
+        ...
+
+    def held_inputs(self, event_ids: Sequence[str], now_ms: int) -> HeldInputs:
+        """In one read: the held label and stored prediction of each event id, the events' global
+        watermark and the label time of the oldest held label."""
+        ...
+
+    def held_until(self, until_ms: int) -> list[tuple[str, int]]:
+        """Held event ids whose label time is at or before ``until_ms``, with that time, oldest first."""
+        ...
+
+    def label_watermark(self, now_ms: int) -> float:
+        """Smallest label watermark over labels partitions updated within the idle timeout.
+
+        ``inf`` when every known labels partition is idle, ``-inf`` when none is known yet.
+        """
         ...
 
 

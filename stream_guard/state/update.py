@@ -165,6 +165,24 @@ class StateUpdate:
             *(json.dumps(item, default=str) for item in items),
         )
 
+    def take(
+        self, taken: Sequence[tuple[str, str, str]], index: str, counter_key: str, amounts: Sequence[tuple[str, float]]
+    ) -> None:
+        """Of ``taken`` (key, also, member) triples, delete each key that still exists with its
+        ``also`` and drop its ``member`` from ``index``; add ``amounts`` per key taken to the
+        fields of ``counter_key`` (an ``int`` by ``HINCRBY``, a ``float`` by ``HINCRBYFLOAT``).
+
+        Taking is idempotent: a second take of the same keys finds them gone and counts nothing.
+        """
+        args: list[Any] = []
+        for key, also, member in taken:
+            args += [self._key(key), self._key(also), member]
+        for name, amount in amounts:
+            if isinstance(amount, float) and not math.isfinite(amount):
+                raise StateUpdateInvalidError(f"non-finite increment {amount!r} of {counter_key} {name}")
+            args += [name, repr(amount) if isinstance(amount, float) else int(amount)]
+        self._push(Op.TAKE, self._key(index), self._key(counter_key), len(taken), len(args), *args)
+
     def ztrim_below(self, key: str, min_score: int) -> None:
         """Remove the members of a sorted set whose score is below ``min_score``."""
         self._push(Op.ZTRIM_BELOW, self._key(key), int(min_score))
@@ -189,3 +207,17 @@ class WindowSnapshot:
     def with_prefix(self, prefix: str) -> dict[str, str]:
         """Fields starting with ``prefix``, keyed by the rest of their name."""
         return {k[len(prefix) :]: v for k, v in self.fields.items() if k.startswith(prefix)}
+
+
+@dataclass
+class HeldInputs:
+    """What releasing held labels reads in one round trip (``LabelState.held_inputs``)."""
+
+    #: Per asked event id: its held label (JSON), or None.
+    held: list[str | None]
+    #: Per asked event id: its stored prediction (JSON), or None.
+    predictions: list[str | None]
+    #: The events' global watermark (``inf`` when every events partition is idle).
+    events_watermark: float
+    #: Label time of the oldest held label, or None when none is held.
+    oldest_ms: int | None

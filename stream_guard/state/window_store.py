@@ -35,6 +35,7 @@ from typing import Any, cast
 
 import redis
 
+from stream_guard.state.holding import TAKE_CHECK_LUA, TAKE_LUA, RedisLabelReads
 from stream_guard.state.keys import Fence, ModelKeys
 from stream_guard.state.ops import SHAPES, Op
 from stream_guard.state.update import StateUpdate, WindowSnapshot
@@ -81,6 +82,7 @@ _OP_LUA: dict[Op, str] = {
       redis.call('HSET', k, ARGV[i+6], ARGV[i+7])
     end
     i = i + 13 + n""",
+    Op.TAKE: TAKE_LUA,
 }
 if set(_OP_LUA) != set(Op):
     raise ImportError(f"apply script lacks ops {sorted(set(Op) - set(_OP_LUA))}")
@@ -140,6 +142,7 @@ _CHECK_LUA: dict[Op, str] = {
     local x = tonumber(ARGV[i+10])
     if shadow[x] == nil then shadow[x] = {} end
     if not need(x, 'list') then return wrongtype() end""",
+    Op.TAKE: TAKE_CHECK_LUA,
 }
 if set(_CHECK_LUA) != set(Op):
     raise ImportError(f"apply script does not validate ops {sorted(set(Op) - set(_CHECK_LUA))}")
@@ -213,6 +216,7 @@ for j = 5, #KEYS do
   local t = own_ttl[j]
   if t == nil then redis.call('EXPIRE', KEYS[j], ttl) elseif t > 0 then redis.call('EXPIRE', KEYS[j], t) end
 end
+if ARGV[1] == '' then return 1 end -- not fenced: its ops are idempotent themselves ('T')
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local wm = redis.call('HGET', KEYS[2], ARGV[1])
 if (not wm) or tonumber(wm) < tonumber(ARGV[3]) then redis.call('HSET', KEYS[2], ARGV[1], ARGV[3]) end
@@ -299,7 +303,7 @@ return 1
 """
 
 
-class WindowStore:
+class WindowStore(RedisLabelReads):
     """Per-model state in Redis (see the module docstring for the protocol).
 
     Implements :class:`~stream_guard.state.protocol.ModelState`. The client must decode
@@ -344,7 +348,7 @@ class WindowStore:
         values = self._redis.hmget(self.keys.fenced(fence)[0], list(sources))
         return {s: int(v) for s, v in zip(sources, values, strict=True) if v is not None}
 
-    def register_sources(self, sources: Sequence[str], now_ms: int) -> None:
+    def register_sources(self, sources: Sequence[str], now_ms: int, fence: Fence = Fence.EVENTS) -> None:
         """Make newly assigned partitions hold windows open until they send data or go idle.
 
         Without this, a partition whose first batch is still on its way would not count
@@ -354,14 +358,14 @@ class WindowStore:
             return
         pipe = self._redis.pipeline(transaction=False)
         for source in sources:
-            pipe.hsetnx(self.keys.watermarks, source, 0)
-            pipe.hset(self.keys.watermarks_seen, source, now_ms)
+            pipe.hsetnx(self.keys.fenced(fence)[1], source, 0)
+            pipe.hset(self.keys.fenced(fence)[2], source, now_ms)
         pipe.execute()
 
-    def touch_sources(self, sources: Sequence[str], now_ms: int) -> None:
+    def touch_sources(self, sources: Sequence[str], now_ms: int, fence: Fence = Fence.EVENTS) -> None:
         """Mark ``sources`` active at ``now_ms`` (partitions with a backlog), keeping their watermarks."""
         if sources:
-            self._redis.hset(self.keys.watermarks_seen, mapping=dict.fromkeys(sources, now_ms))
+            self._redis.hset(self.keys.fenced(fence)[2], mapping=dict.fromkeys(sources, now_ms))
 
     def apply(self, updates: Sequence[StateUpdate], now_ms: int, pipe: Any = None) -> Any:
         """Queue the scripts of ``updates`` on ``pipe`` (returned), or run them in one pipeline.

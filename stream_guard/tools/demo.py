@@ -184,6 +184,7 @@ def _run(
         "dead_lettered": stats.dead_lettered,
         "labels_matched": stats.labels_matched,
         "labels_unmatched": stats.labels_unmatched,
+        "labels_held": stats.labels_held,
         "alerts": stats.alerts,
         "accounted_for": stats.accounted == stats.consumed == produced,
     }

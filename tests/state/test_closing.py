@@ -47,6 +47,21 @@ def test_final_closes_every_open_window() -> None:
     assert state.open_windows() == []
 
 
+def test_a_window_not_ready_holds_it_and_every_later_window_until_final() -> None:
+    """ready(start) False keeps that due window open, and the ones after it: windows close in start order."""
+    state = state_with_windows(
+        BASE_MS + 1, BASE_MS + WINDOW_MS + 1, BASE_MS + 2 * WINDOW_MS + 1, BASE_MS + 9 * WINDOW_MS
+    )
+    waiting = BASE_MS + WINDOW_MS
+    closed = close_due_windows(state, lambda s: s.start_ms, now_ms=0, lease_ms=1_000, ready=lambda s: s != waiting)
+    assert closed.starts == [BASE_MS]
+    assert state.open_windows() == [waiting, waiting + WINDOW_MS, BASE_MS + 9 * WINDOW_MS]
+    closed = close_due_windows(state, lambda s: s.start_ms, now_ms=0, lease_ms=1_000, ready=lambda s: True)
+    assert closed.starts == [waiting, waiting + WINDOW_MS]
+    final = close_due_windows(state, lambda s: s.start_ms, now_ms=0, lease_ms=1_000, final=True, ready=lambda s: False)
+    assert final.starts == [BASE_MS + 9 * WINDOW_MS]
+
+
 def test_a_window_another_holder_claimed_is_skipped() -> None:
     """A held lease means someone else is closing the window: it is neither read nor finished here."""
     state = state_with_windows(BASE_MS + 1, BASE_MS + 3 * WINDOW_MS)

@@ -250,13 +250,22 @@ def every_op(h: Harness) -> None:
         detail=("d|nulls|x|*", "[1, 2]"),
         examples=(k.examples(BASE_MS, "nulls|x|*"), [{"offset": 7}], 3),
     )
+    later = k.bucket(BASE_MS + 60_000)
+    u.set_once(k.held("h1"), "held", 600, later, ["*|lh"])
+    u.zadd(k.held_index, BASE_MS, "h1")
+    u.set_once(k.prediction("e3"), "third", 600, later, ["*|st"])
+    u.set_once(k.held("h2"), "held", 600, later, ["*|lh"])
+    u.zadd(k.held_index, BASE_MS, "h2")
+    taken = [(k.held("h1"), k.prediction("e3"), "h1"), (k.held("h2"), k.held("h2"), "h2")]
+    u.take(taken, k.held_index, later, [("*|lm", 1), ("*|ae", 0.5)])
+    u.take(taken[:1], k.held_index, later, [("*|lm", 1), ("*|ae", 0.5)])
     assert {op for op, _ in split_ops(u.ops)} == set(Op), "the scenario uses every op"
     h.apply([u], now_ms=BASE_MS)
     h.log.append(("snapshot", snap(h.store.snapshot(BASE_MS))))
 
 
 def test_every_op_does_the_same(make_store: Factory, check: Callable[..., None]) -> None:
-    """Each op of the vocabulary (W H F S L P E X D Z R) writes the same keys, values and TTLs."""
+    """Each op of the vocabulary (W H F S L P E X D Z R C T) writes the same keys, values and TTLs."""
     h = make_store()
     every_op(h)
     k = h.keys
@@ -282,6 +291,9 @@ def test_every_op_does_the_same(make_store: Factory, check: Callable[..., None])
     assert dump[k.metrics_index] == ("zset", [(str(BASE_MS), float(BASE_MS))], True)
     assert dump[k.windows] == ("zset", [(str(BASE_MS), float(BASE_MS))], False)
     assert dump[k.applied] == ("hash", {A: "9"}, False)
+    # T took both held labels once (amounts times two): the second take found h1 gone and counted nothing.
+    assert dump[k.bucket(BASE_MS + 60_000)] == ("hash", {"*|lh": "2", "*|st": "1", "*|lm": "2", "*|ae": "1"}, True)
+    assert not {k.held("h1"), k.held("h2"), k.prediction("e3"), k.held_index} & set(dump)
     check(every_op)
 
 
@@ -993,3 +1005,133 @@ def test_a_window_holds_at_most_cap_distinct_findings(make_store: Factory, check
     )
     assert not [key for key in h.dump() if key.endswith(":x:unexpected_field|c|")]
     check(capped_findings_sequence)
+
+
+# --------------------------------------------------------------------------- held labels
+
+HOLD_S = 60
+
+
+def hold_sequence(h: Harness) -> None:
+    """Labels before their predictions: held, released by the events batch, expired, redelivered."""
+    k = h.keys
+    joiner = LabelJoiner(k, SETTINGS, hold_s=HOLD_S)
+    bucket = (BASE_MS // 60_000) * 60_000
+
+    def join(labels: list[Label]) -> None:
+        r = joiner.join(labels, h.store, now_ms=BASE_MS)
+        h.log.append(("join", r.matched, r.unmatched, r.held, r.skipped, r.event_ids))
+
+    def release(event_ids: list[str]) -> None:
+        r = joiner.release(event_ids, h.store, now_ms=BASE_MS)
+        h.log.append(("release", r.released, r.expired, r.event_ids))
+
+    early = [
+        Label("e0", 1, LABELS, 0, BASE_MS + 1_000),
+        Label("e1", 0, LABELS, 1, BASE_MS + 2_000),
+        Label("e0", 0, LABELS, 2, BASE_MS + 1_000),  # a second label of e0, which one already waits for
+    ]
+    join(early)
+    join(early)  # redelivered labels batch: fenced, nothing held twice
+    join([Label("e0", 1, LABELS, 3, BASE_MS + 1_000)])  # e0 is held already: unmatched
+    u = update(0, 0, BASE_MS + 500)
+    u.set_once(k.prediction("e0"), s.encode_prediction(bucket, ["a=1"], 1, 0.9), 600, k.bucket(bucket), ["*|st"])
+    h.apply([u], now_ms=BASE_MS)
+    release(["e0"])  # e0's prediction arrived: its held label joins it
+    release(["e0"])  # the events batch redelivered: nothing is held for e0 any more
+    h.apply([update(1, 1, BASE_MS + 2_000 + HOLD_S * 1000 - 1)], now_ms=BASE_MS)
+    release([])  # the events' watermark is not past e1's hold yet
+    h.apply([update(2, 2, BASE_MS + 2_000 + HOLD_S * 1000)], now_ms=BASE_MS)
+    release([])  # now it is: e1 expires
+    release([])  # and only once
+    h.log.append(("left", sorted(key for key in h.dump() if ":held" in key or ":pred:" in key)))
+
+
+def test_held_labels_are_released_or_expire_once_alike(make_store: Factory, check: Callable[..., None]) -> None:
+    """A label before its prediction is held, joined when the prediction is stored, or expired
+    once the events' watermark passed its time plus hold_s; redeliveries on either side count nothing twice."""
+    h = make_store()
+    hold_sequence(h)
+    k = h.keys
+    bucket = (BASE_MS // 60_000) * 60_000
+    assert h.log[:3] == [
+        ("join", 0, 1, 2, 0, []),
+        ("join", 0, 0, 0, 3, []),
+        ("join", 0, 1, 0, 0, []),
+    ]
+    assert [x for x in h.log if x[0] in ("release", "left")] == [
+        ("release", 1, 0, ["e0"]),
+        ("release", 0, 0, []),
+        ("release", 0, 0, []),
+        ("release", 0, 1, []),
+        ("release", 0, 0, []),
+        ("left", []),
+    ]
+    dump = h.dump()
+    assert dump[k.bucket(bucket)][1] == {
+        "*|st": "1",
+        "*|lh": "2",
+        "*|lu": "2",
+        "*|lm": "1",
+        "a=1|lm": "1",
+        "*|tp": "1",
+        "a=1|tp": "1",
+        "*|lr": "1",
+        "a=1|lr": "1",
+        "*|lx": "1",
+    }
+    check(hold_sequence)
+
+
+def test_a_held_regression_label_adds_its_errors_alike(make_store: Factory, check: Callable[..., None]) -> None:
+    """A released regression label adds absolute and squared errors (floats through T) as a direct join does."""
+
+    def sequence(h: Harness) -> None:
+        k = h.keys
+        joiner = LabelJoiner(k, REGRESSION, hold_s=HOLD_S)
+        bucket = (BASE_MS // 60_000) * 60_000
+        joiner.join([Label("r0", 1.0, LABELS, 0, BASE_MS)], h.store, now_ms=BASE_MS)
+        u = update(0, 0, BASE_MS)
+        u.set_once(k.prediction("r0"), s.encode_prediction(bucket, [], 2.5, None), 600, k.bucket(bucket), ["*|st"])
+        h.apply([u], now_ms=BASE_MS)
+        released = joiner.release(["r0"], h.store, now_ms=BASE_MS)
+        h.log.append(("bucket", released.released, h.dump()[k.bucket(bucket)][1]))
+
+    h = make_store()
+    sequence(h)
+    assert h.log[-1] == (
+        "bucket",
+        1,
+        {"*|lh": "1", "*|st": "1", "*|lm": "1", "*|ae": "1.5", "*|se": "2.25", "*|lr": "1"},
+    )
+    check(sequence)
+
+
+def label_watermark_sequence(h: Harness) -> None:
+    store = h.store
+    h.log.append(("none known", store.label_watermark(0)))
+    store.register_sources([LABELS, "fraud.labels:1"], 0, Fence.LABELS)
+    h.apply([update(0, 4, BASE_MS + 5_000, LABELS, fence=Fence.LABELS)], now_ms=0)
+    h.log.append(("slowest", store.label_watermark(0), store.global_watermark(0)))
+    h.apply([update(0, 1, BASE_MS + 9_000, "fraud.labels:1", fence=Fence.LABELS)], now_ms=0)
+    h.log.append(("both", store.label_watermark(0)))
+    store.touch_sources([LABELS], IDLE_MS + 1, Fence.LABELS)
+    h.log.append(("one idle", store.label_watermark(IDLE_MS + 1)))
+    h.log.append(("all idle", store.label_watermark(10 * IDLE_MS)))
+
+
+def test_the_label_watermark_follows_the_slowest_active_labels_partition(
+    make_store: Factory, check: Callable[..., None]
+) -> None:
+    """The label watermark: min over active labels partitions (registered ones hold it at 0), apart
+    from the events' watermark; -inf before any is known, inf once all are idle."""
+    h = make_store()
+    label_watermark_sequence(h)
+    assert [x for x in h.log if x[0] != "apply"] == [
+        ("none known", -math.inf),
+        ("slowest", 0.0, math.inf),
+        ("both", float(BASE_MS + 5_000)),
+        ("one idle", float(BASE_MS + 5_000)),
+        ("all idle", math.inf),
+    ]
+    check(label_watermark_sequence)

@@ -9,6 +9,7 @@ import pytest
 
 from stream_guard.checkpoint import Checkpoint, Rejected, Sinks
 from stream_guard.errors import DeliveryError, UndecodablePayloadError
+from stream_guard.metrics.holding import ReleaseResult
 from stream_guard.metrics.labels import JoinResult, Label
 from stream_guard.source import Source
 from stream_guard.state.window_store import StateUpdate
@@ -39,6 +40,10 @@ class Journal:
         self._do("join", topic)
         return JoinResult(matched=len(labels), last_offsets={f"{topic}:0": labels[-1].offset})
 
+    def release(self, updates: Mapping[str, Sequence[StateUpdate]], now_ms: int) -> dict[str, ReleaseResult]:
+        self._do("release", sorted(updates))
+        return {model: ReleaseResult() for model in updates}
+
     def commit(self, offsets: Mapping[Source, int]) -> None:
         self._do("commit", dict(offsets))
 
@@ -55,7 +60,7 @@ def _checkpoint() -> Checkpoint:
 
 
 def test_steps_run_in_the_documented_order() -> None:
-    """Dead letters acked, then Redis, then labels, then the offsets: the next one of every partition."""
+    """Dead letters acked, then Redis, then labels, then held labels released, then the offsets."""
     journal = Journal()
     result = _checkpoint().commit(journal.sinks(), now_ms=1)
     offsets = {Source("events", 0): 20, Source("events", 1): 8, Source("labels", 0): 5}
@@ -64,6 +69,7 @@ def test_steps_run_in_the_documented_order() -> None:
         ("flush", None),
         ("apply", ["fraud"]),
         ("join", "labels"),
+        ("release", ["fraud"]),
         ("commit", offsets),
     ]
     assert result.offsets == offsets
@@ -71,14 +77,14 @@ def test_steps_run_in_the_documented_order() -> None:
     assert result.joins["labels"].matched == 2
 
 
-@pytest.mark.parametrize("failing", ["flush", "apply", "join", "commit"])
+@pytest.mark.parametrize("failing", ["flush", "apply", "join", "release", "commit"])
 def test_a_failing_step_stops_every_later_one(failing: str) -> None:
     """Nothing after a failed step runs, so no offset is committed past state that is not durable."""
     journal = Journal(fail=failing)
     with pytest.raises(DeliveryError):
         _checkpoint().commit(journal.sinks(), now_ms=1)
     done = [step for step, _ in journal.steps]
-    order = ["dead_letter", "flush", "apply", "join", "commit"]
+    order = ["dead_letter", "flush", "apply", "join", "release", "commit"]
     assert done == order[: order.index(failing)]
 
 

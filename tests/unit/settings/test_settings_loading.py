@@ -175,6 +175,11 @@ def test_env_override_into_non_section_is_reported(config_dir: Path) -> None:
             id="confluent-without-registry",
         ),
         pytest.param(
+            VALID + '\n[models.labels]\ntopic = "fraud.labels"\nhold_s = -1\n',
+            "models[0] (fraud).labels.hold_s: must be 0 (no holding) or positive, got -1",
+            id="negative-hold",
+        ),
+        pytest.param(
             VALID.replace('name = "fraud"', 'name = "fr:aud"'),
             "models[0] (fr:aud): name may not contain ':'",
             id="name-with-colon",

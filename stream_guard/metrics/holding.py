@@ -1,0 +1,204 @@
+"""Labels that arrive before their prediction: held, then joined when it arrives, or expired.
+
+A backlog delivers the labels topic and the events topic at once, so a label is often read
+before the event whose prediction it judges. Instead of counting it unmatched,
+:class:`~stream_guard.metrics.labels.LabelJoiner` *holds* it: ``sg:{m}:held:<event_id>``
+keeps its label, time and source offset, ``sg:{m}:m:held`` indexes it by label time, and
+``*|lh`` counts it in the bucket of its time. Holding is part of the labels batch's fenced
+update, so a redelivered labels batch holds nothing twice.
+
+A hold ends one of two ways, each through the take op (``T``), which counts only if the
+held label is still there, so whichever worker or retry ends it first counts it, once:
+
+* **released**: after an events batch stored its predictions, the held labels of that batch's
+  event ids are joined (:func:`release_held`): the label-based counters go to the prediction's
+  bucket and slices (``lm``, the confusion counts or errors, and ``lr``), and both the held
+  label and the prediction are deleted. One read and one script per events batch, whatever
+  its size;
+* **expired**: once the events' global watermark passed a held label's time plus ``hold_s``,
+  its prediction is not coming (events arrive in event-time order within the allowed
+  lateness, and a prediction is not later than its label): the label is deleted and counted
+  ``*|lx`` in the bucket of its time. Its prediction is looked up once more first: one
+  stored while the label was being held (two workers at the same moment, or a worker that
+  stopped between storing predictions and releasing) joins it then, released late. An idle
+  events stream (watermark ``inf``) expires nothing: the holds wait for events to flow again.
+
+Expiry runs in event time, so a replay of the same backlog expires the same labels however
+the two topics interleave.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from stream_guard.metrics import store as s
+from stream_guard.state.keys import Fence
+from stream_guard.state.protocol import LabelState
+from stream_guard.state.update import StateUpdate
+
+#: Per joined label (a frame with ``pred``, ``label`` and, regression, ``y``): its prediction's
+#: bucket, slices and label-based counters, as ``LabelJoiner._outcomes`` computes them.
+Outcomes = Callable[[pd.DataFrame], pd.DataFrame]
+
+
+@dataclass
+class ReleaseResult:
+    """What one events batch did to the held labels."""
+
+    #: Held labels joined to a prediction this batch stored.
+    released: int = 0
+    #: Held labels whose hold ran out.
+    expired: int = 0
+    #: Released event ids, in the order asked.
+    event_ids: list[str] = field(default_factory=list)
+
+
+def encode_held(label: Any, ts_ms: int, source: str, offset: int) -> str:
+    return json.dumps({"label": label, "ts": int(ts_ms), "src": source, "offset": int(offset)}, default=str)
+
+
+def decode_held(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    return value if isinstance(value, dict) and "ts" in value else None
+
+
+def hold_labels(update: StateUpdate, keys: s.MetricKeys, rows: pd.DataFrame, bucket_ms: int, ttl_s: int) -> None:
+    """Hold each row's label (``event_id``, ``label``, ``ts``, ``src``, ``offset``) in ``update``."""
+    for event_id, label, ts, src, offset in zip(
+        rows["event_id"], rows["label"], rows["ts"], rows["src"], rows["offset"], strict=True
+    ):
+        bucket = (int(ts) // bucket_ms) * bucket_ms
+        value = encode_held(_plain(label), int(ts), str(src), int(offset))
+        update.set_once(keys.held(event_id), value, ttl_s, keys.bucket(bucket), [s.field_name(s.ALL, s.HELD)])
+        update.zadd(keys.held_index, int(ts), str(event_id))
+        s.register_bucket(update, keys, bucket, ttl_s)
+
+
+def stored_event_ids(updates: Sequence[StateUpdate], keys: s.MetricKeys) -> list[str]:
+    """The event ids whose predictions ``updates`` store (their ``pred:`` keys), sorted."""
+    prefix = keys.prediction("")
+    return sorted({key[len(prefix) :] for u in updates for key in u.keys if key.startswith(prefix)})
+
+
+def release_held(
+    event_ids: Sequence[str],
+    state: LabelState,
+    *,
+    keys: s.MetricKeys,
+    outcomes: Outcomes,
+    regression: bool,
+    hold_ms: int,
+    bucket_ms: int,
+    retention_s: int,
+    now_ms: int,
+) -> ReleaseResult:
+    """Join the held labels of ``event_ids`` to their just stored predictions, and expire the
+    holds the events' watermark has passed by ``hold_ms``: one read, one script.
+
+    Only when the oldest hold has run out, two more reads: the holds that ran out, and their
+    predictions, looked up once more before they expire. A prediction stored while its label
+    was being held (by another worker at the same moment, or before a worker stopped between
+    storing it and releasing) joins its label then instead.
+    """
+    result = ReleaseResult()
+    ids = list(event_ids)
+    inputs = state.held_inputs(ids, now_ms)
+    found = _joinable(ids, inputs.held, inputs.predictions)
+    ran_out: list[tuple[str, int]] = []
+    horizon = inputs.events_watermark - hold_ms
+    if math.isfinite(horizon) and inputs.oldest_ms is not None and inputs.oldest_ms <= horizon:
+        taken = {x[0] for x in found}
+        ran_out = [(event_id, ts) for event_id, ts in state.held_until(int(horizon)) if event_id not in taken]
+    if ran_out:
+        late = [event_id for event_id, _ in ran_out]
+        again = state.held_inputs(late, now_ms)
+        joinable = _joinable(late, again.held, again.predictions)
+        joined = {x[0] for x in joinable}
+        found += joinable
+        ran_out = [(event_id, ts) for event_id, ts in ran_out if event_id not in joined]
+    update = StateUpdate("", 0, 0, 0, fence=Fence.LABELS, ttl_s=retention_s)
+    if found:
+        frame = pd.DataFrame(
+            {
+                "src": [""] * len(found),
+                "event_id": [x[0] for x in found],
+                "label": [x[1]["label"] for x in found],
+                "pred": [x[2] for x in found],
+            }
+        )
+        if regression:
+            frame["y"] = frame["label"].map(_number)
+        _take_joined(update, keys, frame, outcomes(frame), retention_s)
+        result.event_ids = frame["event_id"].tolist()
+        result.released = len(found)
+    by_bucket: dict[int, list[tuple[str, str, str]]] = defaultdict(list)
+    for event_id, ts in ran_out:
+        by_bucket[(ts // bucket_ms) * bucket_ms].append((keys.held(event_id), keys.held(event_id), event_id))
+    for bucket, group in sorted(by_bucket.items()):
+        update.take(group, keys.held_index, keys.bucket(bucket), [(s.field_name(s.ALL, s.EXPIRED), 1)])
+        s.register_bucket(update, keys, bucket, retention_s)
+        result.expired += len(group)
+    if update.ops:
+        state.apply([update], now_ms)
+    return result
+
+
+def _joinable(
+    event_ids: Sequence[str], held: Sequence[str | None], predictions: Sequence[str | None]
+) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(event id, held label, prediction) of the event ids that have both."""
+    return [
+        (event_id, label, pred)
+        for event_id, text, stored in zip(event_ids, held, predictions, strict=True)
+        if (label := decode_held(text)) is not None and (pred := s.decode_prediction(stored)) is not None
+    ]
+
+
+def _take_joined(
+    update: StateUpdate, keys: s.MetricKeys, frame: pd.DataFrame, outcome: pd.DataFrame, retention_s: int
+) -> None:
+    """One take per (bucket, increments): labels that add the same counters are taken together."""
+    metrics = [c for c in outcome.columns if c not in ("src", "bucket", "slices")]
+    values = outcome[metrics].to_numpy(dtype=float)
+    groups: dict[tuple[int, tuple[tuple[str, float], ...]], list[tuple[str, str, str]]] = defaultdict(list)
+    for event_id, bucket, slices, row in zip(
+        frame["event_id"], outcome["bucket"].tolist(), outcome["slices"], values, strict=True
+    ):
+        amounts: list[tuple[str, float]] = []
+        for slice_ in slices:
+            for metric, amount in zip(metrics, row.tolist(), strict=True):
+                if amount and metric in s.FLOAT_METRICS:
+                    amounts.append((s.field_name(slice_, metric), float(amount)))
+                elif amount:
+                    amounts.append((s.field_name(slice_, metric), round(amount)))
+            amounts.append((s.field_name(slice_, s.RELEASED), 1))
+        groups[(int(bucket), tuple(amounts))].append((keys.held(event_id), keys.prediction(event_id), event_id))
+    for (bucket, amounts_), taken in groups.items():
+        update.take(taken, keys.held_index, keys.bucket(bucket), amounts_)
+    for bucket in sorted({bucket for bucket, _ in groups}):
+        s.register_bucket(update, keys, bucket, retention_s)
+
+
+def _plain(value: Any) -> Any:
+    """A label value JSON keeps as it is (numpy scalars as Python ones)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
