@@ -2,22 +2,26 @@
 
 A slice ``P`` is the *parent* of the slices that add one field to it: ``*`` of every
 ``field=value``, ``device_type=android`` of ``device_type=android,is_new_user=True``.
-The children of ``P`` that add the same field form one *family*. For each flagged
-parent (fewest fields first) and each of its families with a flagged child, the tested
-children (those with enough support) decide, with ``share`` = 0.5:
+The children of ``P`` that add the same field form one *family*. For each flagged (or
+significant, see below) parent, fewest fields first, and each of its families with a
+flagged child, the *others* (the family's tested children that are not flagged) decide,
+by their support-weighted mean effect against ``share`` (0.5) x the parent's effect:
 
-* **the parent explains its children** when every tested child of the family is worse
-  than its baseline by at least ``share`` x the parent's effect (the drop is spread over
-  the family): the flagged children become evidence of the parent's alert;
-* **one child explains the parent** when exactly one child of the family is flagged and
-  every other tested child is worse by less than ``share`` x the parent's effect (the
-  parent is low only because of it): the parent becomes evidence of that child's alert.
+* **the parent explains its children** when the others are about as low (mean effect at
+  least ``share`` x the parent's; or there are no others): the drop is spread over the
+  family, and the flagged children become evidence of the parent's alert;
+* **the children explain the parent** when the others are near their baseline (mean
+  effect below ``share`` x the parent's): the parent is low only because of the flagged
+  children, and becomes evidence of the one that contributes most (support x effect).
 
 A slice is attributed to the first parent or child that claims it, and attribution
-follows chains (``country=US`` -> ``*`` -> ``device_type=android``). Each remaining
-flagged slice alerts once, listing the slices attributed to it. A slice whose deficit
-is explained by a flagged value of an *unrelated* feature (``country=US`` low only because
-android traffic is heavy there) is not merged unless ``*`` links them.
+follows chains (``country=US`` -> ``*`` -> ``device_type=android``). A parent that is
+significantly low but below the minimum effect (typically ``*`` when one group drops)
+can link such a chain, but is no alert of its own: a chain that ends on it is undone and
+its slices alert themselves. Each remaining flagged slice alerts once, listing the
+flagged slices attributed to it. A slice whose deficit is explained by a flagged value of
+an *unrelated* feature (``country=US`` low only because android traffic is heavy there)
+is merged only through such a ``*`` chain; no other overlap is resolved.
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ def attribute(tests: Sequence[SliceTest], share: float = SHARE) -> list[Attribut
     ----------
     tests
         Every slice tested on one metric in one evaluation, flagged or not (the unflagged
-        children decide whether a parent explains its family).
+        children decide whether a parent explains its family; significant ones link chains).
     share
         A child worse by at least ``share`` x its parent's effect is "about as low".
 
@@ -70,8 +74,10 @@ def attribute(tests: Sequence[SliceTest], share: float = SHARE) -> list[Attribut
         In the order of ``tests``; each flagged slice appears once, as an alert or as evidence.
     """
     flagged = [t for t in tests if t.flagged]
+    alerting = {t.slice for t in flagged}
     owner: dict[str, str] = {}
-    for parent in sorted(flagged, key=lambda t: (len(parse_slice(t.slice)), t.slice)):
+    parents = [t for t in tests if t.flagged or t.significant]
+    for parent in sorted(parents, key=lambda t: (len(parse_slice(t.slice)), t.slice)):
         if parent.effect <= 0:
             continue
         bar = share * parent.effect
@@ -79,17 +85,22 @@ def attribute(tests: Sequence[SliceTest], share: float = SHARE) -> list[Attribut
             low = [c for c in family if c.flagged]
             if not low:
                 continue
-            if all(c.effect >= bar for c in family):
+            others = [c for c in family if not c.flagged]
+            weight = sum(c.support for c in others)
+            spread = not others or sum(c.support * c.effect for c in others) / max(weight, 1) >= bar
+            if spread:
                 for child in low:
                     owner.setdefault(child.slice, parent.slice)
-            elif len(low) == 1 and all(c.effect < bar for c in family if c is not low[0]):
-                owner.setdefault(parent.slice, low[0].slice)
+            else:
+                cause = max(low, key=lambda c: (c.support * c.effect, c.slice))
+                owner.setdefault(parent.slice, cause.slice)
+    roots = {t.slice: _root(t.slice, owner) for t in flagged}
+    roots = {name: root if root in alerting else name for name, root in roots.items()}
     evidence: dict[str, list[SliceTest]] = defaultdict(list)
     for t in flagged:
-        root = _root(t.slice, owner)
-        if root != t.slice:
-            evidence[root].append(t)
-    return [Attributed(t, tuple(evidence[t.slice])) for t in flagged if _root(t.slice, owner) == t.slice]
+        if roots[t.slice] != t.slice:
+            evidence[roots[t.slice]].append(t)
+    return [Attributed(t, tuple(evidence[t.slice])) for t in flagged if roots[t.slice] == t.slice]
 
 
 def _root(name: str, owner: dict[str, str]) -> str:

@@ -41,7 +41,8 @@ class SliceTest:
 
     ``effect`` is how much worse than the baseline the slice is (positive = worse; MAE:
     relative); ``p`` the Benjamini-Hochberg adjusted p-value over the slices tested
-    together, ``p_raw`` the test's own.
+    together, ``p_raw`` the test's own. ``significant``: the test rejected; ``flagged``:
+    it rejected and the effect reached the minimum.
     """
 
     metric: str
@@ -55,6 +56,7 @@ class SliceTest:
     p: float
     effect: float
     flagged: bool
+    significant: bool = False
 
 
 def effect(metric: str, value: float, baseline: float) -> float:
@@ -156,11 +158,8 @@ def slice_tests(
     out = []
     for (name, (value, base_value, p, n, n_base), src), hit, q in zip(pending, rejected, adjusted, strict=True):
         size = effect(metric, value, base_value)
-        out.append(
-            SliceTest(
-                metric, name, value, base_value, src, n, n_base, p, float(q), size, bool(hit) and size >= min_effect
-            )
-        )
+        flagged = bool(hit) and size >= min_effect
+        out.append(SliceTest(metric, name, value, base_value, src, n, n_base, p, float(q), size, flagged, bool(hit)))
     return out
 
 
@@ -178,7 +177,18 @@ def fairness_tests(
         if size > max_gap:
             out.append(
                 SliceTest(
-                    metric, u.slice, u.value, u.rest_value, REST, u.support, u.rest_support, u.p_raw, u.p, size, True
+                    metric,
+                    u.slice,
+                    u.value,
+                    u.rest_value,
+                    REST,
+                    u.support,
+                    u.rest_support,
+                    u.p_raw,
+                    u.p,
+                    size,
+                    True,
+                    True,
                 )
             )
     return out
