@@ -10,9 +10,11 @@ by their support-weighted mean effect against ``share`` (0.5) x the parent's eff
 * **the parent explains its children** when the others are about as low (mean effect at
   least ``share`` x the parent's; or there are no others): the drop is spread over the
   family, and the flagged children become evidence of the parent's alert;
-* **the children explain the parent** when the others are near their baseline (mean
-  effect below ``share`` x the parent's): the parent is low only because of the flagged
-  children, and becomes evidence of the one that contributes most (support x effect).
+* **the children explain the parent** when the others are near their baseline: the
+  one-sided 95 % upper bound of their mean effect (mean + 1.645 standard errors) is below
+  ``share`` x the parent's effect. The parent is low only because of the flagged
+  children, and becomes evidence of the one that contributes most (support x effect);
+* otherwise (the others are less low, but too few to tell) parent and children alert.
 
 A slice is attributed to the first parent or child that claims it, and attribution
 follows chains (``country=US`` -> ``*`` -> ``device_type=android``). A parent that is
@@ -26,6 +28,7 @@ is merged only through such a ``*`` chain; no other overlap is resolved.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +38,8 @@ from stream_guard.metrics.slices import parse_slice
 
 #: A child's effect, as a share of its parent's, that counts as "about as low as the parent".
 SHARE = 0.5
+#: The others are "near their baseline" when their effect's one-sided 95 % upper bound is below the bar.
+Z_NEAR = 1.645
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,8 @@ def attribute(tests: Sequence[SliceTest], share: float = SHARE) -> list[Attribut
     Returns
     -------
     list of Attributed
-        In the order of ``tests``; each flagged slice appears once, as an alert or as evidence.
+        In the order of ``tests``; each flagged slice appears once, as an alert or as
+        evidence (the alert's own crossings and parents first).
     """
     flagged = [t for t in tests if t.flagged]
     alerting = {t.slice for t in flagged}
@@ -86,12 +92,11 @@ def attribute(tests: Sequence[SliceTest], share: float = SHARE) -> list[Attribut
             if not low:
                 continue
             others = [c for c in family if not c.flagged]
-            weight = sum(c.support for c in others)
-            spread = not others or sum(c.support * c.effect for c in others) / max(weight, 1) >= bar
-            if spread:
+            mean, se = _pooled_effect(others)
+            if not others or mean >= bar:
                 for child in low:
                     owner.setdefault(child.slice, parent.slice)
-            else:
+            elif mean + Z_NEAR * se < bar:
                 cause = max(low, key=lambda c: (c.support * c.effect, c.slice))
                 owner.setdefault(parent.slice, cause.slice)
     roots = {t.slice: _root(t.slice, owner) for t in flagged}
@@ -100,7 +105,28 @@ def attribute(tests: Sequence[SliceTest], share: float = SHARE) -> list[Attribut
     for t in flagged:
         if roots[t.slice] != t.slice:
             evidence[roots[t.slice]].append(t)
-    return [Attributed(t, tuple(evidence[t.slice])) for t in flagged if roots[t.slice] == t.slice]
+    return [Attributed(t, _closest_first(t.slice, evidence[t.slice])) for t in flagged if roots[t.slice] == t.slice]
+
+
+def _closest_first(name: str, evidence: list[SliceTest]) -> tuple[SliceTest, ...]:
+    """Evidence with the slice's own crossings and parents first, then the rest, each by name."""
+    parts = set(parse_slice(name).items())
+
+    def related(t: SliceTest) -> bool:
+        other = set(parse_slice(t.slice).items())
+        return bool(other) and (other <= parts or parts <= other)
+
+    return tuple(sorted(evidence, key=lambda t: (not related(t), t.slice)))
+
+
+def _pooled_effect(tests: Sequence[SliceTest]) -> tuple[float, float]:
+    """Support-weighted mean effect of ``tests`` and its standard error (``(0, 0)`` when empty)."""
+    total = sum(t.support for t in tests)
+    if total <= 0:
+        return 0.0, 0.0
+    mean = sum(t.support * t.effect for t in tests) / total
+    se = math.sqrt(sum((t.support * t.effect_se) ** 2 for t in tests)) / total
+    return mean, se
 
 
 def _root(name: str, owner: dict[str, str]) -> str:

@@ -57,6 +57,8 @@ class SliceTest:
     effect: float
     flagged: bool
     significant: bool = False
+    #: Standard error of ``effect`` (proportions; 0 for MAE, whose effect is relative).
+    effect_se: float = 0.0
 
 
 def effect(metric: str, value: float, baseline: float) -> float:
@@ -159,39 +161,22 @@ def slice_tests(
     for (name, (value, base_value, p, n, n_base), src), hit, q in zip(pending, rejected, adjusted, strict=True):
         size = effect(metric, value, base_value)
         flagged = bool(hit) and size >= min_effect
-        out.append(SliceTest(metric, name, value, base_value, src, n, n_base, p, float(q), size, flagged, bool(hit)))
+        se = 0.0 if metric == "mae" else math.sqrt(value * (1 - value) / n + base_value * (1 - base_value) / n_base)
+        out.append(
+            SliceTest(metric, name, value, base_value, src, n, n_base, p, float(q), size, flagged, bool(hit), se)
+        )
     return out
 
 
 def fairness_tests(
     rollup: Rollup, metric: str, max_gap: float, *, min_support: int = 100, alpha: float = 0.01
 ) -> list[SliceTest]:
-    """Slices worse than the rest of the traffic significantly and by more than ``max_gap``.
+    """Every slice against the rest of the traffic; flagged when significantly worse by ``max_gap`` or more.
 
-    The slice-vs-rest test of :func:`~stream_guard.metrics.performance.slice_underperformance`
-    (Benjamini-Hochberg across the slices), kept when the gap exceeds the tolerance.
+    The slice-vs-rest test (Benjamini-Hochberg across the slices) with the fairness
+    tolerance as the minimum effect, whatever the slice's own baseline.
     """
-    out = []
-    for u in slice_underperformance(rollup, metric, min_support, alpha):
-        size = effect(metric, u.value, u.rest_value)
-        if size > max_gap:
-            out.append(
-                SliceTest(
-                    metric,
-                    u.slice,
-                    u.value,
-                    u.rest_value,
-                    REST,
-                    u.support,
-                    u.rest_support,
-                    u.p_raw,
-                    u.p,
-                    size,
-                    True,
-                    True,
-                )
-            )
-    return out
+    return slice_tests(rollup, None, metric, source=REST, min_support=min_support, alpha=alpha, min_effect=max_gap)
 
 
 def reference_rollup(reference: ReferencePerformance) -> Rollup:

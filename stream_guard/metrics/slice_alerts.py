@@ -144,7 +144,7 @@ class PerformanceEvaluator:
                 unfair = fairness_tests(
                     rollup, metric, self.max_gap[metric], min_support=self.min_support, alpha=self.alpha
                 )
-                extra = [Attributed(t) for t in unfair if t.slice not in covered]
+                extra = [a for a in attribute(unfair) if a.test.slice not in covered]
                 alerts += slice_alerts(
                     model.name, rollup, extra, reference, severity=self.severity, max_gap=self.max_gap[metric]
                 )
