@@ -109,12 +109,12 @@ def attribute(tests: Sequence[SliceTest], share: float = SHARE) -> list[Attribut
 
 
 def _closest_first(name: str, evidence: list[SliceTest]) -> tuple[SliceTest, ...]:
-    """Evidence with the slice's own crossings and parents first, then the rest, each by name."""
+    """Evidence with the slice's own parents (``*`` included) and crossings first, then the rest, each by name."""
     parts = set(parse_slice(name).items())
 
     def related(t: SliceTest) -> bool:
         other = set(parse_slice(t.slice).items())
-        return bool(other) and (other <= parts or parts <= other)
+        return other <= parts or parts <= other
 
     return tuple(sorted(evidence, key=lambda t: (not related(t), t.slice)))
 

@@ -197,11 +197,11 @@ def test_a_known_bias_is_published_once_across_evaluations(biased_reference: Mod
     """Hourly evaluations through the incident lifecycle (windows closing in between): one FIRING known_bias."""
     keys = ModelKeys("sg", "fraud")
     tracker = IncidentTracker(MemoryState(keys, window_ms=WINDOW_MS, lateness_ms=0), settings=LifecycleSettings())
-    live = labelled_frame(12, 5_000, android_misses=0.25)
+    live = rollup_of(biased_reference, labelled_frame(12, 5_000, android_misses=0.25))
     published = []
     for start in range(T0, T0 + 5 * HOUR_MS, WINDOW_MS):
         end = start + WINDOW_MS
-        rollups = {(end - LOOKBACK_MS, end): rollup_of(biased_reference, live, end - LOOKBACK_MS, end)}
+        rollups = {(end - LOOKBACK_MS, end): Rollup(dict(live), end - LOOKBACK_MS, end, 1)}
         evaluator = PerformanceEvaluator({"fraud": FixedReader(rollups)}, metrics=["recall"])
         raised = evaluator(biased_reference, WindowSnapshot(start, end, {}))
         out = tracker.publishable(raised)

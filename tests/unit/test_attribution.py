@@ -1,0 +1,72 @@
+"""Hierarchical attribution: a parent explains its crossings, or one crossing explains its parent."""
+
+from __future__ import annotations
+
+from labelled_frames import fraud_model, labelled_frame, rollup_of
+
+from stream_guard.metrics.attribution import attribute
+from stream_guard.metrics.baseline import REFERENCE, SliceTest, slice_tests
+
+
+def result(name: str, drop: float, support: int = 2000, *, flagged: bool | None = None) -> SliceTest:
+    """A recall test of ``name``, ``drop`` below a 0.60 baseline; flagged when the drop reaches 0.05."""
+    value = 0.60 - drop
+    se = (value * (1 - value) / support + 0.24 / support) ** 0.5
+    hit = drop >= 0.05 if flagged is None else flagged
+    return SliceTest("recall", name, value, 0.60, REFERENCE, support, support, 1e-6, 1e-5, drop, hit, hit, se)
+
+
+ANDROID = "device_type=android"
+NEW, OLD = f"{ANDROID},is_new_user=True", f"{ANDROID},is_new_user=False"
+
+
+def test_a_parent_whose_crossings_are_all_about_as_low_alerts_alone() -> None:
+    """android low, both of its is_new_user crossings low about as much: one alert on android, the crossings as evidence."""
+    tests = [
+        result(ANDROID, 0.10, 4000),
+        result(NEW, 0.09, 400),
+        result(OLD, 0.10, 3600),
+        result("device_type=ios", 0.0),
+    ]
+    (alert,) = attribute(tests)
+    assert alert.test.slice == ANDROID
+    assert [e.slice for e in alert.evidence] == [OLD, NEW]
+
+
+def test_a_crossing_that_alone_explains_its_parent_alerts_with_the_parent_as_evidence() -> None:
+    """Only new android users are low and android is low only because of them: the crossing alerts, android is evidence."""
+    tests = [
+        result(ANDROID, 0.06, 4000),
+        result(NEW, 0.30, 800),
+        result(OLD, 0.0, 3200),
+        result("device_type=ios", 0.0),
+    ]
+    (alert,) = attribute(tests)
+    assert alert.test.slice == NEW
+    assert [e.slice for e in alert.evidence] == [ANDROID]
+
+
+def test_a_family_in_between_keeps_both_alerts() -> None:
+    """The unflagged crossing is less low than half the parent's drop but too small to tell: parent and crossing alert."""
+    tests = [result(ANDROID, 0.10, 4000), result(NEW, 0.02, 60), result(OLD, 0.11, 3940)]
+    assert sorted(a.test.slice for a in attribute(tests)) == [ANDROID, OLD]
+
+
+def test_unrelated_slices_are_not_merged_without_a_link() -> None:
+    """country=GB low on its own, not a parent or crossing of android (and * not significant): two alerts."""
+    tests = [result(ANDROID, 0.10), result("country=GB", 0.08), result("*", 0.01, 20_000, flagged=False)]
+    assert sorted(a.test.slice for a in attribute(tests)) == ["country=GB", ANDROID]
+
+
+def test_all_traffic_links_the_countries_a_device_fault_drags_down() -> None:
+    """Live android misses after a clean reference: * is low through android, the countries through *: one alert."""
+    model = fraud_model()
+    reference = rollup_of(model, labelled_frame(41, 30_000))
+    live = rollup_of(model, labelled_frame(42, 20_000, android_misses=0.3))
+    tests = slice_tests(live, dict(reference), "recall", min_support=100, alpha=0.01, min_effect=0.05)
+    flagged = {t.slice for t in tests if t.flagged}
+    assert {ANDROID, "*", "country=US"} <= flagged
+    (alert,) = attribute(tests)
+    assert alert.test.slice == ANDROID
+    assert {e.slice for e in alert.evidence} == flagged - {ANDROID}
+    assert [e.slice for e in alert.evidence][:3] == ["*", OLD, NEW]  # its own parent and crossings first
