@@ -5,7 +5,9 @@ A slice ``P`` is the *parent* of the slices that add one field to it: ``*`` of e
 The children of ``P`` that add the same field form one *family*. For each flagged (or
 significant, see below) parent, fewest fields first, and each of its families with a
 flagged child, the *others* (the family's tested children that are not flagged) decide,
-by their support-weighted mean effect against ``share`` (0.5) x the parent's effect:
+by their support-weighted mean effect against ``share`` (0.5) x the parent's effect (a
+child's effect is against its own baseline; when parent or child was compared with the
+rest of traffic, the child's value is taken against the parent's baseline instead):
 
 * **the parent explains its children** when the others are about as low (mean effect at
   least ``share`` x the parent's; or there are no others): the drop is spread over the
@@ -33,7 +35,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from stream_guard.metrics.baseline import SliceTest
+from stream_guard.metrics.baseline import REST, SliceTest, effect
 from stream_guard.metrics.slices import parse_slice
 
 #: A child's effect, as a share of its parent's, that counts as "about as low as the parent".
@@ -92,7 +94,7 @@ def attribute(tests: Sequence[SliceTest], share: float = SHARE) -> list[Attribut
             if not low:
                 continue
             others = [c for c in family if not c.flagged]
-            mean, se = _pooled_effect(others)
+            mean, se = _pooled_effect(others, parent)
             if not others or mean >= bar:
                 for child in low:
                     owner.setdefault(child.slice, parent.slice)
@@ -119,12 +121,23 @@ def _closest_first(name: str, evidence: list[SliceTest]) -> tuple[SliceTest, ...
     return tuple(sorted(evidence, key=lambda t: (not related(t), t.slice)))
 
 
-def _pooled_effect(tests: Sequence[SliceTest]) -> tuple[float, float]:
-    """Support-weighted mean effect of ``tests`` and its standard error (``(0, 0)`` when empty)."""
+def _child_effect(child: SliceTest, parent: SliceTest) -> float:
+    """The child's effect, against the parent's baseline when either was compared with the rest.
+
+    Against the rest of traffic a crossing's rest holds its siblings, so its own effect is
+    diluted; its value against the parent's rest is what compares with the parent's effect.
+    """
+    if REST in (child.source, parent.source):
+        return effect(child.metric, child.value, parent.baseline)
+    return child.effect
+
+
+def _pooled_effect(tests: Sequence[SliceTest], parent: SliceTest) -> tuple[float, float]:
+    """Support-weighted mean effect of ``tests`` (see :func:`_child_effect`) and its standard error."""
     total = sum(t.support for t in tests)
     if total <= 0:
         return 0.0, 0.0
-    mean = sum(t.support * t.effect for t in tests) / total
+    mean = sum(t.support * _child_effect(t, parent) for t in tests) / total
     se = math.sqrt(sum((t.support * t.effect_se) ** 2 for t in tests)) / total
     return mean, se
 

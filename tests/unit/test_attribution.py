@@ -70,3 +70,16 @@ def test_all_traffic_links_the_countries_a_device_fault_drags_down() -> None:
     assert alert.test.slice == ANDROID
     assert {e.slice for e in alert.evidence} == flagged - {ANDROID}
     assert [e.slice for e in alert.evidence][:3] == ["*", OLD, NEW]  # its own parent and crossings first
+
+
+def test_against_the_rest_crossings_are_weighed_against_their_parents_rest() -> None:
+    """No baseline: android vs the rest is low, and so are its country crossings, whose own rest is diluted
+    by the other android traffic; taken against android's rest they are as low as android: one alert."""
+    model = fraud_model(crossings=[("device_type", "country")])
+    live = rollup_of(model, labelled_frame(61, 8_000, android_misses=0.5))
+    tests = slice_tests(live, None, "recall", min_support=100, alpha=0.01, min_effect=0.05)
+    crossings = [t for t in tests if t.flagged and t.slice.endswith(ANDROID) and "," in t.slice]
+    android = next(t for t in tests if t.slice == ANDROID)
+    assert len(crossings) >= 2 and any(t.effect < 0.5 * android.effect for t in crossings)  # diluted against their rest
+    (alert,) = attribute(tests)
+    assert alert.test.slice == ANDROID and {t.slice for t in crossings} <= {e.slice for e in alert.evidence}
