@@ -9,23 +9,23 @@ by their support-weighted mean effect against ``share`` (0.5) x the parent's eff
 child's effect is against its own baseline; when parent or child was compared with the
 rest of traffic, the child's value is taken against the parent's baseline instead):
 
-* **the parent explains its children** when the others are about as low (mean effect at
-  least ``share`` x the parent's; or there are no others): the drop is spread over the
-  family, and the flagged children become evidence of the parent's alert;
-* **the children explain the parent** when the others are near their baseline: the
-  one-sided 95 % upper bound of their mean effect (mean + 1.645 standard errors) is below
-  ``share`` x the parent's effect. The parent is low only because of the flagged
+* **the children explain the parent** when the others are clearly near their baseline:
+  the one-sided 95 % upper bound of their mean effect (mean + 1.645 standard errors) is
+  below ``share`` x the parent's effect. The parent is low only because of the flagged
   children, and becomes evidence of the one that contributes most (support x effect);
-* otherwise (the others are less low, but too few to tell) parent and children alert.
+* **the parent explains its children** otherwise: the others are about as low, or too
+  few to tell (or there are none); the flagged children become evidence of the parent's
+  alert, which names them.
 
-A slice is attributed to the first parent or child that claims it, and attribution
-follows chains (``country=US`` -> ``*`` -> ``device_type=android``). A parent that is
-significantly low but below the minimum effect (typically ``*`` when one group drops)
-can link such a chain, but is no alert of its own: a chain that ends on it is undone and
-its slices alert themselves. Each remaining flagged slice alerts once, listing the
-flagged slices attributed to it. A slice whose deficit is explained by a flagged value of
-an *unrelated* feature (``country=US`` low only because android traffic is heavy there)
-is merged only through such a ``*`` chain; no other overlap is resolved.
+A slice is attributed along the first of its claims (parents in order of fewest fields,
+then by name) whose chain ends on a flagged slice; chains are followed (``country=US``
+-> ``*`` -> ``device_type=android``). A parent that is significantly low but below the
+minimum effect (typically ``*`` when one group drops) can link such a chain, but is no
+alert of its own. A slice whose claims all end elsewhere alerts itself. Each remaining
+flagged slice alerts once, listing the flagged slices attributed to it. A slice whose
+deficit is explained by a flagged value of an *unrelated* feature (``country=US`` low
+only because android traffic is heavy there) is merged only through such a ``*`` chain;
+no other overlap is resolved.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def attribute(tests: Sequence[SliceTest], share: float = SHARE) -> list[Attribut
     """
     flagged = [t for t in tests if t.flagged]
     alerting = {t.slice for t in flagged}
-    owner: dict[str, str] = {}
+    owners: dict[str, list[str]] = defaultdict(list)
     parents = [t for t in tests if t.flagged or t.significant]
     for parent in sorted(parents, key=lambda t: (len(parse_slice(t.slice)), t.slice)):
         if parent.effect <= 0:
@@ -95,14 +95,14 @@ def attribute(tests: Sequence[SliceTest], share: float = SHARE) -> list[Attribut
                 continue
             others = [c for c in family if not c.flagged]
             mean, se = _pooled_effect(others, parent)
-            if not others or mean >= bar:
-                for child in low:
-                    owner.setdefault(child.slice, parent.slice)
-            elif mean + Z_NEAR * se < bar:
+            if others and mean + Z_NEAR * se < bar:
                 cause = max(low, key=lambda c: (c.support * c.effect, c.slice))
-                owner.setdefault(parent.slice, cause.slice)
-    roots = {t.slice: _root(t.slice, owner) for t in flagged}
-    roots = {name: root if root in alerting else name for name, root in roots.items()}
+                owners[parent.slice].append(cause.slice)
+            else:
+                for child in low:
+                    owners[child.slice].append(parent.slice)
+    roots = {t.slice: _root(t.slice, owners, alerting) for t in flagged}
+    roots = {name: root if roots.get(root) == root else name for name, root in roots.items()}
     evidence: dict[str, list[SliceTest]] = defaultdict(list)
     for t in flagged:
         if roots[t.slice] != t.slice:
@@ -142,12 +142,15 @@ def _pooled_effect(tests: Sequence[SliceTest], parent: SliceTest) -> tuple[float
     return mean, se
 
 
-def _root(name: str, owner: dict[str, str]) -> str:
-    """The end of ``name``'s attribution chain; a chain that loops ends at the loop's first slice by name."""
-    path = [name]
-    while name in owner:
-        name = owner[name]
-        if name in path:
-            return min(path[path.index(name) :])
-        path.append(name)
-    return name
+def _root(name: str, owners: dict[str, list[str]], alerting: set[str]) -> str:
+    """Where ``name``'s first claim chain that ends on an alerting slice ends (``name`` itself if none does)."""
+
+    def follow(current: str, seen: frozenset[str]) -> str | None:
+        for claim in owners.get(current, []):
+            if claim not in seen:
+                end = follow(claim, seen | {claim})
+                if end is not None:
+                    return end
+        return current if current in alerting else None
+
+    return follow(name, frozenset({name})) or name

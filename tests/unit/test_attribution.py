@@ -46,10 +46,26 @@ def test_a_crossing_that_alone_explains_its_parent_alerts_with_the_parent_as_evi
     assert [e.slice for e in alert.evidence] == [ANDROID]
 
 
-def test_a_family_in_between_keeps_both_alerts() -> None:
-    """The unflagged crossing is less low than half the parent's drop but too small to tell: parent and crossing alert."""
+def test_a_family_too_small_to_tell_is_explained_by_the_parent() -> None:
+    """The unflagged crossing is less low, but 60 events cannot show it is near its baseline: android alerts alone."""
     tests = [result(ANDROID, 0.10, 4000), result(NEW, 0.02, 60), result(OLD, 0.11, 3940)]
-    assert sorted(a.test.slice for a in attribute(tests)) == [ANDROID, OLD]
+    (alert,) = attribute(tests)
+    assert (alert.test.slice, [e.slice for e in alert.evidence]) == (ANDROID, [OLD])
+
+
+def test_a_claim_that_leads_nowhere_gives_way_to_one_that_alerts() -> None:
+    """country=DE,android is claimed by country=DE (significant, not flagged) and by android: it is android's evidence."""
+    de_android = f"country=DE,{ANDROID}"
+    tests = [
+        result("country=DE", 0.03, 3000, flagged=False),
+        result("country=DE,device_type=ios", 0.0, 1500),
+        result(de_android, 0.08, 1500),
+        result(ANDROID, 0.09, 8000),
+        result(f"country=US,{ANDROID}", 0.09, 6500),
+    ]
+    tests[0] = SliceTest(**{**vars(tests[0]), "significant": True})
+    (alert,) = attribute(tests)
+    assert alert.test.slice == ANDROID and {e.slice for e in alert.evidence} == {de_android, f"country=US,{ANDROID}"}
 
 
 def test_unrelated_slices_are_not_merged_without_a_link() -> None:
