@@ -9,10 +9,11 @@ by their support-weighted mean effect against ``share`` (0.5) x the parent's eff
 child's effect is against its own baseline; when parent or child was compared with the
 rest of traffic, the child's value is taken against the parent's baseline instead):
 
-* **the children explain the parent** when the others are clearly near their baseline:
-  the one-sided 95 % upper bound of their mean effect (mean + 1.645 standard errors) is
-  below ``share`` x the parent's effect. The parent is low only because of the flagged
-  children, and becomes evidence of the one that contributes most (support x effect);
+* **the children explain the parent** when the others are near their baseline: their
+  mean effect is below ``share`` x the parent's effect (closer to 0 than to the parent's),
+  and they are numerous enough to tell (the parent's effect is at least 2 x 1.645 standard
+  errors of their mean). The parent is low only because of the flagged children, and
+  becomes evidence of the one that contributes most (support x effect);
 * **the parent explains its children** otherwise: the others are about as low, or too
   few to tell (or there are none); the flagged children become evidence of the parent's
   alert, which names them.
@@ -40,7 +41,8 @@ from stream_guard.metrics.slices import parse_slice
 
 #: A child's effect, as a share of its parent's, that counts as "about as low as the parent".
 SHARE = 0.5
-#: The others are "near their baseline" when their effect's one-sided 95 % upper bound is below the bar.
+#: The others can tell "near their baseline" from "as low as the parent" when the two lie this many
+#: standard errors of the others' mean effect apart on each side of the bar (95 %, one-sided).
 Z_NEAR = 1.645
 
 
@@ -95,7 +97,7 @@ def attribute(tests: Sequence[SliceTest], share: float = SHARE) -> list[Attribut
                 continue
             others = [c for c in family if not c.flagged]
             mean, se = _pooled_effect(others, parent)
-            if others and mean + Z_NEAR * se < bar:
+            if others and mean < bar and parent.effect >= 2 * Z_NEAR * se:
                 cause = max(low, key=lambda c: (c.support * c.effect, c.slice))
                 owners[parent.slice].append(cause.slice)
             else:

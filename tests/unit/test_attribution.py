@@ -99,3 +99,15 @@ def test_against_the_rest_crossings_are_weighed_against_their_parents_rest() -> 
     assert len(crossings) >= 2 and any(t.effect < 0.5 * android.effect for t in crossings)  # diluted against their rest
     (alert,) = attribute(tests)
     assert alert.test.slice == ANDROID and {t.slice for t in crossings} <= {e.slice for e in alert.evidence}
+
+
+def test_a_fault_on_one_crossing_alerts_on_that_crossing() -> None:
+    """Misses on new android users only (after a clean reference): the crossing alerts, android is its evidence."""
+    model = fraud_model()
+    reference = rollup_of(model, labelled_frame(41, 30_000))
+    live = rollup_of(model, labelled_frame(43, 30_000, new_android_misses=0.6))
+    tests = slice_tests(live, dict(reference), "recall", min_support=100, alpha=0.01, min_effect=0.05)
+    assert {NEW, ANDROID} <= {t.slice for t in tests if t.flagged}
+    alerts = {a.test.slice: a for a in attribute(tests)}
+    assert NEW in alerts and ANDROID not in alerts
+    assert ANDROID in {e.slice for e in alerts[NEW].evidence}
