@@ -32,14 +32,16 @@ TESTED_METRICS = {"classification": ("recall", "accuracy"), "regression": ("mae"
 
 def label_column_of(model: ModelRuntime, frame: pd.DataFrame, column: str | None) -> str | None:
     """The reference's label column: ``column`` if given (it must exist), else the model's
-    configured ``labels.label_field`` when the frame has it, else ``None``.
+    configured ``labels.label_field`` when the frame has it with at least one value, else ``None``.
     """
     if column is not None:
         if column not in frame.columns:
             raise ReferenceDataUnusableError(f"label column {column!r} is not in the reference data")
         return column
     default = model.config.labels.label_field
-    return default if default and default in frame.columns else None
+    if not default or default not in frame.columns or not frame[default].notna().any():
+        return None  # an empty default column is no labelled reference, not an error
+    return default
 
 
 def _objects(series: pd.Series) -> list[Any]:

@@ -11,9 +11,10 @@ Per tested metric (``recall`` and ``accuracy``; ``mae`` for regression), over th
    one ``slice_underperformance`` alert per cause, the slices it explains as evidence;
 3. with ``performance_max_gap`` set for the metric, a slice whose gap to the rest of the
    traffic exceeds it (significantly) alerts too, known bias or not;
-4. each known bias of the reference is published as one ``known_bias`` finding (severity
-   ``INFO``) whose window is the moment the reference was learned: its ``alert_id`` is the
-   same at every evaluation, so the incident lifecycle publishes it once.
+4. each known bias of the reference is raised as one ``known_bias`` finding (severity
+   ``INFO``) whose window is the moment the reference was learned, so its ``alert_id``
+   depends on the profile only; an evaluator raises it at its first evaluation (and at
+   retries of that window's closing), and the incident lifecycle deduplicates across workers.
 """
 
 from __future__ import annotations
@@ -88,6 +89,8 @@ class PerformanceEvaluator:
         self.min_effect = min_effect
         self.max_gap = dict(max_gap or {})
         self.severity = severity
+        #: alert_id of each known_bias finding raised -> end of the window that raised it.
+        self._known_raised: dict[str, int] = {}
 
     @classmethod
     def for_settings(
@@ -151,8 +154,23 @@ class PerformanceEvaluator:
         if reference is not None:
             learned_ms = _epoch_ms(model.profile.created_at) if model.profile is not None else 0
             biases = [b for b in reference.known_biases if b.metric in metrics]
-            alerts += known_bias_alerts(model.name, reference, biases, learned_ms)
+            alerts += self._first_sight(known_bias_alerts(model.name, reference, biases, learned_ms), end)
         return alerts
+
+    def _first_sight(self, alerts: list[Alert], window_end: int) -> list[Alert]:
+        """The known_bias findings this evaluator has not raised before, or raised for this same window.
+
+        Raised again for the window that first raised them (its closing is retried until the
+        broker acknowledged its alerts), never for a later one: a later evaluation would open
+        the resolved incident's tombstone window again, or republish it as a repeat. Across
+        workers and restarts the lifecycle deduplicates: same window, same ``alert_id``.
+        """
+        fresh = []
+        for alert in alerts:
+            first = self._known_raised.setdefault(alert.alert_id, window_end)
+            if first == window_end:
+                fresh.append(alert)
+        return fresh
 
 
 def _epoch_ms(iso: str) -> int:

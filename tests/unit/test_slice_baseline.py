@@ -213,3 +213,21 @@ def test_a_known_bias_is_published_once_across_evaluations(biased_reference: Mod
     firing = [(a.feature, a.slice) for a in published if a.kind == "known_bias" and a.status == "FIRING"]
     assert sorted(firing) == sorted(biases)  # each once, over 30 windows and 5 evaluations
     assert [a for a in published if a.kind == "slice_underperformance"] == []
+
+
+def test_an_evaluator_raises_a_known_bias_at_its_first_evaluation_and_its_retries_only(
+    biased_reference: ModelRuntime,
+) -> None:
+    """The window that first raised it raises it again when its closing is retried; later windows do not."""
+    live = rollup_of(biased_reference, labelled_frame(12, 5_000, android_misses=0.25))
+    reader = FixedReader({})
+    evaluator = PerformanceEvaluator({"fraud": reader}, metrics=["recall"], every_ms=WINDOW_MS)
+
+    def kinds(start: int) -> list[str]:
+        end = start + WINDOW_MS
+        reader.rollups[(end - LOOKBACK_MS, end)] = Rollup(dict(live), end - LOOKBACK_MS, end, 1)
+        return [a.kind for a in evaluator(biased_reference, WindowSnapshot(start, end, {}))]
+
+    assert "known_bias" in kinds(T0)
+    assert kinds(T0) == kinds(T0) and "known_bias" in kinds(T0)  # a retried closing of the same window
+    assert "known_bias" not in kinds(T0 + WINDOW_MS)
