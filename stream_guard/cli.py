@@ -87,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     learn.add_argument(
         "--strict", action="store_true", help="refuse reference data with non-numeric values in numeric features"
     )
+    learn.add_argument(
+        "--label-column",
+        metavar="NAME",
+        help="label column of the reference: records per-slice performance and known biases "
+        "(default: the model's labels.label_field, if the reference has it)",
+    )
     learn.set_defaults(handler=_learn)
 
     metrics = sub.add_parser("metrics", help="rolling slice metrics of a model, from Redis")
@@ -198,6 +204,7 @@ def _epoch_ms(text: str | None) -> int | None:
 
 def _learn(args: argparse.Namespace) -> int:
     from stream_guard.learning import learn_from_file, learn_from_topic
+    from stream_guard.learning.summary import performance_summary
     from stream_guard.model import build_models
 
     config = _load(args, require_profiles=False)  # learn writes the profile
@@ -211,13 +218,16 @@ def _learn(args: argparse.Namespace) -> int:
     if output is None:
         raise StreamGuardError(f"model {model.name} has no profile path configured: pass --output")
     if args.from_file:
-        profile = learn_from_file(model, args.from_file, strict=args.strict)
+        profile = learn_from_file(model, args.from_file, strict=args.strict, label_column=args.label_column)
     else:
+        if args.label_column:
+            raise StreamGuardError("--label-column needs --from-file: events on the topic carry no labels")
         profile = learn_from_topic(
             config, model, events=args.events, since_ms=_epoch_ms(args.since), until_ms=_epoch_ms(args.until)
         )
     profile.save(output)
     print(f"profile of model {model.name}: {profile.row_count} rows, {len(profile.features)} fields -> {output}")
+    print(performance_summary(profile.performance))
     return 0
 
 
@@ -247,11 +257,19 @@ def _metrics(args: argparse.Namespace) -> int:
     import time
 
     from stream_guard.assembly import metrics_reader
+    from stream_guard.learning.summary import known_bias_marks
     from stream_guard.metrics import slice_underperformance
     from stream_guard.metrics.label_counts import LabelCounts
+    from stream_guard.profile import BaselineProfile
 
     config = _load(args)
-    reader = metrics_reader(config, _pick_model(config, args.model))
+    name = _pick_model(config, args.model)
+    reader = metrics_reader(config, name)
+    profile_file = config.model(name).profile
+    profile_path = config.resolve_path(profile_file) if profile_file else None
+    profile = BaselineProfile.load(profile_path) if profile_path and profile_path.is_file() else None
+    biases = profile.performance.known_biases if profile and profile.performance else []
+    marks = known_bias_marks(biases)
     if args.end == "latest":
         buckets = reader.buckets()
         end_ms = (buckets[-1] + reader.bucket_ms) if buckets else int(time.time() * 1000)
@@ -265,6 +283,9 @@ def _metrics(args: argparse.Namespace) -> int:
     if args.json:
         out = json.loads(rollup.to_json())
         out["labels"] = LabelCounts.of(rollup).to_dict()
+        out["known_biases"] = [vars(b) for b in biases]
+        for slice_name, entry in out["slices"].items():
+            entry["known_bias"] = sorted(b.metric for b in biases if b.slice == slice_name)
         if args.worst:
             out["worst"] = [r._asdict() for r in worst]
             out["underperforming"] = [
@@ -272,8 +293,12 @@ def _metrics(args: argparse.Namespace) -> int:
             ]
         print(json.dumps(out, indent=2))
         return 0
-    print(rollup.to_table())
+    print(rollup.to_table(marks))
     print(LabelCounts.of(rollup).line())
+    if biases:
+        print(f"\nknown biases of the reference (published once as known_bias, not re-raised): {len(biases)}")
+        for b in biases:
+            print(f"  {b.slice:<40} {b.metric} {b.value:.3f} vs rest {b.rest_value:.3f} (gap {b.gap:.3f})")
     if args.worst:
         print(f"\nworst slices on {args.worst} (support >= {args.min_support}):")
         for rank in worst:

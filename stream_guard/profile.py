@@ -26,8 +26,11 @@ from typing import Any, Literal, overload
 import numpy as np
 
 from stream_guard.errors import ProfileFormatError
+from stream_guard.profile_performance import ReferencePerformance
 
-PROFILE_FORMAT_VERSION = 1
+#: Version 2 adds the optional ``performance`` section (labelled reference); version 1 files still load.
+PROFILE_FORMAT_VERSION = 2
+SUPPORTED_FORMAT_VERSIONS = (1, 2)
 
 QUANTILE_KEYS = ("0.001", "0.01", "0.05", "0.25", "0.5", "0.75", "0.95", "0.99", "0.999")
 N_BINS = 10  # drift histogram: decile edges, i.e. 9 interior edges before deduplication
@@ -167,7 +170,11 @@ FeatureProfile = NumericProfile | CategoricalProfile
 
 @dataclass
 class BaselineProfile:
-    """A model's baseline: one profile per feature, plus where it was learned from."""
+    """A model's baseline: one profile per feature, plus where it was learned from.
+
+    ``performance`` is the model's per-slice performance on the reference when it was
+    learned with labels (``stream-guard learn --label-column``), else ``None``.
+    """
 
     model: str
     format_version: int
@@ -176,6 +183,7 @@ class BaselineProfile:
     row_count: int
     chunk_size: int
     features: dict[str, FeatureProfile]
+    performance: ReferencePerformance | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a strict-JSON-safe dict (infinite bin edges become ``"-inf"``/``"inf"``)."""
@@ -186,7 +194,7 @@ class BaselineProfile:
                 d["top_values"] = [[v, r] for v, r in feature.top_values]
                 d["bin_edges"] = [_encode_edge(e) for e in feature.bin_edges]
             features[name] = d
-        return {
+        out: dict[str, Any] = {
             "format_version": self.format_version,
             "model": self.model,
             "created_at": self.created_at,
@@ -195,6 +203,9 @@ class BaselineProfile:
             "chunk_size": self.chunk_size,
             "features": features,
         }
+        if self.performance is not None:
+            out["performance"] = self.performance.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, d: Any) -> BaselineProfile:
@@ -207,10 +218,9 @@ class BaselineProfile:
             message names the key, e.g. ``features.amount.bin_edges[2]: ...``.
         """
         version = _get(d, "format_version", "")
-        if isinstance(version, bool) or version != PROFILE_FORMAT_VERSION:
-            raise ProfileFormatError(
-                f"format_version: unsupported value {version!r} (expected {PROFILE_FORMAT_VERSION})"
-            )
+        if isinstance(version, bool) or version not in SUPPORTED_FORMAT_VERSIONS:
+            expected = " or ".join(map(str, SUPPORTED_FORMAT_VERSIONS))
+            raise ProfileFormatError(f"format_version: unsupported value {version!r} (expected {expected})")
         raw_features = _get(d, "features", "")
         if not isinstance(raw_features, dict):
             raise ProfileFormatError("features: expected an object")
@@ -234,6 +244,7 @@ class BaselineProfile:
             row_count=_int(d, "row_count", ""),
             chunk_size=_int(d, "chunk_size", ""),
             features=features,
+            performance=ReferencePerformance.from_dict(d["performance"]) if "performance" in d else None,
         )
 
     def save(self, path: str | Path) -> None:

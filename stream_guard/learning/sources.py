@@ -12,6 +12,7 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from stream_guard.errors import ReferenceDataUnusableError
+from stream_guard.learning.performance import label_column_of, learn_reference_performance
 from stream_guard.learning.profiles import learn_profile, read_reference
 from stream_guard.model import ModelRuntime
 from stream_guard.profile import BaselineProfile
@@ -74,11 +75,16 @@ def coerce_numeric_columns(frame: pd.DataFrame, numeric: list[str], max_examples
     return found
 
 
-def learn_from_frame(model: ModelRuntime, frame: pd.DataFrame, source: str, *, strict: bool = False) -> BaselineProfile:
+def learn_from_frame(
+    model: ModelRuntime, frame: pd.DataFrame, source: str, *, strict: bool = False, label_column: str | None = None
+) -> BaselineProfile:
     """Learn ``model``'s profile from a reference frame.
 
     Non-numeric values in numeric features are logged (column, count, examples) and
     learned as nulls; with ``strict`` they are a :class:`ReferenceDataUnusableError`.
+    With a label column (``label_column``, else the model's ``labels.label_field`` when
+    the frame has it) the profile also records the per-slice performance on the
+    reference and its known biases (:func:`~stream_guard.learning.performance.learn_reference_performance`).
     """
     numeric, categorical = profiled_fields(model)
     missing = [c for c in numeric + categorical if c not in frame.columns]
@@ -90,19 +96,25 @@ def learn_from_frame(model: ModelRuntime, frame: pd.DataFrame, source: str, *, s
         raise ReferenceDataUnusableError(f"reference data {source}: {detail} (learned as nulls without --strict)")
     for problem in problems:
         log.warning(f"non-numeric values learned as nulls: {problem.describe()}", source=source)
+    label = label_column_of(model, frame, label_column)
     try:
-        return learn_profile(frame, model=model.name, numeric=numeric, categorical=categorical, source=source)
+        profile = learn_profile(frame, model=model.name, numeric=numeric, categorical=categorical, source=source)
     except ValueError as exc:
         raise ReferenceDataUnusableError(f"cannot learn from {source}: {exc}") from None
+    if label is not None:
+        profile.performance = learn_reference_performance(model, frame, label, profile=profile)
+    return profile
 
 
-def learn_from_file(model: ModelRuntime, path: str | Path, *, strict: bool = False) -> BaselineProfile:
-    """Learn from a Parquet, CSV or JSON-lines file (e.g. the training data)."""
+def learn_from_file(
+    model: ModelRuntime, path: str | Path, *, strict: bool = False, label_column: str | None = None
+) -> BaselineProfile:
+    """Learn from a Parquet, CSV or JSON-lines file (e.g. the training data), with labels if it has them."""
     try:
         frame = read_reference(path)
     except (ValueError, FileNotFoundError) as exc:
         raise ReferenceDataUnusableError(str(exc)) from None
-    return learn_from_frame(model, frame, f"file:{path}", strict=strict)
+    return learn_from_frame(model, frame, f"file:{path}", strict=strict, label_column=label_column)
 
 
 def learn_from_topic(

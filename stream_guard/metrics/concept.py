@@ -2,7 +2,7 @@
 
 :class:`ConceptDriftEvaluator` runs when an event-time window closes whose start is a
 multiple of ``performance_every_s`` (the cadence of
-:class:`~stream_guard.metrics.performance.PerformanceEvaluator`) and looks at the period
+:class:`~stream_guard.metrics.slice_alerts.PerformanceEvaluator`) and looks at the period
 ``[P - every, P)`` with ``P = window start - performance_label_delay_s``. Successive
 evaluations therefore look at adjacent, non-overlapping periods. Two checks run:
 

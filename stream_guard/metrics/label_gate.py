@@ -1,6 +1,6 @@
 """When a period's label-based checks may run: once the label watermark passed it.
 
-The label-based evaluators (:class:`~stream_guard.metrics.performance.PerformanceEvaluator`,
+The label-based evaluators (:class:`~stream_guard.metrics.slice_alerts.PerformanceEvaluator`,
 :class:`~stream_guard.metrics.concept.ConceptDriftEvaluator`) run when a window on the
 ``performance_every_s`` cadence closes, and read the label counters of the periods before
 its end. Whether those labels were consumed by then used to depend on how the events and

@@ -2,7 +2,9 @@
 
 * :func:`slice_underperformance`: slices whose recall / accuracy / error rate (or MAE)
   is significantly worse than the rest of the traffic (all traffic minus the slice),
-  one-sided tests with a Benjamini-Hochberg correction across the slices tested;
+  one-sided tests with a Benjamini-Hochberg correction across the slices tested (the
+  fairness rule and the known-bias detection; the default alert compares each slice with
+  its own baseline, :mod:`~stream_guard.metrics.baseline`);
 * :func:`performance_degradation`: the error rate of a window against a baseline error
   rate, with an exact binomial test; :class:`DegradationMonitor` applies it to the
   sliding window of the per-label correctness stream of
@@ -12,9 +14,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -23,16 +25,11 @@ from scipy import stats as sps
 from stream_guard.alerts.model import Alert, Severity
 from stream_guard.errors import MetricUnknownError
 from stream_guard.metrics import store as s
-from stream_guard.metrics.query import MetricsReader, Rollup, SliceMetrics
+from stream_guard.metrics.query import Rollup, SliceMetrics
 from stream_guard.settings.kinds import SLICE_UNDERPERFORMANCE
-from stream_guard.settings.metrics import MetricsSettings
-
-if TYPE_CHECKING:
-    from stream_guard.model import ModelRuntime
-    from stream_guard.state.window_store import WindowSnapshot
 
 #: Metric -> (its (successes, trials) in a slice, whether higher is better).
-_PROPORTIONS: dict[str, tuple[Callable[[SliceMetrics], tuple[float, float]], bool]] = {
+PROPORTIONS: dict[str, tuple[Callable[[SliceMetrics], tuple[float, float]], bool]] = {
     "recall": (lambda m: (m.get(s.TP), m.get(s.TP) + m.get(s.FN)), True),
     "precision": (lambda m: (m.get(s.TP), m.get(s.TP) + m.get(s.FP)), True),
     "specificity": (lambda m: (m.get(s.TN), m.get(s.TN) + m.get(s.FP)), True),
@@ -179,11 +176,11 @@ def _test_against_rest(
 ) -> tuple[float, float, float, int, int] | None:
     if metric == "mae":
         return _mae_against_rest(m, overall)
-    if metric not in _PROPORTIONS:
+    if metric not in PROPORTIONS:
         raise MetricUnknownError(
-            f"metric {metric!r} has no test of a slice against the rest; use one of {', '.join([*_PROPORTIONS, 'mae'])}"
+            f"metric {metric!r} has no test of a slice against the rest; use one of {', '.join([*PROPORTIONS, 'mae'])}"
         )
-    counts, higher_is_better = _PROPORTIONS[metric]
+    counts, higher_is_better = PROPORTIONS[metric]
     x, n = counts(m)
     x_all, n_all = counts(overall)
     x_rest, n_rest = x_all - x, n_all - n
@@ -292,87 +289,6 @@ class DegradationMonitor:
 
 
 # -- alerts ------------------------------------------------------------------------------
-
-
-class PerformanceEvaluator:
-    """An :data:`~stream_guard.worker.Evaluator`: slice underperformance alerts over a lookback.
-
-    Runs when a window closes whose start is a multiple of ``every_ms`` (so the check runs
-    once per ``every_ms`` however many workers share the model) and rolls up the metrics
-    of ``[window end - lookback_ms, window end)``. Regression models are tested on MAE.
-
-    Parameters
-    ----------
-    readers
-        Model name -> its metrics reader; other models are skipped.
-    metrics
-        Classification metrics tested (each with its own Benjamini-Hochberg correction).
-    """
-
-    def __init__(
-        self,
-        readers: Mapping[str, MetricsReader],
-        *,
-        metrics: Sequence[str] = ("recall", "accuracy"),
-        lookback_ms: int = 24 * 3600 * 1000,
-        every_ms: int = 3600 * 1000,
-        min_support: int = 100,
-        alpha: float = 0.01,
-        severity: Severity = Severity.WARNING,
-    ) -> None:
-        self.readers = dict(readers)
-        self.metrics = list(metrics)
-        self.lookback_ms = lookback_ms
-        self.every_ms = every_ms
-        self.min_support = min_support
-        self.alpha = alpha
-        self.severity = severity
-
-    @classmethod
-    def for_settings(
-        cls,
-        model_name: str,
-        reader: MetricsReader,
-        settings: MetricsSettings,
-        *,
-        metrics: Sequence[str] = ("recall", "accuracy"),
-        severity: Severity = Severity.WARNING,
-    ) -> PerformanceEvaluator:
-        """The evaluator of one model, with its ``[models.metrics]`` cadence, lookback, support and alpha.
-
-        Parameters
-        ----------
-        model_name
-            The model; other models are skipped.
-        reader
-            The model's metrics reader.
-        settings
-            ``performance_every_s``, ``performance_lookback_s``, ``performance_min_support`` and
-            ``performance_alpha`` are used.
-        metrics, severity
-            As in the constructor.
-        """
-        return cls(
-            {model_name: reader},
-            metrics=metrics,
-            lookback_ms=settings.performance_lookback_s * 1000,
-            every_ms=settings.performance_every_s * 1000,
-            min_support=settings.performance_min_support,
-            alpha=settings.performance_alpha,
-            severity=severity,
-        )
-
-    def __call__(self, model: ModelRuntime, window: WindowSnapshot) -> list[Alert]:
-        reader = self.readers.get(model.name)
-        if reader is None or window.start_ms % self.every_ms != 0:
-            return []
-        rollup = reader.rollup(window.end_ms - self.lookback_ms, window.end_ms)
-        metrics = ["mae"] if rollup.task == "regression" else self.metrics
-        alerts = []
-        for metric in metrics:
-            found = slice_underperformance(rollup, metric, self.min_support, self.alpha)
-            alerts += underperformance_alerts(model.name, rollup, found, metric, severity=self.severity)
-        return alerts
 
 
 def underperformance_alerts(

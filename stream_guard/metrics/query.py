@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import pandas as pd
@@ -21,6 +20,7 @@ import redis
 from stream_guard.errors import MetricUnknownError
 from stream_guard.metrics import store as s
 from stream_guard.metrics.slices import slice_dimension
+from stream_guard.metrics.table import format_table
 from stream_guard.state.keys import ModelKeys
 
 #: Metrics where a larger value is better; all others (error rate, MAE, rates) are worse when larger.
@@ -259,10 +259,6 @@ class RankedSlice(NamedTuple):
     overall: float | None
 
 
-def _fmt(value: float | None, pattern: str = "{:.3f}") -> str:
-    return "-" if value is None else pattern.format(value)
-
-
 class Rollup(dict[str, SliceMetrics]):
     """``slice -> SliceMetrics`` over ``[start_ms, end_ms)``; ``*`` is all traffic."""
 
@@ -339,20 +335,9 @@ class Rollup(dict[str, SliceMetrics]):
         drop = ["mae", "rmse"] if self.task == "classification" else ["accuracy", "precision", "recall", "f1"]
         return frame.drop(columns=[c for c in drop if c in frame.columns])
 
-    def to_table(self) -> str:
-        """A readable fixed-width table, all traffic first."""
-        frame = self.to_frame()
-        if frame.empty:
-            return "(no metrics in range)"
-        text = frame.astype(object).where(frame.notna(), "-")
-        for column in ("accuracy", "precision", "recall", "f1", "mae", "rmse", "pred_mean", "pred_std"):
-            if column in text.columns:
-                text[column] = [v if v == "-" else _fmt(float(v)) for v in text[column]]
-        start, end = (
-            datetime.fromtimestamp(t / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S") for t in (self.start_ms, self.end_ms)
-        )
-        header = f"metrics {start} .. {end} UTC (event time; {self.buckets} buckets, {len(self)} slices)\n"
-        return header + str(text.to_string(index=False))
+    def to_table(self, marks: Mapping[str, str] | None = None) -> str:
+        """A readable fixed-width table, all traffic first; ``marks`` (slice -> text) fill a ``note`` column."""
+        return format_table(self.to_frame(), self.start_ms, self.end_ms, self.buckets, marks)
 
     def to_json(self) -> str:
         return json.dumps(

@@ -48,6 +48,8 @@ DATA_DRIFT = "data_drift"
 PREDICTION_DRIFT = "prediction_drift"
 ONLINE_DRIFT = "online_drift"
 SLICE_UNDERPERFORMANCE = "slice_underperformance"
+#: A slice already worse than the rest in the labelled reference: one informational finding.
+KNOWN_BIAS = "known_bias"
 PERFORMANCE_DEGRADATION = "performance_degradation"
 CONCEPT_DRIFT = "concept_drift"
 
@@ -61,6 +63,7 @@ ALERT_KINDS: tuple[str, ...] = tuple(
             PREDICTION_DRIFT,
             ONLINE_DRIFT,
             SLICE_UNDERPERFORMANCE,
+            KNOWN_BIAS,
             PERFORMANCE_DEGRADATION,
             CONCEPT_DRIFT,
         )

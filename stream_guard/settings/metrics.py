@@ -8,7 +8,10 @@ from typing import Any, Literal
 
 from stream_guard.settings.detectors import DetectorSpec
 
-__all__ = ["LabelSettings", "MetricsSettings", "performance_settings_problems"]
+__all__ = ["GAP_METRICS", "LabelSettings", "MetricsSettings", "performance_settings_problems"]
+
+#: Metrics a slice can be tested on (against its baseline or the rest of the traffic).
+GAP_METRICS = ("recall", "precision", "specificity", "accuracy", "error_rate", "mae")
 
 
 @dataclass
@@ -44,6 +47,13 @@ class MetricsSettings:
     performance_min_support: int = 100
     #: Significance level of the performance tests.
     performance_alpha: float = 0.01
+    #: Least drop of a slice's metric below its baseline (absolute: 0.05 = 5 points; MAE:
+    #: relative, 0.05 = 5 % higher) for a ``slice_underperformance`` alert; also the least
+    #: gap to the rest of the reference that makes a ``known_bias``. Never a p-value alone.
+    performance_min_effect: float = 0.05
+    #: Fairness tolerance: metric -> largest gap to the rest of the traffic a slice may show
+    #: (e.g. ``{recall = 0.15}``), whatever its baseline; empty (default) turns the rule off.
+    performance_max_gap: dict[str, float] = field(default_factory=dict)
     #: Concept drift compares the period that ended this long before the closing window,
     #: so that most of its delayed labels have arrived; a multiple of ``bucket_s``.
     performance_label_delay_s: int = 0
@@ -127,6 +137,15 @@ def performance_settings_problems(
         problems.append(f"{where}.performance_min_support: must be at least 1")
     if typed("performance_alpha") and not 0.0 < settings.performance_alpha < 1.0:
         problems.append(f"{where}.performance_alpha: must be in (0, 1), got {settings.performance_alpha}")
+    if typed("performance_min_effect") and not 0.0 <= settings.performance_min_effect < 1.0:
+        problems.append(f"{where}.performance_min_effect: must be in [0, 1), got {settings.performance_min_effect}")
+    if typed("performance_max_gap"):
+        for metric, gap in settings.performance_max_gap.items():
+            if metric not in GAP_METRICS:
+                known = ", ".join(GAP_METRICS)
+                problems.append(f"{where}.performance_max_gap.{metric}: not a tested metric (use {known})")
+            elif isinstance(gap, bool) or not isinstance(gap, int | float) or not gap > 0.0:
+                problems.append(f"{where}.performance_max_gap.{metric}: must be a positive number, got {gap!r}")
     baseline = settings.baseline_error_rate
     if baseline is not None and typed("baseline_error_rate"):
         if isinstance(baseline, bool) or not isinstance(baseline, int | float):

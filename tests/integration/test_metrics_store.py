@@ -395,3 +395,47 @@ def test_performance_evaluator_alerts_on_the_biased_slice(setup: tuple[Pipeline,
     assert "device_type=android" in {a.slice for a in alerts}
     assert all(a.kind == "slice_underperformance" and a.feature == "recall" for a in alerts)
     assert evaluate(fraud_model(), WindowSnapshot(end - 50_000, end + 10_000, {})) == []  # not on the hour grid
+
+
+def test_a_labelled_reference_counts_what_the_live_metrics_count_and_its_bias_is_reported_once(
+    setup: tuple[Pipeline, MetricsSettings],
+) -> None:
+    """learn's per-slice counts of a frame equal the Redis rollup of the same frame streamed and labelled;
+    evaluated against that reference, nothing underperforms and the android bias is one known_bias, published once."""
+    from stream_guard.alerts.lifecycle import IncidentTracker, LifecycleSettings
+    from stream_guard.learning import learn_from_frame, learn_reference_performance
+
+    pipeline, settings = setup
+    frame = write_events(pipeline)
+    frame["label"] = draw_labels(frame)
+    LabelJoiner(pipeline.keys, settings).join(labels_for(frame, frame.index, 0, 0), pipeline.client)
+    reader = MetricsReader(pipeline.client, pipeline.keys, BUCKET_MS)
+    end = (START_MS // BUCKET_MS + 10) * BUCKET_MS
+    live = reader.rollup(end - 3_600_000, end)
+    model = fraud_model()
+    reference = learn_reference_performance(model, frame, "label", settings)
+    for name, counts in reference.slices.items():
+        assert (counts.tp, counts.fp, counts.tn, counts.fn) == live[name].confusion, name
+    assert set(reference.slices) == {n for n, m in live.items() if m.labelled}
+    assert reference.known_bias("recall", "device_type=android") is not None
+
+    model.config.metrics = settings
+    model.profile = learn_from_frame(model, frame.copy(), "same events")
+    model.profile.created_at = "2023-11-01T00:00:00Z"
+    evaluate = PerformanceEvaluator(
+        {"fraud": reader}, metrics=["recall"], lookback_ms=3_600_000, every_ms=60_000, min_support=30
+    )
+    tracker = IncidentTracker(pipeline.client, pipeline.keys, LifecycleSettings(cooldown_s=600, resolve_after_s=60))
+    published = []
+    for start in range(end - 60_000, end + 600_000, 60_000):
+        raised = evaluate(model, WindowSnapshot(start, start + 60_000, {}))
+        assert [a for a in raised if a.kind == "slice_underperformance"] == []
+        published += tracker.publishable(raised) + tracker.resolved(start + 60_000, {a.incident_id for a in raised})
+        tracker.delivered(start + 60_000)
+    firing = [(a.feature, a.slice) for a in published if a.status == "FIRING"]
+    assert ("recall", "device_type=android") in firing
+    assert (
+        len(firing)
+        == len(set(firing))
+        == len([b for b in model.profile.performance.known_biases if b.metric == "recall"])
+    )

@@ -14,7 +14,7 @@ from stream_guard.metrics.concept import (
     error_stream,
     period_test,
 )
-from stream_guard.metrics.performance import PerformanceEvaluator
+from stream_guard.metrics.slice_alerts import PerformanceEvaluator
 from stream_guard.settings import DetectorSpec, MetricsSettings
 from stream_guard.state.window_store import WindowSnapshot
 

@@ -73,8 +73,8 @@ def test_json_round_trip_equals_original(tmp_path, rng: np.random.Generator) -> 
 def test_from_dict_rejects_wrong_format_version(rng: np.random.Generator) -> None:
     """A wrong or missing format_version raises ProfileFormatError naming the key."""
     d = learn_profile(mixed_frame(rng, 100), model="m", numeric=["amount"], categorical=[]).to_dict()
-    d["format_version"] = 2
-    with pytest.raises(ProfileFormatError, match="^format_version: unsupported value 2"):
+    d["format_version"] = 3
+    with pytest.raises(ProfileFormatError, match="^format_version: unsupported value 3"):
         BaselineProfile.from_dict(d)
     del d["format_version"]
     with pytest.raises(ProfileFormatError, match="format_version"):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from stream_guard.settings import MetricsSettings, performance_settings_problems
+from pathlib import Path
+
+from stream_guard.resources import schema_dir
+from stream_guard.settings import MetricsSettings, load_config, performance_settings_problems
 
 
 def test_settings_problems() -> None:
@@ -25,3 +28,27 @@ def test_settings_problems() -> None:
         "m.concept_detector: DDM does not accept parameter(s) 'nope'",
     ):
         assert text in problems
+
+
+def test_min_effect_and_fairness_tolerance_are_validated() -> None:
+    """performance_min_effect in [0, 1); performance_max_gap only on tested metrics, with positive numbers."""
+    assert MetricsSettings().performance_min_effect == 0.05 and MetricsSettings().performance_max_gap == {}
+    fine = MetricsSettings(performance_min_effect=0.0, performance_max_gap={"recall": 0.1, "mae": 0.5})
+    assert performance_settings_problems(fine, window_s=10) == []
+    bad = MetricsSettings(performance_min_effect=1.0, performance_max_gap={"f1": 0.1, "recall": 0.0})
+    assert performance_settings_problems(bad, window_s=10, where="m") == [
+        "m.performance_min_effect: must be in [0, 1), got 1.0",
+        "m.performance_max_gap.f1: not a tested metric (use recall, precision, specificity, accuracy, error_rate, mae)",
+        "m.performance_max_gap.recall: must be a positive number, got 0.0",
+    ]
+
+
+def test_the_keys_load_from_toml(tmp_path: Path) -> None:
+    """[models.metrics] performance_min_effect and performance_max_gap are typed settings of the file."""
+    path = tmp_path / "c.toml"
+    path.write_text(
+        f'[[models]]\nname = "m"\ntopics = ["t"]\nencoding = "json"\nschema = "{schema_dir() / "fraud_inference.avsc"}"\n'
+        "[models.metrics]\nperformance_min_effect = 0.1\nperformance_max_gap = { recall = 0.15 }\n"
+    )
+    metrics = load_config(path, environ={}).models[0].metrics
+    assert (metrics.performance_min_effect, metrics.performance_max_gap) == (0.1, {"recall": 0.15})

@@ -1,0 +1,158 @@
+"""Hierarchical attribution: one alert per cause among the slices flagged in one evaluation.
+
+A slice ``P`` is the *parent* of the slices that add one field to it: ``*`` of every
+``field=value``, ``device_type=android`` of ``device_type=android,is_new_user=True``.
+The children of ``P`` that add the same field form one *family*. For each flagged (or
+significant, see below) parent, fewest fields first, and each of its families with a
+flagged child, the *others* (the family's tested children that are not flagged) decide,
+by their support-weighted mean effect against ``share`` (0.5) x the parent's effect (a
+child's effect is against its own baseline; when parent or child was compared with the
+rest of traffic, the child's value is taken against the parent's baseline instead):
+
+* **the children explain the parent** when the others are near their baseline: their
+  mean effect is below ``share`` x the parent's effect (closer to 0 than to the parent's),
+  and they are numerous enough to tell (the parent's effect is at least 2 x 1.645 standard
+  errors of their mean). The parent is low only because of the flagged children, and
+  becomes evidence of the one that contributes most (support x effect);
+* **the parent explains its children** otherwise: the others are about as low, or too
+  few to tell (or there are none); the flagged children become evidence of the parent's
+  alert, which names them.
+
+A slice is attributed along the first of its claims (parents in order of fewest fields,
+then by name) whose chain ends on a flagged slice; chains are followed (``country=US``
+-> ``*`` -> ``device_type=android``). A parent that is significantly low but below the
+minimum effect (typically ``*`` when one group drops) can link such a chain, but is no
+alert of its own. A slice whose claims all end elsewhere alerts itself. Each remaining
+flagged slice alerts once, listing the flagged slices attributed to it. A slice whose
+deficit is explained by a flagged value of an *unrelated* feature (``country=US`` low
+only because android traffic is heavy there) is merged only through such a ``*`` chain;
+no other overlap is resolved.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from stream_guard.metrics.baseline import REST, SliceTest, effect
+from stream_guard.metrics.slices import parse_slice
+
+#: A child's effect, as a share of its parent's, that counts as "about as low as the parent".
+SHARE = 0.5
+#: The others can tell "near their baseline" from "as low as the parent" when the two lie this many
+#: standard errors of the others' mean effect apart on each side of the bar (95 %, one-sided).
+Z_NEAR = 1.645
+
+
+@dataclass(frozen=True)
+class Attributed:
+    """A flagged slice that alerts, and the flagged slices it explains (its evidence)."""
+
+    test: SliceTest
+    evidence: tuple[SliceTest, ...] = ()
+
+
+def _families(parent: dict[str, str], tests: Sequence[SliceTest]) -> dict[str, list[SliceTest]]:
+    """The tested children of ``parent``, by the field they add."""
+    out: dict[str, list[SliceTest]] = defaultdict(list)
+    for t in tests:
+        parts = parse_slice(t.slice)
+        if len(parts) != len(parent) + 1 or any(parts.get(k) != v for k, v in parent.items()):
+            continue
+        (extra,) = set(parts) - set(parent)
+        out[extra].append(t)
+    return out
+
+
+def attribute(tests: Sequence[SliceTest], share: float = SHARE) -> list[Attributed]:
+    """The alerts of one metric's flagged slices after attribution (see the module's rules).
+
+    Parameters
+    ----------
+    tests
+        Every slice tested on one metric in one evaluation, flagged or not (the unflagged
+        children decide whether a parent explains its family; significant ones link chains).
+    share
+        A child worse by at least ``share`` x its parent's effect is "about as low".
+
+    Returns
+    -------
+    list of Attributed
+        In the order of ``tests``; each flagged slice appears once, as an alert or as
+        evidence (the alert's own crossings and parents first).
+    """
+    flagged = [t for t in tests if t.flagged]
+    alerting = {t.slice for t in flagged}
+    owners: dict[str, list[str]] = defaultdict(list)
+    parents = [t for t in tests if t.flagged or t.significant]
+    for parent in sorted(parents, key=lambda t: (len(parse_slice(t.slice)), t.slice)):
+        if parent.effect <= 0:
+            continue
+        bar = share * parent.effect
+        for _, family in sorted(_families(parse_slice(parent.slice), tests).items()):
+            low = [c for c in family if c.flagged]
+            if not low:
+                continue
+            others = [c for c in family if not c.flagged]
+            mean, se = _pooled_effect(others, parent)
+            if others and mean < bar and parent.effect >= 2 * Z_NEAR * se:
+                cause = max(low, key=lambda c: (c.support * c.effect, c.slice))
+                owners[parent.slice].append(cause.slice)
+            else:
+                for child in low:
+                    owners[child.slice].append(parent.slice)
+    roots = {t.slice: _root(t.slice, owners, alerting) for t in flagged}
+    roots = {name: root if roots.get(root) == root else name for name, root in roots.items()}
+    evidence: dict[str, list[SliceTest]] = defaultdict(list)
+    for t in flagged:
+        if roots[t.slice] != t.slice:
+            evidence[roots[t.slice]].append(t)
+    return [Attributed(t, _closest_first(t.slice, evidence[t.slice])) for t in flagged if roots[t.slice] == t.slice]
+
+
+def _closest_first(name: str, evidence: list[SliceTest]) -> tuple[SliceTest, ...]:
+    """Evidence with the slice's own parents (``*`` included) and crossings first, then the rest, each by name."""
+    parts = set(parse_slice(name).items())
+
+    def related(t: SliceTest) -> bool:
+        other = set(parse_slice(t.slice).items())
+        return other <= parts or parts <= other
+
+    return tuple(sorted(evidence, key=lambda t: (not related(t), t.slice)))
+
+
+def _child_effect(child: SliceTest, parent: SliceTest) -> float:
+    """The child's effect, against the parent's baseline when either was compared with the rest.
+
+    Against the rest of traffic a crossing's rest holds its siblings, so its own effect is
+    diluted; its value against the parent's rest is what compares with the parent's effect.
+    """
+    if REST in (child.source, parent.source):
+        return effect(child.metric, child.value, parent.baseline)
+    return child.effect
+
+
+def _pooled_effect(tests: Sequence[SliceTest], parent: SliceTest) -> tuple[float, float]:
+    """Support-weighted mean effect of ``tests`` (see :func:`_child_effect`) and its standard error."""
+    total = sum(t.support for t in tests)
+    if total <= 0:
+        return 0.0, 0.0
+    mean = sum(t.support * _child_effect(t, parent) for t in tests) / total
+    se = math.sqrt(sum((t.support * t.effect_se) ** 2 for t in tests)) / total
+    return mean, se
+
+
+def _root(name: str, owners: dict[str, list[str]], alerting: set[str]) -> str:
+    """Where ``name``'s first claim chain that ends on an alerting slice ends (``name`` itself if none does)."""
+
+    def follow(current: str, seen: frozenset[str]) -> str | None:
+        for claim in owners.get(current, []):
+            if claim not in seen:
+                end = follow(claim, seen | {claim})
+                if end is not None:
+                    return end
+        return current if current in alerting else None
+
+    return follow(name, frozenset({name})) or name

@@ -1,0 +1,113 @@
+"""Hierarchical attribution: a parent explains its crossings, or one crossing explains its parent."""
+
+from __future__ import annotations
+
+from labelled_frames import fraud_model, labelled_frame, rollup_of
+
+from stream_guard.metrics.attribution import attribute
+from stream_guard.metrics.baseline import REFERENCE, SliceTest, slice_tests
+
+
+def result(name: str, drop: float, support: int = 2000, *, flagged: bool | None = None) -> SliceTest:
+    """A recall test of ``name``, ``drop`` below a 0.60 baseline; flagged when the drop reaches 0.05."""
+    value = 0.60 - drop
+    se = (value * (1 - value) / support + 0.24 / support) ** 0.5
+    hit = drop >= 0.05 if flagged is None else flagged
+    return SliceTest("recall", name, value, 0.60, REFERENCE, support, support, 1e-6, 1e-5, drop, hit, hit, se)
+
+
+ANDROID = "device_type=android"
+NEW, OLD = f"{ANDROID},is_new_user=True", f"{ANDROID},is_new_user=False"
+
+
+def test_a_parent_whose_crossings_are_all_about_as_low_alerts_alone() -> None:
+    """android low, both of its is_new_user crossings low about as much: one alert on android, the crossings as evidence."""
+    tests = [
+        result(ANDROID, 0.10, 4000),
+        result(NEW, 0.09, 400),
+        result(OLD, 0.10, 3600),
+        result("device_type=ios", 0.0),
+    ]
+    (alert,) = attribute(tests)
+    assert alert.test.slice == ANDROID
+    assert [e.slice for e in alert.evidence] == [OLD, NEW]
+
+
+def test_a_crossing_that_alone_explains_its_parent_alerts_with_the_parent_as_evidence() -> None:
+    """Only new android users are low and android is low only because of them: the crossing alerts, android is evidence."""
+    tests = [
+        result(ANDROID, 0.06, 4000),
+        result(NEW, 0.30, 800),
+        result(OLD, 0.0, 3200),
+        result("device_type=ios", 0.0),
+    ]
+    (alert,) = attribute(tests)
+    assert alert.test.slice == NEW
+    assert [e.slice for e in alert.evidence] == [ANDROID]
+
+
+def test_a_family_too_small_to_tell_is_explained_by_the_parent() -> None:
+    """The unflagged crossing is less low, but 60 events cannot show it is near its baseline: android alerts alone."""
+    tests = [result(ANDROID, 0.10, 4000), result(NEW, 0.02, 60), result(OLD, 0.11, 3940)]
+    (alert,) = attribute(tests)
+    assert (alert.test.slice, [e.slice for e in alert.evidence]) == (ANDROID, [OLD])
+
+
+def test_a_claim_that_leads_nowhere_gives_way_to_one_that_alerts() -> None:
+    """country=DE,android is claimed by country=DE (significant, not flagged) and by android: it is android's evidence."""
+    de_android = f"country=DE,{ANDROID}"
+    tests = [
+        result("country=DE", 0.03, 3000, flagged=False),
+        result("country=DE,device_type=ios", 0.0, 1500),
+        result(de_android, 0.08, 1500),
+        result(ANDROID, 0.09, 8000),
+        result(f"country=US,{ANDROID}", 0.09, 6500),
+    ]
+    tests[0] = SliceTest(**{**vars(tests[0]), "significant": True})
+    (alert,) = attribute(tests)
+    assert alert.test.slice == ANDROID and {e.slice for e in alert.evidence} == {de_android, f"country=US,{ANDROID}"}
+
+
+def test_unrelated_slices_are_not_merged_without_a_link() -> None:
+    """country=GB low on its own, not a parent or crossing of android (and * not significant): two alerts."""
+    tests = [result(ANDROID, 0.10), result("country=GB", 0.08), result("*", 0.01, 20_000, flagged=False)]
+    assert sorted(a.test.slice for a in attribute(tests)) == ["country=GB", ANDROID]
+
+
+def test_all_traffic_links_the_countries_a_device_fault_drags_down() -> None:
+    """Live android misses after a clean reference: * is low through android, the countries through *: one alert."""
+    model = fraud_model()
+    reference = rollup_of(model, labelled_frame(41, 30_000))
+    live = rollup_of(model, labelled_frame(42, 20_000, android_misses=0.3))
+    tests = slice_tests(live, dict(reference), "recall", min_support=100, alpha=0.01, min_effect=0.05)
+    flagged = {t.slice for t in tests if t.flagged}
+    assert {ANDROID, "*", "country=US"} <= flagged
+    (alert,) = attribute(tests)
+    assert alert.test.slice == ANDROID
+    assert {e.slice for e in alert.evidence} == flagged - {ANDROID}
+    assert [e.slice for e in alert.evidence][:3] == ["*", OLD, NEW]  # its own parent and crossings first
+
+
+def test_against_the_rest_crossings_are_weighed_against_their_parents_rest() -> None:
+    """No baseline: android vs the rest is low, and so are its country crossings, whose own rest is diluted
+    by the other android traffic; taken against android's rest they are as low as android: one alert."""
+    model = fraud_model(crossings=[("device_type", "country")])
+    live = rollup_of(model, labelled_frame(61, 8_000, android_misses=0.5))
+    tests = slice_tests(live, None, "recall", min_support=100, alpha=0.01, min_effect=0.05)
+    crossings = [t for t in tests if t.flagged and t.slice.endswith(ANDROID) and "," in t.slice]
+    android = next(t for t in tests if t.slice == ANDROID)
+    assert len(crossings) >= 2 and any(t.effect < 0.5 * android.effect for t in crossings)  # diluted against their rest
+    (alert,) = attribute(tests)
+    assert alert.test.slice == ANDROID and {t.slice for t in crossings} <= {e.slice for e in alert.evidence}
+
+
+def test_a_fault_on_one_crossing_alerts_on_that_crossing() -> None:
+    """Misses on new android users only (after a clean reference): the crossing alerts, android is its evidence."""
+    model = fraud_model()
+    reference = rollup_of(model, labelled_frame(41, 30_000))
+    live = rollup_of(model, labelled_frame(43, 30_000, new_android_misses=0.6))
+    tests = slice_tests(live, dict(reference), "recall", min_support=100, alpha=0.01, min_effect=0.05)
+    assert {NEW, ANDROID} <= {t.slice for t in tests if t.flagged}
+    alerts = {a.test.slice: a for a in attribute(tests)}
+    assert NEW in alerts and ANDROID not in alerts
+    assert ANDROID in {e.slice for e in alerts[NEW].evidence}
