@@ -129,7 +129,10 @@ def build_worker(
         )
         for m in models
     }
-    lifecycle = LifecycleSettings(config.alerts.cooldown_s, config.alerts.resolve_after_s)
+    alerts = config.alerts
+    lifecycle = LifecycleSettings(
+        alerts.cooldown_s, alerts.resolve_after_s, alerts.remind_after_s, alerts.escalation_factor
+    )
     incidents = {name: IncidentTracker(client, store.keys, lifecycle) for name, store in stores.items()}
     metrics, health = WorkerMetrics(), WorkerHealth(liveness_timeout_s=config.observability.liveness_timeout_s)
     consumer = make_consumer(
