@@ -145,6 +145,6 @@ def _collect(items: list[Alert], root: Callable[[int], int]) -> list[list[Alert]
 def related(evidence: Iterable[Alert]) -> tuple[Related, ...]:
     """The small records a primary's alert carries for its evidence, in primary order."""
     return tuple(
-        Related(kind=a.kind, feature=a.feature, slice=a.slice, count=a.count, value=a.value)
+        Related(a.kind, a.feature, a.slice, a.count, a.value, a.threshold, a.severity)
         for a in sorted(evidence, key=primary_order)
     )

@@ -29,6 +29,8 @@ class Related:
     slice: str
     count: int
     value: float | None = None
+    threshold: float | None = None
+    severity: Severity | None = None
 
 
 def stable_id(*parts: object) -> str:
@@ -76,7 +78,7 @@ class Alert:
         record["alert_id"] = self.alert_id
         record["incident_id"] = self.incident_id
         record["examples"] = [asdict(e) for e in self.examples]
-        record["related"] = [asdict(r) for r in self.related]
+        record["related"] = [{**asdict(r), "severity": r.severity and r.severity.value} for r in self.related]
         return record
 
     @classmethod
@@ -84,7 +86,10 @@ class Alert:
         values = {k: v for k, v in record.items() if k not in ("alert_id", "incident_id")}
         values["severity"] = Severity(values["severity"])
         values["examples"] = tuple(Example(**e) for e in values["examples"])
-        values["related"] = tuple(Related(**r) for r in values.get("related") or ())
+        values["related"] = tuple(
+            Related(**{**r, "severity": r.get("severity") and Severity(r["severity"])})
+            for r in values.get("related") or ()
+        )
         for name in ("window_start", "window_end", "emitted_at"):
             values[name] = to_epoch_ms(values[name])
         return cls(**values)
