@@ -10,8 +10,9 @@ Within one window, findings join one *cluster* when
   classes) is one cluster, and every ``schema_change`` and ``unexpected_field`` finding of
   the window is one cluster (a writer schema changed), which by (a) takes in the findings
   of the fields the schema change names;
-* (c) a cluster holding a ``prediction_drift`` joins the strongest cluster of the window
-  with a feature's shift (a finding of tier 1-3 on another feature).
+* (c) a cluster holding a ``prediction_drift``, or a drift (``data_drift``, ``online_drift``)
+  of one of the model's ``outputs`` (its score and prediction fields), joins the strongest
+  cluster of the window with a feature's shift (a finding of tier 1-3 on an input feature).
 
 The primary of a cluster is its first finding in :func:`primary_order`: tier (schema >
 type/range/sentinel > null/unseen > drift > prediction drift), then severity, then
@@ -32,6 +33,7 @@ __all__ = [
     "TIERS",
     "cluster_window",
     "groups_by_feature",
+    "is_prediction_drift",
     "is_shift",
     "magnitude",
     "primary_order",
@@ -97,13 +99,21 @@ def groups_by_feature(kind: str, feature: str | None) -> bool:
     return kind in TIERS and kind != "undecodable" and feature not in (None, "", OVERFLOW)
 
 
-def is_shift(kind: str, feature: str | None) -> bool:
-    """A feature's shift, which a prediction drift may follow (rule c)."""
-    return TIERS.get(kind) in SHIFT_TIERS and groups_by_feature(kind, feature)
+def is_shift(kind: str, feature: str | None, outputs: frozenset[str] = frozenset()) -> bool:
+    """An input feature's shift, which a prediction drift may follow (rule c)."""
+    return TIERS.get(kind) in SHIFT_TIERS and groups_by_feature(kind, feature) and feature not in outputs
 
 
-def cluster_window(alerts: Iterable[Alert]) -> list[list[Alert]]:
-    """One window's alerts in clusters (rules a-c), each sorted primary first; strongest cluster first."""
+def is_prediction_drift(kind: str, feature: str | None, outputs: frozenset[str] = frozenset()) -> bool:
+    """A drift of the model's output: ``prediction_drift``, or a drift finding on a score or prediction field."""
+    return kind == PREDICTION_DRIFT or (TIERS.get(kind) == TIERS["data_drift"] and feature in outputs)
+
+
+def cluster_window(alerts: Iterable[Alert], outputs: frozenset[str] = frozenset()) -> list[list[Alert]]:
+    """One window's alerts in clusters (rules a-c), each sorted primary first; strongest cluster first.
+
+    ``outputs`` names the model's score and prediction fields: drifts on them count as prediction drift.
+    """
     items = sorted(alerts, key=primary_order)
     parent = list(range(len(items)))
 
@@ -125,8 +135,8 @@ def cluster_window(alerts: Iterable[Alert]) -> list[list[Alert]]:
         for key in keys:
             join(first.setdefault(key, i), i)
     clusters = _collect(items, root)
-    predicted = [c for c in clusters if any(a.kind == PREDICTION_DRIFT for a in c)]
-    shifted = [c for c in clusters if c not in predicted and any(is_shift(a.kind, a.feature) for a in c)]
+    predicted = [c for c in clusters if any(is_prediction_drift(a.kind, a.feature, outputs) for a in c)]
+    shifted = [c for c in clusters if c not in predicted and any(is_shift(a.kind, a.feature, outputs) for a in c)]
     if predicted and shifted:
         target = min(shifted, key=lambda c: primary_order(c[0]))
         for cluster in predicted:

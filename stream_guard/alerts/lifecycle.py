@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import redis
@@ -53,6 +54,7 @@ from stream_guard.alerts.grouping import (
     TIERS,
     cluster_window,
     groups_by_feature,
+    is_prediction_drift,
     is_shift,
     magnitude,
     primary_order,
@@ -60,7 +62,6 @@ from stream_guard.alerts.grouping import (
     related,
 )
 from stream_guard.alerts.model import Alert, Related, Severity
-from stream_guard.settings.kinds import PREDICTION_DRIFT
 from stream_guard.state.incident import Observation, ReminderPolicy
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.protocol import IncidentState
@@ -91,6 +92,8 @@ class IncidentTracker:
         The model's keys; only used with a Redis client.
     settings
         Cooldown, reminder, escalation and resolve settings (event time).
+    outputs
+        The model's score and prediction fields: a drift on them counts as prediction drift.
     """
 
     def __init__(
@@ -98,6 +101,8 @@ class IncidentTracker:
         state: IncidentState | redis.Redis,
         keys: ModelKeys | None = None,
         settings: LifecycleSettings | None = None,
+        *,
+        outputs: Iterable[str] = (),
     ) -> None:
         if isinstance(state, redis.Redis):
             if keys is None:
@@ -105,6 +110,7 @@ class IncidentTracker:
             state = WindowStore.for_client(state, keys)
         self._state: IncidentState = state
         self._settings = settings or LifecycleSettings()
+        self._outputs = frozenset(o for o in outputs if o)
         #: Incidents marked resolved, by the end of the window that resolved them, with their members.
         self._resolving: dict[int, dict[str, list[str]]] = {}
         #: The incident of each finding of the last window seen by :meth:`publishable`.
@@ -144,9 +150,9 @@ class IncidentTracker:
         members = {cause: _members(record) for cause, record in open_.items()}
         opened = {cause: int(record.get("opened_start", "0")) for cause, record in open_.items()}
         causes: dict[str, list[Alert]] = {}
-        for cluster in cluster_window(alerts):
+        for cluster in cluster_window(alerts, self._outputs):
             start = cluster[0].window_start
-            candidates = [c for c in members if _belongs(cluster, members[c], start)] or [
+            candidates = [c for c in members if _belongs(cluster, members[c], start, self._outputs)] or [
                 c for c in members if c == cluster[0].incident_id
             ]
             cause = min(candidates, key=lambda c: (opened[c], c)) if candidates else cluster[0].incident_id
@@ -227,7 +233,7 @@ def _members(record: dict[str, str]) -> dict[str, tuple[str, int]]:
     }
 
 
-def _belongs(cluster: list[Alert], members: dict[str, tuple[str, int]], start: int) -> bool:
+def _belongs(cluster: list[Alert], members: dict[str, tuple[str, int]], start: int, outputs: frozenset[str]) -> bool:
     """Whether a window's cluster joins an open incident with these members (see the module docstring)."""
     if any(a.incident_id in members for a in cluster):
         return True
@@ -239,6 +245,7 @@ def _belongs(cluster: list[Alert], members: dict[str, tuple[str, int]], start: i
                 return True
             if any(alert.kind in burst and kind in burst for burst in BURSTS):
                 return True
-            if alert.kind == PREDICTION_DRIFT and is_shift(kind, feature or None) and feature != alert.feature:
+            predicted = is_prediction_drift(alert.kind, alert.feature, outputs)
+            if predicted and is_shift(kind, feature or None, outputs) and feature != alert.feature:
                 return True
     return False

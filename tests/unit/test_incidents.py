@@ -7,6 +7,7 @@ import dataclasses
 from stream_guard.alerts.grouping import cluster_window, magnitude, primary_order
 from stream_guard.alerts.lifecycle import IncidentTracker, LifecycleSettings
 from stream_guard.alerts.model import Alert, Severity
+from stream_guard.alerts.render import render_alert
 from stream_guard.settings.kinds import OVERFLOW
 from stream_guard.state import MemoryState, ModelKeys
 
@@ -249,3 +250,25 @@ def test_an_informational_finding_is_published_once_and_resolved_once() -> None:
     published = [p for m, b in enumerate(bias) for p in close(t, m, b)]
     published += close(t, 31) + close(t, 32)
     assert published == [("FIRING", "known_bias", "recall", 0), ("RESOLVED", "known_bias", "recall", 0)]
+
+
+def test_a_rendered_alert_lists_its_related_findings() -> None:
+    """stream-guard alerts shows the evidence a cause's alert carries, one line after the examples."""
+    t = tracker()
+    (published,) = t.publishable([finding("out_of_range", count=30), finding("data_drift", value=0.3, threshold=0.1)])
+    text = render_alert(published.to_record())
+    assert text.splitlines()[-1] == "        related: data_drift amount (10)"
+    assert "related" not in render_alert(finding("null_rate", "age").to_record())
+
+
+def test_a_drift_of_the_score_field_is_prediction_drift() -> None:
+    """With the model's outputs named, online_drift on the score follows the shift, in its window or the next."""
+    same = cluster_window([finding("online_drift", "score"), finding("out_of_range", "amount")], frozenset({"score"}))
+    assert [names(c) for c in same] == [[("out_of_range", "amount"), ("online_drift", "score")]]
+    store = MemoryState(ModelKeys("sg", "fraud"), window_ms=MINUTE, lateness_ms=0)
+    t = IncidentTracker(store, settings=LifecycleSettings(resolve_after_s=600), outputs=("score", ""))
+    assert close(t, 0, finding("out_of_range", minute=0)) == [("FIRING", "out_of_range", "amount", 0)]
+    assert close(t, 1, finding("online_drift", "score", minute=1)) == []
+    alone = IncidentTracker(MemoryState(ModelKeys("sg", "other"), window_ms=MINUTE, lateness_ms=0))
+    close(alone, 0, finding("out_of_range", minute=0))
+    assert close(alone, 1, finding("online_drift", "score", minute=1)) == [("FIRING", "online_drift", "score", 1)]
