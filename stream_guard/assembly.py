@@ -131,8 +131,14 @@ def build_worker(
         )
         for m in models
     }
-    lifecycle = LifecycleSettings(config.alerts.cooldown_s, config.alerts.resolve_after_s)
-    incidents = {name: IncidentTracker(client, store.keys, lifecycle) for name, store in stores.items()}
+    alerts = config.alerts
+    lifecycle = LifecycleSettings(
+        alerts.cooldown_s, alerts.resolve_after_s, alerts.remind_after_s, alerts.escalation_factor
+    )
+    outputs = {m.name: (m.config.score_field, m.config.prediction_field) for m in models}
+    incidents = {
+        name: IncidentTracker(client, store.keys, lifecycle, outputs=outputs[name]) for name, store in stores.items()
+    }
     metrics, health = WorkerMetrics(), WorkerHealth(liveness_timeout_s=config.observability.liveness_timeout_s)
     consumer = make_consumer(
         config.kafka,

@@ -37,7 +37,8 @@ def encode_alert(
     if encoding == "json":
         record = {**alert.to_record(), "emitted_at": emitted_at}
         # Strict JSON has no NaN or infinity: a non-finite number is written as null.
-        record = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
+        record = {k: _finite(v) for k, v in record.items()}
+        record["related"] = [{k: _finite(v) for k, v in r.items()} for r in record["related"]]
         return json.dumps(record, separators=(",", ":"), allow_nan=False).encode()
     stream = io.BytesIO()
     if schema_id is not None:
@@ -46,6 +47,10 @@ def encode_alert(
     record["emitted_at"] = emitted_at
     fastavro.schemaless_writer(stream, alert_schema(), record)
     return stream.getvalue()
+
+
+def _finite(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def decode_alert(payload: bytes | None) -> dict[str, Any]:
@@ -61,6 +66,9 @@ def decode_alert(payload: bytes | None) -> dict[str, Any]:
         record = json.loads(payload)
         for name in _TIMES:
             record[name] = datetime.fromtimestamp(record[name] / 1000, UTC)
+        # Fields newer than the producer: the schema's defaults, as Avro readers get them.
+        record.setdefault("cause_id", None)
+        record.setdefault("related", [])
         return dict(record)
     # A plain alert starts with the length of a non-empty alert_id, never a zero byte.
     framed = payload[:1] == bytes([CONFLUENT_MAGIC])

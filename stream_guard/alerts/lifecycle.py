@@ -1,46 +1,68 @@
-"""Incidents: repeats of one problem update one incident, which opens, cools down and resolves.
+"""Incidents: the findings of one cause update one incident, which opens, escalates and resolves.
 
-An incident is keyed by (model, kind, feature, slice). When a closed window yields an
-alert for it:
+A closed window's alerts are first grouped into causes (:mod:`stream_guard.alerts.grouping`):
+findings that move together in the window form a cluster, and a cluster joins an open
+incident it belongs to (one of its findings is already part of it, or it names a feature
+the incident saw within one window, or it is a prediction drift following a shift the
+incident saw in this or the previous window). Otherwise it opens an incident named by its
+primary finding's ``incident_id``. One alert per incident and window is considered: the
+window's primary finding of the incident, carrying the others as ``related`` and the
+incident as ``cause_id``. For it:
 
 * no open incident: the incident opens and the alert is published (``FIRING``);
 * a window of the incident that was published before (its publication is retried, or
   late events completed its counts): published again under the same ``alert_id``;
-* a published window of the incident closer than ``cooldown`` (event time, on either
-  side: windows may close out of order): the window is recorded, nothing is published;
-* otherwise the alert is published again, as a reminder carrying the new counts. A
-  window older than the incident's first (its true onset, closed late) moves its start.
+* a window older than the incident's first (its true onset, closed late): published, and
+  the incident's start moves to it;
+* a window within ``cooldown`` of a published window of the incident (event time, on
+  either side: windows may close out of order): recorded, nothing is published;
+* otherwise published only if it *escalates* the incident (a severity above every
+  published window's, or the opening finding's magnitude ``|value - threshold|`` or rate at
+  least ``escalation_factor`` times the largest published), or if no published window lies
+  within ``remind_after`` of it (a reminder). An informational incident (severity INFO)
+  is published once: never reminded, never escalated by magnitude or rate.
 
-An open incident whose problem was absent for ``resolve_after`` of event time (judged
+An open incident whose findings were all absent for ``resolve_after`` of event time (judged
 when later windows close) is closed with one ``RESOLVED`` alert, in two phases:
 :meth:`IncidentTracker.resolved` marks the incident and returns the alert, and
 :meth:`IncidentTracker.delivered`, called once the broker acknowledged it, replaces the
-incident by a tombstone. A worker killed in between leaves the mark; the window is closed
-again and the same alert (same ``alert_id``) is returned again. The tombstone keeps an older
-window, closed again after the resolution, from reopening the incident.
-
-A window older than the one that opened its incident (windows closed out of order by two
-workers) is published too (decision ``onset``): the onset alert names the first window
-that showed the problem. A window whose alert was published, closed again (a retry, or
-late events reopened it), is published again (``repeat``, the same ``alert_id``) with its
-complete counts; the incident records its published windows (``pub|<window end>``).
+incident by a tombstone (and each of its findings' own ids too). A worker killed in between
+leaves the mark; the window is closed again and the same alert (same ``alert_id``) is
+returned again. The tombstones keep an older window, closed again after the resolution,
+from reopening the incident or opening one for a finding that was evidence.
 
 The records live in the model's state (:class:`~stream_guard.state.protocol.IncidentState`):
 on Redis the decisions run in Lua scripts, so workers closing windows concurrently agree
 on them; the in-memory store makes the same decisions for the offline replay. Event time, not
-wall-clock time, drives both timers: replaying a backlog gives
-the same incidents as the live stream did.
+wall-clock time, drives every timer: replaying a backlog gives the same incidents and
+publications as the live stream did. (Which open incident a cluster joins is read before the
+scripts run: two workers closing adjacent windows at the same instant may open two incidents
+for one cause; never a lost or doubled alert.)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import redis
 
-from stream_guard.alerts.model import Alert, Severity
+from stream_guard.alerts.grouping import (
+    BURSTS,
+    TIERS,
+    cluster_window,
+    groups_by_feature,
+    is_prediction_drift,
+    is_shift,
+    magnitude,
+    primary_order,
+    rank,
+    related,
+)
+from stream_guard.alerts.model import Alert, Related, Severity
+from stream_guard.state.incident import Observation, ReminderPolicy
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.protocol import IncidentState
 from stream_guard.state.window_store import WindowStore
@@ -50,6 +72,12 @@ from stream_guard.state.window_store import WindowStore
 class LifecycleSettings:
     cooldown_s: int = 600
     resolve_after_s: int = 300
+    remind_after_s: int = 6 * 3600
+    escalation_factor: float = 2.0
+
+    @property
+    def policy(self) -> ReminderPolicy:
+        return ReminderPolicy(self.cooldown_s * 1000, self.remind_after_s * 1000, self.escalation_factor)
 
 
 class IncidentTracker:
@@ -63,7 +91,9 @@ class IncidentTracker:
     keys
         The model's keys; only used with a Redis client.
     settings
-        Cooldown and resolve timers (event time).
+        Cooldown, reminder, escalation and resolve settings (event time).
+    outputs
+        The model's score and prediction fields: a drift on them counts as prediction drift.
     """
 
     def __init__(
@@ -71,6 +101,8 @@ class IncidentTracker:
         state: IncidentState | redis.Redis,
         keys: ModelKeys | None = None,
         settings: LifecycleSettings | None = None,
+        *,
+        outputs: Iterable[str] = (),
     ) -> None:
         if isinstance(state, redis.Redis):
             if keys is None:
@@ -78,73 +110,111 @@ class IncidentTracker:
             state = WindowStore.for_client(state, keys)
         self._state: IncidentState = state
         self._settings = settings or LifecycleSettings()
-        #: Incidents marked resolved, by the end of the window that resolved them.
-        self._resolving: dict[int, list[str]] = {}
+        self._outputs = frozenset(o for o in outputs if o)
+        #: Incidents marked resolved, by the end of the window that resolved them, with their members.
+        self._resolving: dict[int, dict[str, list[str]]] = {}
+        #: The incident of each finding of the last window seen by :meth:`publishable`.
+        self._cause_of: dict[str, str] = {}
 
     def publishable(self, alerts: list[Alert]) -> list[Alert]:
-        """The alerts of one window that open an incident or remind of one."""
+        """The alerts of one window that open, escalate or remind of an incident (one per incident at most)."""
+        if not alerts:
+            self._cause_of = {}
+            return []
+        causes = self._causes(alerts)
+        self._cause_of = {a.incident_id: cause for cause, members in causes.items() for a in members}
         out = []
-        for alert in alerts:
-            decision = self._state.observe_incident(
-                alert.incident_id,
-                alert.window_start,
-                alert.window_end,
-                self._settings.cooldown_s * 1000,
-                alert.count,
-                json.dumps(_summary(alert)),
+        for cause, members in causes.items():
+            members.sort(key=primary_order)
+            primary = members[0]
+            opener = next((a for a in members if a.incident_id == cause), None)
+            seen = Observation(
+                window_start=primary.window_start,
+                window_end=primary.window_end,
+                count=primary.count,
+                summary=json.dumps(_summary(opener or primary)),
+                rank=max(rank(a) for a in members),
+                magnitude=magnitude(opener) if opener is not None else None,
+                rate=opener.rate if opener is not None else None,
+                members={a.incident_id: f"{a.kind}|{a.feature or ''}|{a.slice}" for a in members},
+                refresh=opener is not None,
             )
-            if decision in ("open", "remind", "repeat", "onset"):
-                out.append(alert)
+            decision = self._state.observe_incident(cause, seen, self._settings.policy)
+            if decision in ("open", "repeat", "onset", "escalate", "remind"):
+                out.append(dataclasses.replace(primary, cause_id=cause, related=related(members[1:])))
         return out
+
+    def _causes(self, alerts: list[Alert]) -> dict[str, list[Alert]]:
+        """The window's alerts by the incident (cause) each belongs to, strongest cluster first."""
+        open_ = self._state.open_incidents() if any(a.kind in TIERS for a in alerts) else {}
+        members = {cause: _members(record) for cause, record in open_.items()}
+        opened = {cause: int(record.get("opened_start", "0")) for cause, record in open_.items()}
+        causes: dict[str, list[Alert]] = {}
+        for cluster in cluster_window(alerts, self._outputs):
+            start = cluster[0].window_start
+            candidates = [c for c in members if _belongs(cluster, members[c], start, self._outputs)] or [
+                c for c in members if c == cluster[0].incident_id
+            ]
+            cause = min(candidates, key=lambda c: (opened[c], c)) if candidates else cluster[0].incident_id
+            causes.setdefault(cause, []).extend(cluster)
+        return causes
 
     def resolved(self, window_end: int, still_firing: set[str]) -> list[Alert]:
         """RESOLVED alerts for incidents absent from every window up to ``window_end``.
 
-        The incidents stay (marked) until :meth:`delivered` is called with the same ``window_end``.
+        ``still_firing`` holds the ``incident_id`` of every alert the window raised (published
+        or not); the incidents they belong to stay open. The incidents stay (marked) until
+        :meth:`delivered` is called with the same ``window_end``.
         """
+        firing = {self._cause_of.get(i, i) for i in still_firing}
         horizon = window_end - self._settings.resolve_after_s * 1000
         candidates = self._state.incidents_seen_until(horizon)
         out = []
-        marked = self._resolving.setdefault(window_end, [])
+        marked = self._resolving.setdefault(window_end, {})
         for incident_id in candidates:
-            if incident_id in still_firing:
+            if incident_id in firing:
                 continue
             fields = self._state.resolve_incident(incident_id, window_end)
             if fields is None:
                 continue
-            if incident_id not in marked:
-                marked.append(incident_id)
-            summary = json.loads(fields["alert"])
-            opened, last_seen = int(fields["opened_start"]), int(fields["last_seen_end"])
-            out.append(
-                Alert(
-                    model=summary["model"],
-                    kind=summary["kind"],
-                    feature=summary["feature"],
-                    slice=summary["slice"],
-                    severity=Severity(summary["severity"]),
-                    window_start=opened,
-                    window_end=last_seen,
-                    count=int(fields["events"]),
-                    total=0,
-                    rate=0.0,
-                    observed=f"clear since {last_seen} (event time), {fields['windows']} windows affected",
-                    expected=summary["expected"],
-                    detector=summary["detector"],
-                    message=(
-                        f"RESOLVED {summary['kind']} {summary['feature'] or ''}: no finding for "
-                        f"{self._settings.resolve_after_s}s of event time; {fields['events']} events "
-                        f"in {fields['windows']} windows were affected"
-                    ),
-                    status="RESOLVED",
-                )
-            )
+            others = {m: d for m, (d, _) in _members(fields).items() if m != incident_id}
+            marked[incident_id] = sorted(others)
+            out.append(self._resolution(incident_id, fields, others))
         return out
+
+    def _resolution(self, incident_id: str, fields: dict[str, str], others: dict[str, str]) -> Alert:
+        summary = json.loads(fields["alert"])
+        opened, last_seen = int(fields["opened_start"]), int(fields["last_seen_end"])
+        evidence = sorted(d.split("|", 2) for d in others.values())
+        return Alert(
+            model=summary["model"],
+            kind=summary["kind"],
+            feature=summary["feature"],
+            slice=summary["slice"],
+            severity=Severity(summary["severity"]),
+            window_start=opened,
+            window_end=last_seen,
+            count=int(fields["events"]),
+            total=0,
+            rate=0.0,
+            observed=f"clear since {last_seen} (event time), {fields['windows']} windows affected",
+            expected=summary["expected"],
+            detector=summary["detector"],
+            message=(
+                f"RESOLVED {summary['kind']} {summary['feature'] or ''}: no finding for "
+                f"{self._settings.resolve_after_s}s of event time; {fields['events']} events "
+                f"in {fields['windows']} windows were affected"
+                + (f"; with {len(evidence)} related findings" if evidence else "")
+            ),
+            status="RESOLVED",
+            cause_id=incident_id,
+            related=tuple(Related(kind=k, feature=f or None, slice=sl, count=0) for k, f, sl in evidence),
+        )
 
     def delivered(self, window_end: int) -> None:
         """The RESOLVED alerts of the window ending at ``window_end`` were acknowledged: forget the incidents."""
-        for incident_id in self._resolving.pop(window_end, []):
-            self._state.close_incident(incident_id, window_end)
+        for incident_id, members in self._resolving.pop(window_end, {}).items():
+            self._state.close_incident(incident_id, window_end, members)
 
 
 def _summary(alert: Alert) -> dict[str, object]:
@@ -152,3 +222,30 @@ def _summary(alert: Alert) -> dict[str, object]:
     record = {k: v for k, v in dataclasses.asdict(alert).items() if k in keep}
     record["severity"] = alert.severity.value
     return record
+
+
+def _members(record: dict[str, str]) -> dict[str, tuple[str, int]]:
+    """An incident record's findings: id -> (``kind|feature|slice``, end of its last window)."""
+    return {
+        name[2:]: (descriptor, int(record.get(f"s|{name[2:]}", "-1")))
+        for name, descriptor in record.items()
+        if name.startswith("m|")
+    }
+
+
+def _belongs(cluster: list[Alert], members: dict[str, tuple[str, int]], start: int, outputs: frozenset[str]) -> bool:
+    """Whether a window's cluster joins an open incident with these members (see the module docstring)."""
+    if any(a.incident_id in members for a in cluster):
+        return True
+    recent = [descriptor.split("|", 2)[:2] for descriptor, last in members.values() if last >= start]
+    for alert in cluster:
+        for kind, feature in recent:
+            same_feature = feature == alert.feature and groups_by_feature(kind, feature)
+            if same_feature and groups_by_feature(alert.kind, alert.feature):
+                return True
+            if any(alert.kind in burst and kind in burst for burst in BURSTS):
+                return True
+            predicted = is_prediction_drift(alert.kind, alert.feature, outputs)
+            if predicted and is_shift(kind, feature or None, outputs) and feature != alert.feature:
+                return True
+    return False

@@ -9,7 +9,7 @@ from typing import Any
 from stream_guard.batch import to_epoch_ms
 from stream_guard.settings.kinds import Severity
 
-__all__ = ["Alert", "Example", "Severity", "stable_id"]
+__all__ = ["Alert", "Example", "Related", "Severity", "stable_id"]
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,19 @@ class Example:
     offset: int
     event_id: str | None = None
     value: str | None = None
+
+
+@dataclass(frozen=True)
+class Related:
+    """A finding of the same cause, carried by the primary's alert instead of published on its own."""
+
+    kind: str
+    feature: str | None
+    slice: str
+    count: int
+    value: float | None = None
+    threshold: float | None = None
+    severity: Severity | None = None
 
 
 def stable_id(*parts: object) -> str:
@@ -46,6 +59,10 @@ class Alert:
     status: str = "FIRING"
     emitted_at: int = 0
     rate: float = field(default=0.0)
+    #: The incident of the cause this alert stands for (the id of its first primary's incident).
+    cause_id: str | None = None
+    #: The other findings of the cause in this window (evidence), primary order.
+    related: tuple[Related, ...] = ()
 
     @property
     def incident_id(self) -> str:
@@ -61,6 +78,7 @@ class Alert:
         record["alert_id"] = self.alert_id
         record["incident_id"] = self.incident_id
         record["examples"] = [asdict(e) for e in self.examples]
+        record["related"] = [{**asdict(r), "severity": r.severity and r.severity.value} for r in self.related]
         return record
 
     @classmethod
@@ -68,6 +86,10 @@ class Alert:
         values = {k: v for k, v in record.items() if k not in ("alert_id", "incident_id")}
         values["severity"] = Severity(values["severity"])
         values["examples"] = tuple(Example(**e) for e in values["examples"])
+        values["related"] = tuple(
+            Related(**{**r, "severity": r.get("severity") and Severity(r["severity"])})
+            for r in values.get("related") or ()
+        )
         for name in ("window_start", "window_end", "emitted_at"):
             values[name] = to_epoch_ms(values[name])
         return cls(**values)

@@ -21,10 +21,15 @@ def render_alert(record: dict[str, Any]) -> str:
         f"p{e['partition']}@{e['offset']}" + (f"={e['value']}" if e.get("value") else "")
         for e in record["examples"][:3]
     )
+    related = ", ".join(
+        f"{r['kind']} {r['feature'] or '-'}" + (f" @ {r['slice']}" if r.get("slice") else "") + f" ({r['count']})"
+        for r in record.get("related") or []
+    )
     status = "" if record["status"] == "FIRING" else f" {record['status']}"
     return (
         f"ALERT {record['severity']:<8}{status} {record['model']} {record['kind']} {where} "
         f"[{_clock(record['window_start'])}-{_clock(record['window_end'])}] "
         f"{record['count']}/{record['total']} events: {record['message']}"
         + (f"\n        examples: {examples}" if examples else "")
+        + (f"\n        related: {related}" if related else "")
     )

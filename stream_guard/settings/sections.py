@@ -104,10 +104,15 @@ class ObservabilityConfig:
 
 @dataclass
 class AlertsConfig:
-    #: An open incident is re-published at most once per cooldown (event time).
+    #: Two publications of one open incident are at least this far apart (event time).
     cooldown_s: int = 600
     #: An incident resolves once its problem was absent this long (event time).
     resolve_after_s: int = 300
+    #: An open incident that does not escalate is re-published after this long (event time).
+    remind_after_s: int = 6 * 3600
+    #: An open incident escalates (and is re-published) when its magnitude ``|value - threshold|``
+    #: or its rate reaches this multiple of the largest published; a higher severity always escalates.
+    escalation_factor: float = 2.0
     #: Severity overrides by alert kind, e.g. ``{ schema_change = "critical" }``.
     severity: dict[str, Severity] = field(default_factory=dict)
     #: ``avro`` (schemaless, ``schemas/alert.avsc``) or ``json`` (the same record as a JSON object).

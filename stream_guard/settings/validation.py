@@ -71,6 +71,7 @@ def check_config(config: Config, problems: Problems, *, require_profiles: bool =
         problems.add("worker.max_event_time_skew_s", f"must be 0 (off) or positive, got {skew:g}")
     check_checks(config.checks, "checks", problems)
     check_drift(config.drift, "drift", problems)
+    _check_alerts(config, problems)
     for kind in config.alerts.severity:
         if kind not in ALERT_KINDS:
             problems.add(f"alerts.severity.{kind}", f"unknown alert kind (known: {', '.join(sorted(ALERT_KINDS))})")
@@ -83,6 +84,20 @@ def check_config(config: Config, problems: Problems, *, require_profiles: bool =
     label_topics = [m.labels.topic for m in config.models if m.labels.topic]
     for topic in sorted({t for t in label_topics if label_topics.count(t) > 1}):
         problems.lines.append(f"labels topic {topic!r} is used by several models")
+
+
+def _check_alerts(config: Config, problems: Problems) -> None:
+    alerts = config.alerts
+    for name in ("cooldown_s", "resolve_after_s"):
+        if problems.typed(f"alerts.{name}") and getattr(alerts, name) < 0:
+            problems.add(f"alerts.{name}", f"must be 0 or positive, got {getattr(alerts, name)}")
+    if problems.typed("alerts.remind_after_s", "alerts.cooldown_s") and alerts.remind_after_s < alerts.cooldown_s:
+        problems.add(
+            "alerts.remind_after_s",
+            f"must be at least alerts.cooldown_s ({alerts.cooldown_s}), got {alerts.remind_after_s}",
+        )
+    if problems.typed("alerts.escalation_factor") and not alerts.escalation_factor > 1:
+        problems.add("alerts.escalation_factor", f"must be above 1, got {alerts.escalation_factor:g}")
 
 
 def _check_feature_tables(config: Config, problems: Problems) -> None:

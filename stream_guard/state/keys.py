@@ -17,7 +17,8 @@ key                                                type   content
 ``sg:{m}:w:<start>:lease``                         str    worker id holding the right to close it
 ``sg:{m}:incidents``                               zset   open incident ids, score = end of their last window
 ``sg:{m}:incident:<incident_id>``                  hash   ``opened_start``, ``last_seen_end``,
-                                                          ``last_published_end``, ``windows``, ``events``, ``alert``
+                                                          ``last_published_end``, ``windows``, ``events``, ``alert``,
+                                                          ``pub|<end>``, ``peak_*``, ``m|<id>``/``s|<id>`` per finding
 ``sg:{m}:m:<bucket_start_ms>``                     hash   slice metrics ``<slice>|<metric>`` of one bucket
 ``sg:{m}:m:index``                                 zset   metric bucket starts (ms), score = start
 ``sg:{m}:pred:<event_id>``                         str    a stored prediction, waiting for its label

@@ -27,8 +27,8 @@ Semantics kept from the scripts
   fails leaves nothing behind, fence included (the script validates every op before its
   first write; here the touched keys are restored), so its retry applies it.
 * Types: one key space; an op on a key of another type fails with ``WRONGTYPE``.
-* Incidents open, repeat, remind, are suppressed and resolve (in two phases, leaving a
-  tombstone) as the incident scripts decide.
+* Incidents open, repeat, escalate, remind, are suppressed and resolve (in two phases,
+  leaving tombstones) as the incident scripts decide (:mod:`~stream_guard.state.memory_incidents`).
 * ``finish`` removes a window from the open set only if its ``n`` field still equals
   the snapshot's, and drops the lease, exactly as ``_FINISH`` does.
 
@@ -61,6 +61,7 @@ from stream_guard.state.exceptions import StateOpUnknownError
 from stream_guard.state.holding import MemoryLabelReads
 from stream_guard.state.keys import Fence, ModelKeys
 from stream_guard.state.keyspace import ZSet
+from stream_guard.state.memory_incidents import MemoryIncidents
 from stream_guard.state.ops import Op, split_ops
 from stream_guard.state.update import FIXED_KEYS, StateUpdate, WindowSnapshot
 
@@ -73,7 +74,7 @@ def _key(keys: list[str], fixed: Sequence[str], index: Any) -> str:
     return fixed[i - 1] if i <= FIXED_KEYS else keys[i - FIXED_KEYS - 1]
 
 
-class MemoryState(MemoryLabelReads):
+class MemoryState(MemoryLabelReads, MemoryIncidents):
     """Per-model window state in process memory (see the module docstring).
 
     Parameters
@@ -214,82 +215,6 @@ class MemoryState(MemoryLabelReads):
             value if isinstance(value := self._data.get(self.keys.prediction(x)), str) else None for x in event_ids
         ]
         return self.applied_offsets(sources, Fence.LABELS), stored
-
-    # -- incidents -------------------------------------------------------------------------
-
-    def observe_incident(
-        self, incident_id: str, window_start: int, window_end: int, cooldown_ms: int, count: int, summary: str
-    ) -> str:
-        """Record a window's alert on its incident: ``open``, ``repeat``, ``onset``, ``remind``, ``suppress``
-        or ``resolved`` (a window the resolved incident already covered)."""
-        key = self.keys.incident(incident_id)
-        record = self._existing(key, dict)
-        if record is not None and "resolved_through" in record:
-            if window_end <= int(record["resolved_through"]):
-                return "resolved"
-            self._delete(key)
-            record = None
-        if record is not None:
-            record.pop("resolving", None)
-        seen = int(record.get("last_seen_end", "-1")) if record is not None else -1
-        if window_end > seen:
-            self._hincrby(key, "windows", 1)
-            self._hincrby(key, "events", int(count))
-            record = self._create(key, dict)
-            record["last_seen_end"] = str(window_end)
-            self._create(self.keys.incidents, ZSet)[incident_id] = float(window_end)
-        record = self._create(key, dict)
-        last = record.get("last_published_end")
-        published = f"pub|{window_end}"
-        if last is None:
-            record.update(opened_start=str(window_start), last_published_end=str(window_end), alert=summary)
-            record[published] = "1"
-            return "open"
-        if published in record:
-            return "repeat"
-        if window_start < int(record["opened_start"]):
-            record.update({"opened_start": str(window_start), published: "1"})
-            return "onset"
-        ends = [int(f[4:]) for f in record if f.startswith("pub|")]
-        if any(abs(end - window_end) < cooldown_ms for end in ends):
-            return "suppress"
-        record[published] = "1"
-        if window_end > int(last):
-            record.update(last_published_end=str(window_end), alert=summary)
-        return "remind"
-
-    def incidents_seen_until(self, end_ms: int) -> list[str]:
-        """Open incidents whose last window ended at or before ``end_ms``, oldest first."""
-        return [member for member, score in self.zrange(self.keys.incidents) if score <= end_ms]
-
-    def resolve_incident(self, incident_id: str, window_end: int) -> dict[str, str] | None:
-        """Mark an open incident resolved by the window ending at ``window_end``; its record, or None."""
-        index = self._existing(self.keys.incidents, ZSet)
-        if index is None or incident_id not in index:
-            return None
-        record = self._create(self.keys.incident(incident_id), dict)
-        mark = record.get("resolving")
-        if mark is not None and mark != str(window_end):
-            return None
-        record["resolving"] = str(window_end)
-        return dict(record)
-
-    def close_incident(self, incident_id: str, window_end: int) -> bool:
-        """Forget an incident once its RESOLVED alert was delivered, keeping a tombstone (retention TTL)."""
-        key = self.keys.incident(incident_id)
-        record = self._existing(key, dict)
-        if record is None or record.get("resolving") != str(window_end):
-            return False
-        index = self._existing(self.keys.incidents, ZSet)
-        if index is not None:
-            index.pop(incident_id, None)
-            if not index:
-                self._delete(self.keys.incidents)
-        through = record.get("last_seen_end", "")
-        self._delete(key)
-        self._data[key] = {"resolved_through": through}
-        self._deadlines[key] = self._clock + self._retention_s * 1000
-        return True
 
     # -- the apply script ------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from stream_guard.state.incident import Observation, ReminderPolicy
 from stream_guard.state.keys import Fence, ModelKeys
 from stream_guard.state.update import HeldInputs, StateUpdate, WindowSnapshot
 
@@ -102,10 +103,13 @@ class LabelState(FencedState, Protocol):
 class IncidentState(Protocol):
     """The incident records of one model (see :mod:`stream_guard.alerts.lifecycle`)."""
 
-    def observe_incident(
-        self, incident_id: str, window_start: int, window_end: int, cooldown_ms: int, count: int, summary: str
-    ) -> str:
-        """Record a window's alert on its incident: ``open``, ``repeat``, ``remind`` or ``suppress``."""
+    def observe_incident(self, incident_id: str, seen: Observation, policy: ReminderPolicy) -> str:
+        """Record a window's findings on their incident: ``open``, ``repeat``, ``onset``, ``escalate``,
+        ``remind``, ``suppress`` or ``resolved`` (a window the resolved incident already covered)."""
+        ...
+
+    def open_incidents(self) -> dict[str, dict[str, str]]:
+        """Every open incident's record, by id (its members as fields ``m|<id>`` and ``s|<id>``)."""
         ...
 
     def incidents_seen_until(self, end_ms: int) -> list[str]:
@@ -120,11 +124,12 @@ class IncidentState(Protocol):
         """
         ...
 
-    def close_incident(self, incident_id: str, window_end: int) -> bool:
+    def close_incident(self, incident_id: str, window_end: int, members: Sequence[str] = ()) -> bool:
         """Phase 2, once the RESOLVED alert was delivered: replace the record by a tombstone.
 
         The tombstone (TTL: the retention) holds how far the incident reached, so a window it
-        covered, closed again later, does not reopen it. False if the mark is not ``window_end``'s.
+        covered, closed again later, does not reopen it; each of ``members`` (the incident's
+        other findings) not open on its own gets one too. False if the mark is not ``window_end``'s.
         """
         ...
 

@@ -17,12 +17,12 @@ publishes the alerts, and only then removes the window from the open set. A work
 that dies in between lets the lease expire and another one closes it again
 (at-least-once; the alert id is the same).
 
-Incidents are decided by three more scripts (:meth:`WindowStore.observe_incident`,
-:meth:`WindowStore.resolve_incident`, :meth:`WindowStore.close_incident`), so workers
-closing windows concurrently agree. A resolution has two phases: the incident is marked,
-its RESOLVED alert published and acknowledged, and only then is the record replaced by a
-tombstone, so a kill in between publishes the resolution again when the window is closed
-again.
+Incidents are decided by three more scripts (:mod:`stream_guard.state.redis_incidents`,
+behind :meth:`WindowStore.observe_incident`, :meth:`WindowStore.resolve_incident` and
+:meth:`WindowStore.close_incident`), so workers closing windows concurrently agree. A
+resolution has two phases: the incident is marked, its RESOLVED alert published and
+acknowledged, and only then is the record replaced by a tombstone, so a kill in between
+publishes the resolution again when the window is closed again.
 """
 
 from __future__ import annotations
@@ -36,8 +36,10 @@ from typing import Any, cast
 import redis
 
 from stream_guard.state.holding import TAKE_CHECK_LUA, TAKE_LUA, RedisLabelReads
+from stream_guard.state.incident import Observation, ReminderPolicy
 from stream_guard.state.keys import Fence, ModelKeys
 from stream_guard.state.ops import SHAPES, Op
+from stream_guard.state.redis_incidents import RedisIncidents
 from stream_guard.state.update import StateUpdate, WindowSnapshot
 
 __all__ = ["APPLY_SCRIPT", "StateUpdate", "WindowSnapshot", "WindowStore"]
@@ -232,76 +234,6 @@ redis.call('DEL', KEYS[3])
 return 1
 """
 
-# KEYS: incident hash, incidents zset. ARGV: incident id, window start, window end, cooldown ms, count, alert json.
-_OBSERVE = """
-local through = redis.call('HGET', KEYS[1], 'resolved_through')
-if through then
-  -- A window the resolved incident already covered (closed again late): history, not news.
-  if tonumber(ARGV[3]) <= tonumber(through) then return 'resolved' end
-  redis.call('DEL', KEYS[1])
-end
--- The problem is back while a resolution awaits its delivery: the incident goes on.
-redis.call('HDEL', KEYS[1], 'resolving')
-local seen = tonumber(redis.call('HGET', KEYS[1], 'last_seen_end') or '-1')
-if tonumber(ARGV[3]) > seen then
-  redis.call('HINCRBY', KEYS[1], 'windows', 1)
-  redis.call('HINCRBY', KEYS[1], 'events', ARGV[5])
-  redis.call('HSET', KEYS[1], 'last_seen_end', ARGV[3])
-  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-end
-local last = redis.call('HGET', KEYS[1], 'last_published_end')
-local published = 'pub|' .. ARGV[3]
-if not last then
-  redis.call('HSET', KEYS[1], 'opened_start', ARGV[2], 'last_published_end', ARGV[3], 'alert', ARGV[6], published, 1)
-  return 'open'
-end
--- A window published before, closed again (a retry, or late events reopened it): publish
--- again, with its complete counts under the same alert id.
-if redis.call('HEXISTS', KEYS[1], published) == 1 then return 'repeat' end
--- A window before the one that opened the incident (closed out of order): the real onset.
-if tonumber(ARGV[2]) < tonumber(redis.call('HGET', KEYS[1], 'opened_start')) then
-  redis.call('HSET', KEYS[1], 'opened_start', ARGV[2], published, 1)
-  return 'onset'
-end
--- Otherwise publish when no published window of the incident is closer than the cooldown,
--- on either side: windows may close out of order (late events, two workers).
-local w_end, cooldown = tonumber(ARGV[3]), tonumber(ARGV[4])
-for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
-  if string.sub(f, 1, 4) == 'pub|' and math.abs(tonumber(string.sub(f, 5)) - w_end) < cooldown then
-    return 'suppress'
-  end
-end
-redis.call('HSET', KEYS[1], published, 1)
-if w_end > tonumber(last) then
-  redis.call('HSET', KEYS[1], 'last_published_end', ARGV[3], 'alert', ARGV[6])
-end
-return 'remind'
-"""
-
-# Phase 1 of a resolution. KEYS: incidents zset, incident hash. ARGV: incident id, end of the
-# window resolving it. Marks the incident (the mark names the window) and returns its record;
-# the same window asking again (closed again after a failure) gets it again, any other none.
-_RESOLVE = """
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return false end
-local mark = redis.call('HGET', KEYS[2], 'resolving')
-if mark and mark ~= ARGV[2] then return false end
-redis.call('HSET', KEYS[2], 'resolving', ARGV[2])
-return redis.call('HGETALL', KEYS[2])
-"""
-
-# Phase 2, once the RESOLVED alert was delivered. KEYS: incidents zset, incident hash.
-# ARGV: incident id, window end of the mark, tombstone TTL (s). The record becomes a tombstone
-# holding how far the incident reached, so an older window closed again does not reopen it.
-_CLOSE = """
-if redis.call('HGET', KEYS[2], 'resolving') ~= ARGV[2] then return 0 end
-local through = redis.call('HGET', KEYS[2], 'last_seen_end')
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('DEL', KEYS[2])
-redis.call('HSET', KEYS[2], 'resolved_through', through)
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-return 1
-"""
-
 
 class WindowStore(RedisLabelReads):
     """Per-model state in Redis (see the module docstring for the protocol).
@@ -330,9 +262,7 @@ class WindowStore(RedisLabelReads):
         self._worker_id = worker_id
         self._apply = client.register_script(APPLY_SCRIPT)
         self._finish = client.register_script(_FINISH)
-        self._observe = client.register_script(_OBSERVE)
-        self._resolve = client.register_script(_RESOLVE)
-        self._close = client.register_script(_CLOSE)
+        self._incidents = RedisIncidents(client, keys, retention_s)
 
     @classmethod
     def for_client(cls, client: redis.Redis, keys: ModelKeys, retention_s: int = 7 * 24 * 3600) -> WindowStore:
@@ -461,38 +391,19 @@ class WindowStore(RedisLabelReads):
         stored = list(replies[0]) if event_ids else []
         return fences, stored
 
-    # -- incidents -------------------------------------------------------------------------------
+    # -- incidents (stream_guard.state.redis_incidents) -------------------------------------
 
-    def observe_incident(
-        self, incident_id: str, window_start: int, window_end: int, cooldown_ms: int, count: int, summary: str
-    ) -> str:
-        """Record a window's alert on its incident: ``open``, ``repeat``, ``remind`` or ``suppress``."""
-        decision = self._observe(
-            keys=[self.keys.incident(incident_id), self.keys.incidents],
-            args=[incident_id, window_start, window_end, cooldown_ms, count, summary],
-        )
-        return str(decision)
+    def observe_incident(self, incident_id: str, seen: Observation, policy: ReminderPolicy) -> str:
+        return self._incidents.observe_incident(incident_id, seen, policy)
+
+    def open_incidents(self) -> dict[str, dict[str, str]]:
+        return self._incidents.open_incidents()
 
     def incidents_seen_until(self, end_ms: int) -> list[str]:
-        """Open incidents whose last window ended at or before ``end_ms``, oldest first."""
-        return cast("list[str]", self._redis.zrangebyscore(self.keys.incidents, "-inf", end_ms))
+        return self._incidents.incidents_seen_until(end_ms)
 
     def resolve_incident(self, incident_id: str, window_end: int) -> dict[str, str] | None:
-        """Mark an open incident resolved by the window ending at ``window_end``; its record, or None.
+        return self._incidents.resolve_incident(incident_id, window_end)
 
-        None if it is not open, or another window's resolution of it awaits delivery.
-        """
-        state = self._resolve(
-            keys=[self.keys.incidents, self.keys.incident(incident_id)], args=[incident_id, window_end]
-        )
-        if not state:
-            return None
-        return dict(zip(state[::2], state[1::2], strict=True))
-
-    def close_incident(self, incident_id: str, window_end: int) -> bool:
-        """Forget an incident once its RESOLVED alert was delivered, keeping a tombstone (retention TTL)."""
-        done = self._close(
-            keys=[self.keys.incidents, self.keys.incident(incident_id)],
-            args=[incident_id, window_end, self._retention_s],
-        )
-        return bool(done)
+    def close_incident(self, incident_id: str, window_end: int, members: Sequence[str] = ()) -> bool:
+        return self._incidents.close_incident(incident_id, window_end, members)

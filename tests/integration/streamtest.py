@@ -205,3 +205,18 @@ def learn_simulated_profile(config: Config, path: Path, *, n: int = 50_000, seed
     profile = learn_from_frame(model, frame, f"simulator seed={seed}, {n} records")
     profile.save(path)
     return profile
+
+
+def findings_of(alerts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each decoded alert, and each of its ``related`` findings as an alert-like dict of the same window.
+
+    One cause is one alert: the findings it carries as evidence are read here as the
+    record they stand for (window, total and status of the carrier; no examples, no text).
+    """
+    out = []
+    for alert in alerts:
+        out.append(alert)
+        for related in alert.get("related", []):
+            carried = {k: alert[k] for k in ("model", "window_start", "window_end", "total", "status", "cause_id")}
+            out.append({**carried, **related, "examples": [], "observed": None, "carrier": alert["alert_id"]})
+    return out

@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from streamtest import consume_all, learn_simulated_profile, new_worker, produce, run_until, write_config
+from streamtest import (
+    consume_all,
+    findings_of,
+    learn_simulated_profile,
+    new_worker,
+    produce,
+    run_until,
+    write_config,
+)
 
 from stream_guard.alerts.codec import decode_alert
 from stream_guard.checks.row_checks import range_bounds
@@ -83,7 +91,8 @@ def test_value_faults_fire_their_checks_in_the_first_faulty_window_and_never_bef
     before = [b for b in before if b[0] in CHECKS]
     assert before == [], f"check alerts in clean windows: {before}"
 
-    firing = [a for a in alerts if a["status"] == "FIRING"]
+    # A feature's findings are one incident (one alert, the others related): read them all.
+    firing = [a for a in findings_of(alerts) if a["status"] == "FIRING"]
     first: dict[tuple[str, str], dict[str, Any]] = {}
     for alert in sorted(firing, key=_window_ms):
         first.setdefault((alert["kind"], alert["feature"]), alert)
@@ -113,7 +122,9 @@ def test_value_faults_fire_their_checks_in_the_first_faulty_window_and_never_bef
         1 for r in onset if r["merchant_category"] == "crypto"
     )
     assert first[("null_rate", "age")]["count"] == sum(1 for r in onset if r["age"] is None)
-    assert first[("sentinel_spike", "age")]["observed"].startswith("value -1 ")
+    # age's findings are one cause led by out_of_range (tier 1, critical); the sentinel is its evidence.
+    assert first[("sentinel_spike", "age")]["carrier"] == first[("out_of_range", "age")]["alert_id"]
+    assert first[("sentinel_spike", "age")]["value"] > first[("sentinel_spike", "age")]["threshold"]
     for key in expected:
         alert = first[key]
         assert alert["total"] == PER_WINDOW
@@ -142,7 +153,7 @@ def test_drift_after_the_change_raises_data_and_prediction_drift_and_none_before
     assert worker.stats.decoded == n
 
     alerts = _latest_alerts(bootstrap, config.kafka.alerts_topic)
-    drift = [a for a in alerts if a["kind"] in ("data_drift", "prediction_drift")]
+    drift = [a for a in findings_of(alerts) if a["kind"] in ("data_drift", "prediction_drift")]
     early = [(a["kind"], a["feature"], _window_ms(a)) for a in drift if _window_ms(a) < change_ms]
     assert early == [], f"drift alerts before the change: {early}"
     first: dict[tuple[str, str], dict[str, Any]] = {}
@@ -155,8 +166,9 @@ def test_drift_after_the_change_raises_data_and_prediction_drift_and_none_before
         assert _window_ms(alert) == change_ms, (key, _window_ms(alert) - START_MS)
         assert alert["count"] == alert["total"] == PER_WINDOW
         assert alert["value"] > alert["threshold"]
-    # Nothing else about the inputs drifted.
+    # Nothing else about the inputs drifted; the score's drift is part of amount's incident.
     assert {k for k in first if k[0] == "data_drift"} == {("data_drift", "amount")}
+    assert first[("prediction_drift", "score")]["cause_id"] == first[("data_drift", "amount")]["cause_id"]
 
 
 def test_profile_learned_from_the_topic_counts_missing_ages_as_nulls(

@@ -82,17 +82,26 @@ def test_bad_inputs_become_dead_letters_and_aggregated_alerts(
     assert reasons["truncated"] <= {"UndecodablePayloadError"}
 
     alerts = [decode_alert(m.value()) for m in consume_all(bootstrap, config.kafka.alerts_topic)]
-    by_kind = {(a["kind"], a["feature"]): a for a in alerts}
-    assert len(by_kind) == len(alerts), "one alert per kind and feature in a window"
-    assert by_kind[("type_mismatch", "amount")]["count"] == injected["amount_as_string"]
-    assert by_kind[("schema_change", "amount")]["count"] == injected["amount_as_string"]
-    assert by_kind[("missing_field", "num_tx_24h")]["count"] == injected["dropped_field"]
-    assert by_kind[("schema_change", "num_tx_24h")]["count"] == injected["dropped_field"]
-    undecodable = [a for a in alerts if a["kind"] == "undecodable"]
-    assert {a["feature"] for a in undecodable} == set().union(*(reasons[f] for f in PAYLOAD_FAULTS))
-    assert sum(a["count"] for a in undecodable) == payload_faults
-    assert all(a["total"] == n and 1 <= len(a["examples"]) <= config.worker.max_examples for a in undecodable)
-    assert by_kind[("type_mismatch", "amount")]["examples"][0]["value"] is not None
+    # One window, two causes: the bad bytes (one undecodable burst of every error class) and
+    # the writer schema change (its fields' findings). Each is one alert, its primary finding's,
+    # carrying the others as related findings.
+    assert len({a["cause_id"] for a in alerts}) == len(alerts) == 2, "one alert per cause in a window"
+    findings = [(a["kind"], a["feature"], a["count"]) for a in alerts]
+    findings += [(r["kind"], r["feature"], r["count"]) for a in alerts for r in a["related"]]
+    by_kind = {(kind, feature): count for kind, feature, count in findings}
+    assert len(by_kind) == len(findings), "one finding per kind and feature in a window"
+    assert by_kind[("type_mismatch", "amount")] == injected["amount_as_string"]
+    assert by_kind[("schema_change", "amount")] == injected["amount_as_string"]
+    assert by_kind[("missing_field", "num_tx_24h")] == injected["dropped_field"]
+    assert by_kind[("schema_change", "num_tx_24h")] == injected["dropped_field"]
+    undecodable = [(feature, count) for kind, feature, count in findings if kind == "undecodable"]
+    assert {feature for feature, _ in undecodable} == set().union(*(reasons[f] for f in PAYLOAD_FAULTS))
+    assert sum(count for _, count in undecodable) == payload_faults
+    (burst,) = [a for a in alerts if a["kind"] == "undecodable"]
+    assert burst["total"] == n and 1 <= len(burst["examples"]) <= config.worker.max_examples
+    (schema,) = [a for a in alerts if a["kind"] != "undecodable"]
+    assert (schema["kind"], schema["feature"]) == ("missing_field", "num_tx_24h"), "a schema finding, critical, leads"
+    assert schema["examples"]
 
 
 def test_json_field_problems_are_findings_not_dead_letters(
@@ -137,7 +146,8 @@ def test_alerts_are_keyed_by_event_time_windows(tmp_path: Path, bootstrap: str, 
         unique=unique,
         encoding="json",
         window_s=60,
-        sections="[alerts]\ncooldown_s = 0",
+        # Every window of the incident is published (reminders without a gap), as this test is about windows.
+        sections="[alerts]\ncooldown_s = 0\nremind_after_s = 0",
     )
     records = Simulator(encoding="json", seed=9).records(300, START_MS, step_ms=1000)  # 5 minutes of event time
     for record in records[::10]:
@@ -198,10 +208,11 @@ def test_two_workers_split_partitions_and_count_each_event_once(
     assert sum(a["count"] for a in latest.values()) == sum(1 for _, _, f in events if f)
 
 
-def test_one_incident_fires_reminds_after_cooldown_and_resolves(
+def test_one_incident_fires_once_while_it_does_not_escalate_and_resolves(
     tmp_path: Path, bootstrap: str, redis_url: str, unique: str
 ) -> None:
-    """A fault in four consecutive windows opens one incident, reminds once after the cooldown, then resolves."""
+    """A steady fault in four consecutive windows opens one incident, is not re-published past the cooldown
+    (its rate does not double, remind_after_s is hours away), then resolves once."""
     config = write_config(
         tmp_path,
         bootstrap=bootstrap,
@@ -219,11 +230,7 @@ def test_one_incident_fires_reminds_after_cooldown_and_resolves(
     run_until([worker], lambda: worker.stats.consumed >= n)
     alerts = [decode_alert(m.value()) for m in consume_all(bootstrap, config.kafka.alerts_topic)]
     seen = [(a["status"], a["kind"], a["feature"]) for a in alerts]
-    assert seen == [
-        ("FIRING", "type_mismatch", "amount"),
-        ("FIRING", "type_mismatch", "amount"),
-        ("RESOLVED", "type_mismatch", "amount"),
-    ]
-    assert len({a["incident_id"] for a in alerts}) == 1
-    assert len({a["alert_id"] for a in alerts}) == 3
+    assert seen == [("FIRING", "type_mismatch", "amount"), ("RESOLVED", "type_mismatch", "amount")]
+    assert len({a["incident_id"] for a in alerts}) == len({a["cause_id"] for a in alerts}) == 1
+    assert len({a["alert_id"] for a in alerts}) == 2
     assert alerts[-1]["count"] == len(records[:240:7])

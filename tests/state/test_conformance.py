@@ -10,6 +10,7 @@ by comparing the whole key space with what the other store holds after the same 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -698,7 +699,9 @@ def test_regression_labels_sum_float_errors_alike(make_store: Factory, check: Ca
 
 # --------------------------------------------------------------------------- incidents
 
-LIFECYCLE = LifecycleSettings(cooldown_s=60, resolve_after_s=30)
+# remind_after_s = cooldown_s: an open incident is reminded once the cooldown passed (the
+# timer these scenarios pin); escalations have scenarios of their own below.
+LIFECYCLE = LifecycleSettings(cooldown_s=60, resolve_after_s=30, remind_after_s=60)
 
 
 def alert(window_start: int, count: int = 5, kind: str = "range") -> Alert:
@@ -785,12 +788,15 @@ def test_incident_tracker_on_a_redis_client_is_the_store_s(request: pytest.Fixtu
     h = _factory("redis", request)()
     assert h.client is not None
     tracker = IncidentTracker(h.client, h.keys, LIFECYCLE)
-    assert tracker.publishable([alert(BASE_MS)]) == [alert(BASE_MS)]
+    first = alert(BASE_MS)
+    assert tracker.publishable([first]) == [dataclasses.replace(first, cause_id=first.incident_id)]
     assert IncidentTracker(h.store, settings=LIFECYCLE).publishable([alert(BASE_MS + WINDOW_MS)]) == []
 
 
 def reopened_window_sequence(h: Harness) -> None:
-    tracker = IncidentTracker(h.store, settings=LifecycleSettings(cooldown_s=0, resolve_after_s=3_600))
+    tracker = IncidentTracker(
+        h.store, settings=LifecycleSettings(cooldown_s=0, resolve_after_s=3_600, remind_after_s=0)
+    )
     for start in (BASE_MS, BASE_MS + WINDOW_MS, BASE_MS):
         h.log.append([a.window_start - BASE_MS for a in tracker.publishable([alert(start)])])
 
@@ -810,7 +816,9 @@ def test_a_window_closed_again_after_a_later_one_published_is_published_again(
 
 
 def suppressed_window_sequence(h: Harness) -> None:
-    tracker = IncidentTracker(h.store, settings=LifecycleSettings(cooldown_s=600, resolve_after_s=3_600))
+    tracker = IncidentTracker(
+        h.store, settings=LifecycleSettings(cooldown_s=600, resolve_after_s=3_600, remind_after_s=600)
+    )
     for start in (BASE_MS, BASE_MS + WINDOW_MS, BASE_MS + WINDOW_MS):
         h.log.append([a.window_start - BASE_MS for a in tracker.publishable([alert(start)])])
 
@@ -826,7 +834,9 @@ def test_a_window_suppressed_by_the_cooldown_stays_suppressed_when_closed_again(
 
 
 def cooldown_both_sides_sequence(h: Harness) -> None:
-    tracker = IncidentTracker(h.store, settings=LifecycleSettings(cooldown_s=60, resolve_after_s=3_600))
+    tracker = IncidentTracker(
+        h.store, settings=LifecycleSettings(cooldown_s=60, resolve_after_s=3_600, remind_after_s=60)
+    )
     w = WINDOW_MS
     # 0 opens; 12w is past the cooldown; 3w closes late, within the cooldown of 0; 6w closes
     # late too, at least the cooldown from both published windows; then the onset -7w shows up.
@@ -934,6 +944,224 @@ def test_windows_closed_out_of_order_publish_the_onset(make_store: Factory, chec
     w = WINDOW_MS
     assert h.log == [[4 * w], [3 * w], [2 * w], [], [("RESOLVED", 2 * w, 6 * w)]]
     check(out_of_order_sequence)
+
+
+# --------------------------------------------------------------------------- escalation and causes
+
+
+def finding(
+    window_start: int,
+    kind: str,
+    feature: str = "amount",
+    *,
+    value: float | None = None,
+    threshold: float | None = None,
+    severity: Severity = Severity.WARNING,
+    count: int = 5,
+) -> Alert:
+    return dataclasses.replace(
+        alert(window_start, count, kind),
+        feature=feature,
+        slice="",
+        severity=severity,
+        value=value,
+        threshold=threshold,
+        rate=count / 100,
+    )
+
+
+ESCALATING = LifecycleSettings(cooldown_s=20, resolve_after_s=30, remind_after_s=200, escalation_factor=2.0)
+
+
+def escalation_sequence(h: Harness) -> None:
+    tracker = IncidentTracker(h.store, settings=ESCALATING)
+    w = WINDOW_MS
+    # (window, magnitude |value - threshold|, severity): a drift whose threshold is 0.1.
+    steps = [
+        (0, 0.1, Severity.WARNING),  # opens
+        (3, 0.15, Severity.WARNING),  # grows, not twice: nothing
+        (4, 0.2, Severity.WARNING),  # twice the published magnitude: escalates
+        (5, 2.0, Severity.WARNING),  # ten times, but within the cooldown of window 4: nothing
+        (7, 2.0, Severity.WARNING),  # the cooldown passed, still twice 0.2: escalates
+        (10, 2.0, Severity.CRITICAL),  # a higher severity: escalates
+        (13, 2.0, Severity.CRITICAL),  # nothing new
+        (33, 2.0, Severity.CRITICAL),  # 200 s without a publication: a reminder
+        (34, 1.0, Severity.WARNING),  # calmer: nothing
+    ]
+    for n, size, severity in steps:
+        raised = [finding(BASE_MS + n * w, "data_drift", value=0.1 + size, threshold=0.1, severity=severity)]
+        h.log.append((n, [a.window_start - BASE_MS for a in tracker.publishable(raised)]))
+    record = h.store.open_incidents()[raised[0].incident_id]
+    h.log.append({k: v for k, v in record.items() if k.startswith("peak_")})
+
+
+def test_an_open_incident_is_published_again_only_when_it_escalates_or_after_the_reminder(
+    make_store: Factory, check: Callable[..., None]
+) -> None:
+    """Escalation (severity, or magnitude by the factor) or remind_after publish; the cooldown spaces them."""
+    h = make_store()
+    escalation_sequence(h)
+    w = WINDOW_MS
+    assert h.log[:-1] == [
+        (0, [0]),
+        (3, []),
+        (4, [4 * w]),
+        (5, []),
+        (7, [7 * w]),
+        (10, [10 * w]),
+        (13, []),
+        (33, [33 * w]),
+        (34, []),
+    ]
+    assert h.log[-1] == {"peak_rank": "2", "peak_magnitude": "2.0", "peak_rate": "0.05"}
+    check(escalation_sequence)
+
+
+def rate_sequence(h: Harness) -> None:
+    tracker = IncidentTracker(h.store, settings=ESCALATING)
+    for n, count in ((0, 4), (5, 7), (6, 8), (7, 30), (9, 30)):
+        raised = [finding(BASE_MS + n * WINDOW_MS, "out_of_range", count=count)]
+        h.log.append((n, [a.window_start - BASE_MS for a in tracker.publishable(raised)]))
+
+
+def test_a_finding_without_a_value_escalates_on_its_rate(make_store: Factory, check: Callable[..., None]) -> None:
+    """Row findings have no value: twice the published rate escalates (8 of 100 after 4), not within the cooldown."""
+    h = make_store()
+    rate_sequence(h)
+    w = WINDOW_MS
+    assert h.log == [(0, [0]), (5, []), (6, [6 * w]), (7, []), (9, [9 * w])]
+    check(rate_sequence)
+
+
+def informational_sequence(h: Harness) -> None:
+    tracker = IncidentTracker(h.store, settings=ESCALATING)
+    w = WINDOW_MS
+    for n, count in ((2, 1), (2, 1), (5, 50), (40, 50), (1, 1), (41, 50)):
+        severity = Severity.CRITICAL if n == 41 else Severity.INFO
+        raised = [finding(BASE_MS + n * w, "known_bias", "recall", count=count, severity=severity)]
+        h.log.append((n, [a.window_start - BASE_MS for a in tracker.publishable(raised)]))
+
+
+def test_an_informational_incident_is_published_once(make_store: Factory, check: Callable[..., None]) -> None:
+    """INFO: open (and its retry), never a reminder, an escalation by rate or an onset; a higher severity is news."""
+    h = make_store()
+    informational_sequence(h)
+    w = WINDOW_MS
+    assert h.log == [(2, [2 * w]), (2, [2 * w]), (5, []), (40, []), (1, []), (41, [41 * w])]
+    check(informational_sequence)
+
+
+def cause_sequence(h: Harness) -> None:
+    tracker = IncidentTracker(h.store, settings=ESCALATING)
+    w = WINDOW_MS
+
+    def window(n: int, *raised: Alert) -> None:
+        published = tracker.publishable(list(raised))
+        resolved = tracker.resolved(BASE_MS + (n + 1) * w, {a.incident_id for a in raised})
+        tracker.delivered(BASE_MS + (n + 1) * w)
+        h.log.append(
+            (
+                n,
+                [
+                    (a.status, a.kind, a.feature, a.cause_id, [(r.kind, r.feature, r.count) for r in a.related])
+                    for a in [*published, *resolved]
+                ],
+            )
+        )
+
+    start = BASE_MS
+    # A unit change on amount: four kinds in one window, one incident led by out_of_range.
+    window(
+        0,
+        finding(start, "data_drift", value=0.4, threshold=0.1),
+        finding(start, "out_of_range", count=30, severity=Severity.CRITICAL),
+        finding(start, "online_drift"),
+        finding(start, "null_rate", "age"),  # another feature: its own incident
+    )
+    # The next window: sentinel_spike on amount (adjacent, same feature) and the score's drift
+    # following the shift: both join; out_of_range is gone, the incident goes on.
+    window(1, finding(start + w, "sentinel_spike"), finding(start + w, "prediction_drift", "score"))
+    window(2, finding(start + 2 * w, "prediction_drift", "score"))  # evidence alone keeps it open
+    for n in (3, 4, 5, 6):
+        window(n)
+    # Window 1 closed again after the resolution: its findings open nothing.
+    window(1, finding(start + w, "sentinel_spike"), finding(start + w, "prediction_drift", "score"))
+    # Much later, the score drifts on its own: a new incident of its own.
+    window(20, finding(start + 20 * w, "prediction_drift", "score"))
+
+
+def test_findings_of_one_cause_are_one_incident(make_store: Factory, check: Callable[..., None]) -> None:
+    """Kinds on one feature, and the prediction drift after them, are one incident; evidence keeps it open."""
+    h = make_store()
+    cause_sequence(h)
+    amount = finding(BASE_MS, "out_of_range").incident_id
+    age = finding(BASE_MS, "null_rate", "age").incident_id
+    score = finding(BASE_MS, "prediction_drift", "score").incident_id
+    related = [("data_drift", "amount", 5), ("online_drift", "amount", 5)]
+    assert h.log == [
+        (0, [("FIRING", "out_of_range", "amount", amount, related), ("FIRING", "null_rate", "age", age, [])]),
+        (1, []),
+        (2, []),
+        (3, [("RESOLVED", "null_rate", "age", age, [])]),
+        (4, []),
+        (
+            5,
+            [
+                (
+                    "RESOLVED",
+                    "out_of_range",
+                    "amount",
+                    amount,
+                    [
+                        ("data_drift", "amount", 0),
+                        ("online_drift", "amount", 0),
+                        ("prediction_drift", "score", 0),
+                        ("sentinel_spike", "amount", 0),
+                    ],
+                )
+            ],
+        ),
+        (6, []),
+        (1, []),
+        (20, [("FIRING", "prediction_drift", "score", score, [])]),
+    ]
+    check(cause_sequence)
+
+
+def burst_sequence(h: Harness) -> None:
+    tracker = IncidentTracker(h.store, settings=ESCALATING)
+    w = WINDOW_MS
+    for n, raised in (
+        (0, [finding(BASE_MS, "undecodable", "WireFormatError"), finding(BASE_MS, "undecodable", "EOFError")]),
+        (1, [finding(BASE_MS + w, "undecodable", "EOFError"), finding(BASE_MS + w, "type_mismatch", "amount")]),
+        (
+            5,
+            [
+                finding(BASE_MS + 5 * w, "schema_change", "amount"),
+                finding(BASE_MS + 5 * w, "unexpected_field", "amount_str", severity=Severity.INFO),
+                finding(BASE_MS + 5 * w, "null_rate", "amount"),
+            ],
+        ),
+    ):
+        published = tracker.publishable(raised)
+        h.log.append(
+            (n, [(a.kind, a.feature, a.cause_id, [(r.kind, r.feature) for r in a.related]) for a in published])
+        )
+
+
+def test_a_schema_or_decoding_burst_is_one_incident(make_store: Factory, check: Callable[..., None]) -> None:
+    """Undecodable error classes are one burst; a schema change takes in its fields' findings."""
+    h = make_store()
+    burst_sequence(h)
+    eof = finding(BASE_MS, "undecodable", "EOFError").incident_id
+    types = finding(BASE_MS, "type_mismatch", "amount").incident_id
+    change = finding(BASE_MS, "schema_change", "amount").incident_id
+    assert h.log == [
+        (0, [("undecodable", "EOFError", eof, [("undecodable", "WireFormatError")])]),
+        (1, [("type_mismatch", "amount", types, [])]),
+        (5, [("schema_change", "amount", change, [("unexpected_field", "amount_str"), ("null_rate", "amount")])]),
+    ]
+    check(burst_sequence)
 
 
 def touch_sequence(h: Harness) -> None:

@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 import fastavro
 import pytest
 
-from stream_guard.alerts.codec import alert_schema, decode_alert, encode_alert
+from stream_guard.alerts.codec import AlertEncoding, alert_schema, decode_alert, encode_alert
 from stream_guard.alerts.evaluate import DEFAULT_SEVERITY, finding_alerts
-from stream_guard.alerts.model import Alert, Example, Severity, stable_id
+from stream_guard.alerts.model import Alert, Example, Related, Severity, stable_id
 from stream_guard.state.window_store import WindowSnapshot
 
 WINDOW_START = 1_700_000_000_000
@@ -274,3 +274,43 @@ def test_alert_filter_by_model_kind_and_minimum_severity() -> None:
     assert AlertFilter(min_severity=Severity.INFO).accepts(record)
     assert AlertFilter(min_severity=Severity.WARNING).accepts(record)
     assert not AlertFilter(min_severity=Severity.CRITICAL).accepts(record)
+
+
+# --------------------------------------------------------------------------- causes
+
+
+def _grouped() -> Alert:
+    return _alert(
+        cause_id="c0ffee",
+        related=(
+            Related("out_of_range", "amount", "", 7, 1.5, 1.0, Severity.CRITICAL),
+            Related("undecodable", None, "", 3, math.nan),
+        ),
+    )
+
+
+@pytest.mark.parametrize("encoding", ["avro", "json"])
+def test_cause_and_related_findings_round_trip(encoding: AlertEncoding) -> None:
+    """cause_id and the related findings survive encode/decode in both encodings (a NaN value as null in JSON)."""
+    alert = _grouped()
+    back = Alert.from_record(decode_alert(encode_alert(alert, emitted_at=EMITTED_AT, encoding=encoding)))
+    assert back.cause_id == "c0ffee"
+    assert back.related[0] == Related("out_of_range", "amount", "", 7, 1.5, 1.0, Severity.CRITICAL)
+    assert back.related[1].kind == "undecodable" and back.related[1].feature is None
+    value = back.related[1].value
+    assert value is None if encoding == "json" else (value is not None and math.isnan(value))
+
+
+def test_a_json_alert_without_the_cause_fields_reads_with_their_defaults() -> None:
+    """An alert from a producer older than cause_id/related reads as the schema's defaults: null and []."""
+    plain = json.loads(encode_alert(_alert(), emitted_at=0, encoding="json"))
+    del plain["cause_id"], plain["related"]
+    record = decode_alert(json.dumps(plain).encode())
+    assert (record["cause_id"], record["related"]) == (None, [])
+    assert Alert.from_record(record) == _alert()
+
+
+def test_the_cause_fields_are_optional_with_defaults_in_the_schema() -> None:
+    """Backward compatible: the new fields have defaults, so readers of the new schema accept old records."""
+    fields = {f["name"]: f for f in alert_schema()["fields"]}
+    assert fields["cause_id"]["default"] is None and fields["related"]["default"] == []

@@ -184,6 +184,21 @@ def test_env_override_into_non_section_is_reported(config_dir: Path) -> None:
             "models[0] (fr:aud): name may not contain ':'",
             id="name-with-colon",
         ),
+        pytest.param(
+            VALID.replace("window_s = 10", "window_s = 10\n\n[alerts]\ncooldown_s = 600\nremind_after_s = 60"),
+            "alerts.remind_after_s: must be at least alerts.cooldown_s (600), got 60",
+            id="reminder-within-cooldown",
+        ),
+        pytest.param(
+            VALID.replace("window_s = 10", "window_s = 10\n\n[alerts]\nescalation_factor = 1.0"),
+            "alerts.escalation_factor: must be above 1, got 1",
+            id="escalation-factor-not-above-one",
+        ),
+        pytest.param(
+            VALID.replace("window_s = 10", "window_s = 10\n\n[alerts]\nresolve_after_s = -1"),
+            "alerts.resolve_after_s: must be 0 or positive, got -1",
+            id="negative-resolve-after",
+        ),
     ],
 )
 def test_each_mistake_is_one_readable_line(config_dir: Path, text: str, expected: str) -> None:

@@ -1,0 +1,160 @@
+"""One incident per cause: which findings of a window move together, and which of them leads.
+
+Pure functions over alerts; :class:`~stream_guard.alerts.lifecycle.IncidentTracker` applies
+them to each closed window and to the incidents already open.
+
+Within one window, findings join one *cluster* when
+
+* (a) they name the same feature (the kinds of :data:`TIERS`; not the ``*overflow*`` feature);
+* (b) they belong to one burst: every ``undecodable`` finding of the window (its error
+  classes) is one cluster, and every ``schema_change`` and ``unexpected_field`` finding of
+  the window is one cluster (a writer schema changed), which by (a) takes in the findings
+  of the fields the schema change names;
+* (c) a cluster holding a ``prediction_drift``, or a drift (``data_drift``, ``online_drift``)
+  of one of the model's ``outputs`` (its score and prediction fields), joins the strongest
+  cluster of the window with a feature's shift (a finding of tier 1-3 on an input feature).
+
+The primary of a cluster is its first finding in :func:`primary_order`: tier (schema >
+type/range/sentinel > null/unseen > drift > prediction drift), then severity, then
+magnitude (``|value - threshold|``), then count, then names. Kinds outside :data:`TIERS`
+(label-based checks, ``event_time_skew``, ``known_bias``...) are never grouped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+from stream_guard.alerts.model import Alert, Related, Severity
+from stream_guard.settings.kinds import OVERFLOW, PREDICTION_DRIFT
+
+__all__ = [
+    "BURSTS",
+    "TIERS",
+    "cluster_window",
+    "groups_by_feature",
+    "is_prediction_drift",
+    "is_shift",
+    "magnitude",
+    "primary_order",
+    "rank",
+    "related",
+]
+
+#: Tier of each groupable kind: the lower, the more likely the cause.
+TIERS: dict[str, int] = {
+    "undecodable": 0,
+    "schema_change": 0,
+    "missing_field": 0,
+    "unexpected_field": 0,
+    "type_mismatch": 1,
+    "out_of_range": 1,
+    "nan": 1,
+    "infinite": 1,
+    "sentinel_spike": 1,
+    "null_rate": 2,
+    "unseen_category": 2,
+    "cardinality": 2,
+    "data_drift": 3,
+    "online_drift": 3,
+    PREDICTION_DRIFT: 4,
+}
+#: Kinds that make up the bursts of rule (b): each set is one cluster per window.
+BURSTS: tuple[frozenset[str], ...] = (frozenset({"undecodable"}), frozenset({"schema_change", "unexpected_field"}))
+#: Tiers of a feature's shift, which a prediction drift follows (rule c).
+SHIFT_TIERS = frozenset({1, 2, 3})
+
+_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+
+
+def rank(alert: Alert) -> int:
+    """0 INFO, 1 WARNING, 2 CRITICAL."""
+    return _RANK[alert.severity]
+
+
+def magnitude(alert: Alert) -> float | None:
+    """How far the alert's value is from its threshold; None without both (or if either is not finite)."""
+    if alert.value is None or alert.threshold is None:
+        return None
+    distance = abs(alert.value - alert.threshold)
+    return distance if math.isfinite(distance) else None
+
+
+def primary_order(alert: Alert) -> tuple[int, int, float, int, str, str, str]:
+    """Sort key: the primary of a cluster sorts first."""
+    size = magnitude(alert)
+    return (
+        TIERS.get(alert.kind, len(TIERS)),
+        -rank(alert),
+        -(size if size is not None else -1.0),
+        -alert.count,
+        alert.kind,
+        alert.feature or "",
+        alert.slice,
+    )
+
+
+def groups_by_feature(kind: str, feature: str | None) -> bool:
+    """Whether rule (a) applies: a groupable kind on a real feature (an error class is none)."""
+    return kind in TIERS and kind != "undecodable" and feature not in (None, "", OVERFLOW)
+
+
+def is_shift(kind: str, feature: str | None, outputs: frozenset[str] = frozenset()) -> bool:
+    """An input feature's shift, which a prediction drift may follow (rule c)."""
+    return TIERS.get(kind) in SHIFT_TIERS and groups_by_feature(kind, feature) and feature not in outputs
+
+
+def is_prediction_drift(kind: str, feature: str | None, outputs: frozenset[str] = frozenset()) -> bool:
+    """A drift of the model's output: ``prediction_drift``, or a drift finding on a score or prediction field."""
+    return kind == PREDICTION_DRIFT or (TIERS.get(kind) == TIERS["data_drift"] and feature in outputs)
+
+
+def cluster_window(alerts: Iterable[Alert], outputs: frozenset[str] = frozenset()) -> list[list[Alert]]:
+    """One window's alerts in clusters (rules a-c), each sorted primary first; strongest cluster first.
+
+    ``outputs`` names the model's score and prediction fields: drifts on them count as prediction drift.
+    """
+    items = sorted(alerts, key=primary_order)
+    parent = list(range(len(items)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def join(i: int, j: int) -> None:
+        a, b = root(i), root(j)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+
+    first: dict[tuple[str, str], int] = {}
+    for i, alert in enumerate(items):
+        keys = [("feature", alert.feature or "")] if groups_by_feature(alert.kind, alert.feature) else []
+        keys += [("burst", str(n)) for n, kinds in enumerate(BURSTS) if alert.kind in kinds]
+        for key in keys:
+            join(first.setdefault(key, i), i)
+    clusters = _collect(items, root)
+    predicted = [c for c in clusters if any(is_prediction_drift(a.kind, a.feature, outputs) for a in c)]
+    shifted = [c for c in clusters if c not in predicted and any(is_shift(a.kind, a.feature, outputs) for a in c)]
+    if predicted and shifted:
+        target = min(shifted, key=lambda c: primary_order(c[0]))
+        for cluster in predicted:
+            target.extend(cluster)
+        clusters = [c for c in clusters if c not in predicted]
+    return sorted((sorted(c, key=primary_order) for c in clusters), key=lambda c: primary_order(c[0]))
+
+
+def _collect(items: list[Alert], root: Callable[[int], int]) -> list[list[Alert]]:
+    by_root: dict[int, list[Alert]] = {}
+    for i, alert in enumerate(items):
+        by_root.setdefault(root(i), []).append(alert)
+    return list(by_root.values())
+
+
+def related(evidence: Iterable[Alert]) -> tuple[Related, ...]:
+    """The small records a primary's alert carries for its evidence, in primary order."""
+    return tuple(
+        Related(a.kind, a.feature, a.slice, a.count, a.value, a.threshold, a.severity)
+        for a in sorted(evidence, key=primary_order)
+    )

@@ -1,0 +1,274 @@
+"""Unit tests for stream_guard.alerts.grouping and the rules of IncidentTracker (on the in-memory store, no servers)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from stream_guard.alerts.grouping import cluster_window, magnitude, primary_order
+from stream_guard.alerts.lifecycle import IncidentTracker, LifecycleSettings
+from stream_guard.alerts.model import Alert, Severity
+from stream_guard.alerts.render import render_alert
+from stream_guard.settings.kinds import OVERFLOW
+from stream_guard.state import MemoryState, ModelKeys
+
+MINUTE = 60_000
+START = 1_700_000_040_000 - 1_700_000_040_000 % MINUTE
+
+
+def finding(
+    kind: str,
+    feature: str | None = "amount",
+    *,
+    minute: int = 0,
+    severity: Severity = Severity.WARNING,
+    count: int = 10,
+    total: int = 1000,
+    value: float | None = None,
+    threshold: float | None = None,
+) -> Alert:
+    start = START + minute * MINUTE
+    return Alert(
+        model="fraud",
+        kind=kind,
+        feature=feature,
+        slice="",
+        severity=severity,
+        window_start=start,
+        window_end=start + MINUTE,
+        count=count,
+        total=total,
+        rate=count / total,
+        observed="o",
+        expected="e",
+        detector=kind,
+        message="m",
+        value=value,
+        threshold=threshold,
+    )
+
+
+def names(cluster: list[Alert]) -> list[tuple[str, str | None]]:
+    return [(a.kind, a.feature) for a in cluster]
+
+
+# --------------------------------------------------------------------------- grouping within a window
+
+
+def test_kinds_on_one_feature_are_one_cluster_led_by_the_range_check() -> None:
+    """A unit change on amount: range, sentinel and both drifts are one cluster; another feature is another."""
+    clusters = cluster_window(
+        [
+            finding("data_drift", value=0.5, threshold=0.1),
+            finding("online_drift"),
+            finding("sentinel_spike", count=5),
+            finding("out_of_range", count=30),
+            finding("null_rate", "age"),
+        ]
+    )
+    assert [names(c) for c in clusters] == [
+        [
+            ("out_of_range", "amount"),
+            ("sentinel_spike", "amount"),
+            ("data_drift", "amount"),
+            ("online_drift", "amount"),
+        ],
+        [("null_rate", "age")],
+    ]
+
+
+def test_the_primary_is_chosen_by_tier_then_severity_then_magnitude() -> None:
+    """schema > type/range/sentinel > null/unseen > drift > prediction drift; ties by severity, then magnitude."""
+    warning_schema = finding("schema_change", severity=Severity.WARNING)
+    critical_range = finding("out_of_range", severity=Severity.CRITICAL)
+    assert cluster_window([critical_range, warning_schema])[0][0] == warning_schema
+    critical_null = finding("null_rate", severity=Severity.CRITICAL)
+    warning_sentinel = finding("sentinel_spike", severity=Severity.WARNING)
+    assert cluster_window([critical_null, warning_sentinel])[0][0] == warning_sentinel
+    small = finding("data_drift", value=0.2, threshold=0.1)
+    large = finding("online_drift", value=0.9, threshold=0.1)
+    assert cluster_window([small, large])[0] == [large, small]
+    worse = dataclasses.replace(small, severity=Severity.CRITICAL)
+    assert cluster_window([large, worse])[0][0] == worse
+
+
+def test_magnitude_is_the_distance_of_the_value_from_the_threshold() -> None:
+    """|value - threshold|; None without either (row findings) or when not finite."""
+    assert magnitude(finding("data_drift", value=0.01, threshold=0.05)) == 0.04
+    assert magnitude(finding("out_of_range")) is None
+    assert magnitude(finding("data_drift", value=float("inf"), threshold=0.1)) is None
+    assert primary_order(finding("data_drift", value=1.0, threshold=0.1)) < primary_order(finding("data_drift"))
+
+
+def test_every_undecodable_error_class_of_a_window_is_one_burst() -> None:
+    """Bad bytes of several error classes are one cause, apart from a type change in the same window."""
+    clusters = cluster_window(
+        [
+            finding("undecodable", "WireFormatError", count=3),
+            finding("undecodable", "UndecodablePayloadError", count=9),
+            finding("type_mismatch", "amount"),
+        ]
+    )
+    assert [names(c) for c in clusters] == [
+        [("undecodable", "UndecodablePayloadError"), ("undecodable", "WireFormatError")],
+        [("type_mismatch", "amount")],
+    ]
+
+
+def test_a_schema_change_takes_in_its_fields_findings() -> None:
+    """A writer schema change: its fields' findings and the new fields are one cluster led by the change."""
+    clusters = cluster_window(
+        [
+            finding("null_rate", "num_tx_24h"),
+            finding("schema_change", "num_tx_24h"),
+            finding("unexpected_field", "num_tx", severity=Severity.INFO),
+            finding("schema_change", "amount"),
+            finding("type_mismatch", "amount"),
+            finding("data_drift", "age"),
+        ]
+    )
+    assert [sorted(names(c)) for c in clusters] == [
+        sorted(
+            [
+                ("schema_change", "num_tx_24h"),
+                ("schema_change", "amount"),
+                ("unexpected_field", "num_tx"),
+                ("type_mismatch", "amount"),
+                ("null_rate", "num_tx_24h"),
+            ]
+        ),
+        [("data_drift", "age")],
+    ]
+
+
+def test_a_prediction_drift_joins_the_strongest_shift_of_its_window() -> None:
+    """The score's drift follows the feature that shifted; the strongest shift when several did."""
+    clusters = cluster_window(
+        [
+            finding("prediction_drift", "score"),
+            finding("data_drift", "age", value=0.2, threshold=0.1),
+            finding("out_of_range", "amount"),
+        ]
+    )
+    assert [names(c) for c in clusters] == [
+        [("out_of_range", "amount"), ("prediction_drift", "score")],
+        [("data_drift", "age")],
+    ]
+    alone = cluster_window([finding("prediction_drift", "score"), finding("undecodable", "WireFormatError")])
+    assert [names(c) for c in alone] == [[("undecodable", "WireFormatError")], [("prediction_drift", "score")]]
+
+
+def test_label_based_and_overflow_findings_are_never_grouped() -> None:
+    """Kinds outside the tiers stay alone even on a shared name, and so do *overflow* findings."""
+    clusters = cluster_window(
+        [
+            finding("concept_drift", "error_rate"),
+            finding("performance_degradation", "error_rate"),
+            finding("out_of_range", OVERFLOW),
+            finding("null_rate", OVERFLOW),
+        ]
+    )
+    assert len(clusters) == 4
+
+
+# --------------------------------------------------------------------------- the tracker's rules
+
+
+def tracker(**settings: float) -> IncidentTracker:
+    store = MemoryState(ModelKeys("sg", "fraud"), window_ms=MINUTE, lateness_ms=0)
+    return IncidentTracker(store, settings=LifecycleSettings(**settings))  # type: ignore[arg-type]
+
+
+def close(t: IncidentTracker, minute: int, *raised: Alert) -> list[tuple[str, str, str | None, int]]:
+    """Close one window as the WindowCloser does; (status, kind, feature, minute) of what is published."""
+    end = START + (minute + 1) * MINUTE
+    out = t.publishable(list(raised)) + t.resolved(end, {a.incident_id for a in raised})
+    t.delivered(end)
+    return [(a.status, a.kind, a.feature, (a.window_start - START) // MINUTE) for a in out]
+
+
+def test_a_steady_fault_is_published_once_per_remind_after() -> None:
+    """Eight hours of the same fault at the same rate: the opening alert and one reminder after six hours."""
+    t = tracker(cooldown_s=600, resolve_after_s=300, remind_after_s=6 * 3600)
+    published = [p for m in range(8 * 60) for p in close(t, m, finding("out_of_range", minute=m))]
+    assert published == [("FIRING", "out_of_range", "amount", 0), ("FIRING", "out_of_range", "amount", 360)]
+
+
+def test_an_escalation_waits_for_the_cooldown_and_is_not_lost() -> None:
+    """A doubling rate right after the opening is held back by the cooldown, and published once it passed."""
+    t = tracker(cooldown_s=600, resolve_after_s=300, escalation_factor=2.0)
+    seen = [close(t, m, finding("out_of_range", minute=m, count=10 if m == 0 else 25)) for m in range(12)]
+    assert [m for m, published in enumerate(seen) if published] == [0, 10]
+
+
+def test_a_cause_is_one_incident_across_adjacent_windows_and_resolves_once() -> None:
+    """Range then drift on amount, then the score's drift: one incident; its RESOLVED comes once, for the primary."""
+    t = tracker(cooldown_s=600, resolve_after_s=120)
+    log = [
+        close(t, 0, finding("out_of_range", minute=0)),
+        close(t, 1, finding("data_drift", minute=1)),
+        close(t, 2, finding("prediction_drift", "score", minute=2)),
+        close(t, 3, finding("prediction_drift", "score", minute=3)),
+        *(close(t, m) for m in range(4, 9)),
+    ]
+    resolved = [("RESOLVED", "out_of_range", "amount", 0)]
+    assert log == [[("FIRING", "out_of_range", "amount", 0)], [], [], [], [], resolved, [], [], []]
+
+
+def test_a_finding_two_windows_after_its_feature_s_incident_is_its_own() -> None:
+    """Adjacency is one window: a drift on amount two windows after the range check opens its own incident."""
+    t = tracker(cooldown_s=600, resolve_after_s=600)
+    close(t, 0, finding("out_of_range", minute=0))
+    close(t, 1)
+    assert close(t, 2, finding("data_drift", minute=2)) == [("FIRING", "data_drift", "amount", 2)]
+    assert close(t, 3, finding("prediction_drift", "score", minute=3)) == []
+    assert close(t, 5, finding("prediction_drift", "score", minute=5)) == []  # a member now: stays in
+
+
+def test_a_replay_publishes_the_same_alerts() -> None:
+    """Decisions follow event time only: replaying the same windows on fresh state gives the same alert ids."""
+
+    def replay() -> list[str]:
+        t = tracker(cooldown_s=120, resolve_after_s=120, remind_after_s=600)
+        ids = []
+        for m in range(30):
+            raised = [finding("out_of_range", minute=m, count=10 + m * m)] if m < 20 else []
+            if m % 3 == 0 and m < 20:
+                raised.append(finding("data_drift", minute=m, value=0.1 + m / 10, threshold=0.1))
+            end = START + (m + 1) * MINUTE
+            ids += [a.alert_id for a in t.publishable(raised) + t.resolved(end, {a.incident_id for a in raised})]
+            t.delivered(end)
+        return ids
+
+    first = replay()
+    assert first == replay() and len(first) > 2
+
+
+def test_an_informational_finding_is_published_once_and_resolved_once() -> None:
+    """known_bias (INFO) is never reminded, however long it lasts; it resolves once."""
+    t = tracker(cooldown_s=60, resolve_after_s=60, remind_after_s=60)
+    bias = [finding("known_bias", "recall", minute=m, severity=Severity.INFO) for m in range(30)]
+    published = [p for m, b in enumerate(bias) for p in close(t, m, b)]
+    published += close(t, 31) + close(t, 32)
+    assert published == [("FIRING", "known_bias", "recall", 0), ("RESOLVED", "known_bias", "recall", 0)]
+
+
+def test_a_rendered_alert_lists_its_related_findings() -> None:
+    """stream-guard alerts shows the evidence a cause's alert carries, one line after the examples."""
+    t = tracker()
+    (published,) = t.publishable([finding("out_of_range", count=30), finding("data_drift", value=0.3, threshold=0.1)])
+    text = render_alert(published.to_record())
+    assert text.splitlines()[-1] == "        related: data_drift amount (10)"
+    assert "related" not in render_alert(finding("null_rate", "age").to_record())
+
+
+def test_a_drift_of_the_score_field_is_prediction_drift() -> None:
+    """With the model's outputs named, online_drift on the score follows the shift, in its window or the next."""
+    same = cluster_window([finding("online_drift", "score"), finding("out_of_range", "amount")], frozenset({"score"}))
+    assert [names(c) for c in same] == [[("out_of_range", "amount"), ("online_drift", "score")]]
+    store = MemoryState(ModelKeys("sg", "fraud"), window_ms=MINUTE, lateness_ms=0)
+    t = IncidentTracker(store, settings=LifecycleSettings(resolve_after_s=600), outputs=("score", ""))
+    assert close(t, 0, finding("out_of_range", minute=0)) == [("FIRING", "out_of_range", "amount", 0)]
+    assert close(t, 1, finding("online_drift", "score", minute=1)) == []
+    alone = IncidentTracker(MemoryState(ModelKeys("sg", "other"), window_ms=MINUTE, lateness_ms=0))
+    close(alone, 0, finding("out_of_range", minute=0))
+    assert close(alone, 1, finding("online_drift", "score", minute=1)) == [("FIRING", "online_drift", "score", 1)]
