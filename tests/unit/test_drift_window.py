@@ -342,7 +342,8 @@ def test_drift_from_the_first_event_is_caught_online_in_the_first_window(shifted
         hits = [i for k, f, i in shifted_from_start.findings if f == feature]
         # the seeded detector of every partition fires early in the first window
         assert {i % PARTITIONS for i in hits if i < PER_WINDOW} == set(range(PARTITIONS))
-        assert min(hits) < 2000
+        # ADWIN at delta 1e-5 (the false-alarm budget's default) needs up to about 2,000 events per partition
+        assert min(hits) < 7000
 
 
 # --------------------------------------------------------------------------- counting
