@@ -130,7 +130,7 @@ def break_record(fault: LongFault, record: dict[str, Any], progress: float, rng:
     The caller has already drawn whether the record is hit (``fault.share``).
     """
     name = fault.name
-    value = record.get(fault.feature)
+    value: Any = record.get(fault.feature)
     if name == "string_number":
         return _with(record, fault.feature, str(value))
     if name == "dropped_field":
