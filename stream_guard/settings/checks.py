@@ -6,7 +6,7 @@ table, then the check's table, then the built-in default below.
 ===================  ========  =========================================================
 check                severity  ``tolerance``
 ===================  ========  =========================================================
-``out_of_range``     CRITICAL  margin as a share of the learned range (default 0.3)
+``out_of_range``     CRITICAL  margin as a share of the learned range (default 0.25)
 ``nan``              CRITICAL  none (any NaN where the reference had none)
 ``infinite``         CRITICAL  none (any +-inf where the reference had none)
 ``null_rate``        WARNING   ``z``: rate threshold = baseline mean + z * chunk std (3)
@@ -69,7 +69,7 @@ DEFAULT_SEVERITIES: dict[str, Severity] = {
 }
 #: Default tolerance of the checks that have one.
 DEFAULT_TOLERANCES: dict[str, float] = {
-    "out_of_range": 0.3,
+    "out_of_range": 0.25,
     "null_rate": 3.0,
     "sentinel_spike": 3.0,
     "cardinality": 3.0,

@@ -12,7 +12,7 @@ from stream_guard.settings import CHECKS, ChecksConfig, CheckSettings, CheckTabl
 
 def test_default_settings() -> None:
     config = ChecksConfig()
-    assert config.settings("out_of_range", "x") == CheckSettings(True, 0.3, Severity.CRITICAL)
+    assert config.settings("out_of_range", "x") == CheckSettings(True, 0.25, Severity.CRITICAL)
     assert config.settings("null_rate", "x") == CheckSettings(True, 3.0, Severity.WARNING)
     assert config.settings("nan", "x") == CheckSettings(True, None, Severity.CRITICAL)
     assert {c: config.settings(c, "x").severity for c in CHECKS} == {
