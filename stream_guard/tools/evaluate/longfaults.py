@@ -27,8 +27,8 @@ UNSEEN_PURPOSE = "sg-new-purpose"
 class LongFault:
     """One fault of the script: what it does to which field, and which alerts count as catching it.
 
-    ``share`` is the share of the stretch's events hit; ``minutes`` scales with the
-    replay's fault duration (1.0: the whole configured stretch).
+    ``share`` is the share of the stretch's events hit; ``length`` is the stretch's
+    duration as a share of the replay's fault duration (a burst is shorter).
     """
 
     name: str
@@ -36,7 +36,7 @@ class LongFault:
     expects: tuple[str, ...]
     description: str
     share: float = 1.0
-    minutes: float = 1.0
+    length: float = 1.0
 
 
 #: The script, in order of onset.
@@ -112,7 +112,7 @@ def plan_stretches(
     window_ms = window_s * 1000
     out, t = [], start_ms + clean_s * 1000
     for fault in faults:
-        duration = max(window_ms, math.ceil(fault_s * fault.minutes / window_s) * window_ms)
+        duration = max(window_ms, math.ceil(fault_s * fault.length / window_s) * window_ms)
         out.append(Stretch(fault, t, t + duration))
         t += duration + clean_s * 1000
     return out, t
