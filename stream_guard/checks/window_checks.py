@@ -31,7 +31,8 @@ Multiple testing
 Every closed window tests one hypothesis per (check, feature): dozens for a model of
 dozens of features, every minute. Tested one by one at a fixed level, some would fire
 by chance in most windows. So all p-values of a window form one family, and the
-Benjamini-Hochberg procedure rejects at level ``false_alarm_rate`` (default 1e-3).
+Benjamini-Hochberg procedure rejects at level ``false_alarm_rate`` (default 2.5e-5: a
+quarter of one false alert a week at 60 s windows).
 When nothing is wrong (every hypothesis true), Benjamini-Hochberg bounds the
 probability of *any* window-check alert in the window by ``false_alarm_rate``, exactly
 like Bonferroni; when a feature does break, it keeps more power than Bonferroni for

@@ -42,6 +42,7 @@ import pandas as pd
 from stream_guard.aggregation import WindowGroups
 from stream_guard.alerts.model import Alert, stable_id
 from stream_guard.batch import EventBatch
+from stream_guard.drift.persistence import DriftRuns
 from stream_guard.drift.stats import DriftVerdict, evaluate_categorical_drift, evaluate_numeric_drift
 from stream_guard.findings import RowFindings
 from stream_guard.model import ModelRuntime
@@ -151,6 +152,8 @@ class WindowDrift:
         numeric features, whose bins would not match.
     settings
         Thresholds per feature; features disabled there are neither counted nor judged.
+        A field's alert is raised once it drifted in ``persistence`` consecutive
+        windows (:class:`~stream_guard.drift.persistence.DriftRuns`).
     """
 
     def __init__(self, profiles: Mapping[str, BaselineProfile], settings: DriftSettings | None = None) -> None:
@@ -160,6 +163,7 @@ class WindowDrift:
         self._plans: dict[str, dict[str, _Plan]] = {}
         self._tags: dict[str, str] = {}
         self._fields: dict[str, list[str]] = {}
+        self._runs = DriftRuns(self._settings.persistence)
 
     def _plans_of(self, model: str) -> dict[str, _Plan]:
         """The counting plans of ``model``'s current profile (empty without a profile)."""
@@ -244,11 +248,20 @@ class WindowDrift:
         for plan, settings, ref, cur, verdicts in judged:
             verdicts = [_corrected(v, tests) for v in verdicts]
             strongest = decide(verdicts, self._settings.rule)
-            if strongest is not None:
+            lasted = self._runs.observe((model.name, plan.name), window.start_ms, window.end_ms, strongest is not None)
+            if lasted and strongest is not None:
                 roles = (model.config.score_field, model.config.prediction_field)
                 kind = PREDICTION_DRIFT if plan.name in roles else DATA_DRIFT
-                alerts.append(_alert(model.name, kind, plan, settings, window, verdicts, strongest, ref, cur))
+                alert = _alert(model.name, kind, plan, settings, window, verdicts, strongest, ref, cur)
+                alerts.append(self._noting_persistence(alert))
         return alerts
+
+    def _noting_persistence(self, alert: Alert) -> Alert:
+        k = self._settings.persistence
+        if k <= 1:
+            return alert
+        note = f"; drifted in {k} consecutive windows"
+        return replace(alert, observed=alert.observed + note, message=alert.message + note)
 
 
 # ------------------------------------------------------------------------------ counting

@@ -6,7 +6,7 @@ table, then the check's table, then the built-in default below.
 ===================  ========  =========================================================
 check                severity  ``tolerance``
 ===================  ========  =========================================================
-``out_of_range``     CRITICAL  margin as a share of the learned range (default 0.1)
+``out_of_range``     CRITICAL  margin as a share of the learned range (default 0.25)
 ``nan``              CRITICAL  none (any NaN where the reference had none)
 ``infinite``         CRITICAL  none (any +-inf where the reference had none)
 ``null_rate``        WARNING   ``z``: rate threshold = baseline mean + z * chunk std (3)
@@ -22,7 +22,7 @@ check                severity  ``tolerance``
 In TOML::
 
     [checks]
-    false_alarm_rate = 1e-3
+    false_alarm_rate = 2.5e-5
     min_support = 200
     [checks.out_of_range]
     tolerance = 0.5
@@ -69,7 +69,7 @@ DEFAULT_SEVERITIES: dict[str, Severity] = {
 }
 #: Default tolerance of the checks that have one.
 DEFAULT_TOLERANCES: dict[str, float] = {
-    "out_of_range": 0.1,
+    "out_of_range": 0.25,
     "null_rate": 3.0,
     "sentinel_spike": 3.0,
     "cardinality": 3.0,
@@ -132,6 +132,9 @@ class ChecksConfig(CheckTables):
     false_alarm_rate
         Target probability that a clean window raises any window-check alert
         (Benjamini-Hochberg level, see :mod:`stream_guard.checks.window_checks`).
+        The default spends a quarter of the false-alarm budget (one false alert a week
+        per model at 60 s windows, :func:`~stream_guard.settings.drift.per_window_rate`):
+        0.25 a week over 10,080 windows.
     min_support
         Events of a feature a window needs before a rate check may fire.
     features
@@ -142,7 +145,7 @@ class ChecksConfig(CheckTables):
     KEY_NOUN: ClassVar[str] = "setting"
 
     enabled: bool = True
-    false_alarm_rate: float = 1e-3
+    false_alarm_rate: float = 2.5e-5
     min_support: int = 200
     features: Mapping[str, CheckTables] = field(default_factory=dict)
 

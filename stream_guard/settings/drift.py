@@ -10,12 +10,13 @@ below. In TOML (a ``drift`` table)::
     severity = "WARNING"
     rule = "effect_and_test"   # or "any" (see DriftSettings.rule)
     correction = "bonferroni"  # or "none" (see DriftSettings.correction)
+    persistence = 2            # consecutive drifted windows before a drift alert
     online_features = ["amount", "score"]   # default: numeric features + score
     seed_size = 2000           # baseline values fed to each online detector first
     seed = 0
     [drift.detector]
     kind = "ADWIN"
-    params = { delta = 0.002 }
+    params = { delta = 1e-5 }
     [drift.features.amount]
     enabled = false
     [drift.features.device_type]
@@ -36,12 +37,28 @@ from stream_guard.settings.detectors import DetectorSpec
 from stream_guard.settings.kinds import Severity
 from stream_guard.settings.loading import Problems, build_section, coerce_value, is_building
 
-__all__ = ["DriftSettings", "FeatureDriftSettings", "FeatureDriftTable", "check_drift"]
+__all__ = [
+    "WEEK_S",
+    "DriftSettings",
+    "FeatureDriftSettings",
+    "FeatureDriftTable",
+    "check_drift",
+    "false_alarms_per_week",
+    "per_window_rate",
+    "windows_per_week",
+]
 
 Rule = Literal["effect_and_test", "any"]
 RULES: tuple[str, ...] = ("effect_and_test", "any")
 Correction = Literal["bonferroni", "none"]
 CORRECTIONS: tuple[str, ...] = ("bonferroni", "none")
+#: ADWIN's confidence of the online detectors unless ``[drift.detector]`` says otherwise.
+#: River's default (0.002) raised about one false change per 5M clean wide-model values
+#: (one of nine features); at 1e-5, none, and a score shift of +0.15 still takes about
+#: 220 values of a partition instead of 160.
+DEFAULT_ADWIN_DELTA = 1e-5
+#: Seconds in a week: false-alarm budgets are stated per week of clean traffic.
+WEEK_S = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -103,10 +120,18 @@ class DriftSettings:
         the number of fields judged in that window, so a stable window fails some test
         with probability at most ``alpha``, however many features the model has.
         ``"none"``: every test at its own ``alpha``.
+    persistence
+        Consecutive windows a field's window statistics must find drifted before a
+        ``data_drift`` / ``prediction_drift`` alert is raised (1: in the first one).
+        A drift lasts; a chance exceedance rarely repeats in the next window, so with
+        ``k`` windows a clean field alerts with probability about ``p ** k`` per window
+        instead of ``p`` (see :func:`false_alarms_per_week`), for a delay of ``k - 1``
+        windows.
     features
         Per-feature overrides: feature name -> :class:`FeatureDriftTable`.
     detector
-        River detector of the online monitor (ADWIN with River's defaults unless set).
+        River detector of the online monitor: ADWIN with ``delta`` 1e-5 unless set
+        (:data:`DEFAULT_ADWIN_DELTA`; River's default 0.002 is over the false-alarm budget).
     online_features
         Numeric features fed to the online detector; ``None`` means the model's numeric
         features plus its score field.
@@ -128,8 +153,9 @@ class DriftSettings:
     severity: Severity = Severity.WARNING
     rule: Rule = "effect_and_test"
     correction: Correction = "bonferroni"
+    persistence: int = 2
     features: Mapping[str, FeatureDriftTable] = field(default_factory=dict)
-    detector: DetectorSpec = field(default_factory=DetectorSpec)
+    detector: DetectorSpec = field(default_factory=lambda: DetectorSpec("ADWIN", {"delta": DEFAULT_ADWIN_DELTA}))
     online_features: tuple[str, ...] | None = None
     seed_size: int = 2000
     seed: int = 0
@@ -182,6 +208,35 @@ class DriftSettings:
         return settings
 
 
+def windows_per_week(window_s: float) -> float:
+    """Windows of ``window_s`` seconds in a week: 10,080 at 60 s."""
+    return WEEK_S / window_s
+
+
+def per_window_rate(per_week: float, window_s: float) -> float:
+    """The chance of a false alert per clean window that spends ``per_week`` false alerts a week.
+
+    >>> round(per_window_rate(1.0, 60), 7)   # one a week at 60 s windows
+    9.92e-05
+    """
+    return per_week / windows_per_week(window_s)
+
+
+def false_alarms_per_week(per_window: float, window_s: float, persistence: int = 1) -> float:
+    """Expected false alerts a week of a check that fires in a clean window with chance ``per_window``.
+
+    With ``persistence`` k the alert needs k consecutive firing windows; for windows
+    that are independent under no drift that is ``per_window ** k`` per window. An
+    upper bound for alerts published: the incident lifecycle merges a run into one.
+
+    >>> round(false_alarms_per_week(0.01, 60), 1)                # alpha 0.01 alone: every 100th window
+    100.8
+    >>> round(false_alarms_per_week(0.01, 60, persistence=2), 2)  # two windows in a row
+    1.01
+    """
+    return windows_per_week(window_s) * per_window**persistence
+
+
 _THRESHOLDS: dict[str, tuple[Callable[[float], bool], str]] = {
     "psi_threshold": (lambda v: math.isfinite(v) and v > 0, "a number > 0"),
     "js_threshold": (lambda v: math.isfinite(v) and 0 < v <= 1, "a number in (0, 1]"),
@@ -208,6 +263,8 @@ def check_drift(settings: DriftSettings, where: str, problems: Problems) -> None
         disabled = [f for f in online if not settings.feature(f).enabled]
         if disabled:
             problems.add(f"{where}.online_features", f"{', '.join(disabled)} disabled in {where}.features")
+    if problems.typed(f"{where}.persistence") and settings.persistence < 1:
+        problems.add(f"{where}.persistence", f"expected an integer >= 1, got {settings.persistence!r}")
     if problems.typed(f"{where}.seed_size") and settings.seed_size < 0:
         problems.add(f"{where}.seed_size", f"expected an integer >= 0, got {settings.seed_size!r}")
     if problems.typed(f"{where}.detector"):

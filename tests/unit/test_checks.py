@@ -132,9 +132,9 @@ def test_out_of_range_and_its_tolerance(profile: BaselineProfile) -> None:
     finding = found(FeatureChecks({MODEL: profile}, ChecksConfig()).findings(model(), batch(rows)))[
         ("out_of_range", "x")
     ]
-    assert finding.rows.tolist() == [3, 9]  # 105 is within 10 % of the range
+    assert finding.rows.tolist() == [3, 9]  # 105 is within 25 % of the range (the default tolerance)
     assert finding.values == [150.0, -40.0]
-    assert (finding.observed, finding.expected) == ("min -40, max 150", "[-10, 110]")
+    assert (finding.observed, finding.expected) == ("min -40, max 150", "[-25, 125]")
     exact = ChecksConfig.from_dict({"out_of_range": {"tolerance": 0}})
     assert found(FeatureChecks({MODEL: profile}, exact).findings(model(), batch(rows)))[
         ("out_of_range", "x")

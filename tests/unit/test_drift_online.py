@@ -129,7 +129,8 @@ def test_seeding_catches_drift_present_from_the_first_event(profile: BaselinePro
     shifted = records(6000, seed=13, shift_from=0)
     seeded = feed(OnlineDrift({MODEL: profile}), model, shifted)
     assert {f for f, _ in seeded} == {"amount", "score"}
-    assert max(min(i for f, i in seeded if f == feature) for feature in ("amount", "score")) < 2000
+    # ADWIN at delta 1e-5 (the false-alarm budget's default): about 1,200 events of each of the 3 partitions
+    assert max(min(i for f, i in seeded if f == feature) for feature in ("amount", "score")) < 4000
     # without a seed the detector takes the drifted data as its reference
     unseeded = feed(OnlineDrift({MODEL: profile}, DriftSettings(seed_size=0)), model, shifted)
     assert unseeded == []

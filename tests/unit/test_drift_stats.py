@@ -278,3 +278,31 @@ def test_evaluate_categorical_drift(rng: np.random.Generator) -> None:
     assert js.drifted
 
     assert evaluate_categorical_drift(CATEGORY_SHARES, OTHER_RATE, {"card": 99}) == []
+
+
+def test_js_threshold_of_a_small_categorical_window_rises_above_its_noise_floor() -> None:
+    """A clean window of 300 values over 50 categories passes JS 0.1 by chance; its threshold accounts for that."""
+    from stream_guard.drift.stats import js_noise_floor
+
+    rng = np.random.default_rng(11)
+    shares = 1.0 / np.arange(1, 51) ** 0.8
+    shares /= shares.sum()
+    ref = {f"r{i}": float(p) for i, p in enumerate(shares)}
+    floors, passed = [], 0
+    for _ in range(200):
+        counts = dict(zip(ref, rng.multinomial(300, shares).tolist(), strict=True))
+        _, js = evaluate_categorical_drift(ref, 0.0, counts, js_threshold=0.1, min_count=100)
+        floors.append(js.value)
+        passed += js.drifted
+    plain = sum(js > 0.1 for js in floors)
+    assert plain > 150  # a plain 0.1 threshold calls nearly every clean window drifted
+    assert np.median(floors) == pytest.approx(js_noise_floor(50, 300), rel=0.15)
+    assert passed < plain / 2  # the test (chi-square at alpha) still decides for the rest
+    # a real shift still passes: half the values on one rare category
+    shifted = dict(zip(ref, rng.multinomial(150, shares).tolist(), strict=True))
+    shifted["r49"] += 150
+    _, js = evaluate_categorical_drift(ref, 0.0, shifted, js_threshold=0.1, min_count=100)
+    assert js.drifted and js.threshold == pytest.approx(np.hypot(0.1, js_noise_floor(50, 300)))
+    # large windows keep the configured threshold
+    _, big = evaluate_categorical_drift(ref, 0.0, {k: round(v * 10**6) for k, v in ref.items()}, js_threshold=0.1)
+    assert big.threshold == pytest.approx(0.1, abs=1e-3)

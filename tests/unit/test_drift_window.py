@@ -55,6 +55,8 @@ BATCH = 1000
 PARTITIONS = 3
 CHANGE = 50_000  # index of the first changed event in the change-point streams
 DRIFT_KINDS = (DATA_DRIFT, PREDICTION_DRIFT, ONLINE_DRIFT)
+#: Tests of one window's statistics judge it alone, without the persistence rule.
+ONE_WINDOW = DriftSettings(persistence=1)
 
 
 # --------------------------------------------------------------------------- harness
@@ -256,21 +258,24 @@ def test_stationary_windows_hold_full_histograms(stationary: Run, profile: Basel
     }
 
 
-def test_amount_shift_is_data_drift_in_first_window_after_change(amount_shift: Run) -> None:
+def test_amount_shift_is_data_drift_once_it_lasted_two_windows(amount_shift: Run) -> None:
+    second = window_start(CHANGE) + WINDOW_MS
     for w in amount_shift.windows:
         alerts = amount_shift.drift_alerts(w.start_ms)
         window_drift = [a for a in alerts if a.kind == DATA_DRIFT]
         if w.start_ms < window_start(CHANGE):
             assert alerts == [], f"window {w.start_ms}"
         else:
-            assert [a.feature for a in window_drift] == ["amount"], f"window {w.start_ms}"
-    alert = next(a for a in amount_shift.alerts[window_start(CHANGE)] if a.kind == DATA_DRIFT)
+            # persistence 2 (the default): the change's first window drifted, the alert waits for the second
+            assert [a.feature for a in window_drift] == ([] if w.start_ms < second else ["amount"]), w.start_ms
+    alert = next(a for a in amount_shift.alerts[second] if a.kind == DATA_DRIFT)
     assert alert.detector in ("psi", "js_distance")
     assert alert.value is not None and alert.threshold is not None and alert.value > alert.threshold
     assert "mean bin shifted up" in alert.observed
     assert "KS D=" in alert.observed and "PSI <= 0.2" in alert.expected
     assert alert.severity is Severity.WARNING and alert.slice == ""
-    assert alert.window_start == window_start(CHANGE) and alert.window_end == window_start(CHANGE) + WINDOW_MS
+    assert alert.window_start == second and alert.window_end == second + WINDOW_MS
+    assert "drifted in 2 consecutive windows" in alert.observed
 
 
 def test_amount_shift_is_caught_online_within_a_few_thousand_events(amount_shift: Run) -> None:
@@ -285,11 +290,11 @@ def test_amount_shift_is_caught_online_within_a_few_thousand_events(amount_shift
 
 
 def test_sustained_drift_keeps_one_stable_incident(amount_shift: Run) -> None:
-    after = [w.start_ms for w in amount_shift.windows if w.start_ms >= window_start(CHANGE)]
+    after = [w.start_ms for w in amount_shift.windows if w.start_ms > window_start(CHANGE)]
     alerts = [next(a for a in amount_shift.alerts[s] if a.kind == DATA_DRIFT) for s in after]
-    assert len(alerts) == 5
+    assert len(alerts) == 4
     assert len({a.incident_id for a in alerts}) == 1
-    assert len({a.alert_id for a in alerts}) == 5
+    assert len({a.alert_id for a in alerts}) == 4
 
 
 def test_device_mix_change_is_data_drift_with_significant_chi_square(
@@ -297,8 +302,8 @@ def test_device_mix_change_is_data_drift_with_significant_chi_square(
 ) -> None:
     for w in device_shift.windows:
         kinds = [(a.kind, a.feature) for a in device_shift.drift_alerts(w.start_ms)]
-        assert kinds == ([] if w.start_ms < window_start(CHANGE) else [(DATA_DRIFT, "device_type")])
-    changed = device_shift.windows[CHANGE // PER_WINDOW]
+        assert kinds == ([] if w.start_ms <= window_start(CHANGE) else [(DATA_DRIFT, "device_type")])
+    changed = device_shift.windows[CHANGE // PER_WINDOW + 1]
     (alert,) = device_shift.drift_alerts(changed.start_ms)
     assert re.match(
         r"chi-square \d+ \(p<1e-300\), JS 0\.3\d+; android=(79|80)\.\d% \(baseline 45\.\d%\)", alert.observed
@@ -315,6 +320,8 @@ def test_score_shift_is_prediction_drift(score_shift: Run) -> None:
         alerts = score_shift.drift_alerts(w.start_ms)
         if w.start_ms < window_start(CHANGE):
             assert alerts == []
+        elif w.start_ms == window_start(CHANGE):
+            assert {a.kind for a in alerts} <= {ONLINE_DRIFT}  # window statistics wait for a second window
         else:
             assert {(a.kind, a.feature) for a in alerts if a.kind != ONLINE_DRIFT} == {
                 (PREDICTION_DRIFT, "score"),
@@ -324,20 +331,19 @@ def test_score_shift_is_prediction_drift(score_shift: Run) -> None:
     assert first is not None and CHANGE <= first < CHANGE + 1000
 
 
-def test_drift_from_the_first_event_is_caught_in_the_first_window(shifted_from_start: Run) -> None:
-    first_window = shifted_from_start.windows[0].start_ms
+def test_drift_from_the_first_event_is_caught_online_in_the_first_window(shifted_from_start: Run) -> None:
+    first_window, second_window = (w.start_ms for w in shifted_from_start.windows[:2])
     kinds = {(a.kind, a.feature) for a in shifted_from_start.alerts[first_window]}
-    assert {
-        (DATA_DRIFT, "amount"),
-        (PREDICTION_DRIFT, "score"),
-        (ONLINE_DRIFT, "amount"),
-        (ONLINE_DRIFT, "score"),
-    } <= kinds
+    assert {(ONLINE_DRIFT, "amount"), (ONLINE_DRIFT, "score")} <= kinds
+    # the window statistics drifted from the first window; their alerts need a second one
+    kinds = {(a.kind, a.feature) for a in shifted_from_start.alerts[second_window]}
+    assert {(DATA_DRIFT, "amount"), (PREDICTION_DRIFT, "score")} <= kinds
     for feature in ("amount", "score"):
         hits = [i for k, f, i in shifted_from_start.findings if f == feature]
         # the seeded detector of every partition fires early in the first window
         assert {i % PARTITIONS for i in hits if i < PER_WINDOW} == set(range(PARTITIONS))
-        assert min(hits) < 2000
+        # ADWIN at delta 1e-5 (the false-alarm budget's default) needs up to about 2,000 events per partition
+        assert min(hits) < 7000
 
 
 # --------------------------------------------------------------------------- counting
@@ -389,20 +395,24 @@ def test_min_count_and_severity_come_from_settings(profile: BaselineProfile) -> 
     model = make_model()
     small = _snapshot({f"h|amount|{top}": 199})
     big = _snapshot({f"h|amount|{top}": 200})
-    drift = WindowDrift({MODEL: profile})
+    drift = WindowDrift({MODEL: profile}, ONE_WINDOW)
     assert drift(model, small) == []
     (alert,) = drift(model, big)
     assert (alert.kind, alert.feature, alert.count, alert.severity) == (DATA_DRIFT, "amount", 200, Severity.WARNING)
-    strict = DriftSettings.from_dict({"min_count": 500, "features": {"amount": {"severity": "critical"}}})
+    strict = DriftSettings.from_dict(
+        {"min_count": 500, "persistence": 1, "features": {"amount": {"severity": "critical"}}}
+    )
     assert WindowDrift({MODEL: profile}, strict)(model, big) == []
-    lenient = DriftSettings.from_dict({"features": {"amount": {"min_count": 10, "severity": "critical"}}})
+    lenient = DriftSettings.from_dict(
+        {"persistence": 1, "features": {"amount": {"min_count": 10, "severity": "critical"}}}
+    )
     (alert,) = WindowDrift({MODEL: profile}, lenient)(model, small)
     assert alert.severity is Severity.CRITICAL
 
 
 def test_unseen_categories_drift_and_prediction_kind_follows_the_field_role(profile: BaselineProfile) -> None:
     model = make_model()
-    drift = WindowDrift({MODEL: profile})
+    drift = WindowDrift({MODEL: profile}, ONE_WINDOW)
     (alert,) = drift(model, _snapshot({f"c|country|{UNSEEN}": 400, "c|country|US": 400}))
     assert (alert.kind, alert.feature) == (DATA_DRIFT, "country")
     assert "other/unseen=50.0%" in alert.observed
@@ -446,7 +456,7 @@ def test_decide_needs_effect_and_test_by_default() -> None:
 def test_windows_counted_under_another_profile_are_not_judged_on_their_bins(profile: BaselineProfile) -> None:
     records = shifted(clean_records(3000, seed=10), 0, scale_amount)
     profiles = {MODEL: profile}  # shared with the worker, which replaces entries on reload
-    drift = WindowDrift(profiles, DriftSettings(min_count=100))
+    drift = WindowDrift(profiles, DriftSettings(min_count=100, persistence=1))
     model = make_model()
     keys = ModelKeys("sg", MODEL)
     state = new_state(keys)
@@ -488,7 +498,46 @@ def test_bonferroni_divides_alpha_by_the_fields_judged(profile: BaselineProfile)
     fields |= {f"c|country|{c}": round(1000 * f) for c, f in country.frequencies.items()}
     window = _snapshot(fields)  # two fields judged: device_type and country
     model = make_model()
-    plain = WindowDrift({MODEL: profile}, DriftSettings(rule="any", correction="none"))
+    plain = WindowDrift({MODEL: profile}, DriftSettings(rule="any", correction="none", persistence=1))
     (alert,) = plain(model, window)
     assert (alert.feature, alert.detector, alert.threshold) == ("device_type", "chi_square", 0.01)
-    assert WindowDrift({MODEL: profile}, DriftSettings(rule="any"))(model, window) == []
+    assert WindowDrift({MODEL: profile}, DriftSettings(rule="any", persistence=1))(model, window) == []
+
+
+# --------------------------------------------------------------------------- persistence
+
+
+def _window_at(index: int, fields: dict[str, int]) -> WindowSnapshot:
+    start = T0 + index * WINDOW_MS
+    return WindowSnapshot(start, start + WINDOW_MS, {"n": "1000", **{k: str(v) for k, v in fields.items()}})
+
+
+def test_drift_alert_needs_persistence_consecutive_drifted_windows(profile: BaselineProfile) -> None:
+    top = len(profile.features["amount"].bin_edges) - 2
+    drifted, clean_bins = {f"h|amount|{top}": 1000}, profile.features["amount"].bin_freqs
+    clean = {f"h|amount|{b}": round(1000 * f) for b, f in enumerate(clean_bins)}
+    model = make_model()
+    drift = WindowDrift({MODEL: profile}, DriftSettings(persistence=3))
+    verdicts = [drift(model, _window_at(i, fields)) for i, fields in enumerate([drifted, drifted, clean, drifted])]
+    assert verdicts == [[], [], [], []]  # a clean window breaks the run
+    assert drift(model, _window_at(4, drifted)) == []  # two in a row
+    (alert,) = drift(model, _window_at(5, drifted))  # three
+    assert (alert.feature, alert.window_start) == ("amount", T0 + 5 * WINDOW_MS)
+    assert "drifted in 3 consecutive windows" in alert.message
+    # a window that is not judged (below min_count) breaks a run too; so does a gap
+    assert drift(model, _window_at(6, {f"h|amount|{top}": 10})) == []
+    assert drift(model, _window_at(8, drifted)) == [] and drift(model, _window_at(10, drifted)) == []
+
+
+def test_drift_runs_remember_a_few_windows_per_field() -> None:
+    from stream_guard.drift.persistence import KEPT_WINDOWS, DriftRuns
+
+    runs = DriftRuns(2)
+    assert [runs.observe("a", s, s + 10, True) for s in (0, 10)] == [False, True]
+    assert runs.observe("b", 20, 30, True) is False  # fields are independent
+    assert runs.observe("a", 20, 30, True) is True
+    # windows closed out of order: 40 before 30 (unknown yet) waits, 30 after 20 alerts
+    assert runs.observe("a", 40, 50, True) is False and runs.observe("a", 30, 40, True) is True
+    for s in range(50, 1000, 10):
+        runs.observe("a", s, s + 10, True)
+    assert len(runs._verdicts["a"]) <= 2 + KEPT_WINDOWS + 1

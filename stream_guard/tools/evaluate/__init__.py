@@ -40,5 +40,6 @@ watermark passes the window's end plus ``allowed_lateness_s``.
 Modules: :mod:`.faults` (the fault catalogue and injectors), :mod:`.events` (clean events
 and the replayed stream), :mod:`.replay` (the worker's stages on a memory state),
 :mod:`.scenarios` (planning and running scenarios), :mod:`.report` (results and their
-printing), :mod:`.command` (the CLI command).
+printing), :mod:`.command` (the CLI command); :mod:`.longrun` and :mod:`.longfaults` (the
+long replay of the wide model through the incident lifecycle, ``--long-replay``).
 """

@@ -35,6 +35,12 @@ def add_evaluate_command(subparsers: Any) -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--from-file", metavar="PATH", help="clean events: Parquet, CSV or JSON lines")
     source.add_argument("--simulate", type=int, metavar="N", help="N simulated events of the sample fraud model")
+    source.add_argument(
+        "--long-replay",
+        action="store_true",
+        help="hours of the wide sample model with a dozen faults, through the incident lifecycle: "
+        "faults caught, alerts published, false alarms per week of clean traffic",
+    )
     parser.add_argument("--profile", metavar="PATH", help="baseline profile to use (default: learn it from the data)")
     parser.add_argument(
         "--learn-fraction",
@@ -47,12 +53,29 @@ def add_evaluate_command(subparsers: Any) -> argparse.ArgumentParser:
         "--events-per-second",
         metavar="RATE",
         type=float,
-        default=100.0,
-        help="synthetic event rate without timestamps (default 100)",
+        default=None,
+        help="synthetic event rate without timestamps (default 100; 14 for --long-replay)",
+    )
+    parser.add_argument(
+        "--clean-minutes",
+        metavar="M",
+        type=float,
+        default=20.0,
+        help="--long-replay: clean traffic before, between and after the faults (default 20)",
+    )
+    parser.add_argument(
+        "--fault-minutes",
+        metavar="M",
+        type=float,
+        default=10.0,
+        help="--long-replay: duration of each fault's stretch (default 10; bursts are shorter)",
     )
     parser.add_argument("--features", metavar="LIST", help="comma-separated features to inject into (default: all)")
     parser.add_argument(
-        "--faults", metavar="LIST", help=f"comma-separated fault classes (default: all of {', '.join(FAULTS)})"
+        "--faults",
+        metavar="LIST",
+        help=f"comma-separated fault classes (default: all of {', '.join(FAULTS)}; "
+        "--long-replay has its own, see the README)",
     )
     parser.add_argument(
         "--rates",
@@ -102,12 +125,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from stream_guard.learning import learn_from_frame, profiled_fields
     from stream_guard.model import build_models
     from stream_guard.profile import BaselineProfile
-    from stream_guard.settings import load_config
+    from stream_guard.settings import Config, load_config
     from stream_guard.tools.evaluate.events import Stream, file_events, simulated_events
     from stream_guard.tools.evaluate.report import render
     from stream_guard.tools.evaluate.scenarios import evaluate, plan_scenarios
 
+    if args.long_replay:
+        # The long replay brings its own model; a config file lends it checks, drift and alerts.
+        return _run_long_replay(load_config(args.config, require_profiles=False) if args.config else Config(), args)
     config = load_config(args.config, require_profiles=False)  # evaluate may learn the profile itself
+    args.events_per_second = 100.0 if args.events_per_second is None else args.events_per_second
     model = _pick(build_models(config, registry_client(config)), args.model)
     try:
         rates = [float(r) for r in args.rates.split(",") if r.strip()]
@@ -164,4 +191,45 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if not quiet and sys.stderr.isatty():
         print("\r\033[K", end="", file=sys.stderr, flush=True)
     print(json.dumps(report.to_dict(), indent=2) if args.json else render(report))
+    return 0
+
+
+def _run_long_replay(config: Any, args: argparse.Namespace) -> int:
+    """``evaluate --long-replay``: the wide model under ``config``'s checks, drift and alerts."""
+    from stream_guard.logs import configure_logging
+    from stream_guard.tools.evaluate.longfaults import LONG_FAULTS, fault_named
+    from stream_guard.tools.evaluate.longrun import LongRunSettings, render_long, timed_long_replay
+
+    rate = 14.0 if args.events_per_second is None else args.events_per_second
+    for name, value, ok in (
+        ("--events-per-second", rate, rate > 0),
+        ("--clean-minutes", args.clean_minutes, args.clean_minutes > 0),
+        ("--fault-minutes", args.fault_minutes, args.fault_minutes > 0),
+        ("--batch-size", args.batch_size, args.batch_size > 0),
+        ("--partitions", args.partitions, args.partitions > 0),
+    ):
+        if not ok:
+            raise EvaluationInputError(f"{name}: {value} is out of range")
+    names = _names(args.faults)
+    settings = LongRunSettings(
+        events_per_second=rate,
+        clean_s=round(args.clean_minutes * 60),
+        fault_s=round(args.fault_minutes * 60),
+        faults=tuple(fault_named(n) for n in names) if names else LONG_FAULTS,
+        batch_size=args.batch_size,
+        partitions=args.partitions,
+        seed=args.seed,
+    )
+    configure_logging("warning", "console")
+    quiet = args.quiet or args.json or not sys.stderr.isatty()
+
+    def progress(text: str) -> None:
+        print(f"\r\033[K{text}", end="", file=sys.stderr, flush=True)
+
+    report, seconds = timed_long_replay(config, settings, None if quiet else progress)
+    if not quiet:
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else render_long(report))
+    if not args.quiet:
+        print(f"runtime: {seconds:.1f}s", file=sys.stderr)
     return 0

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stream_guard.alerts.model import Alert
+from stream_guard.settings.drift import WEEK_S
 from stream_guard.tools.evaluate.faults import FAULTS
 
 
@@ -78,7 +79,14 @@ class Evaluation:
             "median_delay_events": statistics.median(events) if events else None,
             "false_alarms": self.false_alarm_total,
             "false_alarms_per_100k_events": _per_100k(self.false_alarm_total, self.events),
+            "false_alarms_per_week": self.false_alarms_per_week,
         }
+
+    @property
+    def false_alarms_per_week(self) -> float:
+        """The clean stream's alerts scaled to a week of its event time (the budget: at most 1)."""
+        seconds = self.windows * self.window_s
+        return round(self.false_alarm_total * WEEK_S / seconds, 3) if seconds else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -163,7 +171,8 @@ def render(report: Evaluation) -> str:
         "",
         f"summary: {summary['detected']}/{summary['scenarios']} scenarios detected; {delay}; "
         f"{summary['false_alarms']} false alarms on the clean stream "
-        f"({summary['false_alarms_per_100k_events']:.2f} per 100k events)",
+        f"({summary['false_alarms_per_100k_events']:.2f} per 100k events, "
+        f"{summary['false_alarms_per_week']:.1f} per week of clean traffic; budget: at most 1)",
         f"runtime: {runtime['total']:.1f}s (clean replay {runtime['clean']:.1f}s, "
         f"{summary['scenarios']} scenarios {runtime['scenarios']:.1f}s)",
     ]

@@ -12,7 +12,7 @@ from stream_guard.settings import CHECKS, ChecksConfig, CheckSettings, CheckTabl
 
 def test_default_settings() -> None:
     config = ChecksConfig()
-    assert config.settings("out_of_range", "x") == CheckSettings(True, 0.1, Severity.CRITICAL)
+    assert config.settings("out_of_range", "x") == CheckSettings(True, 0.25, Severity.CRITICAL)
     assert config.settings("null_rate", "x") == CheckSettings(True, 3.0, Severity.WARNING)
     assert config.settings("nan", "x") == CheckSettings(True, None, Severity.CRITICAL)
     assert {c: config.settings(c, "x").severity for c in CHECKS} == {
@@ -25,7 +25,7 @@ def test_default_settings() -> None:
         "cardinality": Severity.WARNING,
         "type_mismatch": Severity.CRITICAL,
     }
-    assert config.false_alarm_rate == 1e-3 and config.min_support == 200
+    assert config.false_alarm_rate == 2.5e-5 and config.min_support == 200
 
 
 def test_from_dict_layers_feature_over_check_over_default() -> None:
