@@ -30,9 +30,14 @@ class AlertFilter:
     def accepts(self, record: dict[str, Any]) -> bool:
         if self.models and record["model"] not in self.models:
             return False
-        if self.kinds and record["kind"] not in self.kinds:
+        if self.kinds and not self.kinds & kinds_of(record):
             return False
         return self.min_severity is None or _RANK[Severity(record["severity"])] >= _RANK[self.min_severity]
+
+
+def kinds_of(record: dict[str, Any]) -> set[str]:
+    """An alert's kind and the kinds of the findings it carries as evidence (``related``)."""
+    return {record["kind"], *(r["kind"] for r in record.get("related") or [])}
 
 
 def alerts_consumer(config: Config, *, group_id: str | None, from_beginning: bool) -> Consumer:

@@ -16,7 +16,7 @@ import structlog
 from confluent_kafka import KafkaException
 
 from stream_guard.alerts.codec import decode_alert
-from stream_guard.alerts.reader import alerts_consumer, positions_since
+from stream_guard.alerts.reader import alerts_consumer, kinds_of, positions_since
 from stream_guard.errors import StreamGuardError
 from stream_guard.settings import Config
 
@@ -56,11 +56,11 @@ class AlertFeed:
                 self._alerts.popitem(last=False)
 
     def recent(self, model: str | None = None, kinds: frozenset[str] | None = None) -> list[dict[str, Any]]:
-        """Alerts of ``model`` (all models when None), newest emitted first."""
+        """Alerts of ``model`` (all models when None) and of ``kinds`` (as primary or evidence), newest first."""
         with self._lock:
             records = list(self._alerts.values())
         chosen = [
-            r for r in records if (model is None or r["model"] == model) and (kinds is None or r["kind"] in kinds)
+            r for r in records if (model is None or r["model"] == model) and (kinds is None or kinds & kinds_of(r))
         ]
         return sorted(chosen, key=lambda r: r["emitted_at"], reverse=True)
 

@@ -117,6 +117,12 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], css: str, empt
     return f'<table class="{css}-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
+def _finding_name(finding: dict[str, Any]) -> str:
+    """``kind feature@slice`` of a related finding (no slice shown for all traffic)."""
+    where = finding.get("slice")
+    return f"{finding['kind']} {finding.get('feature') or ''}" + (f"@{where}" if where not in (None, "*") else "")
+
+
 def _evidence(alert: dict[str, Any]) -> str:
     parts = [
         f"observed: {escape(str(alert.get('observed', '')))}",
@@ -126,6 +132,10 @@ def _evidence(alert: dict[str, Any]) -> str:
         threshold = alert.get("threshold")
         limit = "" if threshold is None else f" (threshold {format_value(float(threshold))})"
         parts.append(f"{escape(str(alert.get('detector', '')))} = {format_value(float(alert['value']))}{limit}")
+    related = alert.get("related") or []
+    if related:
+        carried = ", ".join(escape(f"{_finding_name(r)} ({r.get('count', 0)})") for r in related)
+        parts.append(f"related: {carried}")
     examples = alert.get("examples") or []
     if examples:
         shown = ", ".join(
@@ -180,7 +190,7 @@ def model_section(view: ModelView, alerts: Sequence[dict[str, Any]]) -> str:
         "no slice has enough labelled support to rank",
     )
     incidents = _table(
-        ["severity", "kind", "feature", "slice", "opened (event time)", "last seen", "windows", "events"],
+        ["severity", "kind", "feature", "slice", "opened (event time)", "last seen", "windows", "events", "evidence"],
         [
             [
                 f'<span class="{escape(i.severity)}">{escape(i.severity)}</span>',
@@ -191,6 +201,7 @@ def model_section(view: ModelView, alerts: Sequence[dict[str, Any]]) -> str:
                 escape(format_time(i.last_seen_end)),
                 str(i.windows),
                 str(i.events),
+                escape(", ".join(i.evidence)),
             ]
             for i in view.incidents
         ],

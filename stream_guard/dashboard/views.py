@@ -54,6 +54,8 @@ class Incident:
     last_seen_end: int
     windows: int
     events: int
+    #: The other findings of this cause (``kind feature@slice``), from the incident's members.
+    evidence: tuple[str, ...] = ()
 
 
 @dataclass
@@ -263,9 +265,22 @@ def read_incidents(client: redis.Redis, keys: ModelKeys) -> list[Incident]:
                 last_seen_end=int(fields.get("last_seen_end", 0)),
                 windows=int(fields.get("windows", 0)),
                 events=int(fields.get("events", 0)),
+                evidence=_evidence_of(fields, summary),
             )
         )
     return out
+
+
+def _evidence_of(fields: dict[str, str], summary: dict[str, Any]) -> tuple[str, ...]:
+    """The incident's member findings (``m|<id>`` = ``kind|feature|slice``) other than its primary's."""
+    primary = f"{summary.get('kind')}|{summary.get('feature') or ''}|{summary.get('slice', '*')}"
+    found = []
+    for name, descriptor in sorted(fields.items()):
+        if not name.startswith("m|") or descriptor == primary:
+            continue
+        kind, feature, where = [*descriptor.split("|"), "", ""][:3]
+        found.append(f"{kind} {feature}".rstrip() + (f"@{where}" if where not in ("", "*") else ""))
+    return tuple(found)
 
 
 def is_better_higher(metric: str) -> bool:

@@ -276,6 +276,21 @@ def test_alert_filter_by_model_kind_and_minimum_severity() -> None:
     assert not AlertFilter(min_severity=Severity.CRITICAL).accepts(record)
 
 
+def test_alert_filter_by_kind_sees_the_findings_an_incident_carries() -> None:
+    """--kind data_drift also shows the incident led by out_of_range whose evidence is amount's data drift."""
+    from stream_guard.alerts.reader import AlertFilter
+
+    record = {
+        "model": "fraud",
+        "kind": "out_of_range",
+        "severity": "CRITICAL",
+        "related": [{"kind": "data_drift", "feature": "amount"}],
+    }
+    assert AlertFilter(kinds=frozenset({"data_drift"})).accepts(record)
+    assert AlertFilter(kinds=frozenset({"out_of_range"})).accepts(record)
+    assert not AlertFilter(kinds=frozenset({"undecodable"})).accepts(record)
+
+
 # --------------------------------------------------------------------------- causes
 
 
