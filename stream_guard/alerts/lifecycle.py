@@ -62,6 +62,7 @@ from stream_guard.alerts.grouping import (
     related,
 )
 from stream_guard.alerts.model import Alert, Related, Severity
+from stream_guard.settings.kinds import KNOWN_BIAS
 from stream_guard.state.incident import Observation, ReminderPolicy
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.protocol import IncidentState
@@ -179,6 +180,8 @@ class IncidentTracker:
                 continue
             others = {m: d for m, (d, _) in _members(fields).items() if m != incident_id}
             marked[incident_id] = sorted(others)
+            if json.loads(fields["alert"])["kind"] == KNOWN_BIAS:
+                continue  # a fact of the reference, raised once: it closes silently, nothing ended
             out.append(self._resolution(incident_id, fields, others))
         return out
 

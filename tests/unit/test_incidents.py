@@ -244,12 +244,23 @@ def test_a_replay_publishes_the_same_alerts() -> None:
 
 
 def test_an_informational_finding_is_published_once_and_resolved_once() -> None:
-    """known_bias (INFO) is never reminded, however long it lasts; it resolves once."""
+    """An INFO finding is never reminded, however long it lasts; it resolves once."""
+    t = tracker(cooldown_s=60, resolve_after_s=60, remind_after_s=60)
+    field = [finding("unexpected_field", "promo", minute=m, severity=Severity.INFO) for m in range(30)]
+    published = [p for m, b in enumerate(field) for p in close(t, m, b)]
+    published += close(t, 31) + close(t, 32)
+    assert published == [("FIRING", "unexpected_field", "promo", 0), ("RESOLVED", "unexpected_field", "promo", 0)]
+
+
+def test_a_known_bias_is_published_once_and_never_resolved_aloud() -> None:
+    """known_bias is a fact of the reference, raised once: FIRING once, then it closes without a RESOLVED."""
     t = tracker(cooldown_s=60, resolve_after_s=60, remind_after_s=60)
     bias = [finding("known_bias", "recall", minute=m, severity=Severity.INFO) for m in range(30)]
     published = [p for m, b in enumerate(bias) for p in close(t, m, b)]
-    published += close(t, 31) + close(t, 32)
-    assert published == [("FIRING", "known_bias", "recall", 0), ("RESOLVED", "known_bias", "recall", 0)]
+    published += close(t, 31) + close(t, 32) + close(t, 33)
+    assert published == [("FIRING", "known_bias", "recall", 0)]
+    # A restarted worker raises it again, on the same (reference) window: the tombstone keeps it quiet.
+    assert close(t, 34, finding("known_bias", "recall", minute=29, severity=Severity.INFO)) == []
 
 
 def test_a_rendered_alert_lists_its_related_findings() -> None:
