@@ -15,8 +15,8 @@ and a score) and live histograms on the same bins; without them it raises nothin
   alert per cause. When labels already cover the range, the alert names the realised
   metric (confirmed, or not, by it).
 * **Calibration drift** (needs labels: it runs on the label-gated ``performance_every_s``
-  windows, over the ``estimate_window_s`` that ended ``performance_label_delay_s`` before
-  the window's end): in each slice with enough labels, covering at least
+  windows, over the ``performance_lookback_s`` that ended ``performance_label_delay_s``
+  before the window's end, as the other label-based checks): in each slice with enough labels, covering at least
   :data:`MIN_LABEL_COVERAGE` of its scored events, the realised metric differs from the
   estimate by more than ``estimate_z`` of the estimate's std (widened for the unlabelled
   share) and by at least ``performance_min_effect``. The estimate of that slice is then
@@ -103,7 +103,8 @@ class EstimatePerformanceEvaluator:
         every = settings.performance_every_s * 1000
         if self.labels.get(model.name) and every > 0 and window.start_ms % every == 0:
             end = window.end_ms - settings.performance_label_delay_s * 1000
-            alerts += self.calibration(model.name, reader.rollup(end - span, end), estimation, settings)
+            lookback = settings.performance_lookback_s * 1000
+            alerts += self.calibration(model.name, reader.rollup(end - lookback, end), estimation, settings)
         return alerts
 
     def drops(
