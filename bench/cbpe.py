@@ -30,9 +30,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stream_guard.learning.calibration import bin_index, learn_estimation  # noqa: E402
-from stream_guard.metrics.estimate import estimate_counts  # noqa: E402
-from stream_guard.tools.simulator import Simulator  # noqa: E402
+from stream_guard.learning.calibration import bin_index, learn_estimation
+from stream_guard.metrics.estimate import estimate_counts
+from stream_guard.tools.simulator import Simulator
 
 BINS, RANGE, THRESHOLD = 10, (0.0, 1.0), 0.5
 Z, MIN_EFFECT = 3.0, 0.05
