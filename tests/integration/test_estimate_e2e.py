@@ -21,6 +21,7 @@ from streamtest import consume_all, new_worker, produce, run_until, write_config
 
 from stream_guard.alerts.codec import decode_alert
 from stream_guard.assembly import metrics_reader
+from stream_guard.cli import main
 from stream_guard.learning import learn_from_frame
 from stream_guard.metrics.estimate import estimate_rollup
 from stream_guard.model import build_models
@@ -51,7 +52,7 @@ def _alerts(bootstrap: str, topic: str) -> list[dict[str, Any]]:
 
 
 def test_the_estimate_names_a_covariate_shift_drop_before_labels_and_labels_reveal_concept_drift(
-    tmp_path: Path, bootstrap: str, redis_url: str, unique: str
+    tmp_path: Path, bootstrap: str, redis_url: str, unique: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     labels_topic = f"labels-{unique}"
     config = write_config(
@@ -140,4 +141,16 @@ timestamp_field = "ts"
     # The estimate never saw the concept drift: no drop named android over a range of the concept period only.
     concept_only = [a for a in alerts if a["kind"] == "estimated_performance_drop" and a["window_start"] >= CONCEPT_MS]
     assert concept_only == []
-    assert np.isfinite(realised)
+
+    # `metrics` shows the estimate beside the realised metrics, and their difference.
+    capsys.readouterr()
+    assert main(["metrics", "-c", str(tmp_path / "config.toml"), "--window", "2h", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    accuracy = out["estimate"]["*"]["metrics"]["accuracy"]
+    whole = reader.rollup(HOUR_START, HOUR_START + 2 * HOUR_MS).overall
+    assert accuracy["realised"] == pytest.approx(whole.accuracy)
+    assert accuracy["difference"] == pytest.approx(accuracy["realised"] - accuracy["estimate"])
+    assert np.isfinite(accuracy["estimate"]) and accuracy["band"][0] < accuracy["estimate"] < accuracy["band"][1]
+    assert main(["metrics", "-c", str(tmp_path / "config.toml"), "--window", "2h"]) == 0
+    table = capsys.readouterr().out
+    assert "est_accuracy" in table and "acc_minus_est" in table
