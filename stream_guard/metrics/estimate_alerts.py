@@ -5,7 +5,7 @@
 and a score) and live histograms on the same bins; without them it raises nothing.
 
 * **Estimated drop** (no labels needed, so its windows do not wait for them): when a
-  window on the ``estimate_every_s`` grid closes, the estimate of each slice over the
+  window on the ``estimate_every_s`` grid (default: every window) closes, the estimate of each slice over the
   last ``estimate_window_s`` is compared with the slice's realised metric on the
   reference. Flagged when it is lower by more than ``estimate_z`` standard deviations
   (the larger of the reference's chunk-to-chunk std scaled to the range's events,
@@ -97,11 +97,12 @@ class EstimatePerformanceEvaluator:
             return []
         alerts = []
         span = settings.estimate_window_s * 1000
-        if window.start_ms % (settings.estimate_every_s * 1000) == 0:
+        every = settings.estimate_every_s * 1000
+        if every == 0 or window.start_ms % every == 0:
             rollup = reader.rollup(window.end_ms - span, window.end_ms)
             alerts += self.drops(model.name, rollup, estimation, settings)
-        every = settings.performance_every_s * 1000
-        if self.labels.get(model.name) and every > 0 and window.start_ms % every == 0:
+        labelled_every = settings.performance_every_s * 1000  # the label-gated windows
+        if self.labels.get(model.name) and labelled_every > 0 and window.start_ms % labelled_every == 0:
             end = window.end_ms - settings.performance_label_delay_s * 1000
             lookback = settings.performance_lookback_s * 1000
             alerts += self.calibration(model.name, reader.rollup(end - lookback, end), estimation, settings)

@@ -69,9 +69,10 @@ class MetricsSettings:
     #: Calibration of the score that ``learn`` fits for the label-free estimate (CBPE):
     #: ``isotonic`` or ``binning`` on the histogram's bins; ``off`` learns none (no estimate).
     estimate_calibration: Literal["isotonic", "binning", "off"] = "isotonic"
-    #: How often the estimate is checked, in event time (a multiple of ``worker.window_s``
-    #: and ``bucket_s``); it needs no labels, so its windows do not wait for them.
-    estimate_every_s: int = 300
+    #: How often the estimate is checked, in event time: 0 (default) when every window
+    #: closes, else a multiple of ``worker.window_s``. It needs no labels, so its windows
+    #: do not wait for them.
+    estimate_every_s: int = 0
     #: Range each estimate check rolls up (a multiple of ``bucket_s``).
     estimate_window_s: int = 3600
     #: Estimated metrics an ``estimated_performance_drop`` may name.
@@ -185,8 +186,8 @@ def _estimate_problems(settings: MetricsSettings, window_s: int, where: str, typ
         problems.append(
             f"{where}.estimate_calibration: expected isotonic, binning or off, got {settings.estimate_calibration!r}"
         )
-    if typed("estimate_every_s") and every <= 0:
-        problems.append(f"{where}.estimate_every_s: must be positive, got {every}")
+    if typed("estimate_every_s") and every < 0:
+        problems.append(f"{where}.estimate_every_s: must be 0 (every window) or positive, got {every}")
     elif typed("estimate_every_s", "worker.window_s") and window_s > 0 and every % window_s:
         problems.append(f"{where}.estimate_every_s: must be a multiple of worker.window_s ({window_s}), got {every}")
     if typed("estimate_window_s", "bucket_s") and (span <= 0 or (bucket > 0 and span % bucket)):
