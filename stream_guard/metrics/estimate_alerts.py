@@ -49,8 +49,30 @@ MIN_LABEL_COVERAGE = 0.8
 CALIBRATION_METRIC = "accuracy"
 
 
-def _p_above(z: float) -> float:
-    return 1.0 - NormalDist().cdf(z) if math.isfinite(z) else 0.0
+def _test(
+    metric: str,
+    slice_: str,
+    value: float,
+    baseline: float,
+    support: int,
+    effect: float,
+    sd: float,
+    z: float,
+    min_effect: float,
+) -> SliceTest:
+    """One slice's deviation as a :class:`SliceTest`, for the attribution.
+
+    ``effect`` (positive = worse) over ``sd`` is significant beyond ``z``, flagged when it
+    is also at least ``min_effect``. ``p`` is the one-sided normal tail, uncorrected: the
+    rule is NannyML's fixed ``z``, and the minimum effect bounds what a noisy slice raises.
+    """
+    score = effect / sd if sd > 0 else (math.inf if effect > 0 else 0.0)
+    p = 1.0 - NormalDist().cdf(score) if math.isfinite(score) else 0.0
+    significant = score > z
+    flagged = significant and effect >= min_effect
+    return SliceTest(
+        metric, slice_, value, baseline, REFERENCE, support, support, p, p, effect, flagged, significant, sd
+    )
 
 
 class EstimatePerformanceEvaluator:
@@ -122,13 +144,9 @@ class EstimatePerformanceEvaluator:
                     continue
                 sd = max(spread.scaled_std(est.events) or 0.0, est.std.get(metric, 0.0))
                 drop = spread.value - value
-                score = drop / sd if sd > 0 else (math.inf if drop > 0 else 0.0)
-                significant = score > z
-                p = _p_above(score)
-                flagged = significant and drop >= settings.performance_min_effect
-                support = round(spread.chunk_support * spread.n_chunks)
-                tests.append(SliceTest(metric, name, value, spread.value, REFERENCE, est.events, support, p, p, drop,
-                                       flagged, significant, sd))  # fmt: skip
+                tests.append(
+                    _test(metric, name, value, spread.value, est.events, drop, sd, z, settings.performance_min_effect)
+                )
             for a in attribute(tests):
                 alerts.append(self._drop_alert(model, rollup, estimates, a.test, a.evidence, z))
         return alerts
@@ -195,11 +213,8 @@ class EstimatePerformanceEvaluator:
             # The realised metric averages the labelled share only: its noise grows as 1/sqrt(labelled).
             sd = est.std.get(CALIBRATION_METRIC, 0.0) * math.sqrt(est.events / m.labelled)
             gap = abs(realised - value)
-            score = gap / sd if sd > 0 else (math.inf if gap > 0 else 0.0)
-            significant = score > z
-            flagged = significant and gap >= settings.performance_min_effect
-            tests.append(SliceTest(CALIBRATION_METRIC, name, realised, value, REFERENCE, m.labelled, est.events,
-                                   _p_above(score), _p_above(score), gap, flagged, significant, sd))  # fmt: skip
+            min_effect = settings.performance_min_effect
+            tests.append(_test(CALIBRATION_METRIC, name, realised, value, m.labelled, gap, sd, z, min_effect))
         alerts = []
         for a in attribute(tests):
             t = a.test

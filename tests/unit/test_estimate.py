@@ -176,8 +176,8 @@ def test_a_window_like_the_reference_raises_nothing_and_is_estimated_within_its_
     est = estimate_rollup(rollup, estimation.calibration)["*"]
     band = est.band("accuracy", 1.96)
     assert band is not None and band[0] <= rollup.overall.accuracy <= band[1]  # type: ignore[operator]
-    evaluate = EstimatePerformanceEvaluator({"fraud": _Reader(rollup)}, {"fraud": profiled.config.metrics},
-                                            labels={"fraud": True})  # fmt: skip
+    settings = {"fraud": profiled.config.metrics}
+    evaluate = EstimatePerformanceEvaluator({"fraud": _Reader(rollup)}, settings, labels={"fraud": True})  # type: ignore[dict-item]
     assert evaluate(profiled, WindowSnapshot(3_600_000, 3_610_000, {})) == []
     table = with_estimate_columns(rollup.to_frame(), rollup, estimation.calibration, 1.96)
     row = table[table["slice"] == "*"].iloc[0]
@@ -221,8 +221,8 @@ def test_concept_drift_is_invisible_to_the_estimate_and_found_by_the_calibration
     """Labels turn bad on android, scores unchanged: no drop is estimated, calibration_drift names android."""
     live = labelled_frame(64, 12_000, android_misses=0.4)
     reader = _Reader(_rollup(_slices(live), labels=True))
-    evaluate = EstimatePerformanceEvaluator({"fraud": reader}, {"fraud": profiled.config.metrics},  # type: ignore[dict-item]
-                                            labels={"fraud": True})  # fmt: skip
+    settings = {"fraud": profiled.config.metrics}
+    evaluate = EstimatePerformanceEvaluator({"fraud": reader}, settings, labels={"fraud": True})  # type: ignore[dict-item]
     alerts = evaluate(profiled, WindowSnapshot(3_600_000, 3_610_000, {}))
     kinds = {(a.kind, a.slice) for a in alerts}
     assert kinds == {("calibration_drift", "device_type=android")}
