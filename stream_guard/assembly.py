@@ -21,6 +21,7 @@ from stream_guard.kafka import DeliveryTracker, make_consumer, producer_settings
 from stream_guard.logs import librdkafka_logger
 from stream_guard.metrics import LabelJoiner, LabelStream, MetricsReader, PerformanceEvaluator, SliceRecorder
 from stream_guard.metrics.concept import ConceptDriftEvaluator
+from stream_guard.metrics.estimate_alerts import EstimatePerformanceEvaluator
 from stream_guard.metrics.label_gate import LabelGate
 from stream_guard.metrics.labels import make_label_decoder
 from stream_guard.model import ModelRuntime, build_models
@@ -91,6 +92,11 @@ def _add_metrics(
         recorders[model.name] = SliceRecorder.for_model(model, settings, model.profile, prediction_ttl_s=ttl)
         reader = MetricsReader(client, keys, settings.bucket_s * 1000)
         stages.evaluators.append(PerformanceEvaluator.for_settings(model.name, reader, settings))
+        if settings.task == "classification" and settings.estimate_calibration != "off":
+            estimate = EstimatePerformanceEvaluator.for_settings(
+                model.name, reader, settings, labels=bool(labels.topic)
+            )
+            stages.evaluators.append(estimate)
         if labels.topic:
             decoder = make_label_decoder(config, labels, registry)
             joiner = LabelJoiner(keys, settings, hold_s=labels.hold_s)

@@ -259,7 +259,9 @@ def _metrics(args: argparse.Namespace) -> int:
     from stream_guard.assembly import metrics_reader
     from stream_guard.learning.summary import known_bias_marks
     from stream_guard.metrics import slice_underperformance
+    from stream_guard.metrics.estimate import estimate_json, with_estimate_columns
     from stream_guard.metrics.label_counts import LabelCounts
+    from stream_guard.metrics.table import format_table
     from stream_guard.profile import BaselineProfile
 
     config = _load(args)
@@ -278,12 +280,16 @@ def _metrics(args: argparse.Namespace) -> int:
     else:
         end_ms = _epoch_ms(args.end) or 0
     rollup = reader.rollup(end_ms - _duration_ms(args.window), end_ms, args.slice)
+    estimation = profile.performance.estimation if profile and profile.performance else None
+    band_z = config.model(name).metrics.estimate_band_z
     worst = rollup.worst_slices(args.worst, min_support=args.min_support) if args.worst else []
     biased = slice_underperformance(rollup, args.worst, min_support=args.min_support) if args.worst else []
     if args.json:
         out = json.loads(rollup.to_json())
         out["labels"] = LabelCounts.of(rollup).to_dict()
         out["known_biases"] = [vars(b) for b in biases]
+        if estimation is not None:
+            out["estimate"] = estimate_json(rollup, estimation.calibration, band_z)
         for slice_name, entry in out["slices"].items():
             entry["known_bias"] = sorted(b.metric for b in biases if b.slice == slice_name)
         if args.worst:
@@ -293,7 +299,15 @@ def _metrics(args: argparse.Namespace) -> int:
             ]
         print(json.dumps(out, indent=2))
         return 0
-    print(rollup.to_table(marks))
+    if estimation is None:
+        print(rollup.to_table(marks))
+    else:
+        frame = with_estimate_columns(rollup.to_frame(), rollup, estimation.calibration, band_z)
+        print(format_table(frame, rollup.start_ms, rollup.end_ms, rollup.buckets, marks))
+        print(
+            f"est_*: label-free estimate from the calibrated scores, band +/- {band_z:g} std; "
+            "acc_minus_est: realised - estimate"
+        )
     print(LabelCounts.of(rollup).line())
     if biases:
         print(f"\nknown biases of the reference (published once as known_bias, not re-raised): {len(biases)}")

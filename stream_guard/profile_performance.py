@@ -21,6 +21,7 @@ from statistics import NormalDist
 from typing import Any, Literal
 
 from stream_guard.errors import ProfileFormatError
+from stream_guard.profile_estimate import ReferenceEstimation
 
 #: Interval level of the recorded intervals (two-sided).
 INTERVAL_LEVEL = 0.95
@@ -128,6 +129,8 @@ class ReferencePerformance:
     alpha: float
     slices: dict[str, SlicePerformance]
     known_biases: list[KnownBias] = field(default_factory=list)
+    #: Calibration and chunk spread for the label-free estimate (optional: older profiles lack it).
+    estimation: ReferenceEstimation | None = None
 
     def known_bias(self, metric: str, slice_: str) -> KnownBias | None:
         return next((b for b in self.known_biases if b.metric == metric and b.slice == slice_), None)
@@ -146,7 +149,7 @@ class ReferencePerformance:
                 for m, i in sp.intervals.items()
             }
             slices[name] = d
-        return {
+        out: dict[str, Any] = {
             "label_column": self.label_column,
             "task": self.task,
             "threshold": self.threshold,
@@ -157,6 +160,9 @@ class ReferencePerformance:
             "slices": slices,
             "known_biases": [vars(b) for b in self.known_biases],
         }
+        if self.estimation is not None:
+            out["estimation"] = self.estimation.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, d: Any, path: str = "performance") -> ReferencePerformance:
@@ -195,6 +201,9 @@ class ReferencePerformance:
             alpha=_number(d, "alpha", path),
             slices=slices,
             known_biases=biases,
+            estimation=ReferenceEstimation.from_dict(d["estimation"], f"{path}.estimation")
+            if "estimation" in d
+            else None,
         )
 
 

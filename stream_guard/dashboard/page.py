@@ -66,7 +66,7 @@ def rate_series(view: ModelView) -> list[Series]:
 
 
 def metric_plots(view: ModelView) -> list[str]:
-    """The slice-metric plots of one model: events, rates, prediction mean, performance per slice."""
+    """The slice-metric plots of one model: events, rates, prediction mean, performance per slice, the estimate."""
     m = view.model
     plots = [
         time_plot(f"{m}-events", "events per bucket", [Series("events", [(t, s.events) for t, s in view.overall])]),
@@ -83,6 +83,12 @@ def metric_plots(view: ModelView) -> list[str]:
         Series(name, [(t, s.value(view.metric)) for t, s in points]) for name, points in view.slices.items()
     ]
     plots.append(time_plot(f"{m}-performance", f"{view.metric} per slice (labelled events)", performance))
+    if view.estimated:
+        estimate = [
+            Series("estimated from scores", view.estimated),
+            Series("realised (labelled)", [(t, s.accuracy) for t, s in view.overall]),
+        ]
+        plots.append(time_plot(f"{m}-estimate", "accuracy: label-free estimate vs realised (all traffic)", estimate))
     return plots
 
 

@@ -23,6 +23,7 @@ import redis
 
 from stream_guard.drift.stats import evaluate_categorical_drift, evaluate_numeric_drift
 from stream_guard.drift.window import CATEGORY_PREFIX, HISTOGRAM_PREFIX, PROFILE_PREFIX, profile_tag
+from stream_guard.metrics.estimate import estimate_slice
 from stream_guard.metrics.query import HIGHER_IS_BETTER, MetricsReader, RankedSlice, SliceMetrics
 from stream_guard.profile import BaselineProfile, CategoricalProfile, NumericProfile
 from stream_guard.settings import Config
@@ -79,6 +80,8 @@ class ModelView:
     drift: list[DriftSeries] = field(default_factory=list)
     incidents: list[Incident] = field(default_factory=list)
     profile_missing: bool = False
+    #: All traffic's label-free estimated accuracy per bucket (empty without a calibration in the profile).
+    estimated: list[tuple[int, float | None]] = field(default_factory=list)
 
 
 def default_metric(task: str) -> str:
@@ -131,6 +134,10 @@ def read_model_view(
         view.profile_missing = True
     else:
         view.drift = read_drift(client, keys, profile, config.drift, start_ms, end_ms)
+        estimation = profile.performance.estimation if profile.performance is not None else None
+        if estimation is not None and task == "classification":
+            calibration = estimation.calibration
+            view.estimated = [(t, estimate_slice(s, calibration).value("accuracy")) for t, s in view.overall]
     return view
 
 

@@ -18,11 +18,13 @@ import numpy as np
 import pandas as pd
 
 from stream_guard.errors import ReferenceDataUnusableError
+from stream_guard.learning.calibration import learn_estimation
 from stream_guard.metrics import store as s
 from stream_guard.metrics.baseline import reference_known_biases, reference_rollup
 from stream_guard.metrics.slices import SliceRecorder
 from stream_guard.model import ModelRuntime
 from stream_guard.profile import BaselineProfile, category_key
+from stream_guard.profile_estimate import ReferenceEstimation
 from stream_guard.profile_performance import ReferencePerformance, SlicePerformance
 from stream_guard.settings.metrics import MetricsSettings
 
@@ -60,6 +62,11 @@ def _numbers(series: pd.Series) -> np.ndarray:
     return out
 
 
+def _positives(labels: pd.Series, settings: MetricsSettings) -> np.ndarray:
+    positive = _label_key(settings.positive_label)
+    return np.array([_label_key(v) == positive for v in _objects(labels)], dtype=bool)
+
+
 def _row_counters(model: ModelRuntime, frame: pd.DataFrame, label: str, settings: MetricsSettings) -> pd.DataFrame:
     """Per labelled row, the live label counters (``lm`` and ``tp``... or ``ae``/``se``)."""
     config = model.config
@@ -83,8 +90,7 @@ def _row_counters(model: ModelRuntime, frame: pd.DataFrame, label: str, settings
             f"reference data has no numeric score or prediction ({config.score_field or config.prediction_field!r})"
         )
     pos_pred = np.nan_to_num(value, nan=-np.inf) >= settings.threshold
-    positive = _label_key(settings.positive_label)
-    pos_true = np.array([_label_key(v) == positive for v in _objects(frame[label])], dtype=bool)
+    pos_true = _positives(frame[label], settings)
     out[s.TP], out[s.FP] = pos_pred & pos_true, pos_pred & ~pos_true
     out[s.TN], out[s.FN] = ~pos_pred & ~pos_true, ~pos_pred & pos_true
     return out.astype(np.float64)
@@ -171,6 +177,8 @@ def learn_reference_performance(
         alpha=settings.performance_alpha,
         slices=slices,
     )
+    if settings.task == "classification" and settings.estimate_calibration != "off":
+        reference.estimation = _learn_estimation(model, labelled, label, settings, profile)
     rollup = reference_rollup(reference)
     for metric in metrics or TESTED_METRICS[settings.task]:
         reference.known_biases += reference_known_biases(
@@ -181,3 +189,22 @@ def learn_reference_performance(
             min_effect=settings.performance_min_effect,
         )
     return reference
+
+
+def _learn_estimation(
+    model: ModelRuntime, labelled: pd.DataFrame, label: str, settings: MetricsSettings, profile: BaselineProfile | None
+) -> ReferenceEstimation | None:
+    """The calibration of the model's score on the labelled rows (``None`` without a score column)."""
+    score_field = model.config.score_field
+    if not score_field or score_field not in labelled.columns:
+        return None
+    lo, hi = settings.score_range
+    return learn_estimation(
+        _numbers(labelled[score_field]),
+        _positives(labelled[label], settings),
+        {",".join(dim): v for dim, v in slice_labels(model, labelled, settings, profile).items()},
+        threshold=settings.threshold,
+        bins=settings.score_bins,
+        score_range=(float(lo), float(hi)),
+        method=settings.estimate_calibration,
+    )

@@ -20,6 +20,7 @@ def performance_summary(performance: ReferencePerformance | None) -> str:
             if i.value is not None
         )
         lines[0] += f"; all traffic {overall.labelled} labelled: {shown}"
+    lines.append(estimation_summary(performance))
     if not performance.known_biases:
         lines.append("known biases: none")
     else:
@@ -30,6 +31,19 @@ def performance_summary(performance: ReferencePerformance | None) -> str:
                 f"(gap {b.gap:.3f}, p={b.p:.2g}, {b.support} events)"
             )
     return "\n".join(lines)
+
+
+def estimation_summary(performance: ReferencePerformance) -> str:
+    """One line: the calibration learned for the label-free estimate, and how reliable it was on the reference."""
+    est = performance.estimation
+    if est is None:
+        return "label-free estimate: none (needs a classification score and a threshold on a score_bins edge)"
+    c = est.calibration
+    return (
+        f"label-free estimate: {c.method} calibration on {c.bins} score bins; raw score ECE {c.raw_ece:.3f}; "
+        f"estimated vs realised accuracy per {est.chunk_size}-row chunk (cross-fitted): mean error "
+        f"{c.chunk_accuracy_error:.4f} over {est.n_chunks} chunks"
+    )
 
 
 def known_bias_marks(biases: Sequence[KnownBias]) -> dict[str, str]:

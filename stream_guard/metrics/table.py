@@ -8,7 +8,21 @@ from datetime import UTC, datetime
 import pandas as pd
 
 #: Columns printed with three decimals.
-DECIMAL_COLUMNS = ("accuracy", "precision", "recall", "f1", "mae", "rmse", "pred_mean", "pred_std")
+DECIMAL_COLUMNS = (
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "mae",
+    "rmse",
+    "pred_mean",
+    "pred_std",
+    "est_accuracy",
+    "est_acc_band",
+    "est_recall",
+    "est_rec_band",
+    "acc_minus_est",
+)
 
 
 def format_table(

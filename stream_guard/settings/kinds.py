@@ -52,6 +52,10 @@ SLICE_UNDERPERFORMANCE = "slice_underperformance"
 KNOWN_BIAS = "known_bias"
 PERFORMANCE_DEGRADATION = "performance_degradation"
 CONCEPT_DRIFT = "concept_drift"
+#: The label-free estimate (CBPE) of a metric fell below the reference's, beyond its chunk spread.
+ESTIMATED_PERFORMANCE_DROP = "estimated_performance_drop"
+#: Realised labels disagree with the label-free estimate: the score's calibration no longer holds.
+CALIBRATION_DRIFT = "calibration_drift"
 
 #: Every kind of alert stream_guard raises.
 ALERT_KINDS: tuple[str, ...] = tuple(
@@ -66,6 +70,8 @@ ALERT_KINDS: tuple[str, ...] = tuple(
             KNOWN_BIAS,
             PERFORMANCE_DEGRADATION,
             CONCEPT_DRIFT,
+            ESTIMATED_PERFORMANCE_DROP,
+            CALIBRATION_DRIFT,
         )
     )
 )

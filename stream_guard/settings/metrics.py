@@ -66,6 +66,23 @@ class MetricsSettings:
     concept_detector: str = "ADWIN"
     #: Keyword arguments of the detector, e.g. ``{"drift_threshold": 3.5}`` for DDM.
     concept_detector_params: dict[str, Any] = field(default_factory=dict)
+    #: Calibration of the score that ``learn`` fits for the label-free estimate (CBPE):
+    #: ``isotonic`` or ``binning`` on the histogram's bins; ``off`` learns none (no estimate).
+    estimate_calibration: Literal["isotonic", "binning", "off"] = "isotonic"
+    #: How often the estimate is checked, in event time: 0 (default) when every window
+    #: closes, else a multiple of ``worker.window_s``. It needs no labels, so its windows
+    #: do not wait for them.
+    estimate_every_s: int = 0
+    #: Range each estimate check rolls up (a multiple of ``bucket_s``).
+    estimate_window_s: int = 3600
+    #: Estimated metrics an ``estimated_performance_drop`` may name.
+    estimate_metrics: list[str] = field(default_factory=lambda: ["accuracy", "recall"])
+    #: Alert when the estimate is below the reference by more than this many of the
+    #: reference's chunk standard deviations (scaled to the range's events) and by
+    #: at least ``performance_min_effect``; also the band of the calibration check.
+    estimate_z: float = 3.0
+    #: Half-width of the displayed uncertainty band, in standard deviations of the estimate.
+    estimate_band_z: float = 1.96
 
 
 @dataclass
@@ -146,6 +163,7 @@ def performance_settings_problems(
                 problems.append(f"{where}.performance_max_gap.{metric}: not a tested metric (use {known})")
             elif isinstance(gap, bool) or not isinstance(gap, int | float) or not gap > 0.0:
                 problems.append(f"{where}.performance_max_gap.{metric}: must be a positive number, got {gap!r}")
+    problems += _estimate_problems(settings, window_s, where, typed)
     baseline = settings.baseline_error_rate
     if baseline is not None and typed("baseline_error_rate"):
         if isinstance(baseline, bool) or not isinstance(baseline, int | float):
@@ -157,4 +175,31 @@ def performance_settings_problems(
             DetectorSpec(settings.concept_detector, dict(settings.concept_detector_params)).build()
         except ValueError as exc:
             problems.append(f"{where}.concept_detector: {exc}")
+    return problems
+
+
+def _estimate_problems(settings: MetricsSettings, window_s: int, where: str, typed: Callable[..., bool]) -> list[str]:
+    """What is wrong with the ``estimate_*`` settings (empty when fine)."""
+    problems: list[str] = []
+    every, span, bucket = settings.estimate_every_s, settings.estimate_window_s, settings.bucket_s
+    if typed("estimate_calibration") and settings.estimate_calibration not in ("isotonic", "binning", "off"):
+        problems.append(
+            f"{where}.estimate_calibration: expected isotonic, binning or off, got {settings.estimate_calibration!r}"
+        )
+    if typed("estimate_every_s") and every < 0:
+        problems.append(f"{where}.estimate_every_s: must be 0 (every window) or positive, got {every}")
+    elif typed("estimate_every_s", "worker.window_s") and window_s > 0 and every % window_s:
+        problems.append(f"{where}.estimate_every_s: must be a multiple of worker.window_s ({window_s}), got {every}")
+    if typed("estimate_window_s", "bucket_s") and (span <= 0 or (bucket > 0 and span % bucket)):
+        problems.append(f"{where}.estimate_window_s: must be a positive multiple of bucket_s ({bucket}), got {span}")
+    if typed("estimate_metrics"):
+        for metric in settings.estimate_metrics:
+            if metric not in ("accuracy", "precision", "recall", "f1"):
+                problems.append(
+                    f"{where}.estimate_metrics: {metric!r} is not estimated (accuracy, precision, recall, f1)"
+                )
+    for key in ("estimate_z", "estimate_band_z"):
+        value = getattr(settings, key)
+        if typed(key) and (isinstance(value, bool) or not isinstance(value, int | float) or not value > 0):
+            problems.append(f"{where}.{key}: must be a positive number, got {value!r}")
     return problems

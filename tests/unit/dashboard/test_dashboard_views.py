@@ -170,6 +170,15 @@ def test_page_shows_every_plot_the_tables_and_escaped_alert_evidence() -> None:
     assert "PSI 0.475 &lt;b&gt;" in page and "p2@1199 223.08" in page and "threshold 0.2" in page
 
 
+def test_a_calibrated_profile_adds_the_estimate_beside_the_realised_accuracy() -> None:
+    """With per-bucket estimates the page draws them and the realised accuracy in one plot, a point each."""
+    estimated = [(T0, 0.9), (T0 + 60_000, 0.85), (T0 + 120_000, None)]
+    page = render_page([_view(estimated=estimated)], {}, now_ms=T0 + 200_000)
+    plots = {p.get("data-plot"): p for p in (ET.fromstring(svg + "</svg>") for svg in _svgs(page))}
+    assert int(plots["fraud-estimate"].get("data-points") or 0) == 2 + 3  # two estimates, three realised
+    assert "label-free estimate vs realised" in page
+
+
 def _svgs(page: str) -> list[str]:
     parts = page.split("<svg ")[1:]
     return ["<svg " + p.split("</svg>", 1)[0] for p in parts]

@@ -1,0 +1,240 @@
+"""The label-free estimate (CBPE): estimator against a direct computation, the calibration, the profile, the alerts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from labelled_frames import fraud_model, labelled_frame
+
+from stream_guard.errors import ProfileFormatError
+from stream_guard.learning.calibration import bin_index, isotonic, learn_estimation, threshold_bin
+from stream_guard.learning.performance import learn_reference_performance
+from stream_guard.learning.summary import estimation_summary
+from stream_guard.metrics import store as s
+from stream_guard.metrics.estimate import estimate_counts, estimate_rollup, with_estimate_columns
+from stream_guard.metrics.estimate_alerts import EstimatePerformanceEvaluator
+from stream_guard.metrics.query import Rollup, SliceMetrics
+from stream_guard.model import ModelRuntime
+from stream_guard.profile import BaselineProfile
+from stream_guard.profile_performance import ReferencePerformance
+from stream_guard.settings.metrics import MetricsSettings, performance_settings_problems
+from stream_guard.state.window_store import WindowSnapshot
+
+BINS = 10
+
+
+def test_the_expected_confusion_is_the_sum_over_events_of_their_calibrated_probability() -> None:
+    """Seeded events: the histogram estimate equals the per-event expectation, and its std the Poisson-binomial one."""
+    rng = np.random.default_rng(3)
+    scores = rng.beta(1.2, 3.0, 5000)
+    probability = np.sort(rng.uniform(0, 1, BINS))
+    index = bin_index(scores, BINS, (0.0, 1.0))
+    p_event, predicted = probability[index], scores >= 0.5
+    est = estimate_counts(np.bincount(index, minlength=BINS), probability, 5)
+    tp, fn = p_event[predicted].sum(), p_event[~predicted].sum()
+    fp, tn = (1 - p_event[predicted]).sum(), (1 - p_event[~predicted]).sum()
+    assert (est.tp, est.fp, est.tn, est.fn) == pytest.approx((tp, fp, tn, fn))
+    assert est.value("accuracy") == pytest.approx((tp + tn) / 5000)
+    assert est.value("precision") == pytest.approx(tp / predicted.sum())
+    assert est.value("recall") == pytest.approx(tp / (tp + fn))
+    assert est.value("f1") == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    var = p_event * (1 - p_event)
+    assert est.std["accuracy"] == pytest.approx(np.sqrt(var.sum()) / 5000)
+    assert est.std["precision"] == pytest.approx(np.sqrt(var[predicted].sum()) / predicted.sum())
+
+
+def test_the_std_is_the_spread_of_the_realised_metric_when_the_calibration_holds() -> None:
+    """Labels drawn Bernoulli(p_b) 4000 times: the realised metrics' mean and std match the estimate's."""
+    rng = np.random.default_rng(8)
+    counts = np.array([900, 700, 500, 300, 200, 150, 120, 80, 40, 10])
+    probability = np.linspace(0.03, 0.95, BINS)
+    est = estimate_counts(counts, probability, 5)
+    above = np.arange(BINS) >= 5
+    draws = rng.binomial(counts[None, :], probability[None, :], size=(4000, BINS))
+    tp, fn = draws[:, above].sum(1), draws[:, ~above].sum(1)
+    fp, tn = counts[above].sum() - tp, counts[~above].sum() - fn
+    realised = {
+        "accuracy": (tp + tn) / counts.sum(),
+        "precision": tp / (tp + fp),
+        "recall": tp / (tp + fn),
+        "f1": 2 * tp / (2 * tp + fp + fn),
+    }
+    for metric, values in realised.items():
+        assert est.value(metric) == pytest.approx(values.mean(), abs=0.004), metric
+        assert est.std[metric] == pytest.approx(values.std(), rel=0.08), metric
+
+
+def test_isotonic_pools_adjacent_violators_and_keeps_a_monotone_sequence() -> None:
+    assert isotonic(np.array([0.1, 0.3, 0.2, 0.4]), np.array([1.0, 1.0, 1.0, 1.0])).tolist() == pytest.approx(
+        [0.1, 0.25, 0.25, 0.4]
+    )
+    assert isotonic(np.array([0.5, 0.1]), np.array([3.0, 1.0])).tolist() == pytest.approx([0.4, 0.4])
+
+
+def test_the_threshold_must_lie_on_a_bin_edge() -> None:
+    assert threshold_bin(0.5, 10, (0.0, 1.0)) == 5
+    assert threshold_bin(0.3, 20, (0.0, 1.0)) == 6
+    assert threshold_bin(0.55, 10, (0.0, 1.0)) is None
+
+
+@pytest.fixture(scope="module")
+def reference() -> pd.DataFrame:
+    return labelled_frame(61, 20_000)
+
+
+def test_learn_records_a_calibration_close_to_the_simulators_calibrated_score(reference: pd.DataFrame) -> None:
+    """The simulator's label is Bernoulli(score): per-bin probability ~ the bin's mean score; little raw ECE."""
+    perf = learn_reference_performance(fraud_model(), reference, "label")
+    assert perf.estimation is not None
+    c = perf.estimation.calibration
+    assert (c.method, c.bins, c.threshold_bin, sum(c.counts)) == ("isotonic", BINS, 5, len(reference))
+    assert c.probability == sorted(c.probability)
+    for p, mean, n in zip(c.probability, c.mean_score, c.counts, strict=True):
+        if n >= 300:
+            assert abs(p - mean) < 0.05
+    assert c.raw_ece < 0.02 and c.chunk_accuracy_error < 0.02
+    spread = perf.estimation.spread("*", "accuracy")
+    assert spread is not None and spread.std is not None and 0 < spread.std < 0.05
+    assert spread.value == pytest.approx(perf.slices["*"].intervals["accuracy"].value, abs=1e-6)
+    assert perf.estimation.spread("device_type=android", "recall") is not None
+    assert "isotonic calibration on 10 score bins" in estimation_summary(perf)
+
+
+def test_the_estimation_survives_the_profile_file_and_old_profiles_still_load(reference: pd.DataFrame) -> None:
+    perf = learn_reference_performance(fraud_model(), reference, "label")
+    d = json.loads(json.dumps(perf.to_dict()))
+    again = ReferencePerformance.from_dict(d)
+    assert again.estimation == perf.estimation
+    del d["estimation"]
+    assert ReferencePerformance.from_dict(d).estimation is None
+    d = perf.to_dict()
+    d["estimation"]["calibration"]["probability"][2] = 1.5
+    with pytest.raises(ProfileFormatError, match=r"performance\.estimation\.calibration\.probability"):
+        ReferencePerformance.from_dict(d)
+
+
+def test_no_estimation_when_the_threshold_is_inside_a_bin_or_it_is_turned_off(reference: pd.DataFrame) -> None:
+    assert learn_reference_performance(fraud_model(threshold=0.55), reference, "label").estimation is None
+    off = fraud_model(estimate_calibration="off")
+    assert learn_reference_performance(off, reference, "label").estimation is None
+    scores, positive = reference["score"].to_numpy(float), (reference["label"] == 1).to_numpy()
+    learned = learn_estimation(scores, positive, {}, threshold=0.5, bins=BINS, score_range=(0.0, 1.0))
+    assert learned is not None and set(learned.slices) == {"*"}
+
+
+def _rollup(frames: dict[str, pd.DataFrame], labels: bool) -> Rollup:
+    """A rollup of the live counters the recorder and the label join would write for ``frames``."""
+    items = {}
+    for name, part in frames.items():
+        counters: dict[str, float] = {s.EVENTS: len(part)}
+        index = bin_index(part["score"].to_numpy(float), BINS, (0.0, 1.0))
+        for b, n in enumerate(np.bincount(index, minlength=BINS)):
+            if n:
+                counters[f"{s.HIST}{b}"] = float(n)
+        if labels:
+            pred, true = part["score"] >= 0.5, part["label"] == 1
+            counters[s.MATCHED] = len(part)
+            counters.update(tp=(pred & true).sum(), fp=(pred & ~true).sum(), tn=(~pred & ~true).sum())
+            counters[s.FN] = (~pred & true).sum()
+        items[name] = SliceMetrics(name, counters)
+    return Rollup(items, 0, 3_600_000, 60)
+
+
+def _slices(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    out = {"*": frame}
+    for value, part in frame.groupby("device_type"):
+        out[f"device_type={value}"] = part
+    return out
+
+
+@pytest.fixture(scope="module")
+def profiled(reference: pd.DataFrame) -> ModelRuntime:
+    model = fraud_model(performance_min_support=200)
+    profile = BaselineProfile(
+        format_version=2,
+        model="fraud",
+        created_at="2026-01-01T00:00:00Z",
+        source="t",
+        row_count=1,
+        chunk_size=1,
+        features={},
+    )
+    profile.performance = learn_reference_performance(model, reference, "label")
+    model.profile = profile
+    return model
+
+
+def test_a_window_like_the_reference_raises_nothing_and_is_estimated_within_its_band(profiled: ModelRuntime) -> None:
+    live = labelled_frame(62, 6000)
+    rollup = _rollup(_slices(live), labels=True)
+    assert profiled.profile is not None and profiled.profile.performance is not None
+    estimation = profiled.profile.performance.estimation
+    assert estimation is not None
+    est = estimate_rollup(rollup, estimation.calibration)["*"]
+    band = est.band("accuracy", 1.96)
+    assert band is not None and band[0] <= rollup.overall.accuracy <= band[1]  # type: ignore[operator]
+    settings = {"fraud": profiled.config.metrics}
+    evaluate = EstimatePerformanceEvaluator({"fraud": _Reader(rollup)}, settings, labels={"fraud": True})  # type: ignore[dict-item]
+    assert evaluate(profiled, WindowSnapshot(3_600_000, 3_610_000, {})) == []
+    table = with_estimate_columns(rollup.to_frame(), rollup, estimation.calibration, 1.96)
+    row = table[table["slice"] == "*"].iloc[0]
+    assert row["est_accuracy"] == pytest.approx(est.value("accuracy"))
+    assert row["acc_minus_est"] == pytest.approx(rollup.overall.accuracy - est.value("accuracy"))  # type: ignore[operator]
+
+
+class _Reader:
+    """A metrics reader returning one rollup (the evaluator's only call on it)."""
+
+    def __init__(self, rollup: Rollup) -> None:
+        self.ranges: list[tuple[int, int]] = []
+        self._rollup = rollup
+
+    def rollup(self, start_ms: int, end_ms: int) -> Rollup:
+        self.ranges.append((start_ms, end_ms))
+        return Rollup(dict(self._rollup), start_ms, end_ms, 60)
+
+
+def test_uncertain_traffic_lowers_the_estimate_and_raises_one_drop_before_any_label(profiled: ModelRuntime) -> None:
+    """Covariate shift: android traffic moves near the threshold; no labels yet; one alert names android."""
+    live = labelled_frame(63, 12_000)
+    android = live["device_type"] == "android"
+    near = (live["score"] - 0.5).abs() < 0.15
+    shifted = pd.concat([live[~android], live[android & near], live[android & near], live[android & near]])
+    reader = _Reader(_rollup(_slices(shifted), labels=False))
+    evaluate = EstimatePerformanceEvaluator({"fraud": reader}, {"fraud": profiled.config.metrics})  # type: ignore[dict-item]
+    alerts = evaluate(profiled, WindowSnapshot(3_300_000, 3_310_000, {}))
+    assert reader.ranges == [(3_310_000 - 3_600_000, 3_310_000)]
+    by_metric = {(a.kind, a.feature, a.slice) for a in alerts}
+    assert ("estimated_performance_drop", "accuracy", "device_type=android") in by_metric
+    assert all(a.slice == "device_type=android" for a in alerts), by_metric
+    alert = next(a for a in alerts if a.feature == "accuracy")
+    assert alert.value is not None and alert.threshold is not None and alert.value < alert.threshold
+    assert "labels not in yet" in alert.message
+
+
+def test_concept_drift_is_invisible_to_the_estimate_and_found_by_the_calibration_check(
+    profiled: ModelRuntime,
+) -> None:
+    """Labels turn bad on android, scores unchanged: no drop is estimated, calibration_drift names android."""
+    live = labelled_frame(64, 12_000, android_misses=0.4)
+    reader = _Reader(_rollup(_slices(live), labels=True))
+    settings = {"fraud": profiled.config.metrics}
+    evaluate = EstimatePerformanceEvaluator({"fraud": reader}, settings, labels={"fraud": True})  # type: ignore[dict-item]
+    alerts = evaluate(profiled, WindowSnapshot(3_600_000, 3_610_000, {}))
+    kinds = {(a.kind, a.slice) for a in alerts}
+    assert kinds == {("calibration_drift", "device_type=android")}
+    (finding,) = alerts
+    assert finding.value is not None and finding.threshold is not None and finding.value < finding.threshold - 0.05
+
+
+def test_the_estimate_settings_are_validated() -> None:
+    bad = MetricsSettings(estimate_every_s=45, estimate_window_s=90, estimate_metrics=["mae"], estimate_z=0)
+    problems = "\n".join(performance_settings_problems(bad, 10))
+    assert "estimate_every_s: must be a multiple of worker.window_s (10)" in problems
+    assert "estimate_window_s: must be a positive multiple of bucket_s (60)" in problems
+    assert "estimate_metrics: 'mae' is not estimated" in problems
+    assert "estimate_z: must be a positive number" in problems
+    assert performance_settings_problems(MetricsSettings(), 10) == []
