@@ -122,8 +122,34 @@ class StateUpdate:
         counter = self._key(counter_key)
         self._push(Op.SET_ONCE, self._key(key), value, int(ttl_s), counter, len(counter_fields), *counter_fields)
 
+    def set_once_counted(
+        self, entries: Sequence[tuple[str, str, Sequence[int]]], ttl_s: int, counters: Sequence[tuple[str, str]]
+    ) -> None:
+        """``SET key value EX ttl_s NX`` for each ``(key, value, listed)`` entry; each counter
+        ``(hash key, field)`` gains 1 per entry that lists its index (0-based) and whose key was new.
+
+        What :meth:`set_once` per entry would count, with one increment per counter instead
+        of one per entry and counter. The keys keep their own TTL.
+        """
+        if not entries:
+            return
+        args: list[Any] = []
+        listed_total = [0] * len(counters)
+        for key, value, listed in entries:
+            for c in listed:
+                listed_total[c] += 1
+            args += [self._key(key), value, ",".join([str(c + 1) for c in listed])]
+        for (counter_key, name), amount in zip(counters, listed_total, strict=True):
+            args += [self._key(counter_key), name, amount]
+        self._push(Op.SET_ONCE_COUNTED, int(ttl_s), len(entries), len(args), *args)
+
     def delete(self, key: str) -> None:
         self._push(Op.DELETE, self._key(key))
+
+    def delete_all(self, keys: Sequence[str]) -> None:
+        """``DEL`` of every one of ``keys``, in one command."""
+        if keys:
+            self._push(Op.DELETE_ALL, len(keys), *[self._key(k) for k in keys])
 
     def zadd(self, key: str, score: int, member: str) -> None:
         self._push(Op.ZADD, self._key(key), int(score), member)

@@ -237,6 +237,18 @@ def every_op(h: Harness) -> None:
     u.set_once(k.prediction("e1"), "second", 600, k.bucket(BASE_MS), ["*|st"])
     u.set_once(k.prediction("e2"), "other", 600, k.bucket(BASE_MS), ["*|st"])
     u.delete(k.prediction("e2"))
+    # e1 is there already and e4 comes twice: only e4's first and e5 count, once each.
+    u.set_once_counted(
+        [
+            (k.prediction("e1"), "again", [0, 1]),
+            (k.prediction("e4"), "fourth", [0, 2]),
+            (k.prediction("e4"), "twice", [0, 2]),
+            (k.prediction("e5"), "fifth", [0]),
+        ],
+        600,
+        [(k.bucket(BASE_MS), "*|st"), (k.bucket(BASE_MS), "a=1|st"), (k.bucket(BASE_MS), "b=2|st")],
+    )
+    u.delete_all([k.prediction("e5"), k.prediction("e2")])
     u.expire(k.bucket(BASE_MS), 7200)
     u.zadd(k.metrics_index, BASE_MS - 60_000, str(BASE_MS - 60_000))
     u.zadd(k.metrics_index, BASE_MS, str(BASE_MS))
@@ -265,7 +277,7 @@ def every_op(h: Harness) -> None:
 
 
 def test_every_op_does_the_same(make_store: Factory, check: Callable[..., None]) -> None:
-    """Each op of the vocabulary (W H F S L P E X D Z R C T) writes the same keys, values and TTLs."""
+    """Each op of the vocabulary (W H F S L P E X O D K Z R C T) writes the same keys, values and TTLs."""
     h = make_store()
     every_op(h)
     k = h.keys
@@ -286,8 +298,9 @@ def test_every_op_does_the_same(make_store: Factory, check: Callable[..., None])
     assert examples == {"range|amount|*": [{"offset": 0}, {"offset": 1}, {"offset": 2}], "nulls|x|*": [{"offset": 7}]}
     dump = h.dump()
     assert dump[k.prediction("e1")] == ("string", "first", True)
-    assert k.prediction("e2") not in dump
-    assert dump[k.bucket(BASE_MS)] == ("hash", {"*|st": "2", "a=1|st": "1"}, True)
+    assert dump[k.prediction("e4")] == ("string", "fourth", True)
+    assert k.prediction("e2") not in dump and k.prediction("e5") not in dump
+    assert dump[k.bucket(BASE_MS)] == ("hash", {"*|st": "4", "a=1|st": "1", "b=2|st": "1"}, True)
     assert dump[k.metrics_index] == ("zset", [(str(BASE_MS), float(BASE_MS))], True)
     assert dump[k.windows] == ("zset", [(str(BASE_MS), float(BASE_MS))], False)
     assert dump[k.applied] == ("hash", {A: "9"}, False)
@@ -312,7 +325,7 @@ def ttls(h: Harness, now_ms: int) -> dict[str, int | None]:
 
 
 def test_keys_get_the_retention_unless_they_have_their_own_ttl(make_store: Factory) -> None:
-    """Retention on every touched key; E's own TTL; X's EX; an update's ttl_s replaces the retention."""
+    """Retention on every touched key; E's own TTL; X's and O's EX; an update's ttl_s replaces the retention."""
     h = make_store()
     k = h.keys
     now = BASE_MS
@@ -330,6 +343,7 @@ def test_keys_get_the_retention_unless_they_have_their_own_ttl(make_store: Facto
         k.examples(BASE_MS, "nulls|x|*"): 36,
         k.cardinality(BASE_MS, "country"): 36,
         k.prediction("e1"): 6,
+        k.prediction("e4"): 6,
         k.bucket(BASE_MS): 72,
         k.metrics_index: 36,
         k.labels_applied: None,
