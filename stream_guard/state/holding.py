@@ -99,18 +99,26 @@ class RedisLabelReads:
         return fences, list(replies[1]), list(replies[2])
 
     def held_inputs(self, event_ids: Sequence[str], now_ms: int) -> HeldInputs:
-        """The held label and stored prediction of each event id, the events' global watermark and
-        the label time of the oldest held label."""
+        """The held label of each event id and the stored prediction of each held one, the events'
+        global watermark and the label time of the oldest held label.
+
+        One round trip, and a second for the predictions only when a label is held: an events
+        batch whose events no label waits for reads none of its predictions back.
+        """
         pipe = self._redis.pipeline(transaction=False)
         if event_ids:
             pipe.mget([self.keys.held(x) for x in event_ids])
-            pipe.mget([self.keys.prediction(x) for x in event_ids])
         pipe.hgetall(self.keys.watermarks)
         pipe.hgetall(self.keys.watermarks_seen)
         pipe.zrange(self.keys.held_index, 0, 0, withscores=True)
         replies = pipe.execute()
-        held, predictions = (list(replies.pop(0)), list(replies.pop(0))) if event_ids else ([], [])
+        held = list(replies.pop(0)) if event_ids else []
         marks, seen, oldest = replies
+        waiting = [x for x, value in zip(event_ids, held, strict=True) if value is not None]
+        predictions: list[str | None] = [None] * len(event_ids)
+        if waiting:
+            stored = dict(zip(waiting, self._redis.mget([self.keys.prediction(x) for x in waiting]), strict=True))
+            predictions = [stored.get(x) for x in event_ids]
         watermark = slowest_active(marks, seen, now_ms, self._idle_ms)
         return HeldInputs(held, predictions, watermark, int(oldest[0][1]) if oldest else None)
 
@@ -147,14 +155,18 @@ class MemoryLabelReads(MemoryKeySpace):
         return fences, [self._string(self.keys.prediction(x)) for x in event_ids], self._held(event_ids)
 
     def held_inputs(self, event_ids: Sequence[str], now_ms: int) -> HeldInputs:
-        """The held label and stored prediction of each event id, the events' global watermark and
-        the label time of the oldest held label."""
+        """The held label of each event id and the stored prediction of each held one, the events'
+        global watermark and the label time of the oldest held label."""
         marks = self._existing(self.keys.watermarks, dict) or {}
         seen = self._existing(self.keys.watermarks_seen, dict) or {}
         oldest = self.zrange(self.keys.held_index)[:1]
+        held = self._held(event_ids)
         return HeldInputs(
-            self._held(event_ids),
-            [self._string(self.keys.prediction(x)) for x in event_ids],
+            held,
+            [
+                None if h is None else self._string(self.keys.prediction(x))
+                for x, h in zip(event_ids, held, strict=True)
+            ],
             slowest_active(marks, seen, now_ms, self._idle_ms),
             int(oldest[0][1]) if oldest else None,
         )

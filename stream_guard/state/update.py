@@ -237,11 +237,11 @@ class WindowSnapshot:
 
 @dataclass
 class HeldInputs:
-    """What releasing held labels reads in one round trip (``LabelState.held_inputs``)."""
+    """What releasing held labels reads (``LabelState.held_inputs``)."""
 
     #: Per asked event id: its held label (JSON), or None.
     held: list[str | None]
-    #: Per asked event id: its stored prediction (JSON), or None.
+    #: Per asked event id with a held label: its stored prediction, or None (None for the others).
     predictions: list[str | None]
     #: The events' global watermark (``inf`` when every events partition is idle).
     events_watermark: float
