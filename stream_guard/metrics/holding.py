@@ -34,6 +34,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -53,29 +54,36 @@ class Outcomes(NamedTuple):
     metrics: list[str]
     values: np.ndarray
 
-    def column(self, metric: str) -> np.ndarray:
-        column: np.ndarray = self.values[:, self.metrics.index(metric)]
-        return column
-
     def sums(self, sources: Sequence[str]) -> list[tuple[tuple[str, int, str], list[tuple[str, float]]]]:
         """The counters summed per (source, bucket, slice), in that order, zeros left out;
         ``sources[i]`` is label ``i``'s labels partition."""
-        code: dict[tuple[str, int, str], int] = {}
-        rows: list[int] = []
-        cells: list[int] = []
-        for i, (src, bucket, slices) in enumerate(zip(sources, self.buckets.tolist(), self.slices, strict=True)):
-            for slice_ in slices:
-                cells.append(code.setdefault((src, bucket, slice_), len(code)))
-                rows.append(i)
-        at, spread = np.asarray(cells, dtype=np.int64), self.values[np.asarray(rows, dtype=np.int64)]
-        totals = np.column_stack(
-            [np.bincount(at, weights=spread[:, j], minlength=len(code)) for j in range(len(self.metrics))]
+        places = dict.fromkeys(zip(sources, self.buckets.tolist(), strict=True))
+        place_code = {place: i for i, place in enumerate(places)}
+        flat = list(chain.from_iterable(self.slices))
+        names = list(dict.fromkeys(flat))
+        slice_code = {name: i for i, name in enumerate(names)}
+        rows = np.repeat(np.arange(len(self.slices)), [len(x) for x in self.slices])
+        label_place = np.fromiter(
+            map(place_code.__getitem__, zip(sources, self.buckets.tolist(), strict=True)), np.int64
         )
+        cells = label_place[rows] * len(names) + np.fromiter(map(slice_code.__getitem__, flat), np.int64, len(flat))
+        present, at = np.unique(cells, return_inverse=True)
+        spread = self.values[rows]
+        totals = np.column_stack(
+            [
+                np.bincount(at.reshape(-1), weights=spread[:, j], minlength=len(present))
+                for j in range(len(self.metrics))
+            ]
+        )
+        place_list = list(places)
         out = []
-        for cell, index in sorted(code.items()):
-            amounts = totals[index]
+        for cell, amounts in zip(present.tolist(), totals, strict=True):
+            src, bucket = place_list[cell // len(names)]
             nonzero = np.flatnonzero(amounts).tolist()
-            out.append((cell, [(self.metrics[j], float(amounts[j])) for j in nonzero]))
+            out.append(
+                ((src, bucket, names[cell % len(names)]), [(self.metrics[j], float(amounts[j])) for j in nonzero])
+            )
+        out.sort(key=lambda entry: entry[0])
         return out
 
 

@@ -193,7 +193,9 @@ class LabelJoiner:
         if not fresh:
             return result
         rows = self._classify(fresh, stored, held_before, now_ms)
-        updates = self._updates(rows)
+        joined = [r for r in rows if r.matched]
+        outcomes = self._row_outcomes(joined) if joined else None
+        updates = self._updates(rows, joined, outcomes)
         applied = dict(zip([u.source for u in updates], state.apply(updates, now_ms), strict=True))
         done = [r for r in rows if applied.get(r.label.source, 0)]
         # Another consumer applied a partition between our read and our script: it counted them.
@@ -204,7 +206,9 @@ class LabelJoiner:
         result.held = sum(r.held for r in done)
         result.unmatched = sum(r.valid and not r.matched and not r.held for r in done)
         result.event_ids = [str(r.label.event_id) for r in matched]
-        result.errors, result.abs_errors = self._errors(matched)
+        if outcomes is not None:
+            counted = np.array([bool(applied.get(r.label.source, 0)) for r in joined], dtype=bool)
+            result.errors, result.abs_errors = self._errors(outcomes.values[counted], outcomes.metrics)
         return result
 
     def release(self, event_ids: Sequence[str], store: LabelState | redis.Redis, *, now_ms: int) -> ReleaseResult:
@@ -279,17 +283,15 @@ class LabelJoiner:
     def _row_outcomes(self, matched: Sequence[_Row]) -> Outcomes:
         return self._outcomes([r.pred or {} for r in matched], [r.label.label for r in matched], [r.y for r in matched])
 
-    def _errors(self, matched: Sequence[_Row]) -> tuple[np.ndarray, np.ndarray]:
-        if not matched:
-            return np.zeros(0, dtype=np.int8), np.zeros(0)
-        out = self._row_outcomes(matched)
+    def _errors(self, values: np.ndarray, metrics: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Per joined label (its row of :attr:`Outcomes.values`): 1 = wrong, and its absolute error."""
         if self.settings.task == "regression":
-            abs_err = out.column(s.ABS_ERR)
+            abs_err: np.ndarray = values[:, metrics.index(s.ABS_ERR)]
             return (abs_err > self.error_tolerance).astype(np.int8), abs_err
-        wrong = ((out.column(s.FP) + out.column(s.FN)) > 0).astype(np.int8)
+        wrong = ((values[:, metrics.index(s.FP)] + values[:, metrics.index(s.FN)]) > 0).astype(np.int8)
         return wrong, wrong.astype(float)
 
-    def _updates(self, rows: Sequence[_Row]) -> list[StateUpdate]:
+    def _updates(self, rows: Sequence[_Row], matched: Sequence[_Row], outcomes: Outcomes | None) -> list[StateUpdate]:
         updates: dict[str, StateUpdate] = {}
         for row in sorted(rows, key=lambda r: r.label.source):
             x, update = row.label, updates.get(row.label.source)
@@ -300,9 +302,8 @@ class LabelJoiner:
             update.first_offset = min(update.first_offset, x.offset)
             update.last_offset = max(update.last_offset, x.offset)
             update.max_event_ms = max(update.max_event_ms, row.ts)
-        matched = [r for r in rows if r.matched]
-        if matched:
-            sums = self._row_outcomes(matched).sums([r.label.source for r in matched])
+        if outcomes is not None:
+            sums = outcomes.sums([r.label.source for r in matched])
             for (src, bucket, slice_), amounts in sums:
                 key = self.keys.bucket(bucket)
                 for metric, amount in amounts:
