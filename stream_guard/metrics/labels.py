@@ -304,13 +304,14 @@ class LabelJoiner:
             update.max_event_ms = max(update.max_event_ms, row.ts)
         if outcomes is not None:
             sums = outcomes.sums([r.label.source for r in matched])
+            counters: dict[tuple[str, int], list[tuple[str, int | float]]] = {}
             for (src, bucket, slice_), amounts in sums:
-                key = self.keys.bucket(bucket)
-                for metric, amount in amounts:
-                    if metric in s.FLOAT_METRICS:
-                        updates[src].incr_float(key, s.field_name(slice_, metric), amount)
-                    else:
-                        updates[src].incr(key, s.field_name(slice_, metric), round(amount))
+                counters.setdefault((src, bucket), []).extend(
+                    (s.field_name(slice_, metric), amount if metric in s.FLOAT_METRICS else round(amount))
+                    for metric, amount in amounts
+                )
+            for (src, bucket), fields in counters.items():
+                updates[src].incr_many(self.keys.bucket(bucket), fields)
             for src, bucket in sorted({(src, bucket) for (src, bucket, _), _ in sums}):
                 s.register_bucket(updates[src], self.keys, bucket, self.settings.retention_s)
             for src in sorted({r.label.source for r in matched}):

@@ -325,14 +325,13 @@ class SliceRecorder:
                 amounts = list(zip(nonzero.tolist(), sums_row[nonzero].tolist(), strict=True))
                 entries.append((source_names[source], int(bucket_values[bucket]), names[slice_code], amounts))
         entries.sort(key=lambda e: (e[0], e[1], e[2]))
+        # One op per (source, bucket): every slice's counters of the bucket in one argument.
+        counters: dict[tuple[str, int], list[tuple[str, int | float]]] = {}
         for source_name, bucket, slice_, amounts in entries:
-            update = groups.updates[source_name]
-            bucket_key = mkeys.bucket(bucket)
-            for m, amount in amounts:
-                if is_float[m]:
-                    update.incr_float(bucket_key, s.field_name(slice_, metrics[m]), amount)
-                else:
-                    update.incr(bucket_key, s.field_name(slice_, metrics[m]), round(amount))
+            fields = counters.setdefault((source_name, bucket), [])
+            fields += [(f"{slice_}|{metrics[m]}", amount if is_float[m] else round(amount)) for m, amount in amounts]
+        for (source_name, bucket), fields in counters.items():
+            groups.updates[source_name].incr_many(mkeys.bucket(bucket), fields)
         for i, source_name in enumerate(source_names):
             mine = buckets[src == i]
             if len(mine) == 0:

@@ -1,4 +1,5 @@
-"""The apply script's ops on keys written once (stored predictions, held labels) and on deletes.
+"""The apply script's batched ops: many counters of a hash, keys written once (stored predictions,
+held labels), and deletes.
 
 Their bodies and validations, as :mod:`stream_guard.state.window_store` assembles them into the
 apply script (see :class:`~stream_guard.state.ops.Op` for each op's arguments). ``i`` points at
@@ -16,6 +17,11 @@ from stream_guard.state.ops import Op
 
 #: Op -> its body in the apply script's write pass.
 WRITE_LUA: dict[Op, str] = {
+    Op.INCR_MANY: """local k = KEYS[tonumber(ARGV[i+1])]
+    for f, a in string.gmatch(ARGV[i+2], '([^\\n]+)\\n([^\\n]+)') do
+      if string.match(a, '^-?%d+$') then redis.call('HINCRBY', k, f, a) else redis.call('HINCRBYFLOAT', k, f, a) end
+    end
+    i = i + 3""",
     Op.SET_ONCE: """local k = tonumber(ARGV[i+1])
     local n = tonumber(ARGV[i+5])
     if redis.call('SET', KEYS[k], ARGV[i+2], 'EX', ARGV[i+3], 'NX') then
@@ -58,6 +64,36 @@ WRITE_LUA: dict[Op, str] = {
 
 #: Op -> its validation, before the script's first write.
 CHECK_LUA: dict[Op, str] = {
+    # The fields not known yet are read with one HMGET (per 500), not one HGET each.
+    Op.INCR_MANY: """if not need(j, 'hash') then return wrongtype() end
+    local given, ask = {}, {}
+    for f, a in string.gmatch(ARGV[i+2], '([^\\n]+)\\n([^\\n]+)') do
+      given[#given + 1] = {f, a}
+      if shadow[j][f] == nil then ask[#ask + 1] = f end
+    end
+    if not cleared[j] then
+      for c = 1, #ask, 500 do
+        local part = {unpack(ask, c, math.min(c + 499, #ask))}
+        local got = redis.call('HMGET', KEYS[j], unpack(part))
+        for x = 1, #part do if got[x] then shadow[j][part[x]] = got[x] end end
+      end
+    end
+    for _, pair in ipairs(given) do
+      local f, a = pair[1], pair[2]
+      local cur = shadow[j][f]
+      if string.match(a, '^-?%d+$') then
+        if cur ~= nil and not is_int(cur) then return redis.error_reply('ERR hash value is not an integer') end
+        local sum = tonumber(cur or 0) + tonumber(a)
+        if math.abs(sum) > 9.2e18 then return redis.error_reply('ERR increment or decrement would overflow') end
+        shadow[j][f] = sum
+      else
+        local amount = tonumber(a)
+        if amount == nil or amount ~= amount then return redis.error_reply('ERR value is not a valid float') end
+        if amount == math.huge or amount == -math.huge then return redis.error_reply('ERR value is NaN or Infinity') end
+        if cur ~= nil and tonumber(cur) == nil then return redis.error_reply('ERR hash value is not a float') end
+        shadow[j][f] = tonumber(cur or 0) + amount
+      end
+    end""",
     Op.SET_ONCE: """local c = tonumber(ARGV[i+4])
     if kind_of(j) == 'none' then
       if not need(c, 'hash') then return wrongtype() end

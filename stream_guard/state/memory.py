@@ -356,6 +356,7 @@ class MemoryState(MemoryLabelReads):
             Op.OPEN_WINDOW: self._op_open_window,
             Op.INCR: self._op_incr,
             Op.INCR_FLOAT: self._op_incr_float,
+            Op.INCR_MANY: self._op_incr_many,
             Op.SET: self._op_set,
             Op.ADD_EXAMPLE: self._op_add_example,
             Op.ADD_DISTINCT: self._op_add_distinct,
@@ -381,6 +382,15 @@ class MemoryState(MemoryLabelReads):
 
     def _op_incr_float(self, args: list[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
         self._hincrbyfloat(_key(keys, fixed, args[0]), str(args[1]), float(args[2]))
+
+    def _op_incr_many(self, args: list[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
+        key = _key(keys, fixed, args[0])
+        parts = str(args[1]).split("\n")
+        for name, amount in zip(parts[::2], parts[1::2], strict=True):
+            if amount.lstrip("-").isdigit():
+                self._hincrby(key, name, int(amount))
+            else:
+                self._hincrbyfloat(key, name, float(amount))
 
     def _op_set(self, args: list[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
         self._create(_key(keys, fixed, args[0]), dict)[str(args[1])] = str(args[2])

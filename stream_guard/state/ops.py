@@ -29,6 +29,10 @@ class Op(StrEnum):
     INCR = "H"
     #: ``key field amount``: ``HINCRBYFLOAT``.
     INCR_FLOAT = "F"
+    #: ``key fields``: ``fields`` is ``f1\\na1\\nf2\\na2..`` (one argument, newline-separated): each
+    #: amount added to its field of the hash, by ``HINCRBY`` if it is an integer (digits), else by
+    #: ``HINCRBYFLOAT``. One argument for a batch's counters of a hash, read with one ``HMGET``.
+    INCR_MANY = "M"
     #: ``key field value``: ``HSET``.
     SET = "S"
     #: ``key json cap``: ``RPUSH`` unless the list already holds ``cap`` items.
@@ -84,6 +88,7 @@ SHAPES: dict[Op, OpShape] = {
     Op.OPEN_WINDOW: OpShape(1),
     Op.INCR: OpShape(3),
     Op.INCR_FLOAT: OpShape(3),
+    Op.INCR_MANY: OpShape(2),
     Op.SET: OpShape(3),
     Op.ADD_EXAMPLE: OpShape(3),
     Op.ADD_DISTINCT: OpShape(2, counted=True),

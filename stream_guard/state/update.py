@@ -99,6 +99,28 @@ class StateUpdate:
         if amount:
             self._push(Op.INCR_FLOAT, self._key(key), field, repr(float(amount)))
 
+    def incr_many(self, key: str, amounts: Iterable[tuple[str, int | float]]) -> None:
+        """Add each ``(field, amount)`` to the hash ``key`` in one op: an ``int`` by ``HINCRBY``, a
+        ``float`` by ``HINCRBYFLOAT``; zeros are skipped.
+
+        A non-finite float, or a field that is empty or holds a newline, raises
+        :class:`StateUpdateInvalidError`.
+        """
+        parts: list[str] = []
+        for name, amount in amounts:
+            if not amount:
+                continue
+            if not name or "\n" in name:
+                raise StateUpdateInvalidError(f"field {name!r} of {key} cannot be packed")
+            if isinstance(amount, float):
+                if not math.isfinite(amount):
+                    raise StateUpdateInvalidError(f"non-finite increment {amount!r} of {key} {name}")
+                parts += (name, repr(amount))
+            else:
+                parts += (name, str(int(amount)))
+        if parts:
+            self._push(Op.INCR_MANY, self._key(key), "\n".join(parts))
+
     def set(self, key: str, field: str, value: str) -> None:
         self._push(Op.SET, self._key(key), field, value)
 

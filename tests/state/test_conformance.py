@@ -228,6 +228,8 @@ def every_op(h: Harness) -> None:
     u.incr(w, "f|range|amount|*", 3)
     u.incr_float(w, "sum", 1.5)
     u.incr_float(w, "sum", 0.25)
+    u.incr_many(w, [("n", 2), ("sum", 0.5), ("zero", 0), ("m", -3)])
+    u.incr_many(w, [("m", 4)])
     u.set(w, "d|range|amount|*", json.dumps([5.0, 1.0]))
     for i in range(4):
         u.add_example(k.examples(BASE_MS, "range|amount|*"), {"offset": i}, 3)
@@ -277,7 +279,7 @@ def every_op(h: Harness) -> None:
 
 
 def test_every_op_does_the_same(make_store: Factory, check: Callable[..., None]) -> None:
-    """Each op of the vocabulary (W H F S L P E X O D K Z R C T) writes the same keys, values and TTLs."""
+    """Each op of the vocabulary (W H F M S L P E X O D K Z R C T) writes the same keys, values and TTLs."""
     h = make_store()
     every_op(h)
     k = h.keys
@@ -285,9 +287,10 @@ def test_every_op_does_the_same(make_store: Factory, check: Callable[..., None])
     start, end, fields, examples = h.log[1][1]
     assert (start, end) == (BASE_MS, BASE_MS + WINDOW_MS)
     assert fields == {
-        "n": "10",
+        "n": "12",
         "f|range|amount|*": "3",
-        "sum": "1.75",
+        "sum": "2.25",
+        "m": "1",
         "d|range|amount|*": "[5.0, 1.0]",
         "hll|card|country": k.cardinality(BASE_MS, "country"),
         "card|country": "2",

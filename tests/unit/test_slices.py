@@ -46,17 +46,16 @@ def batch_of(records: list[dict], partitions: list[int] | None = None) -> EventB
 
 
 def increments(updates: list[StateUpdate]) -> dict[tuple[str, str], float]:
-    """Sum of the H/F ops of ``updates`` per (key, field)."""
+    """Sum of the H/F/M ops of ``updates`` per (key, field)."""
     out: dict[tuple[str, str], float] = defaultdict(float)
     for update in updates:
-        ops, i = update.ops, 0
-        while i < len(ops):
-            op = ops[i]
-            if op in ("H", "F"):
-                out[(update.keys[ops[i + 1] - 5], ops[i + 2])] += float(ops[i + 3])
-                i += 4
-            else:
-                i += {"S": 4, "L": 4, "W": 2, "E": 3, "D": 2, "Z": 4, "R": 3}.get(op, 0) or 6 + ops[i + 5]
+        for op, args in split_ops(update.ops):
+            if op in (Op.INCR, Op.INCR_FLOAT):
+                out[(update.keys[args[0] - 5], args[1])] += float(args[2])
+            elif op is Op.INCR_MANY:
+                parts = args[1].split("\n")
+                for name, amount in zip(parts[::2], parts[1::2], strict=True):
+                    out[(update.keys[args[0] - 5], name)] += float(amount)
     return dict(out)
 
 
