@@ -76,13 +76,12 @@ class Outcomes(NamedTuple):
             ]
         )
         place_list = list(places)
+        metrics = self.metrics
         out = []
-        for cell, amounts in zip(present.tolist(), totals, strict=True):
+        for cell, amounts in zip(present.tolist(), totals.tolist(), strict=True):
             src, bucket = place_list[cell // len(names)]
-            nonzero = np.flatnonzero(amounts).tolist()
-            out.append(
-                ((src, bucket, names[cell % len(names)]), [(self.metrics[j], float(amounts[j])) for j in nonzero])
-            )
+            nonzero = [(metrics[j], amount) for j, amount in enumerate(amounts) if amount]
+            out.append(((src, bucket, names[cell % len(names)]), nonzero))
         out.sort(key=lambda entry: entry[0])
         return out
 

@@ -1152,3 +1152,27 @@ def test_the_label_watermark_follows_the_slowest_active_labels_partition(
         ("all idle", math.inf),
     ]
     check(label_watermark_sequence)
+
+
+def stored_twice_sequence(h: Harness) -> None:
+    k = h.keys
+    bucket = k.bucket(BASE_MS)
+    counters = [(bucket, "*|st"), (bucket, "a=1|st"), (bucket, "a=2|st")]
+    first = update(0, 1, BASE_MS)
+    first.set_once_counted([(k.prediction("e1"), "p1", [0, 1]), (k.prediction("e2"), "p2", [0, 2])], 600, counters)
+    # A later batch (new offsets) with e2 again, and e3 twice.
+    second = update(2, 4, BASE_MS)
+    entries = [(k.prediction("e2"), "p2 again", [0, 2]), (k.prediction("e3"), "p3", [0, 1])]
+    second.set_once_counted([*entries, (k.prediction("e3"), "p3 again", [0, 1])], 600, counters)
+    h.apply([first, second], now_ms=BASE_MS)
+
+
+def test_a_prediction_stored_in_two_batches_counts_once(make_store: Factory, check: Callable[..., None]) -> None:
+    """O's per-batch sums take back the counters of keys already stored: st counts distinct predictions."""
+    h = make_store()
+    stored_twice_sequence(h)
+    k = h.keys
+    dump = h.dump()
+    assert dump[k.bucket(BASE_MS)][1] == {"*|st": "3", "a=1|st": "2", "a=2|st": "1"}
+    assert [dump[k.prediction(x)][1] for x in ("e1", "e2", "e3")] == ["p1", "p2", "p3"]
+    check(stored_twice_sequence)
