@@ -94,6 +94,8 @@ url = "{redis_url}"
 key_prefix = "wide-{name}-{time.time_ns()}"
 [schema_registry]
 local_dir = "{workdir / "registry"}"
+[observability]
+port = 0  # two workers of run (c) would both want the default port
 [worker]
 batch_size = {batch}
 batch_timeout_s = 0.2
