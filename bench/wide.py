@@ -273,7 +273,7 @@ def evaluation_cost(redis_url: str, prefix: str, lookbacks_h: list[int], repeats
         pipe.restore(target.bucket(end - i * 60_000), 0, dump, replace=True)
     pipe.execute()
     reader = MetricsReader(client, target_keys, 60_000)
-    model = type("M", (), {"name": MODEL})()
+    model = type("M", (), {"name": MODEL, "profile": None})()
     window = WindowSnapshot(end - 60_000, end, {})
     out = {}
     for hours in lookbacks_h:
