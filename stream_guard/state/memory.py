@@ -416,32 +416,6 @@ class MemoryState(MemoryLabelReads):
                 self._hincrby(counter, str(name), 1)
         own_ttl[int(args[0])] = 0
 
-    def _op_set_once_counted(
-        self, args: list[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]
-    ) -> None:
-        ttl_s, m = int(args[0]), int(args[1])
-        triples = args[3 + 3 * m :]
-        counters = [(_key(keys, fixed, c), str(f), int(a)) for c, f, a in zip(*[iter(triples)] * 3, strict=True)]
-        for counter, name, _ in counters:  # checked even if every key was there, as the script validates
-            current = (self._existing(counter, dict) or {}).get(name, "0")
-            if not current.lstrip("-").isdigit():
-                raise ResponseError("ERR hash value is not an integer")
-        again = [0] * len(counters)
-        for e in range(m):
-            key_index, value, listed = args[3 + 3 * e : 6 + 3 * e]
-            target = _key(keys, fixed, key_index)
-            if target in self._data:
-                for t in str(listed).split(","):
-                    if t:
-                        again[int(t) - 1] += 1
-            else:
-                self._data[target] = str(value)
-                self._deadlines[target] = self._clock + ttl_s * 1000
-            own_ttl[int(key_index)] = 0
-        for (counter, name, amount), taken_back in zip(counters, again, strict=True):
-            if amount - taken_back:
-                self._hincrby(counter, name, amount - taken_back)
-
     def _op_delete_all(self, args: list[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
         for index in args[1:]:
             self._delete(_key(keys, fixed, index))
