@@ -94,6 +94,8 @@ url = "{redis_url}"
 key_prefix = "wide-{name}-{time.time_ns()}"
 [schema_registry]
 local_dir = "{workdir / "registry"}"
+[observability]
+port = 0  # two workers of run (c) would both want the default port
 [worker]
 batch_size = {batch}
 batch_timeout_s = 0.2
@@ -271,7 +273,7 @@ def evaluation_cost(redis_url: str, prefix: str, lookbacks_h: list[int], repeats
         pipe.restore(target.bucket(end - i * 60_000), 0, dump, replace=True)
     pipe.execute()
     reader = MetricsReader(client, target_keys, 60_000)
-    model = type("M", (), {"name": MODEL})()
+    model = type("M", (), {"name": MODEL, "profile": None})()
     window = WindowSnapshot(end - 60_000, end, {})
     out = {}
     for hours in lookbacks_h:

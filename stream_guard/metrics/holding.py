@@ -14,7 +14,7 @@ held label is still there, so whichever worker or retry ends it first counts it,
   event ids are joined (:func:`release_held`): the label-based counters go to the prediction's
   bucket and slices (``lm``, the confusion counts or errors, and ``lr``), and both the held
   label and the prediction are deleted. One read and one script per events batch, whatever
-  its size;
+  its size (a second read, of the held labels' predictions only, when some are held);
 * **expired**: once the events' global watermark passed a held label's time plus ``hold_s``,
   its prediction is not coming (events arrive in event-time order within the allowed
   lateness, and a prediction is not later than its label): the label is deleted and counted
@@ -34,19 +34,61 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import chain
+from typing import Any, NamedTuple
 
 import numpy as np
-import pandas as pd
 
 from stream_guard.metrics import store as s
 from stream_guard.state.keys import Fence
 from stream_guard.state.protocol import LabelState
 from stream_guard.state.update import StateUpdate
 
-#: Per joined label (a frame with ``pred``, ``label`` and, regression, ``y``): its prediction's
-#: bucket, slices and label-based counters, as ``LabelJoiner._outcomes`` computes them.
-Outcomes = Callable[[pd.DataFrame], pd.DataFrame]
+
+class Outcomes(NamedTuple):
+    """Per joined label: its prediction's bucket and slices (``*`` first), and its label-based
+    counters (``values[i, j]`` is label ``i``'s amount of ``metrics[j]``)."""
+
+    buckets: np.ndarray
+    slices: list[list[str]]
+    metrics: list[str]
+    values: np.ndarray
+
+    def sums(self, sources: Sequence[str]) -> list[tuple[tuple[str, int, str], list[tuple[str, float]]]]:
+        """The counters summed per (source, bucket, slice), in that order, zeros left out;
+        ``sources[i]`` is label ``i``'s labels partition."""
+        places = dict.fromkeys(zip(sources, self.buckets.tolist(), strict=True))
+        place_code = {place: i for i, place in enumerate(places)}
+        flat = list(chain.from_iterable(self.slices))
+        names = list(dict.fromkeys(flat))
+        slice_code = {name: i for i, name in enumerate(names)}
+        rows = np.repeat(np.arange(len(self.slices)), [len(x) for x in self.slices])
+        label_place = np.fromiter(
+            map(place_code.__getitem__, zip(sources, self.buckets.tolist(), strict=True)), np.int64
+        )
+        cells = label_place[rows] * len(names) + np.fromiter(map(slice_code.__getitem__, flat), np.int64, len(flat))
+        present, at = np.unique(cells, return_inverse=True)
+        spread = self.values[rows]
+        totals = np.column_stack(
+            [
+                np.bincount(at.reshape(-1), weights=spread[:, j], minlength=len(present))
+                for j in range(len(self.metrics))
+            ]
+        )
+        place_list = list(places)
+        metrics = self.metrics
+        out = []
+        for cell, amounts in zip(present.tolist(), totals.tolist(), strict=True):
+            src, bucket = place_list[cell // len(names)]
+            nonzero = [(metrics[j], amount) for j, amount in enumerate(amounts) if amount]
+            out.append(((src, bucket, names[cell % len(names)]), nonzero))
+        out.sort(key=lambda entry: entry[0])
+        return out
+
+
+#: Per joined label (predictions, labels, regression targets): its :class:`Outcomes`, as
+#: ``LabelJoiner._outcomes`` computes them.
+OutcomesOf = Callable[[Sequence[dict[str, Any]], Sequence[Any], Sequence[float]], Outcomes]
 
 
 @dataclass
@@ -75,11 +117,11 @@ def decode_held(text: str | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) and "ts" in value else None
 
 
-def hold_labels(update: StateUpdate, keys: s.MetricKeys, rows: pd.DataFrame, bucket_ms: int, ttl_s: int) -> None:
+def hold_labels(
+    update: StateUpdate, keys: s.MetricKeys, rows: Sequence[tuple[str, Any, int, str, int]], bucket_ms: int, ttl_s: int
+) -> None:
     """Hold each row's label (``event_id``, ``label``, ``ts``, ``src``, ``offset``) in ``update``."""
-    for event_id, label, ts, src, offset in zip(
-        rows["event_id"], rows["label"], rows["ts"], rows["src"], rows["offset"], strict=True
-    ):
+    for event_id, label, ts, src, offset in rows:
         bucket = (int(ts) // bucket_ms) * bucket_ms
         value = encode_held(_plain(label), int(ts), str(src), int(offset))
         update.set_once(keys.held(event_id), value, ttl_s, keys.bucket(bucket), [s.field_name(s.ALL, s.HELD)])
@@ -98,7 +140,7 @@ def release_held(
     state: LabelState,
     *,
     keys: s.MetricKeys,
-    outcomes: Outcomes,
+    outcomes: OutcomesOf,
     regression: bool,
     hold_ms: int,
     bucket_ms: int,
@@ -131,18 +173,10 @@ def release_held(
         ran_out = [(event_id, ts) for event_id, ts in ran_out if event_id not in joined]
     update = StateUpdate("", 0, 0, 0, fence=Fence.LABELS, ttl_s=retention_s)
     if found:
-        frame = pd.DataFrame(
-            {
-                "src": [""] * len(found),
-                "event_id": [x[0] for x in found],
-                "label": [x[1]["label"] for x in found],
-                "pred": [x[2] for x in found],
-            }
-        )
-        if regression:
-            frame["y"] = frame["label"].map(_number)
-        _take_joined(update, keys, frame, outcomes(frame), retention_s)
-        result.event_ids = frame["event_id"].tolist()
+        labels = [x[1]["label"] for x in found]
+        ys = [_number(v) if regression else math.nan for v in labels]
+        _take_joined(update, keys, [x[0] for x in found], outcomes([x[2] for x in found], labels, ys), retention_s)
+        result.event_ids = [x[0] for x in found]
         result.released = len(found)
     by_bucket: dict[int, list[tuple[str, str, str]]] = defaultdict(list)
     for event_id, ts in ran_out:
@@ -168,14 +202,13 @@ def _joinable(
 
 
 def _take_joined(
-    update: StateUpdate, keys: s.MetricKeys, frame: pd.DataFrame, outcome: pd.DataFrame, retention_s: int
+    update: StateUpdate, keys: s.MetricKeys, event_ids: Sequence[str], outcome: Outcomes, retention_s: int
 ) -> None:
     """One take per (bucket, increments): labels that add the same counters are taken together."""
-    metrics = [c for c in outcome.columns if c not in ("src", "bucket", "slices")]
-    values = outcome[metrics].to_numpy(dtype=float)
+    metrics = outcome.metrics
     groups: dict[tuple[int, tuple[tuple[str, float], ...]], list[tuple[str, str, str]]] = defaultdict(list)
     for event_id, bucket, slices, row in zip(
-        frame["event_id"], outcome["bucket"].tolist(), outcome["slices"], values, strict=True
+        event_ids, outcome.buckets.tolist(), outcome.slices, outcome.values, strict=True
     ):
         amounts: list[tuple[str, float]] = []
         for slice_ in slices:

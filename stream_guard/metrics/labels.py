@@ -20,13 +20,14 @@ update, and :meth:`LabelJoiner.release` joins it once the prediction arrives
 
 from __future__ import annotations
 
+import math
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import redis
 
 from stream_guard.batch import event_time_of, to_epoch_ms
@@ -45,7 +46,7 @@ from stream_guard.decoding import (
 from stream_guard.errors import ConfigError, DecodeError, UndecodablePayloadError
 from stream_guard.metrics import holding
 from stream_guard.metrics import store as s
-from stream_guard.metrics.holding import ReleaseResult
+from stream_guard.metrics.holding import Outcomes, ReleaseResult
 from stream_guard.profile import category_key
 from stream_guard.schemas import load_schema_file, parse_schema
 from stream_guard.settings.metrics import LabelSettings, MetricsSettings
@@ -180,54 +181,34 @@ class LabelJoiner:
         result = JoinResult()
         if not items:
             return result
-        frame = pd.DataFrame(
-            {
-                "event_id": [x.event_id for x in items],
-                "label": [x.label for x in items],
-                "src": [x.source for x in items],
-                "offset": np.array([x.offset for x in items], dtype=np.int64),
-                "ts": [now_ms if x.ts_ms is None else x.ts_ms for x in items],
-            }
-        )
-        result.last_offsets = frame.groupby("src")["offset"].max().astype(int).to_dict()
+        for x in items:
+            result.last_offsets[x.source] = max(x.offset, result.last_offsets.get(x.source, x.offset))
         sources = sorted(result.last_offsets)
         ids = sorted({x.event_id for x in items if x.event_id is not None})
         fences, predictions, held = state.label_inputs(sources, ids)
         stored = dict(zip(ids, predictions, strict=True))
         held_before = {x for x, value in zip(ids, held, strict=True) if value is not None}
-
-        fence = frame["src"].map(lambda src: fences.get(src, -1)).to_numpy()
-        fresh = frame[frame["offset"].to_numpy() > fence].copy()
-        result.skipped = len(frame) - len(fresh)
-        if fresh.empty:
+        fresh = [x for x in items if x.offset > fences.get(x.source, -1)]
+        result.skipped = len(items) - len(fresh)
+        if not fresh:
             return result
-        fresh["valid"] = fresh["event_id"].notna() & fresh["label"].notna()
-        if self.settings.task == "regression":
-            fresh["y"] = fresh["label"].map(_to_number)
-            fresh["valid"] &= np.isfinite(fresh["y"].to_numpy(dtype=float))
-        pairs = zip(fresh["event_id"], fresh["valid"], strict=True)
-        fresh["pred"] = [s.decode_prediction(stored.get(e)) if valid else None for e, valid in pairs]
-        # A prediction joins its first label only: it is deleted by the same script.
-        first = ~fresh["event_id"].where(fresh["pred"].notna()).duplicated() | fresh["pred"].isna()
-        fresh["matched"] = fresh["pred"].notna() & first
-        # A prediction not stored yet: its first label waits for it, unless one already does.
-        waiting = fresh["valid"] & fresh["pred"].isna() & ~fresh["event_id"].isin(held_before)
-        waiting &= ~fresh["event_id"].where(waiting).duplicated()
-        fresh["held"] = waiting.to_numpy(dtype=bool) & (self.hold_ms > 0)
-
-        updates = self._updates(fresh)
+        rows = self._classify(fresh, stored, held_before, now_ms)
+        joined = [r for r in rows if r.matched]
+        outcomes = self._row_outcomes(joined) if joined else None
+        updates = self._updates(rows, joined, outcomes)
         applied = dict(zip([u.source for u in updates], state.apply(updates, now_ms), strict=True))
-        done = fresh[fresh["src"].map(lambda src: bool(applied.get(src, 0))).to_numpy(dtype=bool)]
+        done = [r for r in rows if applied.get(r.label.source, 0)]
         # Another consumer applied a partition between our read and our script: it counted them.
-        result.skipped += len(fresh) - len(done)
-        matched = done[done["matched"].to_numpy(dtype=bool)]
-        result.invalid = int((~done["valid"]).sum())
+        result.skipped += len(rows) - len(done)
+        matched = [r for r in done if r.matched]
+        result.invalid = sum(not r.valid for r in done)
         result.matched = len(matched)
-        result.held = int(done["held"].sum())
-        result.unmatched = int((done["valid"] & ~done["matched"] & ~done["held"]).sum())
-        result.event_ids = matched["event_id"].tolist()
-        errors, abs_errors = self._errors(matched)
-        result.errors, result.abs_errors = errors, abs_errors
+        result.held = sum(r.held for r in done)
+        result.unmatched = sum(r.valid and not r.matched and not r.held for r in done)
+        result.event_ids = [str(r.label.event_id) for r in matched]
+        if outcomes is not None:
+            counted = np.array([bool(applied.get(r.label.source, 0)) for r in joined], dtype=bool)
+            result.errors, result.abs_errors = self._errors(outcomes.values[counted], outcomes.metrics)
         return result
 
     def release(self, event_ids: Sequence[str], store: LabelState | redis.Redis, *, now_ms: int) -> ReleaseResult:
@@ -249,83 +230,129 @@ class LabelJoiner:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _outcomes(self, matched: pd.DataFrame) -> pd.DataFrame:
-        """Per matched label: its prediction's bucket, slices and label-based counters."""
-        preds = matched["pred"].tolist()
-        out = pd.DataFrame(
-            {
-                "src": matched["src"].to_numpy(),
-                "bucket": np.array([int(p["bucket"]) for p in preds], dtype=np.int64),
-                s.MATCHED: np.ones(len(preds), dtype=np.int64),
-            }
-        )
-        out["slices"] = [[s.ALL, *p.get("slices", [])] for p in preds]
+    def _classify(
+        self, fresh: Sequence[Label], stored: Mapping[str, str | None], held_before: set[str], now_ms: int
+    ) -> list[_Row]:
+        """Each fresh label's fate: matched (a prediction's first label), held (the first label of
+        an event not stored yet, unless one already waits), or unmatched; or invalid."""
+        regression = self.settings.task == "regression"
+        rows: list[_Row] = []
+        joined: set[str] = set()
+        waiting: set[str] = set()
+        for x in fresh:
+            valid = x.event_id is not None and not _missing(x.label)
+            y = _to_number(x.label) if regression and valid else math.nan
+            if regression:
+                valid = valid and math.isfinite(y)
+            pred = s.decode_prediction(stored.get(str(x.event_id))) if valid else None
+            ts = now_ms if x.ts_ms is None else x.ts_ms
+            row = _Row(x, ts, valid, y, pred)
+            if pred is not None:
+                # A prediction joins its first label only: it is deleted by the same script.
+                row.matched = x.event_id not in joined
+                joined.add(str(x.event_id))
+            elif valid and x.event_id not in held_before and x.event_id not in waiting:
+                # A prediction not stored yet: its first label waits for it, unless one already does.
+                waiting.add(str(x.event_id))
+                row.held = self.hold_ms > 0
+            rows.append(row)
+        return rows
+
+    def _outcomes(self, preds: Sequence[dict[str, Any]], labels: Sequence[Any], ys: Sequence[float]) -> Outcomes:
+        """Per joined label: its prediction's bucket, slices and label-based counters."""
+        buckets = np.array([int(p["bucket"]) for p in preds], dtype=np.int64)
+        slices = [[s.ALL, *p.get("slices", [])] for p in preds]
+        ones = np.ones(len(preds))
         if self.settings.task == "regression":
             y_hat = np.array([_to_number(p.get("prediction")) for p in preds])
-            err = np.abs(y_hat - matched["y"].to_numpy(dtype=float))
+            err = np.abs(y_hat - np.asarray(ys, dtype=float))
             err = np.where(np.isfinite(err), err, 0.0)
-            out[s.ABS_ERR], out[s.SQ_ERR] = err, err * err
-        else:
-            pos_pred = self._predicted_positive(preds)
-            pos_true = matched["label"].map(_label_key).to_numpy() == _label_key(self.settings.positive_label)
-            out[s.TP], out[s.FP] = pos_pred & pos_true, pos_pred & ~pos_true
-            out[s.TN], out[s.FN] = ~pos_pred & ~pos_true, ~pos_pred & pos_true
-        return out
+            return Outcomes(buckets, slices, [s.MATCHED, s.ABS_ERR, s.SQ_ERR], np.column_stack([ones, err, err * err]))
+        pos_pred = self._predicted_positive(preds)
+        positive = _label_key(self.settings.positive_label)
+        pos_true = np.array([_label_key(v) == positive for v in labels], dtype=bool)
+        columns = [pos_pred & pos_true, pos_pred & ~pos_true, ~pos_pred & ~pos_true, ~pos_pred & pos_true]
+        values = np.column_stack([ones, *columns]).astype(float)
+        return Outcomes(buckets, slices, [s.MATCHED, s.TP, s.FP, s.TN, s.FN], values)
 
-    def _predicted_positive(self, preds: list[dict[str, Any]]) -> np.ndarray:
+    def _predicted_positive(self, preds: Sequence[dict[str, Any]]) -> np.ndarray:
         score = np.array([_to_number(p.get("score")) if p.get("score") is not None else np.nan for p in preds])
         value = np.where(np.isfinite(score), score, [_to_number(p.get("prediction")) for p in preds])
         return np.nan_to_num(value, nan=-np.inf) >= self.settings.threshold
 
-    def _errors(self, matched: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        if matched.empty:
-            return np.zeros(0, dtype=np.int8), np.zeros(0)
-        out = self._outcomes(matched)
+    def _row_outcomes(self, matched: Sequence[_Row]) -> Outcomes:
+        return self._outcomes([r.pred or {} for r in matched], [r.label.label for r in matched], [r.y for r in matched])
+
+    def _errors(self, values: np.ndarray, metrics: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Per joined label (its row of :attr:`Outcomes.values`): 1 = wrong, and its absolute error."""
         if self.settings.task == "regression":
-            abs_err = out[s.ABS_ERR].to_numpy(dtype=float)
+            abs_err: np.ndarray = values[:, metrics.index(s.ABS_ERR)]
             return (abs_err > self.error_tolerance).astype(np.int8), abs_err
-        wrong = (out[s.FP] | out[s.FN]).to_numpy().astype(np.int8)
+        wrong = ((values[:, metrics.index(s.FP)] + values[:, metrics.index(s.FN)]) > 0).astype(np.int8)
         return wrong, wrong.astype(float)
 
-    def _updates(self, fresh: pd.DataFrame) -> list[StateUpdate]:
+    def _updates(self, rows: Sequence[_Row], matched: Sequence[_Row], outcomes: Outcomes | None) -> list[StateUpdate]:
         updates: dict[str, StateUpdate] = {}
-        for src, part in fresh.groupby("src", sort=True):
-            max_ts = int(part["ts"].max())
-            updates[src] = StateUpdate(
-                src,
-                int(part["offset"].min()),
-                int(part["offset"].max()),
-                max_ts,
-                fence=Fence.LABELS,
-                ttl_s=self.settings.retention_s,
+        for row in sorted(rows, key=lambda r: r.label.source):
+            x, update = row.label, updates.get(row.label.source)
+            if update is None:
+                update = updates[x.source] = StateUpdate(
+                    x.source, x.offset, x.offset, row.ts, fence=Fence.LABELS, ttl_s=self.settings.retention_s
+                )
+            update.first_offset = min(update.first_offset, x.offset)
+            update.last_offset = max(update.last_offset, x.offset)
+            update.max_event_ms = max(update.max_event_ms, row.ts)
+        if outcomes is not None:
+            sums = outcomes.sums([r.label.source for r in matched])
+            counters: dict[tuple[str, int], list[tuple[str, int | float]]] = {}
+            for (src, bucket, slice_), amounts in sums:
+                counters.setdefault((src, bucket), []).extend(
+                    (s.field_name(slice_, metric), amount if metric in s.FLOAT_METRICS else round(amount))
+                    for metric, amount in amounts
+                )
+            for (src, bucket), fields in counters.items():
+                updates[src].incr_many(self.keys.bucket(bucket), fields)
+            for src, bucket in sorted({(src, bucket) for (src, bucket, _), _ in sums}):
+                s.register_bucket(updates[src], self.keys, bucket, self.settings.retention_s)
+            for src in sorted({r.label.source for r in matched}):
+                keys = [self.keys.prediction(str(r.label.event_id)) for r in matched if r.label.source == src]
+                updates[src].delete_all(keys)
+        for src in sorted({r.label.source for r in rows if r.held}):
+            part = [r for r in rows if r.held and r.label.source == src]
+            holding.hold_labels(
+                updates[src],
+                self.keys,
+                [(str(r.label.event_id), r.label.label, r.ts, src, r.label.offset) for r in part],
+                self.bucket_ms,
+                self.settings.retention_s,
             )
-        matched = fresh[fresh["matched"].to_numpy(dtype=bool)]
-        if not matched.empty:
-            outcomes = self._outcomes(matched).explode("slices").rename(columns={"slices": "slice"})
-            sums = outcomes.groupby(["src", "bucket", "slice"], sort=True).sum()
-            metrics = list(sums.columns)
-            for (src, bucket, slice_), row in zip(sums.index.tolist(), sums.to_numpy(dtype=float), strict=True):
-                key = self.keys.bucket(bucket)
-                for metric, amount in zip(metrics, row.tolist(), strict=True):
-                    if metric in s.FLOAT_METRICS:
-                        updates[src].incr_float(key, s.field_name(slice_, metric), amount)
-                    else:
-                        updates[src].incr(key, s.field_name(slice_, metric), round(amount))
-            for (src, bucket), _ in outcomes.groupby(["src", "bucket"]):
-                s.register_bucket(updates[src], self.keys, int(bucket), self.settings.retention_s)
-            for src, event_id in zip(matched["src"], matched["event_id"], strict=True):
-                updates[src].delete(self.keys.prediction(event_id))
-        waiting = fresh[fresh["held"].to_numpy(dtype=bool)]
-        for src, part in waiting.groupby("src", sort=True):
-            holding.hold_labels(updates[str(src)], self.keys, part, self.bucket_ms, self.settings.retention_s)
-        lost = fresh[(fresh["valid"] & ~fresh["matched"] & ~fresh["held"]).to_numpy(dtype=bool)]
-        if not lost.empty:
-            buckets = (lost["ts"].to_numpy(dtype=np.int64) // self.bucket_ms) * self.bucket_ms
-            counts = pd.DataFrame({"src": lost["src"].to_numpy(), "bucket": buckets}).value_counts()
-            for (src, bucket), count in counts.items():
-                updates[src].incr(self.keys.bucket(bucket), s.field_name(s.ALL, s.UNMATCHED), int(count))
-                s.register_bucket(updates[src], self.keys, int(bucket), self.settings.retention_s)
+        lost = Counter(
+            (r.label.source, (r.ts // self.bucket_ms) * self.bucket_ms)
+            for r in rows
+            if r.valid and not r.matched and not r.held
+        )
+        for (src, bucket), count in sorted(lost.items()):
+            updates[src].incr(self.keys.bucket(bucket), s.field_name(s.ALL, s.UNMATCHED), count)
+            s.register_bucket(updates[src], self.keys, bucket, self.settings.retention_s)
         return list(updates.values())
+
+
+@dataclass
+class _Row:
+    """One fresh label of a batch, classified."""
+
+    label: Label
+    ts: int
+    valid: bool
+    y: float
+    pred: dict[str, Any] | None
+    matched: bool = False
+    held: bool = False
+
+
+def _missing(value: Any) -> bool:
+    """None or NaN: a label without a value."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 class _PlainJson:

@@ -325,14 +325,13 @@ class SliceRecorder:
                 amounts = list(zip(nonzero.tolist(), sums_row[nonzero].tolist(), strict=True))
                 entries.append((source_names[source], int(bucket_values[bucket]), names[slice_code], amounts))
         entries.sort(key=lambda e: (e[0], e[1], e[2]))
+        # One op per (source, bucket): every slice's counters of the bucket in one argument.
+        counters: dict[tuple[str, int], list[tuple[str, int | float]]] = {}
         for source_name, bucket, slice_, amounts in entries:
-            update = groups.updates[source_name]
-            bucket_key = mkeys.bucket(bucket)
-            for m, amount in amounts:
-                if is_float[m]:
-                    update.incr_float(bucket_key, s.field_name(slice_, metrics[m]), amount)
-                else:
-                    update.incr(bucket_key, s.field_name(slice_, metrics[m]), round(amount))
+            fields = counters.setdefault((source_name, bucket), [])
+            fields += [(f"{slice_}|{metrics[m]}", amount if is_float[m] else round(amount)) for m, amount in amounts]
+        for (source_name, bucket), fields in counters.items():
+            groups.updates[source_name].incr_many(mkeys.bucket(bucket), fields)
         for i, source_name in enumerate(source_names):
             mine = buckets[src == i]
             if len(mine) == 0:
@@ -342,8 +341,7 @@ class SliceRecorder:
                 s.register_bucket(update, mkeys, bucket, self.settings.retention_s)
             s.trim_index(update, mkeys, int(mine.max()), self.settings.retention_s)
         if self.prediction_ttl_s > 0:
-            sources = np.asarray(source_names, dtype=object)[src]
-            self._store_predictions(batch, rows, sources, buckets, codes, groups, mkeys)
+            self._store_predictions(batch, rows, src, source_names, buckets, codes, groups, mkeys)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -389,35 +387,50 @@ class SliceRecorder:
         self,
         batch: EventBatch,
         rows: np.ndarray,
-        sources: np.ndarray,
+        src: np.ndarray,
+        source_names: Sequence[str],
         buckets: np.ndarray,
         codes: dict[Dimension, SliceCodes],
         groups: WindowGroups,
         keys: s.MetricKeys,
     ) -> None:
+        """One ``set_once_counted`` per source: each event's prediction, and the batch's
+        ``st`` counters summed per (bucket, slice)."""
         n = len(rows)
         predictions = batch.values_at(self.prediction_field, rows) if self.prediction_field else [None] * n
         scores = _as_float(batch.values_at(self.score_field, rows)) if self.score_field else np.full(n, np.nan)
         dims = list(codes.values())
         per_row = np.stack([c.labels() for c in dims], axis=1).tolist() if dims else [[] for _ in range(n)]
-        stored_names = [np.array([s.field_name(x, s.STORED) for x in c.names.tolist()], dtype=object) for c in dims]
-        stored_fields = np.stack([names[c.codes] for names, c in zip(stored_names, dims, strict=True)], axis=1)
-        per_row_fields = stored_fields.tolist() if dims else [[] for _ in range(n)]
-        stored_field = s.field_name(s.ALL, s.STORED)
+        # Every row counts in "*" and in one slice per dimension: its counters are slots of one table.
+        slot_names = [s.field_name(s.ALL, s.STORED)]
+        slots = [np.zeros(n, dtype=np.int64)]
+        for c in dims:
+            slots.append(c.codes + len(slot_names))
+            slot_names += [s.field_name(x, s.STORED) for x in c.names.tolist()]
+        bucket_values, bucket_code = np.unique(buckets, return_inverse=True)
+        cells = bucket_code.reshape(-1, 1) * len(slot_names) + np.stack(slots, axis=1)
         event_ids = batch.event_ids
+        ids = [event_ids[row] for row in rows.tolist()]
+        has_id = np.array([x is not None for x in ids], dtype=bool)
         score_values = [float(x) if np.isfinite(x) else None for x in scores.tolist()]
-        for i, row in enumerate(rows.tolist()):
-            event_id = event_ids[row]
-            if event_id is None:
+        for i, source_name in enumerate(source_names):
+            mine = np.flatnonzero((src == i) & has_id)
+            if len(mine) == 0:
                 continue
-            bucket = int(buckets[i])
-            groups.updates[sources[i]].set_once(
-                keys.prediction(event_id),
-                s.encode_prediction(bucket, per_row[i], predictions[i], score_values[i]),
-                self.prediction_ttl_s,
-                keys.bucket(bucket),
-                [stored_field, *per_row_fields[i]],
-            )
+            present, listed = np.unique(cells[mine], return_inverse=True)
+            counters = [
+                (keys.bucket(int(bucket_values[cell // len(slot_names)])), slot_names[cell % len(slot_names)])
+                for cell in present.tolist()
+            ]
+            entries = [
+                (
+                    keys.prediction(ids[r]),
+                    s.encode_prediction(int(buckets[r]), per_row[r], predictions[r], score_values[r]),
+                    row_listed,
+                )
+                for r, row_listed in zip(mine.tolist(), listed.reshape(len(mine), -1).tolist(), strict=True)
+            ]
+            groups.updates[source_name].set_once_counted(entries, self.prediction_ttl_s, counters)
 
 
 __all__ = [

@@ -9,7 +9,7 @@ key                                     type   content
 ======================================  =====  =============================================================
 ``sg:{m}:m:<bucket_start_ms>``          hash   ``<slice>|<metric>`` -> counter or float sum (TTL: retention)
 ``sg:{m}:m:index``                      zset   bucket starts (ms), score = start; trimmed to the retention
-``sg:{m}:pred:<event_id>``              str    JSON ``{bucket, slices, prediction, score}`` (TTL: lookback),
+``sg:{m}:pred:<event_id>``              str    lines: bucket, score, prediction (JSON), slices (TTL: lookback),
                                                deleted when its label is joined
 ``sg:{m}:m:labels_applied``             hash   labels ``topic:partition`` -> last applied offset (fence)
 ``sg:{m}:m:labels_wm``                  hash   labels ``topic:partition`` -> max label time (ms)
@@ -137,16 +137,33 @@ def trim_index(update: StateUpdate, keys: MetricKeys, newest_ms: int, retention_
 
 
 def encode_prediction(bucket: int, slices: Sequence[str], prediction: Any, score: float | None) -> str:
-    return json.dumps(
-        {"bucket": int(bucket), "slices": list(slices), "prediction": prediction, "score": score},
-        separators=(",", ":"),
-        default=str,
-    )
+    """A stored prediction: lines of its bucket, score (empty: none), prediction (JSON) and slices.
+
+    Slices and JSON hold no raw newline; lines cost less to store, send and read back than a
+    JSON object (:func:`decode_prediction` still reads that older form).
+    """
+    head = f"{int(bucket)}\n{'' if score is None else repr(float(score))}\n{json.dumps(prediction, default=str)}"
+    return "\n".join([head, *slices])
 
 
 def decode_prediction(text: str | bytes | None) -> dict[str, Any] | None:
+    """``{bucket, slices, prediction, score}`` of a stored prediction; None if absent or unreadable."""
     if text is None:
         return None
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    if not text.startswith("{"):
+        lines = text.split("\n")
+        try:
+            bucket, score, prediction = int(lines[0]), lines[1], json.loads(lines[2])
+            return {
+                "bucket": bucket,
+                "slices": lines[3:],
+                "prediction": prediction,
+                "score": float(score) if score else None,
+            }
+        except (ValueError, IndexError):
+            return None
     try:
         value = json.loads(text)
     except (ValueError, TypeError):

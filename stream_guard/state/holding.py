@@ -17,6 +17,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
+from redis.exceptions import ResponseError
+
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.keyspace import MemoryKeySpace, ZSet
 from stream_guard.state.update import FIXED_KEYS, HeldInputs
@@ -99,18 +101,26 @@ class RedisLabelReads:
         return fences, list(replies[1]), list(replies[2])
 
     def held_inputs(self, event_ids: Sequence[str], now_ms: int) -> HeldInputs:
-        """The held label and stored prediction of each event id, the events' global watermark and
-        the label time of the oldest held label."""
+        """The held label of each event id and the stored prediction of each held one, the events'
+        global watermark and the label time of the oldest held label.
+
+        One round trip, and a second for the predictions only when a label is held: an events
+        batch whose events no label waits for reads none of its predictions back.
+        """
         pipe = self._redis.pipeline(transaction=False)
         if event_ids:
             pipe.mget([self.keys.held(x) for x in event_ids])
-            pipe.mget([self.keys.prediction(x) for x in event_ids])
         pipe.hgetall(self.keys.watermarks)
         pipe.hgetall(self.keys.watermarks_seen)
         pipe.zrange(self.keys.held_index, 0, 0, withscores=True)
         replies = pipe.execute()
-        held, predictions = (list(replies.pop(0)), list(replies.pop(0))) if event_ids else ([], [])
+        held = list(replies.pop(0)) if event_ids else []
         marks, seen, oldest = replies
+        waiting = [x for x, value in zip(event_ids, held, strict=True) if value is not None]
+        predictions: list[str | None] = [None] * len(event_ids)
+        if waiting:
+            stored = dict(zip(waiting, self._redis.mget([self.keys.prediction(x) for x in waiting]), strict=True))
+            predictions = [stored.get(x) for x in event_ids]
         watermark = slowest_active(marks, seen, now_ms, self._idle_ms)
         return HeldInputs(held, predictions, watermark, int(oldest[0][1]) if oldest else None)
 
@@ -132,11 +142,18 @@ class RedisLabelReads:
         return slowest_active(marks, seen, now_ms, self._idle_ms) if marks else -math.inf
 
 
+def _key_at(keys: list[str], fixed: Sequence[str], index: Any) -> str:
+    """The key at a Lua ``KEYS`` index: 1-4 are the fence's fixed keys, the update's own follow."""
+    i = int(index)
+    return fixed[i - 1] if i <= FIXED_KEYS else keys[i - FIXED_KEYS - 1]
+
+
 class MemoryLabelReads(MemoryKeySpace):
-    """The same reads, and the ``T`` op, in process memory (a base of ``MemoryState``)."""
+    """The same reads, and the ``O`` and ``T`` ops, in process memory (a base of ``MemoryState``)."""
 
     keys: ModelKeys
     _idle_ms: float
+    _clock: int
 
     def label_inputs(
         self, sources: Sequence[str], event_ids: Sequence[str]
@@ -147,14 +164,18 @@ class MemoryLabelReads(MemoryKeySpace):
         return fences, [self._string(self.keys.prediction(x)) for x in event_ids], self._held(event_ids)
 
     def held_inputs(self, event_ids: Sequence[str], now_ms: int) -> HeldInputs:
-        """The held label and stored prediction of each event id, the events' global watermark and
-        the label time of the oldest held label."""
+        """The held label of each event id and the stored prediction of each held one, the events'
+        global watermark and the label time of the oldest held label."""
         marks = self._existing(self.keys.watermarks, dict) or {}
         seen = self._existing(self.keys.watermarks_seen, dict) or {}
         oldest = self.zrange(self.keys.held_index)[:1]
+        held = self._held(event_ids)
         return HeldInputs(
-            self._held(event_ids),
-            [self._string(self.keys.prediction(x)) for x in event_ids],
+            held,
+            [
+                None if h is None else self._string(self.keys.prediction(x))
+                for x, h in zip(event_ids, held, strict=True)
+            ],
             slowest_active(marks, seen, now_ms, self._idle_ms),
             int(oldest[0][1]) if oldest else None,
         )
@@ -175,6 +196,32 @@ class MemoryLabelReads(MemoryKeySpace):
 
     def _held(self, event_ids: Sequence[str]) -> list[str | None]:
         return [self._string(self.keys.held(x)) for x in event_ids]
+
+    def _op_set_once_counted(
+        self, args: list[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]
+    ) -> None:
+        ttl_s, m = int(args[0]), int(args[1])
+        triples = args[3 + 3 * m :]
+        counters = [(_key_at(keys, fixed, c), str(f), int(a)) for c, f, a in zip(*[iter(triples)] * 3, strict=True)]
+        for counter, name, _ in counters:  # checked even if every key was there, as the script validates
+            current = (self._existing(counter, dict) or {}).get(name, "0")
+            if not current.lstrip("-").isdigit():
+                raise ResponseError("ERR hash value is not an integer")
+        again = [0] * len(counters)
+        for e in range(m):
+            key_index, value, listed = args[3 + 3 * e : 6 + 3 * e]
+            target = _key_at(keys, fixed, key_index)
+            if target in self._data:
+                for t in str(listed).split(","):
+                    if t:
+                        again[int(t) - 1] += 1
+            else:
+                self._data[target] = str(value)
+                self._deadlines[target] = self._clock + ttl_s * 1000
+            own_ttl[int(key_index)] = 0
+        for (counter, name, amount), taken_back in zip(counters, again, strict=True):
+            if amount - taken_back:
+                self._hincrby(counter, name, amount - taken_back)
 
     def _op_take(self, args: list[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
         def at(index: Any) -> str:

@@ -281,12 +281,15 @@ class MemoryState(MemoryLabelReads, MemoryIncidents):
             Op.OPEN_WINDOW: self._op_open_window,
             Op.INCR: self._op_incr,
             Op.INCR_FLOAT: self._op_incr_float,
+            Op.INCR_MANY: self._op_incr_many,
             Op.SET: self._op_set,
             Op.ADD_EXAMPLE: self._op_add_example,
             Op.ADD_DISTINCT: self._op_add_distinct,
             Op.EXPIRE: self._op_expire,
             Op.SET_ONCE: self._op_set_once,
+            Op.SET_ONCE_COUNTED: self._op_set_once_counted,
             Op.DELETE: self._op_delete,
+            Op.DELETE_ALL: self._op_delete_all,
             Op.ZADD: self._op_zadd,
             Op.ZTRIM_BELOW: self._op_ztrim_below,
             Op.FINDING: self._op_finding,
@@ -304,6 +307,15 @@ class MemoryState(MemoryLabelReads, MemoryIncidents):
 
     def _op_incr_float(self, args: list[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
         self._hincrbyfloat(_key(keys, fixed, args[0]), str(args[1]), float(args[2]))
+
+    def _op_incr_many(self, args: list[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
+        key = _key(keys, fixed, args[0])
+        parts = str(args[1]).split("\n")
+        for name, amount in zip(parts[::2], parts[1::2], strict=True):
+            if amount.lstrip("-").isdigit():
+                self._hincrby(key, name, int(amount))
+            else:
+                self._hincrbyfloat(key, name, float(amount))
 
     def _op_set(self, args: list[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
         self._create(_key(keys, fixed, args[0]), dict)[str(args[1])] = str(args[2])
@@ -328,6 +340,11 @@ class MemoryState(MemoryLabelReads, MemoryIncidents):
             for name in args[5:]:
                 self._hincrby(counter, str(name), 1)
         own_ttl[int(args[0])] = 0
+
+    def _op_delete_all(self, args: list[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
+        for index in args[1:]:
+            self._delete(_key(keys, fixed, index))
+            own_ttl[int(index)] = 0
 
     def _op_delete(self, args: list[Any], keys: list[str], fixed: Sequence[str], own_ttl: dict[int, int]) -> None:
         self._delete(_key(keys, fixed, args[0]))

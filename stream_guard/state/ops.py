@@ -29,6 +29,10 @@ class Op(StrEnum):
     INCR = "H"
     #: ``key field amount``: ``HINCRBYFLOAT``.
     INCR_FLOAT = "F"
+    #: ``key fields``: ``fields`` is ``f1\\na1\\nf2\\na2..`` (one argument, newline-separated): each
+    #: amount added to its field of the hash, by ``HINCRBY`` if it is an integer (digits), else by
+    #: ``HINCRBYFLOAT``. One argument for a batch's counters of a hash, read with one ``HMGET``.
+    INCR_MANY = "M"
     #: ``key field value``: ``HSET``.
     SET = "S"
     #: ``key json cap``: ``RPUSH`` unless the list already holds ``cap`` items.
@@ -39,8 +43,17 @@ class Op(StrEnum):
     EXPIRE = "E"
     #: ``key value ttl_s counter n f1..fn``: ``SET NX EX``; if new, ``HINCRBY`` each field of counter.
     SET_ONCE = "X"
+    #: ``ttl_s m n k1 v1 d1 .. km vm dm c1 f1 a1 .. cp fp ap``: ``SET k v EX ttl_s NX`` for each
+    #: of the ``m`` keys, then ``HINCRBY`` of each counter triple (hash ``c``, field ``f``) by ``a``
+    #: less one per key not new that lists the triple in its ``d`` (comma-separated 1-based
+    #: triple numbers). ``a`` is the number of keys listing the triple, so the counters count
+    #: each new key once, as ``X`` would, with one increment per triple instead of per key.
+    #: ``n`` counts the arguments after it (``3m + 3p``).
+    SET_ONCE_COUNTED = "O"
     #: ``key``: ``DEL`` (the key keeps no TTL).
     DELETE = "D"
+    #: ``n k1..kn``: ``DEL`` of every key (they keep no TTL).
+    DELETE_ALL = "K"
     #: ``key score member``: ``ZADD``.
     ZADD = "Z"
     #: ``key min_score``: remove members scored below ``min_score``.
@@ -75,12 +88,15 @@ SHAPES: dict[Op, OpShape] = {
     Op.OPEN_WINDOW: OpShape(1),
     Op.INCR: OpShape(3),
     Op.INCR_FLOAT: OpShape(3),
+    Op.INCR_MANY: OpShape(2),
     Op.SET: OpShape(3),
     Op.ADD_EXAMPLE: OpShape(3),
     Op.ADD_DISTINCT: OpShape(2, counted=True),
     Op.EXPIRE: OpShape(2),
     Op.SET_ONCE: OpShape(5, counted=True),
+    Op.SET_ONCE_COUNTED: OpShape(3, counted=True),
     Op.DELETE: OpShape(1),
+    Op.DELETE_ALL: OpShape(1, counted=True),
     Op.ZADD: OpShape(3),
     Op.ZTRIM_BELOW: OpShape(2),
     Op.FINDING: OpShape(12, counted=True),
@@ -88,7 +104,7 @@ SHAPES: dict[Op, OpShape] = {
 }
 
 #: Ops whose first argument is not a key index.
-KEYLESS = frozenset({Op.OPEN_WINDOW})
+KEYLESS = frozenset({Op.OPEN_WINDOW, Op.SET_ONCE_COUNTED, Op.DELETE_ALL})
 
 
 _BY_LETTER = {op.value: op for op in Op}

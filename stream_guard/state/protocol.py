@@ -84,8 +84,8 @@ class LabelState(FencedState, Protocol):
         ...
 
     def held_inputs(self, event_ids: Sequence[str], now_ms: int) -> HeldInputs:
-        """In one read: the held label and stored prediction of each event id, the events' global
-        watermark and the label time of the oldest held label."""
+        """The held label of each event id and the stored prediction of each held one, the events'
+        global watermark and the label time of the oldest held label."""
         ...
 
     def held_until(self, until_ms: int) -> list[tuple[str, int]]:

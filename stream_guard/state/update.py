@@ -99,6 +99,28 @@ class StateUpdate:
         if amount:
             self._push(Op.INCR_FLOAT, self._key(key), field, repr(float(amount)))
 
+    def incr_many(self, key: str, amounts: Iterable[tuple[str, int | float]]) -> None:
+        """Add each ``(field, amount)`` to the hash ``key`` in one op: an ``int`` by ``HINCRBY``, a
+        ``float`` by ``HINCRBYFLOAT``; zeros are skipped.
+
+        A non-finite float, or a field that is empty or holds a newline, raises
+        :class:`StateUpdateInvalidError`.
+        """
+        parts: list[str] = []
+        for name, amount in amounts:
+            if not amount:
+                continue
+            if not name or "\n" in name:
+                raise StateUpdateInvalidError(f"field {name!r} of {key} cannot be packed")
+            if isinstance(amount, float):
+                if not math.isfinite(amount):
+                    raise StateUpdateInvalidError(f"non-finite increment {amount!r} of {key} {name}")
+                parts += (name, repr(amount))
+            else:
+                parts += (name, str(int(amount)))
+        if parts:
+            self._push(Op.INCR_MANY, self._key(key), "\n".join(parts))
+
     def set(self, key: str, field: str, value: str) -> None:
         self._push(Op.SET, self._key(key), field, value)
 
@@ -122,8 +144,34 @@ class StateUpdate:
         counter = self._key(counter_key)
         self._push(Op.SET_ONCE, self._key(key), value, int(ttl_s), counter, len(counter_fields), *counter_fields)
 
+    def set_once_counted(
+        self, entries: Sequence[tuple[str, str, Sequence[int]]], ttl_s: int, counters: Sequence[tuple[str, str]]
+    ) -> None:
+        """``SET key value EX ttl_s NX`` for each ``(key, value, listed)`` entry; each counter
+        ``(hash key, field)`` gains 1 per entry that lists its index (0-based) and whose key was new.
+
+        What :meth:`set_once` per entry would count, with one increment per counter instead
+        of one per entry and counter. The keys keep their own TTL.
+        """
+        if not entries:
+            return
+        args: list[Any] = []
+        listed_total = [0] * len(counters)
+        for key, value, listed in entries:
+            for c in listed:
+                listed_total[c] += 1
+            args += [self._key(key), value, ",".join([str(c + 1) for c in listed])]
+        for (counter_key, name), amount in zip(counters, listed_total, strict=True):
+            args += [self._key(counter_key), name, amount]
+        self._push(Op.SET_ONCE_COUNTED, int(ttl_s), len(entries), len(args), *args)
+
     def delete(self, key: str) -> None:
         self._push(Op.DELETE, self._key(key))
+
+    def delete_all(self, keys: Sequence[str]) -> None:
+        """``DEL`` of every one of ``keys``, in one command."""
+        if keys:
+            self._push(Op.DELETE_ALL, len(keys), *[self._key(k) for k in keys])
 
     def zadd(self, key: str, score: int, member: str) -> None:
         self._push(Op.ZADD, self._key(key), int(score), member)
@@ -211,11 +259,11 @@ class WindowSnapshot:
 
 @dataclass
 class HeldInputs:
-    """What releasing held labels reads in one round trip (``LabelState.held_inputs``)."""
+    """What releasing held labels reads (``LabelState.held_inputs``)."""
 
     #: Per asked event id: its held label (JSON), or None.
     held: list[str | None]
-    #: Per asked event id: its stored prediction (JSON), or None.
+    #: Per asked event id with a held label: its stored prediction, or None (None for the others).
     predictions: list[str | None]
     #: The events' global watermark (``inf`` when every events partition is idle).
     events_watermark: float

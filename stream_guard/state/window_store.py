@@ -38,6 +38,7 @@ import redis
 from stream_guard.state.holding import TAKE_CHECK_LUA, TAKE_LUA, RedisLabelReads
 from stream_guard.state.incident import Observation, ReminderPolicy
 from stream_guard.state.keys import Fence, ModelKeys
+from stream_guard.state.lua_stored import CHECK_LUA, WRITE_LUA
 from stream_guard.state.ops import SHAPES, Op
 from stream_guard.state.redis_incidents import RedisIncidents
 from stream_guard.state.update import StateUpdate, WindowSnapshot
@@ -56,15 +57,6 @@ _OP_LUA: dict[Op, str] = {
     Op.ADD_DISTINCT: """local n = tonumber(ARGV[i+2])
     redis.call('PFADD', KEYS[tonumber(ARGV[i+1])], unpack(ARGV, i+3, i+2+n)); i = i + 3 + n""",
     Op.EXPIRE: "own_ttl[tonumber(ARGV[i+1])] = tonumber(ARGV[i+2]); i = i + 3",
-    Op.SET_ONCE: """local k = tonumber(ARGV[i+1])
-    local n = tonumber(ARGV[i+5])
-    if redis.call('SET', KEYS[k], ARGV[i+2], 'EX', ARGV[i+3], 'NX') then
-      local h = KEYS[tonumber(ARGV[i+4])]
-      for f = i + 6, i + 5 + n do redis.call('HINCRBY', h, ARGV[f], 1) end
-    end
-    own_ttl[k] = 0; i = i + 6 + n""",
-    Op.DELETE: """local k = tonumber(ARGV[i+1])
-    redis.call('DEL', KEYS[k]); own_ttl[k] = 0; i = i + 2""",
     Op.ZADD: "redis.call('ZADD', KEYS[tonumber(ARGV[i+1])], ARGV[i+2], ARGV[i+3]); i = i + 4",
     Op.ZTRIM_BELOW: "redis.call('ZREMRANGEBYSCORE', KEYS[tonumber(ARGV[i+1])], '-inf', '(' .. ARGV[i+2]); i = i + 3",
     Op.FINDING: """local k = KEYS[tonumber(ARGV[i+1])]
@@ -85,6 +77,7 @@ _OP_LUA: dict[Op, str] = {
     end
     i = i + 13 + n""",
     Op.TAKE: TAKE_LUA,
+    **WRITE_LUA,
 }
 if set(_OP_LUA) != set(Op):
     raise ImportError(f"apply script lacks ops {sorted(set(Op) - set(_OP_LUA))}")
@@ -117,17 +110,6 @@ _CHECK_LUA: dict[Op, str] = {
     Op.ADD_EXAMPLE: "if not need(j, 'list') then return wrongtype() end",
     Op.ADD_DISTINCT: "if not need(j, 'string') then return wrongtype() end",
     Op.EXPIRE: "",
-    Op.SET_ONCE: """local c = tonumber(ARGV[i+4])
-    if kind_of(j) == 'none' then
-      if not need(c, 'hash') then return wrongtype() end
-      for f = i + 6, i + 5 + tonumber(ARGV[i+5]) do
-        local cur = field(c, ARGV[f])
-        if cur ~= nil and not is_int(cur) then return redis.error_reply('ERR hash value is not an integer') end
-        shadow[c][ARGV[f]] = tonumber(cur or 0) + 1
-      end
-      kinds[j] = 'string'
-    end""",
-    Op.DELETE: "kinds[j] = 'none'; cleared[j] = true; shadow[j] = {}",
     Op.ZADD: "if not need(j, 'zset') then return wrongtype() end",
     Op.ZTRIM_BELOW: "if not need(j, 'zset') then return wrongtype() end",
     Op.FINDING: """if not need(j, 'hash') then return wrongtype() end
@@ -145,6 +127,7 @@ _CHECK_LUA: dict[Op, str] = {
     if shadow[x] == nil then shadow[x] = {} end
     if not need(x, 'list') then return wrongtype() end""",
     Op.TAKE: TAKE_CHECK_LUA,
+    **CHECK_LUA,
 }
 if set(_CHECK_LUA) != set(Op):
     raise ImportError(f"apply script does not validate ops {sorted(set(Op) - set(_CHECK_LUA))}")

@@ -229,6 +229,8 @@ def every_op(h: Harness) -> None:
     u.incr(w, "f|range|amount|*", 3)
     u.incr_float(w, "sum", 1.5)
     u.incr_float(w, "sum", 0.25)
+    u.incr_many(w, [("n", 2), ("sum", 0.5), ("zero", 0), ("m", -3)])
+    u.incr_many(w, [("m", 4)])
     u.set(w, "d|range|amount|*", json.dumps([5.0, 1.0]))
     for i in range(4):
         u.add_example(k.examples(BASE_MS, "range|amount|*"), {"offset": i}, 3)
@@ -238,6 +240,18 @@ def every_op(h: Harness) -> None:
     u.set_once(k.prediction("e1"), "second", 600, k.bucket(BASE_MS), ["*|st"])
     u.set_once(k.prediction("e2"), "other", 600, k.bucket(BASE_MS), ["*|st"])
     u.delete(k.prediction("e2"))
+    # e1 is there already and e4 comes twice: only e4's first and e5 count, once each.
+    u.set_once_counted(
+        [
+            (k.prediction("e1"), "again", [0, 1]),
+            (k.prediction("e4"), "fourth", [0, 2]),
+            (k.prediction("e4"), "twice", [0, 2]),
+            (k.prediction("e5"), "fifth", [0]),
+        ],
+        600,
+        [(k.bucket(BASE_MS), "*|st"), (k.bucket(BASE_MS), "a=1|st"), (k.bucket(BASE_MS), "b=2|st")],
+    )
+    u.delete_all([k.prediction("e5"), k.prediction("e2")])
     u.expire(k.bucket(BASE_MS), 7200)
     u.zadd(k.metrics_index, BASE_MS - 60_000, str(BASE_MS - 60_000))
     u.zadd(k.metrics_index, BASE_MS, str(BASE_MS))
@@ -266,7 +280,7 @@ def every_op(h: Harness) -> None:
 
 
 def test_every_op_does_the_same(make_store: Factory, check: Callable[..., None]) -> None:
-    """Each op of the vocabulary (W H F S L P E X D Z R C T) writes the same keys, values and TTLs."""
+    """Each op of the vocabulary (W H F M S L P E X O D K Z R C T) writes the same keys, values and TTLs."""
     h = make_store()
     every_op(h)
     k = h.keys
@@ -274,9 +288,10 @@ def test_every_op_does_the_same(make_store: Factory, check: Callable[..., None])
     start, end, fields, examples = h.log[1][1]
     assert (start, end) == (BASE_MS, BASE_MS + WINDOW_MS)
     assert fields == {
-        "n": "10",
+        "n": "12",
         "f|range|amount|*": "3",
-        "sum": "1.75",
+        "sum": "2.25",
+        "m": "1",
         "d|range|amount|*": "[5.0, 1.0]",
         "hll|card|country": k.cardinality(BASE_MS, "country"),
         "card|country": "2",
@@ -287,8 +302,9 @@ def test_every_op_does_the_same(make_store: Factory, check: Callable[..., None])
     assert examples == {"range|amount|*": [{"offset": 0}, {"offset": 1}, {"offset": 2}], "nulls|x|*": [{"offset": 7}]}
     dump = h.dump()
     assert dump[k.prediction("e1")] == ("string", "first", True)
-    assert k.prediction("e2") not in dump
-    assert dump[k.bucket(BASE_MS)] == ("hash", {"*|st": "2", "a=1|st": "1"}, True)
+    assert dump[k.prediction("e4")] == ("string", "fourth", True)
+    assert k.prediction("e2") not in dump and k.prediction("e5") not in dump
+    assert dump[k.bucket(BASE_MS)] == ("hash", {"*|st": "4", "a=1|st": "1", "b=2|st": "1"}, True)
     assert dump[k.metrics_index] == ("zset", [(str(BASE_MS), float(BASE_MS))], True)
     assert dump[k.windows] == ("zset", [(str(BASE_MS), float(BASE_MS))], False)
     assert dump[k.applied] == ("hash", {A: "9"}, False)
@@ -313,7 +329,7 @@ def ttls(h: Harness, now_ms: int) -> dict[str, int | None]:
 
 
 def test_keys_get_the_retention_unless_they_have_their_own_ttl(make_store: Factory) -> None:
-    """Retention on every touched key; E's own TTL; X's EX; an update's ttl_s replaces the retention."""
+    """Retention on every touched key; E's own TTL; X's and O's EX; an update's ttl_s replaces the retention."""
     h = make_store()
     k = h.keys
     now = BASE_MS
@@ -331,6 +347,7 @@ def test_keys_get_the_retention_unless_they_have_their_own_ttl(make_store: Facto
         k.examples(BASE_MS, "nulls|x|*"): 36,
         k.cardinality(BASE_MS, "country"): 36,
         k.prediction("e1"): 6,
+        k.prediction("e4"): 6,
         k.bucket(BASE_MS): 72,
         k.metrics_index: 36,
         k.labels_applied: None,
@@ -1363,3 +1380,27 @@ def test_the_label_watermark_follows_the_slowest_active_labels_partition(
         ("all idle", math.inf),
     ]
     check(label_watermark_sequence)
+
+
+def stored_twice_sequence(h: Harness) -> None:
+    k = h.keys
+    bucket = k.bucket(BASE_MS)
+    counters = [(bucket, "*|st"), (bucket, "a=1|st"), (bucket, "a=2|st")]
+    first = update(0, 1, BASE_MS)
+    first.set_once_counted([(k.prediction("e1"), "p1", [0, 1]), (k.prediction("e2"), "p2", [0, 2])], 600, counters)
+    # A later batch (new offsets) with e2 again, and e3 twice.
+    second = update(2, 4, BASE_MS)
+    entries = [(k.prediction("e2"), "p2 again", [0, 2]), (k.prediction("e3"), "p3", [0, 1])]
+    second.set_once_counted([*entries, (k.prediction("e3"), "p3 again", [0, 1])], 600, counters)
+    h.apply([first, second], now_ms=BASE_MS)
+
+
+def test_a_prediction_stored_in_two_batches_counts_once(make_store: Factory, check: Callable[..., None]) -> None:
+    """O's per-batch sums take back the counters of keys already stored: st counts distinct predictions."""
+    h = make_store()
+    stored_twice_sequence(h)
+    k = h.keys
+    dump = h.dump()
+    assert dump[k.bucket(BASE_MS)][1] == {"*|st": "3", "a=1|st": "2", "a=2|st": "1"}
+    assert [dump[k.prediction(x)][1] for x in ("e1", "e2", "e3")] == ["p1", "p2", "p3"]
+    check(stored_twice_sequence)

@@ -26,19 +26,23 @@ def test_memory_state_handles_every_op() -> None:
 
 
 def test_split_ops_reads_back_what_the_builder_wrote() -> None:
-    """split_ops gives each op its arguments, variable-length ones (P, X) included."""
+    """split_ops gives each op its arguments, variable-length ones (P, X, O, K) included."""
     u = StateUpdate("t:0", 0, 1, 0)
     u.open_window(10)
     u.add_distinct("k", ["a", "b"])
     u.set_once("p", "v", 60, "c", ["x", "y", "z"])
     u.delete("k")
+    u.set_once_counted([("q", "v", [0, 1]), ("r", "w", [0])], 60, [("c", "x"), ("c", "y")])
+    u.delete_all(["q", "r"])
     assert list(split_ops(u.ops)) == [
         (Op.OPEN_WINDOW, [10]),
         (Op.ADD_DISTINCT, [5, 2, "a", "b"]),
         (Op.SET_ONCE, [7, "v", 60, 6, 3, "x", "y", "z"]),
         (Op.DELETE, [5]),
+        (Op.SET_ONCE_COUNTED, [60, 2, 12, 8, "v", "1,2", 9, "w", "1", 6, "x", 2, 6, "y", 1]),
+        (Op.DELETE_ALL, [2, 8, 9]),
     ]
-    assert u.keys == ["k", "c", "p"]
+    assert u.keys == ["k", "c", "p", "q", "r"]
 
 
 def test_the_builder_writes_plain_letters() -> None:
@@ -77,3 +81,19 @@ def test_the_apply_script_validates_every_op() -> None:
     assert set(re.findall(r"op == '(\w)'", validation)) == {op.value for op in Op}
     assert "HSET', KEYS[1]" not in validation
     assert "HSET', KEYS[1]" in writes
+
+
+def test_incr_many_packs_a_hash_s_counters_in_one_argument() -> None:
+    """M carries every (field, amount) of a hash in one argument: integers as digits, floats by repr, zeros left out."""
+    u = StateUpdate("t:0", 0, 1, 0)
+    u.incr_many("k", [("a|n", 2), ("a|sv", 0.5), ("b|n", 0), ("b|sv", 1.0)])
+    assert list(split_ops(u.ops)) == [(Op.INCR_MANY, [5, "a|n\n2\na|sv\n0.5\nb|sv\n1.0"])]
+
+
+@pytest.mark.parametrize(("name", "amount"), [("a\nb", 1), ("", 1), ("a", float("nan"))])
+def test_incr_many_refuses_what_it_cannot_pack(name: str, amount: float) -> None:
+    """A field with a newline or empty, or a non-finite amount, raises before anything is queued."""
+    u = StateUpdate("t:0", 0, 1, 0)
+    with pytest.raises(StateUpdateInvalidError):
+        u.incr_many("k", [(name, amount)])
+    assert u.ops == []

@@ -21,8 +21,9 @@ from stream_guard.metrics.slices import (
     slice_dimension,
     slice_name,
 )
-from stream_guard.metrics.store import MetricKeys, decode_prediction
+from stream_guard.metrics.store import MetricKeys, decode_prediction, encode_prediction
 from stream_guard.state.keys import ModelKeys
+from stream_guard.state.ops import Op, split_ops
 from stream_guard.state.window_store import StateUpdate
 
 KEYS = ModelKeys("sg", "fraud")
@@ -45,17 +46,16 @@ def batch_of(records: list[dict], partitions: list[int] | None = None) -> EventB
 
 
 def increments(updates: list[StateUpdate]) -> dict[tuple[str, str], float]:
-    """Sum of the H/F ops of ``updates`` per (key, field)."""
+    """Sum of the H/F/M ops of ``updates`` per (key, field)."""
     out: dict[tuple[str, str], float] = defaultdict(float)
     for update in updates:
-        ops, i = update.ops, 0
-        while i < len(ops):
-            op = ops[i]
-            if op in ("H", "F"):
-                out[(update.keys[ops[i + 1] - 5], ops[i + 2])] += float(ops[i + 3])
-                i += 4
-            else:
-                i += {"S": 4, "L": 4, "W": 2, "E": 3, "D": 2, "Z": 4, "R": 3}.get(op, 0) or 6 + ops[i + 5]
+        for op, args in split_ops(update.ops):
+            if op in (Op.INCR, Op.INCR_FLOAT):
+                out[(update.keys[args[0] - 5], args[1])] += float(args[2])
+            elif op is Op.INCR_MANY:
+                parts = args[1].split("\n")
+                for name, amount in zip(parts[::2], parts[1::2], strict=True):
+                    out[(update.keys[args[0] - 5], name)] += float(amount)
     return dict(out)
 
 
@@ -183,21 +183,45 @@ def test_updates_follow_the_source_partition() -> None:
 
 
 def test_stored_predictions_carry_bucket_slices_prediction_and_score() -> None:
+    """One O op per source: each event's prediction, and the st counters summed per (bucket, slice)."""
     rec = SliceRecorder([("device_type",)], [], "prediction", "score", MetricsSettings(), prediction_ttl_s=600)
     records = [*RECORDS[:2], {**RECORDS[2], "event_id": None}]
     batch = batch_of(records)
     batch.event_ids[2] = None
     updates = build_updates(batch, [], KEYS, window_ms=10_000, max_examples=1, contributors=[rec.contributor([])])
-    ops = updates[0].ops
-    stored = [i for i, op in enumerate(ops) if op == "X"]
-    assert len(stored) == 2  # the event without an id is not stored
-    i = stored[0]
-    key, value, ttl, counter_key = ops[i + 1], ops[i + 2], ops[i + 3], ops[i + 4]
+    (stored,) = [args for op, args in split_ops(updates[0].ops) if op == Op.SET_ONCE_COUNTED]
+    ttl, m = stored[0], stored[1]
+    assert ttl == 600 and m == 2  # the event without an id is not stored
+    key, value, listed = stored[3:6]
     assert updates[0].keys[key - 5] == MetricKeys(KEYS).prediction("a")
     assert decode_prediction(value) == {"bucket": T0, "slices": ["device_type=android"], "prediction": 1, "score": 0.95}
-    assert json.loads(value)["bucket"] == T0 and ttl == 600
-    assert updates[0].keys[counter_key - 5] == MetricKeys(KEYS).bucket(T0)
-    assert ops[i + 5 : i + 6 + ops[i + 5]] == [2, "*|st", "device_type=android|st"]
+    triples = stored[3 + 3 * m :]
+    counters = {
+        (updates[0].keys[c - 5], f): a for c, f, a in zip(triples[::3], triples[1::3], triples[2::3], strict=True)
+    }
+    b0 = MetricKeys(KEYS).bucket(T0)
+    assert counters[(b0, "*|st")] == 2
+    assert sorted(f for (_, f), a in counters.items() for _ in range(a)) == sorted(
+        ["*|st", "*|st", "device_type=android|st", f"device_type={RECORDS[1]['device_type']}|st"]
+    )
+    # The first event lists its own counters: "*" and its device type.
+    names = [triples[3 * (int(x) - 1) + 1] for x in listed.split(",")]
+    assert names == ["*|st", "device_type=android|st"]
+
+
+def test_a_stored_prediction_reads_back_in_either_form() -> None:
+    """decode_prediction reads the line form and the JSON objects stored before it."""
+    value = encode_prediction(T0, ["a=1", "b=x,c=y"], "yes|no", None)
+    assert "\n" in value and not value.startswith("{")
+    assert decode_prediction(value) == {
+        "bucket": T0,
+        "slices": ["a=1", "b=x,c=y"],
+        "prediction": "yes|no",
+        "score": None,
+    }
+    legacy = json.dumps({"bucket": T0, "slices": ["a=1"], "prediction": 1, "score": 0.5})
+    assert decode_prediction(legacy) == {"bucket": T0, "slices": ["a=1"], "prediction": 1, "score": 0.5}
+    assert decode_prediction("garbage") is None and decode_prediction(None) is None
 
 
 def test_codes_key_each_distinct_value_once_and_keep_booleans_apart_from_numbers() -> None:
