@@ -25,18 +25,21 @@ def binomial_p_values(count: np.ndarray, total: np.ndarray, p0: np.ndarray) -> n
     return np.where((count <= 0) | (p0 >= 1.0), 1.0, p)
 
 
+def bh_adjusted(p_values: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (scipy's ``false_discovery_control``), in the input order.
+
+    A NaN p-value (a test that could not be computed) counts as 1, and rounding that put a
+    p-value a hair outside [0, 1] is clipped: scipy refuses both.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    if p.size == 0:
+        return np.zeros(0)
+    return np.asarray(stats.false_discovery_control(np.clip(np.nan_to_num(p, nan=1.0), 0.0, 1.0), method="bh"))
+
+
 def benjamini_hochberg(p_values: np.ndarray, q: float) -> np.ndarray:
     """Mask of the hypotheses rejected by the Benjamini-Hochberg step-up procedure at level ``q``."""
-    p = np.asarray(p_values, dtype=np.float64)
-    m = p.size
-    if m == 0:
-        return np.zeros(0, dtype=bool)
-    order = np.argsort(p, kind="stable")
-    below = p[order] <= q * np.arange(1, m + 1) / m
-    reject = np.zeros(m, dtype=bool)
-    if below.any():
-        reject[order[: np.flatnonzero(below)[-1] + 1]] = True
-    return reject
+    return bh_adjusted(p_values) <= q
 
 
 def value_share_variability(profile: NumericProfile, value: float, chunk_size: int) -> RateVariability:

@@ -23,6 +23,7 @@ from numpy.typing import ArrayLike
 from scipy import stats as sps
 
 from stream_guard.alerts.model import Alert, Severity
+from stream_guard.checks.stats import bh_adjusted
 from stream_guard.errors import MetricUnknownError
 from stream_guard.metrics import store as s
 from stream_guard.metrics.query import Rollup, SliceMetrics
@@ -92,15 +93,7 @@ def benjamini_hochberg(pvalues: ArrayLike, alpha: float = 0.05) -> tuple[np.ndar
         Boolean mask of the rejected hypotheses at FDR ``alpha`` and the adjusted p-values
         (``min_{j >= i} m p_(j) / j``, capped at 1), both in the input order.
     """
-    p = np.asarray(pvalues, dtype=np.float64)
-    m = len(p)
-    if m == 0:
-        return np.zeros(0, dtype=bool), np.zeros(0)
-    order = np.argsort(p, kind="stable")
-    scaled = p[order] * m / np.arange(1, m + 1)
-    adjusted_sorted = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
-    adjusted = np.empty(m)
-    adjusted[order] = adjusted_sorted
+    adjusted = bh_adjusted(np.asarray(pvalues, dtype=np.float64))
     return adjusted <= alpha, adjusted
 
 

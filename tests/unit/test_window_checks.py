@@ -359,3 +359,9 @@ def test_distinct_threshold_scales_with_the_window() -> None:
     ids = CountVariability(mean=1960, std=10, n_chunks=50, chunk_size=2000)
     # 10k rows are at most the union of 5 chunks: 5 * 1960 + 3 * sqrt(5) * 10.
     assert distinct_threshold(ids, 43_000, 100_000, 10_000, 3) == pytest.approx(9800 + 30 * 5**0.5)
+
+
+def test_benjamini_hochberg_counts_a_nan_p_value_as_not_significant() -> None:
+    """scipy refuses NaN and values a rounding error put past 1: a NaN test is p = 1, 1 + 1e-12 is 1."""
+    assert benjamini_hochberg(np.array([0.001, np.nan, 0.02]), 0.05).tolist() == [True, False, True]
+    assert benjamini_hochberg(np.array([0.001, 1.0 + 1e-12]), 0.05).tolist() == [True, False]
