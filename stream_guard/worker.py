@@ -195,6 +195,7 @@ class Worker:
         finally:
             health.subscribed = False
             self._offsets.commit_sync()
+            self._leave_group()
             self._consumer.close()
             self.parts.producer.close()
             self._log.info("worker stopped", **vars(self.stats), accounted=self.stats.accounted)
@@ -296,6 +297,23 @@ class Worker:
         self.stats.alerts += len(published)
         self.parts.metrics.observe_alerts(published)
         return published
+
+    def _leave_group(self, timeout_s: float = 10.0) -> None:
+        """Unsubscribe, and let the revocation run in the poll loop, before ``close()``.
+
+        A rebalance callback run inside ``close()`` can deadlock librdkafka: seen in CI, a
+        worker of two stopping while the group rebalanced stuck for ever in
+        ``rd_kafka_consumer_close`` → ``Consumer_rebalance_cb`` → ``rd_kafka_assign``.
+        Records polled meanwhile are not processed and their offsets not committed: the
+        partitions' next owner reads them.
+        """
+        try:
+            self._consumer.unsubscribe()
+            deadline = time.monotonic() + timeout_s
+            while self._consumer.assignment() and time.monotonic() < deadline:
+                self._consumer.consume(self.config.worker.batch_size, 0.2)
+        except KafkaException as exc:
+            self._log.warning("leaving the consumer group before closing failed", error=str(exc))
 
     def _wait_for_redis(self) -> None:
         """Redis down at start-up: wait with backoff (one line when it fails, one when it answers)."""
