@@ -52,7 +52,9 @@ def test_metrics_and_probes_of_a_running_worker(tmp_path: Path, bootstrap: str, 
     )
     records = Simulator(encoding="json", seed=21).records(300, START_MS, step_ms=10)
     items = [(None, json.dumps(r).encode(), r["ts"]) for r in records] + [(None, b"{broken", START_MS)]
-    n = produce(bootstrap, config.models[0].topics[0], items)
+    # Round-robin: every partition holds records, so librdkafka reports a lag for each (the
+    # sticky partitioner could leave one empty, and an empty partition gets no position).
+    n = produce(bootstrap, config.models[0].topics[0], items, partitions=3)
 
     worker = new_worker(config)
     endpoint = start_http_endpoint(config, worker)
