@@ -249,8 +249,24 @@ def _logged_count(log: Path, name: str) -> int:
     return int(found[-1]) if found else 0
 
 
-def evaluation_cost(redis_url: str, prefix: str, lookbacks_h: list[int], repeats: int = 3) -> dict[int, float]:
-    """(e): seconds per performance evaluation at each lookback, over buckets that are all full."""
+def evaluation_cost(
+    redis_url: str,
+    prefix: str,
+    lookbacks_h: list[int],
+    *,
+    every_s: int = 300,
+    steps: int = 6,
+    label_delay_buckets: int = 10,
+) -> dict[int, dict[str, float]]:
+    """(e): seconds per performance evaluation at each lookback, over buckets that are all full.
+
+    Every bucket of the range is a copy of the fullest bucket of run (b). Per lookback:
+    ``cold``, the first evaluation (every tile summed); ``step``, the mean of ``steps``
+    evaluations each one ``every_s`` later, after the newest buckets were written and the
+    last ``label_delay_buckets`` buckets got labels (their versions bumped, as a label join
+    does), the steady state of a running worker; ``uncached``, the same steps reading every
+    bucket of the lookback (the evaluator on the reader itself, as before the cache).
+    """
     import redis
 
     from stream_guard.metrics import MetricsReader, PerformanceEvaluator
@@ -267,24 +283,40 @@ def evaluation_cost(redis_url: str, prefix: str, lookbacks_h: list[int], repeats
     dump = raw.dump(source.bucket(fullest))
     target_keys = ModelKeys(f"{prefix}-eval", MODEL)
     target = s.MetricKeys(target_keys)
+    every_ms = every_s * 1000
     end = 100 * 86400 * 1000
-    pipe = raw.pipeline(transaction=False)
-    for i in range(1, max(lookbacks_h) * 60 + 1):
-        pipe.restore(target.bucket(end - i * 60_000), 0, dump, replace=True)
-    pipe.execute()
-    reader = MetricsReader(client, target_keys, 60_000)
     model = type("M", (), {"name": MODEL, "profile": None})()
-    window = WindowSnapshot(end - 60_000, end, {})
-    out = {}
+    out: dict[int, dict[str, float]] = {}
     for hours in lookbacks_h:
-        settings = MetricsSettings(performance_every_s=60, performance_lookback_s=hours * 3600)
-        evaluator = PerformanceEvaluator.for_settings(MODEL, reader, settings)
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            evaluator(model, window)
-            best = min(best, time.perf_counter() - start)
-        out[hours] = best
+        lookback_ms = hours * 3600 * 1000
+        raw.delete(*[target.bucket(b) for b in range(end - 2 * lookback_ms, end + steps * every_ms, 60_000)])
+        pipe = raw.pipeline(transaction=False)
+        for b in range(end - 2 * lookback_ms, end, 60_000):  # the lookback and the one before it (the baseline)
+            pipe.restore(target.bucket(b), 0, dump, replace=True)
+        pipe.execute()
+        reader = MetricsReader(client, target_keys, 60_000)
+        settings = MetricsSettings(performance_every_s=every_s, performance_lookback_s=hours * 3600)
+        cached = PerformanceEvaluator.for_settings(MODEL, reader, settings)
+        direct = PerformanceEvaluator(
+            {MODEL: reader}, lookback_ms=lookback_ms, every_ms=every_ms, metrics=cached.metrics
+        )
+        started = time.perf_counter()
+        cached(model, WindowSnapshot(end - every_ms, end, {}))
+        figures = {"cold": time.perf_counter() - started, "step": 0.0, "uncached": 0.0}
+        for step in range(1, steps + 1):
+            now = end + step * every_ms
+            pipe = raw.pipeline(transaction=False)
+            for b in range(now - every_ms, now, 60_000):
+                pipe.restore(target.bucket(b), 0, dump, replace=True)
+            for b in range(now - label_delay_buckets * 60_000, now, 60_000):
+                pipe.hincrby(target.bucket(b), s.VERSION, 1)
+            pipe.execute()
+            window = WindowSnapshot(now - every_ms, now, {})
+            for name, evaluator in (("step", cached), ("uncached", direct)):
+                started = time.perf_counter()
+                evaluator(model, window)
+                figures[name] += (time.perf_counter() - started) / steps
+        out[hours] = figures
     return out
 
 
@@ -424,8 +456,10 @@ def main() -> None:
         rows += [(f"(b)   of which {name}", per_event, "per event") for per_event, name in top if per_event > 0]
     for events, kb in sorted(results.get("rss", {}).items()):
         rows.append((f"(d) peak RSS after {events:,} events", kb / 1024, "MB"))
-    for hours, seconds in results.get("e", {}).items():
-        rows.append((f"(e) one evaluation, lookback {hours} h", seconds * 1000, "ms"))
+    for hours, figures in results.get("e", {}).items():
+        rows.append((f"(e) evaluation, lookback {hours} h, first", figures["cold"] * 1000, "ms (every tile summed)"))
+        rows.append((f"(e) evaluation, lookback {hours} h, next", figures["step"] * 1000, "ms (changed tiles only)"))
+        rows.append((f"(e) evaluation, lookback {hours} h, uncached", figures["uncached"] * 1000, "ms (every bucket)"))
     for label, value, unit in rows:
         if value is not None:
             print(f"{label:<40}{value:>14,.{3 if value < 10 else 1}f} {unit}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -19,9 +19,11 @@ import redis
 
 from stream_guard.errors import MetricUnknownError
 from stream_guard.metrics import store as s
+from stream_guard.metrics.buckets import BucketReads, bucket_reads
 from stream_guard.metrics.slices import slice_dimension
 from stream_guard.metrics.table import format_table
 from stream_guard.state.keys import ModelKeys
+from stream_guard.state.keyspace import MemoryKeySpace
 
 #: Metrics where a larger value is better; all others (error rate, MAE, rates) are worse when larger.
 HIGHER_IS_BETTER = frozenset({"accuracy", "precision", "recall", "f1", "specificity"})
@@ -47,34 +49,6 @@ VALUE_METRICS = frozenset(
 )
 #: Ranges with more buckets than this are narrowed through the bucket index first.
 MAX_DIRECT_BUCKETS = 20_000
-#: Buckets one summing script reads: bounds how long it holds Redis (a few ms per full bucket).
-SUM_CHUNK = 8
-
-#: KEYS: bucket hashes of one model (one hash tag). Returns ``[buckets present, f1, sum1, ...]``,
-#: fields in order of first appearance, sums as ``%.17g`` (exact doubles; ``tostring`` keeps 14 digits).
-_SUM_BUCKETS = """
-local acc, order, present = {}, {}, 0
-for i = 1, #KEYS do
-  local flat = redis.call('HGETALL', KEYS[i])
-  if #flat > 0 then present = present + 1 end
-  for j = 1, #flat, 2 do
-    local name = flat[j]
-    local sum = acc[name]
-    if sum == nil then
-      order[#order + 1] = name
-      acc[name] = tonumber(flat[j + 1])
-    else
-      acc[name] = sum + tonumber(flat[j + 1])
-    end
-  end
-end
-local out = {present}
-for _, name in ipairs(order) do
-  out[#out + 1] = name
-  out[#out + 1] = string.format('%.17g', acc[name])
-end
-return out
-"""
 
 
 def _ratio(x: float, n: float) -> float | None:
@@ -356,48 +330,44 @@ class MetricsReader:
 
     Parameters
     ----------
-    redis_client
-        A client with ``decode_responses=True``.
+    source
+        Where the buckets are: a Redis client with ``decode_responses=True``, the key space
+        of a :class:`~stream_guard.state.memory.MemoryState`, or any
+        :class:`~stream_guard.metrics.buckets.BucketReads`.
     keys
         The model's keys.
     bucket_ms
         The writers' bucket size (``metrics.bucket_s * 1000``).
     """
 
-    def __init__(self, redis_client: redis.Redis, keys: ModelKeys, bucket_ms: int = 60_000) -> None:
-        self._redis = redis_client
+    def __init__(
+        self, source: redis.Redis | BucketReads | MemoryKeySpace, keys: ModelKeys, bucket_ms: int = 60_000
+    ) -> None:
+        self.source = bucket_reads(source)
         self.keys = s.MetricKeys(keys)
         self.bucket_ms = bucket_ms
-        self._sum_script: Any = None
 
-    def _sum_buckets(self, keys: list[str]) -> tuple[dict[str, float], int]:
-        """Field -> sum over the bucket hashes ``keys``, and how many of them exist.
+    def bucket_starts(self, start_ms: int, end_ms: int) -> list[int]:
+        """Starts of the buckets of ``[floor(start_ms), end_ms)``: every one, or the indexed ones of a long range."""
+        first = (start_ms // self.bucket_ms) * self.bucket_ms
+        starts: list[int] = list(range(first, end_ms, self.bucket_ms)) if end_ms > first else []
+        if len(starts) > MAX_DIRECT_BUCKETS:
+            starts = self.buckets(start_ms, end_ms)
+        return starts
 
-        Redis sums each chunk of buckets in a script (one pipelined round trip for
-        all chunks), so a bucket's fields are not sent, parsed and summed in Python.
-        """
-        if not keys:
-            return {}, 0
-        if self._sum_script is None:
-            self._sum_script = self._redis.register_script(_SUM_BUCKETS)
-        pipe = self._redis.pipeline(transaction=False)
-        for i in range(0, len(keys), SUM_CHUNK):
-            self._sum_script(keys=keys[i : i + SUM_CHUNK], client=pipe)
-        totals: dict[str, float] = {}
-        present = 0
-        for reply in pipe.execute():
-            present += int(reply[0])
-            get = totals.get
-            for j in range(1, len(reply), 2):
-                name = reply[j]
-                totals[name] = get(name, 0.0) + float(reply[j + 1])
-        return totals, present
+    def sum_starts(self, starts: Sequence[int]) -> tuple[dict[str, float], int]:
+        """Field -> sum over the buckets starting at ``starts``, and how many of them exist."""
+        return self.source.sum_buckets([self.keys.bucket(start) for start in starts])
+
+    def versions(self, starts: Sequence[int]) -> list[int]:
+        """The :data:`~stream_guard.metrics.store.VERSION` of each bucket (0: absent, -1: unversioned)."""
+        return self.source.bucket_versions([self.keys.bucket(start) for start in starts])
 
     def buckets(self, start_ms: int | None = None, end_ms: int | None = None) -> list[int]:
         """Starts of the indexed buckets in ``[start_ms, end_ms)``."""
-        low = "-inf" if start_ms is None else (start_ms // self.bucket_ms) * self.bucket_ms
+        low = "-inf" if start_ms is None else str((start_ms // self.bucket_ms) * self.bucket_ms)
         high = "+inf" if end_ms is None else f"({end_ms}"
-        return [int(str(b)) for b in self._redis.zrangebyscore(self.keys.index, low, high)]
+        return self.source.indexed(self.keys.index, low, high)
 
     def rollup(self, start_ms: int, end_ms: int, slices: Iterable[str] | None = None) -> Rollup:
         """Sum the buckets whose start lies in ``[floor(start_ms), end_ms)``, per slice.
@@ -410,19 +380,8 @@ class MetricsReader:
             Only these slices (``*`` is always kept): exact names, or a dimension such as
             ``device_type`` or ``country,device_type`` for all of its slices.
         """
-        first = (start_ms // self.bucket_ms) * self.bucket_ms
-        starts: list[int] = list(range(first, end_ms, self.bucket_ms)) if end_ms > first else []
-        if len(starts) > MAX_DIRECT_BUCKETS:
-            starts = self.buckets(start_ms, end_ms)
-        totals, present = self._sum_buckets([self.keys.bucket(start) for start in starts])
-        items: dict[str, SliceMetrics] = {}
-        wanted = _slice_filter(slices)
-        for name in sorted(totals):
-            slice_, metric = s.split_field(name)
-            if wanted is not None and not wanted(slice_):
-                continue
-            items.setdefault(slice_, SliceMetrics(slice_)).counters[metric] = totals[name]
-        return Rollup(items, start_ms, end_ms, present)
+        totals, present = self.sum_starts(self.bucket_starts(start_ms, end_ms))
+        return rollup_of(totals, start_ms, end_ms, present, slices)
 
     def series(
         self, start_ms: int, end_ms: int, slice: str = s.ALL, metrics: Iterable[str] | None = None
@@ -447,26 +406,16 @@ class MetricsReader:
             Buckets where the slice has at least one counter; absent metrics (never incremented,
             or only by 0) are left out, as in :attr:`SliceMetrics.counters`.
         """
-        first = (start_ms // self.bucket_ms) * self.bucket_ms
-        starts: list[int] = list(range(first, end_ms, self.bucket_ms)) if end_ms > first else []
-        if len(starts) > MAX_DIRECT_BUCKETS:
-            starts = self.buckets(start_ms, end_ms)
+        starts = self.bucket_starts(start_ms, end_ms)
         wanted = None if metrics is None else list(dict.fromkeys(metrics))
         if not starts or wanted == []:
             return []
-        pipe = self._redis.pipeline(transaction=False)
-        for start in starts:
-            if wanted is None:
-                pipe.hgetall(self.keys.bucket(start))
-            else:
-                pipe.hmget(self.keys.bucket(start), [s.field_name(slice, m) for m in wanted])
+        fields = None if wanted is None else [s.field_name(slice, m) for m in wanted]
+        replies = self.source.bucket_fields([self.keys.bucket(start) for start in starts], fields)
         out: list[tuple[int, dict[str, float]]] = []
         prefix = f"{slice}|"
-        for start, reply in zip(starts, pipe.execute(), strict=True):
-            if wanted is None:
-                counters = {k[len(prefix) :]: float(v) for k, v in reply.items() if k.startswith(prefix)}
-            else:
-                counters = {m: float(v) for m, v in zip(wanted, reply, strict=True) if v is not None}
+        for start, reply in zip(starts, replies, strict=True):
+            counters = {k[len(prefix) :]: float(v) for k, v in reply.items() if k.startswith(prefix)}
             if counters:
                 out.append((start, counters))
         return out
@@ -474,6 +423,20 @@ class MetricsReader:
     def last(self, duration_ms: int, now_ms: int, slices: Iterable[str] | None = None) -> Rollup:
         """The rollup of ``[now_ms - duration_ms, now_ms)``: 5 min, 1 h, 24 h..."""
         return self.rollup(now_ms - duration_ms, now_ms, slices)
+
+
+def rollup_of(
+    totals: Mapping[str, float], start_ms: int, end_ms: int, present: int, slices: Iterable[str] | None = None
+) -> Rollup:
+    """The :class:`Rollup` of summed bucket fields (``<slice>|<metric>`` -> sum; other fields are not counters)."""
+    items: dict[str, SliceMetrics] = {}
+    wanted = _slice_filter(slices)
+    for name in sorted(totals):
+        slice_, bar, metric = name.partition("|")
+        if not bar or (wanted is not None and not wanted(slice_)):
+            continue
+        items.setdefault(slice_, SliceMetrics(slice_)).counters[metric] = totals[name]
+    return Rollup(items, start_ms, end_ms, present)
 
 
 def _slice_filter(slices: Iterable[str] | None) -> Any:

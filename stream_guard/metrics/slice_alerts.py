@@ -19,6 +19,7 @@ Per tested metric (``recall`` and ``accuracy``; ``mae`` for regression), over th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -35,6 +36,7 @@ from stream_guard.metrics.baseline import (
     slice_tests,
 )
 from stream_guard.metrics.query import MetricsReader, Rollup
+from stream_guard.metrics.rollups import RollupCache, Rollups
 from stream_guard.profile_performance import KnownBias, ReferencePerformance
 from stream_guard.settings.kinds import KNOWN_BIAS, SLICE_UNDERPERFORMANCE
 from stream_guard.settings.metrics import MetricsSettings
@@ -58,7 +60,9 @@ class PerformanceEvaluator:
     Parameters
     ----------
     readers
-        Model name -> its metrics reader; other models are skipped.
+        Model name -> its rollups (a :class:`~stream_guard.metrics.rollups.RollupCache` as
+        :meth:`for_settings` makes, or a :class:`~stream_guard.metrics.query.MetricsReader`);
+        other models are skipped.
     metrics
         Classification metrics tested (each with its own Benjamini-Hochberg correction).
     min_effect
@@ -69,7 +73,7 @@ class PerformanceEvaluator:
 
     def __init__(
         self,
-        readers: Mapping[str, MetricsReader],
+        readers: Mapping[str, Rollups],
         *,
         metrics: Sequence[str] = ("recall", "accuracy"),
         lookback_ms: int = 24 * 3600 * 1000,
@@ -102,12 +106,18 @@ class PerformanceEvaluator:
         metrics: Sequence[str] = ("recall", "accuracy"),
         severity: Severity = Severity.WARNING,
     ) -> PerformanceEvaluator:
-        """The evaluator of one model, with its ``[models.metrics]`` ``performance_*`` settings."""
+        """The evaluator of one model, with its ``[models.metrics]`` ``performance_*`` settings.
+
+        Its rollups are cached on tiles of the evaluation grid (``performance_every_s``): an
+        evaluation sums again only the tiles that changed since the last one, so its cost
+        does not grow with the lookback (:mod:`~stream_guard.metrics.rollups`).
+        """
+        every_ms, lookback_ms = settings.performance_every_s * 1000, settings.performance_lookback_s * 1000
         return cls(
-            {model_name: reader},
+            {model_name: RollupCache(reader, math.gcd(every_ms, lookback_ms))},
             metrics=metrics,
-            lookback_ms=settings.performance_lookback_s * 1000,
-            every_ms=settings.performance_every_s * 1000,
+            lookback_ms=lookback_ms,
+            every_ms=every_ms,
             min_support=settings.performance_min_support,
             alpha=settings.performance_alpha,
             min_effect=settings.performance_min_effect,

@@ -41,6 +41,7 @@ field               meaning
 ``*|lx``            held labels expired without their prediction, in the bucket of the label's time
 ``<s>|tp fp tn fn`` confusion counts at the threshold (classification)
 ``<s>|ae`` / ``se`` sum of absolute / squared errors (regression)
+``_v``              the bucket's version: how many updates wrote it (no slice's counter)
 ==================  ======================================================================
 
 Labels pending = ``st - lm``; labels held now = ``lh - lr - lx`` (summed over every bucket).
@@ -77,6 +78,11 @@ ABS_ERR, SQ_ERR = "ae", "se"
 VIOLATION = "v:"
 NULLS = "null:"
 HIST = "h:"
+
+#: The bucket hash's version field: bumped by every update that writes the bucket, so a reader
+#: that summed the bucket before knows whether it changed since (:mod:`~stream_guard.metrics.rollups`).
+#: It has no ``|``, so it is no slice's counter.
+VERSION = "_v"
 
 #: Metrics summed as floats (HINCRBYFLOAT); every other metric is an integer count.
 FLOAT_METRICS = frozenset({PRED_SUM, PRED_SQ, SCORE_SUM, ABS_ERR, SQ_ERR})
@@ -125,8 +131,12 @@ def split_field(name: str) -> tuple[str, str]:
 
 
 def register_bucket(update: StateUpdate, keys: MetricKeys, start_ms: int, retention_s: int) -> None:
-    """Index a bucket and give its hash (and the index) the metrics retention."""
+    """Index a bucket, bump its :data:`VERSION` and give its hash (and the index) the metrics retention.
+
+    Every update that writes a bucket registers it, in the same script as its writes.
+    """
     update.zadd(keys.index, start_ms, str(int(start_ms)))
+    update.incr(keys.bucket(start_ms), VERSION, 1)
     update.expire(keys.bucket(start_ms), retention_s)
 
 

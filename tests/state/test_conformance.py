@@ -674,8 +674,9 @@ def test_label_joins_are_fenced_and_count_alike(make_store: Factory, check: Call
         "*|fn": "1",
         "a=1|fn": "1",
         "*|lu": "1",
+        "_v": "3",  # the three updates that wrote it (the first join's counters and its unmatched label, e2's join)
     }
-    assert dump[k.bucket(bucket + 120_000)][1] == {"*|lu": "1"}
+    assert dump[k.bucket(bucket + 120_000)][1] == {"*|lu": "1", "_v": "1"}
     assert [key for key in dump if ":pred:" in key] == [k.prediction("e3")]
     assert dump[k.metrics_index][1] == [(str(bucket), float(bucket)), (str(bucket + 120_000), float(bucket + 120_000))]
     check(label_sequence)
@@ -709,7 +710,7 @@ def test_regression_labels_sum_float_errors_alike(make_store: Factory, check: Ca
     regression_sequence(h)
     assert h.log[1:] == [
         ("join", 2, 1, [0, 1], [0.5, 0.75]),
-        ("bucket", {"*|st": "3", "*|lm": "2", "*|ae": "1.25", "*|se": "0.8125"}),
+        ("bucket", {"*|st": "3", "*|lm": "2", "*|ae": "1.25", "*|se": "0.8125", "_v": "1"}),
     ]
     check(regression_sequence)
 
@@ -1324,6 +1325,7 @@ def test_held_labels_are_released_or_expire_once_alike(make_store: Factory, chec
         "*|lr": "1",
         "a=1|lr": "1",
         "*|lx": "1",
+        "_v": "6",
     }
     check(hold_sequence)
 
@@ -1347,7 +1349,7 @@ def test_a_held_regression_label_adds_its_errors_alike(make_store: Factory, chec
     assert h.log[-1] == (
         "bucket",
         1,
-        {"*|lh": "1", "*|st": "1", "*|lm": "1", "*|ae": "1.5", "*|se": "2.25", "*|lr": "1"},
+        {"*|lh": "1", "*|st": "1", "*|lm": "1", "*|ae": "1.5", "*|se": "2.25", "*|lr": "1", "_v": "2"},
     )
     check(sequence)
 

@@ -14,8 +14,12 @@ from stream_guard.metrics.concept import (
     error_stream,
     period_test,
 )
+from stream_guard.metrics.query import MetricsReader
+from stream_guard.metrics.rollups import RollupCache
 from stream_guard.metrics.slice_alerts import PerformanceEvaluator
 from stream_guard.settings import DetectorSpec, MetricsSettings
+from stream_guard.state.keys import ModelKeys
+from stream_guard.state.memory import MemoryState
 from stream_guard.state.window_store import WindowSnapshot
 
 B = 60_000  # bucket
@@ -228,8 +232,12 @@ def test_for_settings_reads_the_metrics_settings() -> None:
     assert (ev.model, ev.every_ms, ev.lookback_ms, ev.label_delay_ms) == ("fraud", 1_800_000, 7_200_000, 600_000)
     assert (ev.min_support, ev.alpha, ev.baseline_error_rate, ev.task) == (50, 0.05, 0.1, "classification")
     assert ev.detector == DetectorSpec("HDDM_A", {"drift_confidence": 0.0005})
-    perf = PerformanceEvaluator.for_settings("fraud", None, settings)  # type: ignore[arg-type]
+    keys = ModelKeys("sg", "fraud")
+    reader = MetricsReader(MemoryState(keys, window_ms=60_000, lateness_ms=0), keys)
+    perf = PerformanceEvaluator.for_settings("fraud", reader, settings)
     assert (perf.every_ms, perf.lookback_ms, perf.min_support, perf.alpha) == (1_800_000, 7_200_000, 50, 0.05)
     assert list(perf.readers) == ["fraud"]
+    rollups = perf.readers["fraud"]
+    assert isinstance(rollups, RollupCache) and rollups.tile_ms == 1_800_000  # tiles of the evaluation grid
     with pytest.raises(ValueError, match="unknown drift detector"):
         ConceptDriftEvaluator.for_settings("fraud", None, MetricsSettings(concept_detector="NOPE"))

@@ -1,0 +1,165 @@
+"""Unit tests for stream_guard.metrics.rollups: a lookback summed from tiles, each read again only when it changed."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from stream_guard.metrics import store as s
+from stream_guard.metrics.query import MetricsReader, Rollup
+from stream_guard.metrics.rollups import RollupCache
+from stream_guard.state.keys import ModelKeys
+from stream_guard.state.memory import MemoryState
+from stream_guard.state.update import StateUpdate
+
+KEYS = ModelKeys("sg", "wide")
+MKEYS = s.MetricKeys(KEYS)
+BUCKET = 60_000
+TILE = 5 * BUCKET
+BASE = 1_700_000_100_000 // TILE * TILE
+SLICES = ["*", "channel=web", "channel=app", "region=north"]
+
+
+class Stream:
+    """A MemoryState written the way the slice recorder and the label join write it, one fenced update at a time."""
+
+    def __init__(self) -> None:
+        self.state = MemoryState(KEYS, window_ms=BUCKET, lateness_ms=0, retention_s=7 * 24 * 3600)
+        self.offset = 0
+        self.rng = np.random.default_rng(7)
+
+    def write(self, bucket: int, slices: list[str] | None = None, *, register: bool = True) -> None:
+        update = StateUpdate("wide:0", self.offset, self.offset, bucket)
+        self.offset += 1
+        fields: list[tuple[str, int | float]] = []
+        for slice_ in slices or SLICES:
+            fields += [
+                (s.field_name(slice_, s.EVENTS), int(self.rng.integers(1, 50))),
+                (s.field_name(slice_, s.TP), int(self.rng.integers(0, 20))),
+                (s.field_name(slice_, s.FN), int(self.rng.integers(0, 5))),
+                (s.field_name(slice_, s.SCORE_SUM), float(self.rng.random() * 10)),
+            ]
+        update.incr_many(MKEYS.bucket(bucket), fields)
+        if register:
+            s.register_bucket(update, MKEYS, bucket, 7 * 24 * 3600)
+        self.state.apply([update], now_ms=bucket)
+
+    def fill(self, start: int, end: int) -> None:
+        for bucket in range(start, end, BUCKET):
+            self.write(bucket)
+
+
+def assert_same(cached: Rollup, direct: Rollup) -> None:
+    """Same slices, metrics and counts; float sums equal up to the order they were added in."""
+    assert cached.buckets == direct.buckets
+    assert sorted(cached) == sorted(direct)
+    for name, metrics in direct.items():
+        assert sorted(cached[name].counters) == sorted(metrics.counters), name
+        for metric, value in metrics.counters.items():
+            if metric in s.FLOAT_METRICS:
+                assert math.isclose(cached[name].counters[metric], value, rel_tol=1e-12), (name, metric)
+            else:
+                assert cached[name].counters[metric] == value, (name, metric)
+
+
+@pytest.fixture
+def stream() -> Stream:
+    return Stream()
+
+
+def test_a_cached_rollup_equals_the_direct_sum_of_its_buckets(stream: Stream) -> None:
+    stream.fill(BASE, BASE + 60 * BUCKET)
+    reader = MetricsReader(stream.state, KEYS, BUCKET)
+    cache = RollupCache(reader, TILE)
+    assert_same(cache.rollup(BASE, BASE + 60 * BUCKET), reader.rollup(BASE, BASE + 60 * BUCKET))
+    # ranges off the grid: the partial tiles at both ends are summed directly
+    assert_same(cache.rollup(BASE + 2 * BUCKET, BASE + 58 * BUCKET), reader.rollup(BASE + 2 * BUCKET, BASE + 58 * BUCKET))
+    assert_same(cache.rollup(BASE + BUCKET, BASE + 3 * BUCKET), reader.rollup(BASE + BUCKET, BASE + 3 * BUCKET))
+
+
+def test_the_version_field_is_no_slice(stream: Stream) -> None:
+    stream.fill(BASE, BASE + 2 * BUCKET)
+    assert s.VERSION in stream.state.hgetall(MKEYS.bucket(BASE))
+    rollup = MetricsReader(stream.state, KEYS, BUCKET).rollup(BASE, BASE + 2 * BUCKET)
+    assert sorted(rollup) == sorted(SLICES)
+
+
+def test_an_evaluation_one_step_later_sums_only_the_new_tile(stream: Stream) -> None:
+    lookback = 24 * 60 * BUCKET
+    stream.fill(BASE, BASE + lookback + TILE)
+    cache = RollupCache(MetricsReader(stream.state, KEYS, BUCKET), TILE)
+    cache.rollup(BASE, BASE + lookback)
+    assert cache.stats.tiles_read == lookback // TILE
+    read_before = cache.stats.buckets_read
+    cache.rollup(BASE + TILE, BASE + lookback + TILE)
+    assert cache.stats.tiles_read == lookback // TILE + 1
+    assert cache.stats.buckets_read - read_before == TILE // BUCKET
+    assert cache.tiles_held <= lookback // TILE + 1
+
+
+def test_a_late_write_to_an_old_bucket_is_seen(stream: Stream) -> None:
+    """Labels join to the prediction's bucket, hours back: its tile is summed again, the others are reused."""
+    stream.fill(BASE, BASE + 60 * BUCKET)
+    reader = MetricsReader(stream.state, KEYS, BUCKET)
+    cache = RollupCache(reader, TILE)
+    cache.rollup(BASE, BASE + 60 * BUCKET)
+    reads = cache.stats.tiles_read
+    stream.write(BASE + 7 * BUCKET, ["*", "channel=web"])
+    assert_same(cache.rollup(BASE, BASE + 60 * BUCKET), reader.rollup(BASE, BASE + 60 * BUCKET))
+    assert cache.stats.tiles_read == reads + 1
+
+
+def test_warm_and_cold_caches_give_the_same_floats(stream: Stream) -> None:
+    """Replays stay deterministic: what was cached does not change a single bit of the result."""
+    stream.fill(BASE, BASE + 40 * BUCKET)
+    reader = MetricsReader(stream.state, KEYS, BUCKET)
+    warm = RollupCache(reader, TILE)
+    warm.rollup(BASE, BASE + 30 * BUCKET)
+    stream.write(BASE + 12 * BUCKET)
+    stream.fill(BASE + 40 * BUCKET, BASE + 45 * BUCKET)
+    first = warm.rollup(BASE + TILE, BASE + 45 * BUCKET)
+    second = RollupCache(reader, TILE).rollup(BASE + TILE, BASE + 45 * BUCKET)
+    assert {k: v.counters for k, v in first.items()} == {k: v.counters for k, v in second.items()}
+
+
+def test_an_expired_bucket_leaves_the_rollup(stream: Stream) -> None:
+    stream.fill(BASE, BASE + 10 * BUCKET)
+    reader = MetricsReader(stream.state, KEYS, BUCKET)
+    cache = RollupCache(reader, TILE)
+    before = cache.rollup(BASE, BASE + 10 * BUCKET)
+    stream.state._delete(MKEYS.bucket(BASE + 3 * BUCKET))  # what its TTL does
+    after = cache.rollup(BASE, BASE + 10 * BUCKET)
+    assert after.buckets == before.buckets - 1
+    assert_same(after, reader.rollup(BASE, BASE + 10 * BUCKET))
+
+
+def test_buckets_without_a_version_are_never_cached(stream: Stream) -> None:
+    """A bucket written before versions existed cannot say it changed: its tile is summed every time."""
+    stream.fill(BASE, BASE + 10 * BUCKET)
+    stream.write(BASE + 6 * BUCKET, register=False)
+    state = stream.state
+    state._data[MKEYS.bucket(BASE + 6 * BUCKET)].pop(s.VERSION)
+    reader = MetricsReader(state, KEYS, BUCKET)
+    cache = RollupCache(reader, TILE)
+    cache.rollup(BASE, BASE + 10 * BUCKET)
+    stream.write(BASE + 6 * BUCKET, register=False)
+    assert_same(cache.rollup(BASE, BASE + 10 * BUCKET), reader.rollup(BASE, BASE + 10 * BUCKET))
+    assert cache.stats.tiles_read == 3  # both tiles once, the unversioned one again
+
+
+def test_tiles_of_ranges_no_longer_asked_for_are_dropped(stream: Stream) -> None:
+    stream.fill(BASE, BASE + 40 * BUCKET)
+    cache = RollupCache(MetricsReader(stream.state, KEYS, BUCKET), TILE, keep_calls=2)
+    for step in range(5):
+        cache.rollup(BASE + step * TILE, BASE + step * TILE + 2 * TILE)
+    assert cache.tiles_held <= 3
+
+
+def test_a_grid_off_the_bucket_falls_back_to_buckets(stream: Stream) -> None:
+    stream.fill(BASE, BASE + 4 * BUCKET)
+    reader = MetricsReader(stream.state, KEYS, BUCKET)
+    cache = RollupCache(reader, BUCKET + 1)
+    assert cache.tile_ms == BUCKET
+    assert_same(cache.rollup(BASE, BASE + 4 * BUCKET), reader.rollup(BASE, BASE + 4 * BUCKET))
