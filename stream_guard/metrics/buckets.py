@@ -82,6 +82,10 @@ class BucketReads(Protocol):
         """Field -> its sum over the bucket hashes ``keys`` (in their order), and how many of them exist."""
         ...
 
+    def sum_bucket_groups(self, groups: Sequence[Sequence[str]]) -> list[tuple[dict[str, float], int]]:
+        """:meth:`sum_buckets` of each group of keys, in one round trip where it is remote."""
+        ...
+
     def bucket_versions(self, keys: Sequence[str]) -> list[int]:
         """Per bucket: its :data:`~stream_guard.metrics.store.VERSION` (:data:`ABSENT`, :data:`UNVERSIONED`)."""
         ...
@@ -105,22 +109,31 @@ class RedisBucketReads:
 
     def sum_buckets(self, keys: Sequence[str]) -> tuple[dict[str, float], int]:
         """Each chunk of :data:`SUM_CHUNK` buckets is summed in one script; all chunks in one round trip."""
-        if not keys:
-            return {}, 0
+        return self.sum_bucket_groups([keys])[0]
+
+    def sum_bucket_groups(self, groups: Sequence[Sequence[str]]) -> list[tuple[dict[str, float], int]]:
         if self._sum_script is None:
             self._sum_script = self.client.register_script(_SUM_BUCKETS)
         pipe = self.client.pipeline(transaction=False)
-        for i in range(0, len(keys), SUM_CHUNK):
-            self._sum_script(keys=list(keys[i : i + SUM_CHUNK]), client=pipe)
-        totals: dict[str, float] = {}
-        present = 0
-        for reply in pipe.execute():
-            present += int(reply[0])
-            get = totals.get
-            for j in range(1, len(reply), 2):
-                name = reply[j]
-                totals[name] = get(name, 0.0) + float(reply[j + 1])
-        return totals, present
+        chunks = []
+        for keys in groups:
+            chunks.append(range(0, len(keys), SUM_CHUNK))
+            for i in chunks[-1]:
+                self._sum_script(keys=list(keys[i : i + SUM_CHUNK]), client=pipe)
+        replies = iter(pipe.execute() if any(groups) else [])
+        out = []
+        for chunk in chunks:
+            totals: dict[str, float] = {}
+            present = 0
+            for _ in chunk:
+                reply = next(replies)
+                present += int(reply[0])
+                get = totals.get
+                for j in range(1, len(reply), 2):
+                    name = reply[j]
+                    totals[name] = get(name, 0.0) + float(reply[j + 1])
+            out.append((totals, present))
+        return out
 
     def bucket_versions(self, keys: Sequence[str]) -> list[int]:
         if not keys:
@@ -162,6 +175,9 @@ class MemoryBucketReads:
             for name, value in fields.items():
                 totals[name] = totals.get(name, 0.0) + float(value)
         return totals, present
+
+    def sum_bucket_groups(self, groups: Sequence[Sequence[str]]) -> list[tuple[dict[str, float], int]]:
+        return [self.sum_buckets(keys) for keys in groups]
 
     def bucket_versions(self, keys: Sequence[str]) -> list[int]:
         out = []

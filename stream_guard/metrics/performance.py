@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats as sps
+from scipy.special import ndtr  # the standard normal CDF that scipy.stats.norm.cdf and .sf evaluate
 
 from stream_guard.alerts.model import Alert, Severity
 from stream_guard.checks.stats import bh_adjusted
@@ -65,11 +66,11 @@ def two_proportion_test(
         return 0.0, 1.0
     z = (x1 / n1 - x2 / n2) / se
     if alternative == "two-sided":
-        p = 2.0 * sps.norm.sf(abs(z))
+        p = 2.0 * ndtr(-abs(z))
     elif alternative == "less":
-        p = sps.norm.cdf(z)
+        p = ndtr(z)
     elif alternative == "greater":
-        p = sps.norm.sf(z)
+        p = ndtr(-z)
     else:
         raise ValueError(f"alternative must be two-sided, less or greater, got {alternative!r}")
     return float(z), float(min(1.0, p))
@@ -81,7 +82,7 @@ def welch_mean_test(m1: float, q1: float, n1: float, m2: float, q2: float, n2: f
     if var <= 0.0:
         return 0.0, 1.0
     z = (m1 - m2) / math.sqrt(var)
-    return float(z), float(sps.norm.sf(z))
+    return float(z), float(ndtr(-z))
 
 
 def benjamini_hochberg(pvalues: ArrayLike, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:

@@ -359,6 +359,10 @@ class MetricsReader:
         """Field -> sum over the buckets starting at ``starts``, and how many of them exist."""
         return self.source.sum_buckets([self.keys.bucket(start) for start in starts])
 
+    def sum_groups(self, groups: Sequence[Sequence[int]]) -> list[tuple[dict[str, float], int]]:
+        """:meth:`sum_starts` of each group of bucket starts, all in one round trip."""
+        return self.source.sum_bucket_groups([[self.keys.bucket(start) for start in group] for group in groups])
+
     def versions(self, starts: Sequence[int]) -> list[int]:
         """The :data:`~stream_guard.metrics.store.VERSION` of each bucket (0: absent, -1: unversioned)."""
         return self.source.bucket_versions([self.keys.bucket(start) for start in starts])

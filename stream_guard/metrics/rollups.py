@@ -44,8 +44,15 @@ class _Sums:
     present: int
 
 
+_EMPTY = _Sums(np.zeros(0, dtype=np.int64), np.zeros(0), 0)
+
+#: Tiles of a whole hour are also kept added up: a 24 h lookback on 5-minute tiles adds 24 parts, not 288.
+SUPER_TILE_MS = 3600 * 1000
+
+
 @dataclass
 class _Tile:
+    #: The versions of its buckets when it was summed.
     versions: tuple[int, ...]
     sums: _Sums
     used: int
@@ -83,6 +90,8 @@ class RollupCache:
         self.keep_calls = keep_calls
         self.stats = RollupStats()
         self._tiles: dict[int, _Tile] = {}
+        #: Sums of the tiles of each whole SUPER_TILE_MS, so a long lookback adds up a few dozen parts.
+        self._supers: dict[int, _Tile] = {}
         self._names: list[str] = []
         self._index: dict[str, int] = {}
         self._calls = 0
@@ -101,52 +110,94 @@ class RollupCache:
             parts.append(self._read(self.reader.bucket_starts(first, inner_start)))
             parts += self._tiles_of(inner_start, inner_end)
             parts.append(self._read(self.reader.bucket_starts(inner_end, end_ms)))
+        added = self._added(parts)
+        totals = dict(zip([self._names[i] for i in added.fields.tolist()], added.values.tolist(), strict=True))
+        self._evict()
+        return rollup_of(totals, start_ms, end_ms, added.present)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _tiles_of(self, start_ms: int, end_ms: int) -> list[_Sums]:
+        """The sums of the tiles of ``[start_ms, end_ms)`` (both on the grid), in order, whole hours merged."""
+        per_tile = self.tile_ms // self.reader.bucket_ms
+        starts = list(range(start_ms, end_ms, self.reader.bucket_ms))
+        versions = self.reader.versions(starts)
+        tile_starts = list(range(start_ms, end_ms, self.tile_ms))
+        signatures = [tuple(versions[i * per_tile : (i + 1) * per_tile]) for i in range(len(tile_starts))]
+        sums: list[_Sums] = []
+        stale: list[int] = []
+        for i, (tile_start, signature) in enumerate(zip(tile_starts, signatures, strict=True)):
+            cached = self._tiles.get(tile_start)
+            if cached is not None and cached.versions == signature:
+                cached.used = self._calls
+                self.stats.tiles_reused += 1
+            elif all(v == ABSENT for v in signature):
+                cached = _Tile(signature, _EMPTY, self._calls)
+                self._tiles[tile_start] = cached
+            else:
+                stale.append(i)
+            sums.append(cached.sums if cached is not None else _EMPTY)
+        fresh = self._read_groups([starts[i * per_tile : (i + 1) * per_tile] for i in stale])
+        for i, tile_sums in zip(stale, fresh, strict=True):
+            sums[i] = tile_sums
+            if UNVERSIONED in signatures[i]:
+                self._tiles.pop(tile_starts[i], None)
+            else:
+                self._tiles[tile_starts[i]] = _Tile(signatures[i], tile_sums, self._calls)
+        self.stats.tiles_read += len(stale)
+        return self._merged(tile_starts, signatures, sums)
+
+    def _merged(self, tile_starts: list[int], signatures: list[tuple[int, ...]], sums: list[_Sums]) -> list[_Sums]:
+        """``sums`` with the tiles of each whole :data:`SUPER_TILE_MS` replaced by their (cached) sum.
+
+        Which tiles merge depends on the grid only, so the floats do not depend on the cache.
+        """
+        per_super = max(1, SUPER_TILE_MS // self.tile_ms)
+        if per_super == 1:
+            return sums
+        span = per_super * self.tile_ms
+        out: list[_Sums] = []
+        i = 0
+        while i < len(sums):
+            if tile_starts[i] % span != 0 or i + per_super > len(sums):
+                out.append(sums[i])
+                i += 1
+                continue
+            signature = tuple(v for sig in signatures[i : i + per_super] for v in sig)
+            cached = self._supers.get(tile_starts[i])
+            if cached is None or cached.versions != signature:
+                cached = _Tile(signature, self._added(sums[i : i + per_super]), self._calls)
+                if UNVERSIONED not in signature:
+                    self._supers[tile_starts[i]] = cached
+            cached.used = self._calls
+            out.append(cached.sums)
+            i += per_super
+        return out
+
+    def _added(self, parts: Sequence[_Sums]) -> _Sums:
+        """One :class:`_Sums` of ``parts``, added in their order."""
         total = np.zeros(len(self._names))
         seen = np.zeros(len(self._names), dtype=bool)
         for part in parts:
             total[part.fields] += part.values
             seen[part.fields] = True
-        totals = {self._names[i]: float(total[i]) for i in np.flatnonzero(seen).tolist()}
-        self._evict()
-        return rollup_of(totals, start_ms, end_ms, sum(p.present for p in parts))
-
-    # -- internals -----------------------------------------------------------------------
-
-    def _tiles_of(self, start_ms: int, end_ms: int) -> list[_Sums]:
-        """The sums of the tiles of ``[start_ms, end_ms)`` (both on the grid), in order."""
-        bucket, tile = self.reader.bucket_ms, self.tile_ms
-        per_tile = tile // bucket
-        starts = list(range(start_ms, end_ms, bucket))
-        versions = self.reader.versions(starts)
-        out = []
-        for i, tile_start in enumerate(range(start_ms, end_ms, tile)):
-            signature = tuple(versions[i * per_tile : (i + 1) * per_tile])
-            cached = self._tiles.get(tile_start)
-            if cached is not None and cached.versions == signature:
-                cached.used = self._calls
-                self.stats.tiles_reused += 1
-                out.append(cached.sums)
-                continue
-            if all(v == ABSENT for v in signature):
-                sums = _Sums(np.zeros(0, dtype=np.int64), np.zeros(0), 0)
-            else:
-                sums = self._read(starts[i * per_tile : (i + 1) * per_tile])
-                self.stats.tiles_read += 1
-            if UNVERSIONED in signature:
-                self._tiles.pop(tile_start, None)
-            else:
-                self._tiles[tile_start] = _Tile(signature, sums, self._calls)
-            out.append(sums)
-        return out
+        fields = np.flatnonzero(seen)
+        return _Sums(fields, total[fields], sum(p.present for p in parts))
 
     def _read(self, starts: Sequence[int]) -> _Sums:
         """Sum the buckets starting at ``starts`` (one round trip)."""
-        if not starts:
-            return _Sums(np.zeros(0, dtype=np.int64), np.zeros(0), 0)
-        totals, present = self.reader.sum_starts(starts)
-        self.stats.buckets_read += len(starts)
-        fields = np.fromiter((self._field(name) for name in totals), dtype=np.int64, count=len(totals))
-        return _Sums(fields, np.fromiter(totals.values(), dtype=np.float64, count=len(totals)), present)
+        return self._read_groups([starts])[0] if starts else _EMPTY
+
+    def _read_groups(self, groups: Sequence[Sequence[int]]) -> list[_Sums]:
+        """Sum each group of buckets on its own, all groups in one round trip."""
+        if not groups:
+            return []
+        self.stats.buckets_read += sum(len(g) for g in groups)
+        out = []
+        for totals, present in self.reader.sum_groups(groups):
+            fields = np.fromiter((self._field(name) for name in totals), dtype=np.int64, count=len(totals))
+            out.append(_Sums(fields, np.fromiter(totals.values(), dtype=np.float64, count=len(totals)), present))
+        return out
 
     def _field(self, name: str) -> int:
         index = self._index.get(name)
@@ -157,8 +208,9 @@ class RollupCache:
 
     def _evict(self) -> None:
         oldest = self._calls - self.keep_calls
-        for start in [t for t, entry in self._tiles.items() if entry.used <= oldest]:
-            del self._tiles[start]
+        for cache in (self._tiles, self._supers):
+            for start in [t for t, entry in cache.items() if entry.used <= oldest]:
+                del cache[start]
         if not self._tiles:  # nothing refers to the field names: let slices that went away go too
             self._names, self._index = [], {}
 

@@ -163,3 +163,20 @@ def test_a_grid_off_the_bucket_falls_back_to_buckets(stream: Stream) -> None:
     cache = RollupCache(reader, BUCKET + 1)
     assert cache.tile_ms == BUCKET
     assert_same(cache.rollup(BASE, BASE + 4 * BUCKET), reader.rollup(BASE, BASE + 4 * BUCKET))
+
+
+def test_whole_hours_are_added_up_once_and_follow_late_writes(stream: Stream) -> None:
+    """A 3 h range on 5-minute tiles: whole hours are kept added up; a write into one of them is still seen,
+    and a warm cache gives the floats a cold one does."""
+    hour = 60 * BUCKET
+    start = BASE // hour * hour + hour
+    stream.fill(start, start + 3 * hour + TILE)
+    reader = MetricsReader(stream.state, KEYS, BUCKET)
+    warm = RollupCache(reader, TILE)
+    warm.rollup(start, start + 3 * hour)
+    stream.write(start + hour + 17 * BUCKET, ["*", "region=north"])
+    late = warm.rollup(start + TILE, start + 3 * hour + TILE)
+    assert warm.stats.tiles_read == 3 * 12 + 2  # the new tile, and the one the late write changed
+    assert_same(late, reader.rollup(start + TILE, start + 3 * hour + TILE))
+    cold = RollupCache(reader, TILE).rollup(start + TILE, start + 3 * hour + TILE)
+    assert {k: v.counters for k, v in late.items()} == {k: v.counters for k, v in cold.items()}
