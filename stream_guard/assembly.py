@@ -17,6 +17,7 @@ from stream_guard.checks import FeatureChecks, WindowChecks
 from stream_guard.closing import WindowCloser
 from stream_guard.delivery import ConsumerOffsets, DeadLetterProducer, RedisLabelJoins, RedisWindowState
 from stream_guard.drift import OnlineDrift, WindowDrift
+from stream_guard.drift.checkpoint import DetectorCheckpointer
 from stream_guard.kafka import DeliveryTracker, make_consumer, producer_settings
 from stream_guard.logs import librdkafka_logger
 from stream_guard.metrics import LabelJoiner, LabelStream, MetricsReader, PerformanceEvaluator, SliceRecorder
@@ -52,11 +53,12 @@ def build_pipeline(config: Config, models: list[ModelRuntime], profiles: dict[st
     return Pipeline(config, build_stages(config, profiles))
 
 
-def build_stages(config: Config, profiles: dict[str, BaselineProfile]) -> Stages:
+def build_stages(config: Config, profiles: dict[str, BaselineProfile], *, checkpoints: bool = False) -> Stages:
     """The checks and drift stages the configuration enables, under their roles.
 
     ``profiles`` is shared with the stages: replacing a model's entry (a reloaded
-    profile) takes effect on the next batch.
+    profile) takes effect on the next batch. ``checkpoints``: the online detectors'
+    state goes to Redis with each batch (a worker; an offline replay has no restart).
     """
     stages = Stages()
     checks = config.checks
@@ -73,6 +75,10 @@ def build_stages(config: Config, profiles: dict[str, BaselineProfile]) -> Stages
         stages.contributors.append(window_drift)
         stages.evaluators.append(window_drift)
         stages.partition_state.append(online_drift)
+        if checkpoints:
+            stages.checkpointer = DetectorCheckpointer(online_drift)
+            stages.contributors.append(stages.checkpointer)
+            stages.partition_state.append(stages.checkpointer)
     return stages
 
 
@@ -121,7 +127,7 @@ def build_worker(
     models = build_models(config, registry)
     client = client or redis.Redis.from_url(config.redis.url, decode_responses=True)
     profiles = {m.name: m.profile for m in models if m.profile is not None}
-    stages = build_stages(config, profiles)
+    stages = build_stages(config, profiles, checkpoints=True)
     label_streams = _add_metrics(config, models, client, stages, registry)
     pipeline = Pipeline(config, stages)
     w = config.worker

@@ -54,8 +54,11 @@ class DeadLetterSink(Protocol):
 
 
 class StateSink(Protocol):
-    def apply(self, updates: Mapping[str, Sequence[StateUpdate]], now_ms: int) -> None:
-        """Apply each model's fenced updates (one round trip for all of them)."""
+    def apply(self, updates: Mapping[str, Sequence[StateUpdate]], now_ms: int) -> Sequence[tuple[str, str]] | None:
+        """Apply each model's fenced updates (one round trip for all of them).
+
+        Returns the ``(model, source)`` of the updates the fence skipped (None: not known).
+        """
 
 
 class LabelSink(Protocol):
@@ -93,6 +96,8 @@ class CommitResult:
     releases: dict[str, ReleaseResult] = field(default_factory=dict)
     #: Offsets committed: the next one to read of each partition.
     offsets: dict[Source, int] = field(default_factory=dict)
+    #: (model, source) of the updates the fence skipped: applied before, by this or another worker.
+    skipped: list[tuple[str, Source]] = field(default_factory=list)
 
 
 @dataclass
@@ -119,9 +124,10 @@ class Checkpoint:
             sinks.dead_letters.dead_letter(rejected)
         sinks.dead_letters.flush()
         # 2. Window counters and slice metrics applied, fenced per source partition.
-        if self.updates:
-            sinks.state.apply(self.updates, now_ms)
         result = CommitResult()
+        if self.updates:
+            skipped = sinks.state.apply(self.updates, now_ms) or ()
+            result.skipped = [(model, Source.parse(source)) for model, source in skipped]
         for model, updates in self.updates.items():
             for update in updates:
                 source = Source.parse(update.source)

@@ -67,13 +67,17 @@ class RedisWindowState:
         self._stores = stores
         self._on_roundtrip = on_roundtrip
 
-    def apply(self, updates: Mapping[str, Sequence[StateUpdate]], now_ms: int) -> None:
+    def apply(self, updates: Mapping[str, Sequence[StateUpdate]], now_ms: int) -> list[tuple[str, str]]:
+        """Every model's updates in one pipeline; the (model, source) of those the fence skipped."""
         pipe = self._client.pipeline(transaction=False)
+        order: list[tuple[str, str]] = []
         for model, model_updates in updates.items():
             self._stores[model].apply(list(model_updates), now_ms, pipe)
+            order += [(model, u.source) for u in model_updates]
         started = time.perf_counter()
-        pipe.execute()
+        results = pipe.execute()
         self._on_roundtrip(time.perf_counter() - started)
+        return [key for key, applied in zip(order, results, strict=True) if applied == 0]
 
 
 class RedisLabelJoins:

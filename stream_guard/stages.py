@@ -13,9 +13,10 @@ Per micro-batch of one model, in this order:
 
 Per closed window: every :class:`WindowEvaluator` turns the merged counters into alerts.
 When partitions are revoked or lost, every :class:`PartitionState` drops what it keeps
-of them. :class:`Stages` lists the stages a configuration enables, each under its roles
-(one object may play several: the window drift test contributes histograms and
-evaluates them).
+of them; a worker's online detectors are checkpointed with each batch and restored
+when a partition is assigned (:mod:`stream_guard.drift.checkpoint`). :class:`Stages`
+lists the stages a configuration enables, each under its roles (one object may play
+several: the window drift test contributes histograms and evaluates them).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from stream_guard.aggregation import Contributor, WindowGroups
     from stream_guard.alerts.model import Alert, Severity
     from stream_guard.batch import EventBatch
+    from stream_guard.drift.checkpoint import DetectorCheckpointer
     from stream_guard.findings import RowFindings
     from stream_guard.model import ModelRuntime
     from stream_guard.state.keys import ModelKeys
@@ -76,3 +78,5 @@ class Stages:
     slice_recorders: Mapping[str, SliceRecorder] = field(default_factory=dict)
     #: Severity of row findings by ``kind`` or ``kind|feature``, over the defaults.
     severities: Mapping[str, Severity] = field(default_factory=dict)
+    #: Checkpoints the online detectors with each batch and restores them on assignment (workers only).
+    checkpointer: DetectorCheckpointer | None = None

@@ -211,6 +211,9 @@ class Worker:
         self.stats.redelivered_skipped += routed.skipped
         if not routed.events and not routed.labels:
             return
+        checkpointer = self.parts.pipeline.stages.checkpointer
+        if checkpointer is not None and checkpointer.pending:
+            checkpointer.restore_pending(self.parts.stores)  # before any record of theirs is staged
         checkpoint = Checkpoint()
         dead_labels = 0
         for topic, label_messages in routed.labels.items():
@@ -230,6 +233,9 @@ class Worker:
             staged_by_model[name] = staged
         result = checkpoint.commit(self.parts.sinks, int(time.time() * 1000))
         self._applied.update(result.applied)
+        if checkpointer is not None:
+            for model, source in result.skipped:
+                checkpointer.skipped(model, str(source))
         decoded = sum(staged.decoded for staged in staged_by_model.values())
         self._count(result, decoded=decoded, dead_lettered=len(checkpoint.rejected), dead_labels=dead_labels)
         metrics.observe_batch(
@@ -426,11 +432,19 @@ class Worker:
             self._fences_stale = False
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        checkpointer = self.parts.pipeline.stages.checkpointer
+        if checkpointer is not None:
+            for tp in partitions:
+                if tp.topic in self._model_of_topic:
+                    checkpointer.assigned(self._model_of_topic[tp.topic], [str(Source(tp.topic, tp.partition))])
         try:
             self._load_fences(partitions)
+            if checkpointer is not None:
+                checkpointer.restore_pending(self.parts.stores)
         except redis.RedisError as exc:
             # The scripts' own fences still skip redeliveries; the local copy is reloaded after
-            # the first batch that fails on the outage, and register_sources with it.
+            # the first batch that fails on the outage, and register_sources with it. The
+            # detectors are restored before the first batch (which fails while Redis is down).
             self.parts.health.redis_ok = False
             self._fences_stale = True
             self._log.warning("offset fences not loaded: redis unreachable", error=str(exc))

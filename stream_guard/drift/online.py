@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import river
 
 from stream_guard.batch import EventBatch
 from stream_guard.drift.detectors import OnlineDriftMonitor, reference_sample
@@ -243,6 +244,72 @@ class OnlineDrift:
             del self._fed[state]
         for state in [s for s in self._recent if s[1] in gone]:
             del self._recent[state]
+
+    def export_partition(self, model: str, source: str) -> dict[str, Any] | None:
+        """The state of ``model``'s detectors of partition ``source``, for its checkpoint.
+
+        None when the partition has fed nothing yet. The detectors themselves are River
+        objects (pickled by :mod:`stream_guard.drift.checkpoint`); the rest is plain data.
+        """
+        state = (model, source)
+        monitor = self._monitors.get(model)
+        profile = self._loaded.get(model)
+        if monitor is None or profile is None or state not in self._fed:
+            return None
+        detectors = _detectors(monitor)
+        return {
+            "river": river.__version__,
+            "kind": self._settings.detector.kind,
+            "params": dict(self._settings.detector.params),
+            "profile": profile_tag(profile),
+            "detectors": {k[0]: d for k, d in detectors.items() if isinstance(k, tuple) and k[1] == source},
+            "seeded": sorted(k[0] for k in self._seeded.get(model, ()) if isinstance(k, tuple) and k[1] == source),
+            "recent": {
+                offset: [(d.feature, d.value, d.observed, d.expected) for d in found]
+                for offset, found in self._recent.get(state, {}).items()
+            },
+        }
+
+    def restore_partition(self, model: str, source: str, offset: int, state: Mapping[str, Any]) -> None:
+        """Replace the partition's detectors by ``state`` (:meth:`export_partition`), fed up to ``offset``.
+
+        Raises
+        ------
+        DriftCheckpointUnusableError
+            (a ``ValueError``) If ``state`` was written with another River version, detector
+            or baseline profile, or is malformed; the partition's state is then left as it was.
+        """
+        series = self._series_of(model)
+        profile = self._loaded.get(model)
+        if profile is None or not series:
+            return  # not monitored (any more): nothing to restore
+        spec = self._settings.detector
+        try:
+            written = (state["river"], state["kind"], dict(state["params"]), state["profile"])
+            detectors = dict(state["detectors"])
+            seeded = {(str(name), source) for name in state["seeded"]}
+            recent = {
+                int(o): [_Detection(str(f), float(v), str(obs), str(exp)) for f, v, obs, exp in found]
+                for o, found in dict(state["recent"]).items()
+            }
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DriftCheckpointUnusableError(f"malformed detector state: {type(exc).__name__}: {exc}") from exc
+        expected = (river.__version__, spec.kind, dict(spec.params), profile_tag(profile))
+        if written != expected:
+            names = ("river version", "detector", "detector parameters", "baseline profile")
+            differ = [name for name, a, b in zip(names, written, expected, strict=True) if a != b]
+            raise DriftCheckpointUnusableError(f"checkpoint written with another {', '.join(differ)}")
+        build = type(spec.build())
+        if not all(isinstance(d, build) for d in detectors.values()):
+            raise DriftCheckpointUnusableError(f"checkpoint holds detectors other than {spec.kind}")
+        self.forget([source])
+        monitor = self._monitor(model)
+        for name, detector in detectors.items():
+            _detectors(monitor)[(str(name), source)] = detector
+        self._seeded[model].update(seeded)
+        self._fed[(model, source)] = int(offset)
+        if recent:
+            self._recent[(model, source)] = recent
 
     def to_bytes(self) -> bytes:
         """Pickle every detector's state, the offsets fed and recent detections.

@@ -11,6 +11,7 @@ key                                                type   content
 ``sg:{m}:wm``                                      hash   events ``topic:partition`` -> max event time (ms)
 ``sg:{m}:wm_seen``                                 hash   events ``topic:partition`` -> wall clock of last update
 ``sg:{m}:windows``                                 zset   open window starts (ms), score = start
+``sg:{m}:detectors``                               hash   events ``topic:partition`` -> online detectors' checkpoint
 ``sg:{m}:w:<start>``                               hash   counters of one event-time window
 ``sg:{m}:w:<start>:x:<kind>|<feature>|<slice>``    list   example JSON objects of one finding
 ``sg:{m}:w:<start>:card:<feature>``                hll    distinct values of a categorical feature
@@ -74,6 +75,11 @@ class ModelKeys:
     @property
     def windows(self) -> str:
         return f"{self.base}:windows"
+
+    @property
+    def detectors(self) -> str:
+        """Checkpoints of the online drift detectors, one field per events partition (no TTL, like the fence)."""
+        return f"{self.base}:detectors"
 
     def window(self, start_ms: int) -> str:
         return f"{self.base}:w:{start_ms}"

@@ -119,6 +119,11 @@ class MemoryState(MemoryLabelReads, MemoryIncidents):
         applied = self._existing(self.keys.fenced(fence)[0], dict) or {}
         return {s: int(applied[s]) for s in sources if s in applied}
 
+    def detector_checkpoints(self, sources: Sequence[str]) -> dict[str, str]:
+        """The online detectors' checkpoint of each ``topic:partition`` that has one."""
+        stored = self._existing(self.keys.detectors, dict) or {}
+        return {s: str(stored[s]) for s in sources if s in stored}
+
     def register_sources(self, sources: Sequence[str], now_ms: int, fence: Fence = Fence.EVENTS) -> None:
         """Make newly assigned partitions hold windows open until they send data or go idle."""
         for source in sources:

@@ -261,6 +261,13 @@ class WindowStore(RedisLabelReads):
         values = self._redis.hmget(self.keys.fenced(fence)[0], list(sources))
         return {s: int(v) for s, v in zip(sources, values, strict=True) if v is not None}
 
+    def detector_checkpoints(self, sources: Sequence[str]) -> dict[str, str]:
+        """The online detectors' checkpoint of each ``topic:partition`` that has one."""
+        if not sources:
+            return {}
+        values = cast("list[str | None]", self._redis.hmget(self.keys.detectors, list(sources)))
+        return {s: v for s, v in zip(sources, values, strict=True) if v is not None}
+
     def register_sources(self, sources: Sequence[str], now_ms: int, fence: Fence = Fence.EVENTS) -> None:
         """Make newly assigned partitions hold windows open until they send data or go idle.
 
