@@ -7,13 +7,22 @@ and a score) and live histograms on the same bins; without them it raises nothin
 * **Estimated drop** (no labels needed, so its windows do not wait for them): when a
   window on the ``estimate_every_s`` grid (default: every window) closes, the estimate of each slice over the
   last ``estimate_window_s`` is compared with the slice's realised metric on the
-  reference. Flagged when it is lower by more than ``estimate_z`` standard deviations
-  (the larger of the reference's chunk-to-chunk std scaled to the range's events,
-  ``std * sqrt(chunk_support / n)`` as NannyML does, and the estimate's own std) **and**
-  by at least ``performance_min_effect``, with at least ``performance_min_support``
-  scored events. Flagged slices are attributed as the label-based slice alerts are, one
-  alert per cause. When labels already cover the range, the alert names the realised
-  metric (confirmed, or not, by it).
+  reference, with at least ``performance_min_support`` scored events. Its standard
+  deviation is the larger of the reference's chunk-to-chunk std scaled to the range's
+  events (``std * sqrt(chunk_support / n)``, as NannyML does) and the estimate's own.
+  The decision (:func:`drop_tests`) differs between the overall traffic and the slices:
+
+  - ``*`` is one test per metric: flagged when lower by more than ``estimate_z`` (3)
+    standard deviations, NannyML's threshold on the reference's chunk std;
+  - the other slices are many tests at once: their one-sided normal p-values are
+    Benjamini-Hochberg adjusted across the slices of the metric (``*`` left out, as it is
+    decided on its own) and a slice is significant when its adjusted p is at most
+    ``performance_alpha``, the false discovery rate of the realised slice tests. A fixed
+    ``z`` would let the false alerts grow with the number of slices;
+
+  both flagged only when also lower by at least ``performance_min_effect``. Flagged slices
+  are attributed as the label-based slice alerts are, one alert per cause. When labels
+  already cover the range, the alert names the realised metric (confirmed, or not, by it).
 * **Calibration drift** (needs labels: it runs on the label-gated ``performance_every_s``
   windows, over the ``performance_lookback_s`` that ended ``performance_label_delay_s``
   before the window's end, as the other label-based checks): in each slice with enough labels, covering at least
@@ -27,14 +36,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from statistics import NormalDist
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from stream_guard.alerts.model import Alert, Severity
+from stream_guard.checks.stats import bh_adjusted
 from stream_guard.metrics.attribution import attribute
 from stream_guard.metrics.baseline import REFERENCE, SliceTest
 from stream_guard.metrics.estimate import PerformanceEstimate, estimate_rollup
 from stream_guard.metrics.query import MetricsReader, Rollup
+from stream_guard.metrics.store import ALL
 from stream_guard.profile_estimate import ReferenceEstimation
 from stream_guard.settings.kinds import CALIBRATION_DRIFT, ESTIMATED_PERFORMANCE_DROP
 from stream_guard.settings.metrics import MetricsSettings
@@ -60,19 +74,124 @@ def _test(
     z: float,
     min_effect: float,
 ) -> SliceTest:
-    """One slice's deviation as a :class:`SliceTest`, for the attribution.
+    """One slice's deviation as a :class:`SliceTest` decided by a fixed ``z``, for the attribution.
 
     ``effect`` (positive = worse) over ``sd`` is significant beyond ``z``, flagged when it
-    is also at least ``min_effect``. ``p`` is the one-sided normal tail, uncorrected: the
-    rule is NannyML's fixed ``z``, and the minimum effect bounds what a noisy slice raises.
+    is also at least ``min_effect``. ``p`` is the one-sided normal tail, uncorrected.
     """
+    p = one_sided_p(effect, sd)
     score = effect / sd if sd > 0 else (math.inf if effect > 0 else 0.0)
-    p = 1.0 - NormalDist().cdf(score) if math.isfinite(score) else 0.0
     significant = score > z
     flagged = significant and effect >= min_effect
     return SliceTest(
         metric, slice_, value, baseline, REFERENCE, support, support, p, p, effect, flagged, significant, sd
     )
+
+
+def one_sided_p(effect: float, sd: float) -> float:
+    """``P(Z >= effect / sd)`` for a standard normal ``Z``: the chance of an effect this large under no drop."""
+    if sd <= 0:
+        return 0.0 if effect > 0 else 1.0
+    return NormalDist().cdf(-effect / sd)
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """A slice's estimated metric against its reference value, before the drop decision.
+
+    ``effect`` is how much lower the estimate is (positive = worse); ``sd`` its standard
+    deviation under no change.
+    """
+
+    metric: str
+    slice: str
+    value: float
+    baseline: float
+    support: int
+    effect: float
+    sd: float
+
+
+@dataclass(frozen=True)
+class DropTest:
+    """A decided :class:`Deviation`: its :class:`SliceTest` and the tolerance it was held to.
+
+    ``critical_z``: the standardised drop the slice had to exceed (``estimate_z`` for
+    ``*``; the normal quantile of the Benjamini-Hochberg cut-off on the raw p-values of the
+    evaluation for the other slices); ``rule`` names the decision for the alert's text.
+    """
+
+    test: SliceTest
+    critical_z: float
+    rule: str
+
+    @property
+    def floor(self) -> float:
+        """The lowest estimate the slice could have without being significant."""
+        return self.test.baseline - self.critical_z * self.test.effect_se
+
+
+def bh_cutoff(p_values: Sequence[float], alpha: float) -> float:
+    """The raw p-value at or below which Benjamini-Hochberg rejects at level ``alpha``.
+
+    ``alpha * k / m`` for ``k`` rejections of ``m`` tests; with none, ``alpha / m``, the bar
+    the most significant test missed.
+    """
+    m = len(p_values)
+    if m == 0:
+        return alpha
+    rejected = int((bh_adjusted(np.asarray(p_values, dtype=np.float64)) <= alpha).sum())
+    return alpha * max(rejected, 1) / m
+
+
+def drop_tests(deviations: Sequence[Deviation], *, z: float, alpha: float, min_effect: float) -> list[DropTest]:
+    """The drop decision of one metric's slices, in the order of ``deviations``.
+
+    ``*`` is significant beyond ``z`` standard deviations (the NannyML-style threshold; it
+    is one test). The other slices are tested together: their one-sided p-values are
+    Benjamini-Hochberg adjusted (:func:`~stream_guard.checks.stats.bh_adjusted`) and a slice
+    is significant when its adjusted p is at most ``alpha``. Either is flagged only when
+    the drop is also at least ``min_effect``.
+
+    Parameters
+    ----------
+    deviations
+        Every slice with enough support for one metric, ``*`` included when it has one.
+    z, alpha, min_effect
+        ``estimate_z``, ``performance_alpha`` (false discovery rate across the slices) and
+        ``performance_min_effect``.
+    """
+    slices = [d for d in deviations if d.slice != ALL]
+    raw = [one_sided_p(d.effect, d.sd) for d in slices]
+    adjusted = dict(
+        zip((d.slice for d in slices), bh_adjusted(np.asarray(raw, dtype=np.float64)).tolist(), strict=True)
+    )
+    cutoff_z = NormalDist().inv_cdf(1.0 - bh_cutoff(raw, alpha)) if slices else z
+    out = []
+    for d in deviations:
+        if d.slice == ALL:
+            t = _test(d.metric, d.slice, d.value, d.baseline, d.support, d.effect, d.sd, z, min_effect)
+            out.append(DropTest(t, z, f"{z:g} x {d.sd:.3f}"))
+            continue
+        p_raw, q = one_sided_p(d.effect, d.sd), adjusted[d.slice]
+        significant = q <= alpha
+        t = SliceTest(
+            d.metric,
+            d.slice,
+            d.value,
+            d.baseline,
+            REFERENCE,
+            d.support,
+            d.support,
+            p_raw,
+            q,
+            d.effect,
+            significant and d.effect >= min_effect,
+            significant,
+            d.sd,
+        )
+        out.append(DropTest(t, cutoff_z, f"BH-adjusted p={q:.2g} over {len(slices)} slices"))
+    return out
 
 
 class EstimatePerformanceEvaluator:
@@ -135,32 +254,45 @@ class EstimatePerformanceEvaluator:
     ) -> list[Alert]:
         """``estimated_performance_drop`` alerts of one rollup."""
         estimates = estimate_rollup(rollup, estimation.calibration)
-        z, alerts = settings.estimate_z, []
+        alerts = []
         for metric in settings.estimate_metrics:
-            tests = []
-            for name, est in sorted(estimates.items()):
-                spread, value = estimation.spread(name, metric), est.value(metric)
-                if spread is None or value is None or est.events < settings.performance_min_support:
-                    continue
-                sd = max(spread.scaled_std(est.events) or 0.0, est.std.get(metric, 0.0))
-                drop = spread.value - value
-                tests.append(
-                    _test(metric, name, value, spread.value, est.events, drop, sd, z, settings.performance_min_effect)
-                )
-            for a in attribute(tests):
-                alerts.append(self._drop_alert(model, rollup, estimates, a.test, a.evidence, z))
+            decided = drop_tests(
+                self._deviations(metric, estimates, estimation, settings),
+                z=settings.estimate_z,
+                alpha=settings.performance_alpha,
+                min_effect=settings.performance_min_effect,
+            )
+            by_slice = {d.test.slice: d for d in decided}
+            for a in attribute([d.test for d in decided]):
+                alerts.append(self._drop_alert(model, rollup, estimates, by_slice[a.test.slice], a.evidence))
         return alerts
+
+    @staticmethod
+    def _deviations(
+        metric: str,
+        estimates: Mapping[str, PerformanceEstimate],
+        estimation: ReferenceEstimation,
+        settings: MetricsSettings,
+    ) -> list[Deviation]:
+        """Each slice's estimate of ``metric`` against the reference, where both exist with enough events."""
+        out = []
+        for name, est in sorted(estimates.items()):
+            spread, value = estimation.spread(name, metric), est.value(metric)
+            if spread is None or value is None or est.events < settings.performance_min_support:
+                continue
+            sd = max(spread.scaled_std(est.events) or 0.0, est.std.get(metric, 0.0))
+            out.append(Deviation(metric, name, value, spread.value, est.events, spread.value - value, sd))
+        return out
 
     def _drop_alert(
         self,
         model: str,
         rollup: Rollup,
         estimates: Mapping[str, PerformanceEstimate],
-        t: SliceTest,
+        decided: DropTest,
         evidence: Sequence[SliceTest],
-        z: float,
     ) -> Alert:
-        floor = t.baseline - z * t.effect_se
+        t, floor = decided.test, decided.floor
         m = rollup[t.slice]
         realised, labelled = m.value(t.metric), m.support(t.metric)
         if realised is None or m.labelled < MIN_LABEL_COVERAGE * estimates[t.slice].events:
@@ -171,7 +303,7 @@ class EstimatePerformanceEvaluator:
         message = (
             f"estimated {t.metric} of {t.slice} is {t.value:.3f} (from calibrated scores, {t.support} events) vs "
             f"{t.baseline:.3f} on the labelled reference, below its tolerance {floor:.3f} "
-            f"({z:g} x {t.effect_se:.3f}); {labels}"
+            f"({decided.rule}); {labels}"
         )
         if evidence:
             named = ", ".join(f"{e.slice} {e.value:.3f} vs {e.baseline:.3f}" for e in evidence[:5])
@@ -190,7 +322,10 @@ class EstimatePerformanceEvaluator:
             total=estimates["*"].events if "*" in estimates else t.support,
             rate=t.value,
             observed=f"estimated {t.metric} {t.value:.3f} on {t.support} scored events; {labels}",
-            expected=f"{t.metric} above {floor:.3f} (reference {t.baseline:.3f}, chunk spread scaled to the events)",
+            expected=(
+                f"{t.metric} above {floor:.3f} (reference {t.baseline:.3f}, std {t.effect_se:.3f}: "
+                "chunk spread scaled to the events)"
+            ),
             detector="estimate.cbpe",
             message=message,
             value=t.value,

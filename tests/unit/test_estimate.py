@@ -15,10 +15,11 @@ from stream_guard.learning.performance import learn_reference_performance
 from stream_guard.learning.summary import estimation_summary
 from stream_guard.metrics import store as s
 from stream_guard.metrics.estimate import estimate_counts, estimate_rollup, with_estimate_columns
-from stream_guard.metrics.estimate_alerts import EstimatePerformanceEvaluator
+from stream_guard.metrics.estimate_alerts import Deviation, EstimatePerformanceEvaluator, drop_tests
 from stream_guard.metrics.query import Rollup, SliceMetrics
 from stream_guard.model import ModelRuntime
 from stream_guard.profile import BaselineProfile
+from stream_guard.profile_estimate import MetricSpread, ReferenceEstimation, ScoreCalibration
 from stream_guard.profile_performance import ReferencePerformance
 from stream_guard.settings.metrics import MetricsSettings, performance_settings_problems
 from stream_guard.state.window_store import WindowSnapshot
@@ -238,3 +239,92 @@ def test_the_estimate_settings_are_validated() -> None:
     assert "estimate_metrics: 'mae' is not estimated" in problems
     assert "estimate_z: must be a positive number" in problems
     assert performance_settings_problems(MetricsSettings(), 10) == []
+
+
+# -- the drop decision across slices (multiplicity) ------------------------------------------
+
+#: A calibration on BINS bins, threshold on the edge of bin 5, with a large reference behind each bin.
+FLAT_CALIBRATION = ScoreCalibration(
+    method="binning",
+    score_range=(0.0, 1.0),
+    bins=BINS,
+    threshold_bin=5,
+    probability=np.linspace(0.05, 0.95, BINS).round(6).tolist(),
+    counts=[100_000] * BINS,
+    positives=[0] * BINS,
+    mean_score=[0.0] * BINS,
+    raw_ece=0.0,
+    chunk_accuracy_error=0.0,
+)
+HISTOGRAM = [120, 100, 90, 80, 70, 70, 80, 90, 100, 120]
+
+
+def _region_rollup(regions: int) -> Rollup:
+    """``regions`` slices ``region=rNN`` with the same score histogram, and ``*`` their sum."""
+    per = {f"{s.HIST}{b}": float(n) for b, n in enumerate(HISTOGRAM)}
+    items = {
+        f"region=r{i:02d}": SliceMetrics(f"region=r{i:02d}", {s.EVENTS: sum(HISTOGRAM), **per}) for i in range(regions)
+    }
+    overall = {k: v * regions for k, v in per.items()}
+    items["*"] = SliceMetrics("*", {s.EVENTS: sum(HISTOGRAM) * regions, **overall})
+    return Rollup(items, 0, 3_600_000, 60)
+
+
+def _estimation_with_drops(rollup: Rollup, drops_in_sd: dict[str, float]) -> ReferenceEstimation:
+    """A reference whose accuracy per slice lies ``drops_in_sd[slice]`` estimate stds above the estimate.
+
+    The reference has no chunk std, so each slice's std is the estimate's own.
+    """
+    slices = {}
+    for name, est in estimate_rollup(rollup, FLAT_CALIBRATION).items():
+        value, sd = est.value("accuracy"), est.std["accuracy"]
+        assert value is not None
+        baseline = value + drops_in_sd.get(name, 0.0) * sd
+        slices[name] = {"accuracy": MetricSpread(baseline, None, 1.0, 0)}
+    return ReferenceEstimation(FLAT_CALIBRATION, 1000, 20, slices)
+
+
+DECISION = MetricsSettings(estimate_metrics=["accuracy"], performance_min_support=50, performance_min_effect=0.0)
+
+
+def test_a_lone_slice_beyond_3_sigma_among_20_is_not_a_discovery_after_bh() -> None:
+    """One of 20 slices 3.2 std low: one-sided p = 0.0007, BH-adjusted 0.014 > alpha 0.01: no alert.
+
+    A fixed z = 3 per slice flagged it: with 20 slices, one such slice is expected every ~70 evaluations by chance.
+    """
+    rollup = _region_rollup(20)
+    estimation = _estimation_with_drops(rollup, {"region=r07": 3.2})
+    evaluate = EstimatePerformanceEvaluator({}, {})
+    assert evaluate.drops("m", rollup, estimation, DECISION) == []
+    # Alone (one slice tested), the same drop is a discovery: the correction is what spared it above.
+    alone = _region_rollup(1)
+    one = evaluate.drops("m", alone, _estimation_with_drops(alone, {"region=r00": 3.2}), DECISION)
+    assert [(a.kind, a.slice) for a in one] == [("estimated_performance_drop", "region=r00")]
+
+
+def test_many_slices_moderately_low_are_discoveries_together_and_the_alert_names_the_bh_rule() -> None:
+    """Six of 20 slices 2.8 std low (p = 0.0026 each, BH-adjusted 0.0085 <= 0.01): each alerts; below 3 sigma."""
+    rollup = _region_rollup(20)
+    low = {f"region=r{i:02d}": 2.8 for i in (1, 4, 6, 9, 13, 17)}
+    alerts = EstimatePerformanceEvaluator({}, {}).drops("m", rollup, _estimation_with_drops(rollup, low), DECISION)
+    assert sorted(a.slice for a in alerts) == sorted(low)
+    alert = alerts[0]
+    assert "BH-adjusted p=0.0085 over 20 slices" in alert.message
+    assert alert.value is not None and alert.threshold is not None and alert.value < alert.threshold
+
+
+def test_the_overall_traffic_keeps_the_nannyml_3_sigma_rule_and_every_decision_keeps_the_minimum_effect() -> None:
+    deviations = [
+        Deviation("accuracy", "*", 0.70, 0.75, 5000, 0.05, 0.0160),  # 3.1 sigma: flagged
+        Deviation("accuracy", "region=a", 0.60, 0.75, 800, 0.15, 0.02),  # 7.5 sigma: flagged
+        Deviation("accuracy", "region=b", 0.745, 0.75, 800, 0.005, 0.001),  # 5 sigma, below the minimum effect
+    ]
+    decided = {d.test.slice: d for d in drop_tests(deviations, z=3.0, alpha=0.01, min_effect=0.01)}
+    assert decided["*"].test.flagged and decided["*"].critical_z == 3.0
+    assert decided["*"].test.p == decided["*"].test.p_raw  # one test: nothing to adjust
+    assert decided["region=a"].test.flagged
+    assert decided["region=b"].test.significant and not decided["region=b"].test.flagged
+    # BH over the two slices rejects both: the raw cut-off is alpha * 2 / 2, z 2.326.
+    assert decided["region=a"].critical_z == pytest.approx(2.3263, abs=1e-4)
+    barely = drop_tests([Deviation("accuracy", "*", 0.70, 0.75, 5000, 0.05, 0.0170)], z=3.0, alpha=0.01, min_effect=0.0)
+    assert not barely[0].test.significant  # 2.94 sigma
