@@ -30,6 +30,8 @@ field               meaning
 ``<s>|null:<f>``    events where feature ``f`` is null or absent
 ``<s>|pn``          events with a numeric prediction; ``pv`` / ``pq``: their sum / sum of squares
 ``<s>|h:<i>``       events whose score falls in histogram bin ``i``; ``sv``: sum of the scores
+``<s>|pp``          scored events at or above the threshold, written only when the threshold lies
+                    inside a score bin (the label-free estimate splits that bin with it)
 ``<s>|st``          predictions stored for a later label
 ``<s>|lm``          labels joined to a stored prediction of this bucket and slice
 ``*|lu``            labels without a stored prediction that could not be held (a second label of
@@ -77,6 +79,7 @@ ABS_ERR, SQ_ERR = "ae", "se"
 VIOLATION = "v:"
 NULLS = "null:"
 HIST = "h:"
+SCORE_POSITIVE = "pp"
 
 #: Metrics summed as floats (HINCRBYFLOAT); every other metric is an integer count.
 FLOAT_METRICS = frozenset({PRED_SUM, PRED_SQ, SCORE_SUM, ABS_ERR, SQ_ERR})

@@ -10,7 +10,7 @@ import pytest
 from labelled_frames import fraud_model, labelled_frame
 
 from stream_guard.errors import ProfileFormatError
-from stream_guard.learning.calibration import bin_index, isotonic, learn_estimation, threshold_bin
+from stream_guard.learning.calibration import bin_index, cell_index, isotonic, learn_estimation, threshold_bin
 from stream_guard.learning.performance import learn_reference_performance
 from stream_guard.learning.summary import estimation_summary
 from stream_guard.metrics import store as s
@@ -19,7 +19,13 @@ from stream_guard.metrics.estimate_alerts import Deviation, EstimatePerformanceE
 from stream_guard.metrics.query import Rollup, SliceMetrics
 from stream_guard.model import ModelRuntime
 from stream_guard.profile import BaselineProfile
-from stream_guard.profile_estimate import MetricSpread, ReferenceEstimation, ScoreCalibration
+from stream_guard.profile_estimate import (
+    MetricSpread,
+    ReferenceEstimation,
+    ScoreCalibration,
+    ThresholdSplit,
+    split_bin,
+)
 from stream_guard.profile_performance import ReferencePerformance
 from stream_guard.settings.metrics import MetricsSettings, performance_settings_problems
 from stream_guard.state.window_store import WindowSnapshot
@@ -75,10 +81,11 @@ def test_isotonic_pools_adjacent_violators_and_keeps_a_monotone_sequence() -> No
     assert isotonic(np.array([0.5, 0.1]), np.array([3.0, 1.0])).tolist() == pytest.approx([0.4, 0.4])
 
 
-def test_the_threshold_must_lie_on_a_bin_edge() -> None:
+def test_the_threshold_bin_is_the_one_it_opens_or_the_one_it_lies_inside() -> None:
     assert threshold_bin(0.5, 10, (0.0, 1.0)) == 5
     assert threshold_bin(0.3, 20, (0.0, 1.0)) == 6
-    assert threshold_bin(0.55, 10, (0.0, 1.0)) is None
+    assert threshold_bin(0.55, 10, (0.0, 1.0)) == 5  # inside bin 5: split at the threshold
+    assert threshold_bin(1.5, 10, (0.0, 1.0)) is None  # outside the range: the edge bins hold such scores
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +124,10 @@ def test_the_estimation_survives_the_profile_file_and_old_profiles_still_load(re
         ReferencePerformance.from_dict(d)
 
 
-def test_no_estimation_when_the_threshold_is_inside_a_bin_or_it_is_turned_off(reference: pd.DataFrame) -> None:
-    assert learn_reference_performance(fraud_model(threshold=0.55), reference, "label").estimation is None
+def test_no_estimation_when_the_threshold_is_outside_the_score_range_or_it_is_turned_off(
+    reference: pd.DataFrame,
+) -> None:
+    assert learn_reference_performance(fraud_model(threshold=1.5), reference, "label").estimation is None
     off = fraud_model(estimate_calibration="off")
     assert learn_reference_performance(off, reference, "label").estimation is None
     scores, positive = reference["score"].to_numpy(float), (reference["label"] == 1).to_numpy()
@@ -126,8 +135,11 @@ def test_no_estimation_when_the_threshold_is_inside_a_bin_or_it_is_turned_off(re
     assert learned is not None and set(learned.slices) == {"*"}
 
 
-def _rollup(frames: dict[str, pd.DataFrame], labels: bool) -> Rollup:
-    """A rollup of the live counters the recorder and the label join would write for ``frames``."""
+def _rollup(frames: dict[str, pd.DataFrame], labels: bool, threshold: float = 0.5) -> Rollup:
+    """A rollup of the live counters the recorder and the label join would write for ``frames``.
+
+    A threshold inside a bin adds ``pp`` (scores at or above it), as the recorder does.
+    """
     items = {}
     for name, part in frames.items():
         counters: dict[str, float] = {s.EVENTS: len(part)}
@@ -135,8 +147,10 @@ def _rollup(frames: dict[str, pd.DataFrame], labels: bool) -> Rollup:
         for b, n in enumerate(np.bincount(index, minlength=BINS)):
             if n:
                 counters[f"{s.HIST}{b}"] = float(n)
+        if split_bin(threshold, BINS, (0.0, 1.0)) is not None:
+            counters[s.SCORE_POSITIVE] = float((part["score"] >= threshold).sum())
         if labels:
-            pred, true = part["score"] >= 0.5, part["label"] == 1
+            pred, true = part["score"] >= threshold, part["label"] == 1
             counters[s.MATCHED] = len(part)
             counters.update(tp=(pred & true).sum(), fp=(pred & ~true).sum(), tn=(~pred & ~true).sum())
             counters[s.FN] = (~pred & true).sum()
@@ -328,3 +342,75 @@ def test_the_overall_traffic_keeps_the_nannyml_3_sigma_rule_and_every_decision_k
     assert decided["region=a"].critical_z == pytest.approx(2.3263, abs=1e-4)
     barely = drop_tests([Deviation("accuracy", "*", 0.70, 0.75, 5000, 0.05, 0.0170)], z=3.0, alpha=0.01, min_effect=0.0)
     assert not barely[0].test.significant  # 2.94 sigma
+
+
+# -- a threshold inside a score bin -----------------------------------------------------------
+
+
+def test_a_threshold_inside_a_bin_splits_it_and_the_estimate_is_the_per_event_expectation() -> None:
+    """Threshold 0.55 in bin 5 of 10: the bin is two cells; pp tells how many of its events are at or above 0.55."""
+    rng = np.random.default_rng(5)
+    scores = rng.beta(1.5, 2.5, 6000)
+    cell_probability = np.sort(rng.uniform(0, 1, BINS + 1))
+    index = bin_index(scores, BINS, (0.0, 1.0))
+    cell = cell_index(scores, index, 0.55, 5)
+    p_event, predicted = cell_probability[cell], scores >= 0.55
+    split = ThresholdSplit((400, 300), (150, 140), (float(cell_probability[5]), float(cell_probability[6])))
+    bin_probability = np.delete(cell_probability, 6)  # bin 5's own probability is never used when split
+    est = estimate_counts(
+        np.bincount(index, minlength=BINS), bin_probability, 5, split=split, predicted_positive=predicted.sum()
+    )
+    tp, fn = p_event[predicted].sum(), p_event[~predicted].sum()
+    fp, tn = (1 - p_event[predicted]).sum(), (1 - p_event[~predicted]).sum()
+    assert (est.tp, est.fp, est.tn, est.fn) == pytest.approx((tp, fp, tn, fn))
+    var = p_event * (1 - p_event)
+    assert est.std["accuracy"] == pytest.approx(np.sqrt(var.sum()) / len(scores))
+    assert est.std["precision"] == pytest.approx(np.sqrt(var[predicted].sum()) / predicted.sum())
+    # Without pp (buckets written before the recorder knew the threshold): the reference's share above, 3/7.
+    fallback = estimate_counts(np.bincount(index, minlength=BINS), bin_probability, 5, split=split)
+    n5 = (index == 5).sum()
+    expected_tp = (p_event[index > 5]).sum() + n5 * 3 / 7 * cell_probability[6]
+    assert fallback.tp == pytest.approx(expected_tp)
+
+
+def test_learn_splits_the_threshold_bin_and_the_estimate_tracks_a_live_window(reference: pd.DataFrame) -> None:
+    """Threshold 0.55 (inside bin 5): learned, each cell calibrated; a live window's estimate holds within its band."""
+    model = fraud_model(threshold=0.55, performance_min_support=200)
+    perf = learn_reference_performance(model, reference, "label")
+    assert perf.estimation is not None
+    c = perf.estimation.calibration
+    assert (c.threshold_bin, c.first_positive_bin) == (5, 6) and c.split is not None
+    score = reference["score"].to_numpy(float)
+    in_bin = (score >= 0.5) & (score < 0.6)
+    assert c.split.counts == (int((in_bin & (score < 0.55)).sum()), int((in_bin & (score >= 0.55)).sum()))
+    below, above = c.split.probability
+    assert below <= above and abs(below - 0.525) < 0.06 and abs(above - 0.575) < 0.06
+    spread = perf.estimation.spread("*", "accuracy")
+    assert spread is not None and spread.value == pytest.approx(perf.slices["*"].intervals["accuracy"].value, abs=1e-6)
+    again = ReferencePerformance.from_dict(json.loads(json.dumps(perf.to_dict())))
+    assert again.estimation == perf.estimation
+
+    live = labelled_frame(65, 8000)
+    frames = _slices(live)
+    rollup = _rollup(frames, labels=True, threshold=0.55)
+    assert rollup.overall.get(s.SCORE_POSITIVE) == (live["score"] >= 0.55).sum()
+    estimates = estimate_rollup(rollup, c)
+    for metric in ("accuracy", "precision", "recall"):
+        band = estimates["*"].band(metric, 3.0)
+        realised = rollup.overall.value(metric)
+        assert band is not None and realised is not None and band[0] <= realised <= band[1], (metric, band, realised)
+    model.profile = BaselineProfile(
+        format_version=2,
+        model="fraud",
+        created_at="2026-01-01T00:00:00Z",
+        source="t",
+        row_count=1,
+        chunk_size=1,
+        features={},
+    )
+    model.profile.performance = perf
+    evaluate = EstimatePerformanceEvaluator(
+        {"fraud": _Reader(rollup)}, {"fraud": model.config.metrics}, labels={"fraud": True}
+    )  # type: ignore[dict-item]
+    assert evaluate.estimation(model) is not None
+    assert evaluate(model, WindowSnapshot(3_600_000, 3_610_000, {})) == []
