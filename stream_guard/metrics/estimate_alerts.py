@@ -26,10 +26,17 @@ and a score) and live histograms on the same bins; without them it raises nothin
 * **Calibration drift** (needs labels: it runs on the label-gated ``performance_every_s``
   windows, over the ``performance_lookback_s`` that ended ``performance_label_delay_s``
   before the window's end, as the other label-based checks): in each slice with enough labels, covering at least
-  :data:`MIN_LABEL_COVERAGE` of its scored events, the realised metric differs from the
-  estimate by more than ``estimate_z`` of the estimate's std (widened for the unlabelled
+  :data:`MIN_LABEL_COVERAGE` of its scored events, each of :data:`CALIBRATION_METRICS`
+  (accuracy, precision, recall) is compared with its estimate: beyond the band when it
+  differs by more than ``estimate_z`` of the estimate's std (widened for the unlabelled
   share) and by at least ``performance_min_effect``. The estimate of that slice is then
-  unreliable: CBPE sees covariate shift only, and this is how concept drift shows.
+  unreliable: CBPE sees covariate shift only, and this is how concept drift shows. One
+  broken calibration moves several metrics, so the findings are one per cause
+  (:func:`calibration_causes`): the slices are attributed per metric, then a slice's
+  metrics beyond the band make one finding, named by the worst (largest gap in standard
+  deviations), the others in its text; a slice that one metric attributes to another
+  slice is that slice's evidence. Its ``feature`` is empty: the finding is about the
+  score's calibration, whichever metric shows it worst, so its incident stays one.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ import numpy as np
 
 from stream_guard.alerts.model import Alert, Severity
 from stream_guard.checks.stats import bh_adjusted
-from stream_guard.metrics.attribution import attribute
+from stream_guard.metrics.attribution import Attributed, attribute
 from stream_guard.metrics.baseline import REFERENCE, SliceTest
 from stream_guard.metrics.estimate import PerformanceEstimate, estimate_rollup
 from stream_guard.metrics.query import MetricsReader, Rollup
@@ -59,8 +66,8 @@ if TYPE_CHECKING:
 
 #: Least share of a slice's scored events with a label before its calibration is checked.
 MIN_LABEL_COVERAGE = 0.8
-#: Metric the calibration check compares (the one whose noise is the plainest: one Poisson-binomial count).
-CALIBRATION_METRIC = "accuracy"
+#: Metrics the calibration check compares with their estimates (F1 adds nothing precision and recall do not show).
+CALIBRATION_METRICS = ("accuracy", "precision", "recall")
 
 
 def _test(
@@ -335,47 +342,124 @@ class EstimatePerformanceEvaluator:
     def calibration(
         self, model: str, rollup: Rollup, estimation: ReferenceEstimation, settings: MetricsSettings
     ) -> list[Alert]:
-        """``calibration_drift`` findings of one rollup whose labels have arrived."""
+        """``calibration_drift`` findings of one rollup whose labels have arrived, one per cause."""
         estimates = estimate_rollup(rollup, estimation.calibration)
-        z, tests = settings.estimate_z, []
-        for name, est in sorted(estimates.items()):
-            m = rollup[name]
-            value, realised = est.value(CALIBRATION_METRIC), m.value(CALIBRATION_METRIC)
-            if value is None or realised is None or m.labelled < settings.performance_min_support:
-                continue
-            if m.labelled < MIN_LABEL_COVERAGE * est.events:
-                continue
-            # The realised metric averages the labelled share only: its noise grows as 1/sqrt(labelled).
-            sd = est.std.get(CALIBRATION_METRIC, 0.0) * math.sqrt(est.events / m.labelled)
-            gap = abs(realised - value)
-            min_effect = settings.performance_min_effect
-            tests.append(_test(CALIBRATION_METRIC, name, realised, value, m.labelled, gap, sd, z, min_effect))
-        alerts = []
-        for a in attribute(tests):
-            t = a.test
-            alerts.append(
-                Alert(
-                    model=model,
-                    kind=CALIBRATION_DRIFT,
-                    feature=t.metric,
-                    slice=t.slice,
-                    severity=Severity.WARNING,
-                    window_start=rollup.start_ms,
-                    window_end=rollup.end_ms,
-                    count=t.support,
-                    total=rollup.overall.labelled,
-                    rate=t.value,
-                    observed=f"realised {t.metric} {t.value:.3f} on {t.support} labels",
-                    expected=f"{t.metric} within {z:g} x {t.effect_se:.3f} of the estimate {t.baseline:.3f}",
-                    detector="estimate.calibration",
-                    message=(
-                        f"the score's calibration no longer holds for {t.slice}: realised {t.metric} {t.value:.3f} "
-                        f"vs {t.baseline:.3f} estimated from the scores ({t.support} labels); its label-free "
-                        "estimate is unreliable until the model is recalibrated or the profile relearned"
-                        + (f"; also in {', '.join(e.slice for e in a.evidence[:5])}" if a.evidence else "")
-                    ),
-                    value=t.value,
-                    threshold=t.baseline,
-                )
-            )
-        return alerts
+        found: list[Attributed] = []
+        for metric in CALIBRATION_METRICS:
+            found += attribute(calibration_tests(metric, rollup, estimates, settings))
+        z = settings.estimate_z
+        return [self._calibration_alert(model, rollup, cause, z) for cause in calibration_causes(found)]
+
+    @staticmethod
+    def _calibration_alert(model: str, rollup: Rollup, cause: CalibrationCause, z: float) -> Alert:
+        t = cause.worst
+        others = "".join(
+            f"; {o.metric} {o.value:.3f} vs {o.baseline:.3f} estimated ({o.effect / o.effect_se:.1f} std)"
+            if o.effect_se > 0
+            else f"; {o.metric} {o.value:.3f} vs {o.baseline:.3f} estimated"
+            for o in cause.others
+        )
+        evidence = sorted({e.slice for e in cause.evidence})
+        return Alert(
+            model=model,
+            kind=CALIBRATION_DRIFT,
+            feature=None,
+            slice=t.slice,
+            severity=Severity.WARNING,
+            window_start=rollup.start_ms,
+            window_end=rollup.end_ms,
+            count=t.support,
+            total=rollup.overall.labelled,
+            rate=t.value,
+            observed=f"realised {t.metric} {t.value:.3f} on {t.support} labels{others}",
+            expected=f"{t.metric} within {z:g} x {t.effect_se:.3f} of the estimate {t.baseline:.3f}",
+            detector="estimate.calibration",
+            message=(
+                f"the score's calibration no longer holds for {t.slice}: realised {t.metric} {t.value:.3f} "
+                f"vs {t.baseline:.3f} estimated from the scores ({t.support} labels), the worst of "
+                f"{1 + len(cause.others)} metrics beyond the band{others}; its label-free estimate is unreliable "
+                "until the model is recalibrated or the profile relearned"
+                + (f"; also in {', '.join(evidence[:5])}" if evidence else "")
+            ),
+            value=t.value,
+            threshold=t.baseline,
+        )
+
+
+def calibration_tests(
+    metric: str, rollup: Rollup, estimates: Mapping[str, PerformanceEstimate], settings: MetricsSettings
+) -> list[SliceTest]:
+    """Each labelled slice's realised ``metric`` against its estimate (``effect``: the absolute gap).
+
+    A slice needs ``performance_min_support`` labels covering :data:`MIN_LABEL_COVERAGE` of
+    its scored events. The realised metric averages the labelled share only, so the
+    estimate's std is widened by ``sqrt(events / labelled)``.
+    """
+    tests = []
+    for name, est in sorted(estimates.items()):
+        m = rollup[name]
+        value, realised = est.value(metric), m.value(metric)
+        if value is None or realised is None or m.labelled < settings.performance_min_support:
+            continue
+        if m.labelled < MIN_LABEL_COVERAGE * est.events:
+            continue
+        sd = est.std.get(metric, 0.0) * math.sqrt(est.events / m.labelled)
+        gap, support = abs(realised - value), m.support(metric)
+        tests.append(
+            _test(metric, name, realised, value, support, gap, sd, settings.estimate_z, settings.performance_min_effect)
+        )
+    return tests
+
+
+@dataclass(frozen=True)
+class CalibrationCause:
+    """One ``calibration_drift`` finding: a slice's worst metric beyond the band, its others, the slices it explains."""
+
+    worst: SliceTest
+    others: tuple[SliceTest, ...] = ()
+    evidence: tuple[SliceTest, ...] = ()
+
+
+def _standardised(t: SliceTest) -> float:
+    return t.effect / t.effect_se if t.effect_se > 0 else math.inf
+
+
+def calibration_causes(found: Sequence[Attributed]) -> list[CalibrationCause]:
+    """The attributed findings of every compared metric as one finding per cause, in slice order.
+
+    A slice alerting on several metrics is one cause, named by its metric with the largest
+    gap in standard deviations (ties: :data:`CALIBRATION_METRICS` order), the others beside
+    it. A slice alerting on one metric but attributed, on another metric, to a slice that
+    alerts is that slice's evidence (followed along chains; a cycle ends on its first slice by name).
+    """
+    by_slice: dict[str, list[Attributed]] = {}
+    for a in found:
+        by_slice.setdefault(a.test.slice, []).append(a)
+    owner: dict[str, str] = {}
+    for name in sorted(by_slice):
+        for a in by_slice[name]:
+            for e in a.evidence:
+                if e.slice in by_slice and e.slice != name:
+                    owner.setdefault(e.slice, name)
+    roots = {name: _owner_root(name, owner) for name in by_slice}
+    causes = []
+    for name in sorted(n for n in by_slice if roots[n] == n):
+        tests = sorted(
+            (a.test for a in by_slice[name]), key=lambda t: (-_standardised(t), CALIBRATION_METRICS.index(t.metric))
+        )
+        folded = [a.test for other, root in roots.items() if root == name and other != name for a in by_slice[other]]
+        evidence = [e for a in by_slice[name] for e in a.evidence] + folded
+        unique = {(e.slice, e.metric): e for e in evidence if e.slice != name}
+        causes.append(CalibrationCause(tests[0], tuple(tests[1:]), tuple(unique[k] for k in sorted(unique))))
+    return causes
+
+
+def _owner_root(name: str, owner: Mapping[str, str]) -> str:
+    """Where the chain of owners from ``name`` ends: a slice nobody owns, or the first by name of a cycle."""
+    path = [name]
+    while path[-1] in owner:
+        nxt = owner[path[-1]]
+        if nxt in path:
+            return min(path[path.index(nxt) :])
+        path.append(nxt)
+    return path[-1]

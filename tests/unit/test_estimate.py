@@ -14,8 +14,17 @@ from stream_guard.learning.calibration import bin_index, cell_index, isotonic, l
 from stream_guard.learning.performance import learn_reference_performance
 from stream_guard.learning.summary import estimation_summary
 from stream_guard.metrics import store as s
+from stream_guard.metrics.attribution import Attributed
+from stream_guard.metrics.baseline import SliceTest
 from stream_guard.metrics.estimate import estimate_counts, estimate_rollup, with_estimate_columns
-from stream_guard.metrics.estimate_alerts import Deviation, EstimatePerformanceEvaluator, drop_tests
+from stream_guard.metrics.estimate_alerts import (
+    CalibrationCause,
+    Deviation,
+    EstimatePerformanceEvaluator,
+    calibration_causes,
+    calibration_tests,
+    drop_tests,
+)
 from stream_guard.metrics.query import Rollup, SliceMetrics
 from stream_guard.model import ModelRuntime
 from stream_guard.profile import BaselineProfile
@@ -414,3 +423,66 @@ def test_learn_splits_the_threshold_bin_and_the_estimate_tracks_a_live_window(re
     )  # type: ignore[dict-item]
     assert evaluate.estimation(model) is not None
     assert evaluate(model, WindowSnapshot(3_600_000, 3_610_000, {})) == []
+
+
+# -- calibration drift on every confusion-based metric -----------------------------------------
+
+
+def _labelled_as(rollup: Rollup, name: str, tp: float, fp: float, tn: float, fn: float) -> None:
+    """Give slice ``name`` of ``rollup`` these realised confusion counts, all its events labelled."""
+    counters = rollup[name].counters
+    counters.update({s.TP: tp, s.FP: fp, s.TN: tn, s.FN: fn, s.MATCHED: tp + fp + tn + fn})
+
+
+def test_a_label_shift_that_leaves_accuracy_unchanged_is_found_by_precision_and_recall_as_one_finding() -> None:
+    """Fewer positives than the scores say, on both sides of the threshold: accuracy as estimated, precision and recall off.
+
+    ``d`` true positives became false positives and ``d`` false negatives true negatives: accuracy
+    is exactly the estimate's, so an accuracy-only check cannot see it. One finding, named by the
+    worse of precision and recall, the other in its text.
+    """
+    rollup = _region_rollup(1)
+    name = "region=r00"
+    est = estimate_rollup(rollup, FLAT_CALIBRATION)[name]
+    d = 0.4 * est.tp
+    _labelled_as(rollup, name, est.tp - d, est.fp + d, est.tn + d, est.fn - d)
+    assert rollup[name].accuracy == pytest.approx(est.value("accuracy"), abs=2e-3)  # counts are rounded
+    estimation = _estimation_with_drops(rollup, {})
+    settings = MetricsSettings(performance_min_support=50, performance_min_effect=0.05)
+    alerts = EstimatePerformanceEvaluator({}, {}).calibration("m", rollup, estimation, settings)
+    assert [(a.kind, a.slice, a.feature) for a in alerts] == [("calibration_drift", name, None)]
+    (alert,) = alerts
+    precision = calibration_tests("precision", rollup, {name: est}, settings)[0]
+    recall = calibration_tests("recall", rollup, {name: est}, settings)[0]
+    assert precision.flagged and recall.flagged
+    worst, other = sorted((precision, recall), key=lambda t: -t.effect / t.effect_se)
+    assert f"realised {worst.metric} {worst.value:.3f}" in alert.message
+    assert f"{other.metric} {other.value:.3f} vs {other.baseline:.3f} estimated" in alert.observed
+    assert "the worst of 2 metrics beyond the band" in alert.message
+    assert alert.value == pytest.approx(worst.value) and alert.threshold == pytest.approx(worst.baseline)
+
+
+def _flagged(metric: str, slice_: str, gap: float, se: float = 0.01) -> SliceTest:
+    return SliceTest(metric, slice_, 0.5, 0.5 + gap, "reference", 500, 500, 0.0, 0.0, gap, True, True, se)
+
+
+def test_calibration_causes_fold_the_metrics_of_a_slice_and_the_slices_another_metric_attributes() -> None:
+    android_acc, android_rec = _flagged("accuracy", "d=android", 0.10), _flagged("recall", "d=android", 0.30)
+    us_rec = _flagged("recall", "c=US", 0.12)  # on recall, android explains US ...
+    us_prec = _flagged("precision", "c=US", 0.08)  # ... which alerts on precision alone
+    gb_prec = _flagged("precision", "c=GB", 0.09)
+    found = [
+        Attributed(android_acc),
+        Attributed(android_rec, (us_rec,)),
+        Attributed(us_prec),
+        Attributed(gb_prec),
+    ]
+    causes = {c.worst.slice: c for c in calibration_causes(found)}
+    assert sorted(causes) == ["c=GB", "d=android"]
+    android = causes["d=android"]
+    assert (android.worst, android.others) == (android_rec, (android_acc,))  # 30 std before 10 std
+    assert android.evidence == (us_prec, us_rec)
+    assert causes["c=GB"] == CalibrationCause(gb_prec)
+    # Two slices naming each other on two metrics are one cause, named by the first of them.
+    cycle = [Attributed(android_acc, (us_prec,)), Attributed(us_prec, (android_acc,))]
+    assert [c.worst.slice for c in calibration_causes(cycle)] == ["c=US"]
