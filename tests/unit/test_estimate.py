@@ -17,10 +17,10 @@ from stream_guard.metrics import store as s
 from stream_guard.metrics.attribution import Attributed
 from stream_guard.metrics.baseline import SliceTest
 from stream_guard.metrics.estimate import estimate_counts, estimate_rollup, with_estimate_columns
-from stream_guard.metrics.estimate_alerts import (
+from stream_guard.metrics.estimate_alerts import EstimatePerformanceEvaluator
+from stream_guard.metrics.estimate_rules import (
     CalibrationCause,
     Deviation,
-    EstimatePerformanceEvaluator,
     calibration_causes,
     calibration_tests,
     drop_tests,
@@ -486,3 +486,83 @@ def test_calibration_causes_fold_the_metrics_of_a_slice_and_the_slices_another_m
     # Two slices naming each other on two metrics are one cause, named by the first of them.
     cycle = [Attributed(android_acc, (us_prec,)), Attributed(us_prec, (android_acc,))]
     assert [c.worst.slice for c in calibration_causes(cycle)] == ["c=US"]
+
+
+# -- the outcome of a drop once its labels are in ------------------------------------------------
+
+
+def _android_near_threshold(seed: int, *, model_right: bool) -> pd.DataFrame:
+    """Covariate shift: android traffic moved near the threshold. Labels Bernoulli(score), or the model's own call."""
+    live = labelled_frame(seed, 12_000)
+    android = live["device_type"] == "android"
+    near = (live["score"] - 0.5).abs() < 0.15
+    shifted = pd.concat([live[~android], *[live[android & near]] * 3], ignore_index=True)
+    if model_right:
+        moved = shifted["device_type"] == "android"
+        shifted.loc[moved, "label"] = (shifted.loc[moved, "score"] >= 0.5).astype(int)
+    return shifted
+
+
+def _outcomes(profiled: ModelRuntime, frame: pd.DataFrame) -> list[tuple[str | None, str, str | None]]:
+    assert profiled.profile is not None and profiled.profile.performance is not None
+    estimation = profiled.profile.performance.estimation
+    assert estimation is not None
+    evaluate = EstimatePerformanceEvaluator({}, {})
+    alerts = evaluate.outcomes("fraud", _rollup(_slices(frame), labels=True), estimation, profiled.config.metrics)
+    assert all(a.kind == "estimated_performance_drop" and a.status == "FIRING" for a in alerts)
+    return sorted((a.feature, a.slice, a.outcome) for a in alerts)
+
+
+def test_a_drop_the_labels_show_too_is_confirmed(profiled: ModelRuntime) -> None:
+    """Calibrated labels: android's realised accuracy fell as estimated, so the drop's outcome is CONFIRMED."""
+    frame = _android_near_threshold(63, model_right=False)
+    outcomes = _outcomes(profiled, frame)
+    assert ("accuracy", "device_type=android", "CONFIRMED") in outcomes
+    assert {o for _, _, o in outcomes} == {"CONFIRMED"}
+    # A label-gated window settles the estimate window that ended performance_label_delay_s (0) before its end.
+    reader = _Reader(_rollup(_slices(frame), labels=True))
+    settings = {"fraud": profiled.config.metrics}
+    evaluate = EstimatePerformanceEvaluator({"fraud": reader}, settings, labels={"fraud": True})  # type: ignore[dict-item]
+    alerts = evaluate(profiled, WindowSnapshot(3_600_000, 3_610_000, {}))
+    assert (3_610_000 - 3_600_000, 3_610_000) in reader.ranges
+    settled = {(a.feature, a.slice, a.outcome) for a in alerts if a.outcome is not None}
+    assert settled == set(outcomes)
+
+
+def test_a_drop_the_labels_do_not_show_is_refuted_and_says_why(profiled: ModelRuntime) -> None:
+    """The same scores, but the model was right on every android event: realised accuracy 1, the drop is REFUTED."""
+    frame = _android_near_threshold(63, model_right=True)
+    outcomes = _outcomes(profiled, frame)
+    assert ("accuracy", "device_type=android", "REFUTED") in outcomes
+    assert {o for _, _, o in outcomes} == {"REFUTED"}
+    assert profiled.profile is not None and profiled.profile.performance is not None
+    estimation = profiled.profile.performance.estimation
+    assert estimation is not None
+    rollup = _rollup(_slices(frame), labels=True)
+    (alert,) = [
+        a
+        for a in EstimatePerformanceEvaluator({}, {}).outcomes("fraud", rollup, estimation, profiled.config.metrics)
+        if a.feature == "accuracy"
+    ]
+    assert alert.value == pytest.approx(1.0) and "refuted by the labels: realised accuracy 1.000" in alert.message
+    # The outcome belongs to the drop's incident: same kind, metric and slice.
+    (drop,) = [
+        a
+        for a in EstimatePerformanceEvaluator({}, {}).drops("fraud", rollup, estimation, profiled.config.metrics)
+        if a.feature == "accuracy"
+    ]
+    assert drop.incident_id == alert.incident_id and drop.alert_id != alert.alert_id
+
+
+def test_no_outcome_while_the_labels_do_not_cover_the_range(profiled: ModelRuntime) -> None:
+    assert _outcomes_without_labels(profiled) == []
+
+
+def _outcomes_without_labels(profiled: ModelRuntime) -> list[object]:
+    assert profiled.profile is not None and profiled.profile.performance is not None
+    estimation = profiled.profile.performance.estimation
+    assert estimation is not None
+    rollup = _rollup(_slices(_android_near_threshold(63, model_right=False)), labels=False)
+    evaluate = EstimatePerformanceEvaluator({}, {})
+    assert evaluate.drops("fraud", rollup, estimation, profiled.config.metrics)  # a drop, but no label yet
+    return list(evaluate.outcomes("fraud", rollup, estimation, profiled.config.metrics))
