@@ -25,13 +25,63 @@ ESTIMATED_METRICS = ("accuracy", "precision", "recall", "f1")
 CALIBRATION_METHODS = ("isotonic", "binning")
 
 
+def threshold_edge(threshold: float, bins: int, score_range: tuple[float, float]) -> int | None:
+    """The bin whose lower edge is ``threshold`` (``bins`` for the upper end); ``None`` off the edges."""
+    lo, hi = score_range
+    k = (threshold - lo) / (hi - lo) * bins
+    if abs(k - round(k)) > 1e-9 or not 0 <= round(k) <= bins:
+        return None
+    return round(k)
+
+
+def split_bin(threshold: float, bins: int, score_range: tuple[float, float]) -> int | None:
+    """The bin ``threshold`` lies strictly inside (not on an edge, within the range); ``None`` otherwise."""
+    lo, hi = score_range
+    if threshold_edge(threshold, bins, score_range) is not None or not lo < threshold < hi:
+        return None
+    return min(int((threshold - lo) / (hi - lo) * bins), bins - 1)
+
+
+@dataclass
+class ThresholdSplit:
+    """The score bin that holds the threshold, cut at it: its part below and its part at or above.
+
+    Each pair is ``(below, above)``: the reference's events and positives in the part, and
+    the calibrated probability of the positive label there (fitted with the other bins).
+    """
+
+    counts: tuple[int, int]
+    positives: tuple[int, int]
+    probability: tuple[float, float]
+
+    @property
+    def share_above(self) -> float:
+        """Share of the bin's reference events at or above the threshold (0.5 for an empty bin)."""
+        total = sum(self.counts)
+        return self.counts[1] / total if total else 0.5
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"counts": list(self.counts), "positives": list(self.positives), "probability": list(self.probability)}
+
+    @classmethod
+    def from_dict(cls, d: Any, path: str) -> ThresholdSplit:
+        counts = [_count(c, f"{path}.counts") for c in _list(d, "counts", path, 2)]
+        positives = [_count(c, f"{path}.positives") for c in _list(d, "positives", path, 2)]
+        probability = [_number(p, f"{path}.probability") for p in _list(d, "probability", path, 2)]
+        if any(not 0.0 <= p <= 1.0 for p in probability):
+            raise ProfileFormatError(f"{path}.probability: expected values in [0, 1]")
+        return cls((counts[0], counts[1]), (positives[0], positives[1]), (probability[0], probability[1]))
+
+
 @dataclass
 class ScoreCalibration:
     """P(label positive | score bin) on the live histogram's bins, learned from the labelled reference.
 
     Bin ``i`` covers ``[lo + i*w, lo + (i+1)*w)`` of ``score_range`` (``w`` = width / bins),
     scores outside the range in the edge bins, exactly as the live recorder counts them.
-    ``threshold_bin`` is the first bin predicted positive: the threshold lies on its lower edge.
+    Without ``split``, ``threshold_bin`` is the first bin predicted positive: the threshold
+    lies on its lower edge. With ``split``, the threshold lies inside bin ``threshold_bin``,
+    which is cut at it (:class:`ThresholdSplit`); the bins after it are predicted positive.
     """
 
     method: Literal["isotonic", "binning"]
@@ -48,6 +98,13 @@ class ScoreCalibration:
     raw_ece: float
     #: Mean |estimated - realised| accuracy over the reference chunks, calibration fitted on the other chunks.
     chunk_accuracy_error: float
+    #: The threshold's bin cut at the threshold, when the threshold is not a bin edge.
+    split: ThresholdSplit | None = None
+
+    @property
+    def first_positive_bin(self) -> int:
+        """The first bin whose events are all predicted positive."""
+        return self.threshold_bin + 1 if self.split is not None else self.threshold_bin
 
     def matches(self, bins: int, score_range: tuple[float, float]) -> bool:
         """Whether live histograms of ``bins`` over ``score_range`` use these bins."""
@@ -65,6 +122,7 @@ class ScoreCalibration:
             "mean_score": self.mean_score,
             "raw_ece": self.raw_ece,
             "chunk_accuracy_error": self.chunk_accuracy_error,
+            **({"split": self.split.to_dict()} if self.split is not None else {}),
         }
 
     @classmethod
@@ -81,8 +139,9 @@ class ScoreCalibration:
         if any(not 0.0 <= p <= 1.0 for p in probability):
             raise ProfileFormatError(f"{path}.probability: expected values in [0, 1]")
         threshold_bin = _count(_get(d, "threshold_bin", path), f"{path}.threshold_bin")
-        if threshold_bin > bins:
-            raise ProfileFormatError(f"{path}.threshold_bin: expected at most bins ({bins})")
+        split = ThresholdSplit.from_dict(d["split"], f"{path}.split") if d.get("split") is not None else None
+        if threshold_bin > bins or (split is not None and threshold_bin >= bins):
+            raise ProfileFormatError(f"{path}.threshold_bin: expected at most bins ({bins}), below it with a split")
         return cls(
             method=method,
             score_range=(lo, hi),
@@ -94,6 +153,7 @@ class ScoreCalibration:
             mean_score=[_number(x, f"{path}.mean_score") for x in lists["mean_score"]],
             raw_ece=_number(_get(d, "raw_ece", path), f"{path}.raw_ece"),
             chunk_accuracy_error=_number(_get(d, "chunk_accuracy_error", path), f"{path}.chunk_accuracy_error"),
+            split=split,
         )
 
 

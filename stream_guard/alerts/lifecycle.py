@@ -31,6 +31,21 @@ leaves the mark; the window is closed again and the same alert (same ``alert_id`
 returned again. The tombstones keep an older window, closed again after the resolution,
 from reopening the incident or opening one for a finding that was evidence.
 
+A finding made before its labels (``estimated_performance_drop``) is later *settled* by an
+alert of the same incident with an ``outcome`` (raised by its evaluator once the labels of
+a period it flagged are in), handled when the window's resolutions are (:meth:`IncidentTracker.resolved`):
+
+* ``CONFIRMED`` (the realised metric dropped too): published once per incident, as a
+  ``FIRING`` alert with that outcome; the incident goes on. The first window to confirm it
+  marks the incident (the mark names the window, so that window closed again after a
+  failure publishes the same alert again, and no later one does);
+* ``REFUTED`` (the realised metric is fine): the incident closes at once, its ``RESOLVED``
+  alert carrying the outcome, in the same two phases as any resolution. An incident already
+  confirmed is not refuted by a later period: it resolves as others do.
+
+An outcome of an incident that is not open is dropped, and an outcome alone does not keep
+its incident open.
+
 The records live in the model's state (:class:`~stream_guard.state.protocol.IncidentState`):
 on Redis the decisions run in Lua scripts, so workers closing windows concurrently agree
 on them; the in-memory store makes the same decisions for the offline replay. Event time, not
@@ -61,7 +76,7 @@ from stream_guard.alerts.grouping import (
     rank,
     related,
 )
-from stream_guard.alerts.model import Alert, Related, Severity
+from stream_guard.alerts.model import CONFIRMED, REFUTED, Alert, Related, Severity
 from stream_guard.settings.kinds import KNOWN_BIAS
 from stream_guard.state.incident import Observation, ReminderPolicy
 from stream_guard.state.keys import ModelKeys
@@ -116,9 +131,16 @@ class IncidentTracker:
         self._resolving: dict[int, dict[str, list[str]]] = {}
         #: The incident of each finding of the last window seen by :meth:`publishable`.
         self._cause_of: dict[str, str] = {}
+        #: The outcomes of the last window seen by :meth:`publishable`, settled by :meth:`resolved`.
+        self._outcomes: list[Alert] = []
 
     def publishable(self, alerts: list[Alert]) -> list[Alert]:
-        """The alerts of one window that open, escalate or remind of an incident (one per incident at most)."""
+        """The alerts of one window that open, escalate or remind of an incident (one per incident at most).
+
+        Alerts with an ``outcome`` are kept for :meth:`resolved`, which settles their incidents.
+        """
+        self._outcomes = [a for a in alerts if a.outcome is not None]
+        alerts = [a for a in alerts if a.outcome is None]
         if not alerts:
             self._cause_of = {}
             return []
@@ -167,13 +189,14 @@ class IncidentTracker:
         or not); the incidents they belong to stay open. The incidents stay (marked) until
         :meth:`delivered` is called with the same ``window_end``.
         """
-        firing = {self._cause_of.get(i, i) for i in still_firing}
+        settled, out = self._settle(window_end)
+        outcome_only = {a.incident_id for a in self._outcomes} - set(self._cause_of)
+        firing = {self._cause_of.get(i, i) for i in still_firing if i not in outcome_only}
         horizon = window_end - self._settings.resolve_after_s * 1000
         candidates = self._state.incidents_seen_until(horizon)
-        out = []
         marked = self._resolving.setdefault(window_end, {})
         for incident_id in candidates:
-            if incident_id in firing:
+            if incident_id in firing or incident_id in settled:
                 continue
             fields = self._state.resolve_incident(incident_id, window_end)
             if fields is None:
@@ -184,6 +207,41 @@ class IncidentTracker:
                 continue  # a fact of the reference, raised once: it closes silently, nothing ended
             out.append(self._resolution(incident_id, fields, others))
         return out
+
+    def _settle(self, window_end: int) -> tuple[set[str], list[Alert]]:
+        """The incidents the window's outcomes settled, and the alerts to publish for them."""
+        settled: set[str] = set()
+        out = []
+        refuting = any(a.outcome == REFUTED for a in self._outcomes)
+        confirmed = {i for i, r in self._state.open_incidents().items() if "confirmed" in r} if refuting else set()
+        for alert in sorted(self._outcomes, key=lambda a: (a.incident_id, a.outcome or "")):
+            incident_id = alert.incident_id
+            if incident_id in settled:
+                continue
+            if alert.outcome == CONFIRMED and self._state.confirm_incident(incident_id, window_end):
+                settled.add(incident_id)
+                out.append(dataclasses.replace(alert, cause_id=incident_id))
+            elif alert.outcome == REFUTED and incident_id not in confirmed:
+                fields = self._state.resolve_incident(incident_id, window_end)
+                if fields is None:
+                    continue
+                settled.add(incident_id)
+                others = {m: d for m, (d, _) in _members(fields).items() if m != incident_id}
+                self._resolving.setdefault(window_end, {})[incident_id] = sorted(others)
+                out.append(self._refutation(incident_id, fields, others, alert))
+        return settled, out
+
+    def _refutation(self, incident_id: str, fields: dict[str, str], others: dict[str, str], outcome: Alert) -> Alert:
+        """The RESOLVED alert of an incident its labels refuted: the resolution, with the labels' evidence."""
+        resolution = self._resolution(incident_id, fields, others)
+        return dataclasses.replace(
+            resolution,
+            outcome=REFUTED,
+            observed=f"{outcome.observed}; {resolution.observed}",
+            message=f"RESOLVED {resolution.kind} {resolution.feature or ''}: refuted by the labels: {outcome.message}",
+            value=outcome.value,
+            threshold=outcome.threshold,
+        )
 
     def _resolution(self, incident_id: str, fields: dict[str, str], others: dict[str, str]) -> Alert:
         summary = json.loads(fields["alert"])

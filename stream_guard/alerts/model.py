@@ -9,7 +9,10 @@ from typing import Any
 from stream_guard.batch import to_epoch_ms
 from stream_guard.settings.kinds import Severity
 
-__all__ = ["Alert", "Example", "Related", "Severity", "stable_id"]
+__all__ = ["CONFIRMED", "REFUTED", "Alert", "Example", "Related", "Severity", "stable_id"]
+
+#: Outcomes of a finding the realised labels settled (``Alert.outcome``).
+CONFIRMED, REFUTED = "CONFIRMED", "REFUTED"
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,8 @@ class Alert:
     cause_id: str | None = None
     #: The other findings of the cause in this window (evidence), primary order.
     related: tuple[Related, ...] = ()
+    #: How the realised labels settled a finding made before them: ``CONFIRMED`` or ``REFUTED`` (else None).
+    outcome: str | None = None
 
     @property
     def incident_id(self) -> str:
@@ -70,7 +75,9 @@ class Alert:
 
     @property
     def alert_id(self) -> str:
-        return stable_id(self.model, self.kind, self.feature or "", self.slice, self.window_start, self.status)
+        """Same model, kind, feature, slice, window start and status (and outcome, if any): same id."""
+        parts: tuple[object, ...] = (self.model, self.kind, self.feature or "", self.slice, self.window_start)
+        return stable_id(*parts, self.status, *((self.outcome,) if self.outcome is not None else ()))
 
     def to_record(self) -> dict[str, Any]:
         record = asdict(self)

@@ -26,6 +26,8 @@ def render_alert(record: dict[str, Any]) -> str:
         for r in record.get("related") or []
     )
     status = "" if record["status"] == "FIRING" else f" {record['status']}"
+    if record.get("outcome"):
+        status += f" {record['outcome']}"
     return (
         f"ALERT {record['severity']:<8}{status} {record['model']} {record['kind']} {where} "
         f"[{_clock(record['window_start'])}-{_clock(record['window_end'])}] "

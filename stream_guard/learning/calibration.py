@@ -9,7 +9,11 @@ probability of the positive label per bin:
 * ``binning``: the per-bin positive rates as they are (histogram binning).
 
 Both are shrunk by one pseudo-event towards the bin's midpoint, so a bin with few
-reference events is not calibrated to exactly 0 or 1. Its reliability is recorded: the
+reference events is not calibrated to exactly 0 or 1. A threshold inside a bin cuts that
+bin into two cells (below, at or above the threshold), fitted as two bins of their own
+(:class:`~stream_guard.profile_estimate.ThresholdSplit`): the live recorder then counts the
+events at or above the threshold (``pp``), so the estimate knows how the bin's events
+divide between the two sides. Its reliability is recorded: the
 raw score's expected calibration error, and the mean error of the estimated accuracy on
 each reference chunk with the calibration fitted on the other chunks (cross-fitted, so it
 is an honest out-of-sample figure). Per slice, the realised accuracy, precision, recall
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -32,6 +37,9 @@ from stream_guard.profile_estimate import (
     MetricSpread,
     ReferenceEstimation,
     ScoreCalibration,
+    ThresholdSplit,
+    split_bin,
+    threshold_edge,
 )
 
 #: Pseudo-events shrinking each bin's rate towards its midpoint.
@@ -39,12 +47,13 @@ PRIOR_EVENTS = 1.0
 
 
 def threshold_bin(threshold: float, bins: int, score_range: tuple[float, float]) -> int | None:
-    """The bin whose lower edge is ``threshold``; ``None`` when the threshold lies inside a bin."""
-    lo, hi = score_range
-    k = (threshold - lo) / (hi - lo) * bins
-    if abs(k - round(k)) > 1e-9 or not 0 <= round(k) <= bins:
-        return None
-    return round(k)
+    """The bin of the threshold: the one whose lower edge it is, or the one it lies inside (to be split).
+
+    ``None`` when the threshold is outside the score range (the edge bins hold the
+    out-of-range scores, so no bin can be cut there).
+    """
+    edge = threshold_edge(threshold, bins, score_range)
+    return edge if edge is not None else split_bin(threshold, bins, score_range)
 
 
 def bin_index(scores: np.ndarray, bins: int, score_range: tuple[float, float]) -> np.ndarray:
@@ -67,17 +76,40 @@ def isotonic(rates: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.repeat([b[0] for b in blocks], [int(b[2]) for b in blocks])
 
 
-def fit_probability(
-    counts: np.ndarray, positives: np.ndarray, bins: int, score_range: tuple[float, float], method: str
-) -> np.ndarray:
-    """Calibrated P(positive) per bin from the reference's events and positives per bin."""
+def cell_midpoints(bins: int, score_range: tuple[float, float], threshold: float, split: int | None) -> np.ndarray:
+    """Midpoint of each calibration cell: the bins, with bin ``split`` cut at ``threshold`` into two cells."""
     lo, hi = score_range
-    mid = lo + (np.arange(bins) + 0.5) * (hi - lo) / bins
-    mid = np.clip(mid, 0.0, 1.0)
-    rates = (positives + PRIOR_EVENTS * mid) / (counts + PRIOR_EVENTS)
+    width = (hi - lo) / bins
+    mid = lo + (np.arange(bins) + 0.5) * width
+    if split is not None:
+        left, right = lo + split * width, lo + (split + 1) * width
+        mid = np.concatenate([mid[:split], [(left + threshold) / 2, (threshold + right) / 2], mid[split + 1 :]])
+    return np.asarray(np.clip(mid, 0.0, 1.0))
+
+
+def cell_index(scores: np.ndarray, index: np.ndarray, threshold: float, split: int | None) -> np.ndarray:
+    """Calibration cell of each score given its bin ``index``: bin ``split`` is two cells, later bins shift by one."""
+    if split is None:
+        return index
+    return np.asarray(index + (index > split) + ((index == split) & (scores >= threshold)))
+
+
+def fit_probability(counts: np.ndarray, positives: np.ndarray, midpoints: np.ndarray, method: str) -> np.ndarray:
+    """Calibrated P(positive) per cell from the reference's events and positives per cell."""
+    rates = (positives + PRIOR_EVENTS * midpoints) / (counts + PRIOR_EVENTS)
     if method == "isotonic":
         rates = isotonic(rates, counts + PRIOR_EVENTS)
     return np.clip(rates, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class CellFit:
+    """The reference's events, positives and calibrated probability per cell; ``split`` the cut bin, if any."""
+
+    counts: np.ndarray
+    hits: np.ndarray
+    probability: np.ndarray
+    split: int | None
 
 
 def _chunks(n: int, chunk_size: int) -> np.ndarray:
@@ -106,8 +138,8 @@ def learn_estimation(
     slices
         Per row, its slice in each dimension (``device_type=ios``...); ``*`` is added.
     threshold, bins, score_range
-        The model's threshold and live histogram; ``None`` is returned when the threshold
-        is not on a bin edge (the histogram cannot tell the two sides of it apart).
+        The model's threshold and live histogram; a threshold inside a bin cuts it in two
+        cells. ``None`` is returned when the threshold is outside the score range.
     chunk_size
         Rows per chunk of the spread; default ``max(1000, rows // 50)`` (as the profile's chunks).
     """
@@ -115,6 +147,7 @@ def learn_estimation(
     ok = np.isfinite(scores)
     if k is None or not ok.any():
         return None
+    split = split_bin(threshold, bins, score_range)
     scores, positive = scores[ok], positive[ok].astype(bool)
     labels = {name: np.asarray(v, dtype=object)[ok] for name, v in slices.items()}
     n = len(scores)
@@ -122,27 +155,84 @@ def learn_estimation(
     chunk = _chunks(n, chunk_size)
     n_chunks = int(chunk.max()) + 1
     index = bin_index(scores, bins, score_range)
-    counts = np.bincount(index, minlength=bins).astype(np.float64)
-    hits = np.bincount(index, weights=positive.astype(np.float64), minlength=bins)
-    score_sum = np.bincount(index, weights=scores, minlength=bins)
-    probability = fit_probability(counts, hits, bins, score_range, method)
-    mean_score = np.where(counts > 0, score_sum / np.maximum(counts, 1), 0.0)
-    raw_ece = float(np.abs(mean_score - hits / np.maximum(counts, 1)) @ counts / n)
+    cell = cell_index(scores, index, threshold, split)
+    cells = bins + (split is not None)
+    midpoints = cell_midpoints(bins, score_range, threshold, split)
+    first_positive_cell = k + 1 if split is not None else k
+    counts = np.bincount(cell, minlength=cells).astype(np.float64)
+    hits = np.bincount(cell, weights=positive.astype(np.float64), minlength=cells)
+    probability = fit_probability(counts, hits, midpoints, method)
+    pred = scores >= threshold
+    errors = _chunk_errors(cell, positive, pred, chunk, counts, hits, midpoints, method, first_positive_cell)
+    fit = CellFit(counts, hits, probability, split)
+    calibration = _calibration(scores, positive, index, fit, method, bins, score_range, k, errors)
+    frame = pd.DataFrame(
+        {"chunk": chunk, "tp": pred & positive, "fp": pred & ~positive, "tn": ~pred & ~positive, "fn": ~pred & positive}
+    ).astype(np.int64)
+    spreads = {"*": _spread(frame, n_chunks)}
+    for values in labels.values():
+        for name, rows in frame.groupby(values, sort=True):
+            spreads[str(name)] = _spread(rows, n_chunks)
+    return ReferenceEstimation(calibration, chunk_size, n_chunks, spreads)
+
+
+def _chunk_errors(
+    cell: np.ndarray,
+    positive: np.ndarray,
+    pred: np.ndarray,
+    chunk: np.ndarray,
+    counts: np.ndarray,
+    hits: np.ndarray,
+    midpoints: np.ndarray,
+    method: str,
+    first_positive_cell: int,
+) -> list[float]:
+    """|estimated - realised| accuracy of each chunk, the calibration fitted on the other chunks (cross-fitted)."""
+    n_chunks, cells = int(chunk.max()) + 1, len(counts)
     errors = []
     for c in range(n_chunks):
         inside = chunk == c
-        c_counts = np.bincount(index[inside], minlength=bins).astype(np.float64)
-        c_hits = np.bincount(index[inside], weights=positive[inside].astype(np.float64), minlength=bins)
-        if n_chunks > 1:
-            held_out = fit_probability(counts - c_counts, hits - c_hits, bins, score_range, method)
-        else:
-            held_out = probability
-        estimated = estimate_counts(c_counts, held_out, k).value("accuracy")
-        pred = index[inside] >= k
-        realised = float(np.mean(pred == positive[inside]))
+        c_counts = np.bincount(cell[inside], minlength=cells).astype(np.float64)
+        c_hits = np.bincount(cell[inside], weights=positive[inside].astype(np.float64), minlength=cells)
+        rest_counts, rest_hits = (counts - c_counts, hits - c_hits) if n_chunks > 1 else (counts, hits)
+        held_out = fit_probability(rest_counts, rest_hits, midpoints, method)
+        estimated = estimate_counts(c_counts, held_out, first_positive_cell).value("accuracy")
+        realised = float(np.mean(pred[inside] == positive[inside]))
         if estimated is not None:
             errors.append(abs(estimated - realised))
-    calibration = ScoreCalibration(
+    return errors
+
+
+def _calibration(
+    scores: np.ndarray,
+    positive: np.ndarray,
+    index: np.ndarray,
+    fit: CellFit,
+    method: str,
+    bins: int,
+    score_range: tuple[float, float],
+    k: int,
+    errors: list[float],
+) -> ScoreCalibration:
+    """The profile's record of the fit: per bin (a split bin's probability is its two cells' mix), and the split."""
+    n = len(scores)
+    counts = np.bincount(index, minlength=bins).astype(np.float64)
+    hits = np.bincount(index, weights=positive.astype(np.float64), minlength=bins)
+    score_sum = np.bincount(index, weights=scores, minlength=bins)
+    mean_score = np.where(counts > 0, score_sum / np.maximum(counts, 1), 0.0)
+    raw_ece = float(np.abs(mean_score - hits / np.maximum(counts, 1)) @ counts / n)
+    probability, threshold_split, split = fit.probability, None, fit.split
+    if split is not None:
+        pair = fit.probability[split : split + 2]
+        weight = fit.counts[split : split + 2] + PRIOR_EVENTS
+        mixed = float(pair @ weight / weight.sum())
+        probability = np.concatenate([fit.probability[:split], [mixed], fit.probability[split + 2 :]])
+        threshold_split = ThresholdSplit(
+            counts=(int(fit.counts[split]), int(fit.counts[split + 1])),
+            positives=(int(fit.hits[split]), int(fit.hits[split + 1])),
+            probability=(round(float(pair[0]), 6), round(float(pair[1]), 6)),
+        )
+    return ScoreCalibration(
         method="binning" if method == "binning" else "isotonic",
         score_range=(float(score_range[0]), float(score_range[1])),
         bins=bins,
@@ -153,16 +243,8 @@ def learn_estimation(
         mean_score=[round(float(x), 6) for x in mean_score],
         raw_ece=round(raw_ece, 6),
         chunk_accuracy_error=round(float(np.mean(errors)), 6) if errors else 0.0,
+        split=threshold_split,
     )
-    pred = index >= k
-    frame = pd.DataFrame(
-        {"chunk": chunk, "tp": pred & positive, "fp": pred & ~positive, "tn": ~pred & ~positive, "fn": ~pred & positive}
-    ).astype(np.int64)
-    spreads = {"*": _spread(frame, n_chunks)}
-    for values in labels.values():
-        for name, rows in frame.groupby(values, sort=True):
-            spreads[str(name)] = _spread(rows, n_chunks)
-    return ReferenceEstimation(calibration, chunk_size, n_chunks, spreads)
 
 
 def _spread(rows: pd.DataFrame, n_chunks: int) -> dict[str, MetricSpread]:

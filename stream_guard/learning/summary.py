@@ -37,12 +37,13 @@ def estimation_summary(performance: ReferencePerformance) -> str:
     """One line: the calibration learned for the label-free estimate, and how reliable it was on the reference."""
     est = performance.estimation
     if est is None:
-        return "label-free estimate: none (needs a classification score and a threshold on a score_bins edge)"
+        return "label-free estimate: none (needs a classification score and a threshold within score_range)"
     c = est.calibration
     return (
         f"label-free estimate: {c.method} calibration on {c.bins} score bins; raw score ECE {c.raw_ece:.3f}; "
         f"estimated vs realised accuracy per {est.chunk_size}-row chunk (cross-fitted): mean error "
         f"{c.chunk_accuracy_error:.4f} over {est.n_chunks} chunks"
+        + (f"; threshold bin {c.threshold_bin} split at the threshold" if c.split is not None else "")
     )
 
 

@@ -16,6 +16,15 @@ scores, if the calibration holds: the labels are independent Bernoulli(``p_b``) 
 threshold), plus the reference's sampling error of ``p_b`` (variance
 ``n_b^2 p_b (1 - p_b) / m_b`` with ``m_b`` reference events in the bin); the ratios use
 the delta method. The predicted-positive count is known, so precision's only noise is TP's.
+
+A threshold inside a bin ``k`` (:class:`~stream_guard.profile_estimate.ThresholdSplit`)
+cuts that bin in two cells, each with its own calibrated probability learned on the
+reference. How many of the range's ``n_k`` events lie at or above the threshold is read
+from the ``pp`` counter (scored events at or above the threshold, written by the recorder
+for such a threshold): ``pp - sum_{b>k} n_b``, exact. Only a slice whose range has no
+``pp`` at all (buckets written before the recorder knew the threshold) takes the
+reference's share of bin ``k`` above the threshold instead: an assumption that a shift
+inside the bin breaks, and whose error the band does not hold.
 """
 
 from __future__ import annotations
@@ -28,8 +37,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from stream_guard.metrics import store as s
 from stream_guard.metrics.query import Rollup, SliceMetrics
-from stream_guard.profile_estimate import ESTIMATED_METRICS, ScoreCalibration
+from stream_guard.profile_estimate import ESTIMATED_METRICS, ScoreCalibration, ThresholdSplit
 
 #: Columns :func:`with_estimate_columns` adds to the ``metrics`` table.
 ESTIMATE_COLUMNS = ("est_accuracy", "est_acc_band", "est_recall", "est_rec_band", "acc_minus_est")
@@ -68,21 +78,60 @@ def estimate_counts(
     probability: Sequence[float] | np.ndarray,
     threshold_bin: int,
     reference_counts: Sequence[float] | np.ndarray = (),
+    *,
+    split: ThresholdSplit | None = None,
+    predicted_positive: float | None = None,
 ) -> PerformanceEstimate:
     """The estimate of one histogram (``counts`` per bin, bin 0 first) with ``probability`` per bin.
 
-    Bins past the end of ``counts`` are empty. ``reference_counts`` (events per bin on the
-    reference) add the calibration's own sampling error to the standard deviations.
+    Parameters
+    ----------
+    counts, probability
+        Events and calibrated P(positive) per bin; bins past the end of ``counts`` are empty.
+    threshold_bin
+        The first bin predicted positive; with ``split``, the bin the threshold lies inside.
+    reference_counts
+        Events per bin on the reference: they add the calibration's own sampling error to
+        the standard deviations.
+    split, predicted_positive
+        The threshold's bin cut at it, and the events at or above the threshold (``pp``);
+        without ``predicted_positive`` the bin's reference share above the threshold is used.
     """
     bins = len(probability)
     n = np.zeros(bins)
     n[: min(bins, len(counts))] = np.asarray(counts[:bins], dtype=np.float64)
     p = np.asarray(probability, dtype=np.float64)
-    var = n * p * (1 - p)
-    if len(reference_counts):
-        m = np.asarray(reference_counts, dtype=np.float64)
-        var = var + np.where(m > 0, n * n * p * (1 - p) / np.maximum(m, 1.0), 0.0)
+    m = np.asarray(reference_counts, dtype=np.float64) if len(reference_counts) else None
     above = np.arange(bins) >= threshold_bin
+    if split is not None:
+        n, p, m, above = _split_cells(n, p, m, threshold_bin, split, predicted_positive)
+    return _estimate_cells(n, p, m, above)
+
+
+def _split_cells(
+    n: np.ndarray,
+    p: np.ndarray,
+    m: np.ndarray | None,
+    k: int,
+    split: ThresholdSplit,
+    predicted_positive: float | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """Bin ``k`` replaced by its two cells (below, at or above the threshold): counts, probabilities, side."""
+    if predicted_positive is None:
+        upper = n[k] * split.share_above
+    else:
+        upper = min(max(predicted_positive - float(n[k + 1 :].sum()), 0.0), float(n[k]))
+    cells_n = np.concatenate([n[:k], [n[k] - upper, upper], n[k + 1 :]])
+    cells_p = np.concatenate([p[:k], split.probability, p[k + 1 :]])
+    cells_m = None if m is None else np.concatenate([m[:k], split.counts, m[k + 1 :]])
+    return cells_n, cells_p, cells_m, np.arange(len(cells_n)) > k
+
+
+def _estimate_cells(n: np.ndarray, p: np.ndarray, m: np.ndarray | None, above: np.ndarray) -> PerformanceEstimate:
+    """The expected confusion of cells of ``n`` events with P(positive) ``p``, predicted positive where ``above``."""
+    var = n * p * (1 - p)
+    if m is not None:
+        var = var + np.where(m > 0, n * n * p * (1 - p) / np.maximum(m, 1.0), 0.0)
     tp, fn = float((n * p)[above].sum()), float((n * p)[~above].sum())
     pos_pred, neg_pred = float(n[above].sum()), float(n[~above].sum())
     fp, tn = pos_pred - tp, neg_pred - fn
@@ -108,8 +157,16 @@ def estimate_counts(
 
 
 def estimate_slice(m: SliceMetrics, calibration: ScoreCalibration) -> PerformanceEstimate:
-    """The estimate of one slice of a rollup, from its score histogram."""
-    return estimate_counts(m.histogram, calibration.probability, calibration.threshold_bin, calibration.counts)
+    """The estimate of one slice of a rollup, from its score histogram (and ``pp`` for a split threshold bin)."""
+    predicted = m.get(s.SCORE_POSITIVE) if s.SCORE_POSITIVE in m.counters else None
+    return estimate_counts(
+        m.histogram,
+        calibration.probability,
+        calibration.threshold_bin,
+        calibration.counts,
+        split=calibration.split,
+        predicted_positive=predicted,
+    )
 
 
 def estimate_rollup(rollup: Rollup, calibration: ScoreCalibration) -> dict[str, PerformanceEstimate]:

@@ -27,6 +27,7 @@ from stream_guard.batch import EventBatch
 from stream_guard.findings import RowFindings
 from stream_guard.metrics import store as s
 from stream_guard.profile import CategoricalProfile, category_key
+from stream_guard.profile_estimate import split_bin
 from stream_guard.settings.metrics import MetricsSettings
 from stream_guard.state.keys import ModelKeys
 
@@ -210,6 +211,10 @@ class SliceRecorder:
         self.bucket_ms = self.settings.bucket_s * 1000
         lo, hi = self.settings.score_range
         self._edges = (float(lo), float(hi))
+        #: Whether the threshold lies inside a score bin: then ``pp`` counts the scores at or above it.
+        self._count_score_positive = (
+            split_bin(self.settings.threshold, self.settings.score_bins, self._edges) is not None
+        )
 
     @classmethod
     def for_model(
@@ -378,6 +383,8 @@ class SliceRecorder:
             for b in range(bins):
                 columns[f"{s.HIST}{b}"] = ok & (index == b)
             columns[s.SCORE_SUM] = np.where(ok, score, 0.0)
+            if self._count_score_positive:
+                columns[s.SCORE_POSITIVE] = ok & (score >= self.settings.threshold)
         matrix = np.empty((n, len(columns)), dtype=np.float64)
         for j, values in enumerate(columns.values()):
             matrix[:, j] = values

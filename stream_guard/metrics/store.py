@@ -30,6 +30,8 @@ field               meaning
 ``<s>|null:<f>``    events where feature ``f`` is null or absent
 ``<s>|pn``          events with a numeric prediction; ``pv`` / ``pq``: their sum / sum of squares
 ``<s>|h:<i>``       events whose score falls in histogram bin ``i``; ``sv``: sum of the scores
+``<s>|pp``          scored events at or above the threshold, written only when the threshold lies
+                    inside a score bin (the label-free estimate splits that bin with it)
 ``<s>|st``          predictions stored for a later label
 ``<s>|lm``          labels joined to a stored prediction of this bucket and slice
 ``*|lu``            labels without a stored prediction that could not be held (a second label of
@@ -78,6 +80,7 @@ ABS_ERR, SQ_ERR = "ae", "se"
 VIOLATION = "v:"
 NULLS = "null:"
 HIST = "h:"
+SCORE_POSITIVE = "pp"
 
 #: The bucket hash's version field: bumped by every update that writes the bucket, so a reader
 #: that summed the bucket before knows whether it changed since (:mod:`~stream_guard.metrics.rollups`).

@@ -77,9 +77,10 @@ class MetricsSettings:
     estimate_window_s: int = 3600
     #: Estimated metrics an ``estimated_performance_drop`` may name.
     estimate_metrics: list[str] = field(default_factory=lambda: ["accuracy", "recall"])
-    #: Alert when the estimate is below the reference by more than this many of the
-    #: reference's chunk standard deviations (scaled to the range's events) and by
-    #: at least ``performance_min_effect``; also the band of the calibration check.
+    #: Alert when the estimate of all traffic (``*``) is below the reference by more than
+    #: this many of the reference's chunk standard deviations (scaled to the range's events)
+    #: and by at least ``performance_min_effect`` (other slices: Benjamini-Hochberg at
+    #: ``performance_alpha``); also the band of the calibration check.
     estimate_z: float = 3.0
     #: Half-width of the displayed uncertainty band, in standard deviations of the estimate.
     estimate_band_z: float = 1.96

@@ -122,6 +122,18 @@ class MemoryIncidents(MemoryKeySpace):
         record["resolving"] = str(window_end)
         return dict(record)
 
+    def confirm_incident(self, incident_id: str, window_end: int) -> bool:
+        """Mark an open incident confirmed by the window ending at ``window_end`` (once; again for that window)."""
+        index = self._existing(self.keys.incidents, ZSet)
+        if index is None or incident_id not in index:
+            return False
+        record = self._create(self.keys.incident(incident_id), dict)
+        mark = record.get("confirmed")
+        if mark is not None and mark != str(window_end):
+            return False
+        record["confirmed"] = str(window_end)
+        return True
+
     def close_incident(self, incident_id: str, window_end: int, members: Sequence[str] = ()) -> bool:
         """Forget an incident once its RESOLVED alert was delivered, keeping tombstones (retention TTL)."""
         key = self.keys.incident(incident_id)

@@ -124,6 +124,14 @@ class IncidentState(Protocol):
         """
         ...
 
+    def confirm_incident(self, incident_id: str, window_end: int) -> bool:
+        """Mark an open incident confirmed (by its labels) by the window ending at ``window_end``.
+
+        True the first time, and again when the same window asks again (closed again after a
+        failure, so its alert is published again); False if another window confirmed it or it is not open.
+        """
+        ...
+
     def close_incident(self, incident_id: str, window_end: int, members: Sequence[str] = ()) -> bool:
         """Phase 2, once the RESOLVED alert was delivered: replace the record by a tombstone.
 

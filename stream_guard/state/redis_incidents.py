@@ -119,6 +119,16 @@ redis.call('HSET', KEYS[2], 'resolving', ARGV[2])
 return redis.call('HGETALL', KEYS[2])
 """
 
+# KEYS: incidents zset, incident hash. ARGV: incident id, end of the window confirming it. The
+# first window marks it; that window asking again (closed again) gets 1 again, any other 0.
+_CONFIRM = """
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+local mark = redis.call('HGET', KEYS[2], 'confirmed')
+if mark and mark ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[2], 'confirmed', ARGV[2])
+return 1
+"""
+
 # Phase 2, once the RESOLVED alert was delivered. KEYS: incidents zset, incident hash, then
 # the hashes of its other findings (members). ARGV: incident id, window end of the mark,
 # tombstone TTL (s). The record becomes a tombstone holding how far the incident reached, so
@@ -151,6 +161,7 @@ class RedisIncidents:
         self._observe = client.register_script(_OBSERVE)
         self._resolve = client.register_script(_RESOLVE)
         self._close = client.register_script(_CLOSE)
+        self._confirm = client.register_script(_CONFIRM)
 
     def observe_incident(self, incident_id: str, seen: Observation, policy: ReminderPolicy) -> str:
         """Record a window's findings on their incident: ``open``, ``repeat``, ``onset``, ``escalate``,
@@ -185,6 +196,13 @@ class RedisIncidents:
         if not state:
             return None
         return dict(zip(state[::2], state[1::2], strict=True))
+
+    def confirm_incident(self, incident_id: str, window_end: int) -> bool:
+        """Mark an open incident confirmed by the window ending at ``window_end`` (once; again for that window)."""
+        done = self._confirm(
+            keys=[self.keys.incidents, self.keys.incident(incident_id)], args=[incident_id, window_end]
+        )
+        return bool(done)
 
     def close_incident(self, incident_id: str, window_end: int, members: Sequence[str] = ()) -> bool:
         """Forget an incident once its RESOLVED alert was delivered, keeping tombstones (retention TTL)."""

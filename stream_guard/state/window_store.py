@@ -395,5 +395,8 @@ class WindowStore(RedisLabelReads):
     def resolve_incident(self, incident_id: str, window_end: int) -> dict[str, str] | None:
         return self._incidents.resolve_incident(incident_id, window_end)
 
+    def confirm_incident(self, incident_id: str, window_end: int) -> bool:
+        return self._incidents.confirm_incident(incident_id, window_end)
+
     def close_incident(self, incident_id: str, window_end: int, members: Sequence[str] = ()) -> bool:
         return self._incidents.close_incident(incident_id, window_end, members)

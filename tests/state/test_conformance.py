@@ -1406,3 +1406,38 @@ def test_a_prediction_stored_in_two_batches_counts_once(make_store: Factory, che
     assert dump[k.bucket(BASE_MS)][1] == {"*|st": "3", "a=1|st": "2", "a=2|st": "1"}
     assert [dump[k.prediction(x)][1] for x in ("e1", "e2", "e3")] == ["p1", "p2", "p3"]
     check(stored_twice_sequence)
+
+
+def outcome_sequence(h: Harness) -> None:
+    tracker = IncidentTracker(h.store, settings=LIFECYCLE)
+    tracker.publishable([alert(BASE_MS)])
+    confirmed = dataclasses.replace(alert(BASE_MS), outcome="CONFIRMED")
+    end = BASE_MS + 2 * WINDOW_MS
+
+    def settle(at: int, *raised: Alert) -> list[tuple[str, str | None]]:
+        out = tracker.publishable(list(raised)) + tracker.resolved(at, set())
+        return [(a.status, a.outcome) for a in out]
+
+    h.log.append(("confirmed", settle(end, alert(BASE_MS + WINDOW_MS), confirmed)))
+    h.log.append(("closed again", settle(end, alert(BASE_MS + WINDOW_MS), confirmed)))
+    tracker.delivered(end)
+    h.log.append(("later", settle(end + WINDOW_MS, alert(BASE_MS + 2 * WINDOW_MS), confirmed)))
+    tracker.delivered(end + WINDOW_MS)
+    h.log.append(("direct", h.store.confirm_incident(alert(BASE_MS).incident_id, end)))
+    h.log.append(("not open", h.store.confirm_incident("nothing", end)))
+
+
+def test_an_incident_is_confirmed_once_and_again_only_by_the_same_window(
+    make_store: Factory, check: Callable[..., None]
+) -> None:
+    """confirm_incident: True for the first window and for it closed again; False for another or a closed incident."""
+    h = make_store()
+    outcome_sequence(h)
+    assert h.log == [
+        ("confirmed", [("FIRING", "CONFIRMED")]),
+        ("closed again", [("FIRING", "CONFIRMED")]),
+        ("later", []),
+        ("direct", True),
+        ("not open", False),
+    ]
+    check(outcome_sequence)

@@ -14,6 +14,7 @@ import pytest
 from stream_guard.alerts.codec import AlertEncoding, alert_schema, decode_alert, encode_alert
 from stream_guard.alerts.evaluate import DEFAULT_SEVERITY, finding_alerts
 from stream_guard.alerts.model import Alert, Example, Related, Severity, stable_id
+from stream_guard.alerts.render import render_alert
 from stream_guard.state.window_store import WindowSnapshot
 
 WINDOW_START = 1_700_000_000_000
@@ -329,3 +330,24 @@ def test_the_cause_fields_are_optional_with_defaults_in_the_schema() -> None:
     """Backward compatible: the new fields have defaults, so readers of the new schema accept old records."""
     fields = {f["name"]: f for f in alert_schema()["fields"]}
     assert fields["cause_id"]["default"] is None and fields["related"]["default"] == []
+
+
+def test_an_outcome_round_trips_and_names_its_own_alert_while_alerts_without_one_keep_their_ids() -> None:
+    """``outcome`` is an optional field (default null): old ids unchanged, a settled alert has its own id."""
+    plain = _alert()
+    confirmed = dataclasses.replace(plain, outcome="CONFIRMED")
+    for encoding in ("avro", "json"):
+        record = decode_alert(encode_alert(confirmed, emitted_at=EMITTED_AT, encoding=encoding))  # type: ignore[arg-type]
+        assert record["outcome"] == "CONFIRMED"
+        assert Alert.from_record(record).outcome == "CONFIRMED"
+    assert decode_alert(encode_alert(plain, emitted_at=EMITTED_AT))["outcome"] is None
+    assert plain.alert_id == stable_id("fraud", "type_mismatch", "amount", "device_type=ios", WINDOW_START, "FIRING")
+    assert confirmed.alert_id != plain.alert_id and confirmed.incident_id == plain.incident_id
+    older = {k: v for k, v in plain.to_record().items() if k != "outcome"}  # a record of an older producer
+    assert Alert.from_record(older).outcome is None
+
+
+def test_a_settled_alert_shows_its_outcome_beside_its_status() -> None:
+    refuted = dataclasses.replace(_alert(), status="RESOLVED", outcome="REFUTED")
+    assert render_alert(refuted.to_record()).startswith("ALERT CRITICAL RESOLVED REFUTED fraud type_mismatch")
+    assert " FIRING" not in render_alert(_alert().to_record()) and "CONFIRMED" not in render_alert(_alert().to_record())

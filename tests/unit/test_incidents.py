@@ -283,3 +283,94 @@ def test_a_drift_of_the_score_field_is_prediction_drift() -> None:
     alone = IncidentTracker(MemoryState(ModelKeys("sg", "other"), window_ms=MINUTE, lateness_ms=0))
     close(alone, 0, finding("out_of_range", minute=0))
     assert close(alone, 1, finding("online_drift", "score", minute=1)) == [("FIRING", "online_drift", "score", 1)]
+
+
+# --------------------------------------------------------------------------- outcomes settled by labels
+
+
+def drop(minute: int, outcome: str | None = None) -> Alert:
+    """An estimated_performance_drop of android accuracy over the hour ending at ``minute`` (+1)."""
+    alert = dataclasses.replace(
+        finding("estimated_performance_drop", "accuracy", minute=minute, value=0.70, threshold=0.74),
+        slice="device_type=android",
+        window_start=START + (minute - 59) * MINUTE,
+    )
+    return dataclasses.replace(alert, outcome=outcome)
+
+
+def settled(t: IncidentTracker, minute: int, *raised: Alert) -> list[tuple[str, str | None, int]]:
+    """Close one window; (status, outcome, window start minute) of what is published."""
+    end = START + (minute + 1) * MINUTE
+    out = t.publishable(list(raised)) + t.resolved(end, {a.incident_id for a in raised})
+    t.delivered(end)
+    return [(a.status, a.outcome, (a.window_start - START) // MINUTE) for a in out]
+
+
+def test_a_confirmed_drop_says_so_once_and_its_incident_goes_on() -> None:
+    """Confirmed by the labels of one period, then of the next: one CONFIRMED alert; the drop then resolves as usual."""
+    t = tracker(cooldown_s=600, resolve_after_s=300)
+    assert settled(t, 0, drop(0)) == [("FIRING", None, -59)]
+    assert settled(t, 60, drop(60), drop(50, "CONFIRMED")) == [("FIRING", "CONFIRMED", -9)]
+    assert settled(t, 120, drop(120), drop(110, "CONFIRMED")) == []  # said once
+    assert settled(t, 121) == []
+    assert settled(t, 126) == [("RESOLVED", None, -59)]  # absent for resolve_after: resolved, no outcome
+
+
+def test_a_confirmation_whose_delivery_failed_is_published_again_when_its_window_is_closed_again() -> None:
+    t = tracker(cooldown_s=600, resolve_after_s=300)
+    settled(t, 0, drop(0))
+    end = START + 61 * MINUTE
+    first = t.publishable([drop(60), drop(50, "CONFIRMED")]) + t.resolved(end, set())
+    again = t.publishable([drop(60), drop(50, "CONFIRMED")]) + t.resolved(end, set())  # not delivered: closed again
+    assert [a.alert_id for a in first] == [a.alert_id for a in again] and [a.outcome for a in again] == ["CONFIRMED"]
+    assert first[0].cause_id == drop(0).incident_id
+
+
+def test_a_refuted_drop_closes_its_incident_with_one_resolved_alert() -> None:
+    """Refuted: RESOLVED at once (outcome REFUTED), nothing more for the incident; a later drop opens a new one."""
+    t = tracker(cooldown_s=600, resolve_after_s=300)
+    settled(t, 0, drop(0))
+    refuted = drop(50, "REFUTED")
+    end = START + 61 * MINUTE
+    out = t.publishable([drop(60), refuted]) + t.resolved(end, {drop(60).incident_id, refuted.incident_id})
+    t.delivered(end)
+    assert [(a.status, a.outcome, a.cause_id) for a in out] == [("RESOLVED", "REFUTED", refuted.incident_id)]
+    assert out[0].message.startswith("RESOLVED estimated_performance_drop accuracy: refuted by the labels: ")
+    assert out[0].value == refuted.value and out[0].threshold == refuted.threshold
+    assert settled(t, 62) == [] and settled(t, 70) == []  # closed: no second RESOLVED
+    assert settled(t, 120, drop(120)) == [("FIRING", None, 61)]
+
+
+def test_an_outcome_of_an_incident_that_is_not_open_publishes_nothing() -> None:
+    t = tracker(cooldown_s=600, resolve_after_s=300)
+    assert settled(t, 60, drop(50, "CONFIRMED")) == [] and settled(t, 61, drop(50, "REFUTED")) == []
+
+
+def test_a_confirmed_incident_is_not_refuted_by_a_later_period() -> None:
+    t = tracker(cooldown_s=600, resolve_after_s=3600)
+    settled(t, 0, drop(0))
+    assert settled(t, 60, drop(60), drop(50, "CONFIRMED")) == [("FIRING", "CONFIRMED", -9)]
+    assert settled(t, 120, drop(120), drop(110, "REFUTED")) == []  # still estimated low, and not refuted
+
+
+def test_outcomes_replay_to_the_same_alerts() -> None:
+    """Same windows, same outcomes, on a fresh store: the same alert ids (the offline replay's guarantee)."""
+
+    def run() -> list[tuple[str, str | None, str]]:
+        t = tracker(cooldown_s=600, resolve_after_s=300)
+        ids = []
+        for minute, raised in [(0, [drop(0)]), (60, [drop(60), drop(50, "CONFIRMED")]), (120, [drop(110, "REFUTED")])]:
+            end = START + (minute + 1) * MINUTE
+            out = t.publishable(raised) + t.resolved(end, {a.incident_id for a in raised})
+            t.delivered(end)
+            ids += [(a.status, a.outcome, a.alert_id) for a in out]
+        return ids
+
+    first = run()
+    assert first == run()
+    # Opened; confirmed; the refutation of a confirmed incident is ignored, and it resolves as absent.
+    assert [(status, outcome) for status, outcome, _ in first] == [
+        ("FIRING", None),
+        ("FIRING", "CONFIRMED"),
+        ("RESOLVED", None),
+    ]

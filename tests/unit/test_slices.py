@@ -238,3 +238,21 @@ def test_crossing_labels_match_their_fields_labels() -> None:
     labels = rec.slice_labels(batch_of(RECORDS), np.arange(len(RECORDS)))
     crossed = [f"{c},{d}" for c, d in zip(labels[("country",)], labels[("device_type",)], strict=True)]
     assert labels[("country", "device_type")].tolist() == crossed
+
+
+def test_a_threshold_inside_a_score_bin_counts_the_scores_at_or_above_it() -> None:
+    """``pp``: scored events at or above the threshold, written only when the threshold is not a bin edge."""
+    batch = batch_of(RECORDS)  # scores 0.95, 0.05, 0.45 (bucket 0) and 1.2 (bucket 1)
+    keys = MetricKeys(KEYS)
+    b0, b1 = keys.bucket(T0), keys.bucket(T0 + 60_000)
+    inside = recorder(threshold=0.42)
+    inc = increments(
+        build_updates(batch, [], KEYS, window_ms=10_000, max_examples=1, contributors=[inside.contributor([])])
+    )
+    assert inc[(b0, "*|pp")] == 2 and inc[(b1, "*|pp")] == 1
+    assert inc[(b0, "device_type=ios|pp")] == 1 and (b0, "device_type=android,country=GB|pp") not in inc
+    on_edge = recorder(threshold=0.5)
+    inc = increments(
+        build_updates(batch, [], KEYS, window_ms=10_000, max_examples=1, contributors=[on_edge.contributor([])])
+    )
+    assert not [name for _, name in inc if name.endswith("|pp")]
