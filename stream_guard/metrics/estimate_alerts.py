@@ -52,6 +52,7 @@ are pure functions of :mod:`stream_guard.metrics.estimate_rules`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -72,6 +73,7 @@ from stream_guard.metrics.estimate_rules import (
     labels_confirm,
 )
 from stream_guard.metrics.query import MetricsReader, Rollup
+from stream_guard.metrics.rollups import RollupCache, Rollups
 from stream_guard.profile_estimate import ReferenceEstimation
 from stream_guard.settings.kinds import CALIBRATION_DRIFT, ESTIMATED_PERFORMANCE_DROP
 from stream_guard.settings.metrics import MetricsSettings
@@ -110,7 +112,7 @@ class EstimatePerformanceEvaluator:
 
     def __init__(
         self,
-        readers: Mapping[str, MetricsReader],
+        readers: Mapping[str, Rollups],
         settings: Mapping[str, MetricsSettings],
         *,
         labels: Mapping[str, bool] | None = None,
@@ -126,7 +128,21 @@ class EstimatePerformanceEvaluator:
     def for_settings(
         cls, model_name: str, reader: MetricsReader, settings: MetricsSettings, *, labels: bool
     ) -> EstimatePerformanceEvaluator:
-        return cls({model_name: reader}, {model_name: settings}, labels={model_name: labels})
+        """The evaluator of one model; its rollups cached on a grid all its ranges' ends lie on
+        (:mod:`~stream_guard.metrics.rollups`), so an evaluation sums what changed."""
+        grid = math.gcd(
+            *(
+                seconds * 1000
+                for seconds in (
+                    settings.estimate_window_s,
+                    settings.estimate_every_s,
+                    settings.performance_every_s,
+                    settings.performance_lookback_s,
+                    settings.performance_label_delay_s,
+                )
+            )
+        )
+        return cls({model_name: RollupCache(reader, grid)}, {model_name: settings}, labels={model_name: labels})
 
     def estimation(self, model: ModelRuntime) -> ReferenceEstimation | None:
         """The model's estimation if its profile has one on the live histogram's bins."""
