@@ -147,11 +147,18 @@ def _rss_kb(pid: int, field: str = "VmRSS") -> int:
 
 
 def run_workers(
-    config: Path, workers: int, labels: list[bytes], partitions: int, rss_at: list[int], label_lag: int
+    config: Path,
+    workers: int,
+    labels: list[bytes],
+    partitions: int,
+    rss_at: list[int],
+    label_lag: int,
+    profile_to: Path | None = None,
 ) -> tuple[float, dict[int, int], dict[str, str]]:
     """Run ``workers`` workers on ``config`` until they committed every event and label.
 
-    Label ``i`` is produced once the group committed ``i + label_lag`` events. Returns the
+    Label ``i`` is produced once the group committed ``i + label_lag`` events. With
+    ``profile_to``, py-spy samples the first worker into that file (raw, folded stacks). Returns the
     rate of inference events, the peak RSS (kB) of the first worker by events committed,
     and the first worker's Redis prefix and labels matched.
     """
@@ -177,6 +184,10 @@ def run_workers(
         )
         for log in logs
     ]
+    spy = None
+    if profile_to is not None:
+        command = ["py-spy", "record", "--pid", str(procs[0].pid), "-o", str(profile_to), "-f", "raw", "-r", "50"]
+        spy = subprocess.Popen([str(Path(sys.executable).parent / command[0]), *command[1:]], stdout=subprocess.DEVNULL)
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": loaded.kafka.group_id})
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
     first: tuple[float, int] | None = None
@@ -209,6 +220,8 @@ def run_workers(
             p.terminate()
         for p in procs:
             p.wait(30)
+        if spy is not None:
+            spy.wait(30)
         for log in logs:
             log.close()
         probe.close()
@@ -362,6 +375,7 @@ def main() -> None:
     parser.add_argument("--step-ms", type=float, default=20.0, help="event time between events")
     parser.add_argument("--label-delay-s", type=float, default=60.0)
     parser.add_argument("--lookbacks-h", default="1,24")
+    parser.add_argument("--py-spy", type=Path, help="profile run (b)'s worker with py-spy into this file (raw)")
     parser.add_argument("--skip", default="", help="comma-separated steps to skip: a,b,c,e")
     parser.add_argument("--narrow-events", type=int, default=0, help="also run bench/throughput.py on this many")
     parser.add_argument("--bare-consumer", nargs=2, metavar=("BOOTSTRAP", "N"), help=argparse.SUPPRESS)
@@ -414,7 +428,9 @@ def main() -> None:
         if "b" not in skip:
             config = write_config(workdir, "one", bootstrap, redis_url, args.batch)
             before = redis_counters(redis_url)
-            results["b"], results["rss"], info = run_workers(config, 1, labels, args.partitions, rss_at, lag)
+            results["b"], results["rss"], info = run_workers(
+                config, 1, labels, args.partitions, rss_at, lag, args.py_spy
+            )
             after = redis_counters(redis_url)
             results["redis"] = {k: (after[k] - before.get(k, 0)) / args.events for k in after}
             prefix = info["prefix"]
