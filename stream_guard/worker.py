@@ -294,11 +294,19 @@ class Worker:
         """Close the windows the global watermark has passed; publish their alerts.
 
         First, the assigned partitions with a backlog are marked active (:meth:`_hold_lagging`).
+        A worker that owns no partition (before its first assignment, between a revocation
+        and the next, one worker too many) closes nothing: it cannot hold the partitions it
+        does not own, and if every partition had been left unread for ``idle_partition_s``
+        (a crashed worker's, until the group hands them over) none would hold the watermark,
+        and every open window would close on the records applied so far.
         """
         self._last_close = time.monotonic()
         now_ms = int(time.time() * 1000)
         if not final:
-            self._hold_lagging(now_ms)
+            assigned = self._consumer.assignment()
+            if not assigned:
+                return []
+            self._hold_lagging(now_ms, assigned)
         published = self.parts.closer.close_due(now_ms, final=final)
         self.stats.alerts += len(published)
         self.parts.metrics.observe_alerts(published)
@@ -362,7 +370,7 @@ class Worker:
         }
         self._log.info("stats", records_per_s=round(consumed / elapsed, 1), lag=lag, **vars(self.stats))
 
-    def _hold_lagging(self, now_ms: int) -> None:
+    def _hold_lagging(self, now_ms: int, assigned: list[Any]) -> None:
         """Keep the assigned partitions with a backlog (lag > 0) active in their watermark.
 
         Labels partitions too: the label watermark decides when a period's label-based
@@ -372,7 +380,6 @@ class Worker:
         with records waiting is only behind (a backlog replay reads partitions one after
         another): its watermark must keep holding the windows it has yet to contribute to.
         """
-        assigned = self._consumer.assignment()
         by_model: dict[tuple[str, Fence], list[str]] = defaultdict(list)
         for source in lagging_partitions(self._consumer, assigned, reset_to_end=self._reset_to_end):
             by_model[self._model_and_fence(source.topic)].append(str(source))
