@@ -88,15 +88,20 @@ def produce(
     items: Iterable[tuple[bytes | None, bytes, int]],
     partitions: int | None = None,
     producer_config: dict[str, Any] | None = None,
+    first: int = 0,
 ) -> int:
-    """Produce (key, value, timestamp_ms) items, round-robin over partitions when given; returns the count."""
+    """Produce (key, value, timestamp_ms) items, round-robin over partitions when given; returns the count.
+
+    ``first``: the items' position in a longer stream produced in parts (item ``i`` goes to
+    partition ``(first + i) % partitions``).
+    """
     settings = {"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True, **(producer_config or {})}
     producer = Producer(settings)
     n = 0
     for key, value, ts in items:
         kwargs: dict[str, Any] = {"timestamp": ts}
         if partitions:
-            kwargs["partition"] = n % partitions
+            kwargs["partition"] = (first + n) % partitions
         producer.produce(topic, value, key, **kwargs)
         n += 1
         if n % 1000 == 0:

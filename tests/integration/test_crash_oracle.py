@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -180,3 +181,77 @@ def test_a_worker_killed_three_times_ends_like_a_clean_run(
     alerts, oracle_alerts = _alerts(bootstrap, crashed), _alerts(bootstrap, clean)
     assert oracle_alerts, "the oracle should have alerted on the broken stretch"
     assert alerts == oracle_alerts
+
+
+def test_workers_joining_and_leaving_a_group_end_like_a_clean_run(
+    tmp_path: Path, bootstrap: str, redis_url: str, redis_client: redis.Redis, unique: str
+) -> None:
+    """Three joins and two leaves while the stream is produced: the same Redis counts and alerts as one worker alone.
+
+    The stream is produced in six chunks, a group change after each, so every change lands
+    mid-stream; the next chunk waits until the group owns every partition again.
+    """
+    items = _stream()
+    n = len(items)
+    clean = _setup(tmp_path / "clean", bootstrap, redis_url, f"{unique}-clean", items)
+    run_until([new_worker(clean)], lambda: _applied(redis_client, clean) >= n, timeout_s=120)
+
+    moved = _setup(
+        tmp_path / "moved", bootstrap, redis_url, f"{unique}-moved", [], profile=tmp_path / "clean" / "profile.json"
+    )
+    moved.worker.batch_size = 150
+    topic = moved.models[0].topics[0]
+    running: list[tuple[Any, threading.Thread]] = []
+
+    def join() -> None:
+        worker = new_worker(moved)
+        thread = threading.Thread(target=worker.run, kwargs={"drain_on_exit": False})
+        thread.start()
+        running.append((worker, thread))
+
+    def leave() -> None:
+        worker, thread = running.pop(0)
+        worker.stop()
+        thread.join(60)
+        assert not thread.is_alive(), "a leaving worker did not stop"
+
+    def settled() -> None:
+        """Until the running workers own the three partitions between them, and each owns one."""
+        deadline = time.monotonic() + 60
+        while True:
+            owned = [{tp.partition for tp in w._consumer.assignment()} for w, _ in running]
+            if all(owned) and set().union(*owned) == {0, 1, 2}:
+                return
+            assert time.monotonic() < deadline, f"the group did not settle: {owned}"
+            time.sleep(0.1)
+
+    def produce_chunk(k: int) -> None:
+        chunk = items[k * n // 6 : (k + 1) * n // 6]
+        offset = k * n // 6
+        produce(bootstrap, topic, ((None, p, ts) for p, ts, _ in chunk), partitions=3, first=offset)
+        deadline = time.monotonic() + 120
+        while _applied(redis_client, moved) < offset + len(chunk):
+            assert time.monotonic() < deadline, f"no progress past {_applied(redis_client, moved)} records"
+            time.sleep(0.02)
+
+    try:
+        for k, change in enumerate([join, join, leave, leave, None, None]):
+            if k == 0:
+                join()
+            settled()
+            produce_chunk(k)
+            if change is not None:
+                change()
+    finally:
+        while running:
+            leave()
+    last = new_worker(moved)  # closes the windows left open, as a drained worker does at exit
+    run_until([last], lambda: True, timeout_s=60)
+
+    totals, expected = window_totals(redis_client, moved), window_totals(redis_client, clean)
+    assert totals["n"] + totals["dl"] == n
+    assert _exact(totals) == _exact(expected)
+    _assert_same_metrics(_metrics(redis_client, moved), _metrics(redis_client, clean))
+    oracle_alerts = _alerts(bootstrap, clean)
+    assert oracle_alerts, "the oracle should have alerted on the broken stretch"
+    assert _alerts(bootstrap, moved) == oracle_alerts
