@@ -21,7 +21,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -40,13 +39,14 @@ from stream_guard.pipeline import Pipeline, StagedBatch
 from stream_guard.profile import BaselineProfile
 from stream_guard.settings import Config
 from stream_guard.source import Source
+from stream_guard.state.client import REDIS_ERRORS, RedisClient
 from stream_guard.state.keys import Fence
 from stream_guard.state.window_store import WindowStore
 
 log = structlog.get_logger("stream_guard.worker")
 
 
-_RETRYABLE = (DeliveryError, RegistryUnavailableError, redis.RedisError, KafkaException)
+_RETRYABLE: tuple[type[Exception], ...] = (DeliveryError, RegistryUnavailableError, *REDIS_ERRORS, KafkaException)
 
 
 @dataclass
@@ -116,7 +116,7 @@ class WorkerParts:
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
     health: WorkerHealth = field(default_factory=WorkerHealth)
     #: The Redis client the stores use, pinged before consuming starts.
-    redis_client: redis.Redis | None = None
+    redis_client: RedisClient | None = None
 
 
 class Worker:
@@ -182,7 +182,7 @@ class Worker:
                     self.stats.retries += 1
                     self.parts.metrics.retries.inc()
                     health.retrying = True
-                    health.redis_ok = not isinstance(exc, redis.RedisError)
+                    health.redis_ok = not isinstance(exc, REDIS_ERRORS)
                     delay = self._outage.failed(self._log, "batch failed, rewinding it", exc)
                     self._rewind(messages)
                     self._stop.wait(delay)
@@ -330,7 +330,7 @@ class Worker:
         while not self._stop.is_set():
             try:
                 client.ping()
-            except redis.RedisError as exc:
+            except REDIS_ERRORS as exc:
                 self.parts.health.redis_ok = False
                 self._stop.wait(backoff.failed(self._log, "redis unreachable at start-up", exc))
                 continue
@@ -425,7 +425,7 @@ class Worker:
         """Re-read the fences after a failure: part of a failed pipeline may have applied."""
         try:
             self._load_fences(self._consumer.assignment())
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             self._fences_stale = True
             self._log.debug("cannot reload offset fences yet", error=str(exc))
         else:
@@ -441,7 +441,7 @@ class Worker:
             self._load_fences(partitions)
             if checkpointer is not None:
                 checkpointer.restore_pending(self.parts.stores)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             # The scripts' own fences still skip redeliveries; the local copy is reloaded after
             # the first batch that fails on the outage, and register_sources with it. The
             # detectors are restored before the first batch (which fails while Redis is down).
