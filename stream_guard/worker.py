@@ -29,7 +29,7 @@ from stream_guard.backoff import Backoff
 from stream_guard.checkpoint import Checkpoint, CommitResult, Sinks
 from stream_guard.closing import WindowCloser
 from stream_guard.delivery import ConsumerOffsets, describe, lagging_partitions
-from stream_guard.errors import DeliveryError, RegistryUnavailableError, StreamGuardError
+from stream_guard.errors import ConfigError, DeliveryError, RegistryUnavailableError, StreamGuardError
 from stream_guard.kafka import DeliveryTracker
 from stream_guard.metrics import LabelStream
 from stream_guard.model import ModelRuntime
@@ -39,7 +39,7 @@ from stream_guard.pipeline import Pipeline, StagedBatch
 from stream_guard.profile import BaselineProfile
 from stream_guard.settings import Config
 from stream_guard.source import Source
-from stream_guard.state.client import REDIS_ERRORS, RedisClient
+from stream_guard.state.client import REDIS_ERRORS, RedisClient, cluster_mode_problem
 from stream_guard.state.keys import Fence
 from stream_guard.state.window_store import WindowStore
 
@@ -157,7 +157,12 @@ class Worker:
         ``drain_on_exit`` closes every open window before leaving, as if the stream had
         ended: right for a demo or a finite replay, wrong for one worker of many.
         """
-        self._wait_for_redis()
+        try:
+            self._wait_for_redis()
+        except BaseException:  # a Redis of the wrong kind: the clients go, nothing was consumed
+            self._consumer.close()
+            self.parts.producer.close()
+            raise
         topics = sorted({*self._model_of_topic, *self._label_streams})
         self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         health = self.parts.health
@@ -322,7 +327,10 @@ class Worker:
             self._log.warning("leaving the consumer group before closing failed", error=str(exc))
 
     def _wait_for_redis(self) -> None:
-        """Redis down at start-up: wait with backoff (one line when it fails, one when it answers)."""
+        """Redis down at start-up: wait with backoff (one line when it fails, one when it answers).
+
+        A one-server client on a Redis Cluster node is a configuration error, raised here.
+        """
         client = self.parts.redis_client
         if client is None:
             return
@@ -330,10 +338,13 @@ class Worker:
         while not self._stop.is_set():
             try:
                 client.ping()
+                problem = cluster_mode_problem(client)
             except REDIS_ERRORS as exc:
                 self.parts.health.redis_ok = False
                 self._stop.wait(backoff.failed(self._log, "redis unreachable at start-up", exc))
                 continue
+            if problem is not None:
+                raise ConfigError([problem])
             self.parts.health.redis_ok = True
             backoff.succeeded(self._log, "redis reachable")
             return

@@ -25,6 +25,7 @@ __all__ = [
     "REDIS_ERRORS",
     "Pipeline",
     "RedisClient",
+    "cluster_mode_problem",
     "connect",
     "describe_error",
     "pipeline",
@@ -52,6 +53,24 @@ def connect(settings: RedisConfig, *, decode_responses: bool = True, **options: 
     if settings.cluster:
         return RedisCluster.from_url(settings.url, decode_responses=decode_responses, **options)
     return redis.Redis.from_url(settings.url, decode_responses=decode_responses, **options)
+
+
+def cluster_mode_problem(client: RedisClient) -> str | None:
+    """The problem line when a one-server client talks to a Cluster node (``[redis] cluster`` unset), else None.
+
+    Each command would then fail with ``MOVED`` for the keys of the other nodes' slots; a
+    Cluster client on a plain server fails when it is built. A server that refuses ``INFO``
+    (a managed service may rename it) is taken at its word.
+    """
+    if isinstance(client, RedisCluster):
+        return None
+    try:
+        enabled = client.info("cluster").get("cluster_enabled")
+    except redis.ResponseError:
+        return None
+    if str(enabled) == "1":
+        return "redis.cluster: the server is a Redis Cluster node: set cluster = true"
+    return None
 
 
 def describe_error(exc: BaseException) -> str | None:
@@ -135,8 +154,12 @@ class Pipeline:
         replies = list(self._pipe.execute(raise_on_error=False))
         missing = [i for i in scripts if isinstance(replies[i], NoScriptError)]
         if missing:
-            for script in {id(scripts[i][0]): scripts[i][0] for i in missing}.values():
-                script.sha = self.client.script_load(script.script)  # on every primary
+            loaded: dict[str, str] = {}
+            for i in missing:
+                script = scripts[i][0]
+                if script.sha not in loaded:
+                    loaded[script.sha] = self.client.script_load(script.script)  # on every primary
+                script.sha = loaded[script.sha]
             retry: Any = self.client.pipeline(transaction=False)
             for i in missing:
                 script, call = scripts[i]
