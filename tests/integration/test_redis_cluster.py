@@ -27,7 +27,7 @@ from redis.exceptions import RedisClusterException
 from streamtest import new_worker, produce, run_until, window_totals, write_config
 
 from stream_guard.assembly import metrics_reader
-from stream_guard.dashboard.views import window_starts
+from stream_guard.dashboard.views import read_model_view, window_starts
 from stream_guard.errors import ConfigError
 from stream_guard.metrics.buckets import RedisBucketReads
 from stream_guard.resources import schema_dir
@@ -173,6 +173,8 @@ slice_fields = ["device_type", "country"]
         keys = ModelKeys(config.redis.key_prefix, model)
         starts = sorted({r["ts"] // 60_000 * 60_000 for r, _, _ in events})
         assert window_starts(cluster_client, keys) == starts, model  # the dashboard's SCAN, on the model's node
+        view = read_model_view(config, model, cluster_client, window_ms=HOUR_MS, end_ms=START_MS + HOUR_MS)
+        assert view.events == len(events) and sum(m.events for _, m in view.overall) == len(events), model
 
     # -- every key of a model in its one slot, on the node owning it; the models on two nodes ------
     slots: dict[str, int] = {}
