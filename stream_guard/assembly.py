@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import redis
 import structlog
 from confluent_kafka import KafkaError
 
@@ -32,6 +31,7 @@ from stream_guard.pipeline import Pipeline
 from stream_guard.profile import BaselineProfile
 from stream_guard.settings import Config
 from stream_guard.stages import Stages
+from stream_guard.state.client import RedisClient, connect
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.window_store import WindowStore
 from stream_guard.worker import Worker, WorkerParts
@@ -83,7 +83,7 @@ def build_stages(config: Config, profiles: dict[str, BaselineProfile], *, checkp
 
 
 def _add_metrics(
-    config: Config, models: list[ModelRuntime], client: redis.Redis, stages: Stages, registry: Any
+    config: Config, models: list[ModelRuntime], client: RedisClient, stages: Stages, registry: Any
 ) -> list[LabelStream]:
     """Slice metrics, label joins and performance evaluators of the models that keep metrics."""
     recorders: dict[str, SliceRecorder] = {}
@@ -114,7 +114,7 @@ def _add_metrics(
 
 def build_worker(
     config: Config,
-    client: redis.Redis | None = None,
+    client: RedisClient | None = None,
     *,
     worker_id: str | None = None,
     consumer_overrides: dict[str, Any] | None = None,
@@ -125,7 +125,7 @@ def build_worker(
     worker_id = worker_id or f"sg-{uuid.uuid4().hex[:8]}"
     registry = registry_client(config)
     models = build_models(config, registry)
-    client = client or redis.Redis.from_url(config.redis.url, decode_responses=True)
+    client = client or connect(config.redis)
     profiles = {m.name: m.profile for m in models if m.profile is not None}
     stages = build_stages(config, profiles, checkpoints=True)
     label_streams = _add_metrics(config, models, client, stages, registry)
@@ -214,8 +214,8 @@ def start_http_endpoint(config: Config, worker: Worker) -> HealthServer | None:
     return server
 
 
-def metrics_reader(config: Config, model: str, client: redis.Redis | None = None) -> MetricsReader:
+def metrics_reader(config: Config, model: str, client: RedisClient | None = None) -> MetricsReader:
     """The Python API of rolling metrics: ``metrics_reader(load_config(path), "fraud").last(...)``."""
     settings = config.model(model).metrics
-    client = client or redis.Redis.from_url(config.redis.url, decode_responses=True)
+    client = client or connect(config.redis)
     return MetricsReader(client, ModelKeys(config.redis.key_prefix, model), settings.bucket_s * 1000)

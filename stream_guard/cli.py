@@ -37,11 +37,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _outage(exc: Exception) -> str | None:
     """A readable line for a Redis or Kafka outage, None for anything else."""
-    import redis
     from confluent_kafka import KafkaException
 
-    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-        return f"Redis unreachable ({exc}); check [redis] url and that the server runs"
+    from stream_guard.state.client import describe_error
+
+    redis_reason = describe_error(exc)
+    if redis_reason is not None:
+        return redis_reason
     if isinstance(exc, KafkaException):
         return f"Kafka error: {exc.args[0].str() if exc.args else exc}; check [kafka] bootstrap_servers"
     return None

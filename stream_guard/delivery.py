@@ -6,7 +6,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import redis
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -16,6 +15,7 @@ from stream_guard.kafka import DeliveryTracker
 from stream_guard.metrics.holding import ReleaseResult, stored_event_ids
 from stream_guard.metrics.labels import JoinResult, Label, LabelStream
 from stream_guard.source import Source
+from stream_guard.state.client import RedisClient, pipeline
 from stream_guard.state.window_store import StateUpdate, WindowStore
 
 log = structlog.get_logger("stream_guard.delivery")
@@ -59,7 +59,7 @@ class RedisWindowState:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         stores: Mapping[str, WindowStore],
         on_roundtrip: Callable[[float], None] = lambda seconds: None,
     ) -> None:
@@ -69,7 +69,7 @@ class RedisWindowState:
 
     def apply(self, updates: Mapping[str, Sequence[StateUpdate]], now_ms: int) -> list[tuple[str, str]]:
         """Every model's updates in one pipeline; the (model, source) of those the fence skipped."""
-        pipe = self._client.pipeline(transaction=False)
+        pipe = pipeline(self._client)
         order: list[tuple[str, str]] = []
         for model, model_updates in updates.items():
             self._stores[model].apply(list(model_updates), now_ms, pipe)

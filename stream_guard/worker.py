@@ -21,7 +21,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -30,7 +29,7 @@ from stream_guard.backoff import Backoff
 from stream_guard.checkpoint import Checkpoint, CommitResult, Sinks
 from stream_guard.closing import WindowCloser
 from stream_guard.delivery import ConsumerOffsets, describe, lagging_partitions
-from stream_guard.errors import DeliveryError, RegistryUnavailableError, StreamGuardError
+from stream_guard.errors import ConfigError, DeliveryError, RegistryUnavailableError, StreamGuardError
 from stream_guard.kafka import DeliveryTracker
 from stream_guard.metrics import LabelStream
 from stream_guard.model import ModelRuntime
@@ -40,13 +39,14 @@ from stream_guard.pipeline import Pipeline, StagedBatch
 from stream_guard.profile import BaselineProfile
 from stream_guard.settings import Config
 from stream_guard.source import Source
+from stream_guard.state.client import REDIS_ERRORS, RedisClient, cluster_mode_problem
 from stream_guard.state.keys import Fence
 from stream_guard.state.window_store import WindowStore
 
 log = structlog.get_logger("stream_guard.worker")
 
 
-_RETRYABLE = (DeliveryError, RegistryUnavailableError, redis.RedisError, KafkaException)
+_RETRYABLE: tuple[type[Exception], ...] = (DeliveryError, RegistryUnavailableError, *REDIS_ERRORS, KafkaException)
 
 
 @dataclass
@@ -116,7 +116,7 @@ class WorkerParts:
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
     health: WorkerHealth = field(default_factory=WorkerHealth)
     #: The Redis client the stores use, pinged before consuming starts.
-    redis_client: redis.Redis | None = None
+    redis_client: RedisClient | None = None
 
 
 class Worker:
@@ -157,7 +157,12 @@ class Worker:
         ``drain_on_exit`` closes every open window before leaving, as if the stream had
         ended: right for a demo or a finite replay, wrong for one worker of many.
         """
-        self._wait_for_redis()
+        try:
+            self._wait_for_redis()
+        except BaseException:  # a Redis of the wrong kind: the clients go, nothing was consumed
+            self._consumer.close()
+            self.parts.producer.close()
+            raise
         topics = sorted({*self._model_of_topic, *self._label_streams})
         self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         health = self.parts.health
@@ -182,7 +187,7 @@ class Worker:
                     self.stats.retries += 1
                     self.parts.metrics.retries.inc()
                     health.retrying = True
-                    health.redis_ok = not isinstance(exc, redis.RedisError)
+                    health.redis_ok = not isinstance(exc, REDIS_ERRORS)
                     delay = self._outage.failed(self._log, "batch failed, rewinding it", exc)
                     self._rewind(messages)
                     self._stop.wait(delay)
@@ -330,7 +335,10 @@ class Worker:
             self._log.warning("leaving the consumer group before closing failed", error=str(exc))
 
     def _wait_for_redis(self) -> None:
-        """Redis down at start-up: wait with backoff (one line when it fails, one when it answers)."""
+        """Redis down at start-up: wait with backoff (one line when it fails, one when it answers).
+
+        A one-server client on a Redis Cluster node is a configuration error, raised here.
+        """
         client = self.parts.redis_client
         if client is None:
             return
@@ -338,10 +346,13 @@ class Worker:
         while not self._stop.is_set():
             try:
                 client.ping()
-            except redis.RedisError as exc:
+                problem = cluster_mode_problem(client)
+            except REDIS_ERRORS as exc:
                 self.parts.health.redis_ok = False
                 self._stop.wait(backoff.failed(self._log, "redis unreachable at start-up", exc))
                 continue
+            if problem is not None:
+                raise ConfigError([problem])
             self.parts.health.redis_ok = True
             backoff.succeeded(self._log, "redis reachable")
             return
@@ -432,7 +443,7 @@ class Worker:
         """Re-read the fences after a failure: part of a failed pipeline may have applied."""
         try:
             self._load_fences(self._consumer.assignment())
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             self._fences_stale = True
             self._log.debug("cannot reload offset fences yet", error=str(exc))
         else:
@@ -448,7 +459,7 @@ class Worker:
             self._load_fences(partitions)
             if checkpointer is not None:
                 checkpointer.restore_pending(self.parts.stores)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             # The scripts' own fences still skip redeliveries; the local copy is reloaded after
             # the first batch that fails on the outage, and register_sources with it. The
             # detectors are restored before the first batch (which fails while Redis is down).

@@ -1,4 +1,4 @@
-"""Session fixtures: a real Kafka-protocol broker (Tansu) and a real redis-server on free ports."""
+"""Session fixtures: a real Kafka-protocol broker (Tansu), a real redis-server and a 3-node Redis Cluster on free ports."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import redis
 import structlog
 
-from stream_guard.tools.embedded import Server, start_broker, start_redis
+from stream_guard.tools.embedded import ClusterServer, Server, start_broker, start_redis, start_redis_cluster
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +26,14 @@ def redis_server() -> Iterator[Server]:
     server = start_redis()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[ClusterServer]:
+    """Three cluster-enabled redis-servers sharing the slots (no replicas), started once per session."""
+    cluster = start_redis_cluster(3)
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

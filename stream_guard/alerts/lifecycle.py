@@ -62,8 +62,6 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import redis
-
 from stream_guard.alerts.grouping import (
     BURSTS,
     TIERS,
@@ -78,6 +76,7 @@ from stream_guard.alerts.grouping import (
 )
 from stream_guard.alerts.model import CONFIRMED, REFUTED, Alert, Related, Severity
 from stream_guard.settings.kinds import KNOWN_BIAS
+from stream_guard.state.client import REDIS_CLIENTS, RedisClient
 from stream_guard.state.incident import Observation, ReminderPolicy
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.protocol import IncidentState
@@ -114,13 +113,13 @@ class IncidentTracker:
 
     def __init__(
         self,
-        state: IncidentState | redis.Redis,
+        state: IncidentState | RedisClient,
         keys: ModelKeys | None = None,
         settings: LifecycleSettings | None = None,
         *,
         outputs: Iterable[str] = (),
     ) -> None:
-        if isinstance(state, redis.Redis):
+        if isinstance(state, REDIS_CLIENTS):
             if keys is None:
                 raise TypeError("IncidentTracker on a Redis client needs the model's keys")
             state = WindowStore.for_client(state, keys)

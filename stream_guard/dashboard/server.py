@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import redis
 import structlog
 
 from stream_guard.dashboard.feed import AlertFeed
@@ -19,6 +18,7 @@ from stream_guard.dashboard.page import render_page
 from stream_guard.dashboard.views import read_model_view
 from stream_guard.observability.http import Response, RouteServer
 from stream_guard.settings import Config
+from stream_guard.state.client import REDIS_ERRORS, RedisClient, connect
 
 log = structlog.get_logger("stream_guard.dashboard")
 
@@ -36,7 +36,7 @@ class DashboardOptions:
 class Dashboard:
     """Renders the page of every configured model."""
 
-    def __init__(self, config: Config, client: redis.Redis, feed: AlertFeed, options: DashboardOptions) -> None:
+    def __init__(self, config: Config, client: RedisClient, feed: AlertFeed, options: DashboardOptions) -> None:
         self.config, self.client, self.feed, self.options = config, client, feed, options
 
     def render(self) -> str:
@@ -59,7 +59,7 @@ class DashboardServer(RouteServer):
         def page() -> Response:
             try:
                 return 200, render().encode(), "text/html; charset=utf-8"
-            except redis.RedisError as exc:
+            except REDIS_ERRORS as exc:
                 body = f"<!doctype html><p>stream-guard dashboard: Redis unavailable: {exc}</p>"
                 return 503, body.encode(), "text/html; charset=utf-8"
 
@@ -77,7 +77,7 @@ def start_dashboard(
     config: Config, options: DashboardOptions, *, bind: str = "127.0.0.1", port: int = 0
 ) -> tuple[DashboardServer, AlertFeed]:
     """The alert feed and the HTTP server of ``config``, both running."""
-    client = redis.Redis.from_url(config.redis.url, decode_responses=True)
+    client = connect(config.redis)
     feed = AlertFeed(config).start()
     server = DashboardServer(Dashboard(config, client, feed, options).render, bind=bind, port=port).start()
     log.info("dashboard listening", url=f"http://{bind}:{server.port}/", models=[m.name for m in config.models])

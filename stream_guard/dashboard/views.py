@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import redis
 
 from stream_guard.drift.stats import evaluate_categorical_drift, evaluate_numeric_drift
 from stream_guard.drift.window import CATEGORY_PREFIX, HISTOGRAM_PREFIX, PROFILE_PREFIX, profile_tag
@@ -28,6 +27,7 @@ from stream_guard.metrics.query import HIGHER_IS_BETTER, MetricsReader, RankedSl
 from stream_guard.profile import BaselineProfile, CategoricalProfile, NumericProfile
 from stream_guard.settings import Config
 from stream_guard.settings.drift import DriftSettings
+from stream_guard.state.client import RedisClient, pipeline, scan_model_keys
 from stream_guard.state.keys import ModelKeys
 
 #: Slices drawn in the per-slice performance plot besides all traffic.
@@ -92,7 +92,7 @@ def default_metric(task: str) -> str:
 def read_model_view(
     config: Config,
     model: str,
-    client: redis.Redis,
+    client: RedisClient,
     *,
     window_ms: int,
     metric: str | None = None,
@@ -153,19 +153,19 @@ def _load_profile(config: Config, model: str) -> BaselineProfile | None:
     return BaselineProfile.load(resolved)
 
 
-def window_starts(client: redis.Redis, keys: ModelKeys) -> list[int]:
+def window_starts(client: RedisClient, keys: ModelKeys) -> list[int]:
     """Starts of every window hash kept in Redis (open or closed), oldest first."""
     prefix = keys.window(0)[:-1]
     pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
     starts = set()
-    for key in client.scan_iter(match=pattern, count=1000):
+    for key in scan_model_keys(client, keys, pattern):
         tail = str(key)[len(prefix) :]
         if tail.isdigit():
             starts.add(int(tail))
     return sorted(starts)
 
 
-def latest_window_end(client: redis.Redis, keys: ModelKeys, config: Config) -> int | None:
+def latest_window_end(client: RedisClient, keys: ModelKeys, config: Config) -> int | None:
     starts = window_starts(client, keys)
     return starts[-1] + config.worker.window_s * 1000 if starts else None
 
@@ -233,11 +233,11 @@ def window_drift(
 
 
 def read_drift(
-    client: redis.Redis, keys: ModelKeys, profile: BaselineProfile, settings: DriftSettings, start_ms: int, end_ms: int
+    client: RedisClient, keys: ModelKeys, profile: BaselineProfile, settings: DriftSettings, start_ms: int, end_ms: int
 ) -> list[DriftSeries]:
     """Each monitored field's drift statistic per window starting in ``[start_ms, end_ms)``."""
     starts = [t for t in window_starts(client, keys) if start_ms <= t < end_ms]
-    pipe = client.pipeline(transaction=False)
+    pipe = pipeline(client)
     for start in starts:
         pipe.hgetall(keys.window(start))
     hashes: list[dict[str, str]] = pipe.execute() if starts else []
@@ -250,10 +250,10 @@ def read_drift(
     return [DriftSeries(f, judged[f][0], judged[f][1], pts) for f, pts in sorted(points.items())]
 
 
-def read_incidents(client: redis.Redis, keys: ModelKeys) -> list[Incident]:
+def read_incidents(client: RedisClient, keys: ModelKeys) -> list[Incident]:
     """Open incidents, the most recently seen first."""
     ids = [str(i) for i in client.zrevrange(keys.incidents, 0, 99)]
-    pipe = client.pipeline(transaction=False)
+    pipe = pipeline(client)
     for incident_id in ids:
         pipe.hgetall(keys.incident(incident_id))
     out = []

@@ -20,9 +20,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-import redis
-
 from stream_guard.metrics import store as s
+from stream_guard.state.client import REDIS_CLIENTS, RedisClient, pipeline
 from stream_guard.state.keyspace import MemoryKeySpace
 
 #: Buckets one summing script reads: bounds how long it holds Redis (a few ms per full bucket).
@@ -102,7 +101,7 @@ class BucketReads(Protocol):
 class RedisBucketReads:
     """:class:`BucketReads` of a Redis client (``decode_responses=True``)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self.client = client
         self._sum_script: Any = None
         self._versions_script: Any = None
@@ -114,12 +113,12 @@ class RedisBucketReads:
     def sum_bucket_groups(self, groups: Sequence[Sequence[str]]) -> list[tuple[dict[str, float], int]]:
         if self._sum_script is None:
             self._sum_script = self.client.register_script(_SUM_BUCKETS)
-        pipe = self.client.pipeline(transaction=False)
+        pipe = pipeline(self.client)
         chunks = []
         for keys in groups:
             chunks.append(range(0, len(keys), SUM_CHUNK))
             for i in chunks[-1]:
-                self._sum_script(keys=list(keys[i : i + SUM_CHUNK]), client=pipe)
+                pipe.script(self._sum_script, keys[i : i + SUM_CHUNK])
         replies = iter(pipe.execute() if any(groups) else [])
         out = []
         for chunk in chunks:
@@ -145,7 +144,7 @@ class RedisBucketReads:
     def bucket_fields(self, keys: Sequence[str], fields: Sequence[str] | None) -> list[dict[str, str]]:
         if not keys:
             return []
-        pipe = self.client.pipeline(transaction=False)
+        pipe = pipeline(self.client)
         for key in keys:
             if fields is None:
                 pipe.hgetall(key)
@@ -208,10 +207,10 @@ class MemoryBucketReads:
         ]
 
 
-def bucket_reads(source: redis.Redis | BucketReads | MemoryKeySpace) -> BucketReads:
+def bucket_reads(source: RedisClient | BucketReads | MemoryKeySpace) -> BucketReads:
     """The :class:`BucketReads` of a Redis client, an in-memory key space, or itself."""
     if isinstance(source, MemoryKeySpace):
         return MemoryBucketReads(source)
-    if isinstance(source, redis.Redis):
+    if isinstance(source, REDIS_CLIENTS):
         return RedisBucketReads(source)
     return source

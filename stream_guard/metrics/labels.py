@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import redis
 
 from stream_guard.batch import event_time_of, to_epoch_ms
 from stream_guard.decoding import (
@@ -50,6 +49,7 @@ from stream_guard.metrics.holding import Outcomes, ReleaseResult
 from stream_guard.profile import category_key
 from stream_guard.schemas import load_schema_file, parse_schema
 from stream_guard.settings.metrics import LabelSettings, MetricsSettings
+from stream_guard.state.client import REDIS_CLIENTS, RedisClient
 from stream_guard.state.keys import Fence, ModelKeys
 from stream_guard.state.protocol import LabelState
 from stream_guard.state.update import StateUpdate
@@ -151,18 +151,18 @@ class LabelJoiner:
         self.error_tolerance = error_tolerance
         self.hold_ms = hold_s * 1000
 
-    def state(self, store: LabelState | redis.Redis) -> LabelState:
+    def state(self, store: LabelState | RedisClient) -> LabelState:
         """``store`` itself, or a Redis store on the model's keys for a plain client."""
-        if isinstance(store, redis.Redis):
+        if isinstance(store, REDIS_CLIENTS):
             return WindowStore.for_client(store, self.keys.model_keys, self.settings.retention_s)
         return store
 
-    def applied_offsets(self, store: LabelState | redis.Redis, sources: Sequence[str]) -> dict[str, int]:
+    def applied_offsets(self, store: LabelState | RedisClient, sources: Sequence[str]) -> dict[str, int]:
         """Last applied offset of each labels ``topic:partition``."""
         return self.state(store).applied_offsets(list(sources), Fence.LABELS)
 
     def join(
-        self, labels: Sequence[Label | Mapping[str, Any]], store: LabelState | redis.Redis, *, now_ms: int | None = None
+        self, labels: Sequence[Label | Mapping[str, Any]], store: LabelState | RedisClient, *, now_ms: int | None = None
     ) -> JoinResult:
         """Join a labels batch: one read, one fenced update per labels partition.
 
@@ -211,7 +211,7 @@ class LabelJoiner:
             result.errors, result.abs_errors = self._errors(outcomes.values[counted], outcomes.metrics)
         return result
 
-    def release(self, event_ids: Sequence[str], store: LabelState | redis.Redis, *, now_ms: int) -> ReleaseResult:
+    def release(self, event_ids: Sequence[str], store: LabelState | RedisClient, *, now_ms: int) -> ReleaseResult:
         """After an events batch stored the predictions of ``event_ids``: join their held labels,
         and expire the holds that ran out (:func:`~stream_guard.metrics.holding.release_held`)."""
         if self.hold_ms <= 0:
@@ -444,6 +444,6 @@ class LabelStream:
         return labels_from_messages(messages, self.decoder, self.settings, dead, self.max_record_bytes), dead
 
     def process(
-        self, messages: Sequence[Any], store: LabelState | redis.Redis, now_ms: int | None = None
+        self, messages: Sequence[Any], store: LabelState | RedisClient, now_ms: int | None = None
     ) -> JoinResult:
         return self.joiner.join(labels_from_messages(messages, self.decoder, self.settings), store, now_ms=now_ms)

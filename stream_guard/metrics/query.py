@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import pandas as pd
-import redis
 
 from stream_guard.errors import MetricUnknownError
 from stream_guard.metrics import store as s
 from stream_guard.metrics.buckets import BucketReads, bucket_reads
 from stream_guard.metrics.slices import slice_dimension
 from stream_guard.metrics.table import format_table
+from stream_guard.state.client import RedisClient
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.keyspace import MemoryKeySpace
 
@@ -341,7 +341,7 @@ class MetricsReader:
     """
 
     def __init__(
-        self, source: redis.Redis | BucketReads | MemoryKeySpace, keys: ModelKeys, bucket_ms: int = 60_000
+        self, source: RedisClient | BucketReads | MemoryKeySpace, keys: ModelKeys, bucket_ms: int = 60_000
     ) -> None:
         self.source = bucket_reads(source)
         self.keys = s.MetricKeys(keys)

@@ -47,7 +47,10 @@ class KafkaConfig:
 
 @dataclass
 class RedisConfig:
+    #: ``redis://`` or ``rediss://`` URL (``unix://`` for a socket, not with ``cluster``).
     url: str = "redis://localhost:6379/0"
+    #: The server is a Redis Cluster: ``url`` names any one node (database 0), the client finds the others.
+    cluster: bool = False
     #: Prefix of every key; the model name follows in a hash tag: ``sg:{fraud}:...``.
     key_prefix: str = "sg"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from stream_guard.settings.checks import check_checks
 from stream_guard.settings.drift import check_drift
@@ -69,6 +70,7 @@ def check_config(config: Config, problems: Problems, *, require_profiles: bool =
     skew = worker.max_event_time_skew_s
     if problems.typed("worker.max_event_time_skew_s") and skew < 0:
         problems.add("worker.max_event_time_skew_s", f"must be 0 (off) or positive, got {skew:g}")
+    _check_redis(config, problems)
     check_checks(config.checks, "checks", problems)
     check_drift(config.drift, "drift", problems)
     _check_alerts(config, problems)
@@ -84,6 +86,21 @@ def check_config(config: Config, problems: Problems, *, require_profiles: bool =
     label_topics = [m.labels.topic for m in config.models if m.labels.topic]
     for topic in sorted({t for t in label_topics if label_topics.count(t) > 1}):
         problems.lines.append(f"labels topic {topic!r} is used by several models")
+
+
+def _check_redis(config: Config, problems: Problems) -> None:
+    """``[redis] url`` parses as redis-py reads it; a Cluster has TCP nodes and only database 0."""
+    if not problems.typed("redis.url", "redis.cluster"):
+        return
+    url, cluster = urlsplit(config.redis.url), config.redis.cluster
+    if url.scheme not in ("redis", "rediss", "unix"):
+        problems.add("redis.url", f"expected a redis://, rediss:// or unix:// URL, got {config.redis.url!r}")
+    elif cluster and url.scheme == "unix":
+        problems.add("redis.url", "a Redis Cluster is reached over TCP: use a redis:// or rediss:// URL of one node")
+    elif cluster:
+        db = parse_qs(url.query).get("db", [url.path.strip("/") or "0"])[0]
+        if db != "0":
+            problems.add("redis.url", f"a Redis Cluster has only database 0, the URL selects database {db}")
 
 
 def _check_alerts(config: Config, problems: Problems) -> None:

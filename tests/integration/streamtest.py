@@ -28,13 +28,17 @@ def write_config(
     bootstrap: str,
     redis_url: str,
     unique: str,
+    redis_cluster: bool = False,
     encoding: str = "confluent",
     partitions: int = 3,
     window_s: int = 10,
     sections: str = "",
     model_extra: str = "",
 ) -> Config:
-    """A config for one model on fresh topics; creates the topics and a local registry."""
+    """A config for one model on fresh topics; creates the topics and a local registry.
+
+    ``redis_cluster``: ``redis_url`` names a node of a Redis Cluster (``[redis] cluster = true``).
+    """
     topic = f"inferences-{unique}"
     write_local_registry(tmp_path / "registry")
     text = f"""
@@ -47,6 +51,7 @@ consumer = {{ "session.timeout.ms" = 6000, "heartbeat.interval.ms" = 1000 }}
 
 [redis]
 url = "{redis_url}"
+cluster = {str(redis_cluster).lower()}
 key_prefix = "sg-{unique}"
 
 [schema_registry]

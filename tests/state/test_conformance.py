@@ -1,11 +1,13 @@
-"""Conformance of the two window-state stores: the same sequences give the same results on both.
+"""Conformance of the window-state stores: the same sequences give the same results on each.
 
-Every test runs twice, through the ``store_type`` fixture: on a :class:`MemoryState` and on
-a :class:`WindowStore` over a real redis-server (the session fixture of tests/conftest.py
-starts one on a free port; the redis case is marked ``integration``). Each test pins its
-results explicitly, so both stores are held to the same values; besides, every test ends
-by comparing the whole key space with what the other store holds after the same steps
-(:func:`run_on_both`, redis case only).
+Every test runs three times, through the ``store_type`` fixture: on a :class:`MemoryState`, on
+a :class:`WindowStore` over a real redis-server and on one over a real 3-node Redis Cluster
+(the session fixtures of tests/conftest.py start them on free ports; those cases are marked
+``integration``); each test's model has its own name, so on the Cluster their slots spread
+over the three nodes. Each test pins its results explicitly, so every store is held to the
+same values; besides, every test ends
+by comparing the whole key space with what the memory store holds after the same steps
+(:func:`run_on_both`, redis and cluster cases).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 import pytest
 import redis
+from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from stream_guard.alerts.lifecycle import IncidentTracker, LifecycleSettings
@@ -39,6 +42,7 @@ from stream_guard.state import (
     WindowStore,
     close_due_windows,
 )
+from stream_guard.state.client import RedisClient
 from stream_guard.state.ops import split_ops
 
 WINDOW_MS = 10_000
@@ -60,9 +64,9 @@ class Harness:
 
     store: ModelState
     keys: ModelKeys
-    client: redis.Redis | None = None
+    client: RedisClient | None = None
     #: The same server without decoding (HyperLogLogs are binary strings).
-    raw: redis.Redis | None = None
+    raw: RedisClient | None = None
     #: Every step's observable result, in order (compared across stores).
     log: list[Any] = field(default_factory=list)
 
@@ -130,7 +134,13 @@ def error_text(exc: ResponseError) -> str:
     return text
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.integration),
+        pytest.param("cluster", marks=pytest.mark.integration),
+    ]
+)
 def store_type(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -144,6 +154,10 @@ def _factory(store_type: str, request: pytest.FixtureRequest) -> Factory:
         server = request.getfixturevalue("redis_server")
         client = redis.Redis(host="127.0.0.1", port=server.port, decode_responses=True)
         raw = redis.Redis(host="127.0.0.1", port=server.port)
+    elif store_type == "cluster":
+        nodes = request.getfixturevalue("redis_cluster")
+        client = RedisCluster.from_url(nodes.url, decode_responses=True)
+        raw = RedisCluster.from_url(nodes.url)
 
     def make(*, idle_ms: int = IDLE_MS, window_ms: int = WINDOW_MS, model: str | None = None) -> Harness:
         keys = ModelKeys("sgc", model or f"m{uuid.uuid4().hex[:8]}")
@@ -170,11 +184,14 @@ def make_store(store_type: str, request: pytest.FixtureRequest) -> Factory:
 Scenario = Callable[[Harness], None]
 
 
-def run_on_both(request: pytest.FixtureRequest, scenario: Scenario, **settings: Any) -> tuple[Harness, Harness]:
-    """Run ``scenario`` on a fresh store of each kind; their logs and key spaces must agree."""
+def run_on_both(
+    request: pytest.FixtureRequest, scenario: Scenario, backend: str = "redis", **settings: Any
+) -> tuple[Harness, Harness]:
+    """Run ``scenario`` on a fresh store in memory and on ``backend`` (``redis`` or ``cluster``);
+    their logs and key spaces must agree."""
     model = f"m{uuid.uuid4().hex[:8]}"  # the same name in both, as results may carry key names
     memory = _factory("memory", request)(model=model, **settings)
-    on_redis = _factory("redis", request)(model=model, **settings)
+    on_redis = _factory(backend, request)(model=model, **settings)
     scenario(memory)
     scenario(on_redis)
     assert memory.log == on_redis.log
@@ -187,8 +204,8 @@ def check(store_type: str, request: pytest.FixtureRequest) -> Callable[[Scenario
     """On the redis run, also run the scenario on both stores and compare everything they did."""
 
     def compare(scenario: Scenario, **settings: Any) -> None:
-        if store_type == "redis":
-            run_on_both(request, scenario, **settings)
+        if store_type != "memory":
+            run_on_both(request, scenario, store_type, **settings)
 
     return compare
 
@@ -801,9 +818,10 @@ def test_incidents_open_remind_and_resolve_alike(make_store: Factory, check: Cal
 
 
 @pytest.mark.integration
-def test_incident_tracker_on_a_redis_client_is_the_store_s(request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize("backend", ["redis", "cluster"])
+def test_incident_tracker_on_a_redis_client_is_the_store_s(request: pytest.FixtureRequest, backend: str) -> None:
     """IncidentTracker(client, keys, settings), as the worker builds it, decides as on the store."""
-    h = _factory("redis", request)()
+    h = _factory(backend, request)()
     assert h.client is not None
     tracker = IncidentTracker(h.client, h.keys, LIFECYCLE)
     first = alert(BASE_MS)

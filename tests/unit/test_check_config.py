@@ -104,3 +104,27 @@ encoding = "json"
     assert main(["metrics", "-c", str(config)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("stream-guard: Redis unreachable (") and "127.0.0.1:1" in err[0]
+
+
+def test_metrics_with_the_cluster_down_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """cluster = true and no node answers: one line naming the Cluster and what to check; exit code 1."""
+    from stream_guard.resources import schema_dir
+
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f"""
+[redis]
+url = "redis://127.0.0.1:1"
+cluster = true
+[[models]]
+name = "fraud"
+topics = ["t"]
+schema = "{schema_dir() / "fraud_inference.avsc"}"
+encoding = "json"
+"""
+    )
+    assert main(["metrics", "-c", str(config)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("stream-guard: Redis Cluster unreachable (Redis Cluster cannot be connected"), err
+    assert err[0].endswith("check [redis] url and that the nodes run"), err

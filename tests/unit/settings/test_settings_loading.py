@@ -199,6 +199,31 @@ def test_env_override_into_non_section_is_reported(config_dir: Path) -> None:
             "alerts.resolve_after_s: must be 0 or positive, got -1",
             id="negative-resolve-after",
         ),
+        pytest.param(
+            VALID.replace('url = "redis://cache:6379/2"', 'url = "redis://cache:6379/2"\ncluster = true'),
+            "redis.url: a Redis Cluster has only database 0, the URL selects database 2",
+            id="cluster-with-database",
+        ),
+        pytest.param(
+            VALID.replace('url = "redis://cache:6379/2"', 'url = "redis://cache:6379?db=3"\ncluster = true'),
+            "redis.url: a Redis Cluster has only database 0, the URL selects database 3",
+            id="cluster-with-database-query",
+        ),
+        pytest.param(
+            VALID.replace('url = "redis://cache:6379/2"', 'url = "unix:///run/redis.sock"\ncluster = true'),
+            "redis.url: a Redis Cluster is reached over TCP",
+            id="cluster-over-unix-socket",
+        ),
+        pytest.param(
+            VALID.replace('url = "redis://cache:6379/2"', 'url = "redis+cluster://cache:6379"'),
+            "redis.url: expected a redis://, rediss:// or unix:// URL, got 'redis+cluster://cache:6379'",
+            id="unknown-url-scheme",
+        ),
+        pytest.param(
+            VALID.replace('url = "redis://cache:6379/2"', 'url = "redis://cache:6379/0"\ncluster = "yes"'),
+            "redis.cluster: expected true or false, got 'yes'",
+            id="cluster-not-a-bool",
+        ),
     ],
 )
 def test_each_mistake_is_one_readable_line(config_dir: Path, text: str, expected: str) -> None:
@@ -207,6 +232,17 @@ def test_each_mistake_is_one_readable_line(config_dir: Path, text: str, expected
     assert len(problems) == 1, problems
     assert problems[0].startswith(expected), problems
     assert "\n" not in problems[0]
+
+
+def test_a_cluster_url_with_database_zero_loads(config_dir: Path) -> None:
+    """cluster = true with a node's URL (database 0, explicit or not) is valid; the environment can set it."""
+    for url in ("redis://node-1:7000", "redis://node-1:7000/0", "rediss://user:pw@node-1:7000/?db=0"):
+        text = VALID.replace('url = "redis://cache:6379/2"', f'url = "{url}"\ncluster = true')
+        config = load_config(_write(config_dir, text), environ={})
+        assert (config.redis.url, config.redis.cluster) == (url, True)
+    env = {"STREAM_GUARD_REDIS__CLUSTER": "true", "STREAM_GUARD_REDIS__URL": "redis://node-2:7001"}
+    assert load_config(_write(config_dir, VALID), environ=env).redis.cluster is True
+    assert load_config(_write(config_dir, VALID), environ={}).redis.cluster is False
 
 
 def test_missing_schema_file_problem_names_the_resolved_path(config_dir: Path) -> None:

@@ -1,0 +1,186 @@
+"""The Redis client of the whole code base: one server or a Redis Cluster, built in one place.
+
+Every key of a model carries its name as a hash tag (``sg:{fraud}:...``), so all of a model's
+keys live in one slot of a Cluster: each fenced script, pipeline and multi-key command of the
+state touches one slot and runs on the node that owns it. :func:`connect` builds the client
+``[redis]`` describes (``cluster = true`` for a Cluster); :data:`RedisClient` is the type the
+stores accept, and ``isinstance(x, REDIS_CLIENTS)`` tells a client from the in-memory stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeAlias, cast
+
+import redis
+from redis.cluster import RedisCluster
+from redis.commands.core import Script
+from redis.exceptions import MovedError, NoScriptError, RedisClusterException, ResponseError, SlotNotCoveredError
+
+from stream_guard.settings import RedisConfig
+from stream_guard.state.keys import ModelKeys
+
+__all__ = [
+    "REDIS_CLIENTS",
+    "REDIS_ERRORS",
+    "Pipeline",
+    "RedisClient",
+    "cluster_mode_problem",
+    "connect",
+    "describe_error",
+    "pipeline",
+    "scan_model_keys",
+]
+
+#: A client of one Redis server or of a Redis Cluster (responses decoded).
+RedisClient: TypeAlias = "redis.Redis | RedisCluster"
+
+#: The client classes, for ``isinstance`` (which narrows to :data:`RedisClient` with it).
+REDIS_CLIENTS = (redis.Redis, RedisCluster)
+
+
+#: What a Redis outage raises: besides ``RedisError``, a Cluster client whose slot table lost a
+#: slot (its node down) raises ``SlotNotCoveredError``, which is not one.
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, SlotNotCoveredError)
+
+
+def connect(settings: RedisConfig, *, decode_responses: bool = True, **options: Any) -> RedisClient:
+    """The client of ``[redis]``: a :class:`~redis.cluster.RedisCluster` if ``cluster = true``, else a
+    :class:`~redis.Redis`; both from ``url`` (for a Cluster, any node's: the client discovers the others).
+
+    The stores need decoded responses; ``decode_responses=False`` is for reading binary values.
+    """
+    if settings.cluster:
+        return RedisCluster.from_url(settings.url, decode_responses=decode_responses, **options)
+    return redis.Redis.from_url(settings.url, decode_responses=decode_responses, **options)
+
+
+def cluster_mode_problem(client: RedisClient) -> str | None:
+    """The problem line when a one-server client talks to a Cluster node (``[redis] cluster`` unset), else None.
+
+    Each command would then fail with ``MOVED`` for the keys of the other nodes' slots; a
+    Cluster client on a plain server fails when it is built. A server that refuses ``INFO``
+    (a managed service may rename it) is taken at its word.
+    """
+    if isinstance(client, RedisCluster):
+        return None
+    try:
+        enabled = client.info("cluster").get("cluster_enabled")
+    except redis.ResponseError:
+        return None
+    if str(enabled) == "1":
+        return "redis.cluster: the server is a Redis Cluster node: set cluster = true"
+    return None
+
+
+def describe_error(exc: BaseException) -> str | None:
+    """One line for a Redis outage or a ``[redis] cluster`` setting that does not match the server; else None."""
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | SlotNotCoveredError):
+        return f"Redis unreachable ({exc}); check [redis] url and that the server runs"
+    if isinstance(exc, MovedError) or (isinstance(exc, ResponseError) and str(exc).startswith("MOVED ")):
+        return f"Redis answered {exc}: the server is a Redis Cluster, set [redis] cluster = true"
+    if isinstance(exc, RedisClusterException):
+        text = str(exc)
+        if "Cluster mode is not enabled" in text:
+            return "the Redis server is not a Cluster (cluster mode is not enabled): set [redis] cluster = false"
+        if "cannot be connected" in text or "not covered" in text:
+            return f"Redis Cluster unreachable ({text.splitlines()[0]}); check [redis] url and that the nodes run"
+    return None
+
+
+class Pipeline:
+    """A non-transactional pipeline of one server or a Cluster, that also runs scripts.
+
+    redis-py's cluster pipeline refuses ``Script`` calls (``EVALSHA``), ``MGET`` and ``PFCOUNT``
+    by name, though each of those is routed like any keyed command (by the slot of its keys,
+    which a model's hash tag makes one). Here they are queued as plain commands on a Cluster,
+    and a script a node does not know (``NOSCRIPT``: the node restarted, or a replica took over)
+    is loaded on every primary and only the commands that failed for it are sent again: the
+    others ran once already. On one server the redis-py pipeline loads scripts itself.
+
+    Any other command is the redis-py pipeline's (``pipe.hgetall(key)``...).
+    """
+
+    def __init__(self, client: RedisClient) -> None:
+        self.client = client
+        self._pipe: Any = client.pipeline(transaction=False)
+        self._cluster = isinstance(client, RedisCluster)
+        #: On a Cluster: position in the pipeline -> (script, keys and args) of each script call.
+        self._scripts: dict[int, tuple[Script, list[Any]]] = {}
+        self._queued = 0
+
+    def __getattr__(self, name: str) -> Any:
+        command = getattr(self._pipe, name)
+
+        def queue(*args: Any, **kwargs: Any) -> Pipeline:
+            command(*args, **kwargs)
+            self._queued += 1
+            return self
+
+        return queue
+
+    def __len__(self) -> int:
+        return self._queued
+
+    def script(self, script: Script, keys: Sequence[Any], args: Sequence[Any] = ()) -> Pipeline:
+        """Queue a call of ``script`` (from ``register_script``)."""
+        if self._cluster:
+            call = [len(keys), *keys, *args]
+            self._scripts[self._queued] = (script, call)
+            self._pipe.execute_command("EVALSHA", script.sha, *call)
+        else:
+            script(keys=list(keys), args=list(args), client=self._pipe)
+        self._queued += 1
+        return self
+
+    def mget(self, keys: Sequence[str]) -> Pipeline:
+        """Queue an ``MGET`` (of keys of one slot, on a Cluster)."""
+        self._pipe.execute_command("MGET", *keys)
+        self._queued += 1
+        return self
+
+    def pfcount(self, key: str) -> Pipeline:
+        """Queue a ``PFCOUNT`` of one HyperLogLog."""
+        self._pipe.execute_command("PFCOUNT", key)
+        self._queued += 1
+        return self
+
+    def execute(self) -> list[Any]:
+        """Every reply in order; after all ran, the first error is raised, as redis-py does."""
+        self._queued = 0
+        if not self._cluster:
+            return cast("list[Any]", self._pipe.execute())
+        scripts, self._scripts = self._scripts, {}
+        replies = list(self._pipe.execute(raise_on_error=False))
+        missing = [i for i in scripts if isinstance(replies[i], NoScriptError)]
+        if missing:
+            loaded: dict[str, str] = {}
+            for i in missing:
+                script = scripts[i][0]
+                if script.sha not in loaded:
+                    loaded[script.sha] = self.client.script_load(script.script)  # on every primary
+                script.sha = loaded[script.sha]
+            retry: Any = self.client.pipeline(transaction=False)
+            for i in missing:
+                script, call = scripts[i]
+                retry.execute_command("EVALSHA", script.sha, *call)
+            for i, reply in zip(missing, retry.execute(raise_on_error=False), strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+
+def pipeline(client: RedisClient) -> Pipeline:
+    """A :class:`Pipeline` of ``client``."""
+    return Pipeline(client)
+
+
+def scan_model_keys(client: RedisClient, keys: ModelKeys, match: str, count: int = 1000) -> Iterator[str]:
+    """``SCAN`` for keys of one model matching ``match``: on a Cluster, on the node of the model's slot only."""
+    if isinstance(client, RedisCluster):
+        node = client.get_node_from_key(keys.windows)  # type: ignore[no-untyped-call]
+        yield from client.scan_iter(match=match, count=count, target_nodes=node)
+    else:
+        yield from client.scan_iter(match=match, count=count)

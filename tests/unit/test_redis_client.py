@@ -1,0 +1,37 @@
+"""The Redis client factory and its error lines (no server: what needs one is in tests/integration)."""
+
+from __future__ import annotations
+
+import redis
+from redis.exceptions import MovedError, RedisClusterException, SlotNotCoveredError
+
+from stream_guard.settings import RedisConfig
+from stream_guard.state.client import REDIS_CLIENTS, REDIS_ERRORS, connect, describe_error
+
+
+def test_one_server_client_is_built_without_connecting() -> None:
+    """cluster unset: a redis.Redis of the URL, decoding responses; nothing is sent until it is used."""
+    client = connect(RedisConfig(url="redis://127.0.0.1:1/3"))
+    assert type(client) is redis.Redis and isinstance(client, REDIS_CLIENTS)
+    kwargs = client.connection_pool.connection_kwargs
+    assert (kwargs["host"], kwargs["port"], kwargs["db"], kwargs["decode_responses"]) == ("127.0.0.1", 1, 3, True)
+    assert connect(RedisConfig(), decode_responses=False).connection_pool.connection_kwargs["decode_responses"] is False
+
+
+def test_outages_and_mismatched_settings_are_one_line_each() -> None:
+    """An outage names [redis] url; MOVED says set cluster = true; a plain server says set it to false."""
+    assert describe_error(redis.ConnectionError("refused")) == (
+        "Redis unreachable (refused); check [redis] url and that the server runs"
+    )
+    assert describe_error(MovedError("3999 127.0.0.1:7001")) == (
+        "Redis answered 3999 127.0.0.1:7001: the server is a Redis Cluster, set [redis] cluster = true"
+    )
+    assert (describe_error(redis.ResponseError("MOVED 3999 127.0.0.1:7001")) or "").endswith("cluster = true")
+    assert describe_error(RedisClusterException("Cluster mode is not enabled on this node")) == (
+        "the Redis server is not a Cluster (cluster mode is not enabled): set [redis] cluster = false"
+    )
+    down = RedisClusterException("Redis Cluster cannot be connected. Please provide at least one reachable node: x")
+    assert (describe_error(down) or "").startswith("Redis Cluster unreachable (Redis Cluster cannot be connected")
+    assert describe_error(RedisClusterException("EVALSHA - all keys must map to the same key slot")) is None
+    assert describe_error(ValueError("no")) is None
+    assert issubclass(SlotNotCoveredError, REDIS_ERRORS) and issubclass(redis.TimeoutError, REDIS_ERRORS)
