@@ -334,7 +334,14 @@ def _demo(args: argparse.Namespace) -> int:
 def _alerts(args: argparse.Namespace) -> int:
     import json
 
-    from stream_guard.alerts.reader import AlertFilter, alerts_consumer, iter_alerts, positions_since, with_iso_times
+    from stream_guard.alerts.reader import (
+        AlertFilter,
+        alert_decoder,
+        alerts_consumer,
+        iter_alerts,
+        positions_since,
+        with_iso_times,
+    )
     from stream_guard.alerts.render import render_alert
     from stream_guard.settings.kinds import Severity
 
@@ -360,7 +367,8 @@ def _alerts(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     shown = 0
     try:
-        for record in iter_alerts(consumer, accepts=accepts, stop=lambda: stopping):
+        decode = alert_decoder(config)
+        for record in iter_alerts(consumer, accepts=accepts, stop=lambda: stopping, decode=decode):
             print(json.dumps(with_iso_times(record)) if args.json else render_alert(record), flush=True)
             shown += 1
             if args.max and shown >= args.max:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import httpx
-from confluent_kafka.schema_registry import Schema, dual_schema_id_deserializer
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, dual_schema_id_deserializer
 from confluent_kafka.schema_registry._sync.avro import _resolve_named_schema
 from confluent_kafka.schema_registry.common.avro import parse_schema_with_repo
 from confluent_kafka.schema_registry.common.serde import SchemaId
@@ -24,6 +24,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext, SerializationError
 
 from stream_guard.errors import RegistryUnavailableError, SchemaLoadError, UnknownSchemaIdError, WireFormatError
+from stream_guard.settings import Config
 
 CONFLUENT_MAGIC = 0
 #: The magic byte of a prefix holding a 16-byte schema GUID (confluent-kafka 2.11+).
@@ -35,6 +36,23 @@ _PREFIX_SIZES = {CONFLUENT_MAGIC: 5, CONFLUENT_GUID_MAGIC: 17}
 
 #: Kafka message headers as confluent-kafka returns them.
 Headers = list[tuple[str, bytes | None]]
+
+
+def registry_client(config: Config) -> Any:
+    """A Confluent Schema Registry client when ``schema_registry.url`` is set, else None."""
+    if not config.schema_registry.url:
+        return None
+    conf = {"url": config.schema_registry.url, **config.schema_registry.client}
+    if not config.schema_registry.url.startswith("mock://"):
+        return SchemaRegistryClient(conf)
+    # confluent-kafka's in-memory registry (mock://, for tests and demos) keeps its schemas per
+    # client instance: one client per URL in the process, so worker, CLI and tests share it.
+    if config.schema_registry.url not in _MOCK_REGISTRIES:
+        _MOCK_REGISTRIES[config.schema_registry.url] = SchemaRegistryClient.new_client(conf)
+    return _MOCK_REGISTRIES[config.schema_registry.url]
+
+
+_MOCK_REGISTRIES: dict[str, Any] = {}
 
 
 def read_schema_id(payload: bytes, headers: Headers | None = None) -> tuple[int | str, int]:
