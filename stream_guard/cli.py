@@ -187,7 +187,18 @@ def _check_config(args: argparse.Namespace) -> int:
             f"model {model.name}: topics {', '.join(model.config.topics)}; {model.config.encoding}; "
             f"numeric {model.numeric_features}; categorical {model.categorical_features}"
         )
+    print(_alerts_summary(config))
     return 0
+
+
+def _alerts_summary(config: Any) -> str:
+    """One line: where alerts go and in which encoding (with the subject a confluent one registers under)."""
+    from stream_guard.alerts.codec import alert_encoding, alert_subject
+
+    encoding = alert_encoding(config)
+    topic = config.kafka.alerts_topic
+    subject = f", schema alert.avsc under subject {alert_subject(topic)}" if encoding == "confluent" else ""
+    return f"alerts: topic {topic}; {encoding}{subject}"
 
 
 def _epoch_ms(text: str | None) -> int | None:

@@ -198,14 +198,17 @@ class AlertDecoder:
 
     def __init__(self, client: Any = None) -> None:
         self._deserializer = None if client is None else AvroDeserializer(client, alert_schema_text())
+        #: Schema-id prefixes the registry could not answer for: read with alert.avsc without asking again.
+        self._unanswered: set[bytes] = set()
 
     def __call__(self, payload: bytes | None) -> dict[str, Any]:
-        framed = payload is not None and payload[:1] in (bytes([CONFLUENT_MAGIC]), bytes([CONFLUENT_GUID_MAGIC]))
-        if self._deserializer is not None and framed:
+        prefix = payload[: {CONFLUENT_MAGIC: 5, CONFLUENT_GUID_MAGIC: 17}.get(payload[0], 0)] if payload else b""
+        if self._deserializer is not None and prefix and prefix not in self._unanswered:
             try:
                 record = self._deserializer(payload)
                 assert isinstance(record, dict)
                 return record
             except (SchemaRegistryError, httpx.TransportError, SerializationError) as exc:
-                log.debug("alert schema not from the registry; reading with alert.avsc", error=str(exc))
+                self._unanswered.add(prefix)
+                log.warning("alert schema not found in the registry; reading with alert.avsc", error=str(exc))
         return decode_alert(payload)

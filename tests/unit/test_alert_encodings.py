@@ -215,3 +215,28 @@ def test_the_workers_encoder_registers_on_the_configured_registry(tmp_path: Path
     encoder = alert_encoder(config, registry_client(config))
     assert encoder.encoding == "confluent"
     assert registry_client(config).get_subjects() == ["sg.alerts-value"]
+
+
+def test_an_alert_the_registry_cannot_answer_for_is_read_with_alert_avsc(client: Any) -> None:
+    """A framed alert of another registry (an id this one lacks) still reads, and the id is not asked for again."""
+    payload = AlertEncoder.registered(client, TOPIC).encode(_alert(), emitted_at=EMITTED_AT)
+    other = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+    read = AlertDecoder(other)
+    asked: list[int] = []
+    get_schema = other.get_schema
+    other.get_schema = lambda schema_id, *args, **kwargs: (
+        asked.append(schema_id) or get_schema(schema_id, *args, **kwargs)
+    )
+    assert read(payload) == read(payload) == _expected()
+    assert asked == [int.from_bytes(payload[1:5], "big")]
+
+
+def test_check_config_names_the_alert_encoding_and_subject(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """check-config prints where alerts go, in which encoding, and the subject a confluent encoder registers under."""
+    from stream_guard.cli import main
+
+    _config(tmp_path, '[schema_registry]\nurl = "mock://check-config"', "")
+    assert main(["check-config", "-c", str(tmp_path / "stream-guard.toml")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "alerts: topic sg.alerts; confluent, schema alert.avsc under subject sg.alerts-value"
+    )
