@@ -88,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
         "--strict", action="store_true", help="refuse reference data with non-numeric values in numeric features"
     )
     learn.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress (a redrawn line on a TTY, else log lines)"
+    )
+    learn.add_argument(
         "--label-column",
         metavar="NAME",
         help="label column of the reference: records per-slice performance and known biases "
@@ -217,6 +220,7 @@ def _learn(args: argparse.Namespace) -> int:
     from stream_guard.learning import learn_from_file, learn_from_topic
     from stream_guard.learning.summary import performance_summary
     from stream_guard.model import build_models
+    from stream_guard.progress import Progress
 
     config = _load(args, require_profiles=False)  # learn writes the profile
     models = {m.name: m for m in build_models(config, _registry_client(config))}
@@ -228,14 +232,24 @@ def _learn(args: argparse.Namespace) -> int:
     output = args.output or (str(model.profile_path) if model.profile_path else None)
     if output is None:
         raise StreamGuardError(f"model {model.name} has no profile path configured: pass --output")
+    progress = None if args.quiet else Progress(f"learn {model.name}")
     if args.from_file:
-        profile = learn_from_file(model, args.from_file, strict=args.strict, label_column=args.label_column)
+        profile = learn_from_file(
+            model, args.from_file, strict=args.strict, label_column=args.label_column, progress=progress
+        )
     else:
         if args.label_column:
             raise StreamGuardError("--label-column needs --from-file: events on the topic carry no labels")
         profile = learn_from_topic(
-            config, model, events=args.events, since_ms=_epoch_ms(args.since), until_ms=_epoch_ms(args.until)
+            config,
+            model,
+            events=args.events,
+            since_ms=_epoch_ms(args.since),
+            until_ms=_epoch_ms(args.until),
+            progress=progress,
         )
+    if progress is not None:
+        progress.done(f"{profile.row_count:,} rows, {len(profile.features)} fields")
     profile.save(output)
     print(f"profile of model {model.name}: {profile.row_count} rows, {len(profile.features)} fields -> {output}")
     print(performance_summary(profile.performance))
