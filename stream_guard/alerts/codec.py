@@ -147,8 +147,13 @@ class AlertEncoder:
                 f"schema registry {url} unreachable registering alert.avsc under {subject!r}: {exc}"
             ) from None
         log.info("alert schema registered", subject=subject, schema_id=registered.schema_id, version=registered.version)
-        # Registered above: the serializer only looks the schema up (in the client's cache).
-        serializer = AvroSerializer(client, schema, conf={"auto.register.schemas": False})
+        # Registered above: the serializer's own registration (on its first alert) is answered
+        # from the client's cache, so no alert waits on the registry. (Its lookup mode, with
+        # auto.register.schemas off, would ask the registry again: that cache is another one.)
+        # TOPIC: the subject registered above; 2.15.1's default strategy would first ask the
+        # registry for the topic's associations (Confluent Cloud) before falling back to it.
+        conf = {"auto.register.schemas": True, "subject.name.strategy.type": "TOPIC"}
+        serializer = AvroSerializer(client, schema, conf=conf)
         return cls("confluent", topic=topic, serializer=serializer)
 
     @property

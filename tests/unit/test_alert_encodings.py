@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
@@ -240,3 +241,23 @@ def test_check_config_names_the_alert_encoding_and_subject(tmp_path: Path, capsy
     assert capsys.readouterr().out.splitlines()[-1] == (
         "alerts: topic sg.alerts; confluent, schema alert.avsc under subject sg.alerts-value"
     )
+
+
+def test_no_alert_waits_on_the_registry_once_the_schema_is_registered() -> None:
+    """The real client over HTTP: one request at start-up (the registration), none for any alert after it.
+
+    The client is confluent-kafka's own HTTP client; only its transport is httpx's
+    MockTransport answering the registration as a Schema Registry does.
+    """
+    requests: list[str] = []
+
+    def registry(request: httpx.Request) -> httpx.Response:
+        requests.append(f"{request.method} {request.url.path}")
+        return httpx.Response(200, json={"id": 7, "guid": str(uuid.uuid4()), "version": 1})
+
+    client = SchemaRegistryClient({"url": "http://registry:8081", "max.retries": 0})
+    client._rest_client.session = httpx.Client(transport=httpx.MockTransport(registry))
+    encoder = AlertEncoder.registered(client, TOPIC, registry_url="http://registry:8081")
+    payloads = [encoder.encode(_alert(), emitted_at=EMITTED_AT + i) for i in range(3)]
+    assert requests == [f"POST /subjects/{TOPIC}-value/versions"]
+    assert {p[:5] for p in payloads} == {b"\x00\x00\x00\x00\x07"}
