@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 from confluent_kafka import KafkaError
 
+from stream_guard.alerts.codec import alert_encoder
 from stream_guard.alerts.lifecycle import IncidentTracker, LifecycleSettings
 from stream_guard.checkpoint import Sinks
 from stream_guard.checks import FeatureChecks, WindowChecks
@@ -29,6 +30,7 @@ from stream_guard.observability.metrics import WorkerMetrics
 from stream_guard.observability.server import HealthServer, WorkerHealth
 from stream_guard.pipeline import Pipeline
 from stream_guard.profile import BaselineProfile
+from stream_guard.registry import registry_client as registry_client
 from stream_guard.settings import Config
 from stream_guard.stages import Stages
 from stream_guard.state.client import RedisClient, connect
@@ -37,15 +39,6 @@ from stream_guard.state.window_store import WindowStore
 from stream_guard.worker import Worker, WorkerParts
 
 log = structlog.get_logger("stream_guard.assembly")
-
-
-def registry_client(config: Config) -> Any:
-    """A Confluent Schema Registry client when ``schema_registry.url`` is set, else None."""
-    if not config.schema_registry.url:
-        return None
-    from confluent_kafka.schema_registry import SchemaRegistryClient
-
-    return SchemaRegistryClient({"url": config.schema_registry.url, **config.schema_registry.client})
 
 
 def build_pipeline(config: Config, models: list[ModelRuntime], profiles: dict[str, BaselineProfile]) -> Pipeline:
@@ -125,6 +118,7 @@ def build_worker(
     worker_id = worker_id or f"sg-{uuid.uuid4().hex[:8]}"
     registry = registry_client(config)
     models = build_models(config, registry)
+    encoder = alert_encoder(config, registry)  # registers alert.avsc: a registry problem stops the start here
     client = client or connect(config.redis)
     profiles = {m.name: m.profile for m in models if m.profile is not None}
     stages = build_stages(config, profiles, checkpoints=True)
@@ -175,7 +169,7 @@ def build_worker(
         producer,
         config.kafka.alerts_topic,
         lease_ms=lease_ms,
-        encoding=config.alerts.encoding,
+        encoder=encoder,
         label_gates=_label_gates(models, stores, w.window_s * 1000),
     )
     parts = WorkerParts(

@@ -90,6 +90,9 @@ def _parser() -> argparse.ArgumentParser:
         "--strict", action="store_true", help="refuse reference data with non-numeric values in numeric features"
     )
     learn.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress (a redrawn line on a TTY, else log lines)"
+    )
+    learn.add_argument(
         "--label-column",
         metavar="NAME",
         help="label column of the reference: records per-slice performance and known biases "
@@ -189,7 +192,18 @@ def _check_config(args: argparse.Namespace) -> int:
             f"model {model.name}: topics {', '.join(model.config.topics)}; {model.config.encoding}; "
             f"numeric {model.numeric_features}; categorical {model.categorical_features}"
         )
+    print(_alerts_summary(config))
     return 0
+
+
+def _alerts_summary(config: Any) -> str:
+    """One line: where alerts go and in which encoding (with the subject a confluent one registers under)."""
+    from stream_guard.alerts.codec import alert_encoding, alert_subject
+
+    encoding = alert_encoding(config)
+    topic = config.kafka.alerts_topic
+    subject = f", schema alert.avsc under subject {alert_subject(topic)}" if encoding == "confluent" else ""
+    return f"alerts: topic {topic}; {encoding}{subject}"
 
 
 def _epoch_ms(text: str | None) -> int | None:
@@ -208,6 +222,7 @@ def _learn(args: argparse.Namespace) -> int:
     from stream_guard.learning import learn_from_file, learn_from_topic
     from stream_guard.learning.summary import performance_summary
     from stream_guard.model import build_models
+    from stream_guard.progress import Progress
 
     config = _load(args, require_profiles=False)  # learn writes the profile
     models = {m.name: m for m in build_models(config, _registry_client(config))}
@@ -219,14 +234,24 @@ def _learn(args: argparse.Namespace) -> int:
     output = args.output or (str(model.profile_path) if model.profile_path else None)
     if output is None:
         raise StreamGuardError(f"model {model.name} has no profile path configured: pass --output")
+    progress = None if args.quiet else Progress(f"learn {model.name}")
     if args.from_file:
-        profile = learn_from_file(model, args.from_file, strict=args.strict, label_column=args.label_column)
+        profile = learn_from_file(
+            model, args.from_file, strict=args.strict, label_column=args.label_column, progress=progress
+        )
     else:
         if args.label_column:
             raise StreamGuardError("--label-column needs --from-file: events on the topic carry no labels")
         profile = learn_from_topic(
-            config, model, events=args.events, since_ms=_epoch_ms(args.since), until_ms=_epoch_ms(args.until)
+            config,
+            model,
+            events=args.events,
+            since_ms=_epoch_ms(args.since),
+            until_ms=_epoch_ms(args.until),
+            progress=progress,
         )
+    if progress is not None:
+        progress.done(f"{profile.row_count:,} rows, {len(profile.features)} fields")
     profile.save(output)
     print(f"profile of model {model.name}: {profile.row_count} rows, {len(profile.features)} fields -> {output}")
     print(performance_summary(profile.performance))
@@ -336,7 +361,14 @@ def _demo(args: argparse.Namespace) -> int:
 def _alerts(args: argparse.Namespace) -> int:
     import json
 
-    from stream_guard.alerts.reader import AlertFilter, alerts_consumer, iter_alerts, positions_since, with_iso_times
+    from stream_guard.alerts.reader import (
+        AlertFilter,
+        alert_decoder,
+        alerts_consumer,
+        iter_alerts,
+        positions_since,
+        with_iso_times,
+    )
     from stream_guard.alerts.render import render_alert
     from stream_guard.settings.kinds import Severity
 
@@ -362,7 +394,8 @@ def _alerts(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     shown = 0
     try:
-        for record in iter_alerts(consumer, accepts=accepts, stop=lambda: stopping):
+        decode = alert_decoder(config)
+        for record in iter_alerts(consumer, accepts=accepts, stop=lambda: stopping, decode=decode):
             print(json.dumps(with_iso_times(record)) if args.json else render_alert(record), flush=True)
             shown += 1
             if args.max and shown >= args.max:

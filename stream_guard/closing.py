@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 import structlog
 
-from stream_guard.alerts.codec import AlertEncoding, encode_alert
+from stream_guard.alerts.codec import AlertEncoder, AlertEncoding
 from stream_guard.alerts.lifecycle import IncidentTracker
 from stream_guard.alerts.model import Alert
 from stream_guard.kafka import DeliveryTracker
@@ -45,9 +45,11 @@ class WindowCloser:
         *,
         lease_ms: int = 30_000,
         encoding: AlertEncoding = "avro",
+        encoder: AlertEncoder | None = None,
         label_gates: Mapping[str, LabelGate] | None = None,
     ) -> None:
-        self._encoding: AlertEncoding = encoding
+        #: ``encoder`` (a ``confluent`` one needs the registry) or else one of ``encoding``.
+        self._encoder = encoder or AlertEncoder(encoding)
         self._models = models
         self._stores = stores
         self._incidents = incidents
@@ -74,11 +76,11 @@ class WindowCloser:
         incidents = self._incidents[name]
         alerts = incidents.publishable(raised)
         alerts += incidents.resolved(window.end_ms, {a.incident_id for a in raised})
-        content_type = b"application/json" if self._encoding == "json" else b"application/avro"
+        content_type = self._encoder.content_type
         for alert in alerts:
             self._producer.produce(
                 self._alerts_topic,
-                encode_alert(alert, emitted_at=now_ms, encoding=self._encoding),
+                self._encoder.encode(alert, emitted_at=now_ms),
                 alert.alert_id,
                 headers=[("model", name.encode()), ("kind", alert.kind.encode()), ("content-type", content_type)],
             )

@@ -1,7 +1,10 @@
 """Decoding payloads of the three encodings users have in practice.
 
-* ``confluent``: magic byte 0, a 4-byte big-endian schema id, then schemaless Avro
-  written with that (writer) schema, looked up in a Schema Registry or a local directory;
+* ``confluent``: schemaless Avro with its writer schema named the ways confluent-kafka's own
+  ``AvroDeserializer`` accepts (``dual_schema_id_deserializer``): a ``__value_schema_id``
+  header, else a prefix of magic byte 0 and a 4-byte schema id, or magic byte 1 and a
+  16-byte schema GUID; the writer schema (and the schemas it references) is looked up in a
+  Schema Registry, or read from a local directory;
 * ``avro``: schemaless Avro written with one configured writer schema;
 * ``json``: a JSON object, checked field by field against the model's Avro schema.
 
@@ -22,12 +25,11 @@ import json
 import re
 import struct
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import fastavro
-from confluent_kafka.schema_registry.error import SchemaRegistryError
 from fastavro._read_common import SchemaResolutionError as AvroResolutionError
 
 from stream_guard.errors import (
@@ -35,15 +37,43 @@ from stream_guard.errors import (
     NotARecordError,
     RecordTooLargeError,
     RegistryUnavailableError,
-    SchemaLoadError,
     UndecodablePayloadError,
-    UnknownSchemaIdError,
-    WireFormatError,
+)
+from stream_guard.registry import (
+    CONFLUENT_MAGIC,
+    VALUE_SCHEMA_ID_HEADER,
+    Headers,
+    LocalWriterSchemas,
+    RegistryWriterSchemas,
+    read_schema_id,
+    registered_schema,
 )
 from stream_guard.schemas import FieldType, SchemaChange, diff_schemas, fingerprint, record_fields
 from stream_guard.settings.kinds import OVERFLOW
 
-CONFLUENT_MAGIC = 0
+__all__ = [
+    "CONFLUENT_MAGIC",
+    "VALUE_SCHEMA_ID_HEADER",
+    "ConfluentDecoder",
+    "Decoded",
+    "Decoder",
+    "FieldIssue",
+    "Headers",
+    "JsonDecoder",
+    "LocalWriterSchemas",
+    "PlainAvroDecoder",
+    "RecordChecker",
+    "RegistryWriterSchemas",
+    "WriterSchemaSource",
+    "confluent_frame",
+    "decode_payload",
+    "encode_avro",
+    "load_json",
+    "plain_time_types",
+    "read_schema_id",
+    "registered_schema",
+]
+
 _HEADER = struct.Struct(">bI")
 
 
@@ -65,7 +95,8 @@ class Decoded:
     values: dict[str, Any]
     issues: list[FieldIssue]
     schema_changes: tuple[SchemaChange, ...] = ()
-    writer_schema_id: int | None = None
+    #: The registry id of the writer schema, or its GUID (a string) when the record named it so.
+    writer_schema_id: int | str | None = None
 
 
 class Decoder(Protocol):
@@ -77,6 +108,10 @@ class Decoder(Protocol):
 class WriterSchemaSource(Protocol):
     def get(self, schema_id: int) -> dict[str, Any]:
         """The parsed writer schema with this id; raise UnknownSchemaIdError if unknown."""
+        ...
+
+    def get_by_guid(self, guid: str) -> dict[str, Any]:
+        """The parsed writer schema with this GUID; raise UnknownSchemaIdError if unknown."""
         ...
 
 
@@ -132,19 +167,23 @@ def load_json(payload: bytes | None) -> Any:
 DEFAULT_MAX_RECORD_BYTES = 1_000_000
 
 
-def decode_payload(decoder: Decoder, payload: bytes | None, max_bytes: int) -> Decoded:
+def decode_payload(decoder: Decoder, payload: bytes | None, max_bytes: int, headers: Headers | None = None) -> Decoded:
     """``decoder.decode(payload)``, with every failure of this one record as a :class:`DecodeError`.
 
     A payload over ``max_bytes`` is not decoded at all. A registry outage is not the
     record's fault and propagates (the batch is retried); any other exception, expected
-    or not, is the record's own and must not crash the batch.
+    or not, is the record's own and must not crash the batch. ``headers`` (the message's)
+    reach a :class:`ConfluentDecoder`, whose schema id may be in one.
     """
     if payload is not None and len(payload) > max_bytes:
         raise RecordTooLargeError(
             f"record of {len(payload):,} bytes exceeds worker.max_record_bytes = {max_bytes:,}; not decoded"
         )
     try:
-        decoded = decoder.decode(payload)
+        if headers and isinstance(decoder, ConfluentDecoder):
+            decoded = decoder.decode(payload, headers)
+        else:
+            decoded = decoder.decode(payload)
     except (DecodeError, RegistryUnavailableError):
         raise
     except Exception as exc:  # noqa: BLE001 -- whatever one hostile record raises is that record's dead letter
@@ -325,7 +364,7 @@ class AvroDecoder:
             plan = self._plans[key] = _WriterPlan(writer, self._reader, self._report_unexpected)
         return plan
 
-    def decode_with(self, payload: bytes, offset: int, plan: _WriterPlan, schema_id: int | None) -> Decoded:
+    def decode_with(self, payload: bytes, offset: int, plan: _WriterPlan, schema_id: int | str | None) -> Decoded:
         if plan.resolvable is not False:
             try:
                 values = _read_avro(payload, offset, plan.writer, None if plan.identical else plan.reader)
@@ -354,25 +393,30 @@ class PlainAvroDecoder:
 
 
 class ConfluentDecoder:
-    """Confluent wire format: magic byte, schema id, schemaless Avro."""
+    """Schemaless Avro whose writer schema a header or the payload's prefix names.
+
+    The schema id is read by confluent-kafka's own ``dual_schema_id_deserializer`` (what
+    its ``AvroDeserializer`` uses by default): a ``__value_schema_id`` header first, else
+    the prefix (magic byte 0 and a 4-byte id, or magic byte 1 and a 16-byte GUID). The
+    Avro body is then read, resolved and checked by stream_guard, record by record.
+    """
 
     def __init__(self, reader_schema: dict[str, Any], writers: WriterSchemaSource, **kwargs: Any) -> None:
         self._avro = AvroDecoder(reader_schema, **kwargs)
         self._writers = writers
-        self._plan_of_id: dict[int, _WriterPlan] = {}
+        self._plan_of_id: dict[int | str, _WriterPlan] = {}
 
-    def decode(self, payload: bytes | None) -> Decoded:
+    def decode(self, payload: bytes | None, headers: Headers | None = None) -> Decoded:
         if not payload:
             raise UndecodablePayloadError("empty (tombstone) value")
-        if len(payload) < _HEADER.size:
-            raise WireFormatError(f"payload of {len(payload)} bytes is shorter than the 5-byte Confluent header")
-        magic, schema_id = _HEADER.unpack_from(payload)
-        if magic != CONFLUENT_MAGIC:
-            raise WireFormatError(f"unknown magic byte {magic} (Confluent framing starts with 0)")
+        schema_id, offset = read_schema_id(payload, headers)
         plan = self._plan_of_id.get(schema_id)
         if plan is None:
-            plan = self._plan_of_id[schema_id] = self._avro.plan(self._writers.get(schema_id))
-        return self._avro.decode_with(payload, _HEADER.size, plan, schema_id)
+            writer = (
+                self._writers.get(schema_id) if isinstance(schema_id, int) else self._writers.get_by_guid(schema_id)
+            )
+            plan = self._plan_of_id[schema_id] = self._avro.plan(writer)
+        return self._avro.decode_with(payload, offset, plan, schema_id)
 
 
 def confluent_frame(schema_id: int, avro_payload: bytes) -> bytes:
@@ -384,44 +428,3 @@ def encode_avro(schema: dict[str, Any], record: Mapping[str, Any]) -> bytes:
     stream = io.BytesIO()
     fastavro.schemaless_writer(stream, schema, record)
     return stream.getvalue()
-
-
-class LocalWriterSchemas:
-    """Writer schemas from a directory of ``<schema id>.avsc`` files, read once each."""
-
-    def __init__(self, directory: str, load: Callable[[str], dict[str, Any]]) -> None:
-        self._directory = directory
-        self._load = load
-        self._cache: dict[int, dict[str, Any]] = {}
-
-    def get(self, schema_id: int) -> dict[str, Any]:
-        schema = self._cache.get(schema_id)
-        if schema is None:
-            try:
-                schema = self._load(f"{self._directory}/{schema_id}.avsc")
-            except SchemaLoadError as exc:
-                raise UnknownSchemaIdError(f"schema id {schema_id} unknown: {exc}") from None
-            self._cache[schema_id] = schema
-        return schema
-
-
-class RegistryWriterSchemas:
-    """Writer schemas from a Confluent Schema Registry, fetched once per id."""
-
-    def __init__(self, client: Any, parse: Callable[[str], dict[str, Any]]) -> None:
-        self._client = client
-        self._parse = parse
-        self._cache: dict[int, dict[str, Any]] = {}
-
-    def get(self, schema_id: int) -> dict[str, Any]:
-        schema = self._cache.get(schema_id)
-        if schema is None:
-            try:
-                registered = self._client.get_schema(schema_id)
-            except SchemaRegistryError as exc:
-                if exc.http_status_code == 404:
-                    raise UnknownSchemaIdError(f"schema id {schema_id} not found in the registry") from None
-                # An outage is not the record's fault: fail the batch so it is retried, not dead-lettered.
-                raise RegistryUnavailableError(f"schema registry error for id {schema_id}: {exc}") from exc
-            schema = self._cache[schema_id] = self._parse(registered.schema_str)
-        return schema

@@ -67,6 +67,10 @@ class RegistryUnavailableError(StreamGuardError):
     """The Schema Registry could not answer; the batch is retried, records are not dead-lettered."""
 
 
+class SchemaRegistrationError(StreamGuardError):
+    """The Schema Registry refused a schema stream_guard registers (``alert.avsc``): incompatible, forbidden..."""
+
+
 class DeliveryError(StreamGuardError):
     """The broker did not acknowledge alerts or dead letters; offsets stay uncommitted."""
 

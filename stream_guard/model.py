@@ -20,6 +20,7 @@ from stream_guard.decoding import (
     PlainAvroDecoder,
     RegistryWriterSchemas,
     decode_payload,
+    registered_schema,
 )
 from stream_guard.errors import ConfigError, DecodeError, ProfileFormatError, SchemaLoadError
 from stream_guard.profile import BaselineProfile
@@ -81,9 +82,12 @@ class ModelRuntime:
         event_time = np.empty(len(messages), dtype=np.int64)
         event_ids: list[str | None] = []
         ts_field, id_field = self.config.timestamp_field, self.config.event_id_field
+        # Only Confluent-serialized values may name their schema in a header.
+        with_headers = isinstance(self.decoder, ConfluentDecoder)
         for i, message in enumerate(messages):
             try:
-                record = decode_payload(self.decoder, message.value(), self.max_record_bytes)
+                headers = message.headers() if with_headers else None
+                record = decode_payload(self.decoder, message.value(), self.max_record_bytes, headers)
                 stamp = to_epoch_ms(record.values.get(ts_field)) if ts_field else None
                 event_time[i] = event_time_of(stamp, message.timestamp()[1])
             except DecodeError as error:
@@ -127,7 +131,8 @@ def _build_model(config: Config, model: ModelConfig, registry_client: Any, probl
     if model.schema:
         reader = load_schema_file(config.resolve_path(model.schema))
     else:
-        reader = parse_schema(registry_client.get_latest_version(model.schema_subject).schema.schema_str)
+        latest = registry_client.get_latest_version(model.schema_subject).schema
+        reader = registered_schema(registry_client, latest, parse_schema)
     fields = record_fields(reader)
     roles = {
         "event_id_field": [model.event_id_field],

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
-from stream_guard.alerts.codec import decode_alert
+from stream_guard.alerts.codec import AlertDecoder, decode_alert
 from stream_guard.errors import StreamGuardError
+from stream_guard.registry import registry_client
 from stream_guard.settings import Config
 from stream_guard.settings.kinds import Severity
 
@@ -67,15 +68,25 @@ def positions_since(consumer: Consumer, topic: str, since_ms: int, timeout_s: fl
     return [TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END) for tp in found]
 
 
+def alert_decoder(config: Config) -> AlertDecoder:
+    """Reads alerts of every encoding; with ``schema_registry.url``, framed ones with their registered writer schema."""
+    return AlertDecoder(registry_client(config))
+
+
 def iter_alerts(
-    consumer: Consumer, *, accepts: AlertFilter, stop: Any, poll_s: float = 0.5
+    consumer: Consumer,
+    *,
+    accepts: AlertFilter,
+    stop: Any,
+    poll_s: float = 0.5,
+    decode: Callable[[bytes | None], dict[str, Any]] = decode_alert,
 ) -> Iterator[dict[str, Any]]:
     """Decoded alerts that pass the filter, until ``stop()`` is true; tombstones and client errors skipped."""
     while not stop():
         message = consumer.poll(poll_s)
         if message is None or message.error() is not None or message.value() is None:
             continue
-        record = decode_alert(message.value())
+        record = decode(message.value())
         if accepts.accepts(record):
             yield record
 

@@ -15,8 +15,7 @@ from typing import Any
 import structlog
 from confluent_kafka import KafkaException
 
-from stream_guard.alerts.codec import decode_alert
-from stream_guard.alerts.reader import alerts_consumer, kinds_of, positions_since
+from stream_guard.alerts.reader import alert_decoder, alerts_consumer, kinds_of, positions_since
 from stream_guard.errors import StreamGuardError
 from stream_guard.settings import Config
 
@@ -66,6 +65,7 @@ class AlertFeed:
 
     def _run(self) -> None:
         topic = self._config.kafka.alerts_topic
+        decode = alert_decoder(self._config)
         while not self._stop.is_set():
             consumer = alerts_consumer(self._config, group_id=None, from_beginning=True)
             try:
@@ -77,7 +77,7 @@ class AlertFeed:
                     if message is None or message.error() is not None or message.value() is None:
                         continue
                     try:
-                        self.add(decode_alert(message.value()))
+                        self.add(decode(message.value()))
                     except (ValueError, TypeError, KeyError, EOFError) as exc:
                         self.undecodable += 1
                         log.warning("undecodable alert", offset=message.offset(), error=str(exc))

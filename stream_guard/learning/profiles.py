@@ -19,7 +19,7 @@ become nulls, as a missing field does on the live stream.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -52,6 +52,7 @@ def learn_profile(
     source: str = "dataframe",
     chunk_size: int | None = None,
     max_categories: int = 1000,
+    on_field: Callable[[int], None] | None = None,
 ) -> BaselineProfile:
     """Learn a baseline profile from reference data.
 
@@ -70,6 +71,8 @@ def learn_profile(
         so no chunk is short.
     max_categories
         Most frequent categories kept per categorical feature.
+    on_field
+        Called with the number of fields profiled so far after each one (progress).
 
     Raises
     ------
@@ -101,8 +104,12 @@ def learn_profile(
     features: dict[str, FeatureProfile] = {}
     for name in numeric:
         features[name] = _learn_numeric(_column(frame, name), name, chunks)
+        if on_field is not None:
+            on_field(len(features))
     for name in categorical:
         features[name] = _learn_categorical(_column(frame, name), name, chunks, max_categories)
+        if on_field is not None:
+            on_field(len(features))
     return BaselineProfile(
         model=model,
         format_version=PROFILE_FORMAT_VERSION,

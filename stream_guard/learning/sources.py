@@ -16,6 +16,7 @@ from stream_guard.learning.performance import label_column_of, learn_reference_p
 from stream_guard.learning.profiles import learn_profile, read_reference
 from stream_guard.model import ModelRuntime
 from stream_guard.profile import BaselineProfile
+from stream_guard.progress import Progress
 from stream_guard.settings import Config
 
 log = structlog.get_logger("stream_guard.learning")
@@ -76,7 +77,13 @@ def coerce_numeric_columns(frame: pd.DataFrame, numeric: list[str], max_examples
 
 
 def learn_from_frame(
-    model: ModelRuntime, frame: pd.DataFrame, source: str, *, strict: bool = False, label_column: str | None = None
+    model: ModelRuntime,
+    frame: pd.DataFrame,
+    source: str,
+    *,
+    strict: bool = False,
+    label_column: str | None = None,
+    progress: Progress | None = None,
 ) -> BaselineProfile:
     """Learn ``model``'s profile from a reference frame.
 
@@ -97,24 +104,40 @@ def learn_from_frame(
     for problem in problems:
         log.warning(f"non-numeric values learned as nulls: {problem.describe()}", source=source)
     label = label_column_of(model, frame, label_column)
+    on_field = None
+    if progress is not None:
+        progress.stage(f"profiling {len(frame):,} rows", total=len(numeric) + len(categorical), unit="fields")
+        on_field = progress.update
     try:
-        profile = learn_profile(frame, model=model.name, numeric=numeric, categorical=categorical, source=source)
+        profile = learn_profile(
+            frame, model=model.name, numeric=numeric, categorical=categorical, source=source, on_field=on_field
+        )
     except ValueError as exc:
         raise ReferenceDataUnusableError(f"cannot learn from {source}: {exc}") from None
     if label is not None:
+        if progress is not None:
+            progress.stage(f"performance per slice on label {label!r}")
         profile.performance = learn_reference_performance(model, frame, label, profile=profile)
     return profile
 
 
 def learn_from_file(
-    model: ModelRuntime, path: str | Path, *, strict: bool = False, label_column: str | None = None
+    model: ModelRuntime,
+    path: str | Path,
+    *,
+    strict: bool = False,
+    label_column: str | None = None,
+    progress: Progress | None = None,
 ) -> BaselineProfile:
     """Learn from a Parquet, CSV or JSON-lines file (e.g. the training data), with labels if it has them."""
+    if progress is not None:
+        size = Path(path).stat().st_size if Path(path).is_file() else 0
+        progress.stage(f"reading {path} ({size / 1e6:,.1f} MB)")
     try:
         frame = read_reference(path)
     except (ValueError, FileNotFoundError) as exc:
         raise ReferenceDataUnusableError(str(exc)) from None
-    return learn_from_frame(model, frame, f"file:{path}", strict=strict, label_column=label_column)
+    return learn_from_frame(model, frame, f"file:{path}", strict=strict, label_column=label_column, progress=progress)
 
 
 def learn_from_topic(
@@ -126,6 +149,7 @@ def learn_from_topic(
     until_ms: int | None = None,
     timeout_s: float = 120.0,
     idle_s: float = 3.0,
+    progress: Progress | None = None,
 ) -> BaselineProfile:
     """Learn from the first ``events`` decodable events of the model's topics.
 
@@ -150,6 +174,8 @@ def learn_from_topic(
                 raise ReferenceDataUnusableError(f"topic {topic}: {metadata.error.str()}")
             partitions += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
         consumer.assign(partitions)
+        if progress is not None:
+            progress.stage(f"reading {', '.join(model.config.topics)}", total=events, unit="events")
         rows: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout_s
         last_message: float | None = None
@@ -167,6 +193,8 @@ def learn_from_topic(
                 t = int(batch.event_time_ms[i])
                 if (since_ms is None or t >= since_ms) and (until_ms is None or t < until_ms):
                     rows.append(batch.decoded[i].values)
+            if progress is not None:
+                progress.update(min(len(rows), events))
     finally:
         consumer.close()
     if not rows:
@@ -175,4 +203,5 @@ def learn_from_topic(
     log.info("learning from topic", model=model.name, events=len(rows))
     frame = frame_from_records(rows)
     window = "" if since_ms is None and until_ms is None else f" in [{since_ms}, {until_ms})"
-    return learn_from_frame(model, frame, f"topic:{','.join(model.config.topics)} first {len(rows)} events{window}")
+    source = f"topic:{','.join(model.config.topics)} first {len(rows)} events{window}"
+    return learn_from_frame(model, frame, source, progress=progress)

@@ -118,8 +118,10 @@ class AlertsConfig:
     escalation_factor: float = 2.0
     #: Severity overrides by alert kind, e.g. ``{ schema_change = "critical" }``.
     severity: dict[str, Severity] = field(default_factory=dict)
-    #: ``avro`` (schemaless, ``schemas/alert.avsc``) or ``json`` (the same record as a JSON object).
-    encoding: Literal["avro", "json"] = "avro"
+    #: ``avro`` (schemaless ``schemas/alert.avsc``), ``confluent`` (the same, registered under
+    #: ``<alerts_topic>-value`` and Confluent-framed), ``json`` (the record as a JSON object), or
+    #: ``auto``: ``confluent`` when ``schema_registry.url`` is set, else ``avro``.
+    encoding: Literal["auto", "avro", "confluent", "json"] = "auto"
 
 
 @dataclass

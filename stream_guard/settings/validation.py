@@ -115,6 +115,9 @@ def _check_alerts(config: Config, problems: Problems) -> None:
         )
     if problems.typed("alerts.escalation_factor") and not alerts.escalation_factor > 1:
         problems.add("alerts.escalation_factor", f"must be above 1, got {alerts.escalation_factor:g}")
+    confluent = problems.typed("alerts.encoding", "schema_registry.url") and alerts.encoding == "confluent"
+    if confluent and not config.schema_registry.url:
+        problems.add("alerts.encoding", "'confluent' needs schema_registry.url (alert.avsc is registered there)")
 
 
 def _check_feature_tables(config: Config, problems: Problems) -> None:

@@ -15,9 +15,13 @@ class Message:
     offset_: int
     #: The Kafka timestamp; by default the epoch above plus the offset in milliseconds.
     kafka_ms: int | None = None
+    headers_: list[tuple[str, bytes | None]] | None = None
 
     def value(self) -> bytes:
         return self.value_
+
+    def headers(self) -> list[tuple[str, bytes | None]] | None:
+        return self.headers_
 
     def topic(self) -> str:
         return "events"

@@ -277,11 +277,20 @@ def test_plain_avro_with_other_writer_schema_resolves(reader: dict[str, Any], re
 
 
 def test_confluent_wrong_magic_byte(confluent: ConfluentDecoder, record: dict[str, Any]) -> None:
-    """A first byte other than 0 raises WireFormatError."""
+    """A first byte other than 0 or 1 raises WireFormatError."""
     good = confluent_frame(SCHEMA_ID_EXPECTED, encode_avro(parse_schema(writer_variants()[1]), record))
-    for magic in (1, 7, 0x80, 0xFF):
+    for magic in (2, 7, 0x80, 0xFF):
         with pytest.raises(errors.WireFormatError, match="magic"):
             confluent.decode(bytes([magic]) + good[1:])
+
+
+def test_confluent_magic_one_is_a_schema_guid(confluent: ConfluentDecoder, record: dict[str, Any]) -> None:
+    """Magic byte 1 is the client's GUID framing (16 bytes of GUID follow): here a GUID no one registered."""
+    good = confluent_frame(SCHEMA_ID_EXPECTED, encode_avro(parse_schema(writer_variants()[1]), record))
+    with pytest.raises(errors.UnknownSchemaIdError, match="schema GUID"):
+        confluent.decode(bytes([1]) + good[1:])
+    with pytest.raises(errors.WireFormatError, match="shorter than the 17-byte"):
+        confluent.decode(bytes([1]) + good[1:10])
 
 
 @pytest.mark.parametrize("payload", [b"\x00", b"\x00\x00\x00", b"\x00\x00\x00\x01"])
