@@ -75,7 +75,9 @@ def test_a_cached_rollup_equals_the_direct_sum_of_its_buckets(stream: Stream) ->
     cache = RollupCache(reader, TILE)
     assert_same(cache.rollup(BASE, BASE + 60 * BUCKET), reader.rollup(BASE, BASE + 60 * BUCKET))
     # ranges off the grid: the partial tiles at both ends are summed directly
-    assert_same(cache.rollup(BASE + 2 * BUCKET, BASE + 58 * BUCKET), reader.rollup(BASE + 2 * BUCKET, BASE + 58 * BUCKET))
+    assert_same(
+        cache.rollup(BASE + 2 * BUCKET, BASE + 58 * BUCKET), reader.rollup(BASE + 2 * BUCKET, BASE + 58 * BUCKET)
+    )
     assert_same(cache.rollup(BASE + BUCKET, BASE + 3 * BUCKET), reader.rollup(BASE + BUCKET, BASE + 3 * BUCKET))
 
 
