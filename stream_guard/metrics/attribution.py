@@ -9,7 +9,8 @@ by their support-weighted mean effect against ``share`` (0.5) x the parent's eff
 child's effect is against its own baseline; when parent or child was compared with the
 rest of traffic, the child's value is taken against the parent's baseline instead):
 
-* **the children explain the parent** when the others are near their baseline: their
+* **the children explain the parent** when the others are near their baseline (and the
+  flagged children are one slice, or a minority of the family's support): their
   mean effect is below ``share`` x the parent's effect (closer to 0 than to the parent's),
   and they are numerous enough to tell (the parent's effect is at least 2 x ``z``
   standard errors of their mean, ``z`` = 1.645 for a parent with one such family, and
@@ -111,7 +112,7 @@ def attribute(tests: Sequence[SliceTest], share: float = SHARE) -> list[Attribut
             low = [c for c in family if c.flagged]
             others = [c for c in family if not c.flagged]
             mean, se = _pooled_effect(others, parent)
-            if others and mean < bar and parent.effect >= 2 * z_tell * se:
+            if others and mean < bar and parent.effect >= 2 * z_tell * se and _a_minority(low, family):
                 cause = max(low, key=lambda c: (c.support * c.effect, c.slice))
                 owners[parent.slice].append(cause.slice)
             else:
@@ -134,6 +135,15 @@ def attribute(tests: Sequence[SliceTest], share: float = SHARE) -> list[Attribut
         for t in tests
         if t.slice in roots and roots[t.slice] == t.slice and (t.flagged or evidence[t.slice])
     ]
+
+
+def _a_minority(low: Sequence[SliceTest], family: Sequence[SliceTest]) -> bool:
+    """One flagged child, or several holding less than half of the family's support: they can explain the parent.
+
+    Flagged children holding most of the parent's events do not explain it, they are most of
+    it: the drop is the parent's (a score shift lowers most channels but the noisiest).
+    """
+    return len(low) == 1 or 2 * sum(c.support for c in low) < sum(c.support for c in family)
 
 
 def _z_near(families: int) -> float:

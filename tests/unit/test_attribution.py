@@ -169,3 +169,18 @@ def test_one_family_that_looks_fine_by_chance_does_not_take_a_broad_drop() -> No
     (alert,) = attribute(tests)
     assert alert.test.slice == "*"
     assert {e.slice for e in alert.evidence} == {t.slice for t in tests if t.flagged} - {"*"}
+
+
+def test_most_of_a_family_low_is_the_parents_drop() -> None:
+    """Three of four channels low (all but the noisiest, whose predictions a score shift moves less): * alerts with
+    them as evidence, not the largest channel with * as its evidence and the two others on their own."""
+    tests = [
+        result("*", 0.07, 16_000),
+        result("channel=web", 0.07, 6800),
+        result("channel=app", 0.08, 4000),
+        result("channel=branch", 0.07, 2900),
+        result("channel=partner", 0.0, 2300),
+    ]
+    (alert,) = attribute(tests)
+    assert alert.test.slice == "*"
+    assert [e.slice for e in alert.evidence] == ["channel=app", "channel=branch", "channel=web"]
