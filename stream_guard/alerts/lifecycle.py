@@ -5,12 +5,12 @@ A closed window's alerts are first grouped into causes
 cluster, and a cluster joins an open incident it belongs to (one of its findings is already
 part of it, or it names a feature the incident saw within one window, or it is a prediction
 drift following a shift or another prediction drift the incident saw in this or the previous
-window, or it is a performance finding following a prediction drift, or on a slice, a parent
-or a crossing of a slice whose performance finding the incident saw in the range it covers:
-a slice alert of a later evaluation belongs to the broader drop it is part of). Otherwise it
-opens an incident named by its primary finding's ``incident_id``. One alert per incident and
-window is considered: the window's primary finding of the incident, carrying the others as
-``related`` and the incident as ``cause_id``. For it:
+window, or it is a performance finding following a prediction drift, or on a slice (or a
+crossing of a slice, for the same check) whose performance finding the incident saw in the
+range it covers: a slice alert of a later evaluation belongs to the broader drop it is part
+of). Otherwise it opens an incident named by its primary finding's ``incident_id``. One
+alert per incident and window is considered: the window's primary finding of the incident,
+carrying the others as ``related`` and the incident as ``cause_id``. For it:
 
 * no open incident: the incident opens and the alert is published (``FIRING``);
 * a window of the incident that was published before (its publication is retried, or
@@ -264,20 +264,22 @@ def _belongs(cluster: list[Alert], members: dict[str, tuple[str, int]], start: i
 
 
 def _same_performance(alert: Alert, members: Iterable[tuple[str, int]], start: int) -> bool:
-    """A performance finding on a slice that an open incident's recent performance finding covers or is covered by.
+    """A performance finding on a slice an open incident's recent performance finding is about, or covers.
 
-    The slice itself, one of its parents (``*`` covers every slice) or one of its
-    crossings: a slice alert of a later evaluation joins the incident of the broader drop
-    it is part of, as attribution would have made it evidence in one evaluation.
+    The same slice (any performance kind, as rule (d) groups them in one window), or a
+    parent of it with the same kind and metric (``*`` is every slice's): a slice alert of a
+    later evaluation joins the incident of the broader drop it is part of, as attribution
+    would have made it evidence in one evaluation. Never the other way round: a broader
+    drop does not join the incident of one slice.
     """
     if not is_performance(alert.kind):
         return False
     mine = slice_parts(alert.slice)
     for descriptor, last in members:
-        kind, _, slice_ = descriptor.split("|", 2)
+        kind, feature, slice_ = descriptor.split("|", 2)
         if last < start or not is_performance(kind):
             continue
         theirs = slice_parts(slice_)
-        if mine <= theirs or theirs <= mine:
+        if theirs == mine or (theirs < mine and kind == alert.kind and feature == (alert.feature or "")):
             return True
     return False

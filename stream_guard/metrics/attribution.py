@@ -9,13 +9,15 @@ by their support-weighted mean effect against ``share`` (0.5) x the parent's eff
 child's effect is against its own baseline; when parent or child was compared with the
 rest of traffic, the child's value is taken against the parent's baseline instead):
 
-* **the children explain the parent** when the others are near their baseline (and the
-  flagged children are one slice, or a minority of the family's support): their
-  mean effect is below ``share`` x the parent's effect (closer to 0 than to the parent's),
-  and they are numerous enough to tell (the parent's effect is at least 2 x ``z``
-  standard errors of their mean, ``z`` = 1.645 for a parent with one such family, and
-  Bonferroni-corrected over its families with a flagged child: a parent has one family
-  per field, and a broad drop would otherwise, by chance, find one family whose others
+* **the children explain the parent** when the others are near their baseline: their
+  mean effect is below ``share`` x the parent's effect (closer to 0 than to the parent's);
+  the flagged children are one slice, or a minority of the family's support; and the
+  data can tell: the others are numerous enough (the parent's effect is at least 2 x
+  ``z`` standard errors of their mean), or every flagged child is significantly worse
+  than the parent (its effect above the parent's by ``z`` of its standard errors: a
+  cause of its own, not a share of the parent's drop). ``z`` is 1.645 for a parent with
+  one family holding a flagged child and Bonferroni-corrected over several (a parent has
+  one family per field: a broad drop would otherwise, by chance, find one whose others
   look fine and credit its flagged child with the whole drop). The parent is low only
   because of the flagged children, and becomes evidence of the one that contributes most
   (support x effect);
@@ -112,7 +114,8 @@ def attribute(tests: Sequence[SliceTest], share: float = SHARE) -> list[Attribut
             low = [c for c in family if c.flagged]
             others = [c for c in family if not c.flagged]
             mean, se = _pooled_effect(others, parent)
-            if others and mean < bar and parent.effect >= 2 * z_tell * se and _a_minority(low, family):
+            told = parent.effect >= 2 * z_tell * se or _all_worse_than(low, parent, z_tell)
+            if others and mean < bar and told and _a_minority(low, family):
                 cause = max(low, key=lambda c: (c.support * c.effect, c.slice))
                 owners[parent.slice].append(cause.slice)
             else:
@@ -135,6 +138,16 @@ def attribute(tests: Sequence[SliceTest], share: float = SHARE) -> list[Attribut
         for t in tests
         if t.slice in roots and roots[t.slice] == t.slice and (t.flagged or evidence[t.slice])
     ]
+
+
+def _all_worse_than(low: Sequence[SliceTest], parent: SliceTest, z: float) -> bool:
+    """Every flagged child significantly worse than its parent (by ``z`` of its own standard error).
+
+    A child that merely shares its parent's drop has about the parent's effect; one far
+    below it is a cause of its own, even when the parent's small effect cannot tell its
+    siblings at their baseline from half of it.
+    """
+    return all(c.effect - parent.effect > z * c.effect_se for c in low)
 
 
 def _a_minority(low: Sequence[SliceTest], family: Sequence[SliceTest]) -> bool:

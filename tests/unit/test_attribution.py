@@ -184,3 +184,19 @@ def test_most_of_a_family_low_is_the_parents_drop() -> None:
     (alert,) = attribute(tests)
     assert alert.test.slice == "*"
     assert [e.slice for e in alert.evidence] == ["channel=app", "channel=branch", "channel=web"]
+
+
+def test_a_slice_far_below_its_parent_explains_it_even_when_the_siblings_cannot_tell() -> None:
+    """The app channel's recall sinks 14 points and drags * just past the minimum effect; the other channels are
+    near their baseline but too few to tell from half of *'s small effect. app is far below * (a cause, not a
+    share of *'s drop): app alerts with * as evidence, not * with app as evidence."""
+    tests = [
+        result("*", 0.052, 1130),
+        result("channel=app", 0.144, 330),
+        result("channel=web", 0.01, 420, flagged=False),
+        result("channel=branch", 0.0, 230, flagged=False),
+        result("channel=partner", 0.02, 150, flagged=False),
+    ]
+    (alert,) = attribute(tests)
+    assert alert.test.slice == "channel=app"
+    assert [e.slice for e in alert.evidence] == ["*"]

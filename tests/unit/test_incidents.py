@@ -215,21 +215,24 @@ def test_the_score_and_the_prediction_drift_together_and_the_estimate_follows() 
 def test_later_performance_findings_join_the_incident_of_their_cause() -> None:
     """A score shift opens one incident; the prediction drift of the next window, the estimated drop and the
     label-based findings that follow join it, and so does a slice of the * drop in a later evaluation whose range
-    reaches back to it. A performance finding no recent finding of the incident covers opens its own, and so does
-    one on a slice unrelated to the open one."""
+    reaches back to it. A performance finding no recent finding of the incident covers opens its own, and so do
+    one on a slice unrelated to the open one and one on its parent (a broader drop is no consequence of a slice)."""
     store = MemoryState(ModelKeys("sg", "fraud"), window_ms=MINUTE, lateness_ms=0)
     t = IncidentTracker(store, settings=LifecycleSettings(resolve_after_s=900), outputs=("score", "prediction"))
     assert close(t, 0, finding("online_drift", "score", minute=0)) == [("FIRING", "online_drift", "score", 0)]
     assert close(t, 1, finding("prediction_drift", "prediction", minute=1)) == []
     assert close(t, 2, on_slice(finding("estimated_performance_drop", "accuracy", minute=2), "*")) == []
-    assert close(t, 9, finding("concept_drift", "error_rate", minute=1)) == []
-    assert close(t, 10, on_slice(finding("slice_underperformance", "recall", minute=3), "channel=web")) == []
+    all_traffic = on_slice(finding("slice_underperformance", "recall", minute=1), "*")
+    assert close(t, 9, finding("concept_drift", "error_rate", minute=1), all_traffic) == []
+    assert close(t, 10, on_slice(finding("slice_underperformance", "recall", minute=2), "channel=web")) == []
     late = on_slice(finding("slice_underperformance", "recall", minute=11), "region=r3")
     assert close(t, 11, late) == [("FIRING", "slice_underperformance", "recall", 11)]  # nothing recent covers it
     fresh = IncidentTracker(MemoryState(ModelKeys("sg", "other"), window_ms=MINUTE, lateness_ms=0))
     close(fresh, 0, on_slice(finding("slice_underperformance", "recall", minute=0), "channel=app"))
     later = on_slice(finding("slice_underperformance", "recall", minute=1), "region=r3")
     assert close(fresh, 1, later) == [("FIRING", "slice_underperformance", "recall", 1)]
+    broader = on_slice(finding("slice_underperformance", "recall", minute=1), "*")  # not one slice's consequence
+    assert close(fresh, 2, broader) == [("FIRING", "slice_underperformance", "recall", 1)]
 
 
 # --------------------------------------------------------------------------- the tracker's rules
