@@ -19,9 +19,8 @@ Within one window, findings join one *cluster* when
   calibration drift, the estimated drop) on one slice are one cluster (all traffic: slice
   ``*`` or ``""``), whatever their metric: a concept drift shows as all of them at once.
   Different slices stay apart: the slice attribution already decided they are different
-  causes (:mod:`~stream_guard.metrics.attribution`);
-* (e) a performance cluster joins the window's prediction drift (or the shift that took it
-  in): the estimated performance follows the scores.
+  causes (:mod:`~stream_guard.metrics.attribution`). They do not join a prediction drift:
+  an estimated drop is the actionable finding of a score shift, not its evidence.
 
 The primary of a cluster is its first finding in :func:`primary_order`: tier (schema >
 type/range/sentinel > null/unseen > drift > prediction drift > performance), then
@@ -79,7 +78,7 @@ TIERS: dict[str, int] = {
     "online_drift": 3,
     PREDICTION_DRIFT: 4,
 }
-#: The model's performance, label-based or estimated: grouped by slice (rule d), after a prediction drift (rule e).
+#: The model's performance, label-based or estimated: grouped by slice (rule d).
 PERFORMANCE = frozenset(
     {SLICE_UNDERPERFORMANCE, PERFORMANCE_DEGRADATION, CONCEPT_DRIFT, CALIBRATION_DRIFT, ESTIMATED_PERFORMANCE_DROP}
 )
@@ -130,7 +129,7 @@ def is_shift(kind: str, feature: str | None, outputs: frozenset[str] = frozenset
 
 
 def is_performance(kind: str) -> bool:
-    """A finding on the model's performance (rules d and e)."""
+    """A finding on the model's performance (rule d)."""
     return kind in PERFORMANCE
 
 
@@ -182,10 +181,6 @@ def cluster_window(alerts: Iterable[Alert], outputs: frozenset[str] = frozenset(
     shifted = [c for c in clusters if c not in predicted and any(is_shift(a.kind, a.feature, outputs) for a in c)]
     if predicted and shifted:
         clusters = _merge(clusters, predicted, min(shifted, key=lambda c: primary_order(c[0])))
-        predicted = [c for c in clusters if any(is_prediction_drift(a.kind, a.feature, outputs) for a in c)]
-    performance = [c for c in clusters if c not in predicted and all(is_performance(a.kind) for a in c)]
-    if predicted and performance:
-        clusters = _merge(clusters, performance, predicted[0])
     return sorted((sorted(c, key=primary_order) for c in clusters), key=lambda c: primary_order(c[0]))
 
 

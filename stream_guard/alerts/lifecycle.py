@@ -5,12 +5,12 @@ A closed window's alerts are first grouped into causes
 cluster, and a cluster joins an open incident it belongs to (one of its findings is already
 part of it, or it names a feature the incident saw within one window, or it is a prediction
 drift following a shift or another prediction drift the incident saw in this or the previous
-window, or it is a performance finding following a prediction drift, or on a slice (or a
-crossing of a slice, for the same check) whose performance finding the incident saw in the
-range it covers: a slice alert of a later evaluation belongs to the broader drop it is part
-of). Otherwise it opens an incident named by its primary finding's ``incident_id``. One
-alert per incident and window is considered: the window's primary finding of the incident,
-carrying the others as ``related`` and the incident as ``cause_id``. For it:
+window, or it is a performance finding on a slice (or a crossing of a slice, for the same
+check) whose performance finding the incident saw in the range it covers: a slice alert of a
+later evaluation belongs to the broader drop it is part of). Otherwise it opens an incident
+named by its primary finding's ``incident_id``. One alert per incident and window is
+considered: the window's primary finding of the incident, carrying the others as ``related``
+and the incident as ``cause_id``. For it:
 
 * no open incident: the incident opens and the alert is published (``FIRING``);
 * a window of the incident that was published before (its publication is retried, or
@@ -257,8 +257,6 @@ def _belongs(cluster: list[Alert], members: dict[str, tuple[str, int]], start: i
             if predicted and is_shift(kind, feature or None, outputs) and feature != alert.feature:
                 return True
             if predicted and is_prediction_drift(kind, feature or None, outputs):
-                return True
-            if is_performance(alert.kind) and is_prediction_drift(kind, feature or None, outputs):
                 return True
     return any(_same_performance(alert, members.values(), start) for alert in cluster)
 

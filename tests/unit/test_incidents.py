@@ -193,9 +193,9 @@ def test_performance_findings_on_one_slice_are_one_cluster() -> None:
     assert [a.slice for c in clusters if len(c) == 1 for a in c] == ["channel=app"]
 
 
-def test_the_score_and_the_prediction_drift_together_and_the_estimate_follows() -> None:
-    """No input shift: the score's drift and the prediction's are one cluster, and the estimated drop the new
-    scores imply joins them."""
+def test_the_score_and_the_prediction_drift_are_one_cluster_the_estimate_its_own() -> None:
+    """No input shift: the score's drift and the prediction's are one cluster; the estimated drop the new scores
+    imply is a cluster of its own (the actionable finding of a score shift, not its evidence)."""
     outputs = frozenset({"score", "prediction"})
     clusters = cluster_window(
         [
@@ -207,24 +207,27 @@ def test_the_score_and_the_prediction_drift_together_and_the_estimate_follows() 
         outputs,
     )
     assert [names(c) for c in clusters] == [
-        [("online_drift", "score"), ("prediction_drift", "prediction"), ("estimated_performance_drop", "accuracy")],
+        [("online_drift", "score"), ("prediction_drift", "prediction")],
+        [("estimated_performance_drop", "accuracy")],
         [("event_time_skew", "ts")],
     ]
 
 
 def test_later_performance_findings_join_the_incident_of_their_cause() -> None:
-    """A score shift opens one incident; the prediction drift of the next window, the estimated drop and the
-    label-based findings that follow join it, and so does a slice of the * drop in a later evaluation whose range
-    reaches back to it. A performance finding no recent finding of the incident covers opens its own, and so do
-    one on a slice unrelated to the open one and one on its parent (a broader drop is no consequence of a slice)."""
+    """A score shift opens one incident, the prediction drift of the next window joins it. The estimated drop opens
+    its own; the label-based findings on * that follow join it, and so does a slice of the * drop in a later
+    evaluation whose range reaches back to it. A performance finding no recent finding of the incident covers
+    opens its own, and so do one on a slice unrelated to the open one and one on its parent (a broader drop is
+    no consequence of one slice)."""
     store = MemoryState(ModelKeys("sg", "fraud"), window_ms=MINUTE, lateness_ms=0)
     t = IncidentTracker(store, settings=LifecycleSettings(resolve_after_s=900), outputs=("score", "prediction"))
     assert close(t, 0, finding("online_drift", "score", minute=0)) == [("FIRING", "online_drift", "score", 0)]
     assert close(t, 1, finding("prediction_drift", "prediction", minute=1)) == []
-    assert close(t, 2, on_slice(finding("estimated_performance_drop", "accuracy", minute=2), "*")) == []
-    all_traffic = on_slice(finding("slice_underperformance", "recall", minute=1), "*")
-    assert close(t, 9, finding("concept_drift", "error_rate", minute=1), all_traffic) == []
-    assert close(t, 10, on_slice(finding("slice_underperformance", "recall", minute=2), "channel=web")) == []
+    estimate = on_slice(finding("estimated_performance_drop", "accuracy", minute=1), "*")
+    assert close(t, 2, estimate) == [("FIRING", "estimated_performance_drop", "accuracy", 1)]
+    all_traffic = on_slice(finding("slice_underperformance", "recall", minute=2), "*")
+    assert close(t, 9, finding("concept_drift", "error_rate", minute=2), all_traffic) == []
+    assert close(t, 10, on_slice(finding("slice_underperformance", "recall", minute=3), "channel=web")) == []
     late = on_slice(finding("slice_underperformance", "recall", minute=11), "region=r3")
     assert close(t, 11, late) == [("FIRING", "slice_underperformance", "recall", 11)]  # nothing recent covers it
     fresh = IncidentTracker(MemoryState(ModelKeys("sg", "other"), window_ms=MINUTE, lateness_ms=0))
