@@ -1,4 +1,4 @@
-"""The long replay: hours of wide-model traffic with a dozen faults, through the worker's incident lifecycle.
+"""The long replay: hours of wide-model traffic and its labels with 14 faults, through the worker's incident lifecycle.
 
 ``stream-guard evaluate --long-replay`` answers "how often does it page on clean
 traffic, and does it still catch real faults?" on realistic data. The wide sample
@@ -23,10 +23,11 @@ wired by :func:`~stream_guard.assembly.add_metrics`. The baseline is learned fro
 reference, so slices have their own baselines and the known biases are listed. The alerts
 counted are the alerts a worker would publish (FIRING, reminders and RESOLVED alike).
 
-Attribution: a published alert belongs to a fault when its window (for label-based and
-estimate alerts: the range they rolled up) overlaps the fault's stretch extended by
-``grace_s`` (an incident's last windows, a detector settling after the fault ends); every
-other FIRING alert is a false alarm on clean traffic, except the ``known_bias`` findings
+Attribution (:mod:`~stream_guard.tools.evaluate.longreport`): a published alert belongs to
+a fault when its window overlaps the fault's stretch extended by ``grace_s`` (an
+incident's last windows, a detector settling after the fault ends), or, for label-based
+and estimate alerts, when the range they rolled up overlaps the stretch; every other
+FIRING alert is a false alarm on clean traffic, except the ``known_bias`` findings
 (informational, on the reference's window), which are counted apart. Clean time is the
 replay's event time outside those extended stretches; false alarms per week are scaled
 from it. A label fault's delay counts label-based evaluations (windows on the
