@@ -9,13 +9,14 @@ import json
 import numpy as np
 import pytest
 
+from stream_guard.alerts.model import Alert, Severity
 from stream_guard.errors import EvaluationInputError
 from stream_guard.settings import Config
 from stream_guard.settings.kinds import KNOWN_BIAS, SLICE_UNDERPERFORMANCE
 from stream_guard.tools.evaluate.command import add_evaluate_command
 from stream_guard.tools.evaluate.longfaults import APP_RING_RISK, LONG_FAULTS, break_record, fault_named, plan_stretches
 from stream_guard.tools.evaluate.longlabels import DelayedLabels
-from stream_guard.tools.evaluate.longreport import LongReport, render_long
+from stream_guard.tools.evaluate.longreport import LongReport, ReplayOutcome, build_report, render_long
 from stream_guard.tools.evaluate.longrun import LongRunSettings, long_metrics, run_long_replay
 from stream_guard.tools.wide import WideSimulator
 
@@ -187,3 +188,42 @@ def test_delayed_labels_arrive_in_order_within_their_delay() -> None:
     for partition in (0, 1):
         offsets = [x.offset for x in arrived if x.source.endswith(f":{partition}")]
         assert offsets == list(range(100))
+
+
+def _alert(kind: str, start_min: int, end_min: int, slice_: str = "", feature: str = "recall") -> Alert:
+    return Alert(
+        model="wide",
+        kind=kind,
+        feature=feature,
+        slice=slice_,
+        severity=Severity.WARNING,
+        window_start=start_min * 60_000,
+        window_end=end_min * 60_000,
+        count=1,
+        total=1,
+        rate=1.0,
+        observed="o",
+        expected="e",
+        detector="d",
+        message="m",
+    )
+
+
+def test_the_report_attributes_range_alerts_by_their_range_and_counts_known_biases_apart() -> None:
+    """A window's alert belongs to a stretch within its grace; a label-based alert over a range only when the range
+    overlaps the stretch itself; a known_bias finding is neither a fault's alert nor a false alarm."""
+    (stretch,), end = plan_stretches((fault_named("slice_recall_drop"),), 0, clean_s=1200, fault_s=600, window_s=60)
+    late_window = _alert("data_drift", 32, 33, feature="income")  # 2 min after the stretch: within the 5-min grace
+    caught = _alert(SLICE_UNDERPERFORMANCE, 16, 26, "channel=app")  # rolled up 6 min of the stretch
+    after = _alert(SLICE_UNDERPERFORMANCE, 31, 41, "channel=web")  # a range after the stretch, within the grace
+    bias = _alert(KNOWN_BIAS, 0, 0, "channel=partner")
+    published = [late_window, caught, after, bias]
+    outcome = ReplayOutcome(
+        [stretch], [1], published, published, {a.alert_id: a.window_end for a in published}, 1, 0, end
+    )
+    report = build_report(outcome, window_s=60, grace_s=300, every_s=300)
+    (result,) = report.faults
+    assert result.alerts == {"data_drift|income": 1, "slice_underperformance|recall": 1}
+    assert result.caught and result.delay_evaluations == 1  # raised at 26 min; the first evaluation is at 20
+    assert report.false_firing == {"slice_underperformance|recall": 1}
+    assert report.known_bias_published == {"recall|channel=partner": 1}
