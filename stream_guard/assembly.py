@@ -35,6 +35,8 @@ from stream_guard.settings import Config
 from stream_guard.stages import Stages
 from stream_guard.state.client import RedisClient, connect
 from stream_guard.state.keys import ModelKeys
+from stream_guard.state.keyspace import MemoryKeySpace
+from stream_guard.state.protocol import IncidentState, LabelState
 from stream_guard.state.window_store import WindowStore
 from stream_guard.worker import Worker, WorkerParts
 
@@ -75,10 +77,31 @@ def build_stages(config: Config, profiles: dict[str, BaselineProfile], *, checkp
     return stages
 
 
-def _add_metrics(
-    config: Config, models: list[ModelRuntime], client: RedisClient, stages: Stages, registry: Any
+def add_metrics(
+    config: Config, models: list[ModelRuntime], source: RedisClient | MemoryKeySpace, stages: Stages, registry: Any
 ) -> list[LabelStream]:
-    """Slice metrics, label joins and performance evaluators of the models that keep metrics."""
+    """Slice metrics, label joins and performance evaluators of the models that keep metrics.
+
+    Parameters
+    ----------
+    config, models
+        The configuration and its models; those with ``[models.metrics] enabled`` get a
+        :class:`~stream_guard.metrics.SliceRecorder` in ``stages`` and the evaluators of
+        their label-based and label-free performance checks.
+    source
+        Where the evaluators read the metric buckets: the worker's Redis client, or the
+        in-memory state of a replay (a :class:`~stream_guard.state.memory.MemoryState`
+        holding the model's keys).
+    stages
+        Gains the recorders and evaluators.
+    registry
+        The schema registry client of the label decoders (``None`` without one).
+
+    Returns
+    -------
+    list of LabelStream
+        One per model with a labels topic: its decoder and its :class:`~stream_guard.metrics.LabelJoiner`.
+    """
     recorders: dict[str, SliceRecorder] = {}
     streams: list[LabelStream] = []
     for model in models:
@@ -89,7 +112,7 @@ def _add_metrics(
         labels = model.config.labels
         ttl = labels.lookback_s if labels.topic else 0
         recorders[model.name] = SliceRecorder.for_model(model, settings, model.profile, prediction_ttl_s=ttl)
-        reader = MetricsReader(client, keys, settings.bucket_s * 1000)
+        reader = MetricsReader(source, keys, settings.bucket_s * 1000)
         stages.evaluators.append(PerformanceEvaluator.for_settings(model.name, reader, settings))
         if settings.task == "classification" and settings.estimate_calibration != "off":
             estimate = EstimatePerformanceEvaluator.for_settings(
@@ -122,7 +145,7 @@ def build_worker(
     client = client or connect(config.redis)
     profiles = {m.name: m.profile for m in models if m.profile is not None}
     stages = build_stages(config, profiles, checkpoints=True)
-    label_streams = _add_metrics(config, models, client, stages, registry)
+    label_streams = add_metrics(config, models, client, stages, registry)
     pipeline = Pipeline(config, stages)
     w = config.worker
     stores = {
@@ -137,14 +160,7 @@ def build_worker(
         )
         for m in models
     }
-    alerts = config.alerts
-    lifecycle = LifecycleSettings(
-        alerts.cooldown_s, alerts.resolve_after_s, alerts.remind_after_s, alerts.escalation_factor
-    )
-    outputs = {m.name: (m.config.score_field, m.config.prediction_field) for m in models}
-    incidents = {
-        name: IncidentTracker(client, store.keys, lifecycle, outputs=outputs[name]) for name, store in stores.items()
-    }
+    incidents = {m.name: incident_tracker(config, m, client, stores[m.name].keys) for m in models}
     metrics, health = WorkerMetrics(), WorkerHealth(liveness_timeout_s=config.observability.liveness_timeout_s)
     consumer = make_consumer(
         config.kafka,
@@ -170,7 +186,7 @@ def build_worker(
         config.kafka.alerts_topic,
         lease_ms=lease_ms,
         encoder=encoder,
-        label_gates=_label_gates(models, stores, w.window_s * 1000),
+        label_gates=label_gates(models, stores, w.window_s * 1000),
     )
     parts = WorkerParts(
         models, stores, pipeline, consumer, producer, sinks, closer, label_streams, profiles, metrics, health, client
@@ -178,8 +194,20 @@ def build_worker(
     return Worker(config, parts, worker_id=worker_id, close_interval_s=close_interval_s)
 
 
-def _label_gates(
-    models: Sequence[ModelRuntime], stores: Mapping[str, WindowStore], window_ms: int
+def incident_tracker(
+    config: Config, model: ModelRuntime, state: RedisClient | IncidentState, keys: ModelKeys | None = None
+) -> IncidentTracker:
+    """The incident lifecycle of ``model`` under ``[alerts]``: on a Redis client (with ``keys``) or a state store."""
+    alerts = config.alerts
+    lifecycle = LifecycleSettings(
+        alerts.cooldown_s, alerts.resolve_after_s, alerts.remind_after_s, alerts.escalation_factor
+    )
+    outputs = (model.config.score_field, model.config.prediction_field)
+    return IncidentTracker(state, keys, lifecycle, outputs=outputs)
+
+
+def label_gates(
+    models: Sequence[ModelRuntime], stores: Mapping[str, LabelState], window_ms: int
 ) -> dict[str, LabelGate]:
     """The label gate of each model with labels: its label-based checks wait for the label watermark."""
     gates = {}

@@ -16,6 +16,7 @@ from stream_guard.metrics.holding import ReleaseResult, stored_event_ids
 from stream_guard.metrics.labels import JoinResult, Label, LabelStream
 from stream_guard.source import Source
 from stream_guard.state.client import RedisClient, pipeline
+from stream_guard.state.protocol import LabelState
 from stream_guard.state.window_store import StateUpdate, WindowStore
 
 log = structlog.get_logger("stream_guard.delivery")
@@ -81,9 +82,13 @@ class RedisWindowState:
 
 
 class RedisLabelJoins:
-    """Each labels topic joined by its stream's joiner, on its model's store."""
+    """Each labels topic joined by its stream's joiner, on its model's store.
 
-    def __init__(self, streams: Mapping[str, LabelStream], stores: Mapping[str, WindowStore]) -> None:
+    The stores are the worker's Redis :class:`~stream_guard.state.window_store.WindowStore` stores,
+    or any :class:`~stream_guard.state.protocol.LabelState` (a replay's in-memory state).
+    """
+
+    def __init__(self, streams: Mapping[str, LabelStream], stores: Mapping[str, LabelState]) -> None:
         self._streams = streams
         self._stores = stores
 

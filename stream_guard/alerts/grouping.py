@@ -12,12 +12,20 @@ Within one window, findings join one *cluster* when
   of the fields the schema change names;
 * (c) a cluster holding a ``prediction_drift``, or a drift (``data_drift``, ``online_drift``)
   of one of the model's ``outputs`` (its score and prediction fields), joins the strongest
-  cluster of the window with a feature's shift (a finding of tier 1-3 on an input feature).
+  cluster of the window with a feature's shift (a finding of tier 1-3 on an input feature);
+  without one, the window's prediction drifts are one cluster (the score and the
+  prediction moving together);
+* (d) the :data:`PERFORMANCE` findings (slice performance, degradation, concept drift,
+  calibration drift, the estimated drop) on one slice are one cluster (all traffic: slice
+  ``*`` or ``""``), whatever their metric: a concept drift shows as all of them at once.
+  Different slices stay apart: the slice attribution already decided they are different
+  causes (:mod:`~stream_guard.metrics.attribution`). They do not join a prediction drift:
+  an estimated drop is the actionable finding of a score shift, not its evidence.
 
 The primary of a cluster is its first finding in :func:`primary_order`: tier (schema >
-type/range/sentinel > null/unseen > drift > prediction drift), then severity, then
-magnitude (``|value - threshold|``), then count, then names. Kinds outside :data:`TIERS`
-(label-based checks, ``event_time_skew``, ``known_bias``...) are never grouped.
+type/range/sentinel > null/unseen > drift > prediction drift > performance), then
+severity, then magnitude (``|value - threshold|``), then count, then names. Other kinds
+(``event_time_skew``, ``known_bias``...) are never grouped.
 """
 
 from __future__ import annotations
@@ -26,19 +34,30 @@ import math
 from collections.abc import Callable, Iterable
 
 from stream_guard.alerts.model import Alert, Related, Severity
-from stream_guard.settings.kinds import OVERFLOW, PREDICTION_DRIFT
+from stream_guard.settings.kinds import (
+    CALIBRATION_DRIFT,
+    CONCEPT_DRIFT,
+    ESTIMATED_PERFORMANCE_DROP,
+    OVERFLOW,
+    PERFORMANCE_DEGRADATION,
+    PREDICTION_DRIFT,
+    SLICE_UNDERPERFORMANCE,
+)
 
 __all__ = [
     "BURSTS",
+    "PERFORMANCE",
     "TIERS",
     "cluster_window",
     "groups_by_feature",
+    "is_performance",
     "is_prediction_drift",
     "is_shift",
     "magnitude",
     "primary_order",
     "rank",
     "related",
+    "slice_parts",
 ]
 
 #: Tier of each groupable kind: the lower, the more likely the cause.
@@ -59,6 +78,10 @@ TIERS: dict[str, int] = {
     "online_drift": 3,
     PREDICTION_DRIFT: 4,
 }
+#: The model's performance, label-based or estimated: grouped by slice (rule d).
+PERFORMANCE = frozenset(
+    {SLICE_UNDERPERFORMANCE, PERFORMANCE_DEGRADATION, CONCEPT_DRIFT, CALIBRATION_DRIFT, ESTIMATED_PERFORMANCE_DROP}
+)
 #: Kinds that make up the bursts of rule (b): each set is one cluster per window.
 BURSTS: tuple[frozenset[str], ...] = (frozenset({"undecodable"}), frozenset({"schema_change", "unexpected_field"}))
 #: Tiers of a feature's shift, which a prediction drift follows (rule c).
@@ -83,8 +106,9 @@ def magnitude(alert: Alert) -> float | None:
 def primary_order(alert: Alert) -> tuple[int, int, float, int, str, str, str]:
     """Sort key: the primary of a cluster sorts first."""
     size = magnitude(alert)
+    tier = TIERS.get(alert.kind, len(TIERS) + (0 if alert.kind in PERFORMANCE else 1))
     return (
-        TIERS.get(alert.kind, len(TIERS)),
+        tier,
         -rank(alert),
         -(size if size is not None else -1.0),
         -alert.count,
@@ -102,6 +126,22 @@ def groups_by_feature(kind: str, feature: str | None) -> bool:
 def is_shift(kind: str, feature: str | None, outputs: frozenset[str] = frozenset()) -> bool:
     """An input feature's shift, which a prediction drift may follow (rule c)."""
     return TIERS.get(kind) in SHIFT_TIERS and groups_by_feature(kind, feature) and feature not in outputs
+
+
+def is_performance(kind: str) -> bool:
+    """A finding on the model's performance (rule d)."""
+    return kind in PERFORMANCE
+
+
+def performance_slice(slice_: str) -> str:
+    """The slice a performance finding is about, all traffic as ``*`` (concept drift and degradation name ``""``)."""
+    return slice_ or "*"
+
+
+def slice_parts(slice_: str) -> frozenset[str]:
+    """The ``field=value`` parts of a slice name (none for all traffic); a parent's are a subset of its crossings'."""
+    name = performance_slice(slice_)
+    return frozenset() if name == "*" else frozenset(name.split(","))
 
 
 def is_prediction_drift(kind: str, feature: str | None, outputs: frozenset[str] = frozenset()) -> bool:
@@ -132,17 +172,24 @@ def cluster_window(alerts: Iterable[Alert], outputs: frozenset[str] = frozenset(
     for i, alert in enumerate(items):
         keys = [("feature", alert.feature or "")] if groups_by_feature(alert.kind, alert.feature) else []
         keys += [("burst", str(n)) for n, kinds in enumerate(BURSTS) if alert.kind in kinds]
+        keys += [("performance", performance_slice(alert.slice))] if is_performance(alert.kind) else []
+        keys += [("prediction", "")] if is_prediction_drift(alert.kind, alert.feature, outputs) else []
         for key in keys:
             join(first.setdefault(key, i), i)
     clusters = _collect(items, root)
     predicted = [c for c in clusters if any(is_prediction_drift(a.kind, a.feature, outputs) for a in c)]
     shifted = [c for c in clusters if c not in predicted and any(is_shift(a.kind, a.feature, outputs) for a in c)]
     if predicted and shifted:
-        target = min(shifted, key=lambda c: primary_order(c[0]))
-        for cluster in predicted:
-            target.extend(cluster)
-        clusters = [c for c in clusters if c not in predicted]
+        clusters = _merge(clusters, predicted, min(shifted, key=lambda c: primary_order(c[0])))
     return sorted((sorted(c, key=primary_order) for c in clusters), key=lambda c: primary_order(c[0]))
+
+
+def _merge(clusters: list[list[Alert]], moving: list[list[Alert]], target: list[Alert]) -> list[list[Alert]]:
+    """``clusters`` with every cluster of ``moving`` folded into ``target``."""
+    for cluster in moving:
+        if cluster is not target:
+            target.extend(cluster)
+    return [c for c in clusters if c is target or all(c is not m for m in moving)]
 
 
 def _collect(items: list[Alert], root: Callable[[int], int]) -> list[list[Alert]]:

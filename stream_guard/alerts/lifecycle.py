@@ -1,13 +1,16 @@
 """Incidents: the findings of one cause update one incident, which opens, escalates and resolves.
 
-A closed window's alerts are first grouped into causes (:mod:`stream_guard.alerts.grouping`):
-findings that move together in the window form a cluster, and a cluster joins an open
-incident it belongs to (one of its findings is already part of it, or it names a feature
-the incident saw within one window, or it is a prediction drift following a shift the
-incident saw in this or the previous window). Otherwise it opens an incident named by its
-primary finding's ``incident_id``. One alert per incident and window is considered: the
-window's primary finding of the incident, carrying the others as ``related`` and the
-incident as ``cause_id``. For it:
+A closed window's alerts are first grouped into causes
+(:mod:`stream_guard.alerts.grouping`): findings that move together in the window form a
+cluster, and a cluster joins an open incident it belongs to (one of its findings is already
+part of it, or it names a feature the incident saw within one window, or it is a prediction
+drift following a shift or another prediction drift the incident saw in this or the previous
+window, or it is a performance finding on a slice (or a crossing of a slice, for the same
+check) whose performance finding the incident saw in the range it covers: a slice alert of a
+later evaluation belongs to the broader drop it is part of). Otherwise it opens an incident
+named by its primary finding's ``incident_id``. One alert per incident and window is
+considered: the window's primary finding of the incident, carrying the others as ``related``
+and the incident as ``cause_id``. For it:
 
 * no open incident: the incident opens and the alert is published (``FIRING``);
 * a window of the incident that was published before (its publication is retried, or
@@ -67,12 +70,14 @@ from stream_guard.alerts.grouping import (
     TIERS,
     cluster_window,
     groups_by_feature,
+    is_performance,
     is_prediction_drift,
     is_shift,
     magnitude,
     primary_order,
     rank,
     related,
+    slice_parts,
 )
 from stream_guard.alerts.model import CONFIRMED, REFUTED, Alert, Related, Severity
 from stream_guard.settings.kinds import KNOWN_BIAS
@@ -168,7 +173,7 @@ class IncidentTracker:
 
     def _causes(self, alerts: list[Alert]) -> dict[str, list[Alert]]:
         """The window's alerts by the incident (cause) each belongs to, strongest cluster first."""
-        open_ = self._state.open_incidents() if any(a.kind in TIERS for a in alerts) else {}
+        open_ = self._state.open_incidents() if any(a.kind in TIERS or is_performance(a.kind) for a in alerts) else {}
         members = {cause: _members(record) for cause, record in open_.items()}
         opened = {cause: int(record.get("opened_start", "0")) for cause, record in open_.items()}
         causes: dict[str, list[Alert]] = {}
@@ -308,4 +313,28 @@ def _belongs(cluster: list[Alert], members: dict[str, tuple[str, int]], start: i
             predicted = is_prediction_drift(alert.kind, alert.feature, outputs)
             if predicted and is_shift(kind, feature or None, outputs) and feature != alert.feature:
                 return True
+            if predicted and is_prediction_drift(kind, feature or None, outputs):
+                return True
+    return any(_same_performance(alert, members.values(), start) for alert in cluster)
+
+
+def _same_performance(alert: Alert, members: Iterable[tuple[str, int]], start: int) -> bool:
+    """A performance finding on a slice an open incident's recent performance finding is about, or covers.
+
+    The same slice (any performance kind, as rule (d) groups them in one window), or a
+    parent of it with the same kind and metric (``*`` is every slice's): a slice alert of a
+    later evaluation joins the incident of the broader drop it is part of, as attribution
+    would have made it evidence in one evaluation. Never the other way round: a broader
+    drop does not join the incident of one slice.
+    """
+    if not is_performance(alert.kind):
+        return False
+    mine = slice_parts(alert.slice)
+    for descriptor, last in members:
+        kind, feature, slice_ = descriptor.split("|", 2)
+        if last < start or not is_performance(kind):
+            continue
+        theirs = slice_parts(slice_)
+        if theirs == mine or (theirs < mine and kind == alert.kind and feature == (alert.feature or "")):
+            return True
     return False

@@ -10,10 +10,17 @@ child's effect is against its own baseline; when parent or child was compared wi
 rest of traffic, the child's value is taken against the parent's baseline instead):
 
 * **the children explain the parent** when the others are near their baseline: their
-  mean effect is below ``share`` x the parent's effect (closer to 0 than to the parent's),
-  and they are numerous enough to tell (the parent's effect is at least 2 x 1.645 standard
-  errors of their mean). The parent is low only because of the flagged children, and
-  becomes evidence of the one that contributes most (support x effect);
+  mean effect is below ``share`` x the parent's effect (closer to 0 than to the parent's);
+  the flagged children are one slice, or a minority of the family's support; and the
+  data can tell: the others are numerous enough (the parent's effect is at least 2 x
+  ``z`` standard errors of their mean), or every flagged child is significantly worse
+  than the parent (its effect above the parent's by ``z`` of its standard errors: a
+  cause of its own, not a share of the parent's drop). ``z`` is 1.645 for a parent with
+  one family holding a flagged child and Bonferroni-corrected over several (a parent has
+  one family per field: a broad drop would otherwise, by chance, find one whose others
+  look fine and credit its flagged child with the whole drop). The parent is low only
+  because of the flagged children, and becomes evidence of the one that contributes most
+  (support x effect);
 * **the parent explains its children** otherwise: the others are about as low, or too
   few to tell (or there are none); the flagged children become evidence of the parent's
   alert, which names them.
@@ -22,11 +29,17 @@ A slice is attributed along the first of its claims (parents in order of fewest 
 then by name) whose chain ends on a flagged slice; chains are followed (``country=US``
 -> ``*`` -> ``device_type=android``). A parent that is significantly low but below the
 minimum effect (typically ``*`` when one group drops) can link such a chain, but is no
-alert of its own. A slice whose claims all end elsewhere alerts itself. Each remaining
-flagged slice alerts once, listing the flagged slices attributed to it. A slice whose
-deficit is explained by a flagged value of an *unrelated* feature (``country=US`` low
-only because android traffic is heavy there) is merged only through such a ``*`` chain;
-no other overlap is resolved.
+alert of its own, with one exception: a **broad drop**. When no family with a flagged
+child has others that look near their baseline (mean effect below ``share`` x the
+parent's, however uncertain) and in one of them the others are significantly low too
+(mean effect above 0 by 1.645 standard errors), the drop is not confined to the flagged
+children: the parent alerts in their place, with them as evidence, unless its own chain
+ends on a flagged slice (an early concept drift: all traffic a little lower, a few noisy
+slices past the minimum effect first). Where it cannot tell, the children alert. A slice
+whose claims all end elsewhere alerts itself. Each remaining flagged slice alerts once,
+listing the flagged slices attributed to it. A slice whose deficit is explained by a
+flagged value of an *unrelated* feature (``country=US`` low only because android traffic
+is heavy there) is merged only through such a ``*`` chain; no other overlap is resolved.
 """
 
 from __future__ import annotations
@@ -35,6 +48,7 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 from stream_guard.metrics.baseline import REST, SliceTest, effect
 from stream_guard.metrics.slices import parse_slice
@@ -84,32 +98,91 @@ def attribute(tests: Sequence[SliceTest], share: float = SHARE) -> list[Attribut
         evidence (the alert's own crossings and parents first).
     """
     flagged = [t for t in tests if t.flagged]
-    alerting = {t.slice for t in flagged}
     owners: dict[str, list[str]] = defaultdict(list)
+    narrow: set[str] = set()  # parents with a family whose others look near their baseline
+    low_too: set[str] = set()  # parents with a family whose others are significantly low as well
     parents = [t for t in tests if t.flagged or t.significant]
     for parent in sorted(parents, key=lambda t: (len(parse_slice(t.slice)), t.slice)):
         if parent.effect <= 0:
             continue
         bar = share * parent.effect
-        for _, family in sorted(_families(parse_slice(parent.slice), tests).items()):
+        families = [
+            f for _, f in sorted(_families(parse_slice(parent.slice), tests).items()) if any(c.flagged for c in f)
+        ]
+        z_tell = _z_near(len(families))
+        for family in families:
             low = [c for c in family if c.flagged]
-            if not low:
-                continue
             others = [c for c in family if not c.flagged]
             mean, se = _pooled_effect(others, parent)
-            if others and mean < bar and parent.effect >= 2 * Z_NEAR * se:
+            told = parent.effect >= 2 * z_tell * se or _all_worse_than(low, parent, z_tell)
+            if others and mean < bar and told and _a_minority(low, family):
                 cause = max(low, key=lambda c: (c.support * c.effect, c.slice))
                 owners[parent.slice].append(cause.slice)
             else:
                 for child in low:
                     owners[child.slice].append(parent.slice)
-    roots = {t.slice: _root(t.slice, owners, alerting) for t in flagged}
+            if others and mean < bar:
+                narrow.add(parent.slice)
+            elif others and mean > Z_NEAR * se:
+                low_too.add(parent.slice)
+    alerting = {t.slice for t in flagged}
+    alerting |= _broad_parents(parents, owners, alerting, low_too - narrow)
+    roots = {name: _root(name, owners, alerting) for name in alerting}
     roots = {name: root if roots.get(root) == root else name for name, root in roots.items()}
     evidence: dict[str, list[SliceTest]] = defaultdict(list)
     for t in flagged:
         if roots[t.slice] != t.slice:
             evidence[roots[t.slice]].append(t)
-    return [Attributed(t, _closest_first(t.slice, evidence[t.slice])) for t in flagged if roots[t.slice] == t.slice]
+    return [
+        Attributed(t, _closest_first(t.slice, evidence[t.slice]))
+        for t in tests
+        if t.slice in roots and roots[t.slice] == t.slice and (t.flagged or evidence[t.slice])
+    ]
+
+
+def _all_worse_than(low: Sequence[SliceTest], parent: SliceTest, z: float) -> bool:
+    """Every flagged child significantly worse than its parent (by ``z`` of its own standard error).
+
+    A child that merely shares its parent's drop has about the parent's effect; one far
+    below it is a cause of its own, even when the parent's small effect cannot tell its
+    siblings at their baseline from half of it.
+    """
+    return all(c.effect - parent.effect > z * c.effect_se for c in low)
+
+
+def _a_minority(low: Sequence[SliceTest], family: Sequence[SliceTest]) -> bool:
+    """One flagged child, or several holding less than half of the family's support: they can explain the parent.
+
+    Flagged children holding most of the parent's events do not explain it, they are most of
+    it: the drop is the parent's (a score shift lowers most channels but the noisiest).
+    """
+    return len(low) == 1 or 2 * sum(c.support for c in low) < sum(c.support for c in family)
+
+
+def _z_near(families: int) -> float:
+    """:data:`Z_NEAR` for one family; for several, the Bonferroni-corrected one (95 % over all of them).
+
+    Each family of a parent is one chance to credit a flagged child with the parent's
+    drop: over ``families`` of them, the chance that one does wrongly stays 5 %.
+    """
+    return Z_NEAR if families <= 1 else NormalDist().inv_cdf(1 - (1 - NormalDist().cdf(Z_NEAR)) / families)
+
+
+def _broad_parents(
+    parents: Sequence[SliceTest], owners: dict[str, list[str]], flagged: set[str], broad: set[str]
+) -> set[str]:
+    """The significant, unflagged parents that alert for a broad drop (see the module's rules).
+
+    Each is in ``broad`` (no family whose others look near their baseline, one whose
+    others are significantly low), has flagged children claiming it, and no chain of its
+    own ending on a flagged slice.
+    """
+    claimed = {parent for claims in owners.values() for parent in claims}
+    return {
+        p.slice
+        for p in parents
+        if not p.flagged and p.slice in claimed and p.slice in broad and _root(p.slice, owners, flagged) == p.slice
+    }
 
 
 def _closest_first(name: str, evidence: list[SliceTest]) -> tuple[SliceTest, ...]:

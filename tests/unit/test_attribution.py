@@ -111,3 +111,92 @@ def test_a_fault_on_one_crossing_alerts_on_that_crossing() -> None:
     alerts = {a.test.slice: a for a in attribute(tests)}
     assert NEW in alerts and ANDROID not in alerts
     assert ANDROID in {e.slice for e in alerts[NEW].evidence}
+
+
+def significant(test: SliceTest) -> SliceTest:
+    """``test`` significant after Benjamini-Hochberg (whether or not it is flagged)."""
+    return SliceTest(**{**vars(test), "significant": True})
+
+
+def test_a_broad_drop_below_the_minimum_effect_alerts_once_on_the_parent() -> None:
+    """An early concept drift: * a little lower (significant, below the minimum effect) and so is every family;
+    the noisiest slices of two fields pass the minimum effect first. One alert on *, not one per slice."""
+    tests = [
+        significant(result("*", 0.045, 16_000, flagged=False)),
+        result("device_os=android", 0.08, 5500),
+        result("device_os=ios", 0.035, 3000, flagged=False),
+        result("device_os=windows", 0.04, 2500, flagged=False),
+        result("region=r0", 0.13, 2200),
+        result("region=r1", 0.045, 3000, flagged=False),
+    ]
+    (alert,) = attribute(tests)
+    assert alert.test.slice == "*"
+    assert [e.slice for e in alert.evidence] == ["device_os=android", "region=r0"]
+
+
+def test_a_drop_confined_to_one_slice_is_not_moved_to_the_parent() -> None:
+    """One channel's recall sinks: * is significant but below the minimum effect and the other channels are near
+    their baseline (too few to tell apart from half of *'s effect). The channel alerts, not *, even though another
+    field's flagged slice (whose siblings carry the channel's share of the drop) also claims *."""
+    tests = [
+        significant(result("*", 0.035, 16_000, flagged=False)),
+        result("channel=app", 0.15, 4300),
+        result("channel=web", 0.0, 2000),
+        result("channel=branch", 0.0, 1500),
+        result("channel=partner", 0.0, 1000),
+        result("education=e6", 0.17, 500),
+        result("education=e0", 0.035, 6000, flagged=False),
+        result("education=e1", 0.035, 5000, flagged=False),
+    ]
+    alerts = {a.test.slice for a in attribute(tests)}
+    assert "channel=app" in alerts and "*" not in alerts
+
+
+def test_one_family_that_looks_fine_by_chance_does_not_take_a_broad_drop() -> None:
+    """* is flagged and low in every field; in one field (of eight with flagged slices) the few unflagged values
+    happen to look near their baseline. Credited with all of *'s drop, android would alert with * as its
+    evidence and macos on its own; with the family test corrected over the eight fields, * alerts alone."""
+    fields = ["age_band", "branch_tier", "education", "employment_type", "income_band", "marital_status", "purpose"]
+    tests = [
+        result("*", 0.074, 16_000),
+        result("device_os=android", 0.09, 5500),
+        result("device_os=macos", 0.11, 1700),
+        result("device_os=ios", 0.02, 1200, flagged=False),
+        result("device_os=linux", 0.03, 600, flagged=False),
+    ]
+    for name in fields:
+        tests += [result(f"{name}=a", 0.10, 3000), result(f"{name}=b", 0.07, 6000, flagged=False)]
+    (alert,) = attribute(tests)
+    assert alert.test.slice == "*"
+    assert {e.slice for e in alert.evidence} == {t.slice for t in tests if t.flagged} - {"*"}
+
+
+def test_most_of_a_family_low_is_the_parents_drop() -> None:
+    """Three of four channels low (all but the noisiest, whose predictions a score shift moves less): * alerts with
+    them as evidence, not the largest channel with * as its evidence and the two others on their own."""
+    tests = [
+        result("*", 0.07, 16_000),
+        result("channel=web", 0.07, 6800),
+        result("channel=app", 0.08, 4000),
+        result("channel=branch", 0.07, 2900),
+        result("channel=partner", 0.0, 2300),
+    ]
+    (alert,) = attribute(tests)
+    assert alert.test.slice == "*"
+    assert [e.slice for e in alert.evidence] == ["channel=app", "channel=branch", "channel=web"]
+
+
+def test_a_slice_far_below_its_parent_explains_it_even_when_the_siblings_cannot_tell() -> None:
+    """The app channel's recall sinks 14 points and drags * just past the minimum effect; the other channels are
+    near their baseline but too few to tell from half of *'s small effect. app is far below * (a cause, not a
+    share of *'s drop): app alerts with * as evidence, not * with app as evidence."""
+    tests = [
+        result("*", 0.052, 1130),
+        result("channel=app", 0.144, 330),
+        result("channel=web", 0.01, 420, flagged=False),
+        result("channel=branch", 0.0, 230, flagged=False),
+        result("channel=partner", 0.02, 150, flagged=False),
+    ]
+    (alert,) = attribute(tests)
+    assert alert.test.slice == "channel=app"
+    assert [e.slice for e in alert.evidence] == ["*"]

@@ -157,17 +157,85 @@ def test_a_prediction_drift_joins_the_strongest_shift_of_its_window() -> None:
     assert [names(c) for c in alone] == [[("undecodable", "WireFormatError")], [("prediction_drift", "score")]]
 
 
-def test_label_based_and_overflow_findings_are_never_grouped() -> None:
-    """Kinds outside the tiers stay alone even on a shared name, and so do *overflow* findings."""
+def test_overflow_findings_and_other_kinds_are_never_grouped() -> None:
+    """*overflow* findings stay alone even on a shared name, and so do kinds outside the tiers and performance."""
+    clusters = cluster_window(
+        [
+            finding("out_of_range", OVERFLOW),
+            finding("null_rate", OVERFLOW),
+            finding("event_time_skew", "ts"),
+            finding("known_bias", "recall"),
+        ]
+    )
+    assert len(clusters) == 4
+
+
+def on_slice(alert: Alert, slice_: str) -> Alert:
+    return dataclasses.replace(alert, slice=slice_)
+
+
+def test_performance_findings_on_one_slice_are_one_cluster() -> None:
+    """A concept drift shows as degradation, concept drift and the slice check on *: one cluster, whatever the
+    metric; another slice (a cause of its own after attribution) is another cluster.
+
+    Deliberately changed: label-based findings used to be never grouped (four incidents for one concept drift).
+    """
     clusters = cluster_window(
         [
             finding("concept_drift", "error_rate"),
             finding("performance_degradation", "error_rate"),
-            finding("out_of_range", OVERFLOW),
-            finding("null_rate", OVERFLOW),
+            on_slice(finding("slice_underperformance", "recall"), "*"),
+            on_slice(finding("calibration_drift", "accuracy"), "*"),
+            on_slice(finding("slice_underperformance", "recall"), "channel=app"),
         ]
     )
-    assert len(clusters) == 4
+    assert sorted(len(c) for c in clusters) == [1, 4]
+    assert [a.slice for c in clusters if len(c) == 1 for a in c] == ["channel=app"]
+
+
+def test_the_score_and_the_prediction_drift_are_one_cluster_the_estimate_its_own() -> None:
+    """No input shift: the score's drift and the prediction's are one cluster; the estimated drop the new scores
+    imply is a cluster of its own (the actionable finding of a score shift, not its evidence)."""
+    outputs = frozenset({"score", "prediction"})
+    clusters = cluster_window(
+        [
+            finding("online_drift", "score"),
+            finding("prediction_drift", "prediction"),
+            on_slice(finding("estimated_performance_drop", "accuracy"), "*"),
+            finding("event_time_skew", "ts"),
+        ],
+        outputs,
+    )
+    assert [names(c) for c in clusters] == [
+        [("online_drift", "score"), ("prediction_drift", "prediction")],
+        [("estimated_performance_drop", "accuracy")],
+        [("event_time_skew", "ts")],
+    ]
+
+
+def test_later_performance_findings_join_the_incident_of_their_cause() -> None:
+    """A score shift opens one incident, the prediction drift of the next window joins it. The estimated drop opens
+    its own; the label-based findings on * that follow join it, and so does a slice of the * drop in a later
+    evaluation whose range reaches back to it. A performance finding no recent finding of the incident covers
+    opens its own, and so do one on a slice unrelated to the open one and one on its parent (a broader drop is
+    no consequence of one slice)."""
+    store = MemoryState(ModelKeys("sg", "fraud"), window_ms=MINUTE, lateness_ms=0)
+    t = IncidentTracker(store, settings=LifecycleSettings(resolve_after_s=900), outputs=("score", "prediction"))
+    assert close(t, 0, finding("online_drift", "score", minute=0)) == [("FIRING", "online_drift", "score", 0)]
+    assert close(t, 1, finding("prediction_drift", "prediction", minute=1)) == []
+    estimate = on_slice(finding("estimated_performance_drop", "accuracy", minute=1), "*")
+    assert close(t, 2, estimate) == [("FIRING", "estimated_performance_drop", "accuracy", 1)]
+    all_traffic = on_slice(finding("slice_underperformance", "recall", minute=2), "*")
+    assert close(t, 9, finding("concept_drift", "error_rate", minute=2), all_traffic) == []
+    assert close(t, 10, on_slice(finding("slice_underperformance", "recall", minute=3), "channel=web")) == []
+    late = on_slice(finding("slice_underperformance", "recall", minute=11), "region=r3")
+    assert close(t, 11, late) == [("FIRING", "slice_underperformance", "recall", 11)]  # nothing recent covers it
+    fresh = IncidentTracker(MemoryState(ModelKeys("sg", "other"), window_ms=MINUTE, lateness_ms=0))
+    close(fresh, 0, on_slice(finding("slice_underperformance", "recall", minute=0), "channel=app"))
+    later = on_slice(finding("slice_underperformance", "recall", minute=1), "region=r3")
+    assert close(fresh, 1, later) == [("FIRING", "slice_underperformance", "recall", 1)]
+    broader = on_slice(finding("slice_underperformance", "recall", minute=1), "*")  # not one slice's consequence
+    assert close(fresh, 2, broader) == [("FIRING", "slice_underperformance", "recall", 1)]
 
 
 # --------------------------------------------------------------------------- the tracker's rules

@@ -40,6 +40,7 @@ watermark passes the window's end plus ``allowed_lateness_s``.
 Modules: :mod:`.faults` (the fault catalogue and injectors), :mod:`.events` (clean events
 and the replayed stream), :mod:`.replay` (the worker's stages on a memory state),
 :mod:`.scenarios` (planning and running scenarios), :mod:`.report` (results and their
-printing), :mod:`.command` (the CLI command); :mod:`.longrun` and :mod:`.longfaults` (the
-long replay of the wide model through the incident lifecycle, ``--long-replay``).
+printing), :mod:`.command` (the CLI command); :mod:`.longrun`, :mod:`.longfaults`,
+:mod:`.longlabels` and :mod:`.longreport` (the long replay of the wide model with its
+delayed labels through the label-based checks and the incident lifecycle, ``--long-replay``).
 """

@@ -198,7 +198,8 @@ def _run_long_replay(config: Any, args: argparse.Namespace) -> int:
     """``evaluate --long-replay``: the wide model under ``config``'s checks, drift and alerts."""
     from stream_guard.logs import configure_logging
     from stream_guard.tools.evaluate.longfaults import LONG_FAULTS, fault_named
-    from stream_guard.tools.evaluate.longrun import LongRunSettings, render_long, timed_long_replay
+    from stream_guard.tools.evaluate.longreport import render_long
+    from stream_guard.tools.evaluate.longrun import LongRunSettings, timed_long_replay
 
     rate = 14.0 if args.events_per_second is None else args.events_per_second
     for name, value, ok in (

@@ -2,9 +2,12 @@
 
 Each :class:`LongFault` breaks one field of the wide model (:mod:`stream_guard.tools.wide`)
 in the way a real pipeline breaks: a producer writing a number as a string, a field
-dropped, a unit changed... :func:`plan_stretches` places them one after another, each
-in its own stretch of event time with clean traffic before and after, so that every
-alert can be attributed to a fault or to clean traffic.
+dropped, a unit changed... The last faults break the *labels*: the events stay clean
+and the ground truth changes (their true default risk, the simulator's ``_p``, from which
+the delayed labels are drawn), so only the label-based checks can see them.
+:func:`plan_stretches` places them one after another, each in its own stretch of event
+time with clean traffic before and after, so that every alert can be attributed to a
+fault or to clean traffic.
 """
 
 from __future__ import annotations
@@ -17,10 +20,21 @@ from typing import Any
 import numpy as np
 
 from stream_guard.errors import EvaluationInputError
+from stream_guard.settings.kinds import (
+    CALIBRATION_DRIFT,
+    CONCEPT_DRIFT,
+    PERFORMANCE_DEGRADATION,
+    SLICE_UNDERPERFORMANCE,
+)
 from stream_guard.tools.wide import WIDE_NUMERIC, category_values
 
 #: A category the wide model's reference never had.
 UNSEEN_PURPOSE = "sg-new-purpose"
+#: The wide model's default rate (12.8 % of a 50k-event reference): the risk of an outcome
+#: that no longer follows the model's features.
+BASE_DEFAULT_RATE = 0.128
+#: The extra default risk of the app applicants the model scores safe, during the fraud ring.
+APP_RING_RISK = 0.08
 
 
 @dataclass(frozen=True)
@@ -28,7 +42,10 @@ class LongFault:
     """One fault of the script: what it does to which field, and which alerts count as catching it.
 
     ``share`` is the share of the stretch's events hit; ``length`` is the stretch's
-    duration as a share of the replay's fault duration (a burst is shorter).
+    duration as a share of the replay's fault duration (a burst is shorter). A fault with
+    ``slice`` set breaks the labels (the true risk behind them), and an alert catches it
+    when it is of an expected kind and names that slice (``*``: all traffic), whatever
+    its metric; any other fault is caught by an alert of an expected kind on ``feature``.
     """
 
     name: str
@@ -37,6 +54,17 @@ class LongFault:
     description: str
     share: float = 1.0
     length: float = 1.0
+    slice: str | None = None
+
+    @property
+    def breaks_labels(self) -> bool:
+        """Whether the fault changes the ground truth (the labels) rather than the events."""
+        return self.slice is not None
+
+    @property
+    def target(self) -> str:
+        """What an alert must name to catch the fault: its slice, or its feature."""
+        return self.slice if self.slice is not None else self.feature
 
 
 #: The script, in order of onset.
@@ -81,6 +109,23 @@ LONG_FAULTS: tuple[LongFault, ...] = (
         "open_accounts 400 (a parser bug), a short burst",
         0.03,
         0.2,
+    ),
+    LongFault(
+        "slice_recall_drop",
+        "channel",
+        (SLICE_UNDERPERFORMANCE,),
+        f"defaults among the app applicants the model scores safe: +{APP_RING_RISK:.0%} risk (a fraud ring "
+        "in the app channel)",
+        slice="channel=app",
+    ),
+    LongFault(
+        "concept_shift",
+        "label",
+        (CONCEPT_DRIFT, PERFORMANCE_DEGRADATION, SLICE_UNDERPERFORMANCE, CALIBRATION_DRIFT),
+        f"the outcomes of 80 % of the events stop following the model's risk: they default at the base rate "
+        f"{BASE_DEFAULT_RATE:.1%} whatever their score",
+        0.8,
+        slice="*",
     ),
 )
 
@@ -127,7 +172,8 @@ def _with(record: dict[str, Any], name: str, value: Any) -> dict[str, Any]:
 def break_record(fault: LongFault, record: dict[str, Any], progress: float, rng: np.random.Generator) -> dict[str, Any]:
     """``record`` as ``fault`` turns it, ``progress`` (0 to 1) into the fault's stretch.
 
-    The caller has already drawn whether the record is hit (``fault.share``).
+    The caller has already drawn whether the record is hit (``fault.share``). A label
+    fault changes the record's true risk ``_p`` only, which its label is drawn from.
     """
     name = fault.name
     value: Any = record.get(fault.feature)
@@ -159,4 +205,11 @@ def break_record(fault: LongFault, record: dict[str, Any], progress: float, rng:
         return _with(record, fault.feature, f"ref-{int(rng.integers(0, 1 << 48)):012x}")
     if name == "out_of_range_burst":
         return _with(record, fault.feature, 400)
+    if name == "slice_recall_drop":
+        if record["channel"] != "app" or record["prediction"] != 0:
+            return record
+        # An independent second cause of default, which the model does not see.
+        return _with(record, "_p", 1.0 - (1.0 - float(record["_p"])) * (1.0 - APP_RING_RISK))
+    if name == "concept_shift":
+        return _with(record, "_p", BASE_DEFAULT_RATE)
     raise EvaluationInputError(f"the long replay cannot inject fault {name!r}")
