@@ -14,7 +14,7 @@ from pathlib import Path
 
 from stream_guard.settings.checks import check_checks
 from stream_guard.settings.drift import check_drift
-from stream_guard.settings.kinds import ALERT_KINDS
+from stream_guard.settings.kinds import ALERT_KINDS, EARLY_KIND_CHOICES
 from stream_guard.settings.loading import Problems, apply_env, build, read_toml
 from stream_guard.settings.metrics import performance_settings_problems
 from stream_guard.settings.sections import Config, ModelConfig
@@ -98,6 +98,13 @@ def _check_alerts(config: Config, problems: Problems) -> None:
         )
     if problems.typed("alerts.escalation_factor") and not alerts.escalation_factor > 1:
         problems.add("alerts.escalation_factor", f"must be above 1, got {alerts.escalation_factor:g}")
+    if problems.typed("alerts.early_kinds"):
+        for kind in alerts.early_kinds:
+            if kind not in EARLY_KIND_CHOICES:
+                problems.add(
+                    "alerts.early_kinds",
+                    f"{kind!r} cannot fire early (row-level kinds: {', '.join(EARLY_KIND_CHOICES)})",
+                )
 
 
 def _check_feature_tables(config: Config, problems: Problems) -> None:
