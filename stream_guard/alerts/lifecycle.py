@@ -238,8 +238,9 @@ class IncidentTracker:
         candidates = candidates or [c for c in members if c == lead]
         if not candidates:
             return lead
-        end = str(cluster[0].window_end)
-        pending = [c for c in candidates if open_[c].get("early") == end and "early_pending" in open_[c]]
+        # Fired again only by a batch that shows the incident's own finding (its retry does).
+        end, own = str(cluster[0].window_end), {a.incident_id for a in cluster}
+        pending = [c for c in candidates if c in own and open_[c].get("early") == end and "early_pending" in open_[c]]
         return min(pending) if pending else None
 
     def _remember_early(self, done: tuple[str, int]) -> None:
