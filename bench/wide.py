@@ -423,8 +423,8 @@ def fault_latency(
     config = write_latency_config(workdir, name, bootstrap, redis_url, batch, samples, early)
     retyped = wide_schema_json()
     for f in retyped["fields"]:
-        if f["name"] == "income":
-            f["type"] = "string"
+        if f["name"] == "income":  # ["null", "double"]: ["null", "string"]
+            f["type"] = [t if t == "null" else "string" for t in f["type"]] if isinstance(f["type"], list) else "string"
     (workdir / "registry" / f"{RETYPED_SCHEMA_ID}.avsc").write_text(json.dumps(retyped))
     alerts_topic = f"wide.alerts.{name}"
     create_topics(bootstrap, [LIVE_TOPIC], partitions=4)
