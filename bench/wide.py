@@ -337,7 +337,6 @@ def evaluation_cost(
     return out
 
 
-LIVE_TOPIC = "wide.live"
 #: Writer schema id of the schema-violating producer of run (f): ``income`` as a string.
 RETYPED_SCHEMA_ID = 12
 
@@ -391,8 +390,8 @@ window_s = 60
 [drift]
 enabled = true
 """
-    text += model(MODEL, LIVE_TOPIC, WIDE_SLICE_FIELDS, True)
-    text += "".join(model(f"{MODEL}_f{i}", f"wide.fault.{i}", [], False) for i in range(faults))
+    text += model(MODEL, f"wide.live.{name}", WIDE_SLICE_FIELDS, True)
+    text += "".join(model(f"{MODEL}_f{i}", f"wide.fault.{name}.{i}", [], False) for i in range(faults))
     path = workdir / f"{name}.toml"
     path.write_text(text)
     return path
@@ -426,9 +425,11 @@ def fault_latency(
         if f["name"] == "income":  # ["null", "double"]: ["null", "string"]
             f["type"] = [t if t == "null" else "string" for t in f["type"]] if isinstance(f["type"], list) else "string"
     (workdir / "registry" / f"{RETYPED_SCHEMA_ID}.avsc").write_text(json.dumps(retyped))
-    alerts_topic = f"wide.alerts.{name}"
-    create_topics(bootstrap, [LIVE_TOPIC], partitions=4)
-    create_topics(bootstrap, [f"wide.fault.{i}" for i in range(samples)], partitions=1)
+    # Topics of this run's own: no backlog of another run's.
+    alerts_topic, live_topic = f"wide.alerts.{name}", f"wide.live.{name}"
+    fault_topics = [f"wide.fault.{name}.{i}" for i in range(samples)]
+    create_topics(bootstrap, [live_topic], partitions=4)
+    create_topics(bootstrap, fault_topics, partitions=1)
     create_topics(bootstrap, [alerts_topic], partitions=1)
 
     reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{time.time_ns()}"})
@@ -447,12 +448,12 @@ def fault_latency(
             records = sim.records(due - sent, now_ms) if due > sent else []
             for i, record in enumerate(records):
                 record["ts"] = now_ms
-                producer.produce(LIVE_TOPIC, sim.encode(record), partition=(sent + i) % 4, timestamp=now_ms)
+                producer.produce(live_topic, sim.encode(record), partition=(sent + i) % 4, timestamp=now_ms)
             sent = due
             if tick % 50 == 0:  # every 0.5 s
                 for i, record in enumerate(sim.records(samples, now_ms)):
                     record["ts"] = now_ms
-                    producer.produce(f"wide.fault.{i}", sim.encode(record), timestamp=now_ms)
+                    producer.produce(fault_topics[i], sim.encode(record), timestamp=now_ms)
             tick += 1
             producer.poll(0)
             time.sleep(0.01)
@@ -470,7 +471,7 @@ def fault_latency(
     latencies: dict[str, float] = {}
     try:
         started = time.monotonic()
-        while _committed(probe, {LIVE_TOPIC: 4}) == 0:  # group joined, first batches committed
+        while _committed(probe, {live_topic: 4}) == 0:  # group joined, first batches committed
             if worker.poll() is not None or time.monotonic() - started > 120:
                 raise RuntimeError(f"the worker did not start consuming; see {log.name}")
             time.sleep(0.5)
@@ -492,7 +493,7 @@ def fault_latency(
                 else:
                     value = b"\x07not a Confluent frame"  # wrong magic byte: undecodable
                 sent_at[model_name] = time.perf_counter()
-                faults.produce(f"wide.fault.{k}", value, timestamp=now_ms)
+                faults.produce(fault_topics[k], value, timestamp=now_ms)
                 faults.poll(0)
                 k, next_fault = k + 1, next_fault + 1.5
             for message in reader.consume(100, 0.02):

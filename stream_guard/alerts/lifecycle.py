@@ -10,6 +10,7 @@ window's primary finding of the incident, carrying the others as ``related`` and
 incident as ``cause_id``. For it:
 
 * no open incident: the incident opens and the alert is published (``FIRING``);
+* the window an early alert opened the incident at (below): published (``update``);
 * a window of the incident that was published before (its publication is retried, or
   late events completed its counts): published again under the same ``alert_id``;
 * a window older than the incident's first (its true onset, closed late): published, and
@@ -45,6 +46,16 @@ a period it flagged are in), handled when the window's resolutions are (:meth:`I
 
 An outcome of an incident that is not open is dropped, and an outcome alone does not keep
 its incident open.
+
+*Early alerts* (``[alerts] early_kinds``) open an incident at the batch that first shows a
+critical finding (:meth:`IncidentTracker.early`), before its window closes: one ``FIRING``
+alert with the batch's counts, acknowledged before the batch is committed (the incident
+marks it pending until :meth:`IncidentTracker.early_delivered`, so a retried batch fires it
+again). A batch cluster that belongs to an open incident fires nothing. The window's close
+then decides ``update`` for that window: published under the same ``alert_id`` (the early
+finding leading) with the full counts, whatever the cooldown; the lifecycle goes on from
+there. An incident opened early has no window counted until that close, and is not resolved
+before it.
 
 The records live in the model's state (:class:`~stream_guard.state.protocol.IncidentState`):
 on Redis the decisions run in Lua scripts, so workers closing windows concurrently agree
