@@ -14,6 +14,7 @@ from streamtest import consume_all, new_worker, produce, write_config
 
 from stream_guard.alerts.codec import decode_alert
 from stream_guard.batch import to_epoch_ms
+from stream_guard.checkpoint import Checkpoint
 from stream_guard.tools.simulator import Simulator
 
 pytestmark = pytest.mark.integration
@@ -79,3 +80,64 @@ def test_an_undecodable_burst_fires_early_then_its_window_alert_follows_with_the
     assert not update["message"].startswith("early alert")
     assert update["incident_id"] == update["cause_id"] == early["cause_id"]  # one incident
     assert worker.stats.alerts == 2
+
+
+def test_an_early_alert_survives_a_crash_before_the_checkpoint_and_is_not_fired_again(
+    tmp_path: Path, bootstrap: str, redis_url: str, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after the early alert's ack, before its batch's checkpoint: the alert is on the topic; the
+    successor reads the batch again and fires nothing; the window alert updates it with the counts once."""
+    config = write_config(
+        tmp_path, bootstrap=bootstrap, redis_url=redis_url, unique=unique, encoding="json", window_s=60
+    )
+    config = dataclasses.replace(config, worker=dataclasses.replace(config.worker, idle_partition_s=600))
+    topic, alerts_topic = config.models[0].topics[0], config.kafka.alerts_topic
+    records = Simulator(encoding="json", seed=23).records(15, W + 1_000, step_ms=100)
+    garbage = [(None, b"\x00not json", W + 5_000 + i) for i in range(12)]
+    produce(bootstrap, topic, [*((None, json.dumps(r).encode(), r["ts"]) for r in records), *garbage], PARTITIONS)
+
+    first = new_worker(config)
+    commit = Checkpoint.commit
+
+    def killed_after_the_early_alert(checkpoint: Checkpoint, *args: Any, **kwargs: Any) -> Any:
+        if first.stats.alerts:
+            raise RuntimeError("killed before the checkpoint")
+        return commit(checkpoint, *args, **kwargs)
+
+    monkeypatch.setattr(Checkpoint, "commit", killed_after_the_early_alert)
+    crashed: list[BaseException] = []
+
+    def run_first() -> None:
+        try:
+            first.run(duration_s=60)
+        except RuntimeError as exc:
+            crashed.append(exc)
+
+    thread = threading.Thread(target=run_first)
+    thread.start()
+    thread.join(90)
+    assert not thread.is_alive() and crashed, "the first worker was not killed"
+    (early,) = _alerts(bootstrap, alerts_topic, expected=1, timeout_s=30)  # acknowledged before the kill
+    monkeypatch.setattr(Checkpoint, "commit", commit)
+
+    second = new_worker(config)
+    thread = threading.Thread(target=second.run, kwargs={"duration_s": 120})
+    thread.start()
+    try:
+        deadline = time.monotonic() + 45
+        while second.stats.dead_lettered < len(garbage) - first.stats.dead_lettered:
+            assert time.monotonic() < deadline, f"the batch was not read again: {vars(second.stats)}"
+            time.sleep(0.1)
+        assert second.stats.dead_lettered >= early["count"]  # the killed batch, read again
+        assert len(consume_all(bootstrap, alerts_topic, idle_s=2, timeout_s=10)) == 1
+        later = Simulator(encoding="json", seed=24).records(PARTITIONS, W + 2 * WINDOW_MS, step_ms=10)
+        produce(bootstrap, topic, [(None, json.dumps(r).encode(), r["ts"]) for r in later], partitions=PARTITIONS)
+        alerts = _alerts(bootstrap, alerts_topic, expected=2, timeout_s=45)
+    finally:
+        second.stop()
+        thread.join(60)
+    assert not thread.is_alive()
+    assert second.stats.alerts == 1  # the window's update only
+    update = alerts[1]
+    assert update["alert_id"] == early["alert_id"] and update["cause_id"] == early["cause_id"]
+    assert update["count"] == len(garbage)  # each record counted once
