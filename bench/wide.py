@@ -14,7 +14,10 @@ c. two workers of one consumer group (two subprocesses, the same Redis state);
 d. the worker's peak RSS after the first ``--rss-at`` events and at the end of (b);
 e. one performance evaluation at 1 h and at 24 h lookback, over full buckets (copies of
    the fullest bucket of run (b), so that every bucket of the 24 h holds data);
-f. optionally (``--latency``), time from producing an undecodable record to its alert.
+f. optionally (``--latency``), p50/p99 of the time from producing a record with an immediate
+   fault (undecodable, or a writer schema's type change) to its alert being readable on the
+   alerts topic, while one worker reads live events at half of (b)'s rate
+   (:func:`fault_latency`); ``--latency-before N`` also with early alerts off.
 
 Each group/worker run starts from the beginning of the topics with a fresh group id and
 Redis prefix; its rate counts inference events from its first commit to its last (group
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import re
 import subprocess
@@ -333,6 +337,189 @@ def evaluation_cost(
     return out
 
 
+#: Writer schema id of the schema-violating producer of run (f): ``income`` as a string.
+RETYPED_SCHEMA_ID = 12
+
+
+def write_latency_config(
+    workdir: Path, name: str, bootstrap: str, redis_url: str, batch: int, faults: int, early: bool
+) -> Path:
+    """Run (f)'s config: the wide model on a live topic, and ``faults`` fault models (each its own topic).
+
+    Each fault sample opens an incident of its own: an incident fires early once (its cause
+    is then open), so every sample goes to a model of its own, all sharing the wide schema.
+    """
+    from stream_guard.resources import schema_dir
+    from stream_guard.tools.wide import WIDE_FEATURES, WIDE_SLICE_FIELDS
+
+    def model(model_name: str, topic: str, slices: list[str], profile: bool) -> str:
+        return f"""
+[[models]]
+name = "{model_name}"
+topics = ["{topic}"]
+schema = "{schema_dir() / "wide_inference.avsc"}"
+encoding = "confluent"
+event_id_field = "event_id"
+timestamp_field = "ts"
+features = {json.dumps(WIDE_FEATURES)}
+prediction_field = "prediction"
+score_field = "score"
+slice_fields = {json.dumps(slices)}
+""" + (f'profile = "{workdir / "profile.json"}"\n' if profile else "")
+
+    text = f"""
+[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "wide-{name}-{time.time_ns()}"
+alerts_topic = "wide.alerts.{name}"
+dead_letter_topic = "wide.dlq"
+consumer = {{ "session.timeout.ms" = 6000 }}
+[redis]
+url = "{redis_url}"
+key_prefix = "wide-{name}-{time.time_ns()}"
+[schema_registry]
+local_dir = "{workdir / "registry"}"
+[observability]
+port = 0
+[worker]
+batch_size = {batch}
+batch_timeout_s = 0.2
+window_s = 60
+[alerts]
+{"" if early else "early_kinds = []"}
+[drift]
+enabled = true
+"""
+    text += model(MODEL, f"wide.live.{name}", WIDE_SLICE_FIELDS, True)
+    text += "".join(model(f"{MODEL}_f{i}", f"wide.fault.{name}.{i}", [], False) for i in range(faults))
+    path = workdir / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+def fault_latency(
+    workdir: Path, bootstrap: str, redis_url: str, batch: int, rate: float, samples: int, *, early: bool = True
+) -> list[float]:
+    """(f): seconds from producing a faulty record to its alert being readable, at ``rate`` ev/s of live traffic.
+
+    One worker (``stream-guard run``) consumes live wide events (event time: now) at ``rate``
+    and a trickle on each fault model's topic (so that only event time closes their windows:
+    no partition goes idle). Every 1.5 s, one fault model gets a faulty record: undecodable
+    bytes, or (every other sample) a record of a writer schema with ``income`` as a string (a
+    type mismatch and a schema change). Its latency ends when an alert of that model is
+    read from the alerts topic. Returns the latencies (samples without an alert left out).
+    """
+    import threading
+
+    from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
+
+    from stream_guard.decoding import confluent_frame, encode_avro
+    from stream_guard.settings import load_config
+    from stream_guard.tools.embedded import create_topics
+    from stream_guard.tools.wide import WideSimulator, wide_schema_json
+
+    name = "latency" if early else "latency-off"
+    config = write_latency_config(workdir, name, bootstrap, redis_url, batch, samples, early)
+    retyped = wide_schema_json()
+    for f in retyped["fields"]:
+        if f["name"] == "income":  # ["null", "double"]: ["null", "string"]
+            f["type"] = [t if t == "null" else "string" for t in f["type"]] if isinstance(f["type"], list) else "string"
+    (workdir / "registry" / f"{RETYPED_SCHEMA_ID}.avsc").write_text(json.dumps(retyped))
+    # Topics of this run's own: no backlog of another run's.
+    alerts_topic, live_topic = f"wide.alerts.{name}", f"wide.live.{name}"
+    fault_topics = [f"wide.fault.{name}.{i}" for i in range(samples)]
+    create_topics(bootstrap, [live_topic], partitions=4)
+    create_topics(bootstrap, fault_topics, partitions=1)
+    create_topics(bootstrap, [alerts_topic], partitions=1)
+
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{time.time_ns()}"})
+    reader.assign([TopicPartition(alerts_topic, 0, OFFSET_END)])
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": load_config(config, environ={}).kafka.group_id})
+    sim, faulty = WideSimulator(seed=5), WideSimulator(seed=6)
+    stop = threading.Event()
+
+    def live() -> None:
+        """Clean events at ``rate`` (event time: now), and 2 ev/s on every fault topic."""
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+        t0, sent, tick = time.perf_counter(), 0, 0
+        while not stop.is_set():
+            due = int((time.perf_counter() - t0) * rate)
+            now_ms = int(time.time() * 1000)
+            records = sim.records(due - sent, now_ms) if due > sent else []
+            for i, record in enumerate(records):
+                record["ts"] = now_ms
+                producer.produce(live_topic, sim.encode(record), partition=(sent + i) % 4, timestamp=now_ms)
+            sent = due
+            if tick % 50 == 0:  # every 0.5 s
+                for i, record in enumerate(sim.records(samples, now_ms)):
+                    record["ts"] = now_ms
+                    producer.produce(fault_topics[i], sim.encode(record), timestamp=now_ms)
+            tick += 1
+            producer.poll(0)
+            time.sleep(0.01)
+        producer.flush(10)
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    log = (workdir / f"{name}.log").open("w")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "stream_guard", "run", "-c", str(config)], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    feeder = threading.Thread(target=live, daemon=True)
+    feeder.start()
+    faults = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+    sent_at: dict[str, float] = {}
+    latencies: dict[str, float] = {}
+    try:
+        started = time.monotonic()
+        while _committed(probe, {live_topic: 4}) == 0:  # group joined, first batches committed
+            if worker.poll() is not None or time.monotonic() - started > 120:
+                raise RuntimeError(f"the worker did not start consuming; see {log.name}")
+            time.sleep(0.5)
+        warm_until = time.monotonic() + 5
+        next_fault, k = warm_until, 0
+        deadline = warm_until + samples * 1.5 + (10 if early else 100)
+        while time.monotonic() < deadline and len(latencies) < samples:
+            if worker.poll() is not None:
+                raise RuntimeError(f"the worker exited (rc {worker.returncode}); see {log.name}")
+            now = time.monotonic()
+            if k < samples and now >= next_fault:
+                model_name, now_ms = f"{MODEL}_f{k}", int(time.time() * 1000)
+                (record,) = faulty.records(1, now_ms)
+                record["ts"] = now_ms
+                if k % 2:
+                    record["income"] = str(record["income"])
+                    record.pop("_p", None)
+                    value = confluent_frame(RETYPED_SCHEMA_ID, encode_avro(retyped, record))
+                else:
+                    value = b"\x07not a Confluent frame"  # wrong magic byte: undecodable
+                sent_at[model_name] = time.perf_counter()
+                faults.produce(fault_topics[k], value, timestamp=now_ms)
+                faults.poll(0)
+                k, next_fault = k + 1, next_fault + 1.5
+            for message in reader.consume(100, 0.02):
+                if message.error() is not None:
+                    continue
+                model_name = dict(message.headers() or []).get("model", b"").decode()
+                if model_name in sent_at and model_name not in latencies:
+                    latencies[model_name] = time.perf_counter() - sent_at[model_name]
+    finally:
+        stop.set()
+        feeder.join(30)
+        faults.flush(10)
+        worker.terminate()
+        worker.wait(30)
+        log.close()
+        reader.close()
+        probe.close()
+    return list(latencies.values())
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered), max(1, math.ceil(q * len(ordered)))) - 1]
+
+
 def produce(bootstrap: str, n: int, partitions: int, step_ms: float) -> list[bytes]:
     """Pre-produce ``n`` wide events; returns their labels (JSON payloads), in event order."""
     from confluent_kafka import Producer
@@ -377,6 +564,10 @@ def main() -> None:
     parser.add_argument("--lookbacks-h", default="1,24")
     parser.add_argument("--py-spy", type=Path, help="profile run (b)'s worker with py-spy into this file (raw)")
     parser.add_argument("--skip", default="", help="comma-separated steps to skip: a,b,c,e")
+    parser.add_argument("--latency", action="store_true", help="(f): fault-to-alert latency at half of (b)'s rate")
+    parser.add_argument("--latency-samples", type=int, default=20, help="(f): faulty records, one incident each")
+    parser.add_argument("--latency-before", type=int, default=0, help="(f): also N samples with early_kinds = []")
+    parser.add_argument("--max-rate", type=float, default=0.0, help="(f): the max rate, when (b) is skipped")
     parser.add_argument("--narrow-events", type=int, default=0, help="also run bench/throughput.py on this many")
     parser.add_argument("--bare-consumer", nargs=2, metavar=("BOOTSTRAP", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -443,6 +634,18 @@ def main() -> None:
             config = write_config(workdir, "two", bootstrap, redis_url, args.batch)
             results["c"], _, _ = run_workers(config, 2, labels, args.partitions, [], lag)
             print(f"(c) two workers: {results['c']:,.0f} ev/s", flush=True)
+        if args.latency:
+            rate = (results.get("b") or args.max_rate) / 2
+            if not rate:
+                raise SystemExit("(f) needs (b)'s rate, or --max-rate")
+            results["f_rate"] = rate
+            results["f"] = fault_latency(workdir, bootstrap, redis_url, args.batch, rate, args.latency_samples)
+            print(f"(f) fault to alert at {rate:,.0f} ev/s: {sorted(results['f'])}", flush=True)
+            if args.latency_before:
+                results["f_off"] = fault_latency(
+                    workdir, bootstrap, redis_url, args.batch, rate, args.latency_before, early=False
+                )
+                print(f"(f) early_kinds = []: {sorted(results['f_off'])}", flush=True)
         if "e" not in skip and prefix:
             lookbacks = [int(h) for h in args.lookbacks_h.split(",")]
             results["e"] = evaluation_cost(redis_url, prefix, lookbacks)
@@ -476,6 +679,11 @@ def main() -> None:
         rows.append((f"(e) evaluation, lookback {hours} h, first", figures["cold"] * 1000, "ms (every tile summed)"))
         rows.append((f"(e) evaluation, lookback {hours} h, next", figures["step"] * 1000, "ms (changed tiles only)"))
         rows.append((f"(e) evaluation, lookback {hours} h, uncached", figures["uncached"] * 1000, "ms (every bucket)"))
+    for key, label in (("f", "(f) fault to alert"), ("f_off", "(f) fault to alert, early_kinds = []")):
+        figures = results.get(key)
+        if figures:
+            rows.append((f"{label}, p50", percentile(figures, 0.5), f"s ({len(figures)} samples)"))
+            rows.append((f"{label}, p99", percentile(figures, 0.99), f"s (at {results['f_rate']:,.0f} ev/s)"))
     for label, value, unit in rows:
         if value is not None:
             print(f"{label:<40}{value:>14,.{3 if value < 10 else 1}f} {unit}")

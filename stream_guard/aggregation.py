@@ -126,17 +126,8 @@ def _add_finding(
         update = groups.update_of(g)
         start = int(groups.starts[g])
         window_key = keys.window(start)
-        examples = []
-        for pos in np.flatnonzero(row_groups == g)[:max_examples].tolist():
-            row = int(finding.rows[pos])
-            examples.append(
-                {
-                    "partition": int(batch.partitions[row]),
-                    "offset": int(batch.offsets[row]),
-                    "event_id": batch.event_ids[row],
-                    "value": None if finding.values is None else _short(finding.values[pos]),
-                }
-            )
+        positions = np.flatnonzero(row_groups == g)[:max_examples].tolist()
+        examples = [example_record(batch, finding, pos) for pos in positions]
         examples_key = keys.examples(start, finding.key)
         if max_finding_keys is not None:
             update.add_finding(
@@ -154,6 +145,17 @@ def _add_finding(
             update.set(window_key, f"d|{finding.key}", detail)
         for example in examples:
             update.add_example(examples_key, example, max_examples)
+
+
+def example_record(batch: EventBatch, finding: RowFindings, pos: int) -> dict[str, object]:
+    """The example record of a finding's ``pos``-th row (as the window's examples list keeps it)."""
+    row = int(finding.rows[pos])
+    return {
+        "partition": int(batch.partitions[row]),
+        "offset": int(batch.offsets[row]),
+        "event_id": batch.event_ids[row],
+        "value": None if finding.values is None else _short(finding.values[pos]),
+    }
 
 
 def _short(value: object) -> str | None:

@@ -13,7 +13,7 @@ the alert ids are the same).
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import structlog
 
@@ -76,6 +76,32 @@ class WindowCloser:
         incidents = self._incidents[name]
         alerts = incidents.publishable(raised)
         alerts += incidents.resolved(window.end_ms, {a.incident_id for a in raised})
+        self._produce(name, alerts, now_ms)
+        self._producer.flush()
+        incidents.delivered(window.end_ms)
+        if alerts:
+            log.info("window closed", model=name, window_start=window.start_ms, alerts=len(alerts))
+        return alerts
+
+    def publish_early(self, raised: Mapping[str, Sequence[Alert]], now_ms: int) -> list[Alert]:
+        """A batch's early alerts (:meth:`IncidentTracker.early`), by model: published and acknowledged.
+
+        Called before the batch's state and offsets are committed: a failure raises (the batch
+        is retried and fires the same alerts again); once this returns, they are not fired again.
+        """
+        fired = {name: self._incidents[name].early(alerts) for name, alerts in raised.items() if alerts}
+        for name, alerts in fired.items():
+            self._produce(name, alerts, now_ms)
+        published = [alert for alerts in fired.values() for alert in alerts]
+        if published:
+            self._producer.flush()
+        for name, alerts in fired.items():
+            self._incidents[name].early_delivered()
+            if alerts:
+                log.info("early alerts", model=name, alerts=[f"{a.kind}|{a.feature or ''}" for a in alerts])
+        return published
+
+    def _produce(self, name: str, alerts: Sequence[Alert], now_ms: int) -> None:
         content_type = self._encoder.content_type
         for alert in alerts:
             self._producer.produce(
@@ -84,8 +110,3 @@ class WindowCloser:
                 alert.alert_id,
                 headers=[("model", name.encode()), ("kind", alert.kind.encode()), ("content-type", content_type)],
             )
-        self._producer.flush()
-        incidents.delivered(window.end_ms)
-        if alerts:
-            log.info("window closed", model=name, window_start=window.start_ms, alerts=len(alerts))
-        return alerts

@@ -11,6 +11,7 @@ publishes the alerts. The roles are the protocols of :mod:`stream_guard.stages`.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from stream_guard.aggregation import Contributor, build_updates
+from stream_guard.aggregation import DEAD_LETTERS, Contributor, build_updates, example_record, window_starts
 from stream_guard.alerts.evaluate import DEFAULT_SEVERITY, finding_alerts
 from stream_guard.alerts.model import Alert, Severity
 from stream_guard.batch import EventBatch
@@ -42,6 +43,8 @@ class StagedBatch:
     findings: list[RowFindings]
     dead: list[DeadLetter]
     decoded: int
+    #: The findings of ``[alerts] early_kinds`` as alerts, counted over the batch (:meth:`Pipeline.early_alerts`).
+    early: list[Alert] = dataclasses.field(default_factory=list)
 
 
 class _RowFindingAlerts:
@@ -131,7 +134,48 @@ class Pipeline:
             errors.update(poison)
             skewed = [dataclasses.replace(f, rows=f.rows[~batch.failed[f.rows]]) for f in skewed]
             updates, findings = self.batch_updates(model, batch, keys, errors, [f for f in skewed if len(f.rows)])
-        return StagedBatch(updates, findings, dead, len(batch) - len(dead))
+        return StagedBatch(updates, findings, dead, len(batch) - len(dead), self.early_alerts(model, batch, findings))
+
+    def early_alerts(self, model: ModelRuntime, batch: EventBatch, findings: Sequence[RowFindings]) -> list[Alert]:
+        """The batch's findings of ``[alerts] early_kinds`` as alerts of their windows, counted over the batch.
+
+        Each is the alert the window's close raises for the same finding (same kind, feature,
+        slice, window, severity: the same ``alert_id``), its counts the batch's rows in that
+        window (``total``: all of them, dead letters included), its message saying so.
+        """
+        kinds = frozenset(self.config.alerts.early_kinds)
+        early = [f for f in findings if f.kind in kinds and len(f.rows)]
+        if not early:
+            return []
+        window_ms = self.config.worker.window_s * 1000
+        max_examples = self.config.worker.max_examples
+        starts = window_starts(batch.event_time_ms, window_ms)
+        alerts: list[Alert] = []
+        for start in np.unique(starts[np.concatenate([f.rows for f in early])]).tolist():
+            in_window = starts == start
+            fields = {
+                "n": str(int((in_window & ~batch.failed).sum())),
+                DEAD_LETTERS: str(int((in_window & batch.failed).sum())),
+            }
+            examples: dict[str, list[dict[str, Any]]] = {}
+            for finding in early:
+                positions = np.flatnonzero(in_window[finding.rows])
+                if not len(positions):
+                    continue
+                name = f"f|{finding.key}"
+                fields[name] = str(int(fields.get(name, "0")) + len(positions))
+                if finding.observed or finding.expected:
+                    fields[f"d|{finding.key}"] = json.dumps([finding.observed, finding.expected])
+                kept = examples.setdefault(finding.key, [])
+                kept += [example_record(batch, finding, pos) for pos in positions[: max_examples - len(kept)].tolist()]
+            snapshot = WindowSnapshot(int(start), int(start) + window_ms, fields, examples)
+            for alert in self._overridden(self.evaluators[0](model, snapshot)):
+                message = (
+                    f"early alert, the first {alert.count} in this batch (the window alert follows "
+                    f"with the full counts): {alert.message}"
+                )
+                alerts.append(dataclasses.replace(alert, message=message))
+        return alerts
 
     def _poison_rows(self, model: ModelRuntime, batch: EventBatch, keys: ModelKeys) -> dict[int, DecodeError]:
         poison: dict[int, DecodeError] = {}
@@ -146,13 +190,16 @@ class Pipeline:
 
     def window_alerts(self, model: ModelRuntime, window: WindowSnapshot) -> list[Alert]:
         """Every evaluator's alerts for a closed window, with ``[alerts] severity`` overrides."""
+        return [alert for evaluate in self.evaluators for alert in self._overridden(evaluate(model, window))]
+
+    def _overridden(self, alerts: Iterable[Alert]) -> list[Alert]:
+        """``alerts`` with the ``[alerts] severity`` overrides."""
         overrides = self.config.alerts.severity
-        alerts = []
-        for evaluate in self.evaluators:
-            for alert in evaluate(model, window):
-                override = overrides.get(alert.kind)
-                alerts.append(dataclasses.replace(alert, severity=Severity(override.upper())) if override else alert)
-        return alerts
+        out = []
+        for alert in alerts:
+            override = overrides.get(alert.kind)
+            out.append(dataclasses.replace(alert, severity=Severity(override.upper())) if override else alert)
+        return out
 
     def forget(self, sources: Iterable[str]) -> None:
         """Drop per-partition state of revoked or lost partitions."""

@@ -236,6 +236,11 @@ class Worker:
                 checkpoint.reject(letter.message, letter.error, name)
             checkpoint.add_updates(name, staged.updates)
             staged_by_model[name] = staged
+        early = {name: staged.early for name, staged in staged_by_model.items() if staged.early}
+        if early:  # acknowledged before the batch's state and offsets move: a retry fires them again
+            fired = self.parts.closer.publish_early(early, int(time.time() * 1000))
+            self.stats.alerts += len(fired)
+            metrics.observe_alerts(fired)
         result = checkpoint.commit(self.parts.sinks, int(time.time() * 1000))
         self._applied.update(result.applied)
         if checkpointer is not None:

@@ -48,7 +48,9 @@ __all__ = [
     "BURSTS",
     "PERFORMANCE",
     "TIERS",
+    "cluster_keys",
     "cluster_window",
+    "early_order",
     "groups_by_feature",
     "is_performance",
     "is_prediction_drift",
@@ -149,6 +151,24 @@ def is_prediction_drift(kind: str, feature: str | None, outputs: frozenset[str] 
     return kind == PREDICTION_DRIFT or (TIERS.get(kind) == TIERS["data_drift"] and feature in outputs)
 
 
+def cluster_keys(alert: Alert, outputs: frozenset[str] = frozenset()) -> list[str]:
+    """What joins findings into one cluster: ``feature:<name>``, ``burst:<n>`` (rules a and b),
+    ``performance:<slice>`` (performance findings of one slice) and ``prediction:`` (drifts of
+    the model's outputs, ``outputs`` naming its score and prediction fields)."""
+    keys = [f"feature:{alert.feature or ''}"] if groups_by_feature(alert.kind, alert.feature) else []
+    keys += [f"burst:{n}" for n, kinds in enumerate(BURSTS) if alert.kind in kinds]
+    keys += [f"performance:{performance_slice(alert.slice)}"] if is_performance(alert.kind) else []
+    return keys + (["prediction:"] if is_prediction_drift(alert.kind, alert.feature, outputs) else [])
+
+
+def early_order(alert: Alert) -> tuple[int, int, str, str, str]:
+    """Sort key of an early alert's findings: :func:`primary_order` without magnitude and count.
+
+    A batch's counts depend on where the batch boundaries fall; tier, severity and names do not.
+    """
+    return (TIERS.get(alert.kind, len(TIERS)), -rank(alert), alert.kind, alert.feature or "", alert.slice)
+
+
 def cluster_window(alerts: Iterable[Alert], outputs: frozenset[str] = frozenset()) -> list[list[Alert]]:
     """One window's alerts in clusters (rules a-c), each sorted primary first; strongest cluster first.
 
@@ -168,13 +188,9 @@ def cluster_window(alerts: Iterable[Alert], outputs: frozenset[str] = frozenset(
         if a != b:
             parent[max(a, b)] = min(a, b)
 
-    first: dict[tuple[str, str], int] = {}
+    first: dict[str, int] = {}
     for i, alert in enumerate(items):
-        keys = [("feature", alert.feature or "")] if groups_by_feature(alert.kind, alert.feature) else []
-        keys += [("burst", str(n)) for n, kinds in enumerate(BURSTS) if alert.kind in kinds]
-        keys += [("performance", performance_slice(alert.slice))] if is_performance(alert.kind) else []
-        keys += [("prediction", "")] if is_prediction_drift(alert.kind, alert.feature, outputs) else []
-        for key in keys:
+        for key in cluster_keys(alert, outputs):
             join(first.setdefault(key, i), i)
     clusters = _collect(items, root)
     predicted = [c for c in clusters if any(is_prediction_drift(a.kind, a.feature, outputs) for a in c)]

@@ -13,6 +13,7 @@ considered: the window's primary finding of the incident, carrying the others as
 and the incident as ``cause_id``. For it:
 
 * no open incident: the incident opens and the alert is published (``FIRING``);
+* the window an early alert opened the incident at (below): published (``update``);
 * a window of the incident that was published before (its publication is retried, or
   late events completed its counts): published again under the same ``alert_id``;
 * a window older than the incident's first (its true onset, closed late): published, and
@@ -49,6 +50,16 @@ a period it flagged are in), handled when the window's resolutions are (:meth:`I
 An outcome of an incident that is not open is dropped, and an outcome alone does not keep
 its incident open.
 
+*Early alerts* (``[alerts] early_kinds``) open an incident at the batch that first shows a
+critical finding (:meth:`IncidentTracker.early`), before its window closes: one ``FIRING``
+alert with the batch's counts, acknowledged before the batch is committed (the incident
+marks it pending until :meth:`IncidentTracker.early_delivered`, so a retried batch fires it
+again). A batch cluster that belongs to an open incident fires nothing. The window's close
+then decides ``update`` for that window: published under the same ``alert_id`` (the early
+finding leading) with the full counts, whatever the cooldown; the lifecycle goes on from
+there. An incident opened early has no window counted until that close, and is not resolved
+before it.
+
 The records live in the model's state (:class:`~stream_guard.state.protocol.IncidentState`):
 on Redis the decisions run in Lua scripts, so workers closing windows concurrently agree
 on them; the in-memory store makes the same decisions for the offline replay. Event time, not
@@ -62,13 +73,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from stream_guard.alerts.grouping import (
     BURSTS,
     TIERS,
+    cluster_keys,
     cluster_window,
+    early_order,
     groups_by_feature,
     is_performance,
     is_prediction_drift,
@@ -86,6 +100,9 @@ from stream_guard.state.incident import Observation, ReminderPolicy
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.protocol import IncidentState
 from stream_guard.state.window_store import WindowStore
+
+#: Batch clusters :meth:`IncidentTracker.early` remembers having decided (then it forgets them all).
+_EARLY_MEMORY = 4096
 
 
 @dataclass(frozen=True)
@@ -137,6 +154,11 @@ class IncidentTracker:
         self._cause_of: dict[str, str] = {}
         #: The outcomes of the last window seen by :meth:`publishable`, settled by :meth:`resolved`.
         self._outcomes: list[Alert] = []
+        #: (leading finding's incident id, window start) of batch clusters that fired early or
+        #: need not (an incident covers them): not asked again (a cache: the state decides).
+        self._early_done: set[tuple[str, int]] = set()
+        #: The early alerts of the last :meth:`early`, awaiting :meth:`early_delivered`.
+        self._early_pending: list[tuple[str, int, tuple[str, int]]] = []
 
     def publishable(self, alerts: list[Alert]) -> list[Alert]:
         """The alerts of one window that open, escalate or remind of an incident (one per incident at most).
@@ -167,9 +189,86 @@ class IncidentTracker:
                 refresh=opener is not None,
             )
             decision = self._state.observe_incident(cause, seen, self._settings.policy)
-            if decision in ("open", "repeat", "onset", "escalate", "remind"):
+            if decision == "update":  # the early alert's window: its finding leads, as it did early
+                lead = opener or primary
+                others = [a for a in members if a is not lead]
+                out.append(dataclasses.replace(lead, cause_id=cause, related=related(others)))
+            elif decision in ("open", "repeat", "onset", "escalate", "remind"):
                 out.append(dataclasses.replace(primary, cause_id=cause, related=related(members[1:])))
         return out
+
+    def early(self, alerts: Sequence[Alert]) -> list[Alert]:
+        """A batch's early alerts: the clusters of critical findings no open incident covers.
+
+        ``alerts`` are the batch's findings of the early kinds, counted over the batch, by
+        window. Per window (oldest first) and cluster (:func:`cluster_window`): a cluster that
+        belongs to an open incident fires nothing (unless that incident opened early at this
+        window and its alert awaits its acknowledgement: it is fired again); otherwise the
+        incident of its leading finding (:func:`early_order`: no counts, which depend on the
+        batch boundaries) opens through the state's atomic :meth:`IncidentState.fire_early`.
+        Call :meth:`early_delivered` once the broker acknowledged the alerts returned.
+        """
+        self._early_pending = []
+        by_window: dict[int, list[Alert]] = defaultdict(list)
+        for alert in alerts:
+            by_window[alert.window_start].append(alert)
+        out: list[Alert] = []
+        open_: dict[str, dict[str, str]] | None = None
+        for start in sorted(by_window):
+            for cluster in cluster_window(by_window[start], self._outputs):
+                cluster.sort(key=early_order)
+                done = (cluster[0].incident_id, start)
+                if done in self._early_done:
+                    continue
+                if open_ is None:
+                    open_ = self._state.open_incidents()
+                cause = self._early_cause(cluster, open_, start)
+                if cause is None:
+                    self._remember_early(done)
+                    continue
+                lead = next((a for a in cluster if a.incident_id == cause), cluster[0])
+                seen = Observation(
+                    window_start=start,
+                    window_end=lead.window_end,
+                    count=lead.count,
+                    summary=json.dumps(_summary(lead)),
+                    rank=max(rank(a) for a in cluster),
+                    members={a.incident_id: f"{a.kind}|{a.feature or ''}|{a.slice}" for a in cluster},
+                )
+                claims = sorted({key for a in cluster for key in cluster_keys(a)})
+                if self._state.fire_early(cause, seen, claims) != "fire":
+                    self._remember_early(done)
+                    continue
+                others = [a for a in cluster if a is not lead]
+                out.append(dataclasses.replace(lead, cause_id=cause, related=related(others)))
+                self._early_pending.append((cause, lead.window_end, done))
+                open_ = None  # the incident is open now: later windows of the batch read it
+        return out
+
+    def _early_cause(self, cluster: list[Alert], open_: dict[str, dict[str, str]], start: int) -> str | None:
+        """The incident a batch's cluster fires early for, or None (an open incident covers it)."""
+        members = {cause: _members(record) for cause, record in open_.items()}
+        lead = cluster[0].incident_id
+        candidates = [c for c in members if _belongs(cluster, members[c], start, self._outputs)]
+        candidates = candidates or [c for c in members if c == lead]
+        if not candidates:
+            return lead
+        # Fired again only by a batch that shows the incident's own finding (its retry does).
+        end, own = str(cluster[0].window_end), {a.incident_id for a in cluster}
+        pending = [c for c in candidates if c in own and open_[c].get("early") == end and "early_pending" in open_[c]]
+        return min(pending) if pending else None
+
+    def _remember_early(self, done: tuple[str, int]) -> None:
+        if len(self._early_done) >= _EARLY_MEMORY:
+            self._early_done.clear()
+        self._early_done.add(done)
+
+    def early_delivered(self) -> None:
+        """The alerts of the last :meth:`early` were acknowledged: they are not fired again."""
+        for cause, window_end, done in self._early_pending:
+            self._state.early_delivered(cause, window_end)
+            self._remember_early(done)
+        self._early_pending = []
 
     def _causes(self, alerts: list[Alert]) -> dict[str, list[Alert]]:
         """The window's alerts by the incident (cause) each belongs to, strongest cluster first."""

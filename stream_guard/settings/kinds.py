@@ -28,6 +28,19 @@ SCHEMA_FINDING_SEVERITIES: dict[str, Severity] = {
 #: The feature of a finding (and alert) standing for the distinct findings a cap dropped.
 OVERFLOW = "*overflow*"
 
+#: Kinds an early alert may fire for (``[alerts] early_kinds``): the row-level findings a batch
+#: shows, decoding's and the row checks'.
+EARLY_KIND_CHOICES: tuple[str, ...] = (
+    *SCHEMA_FINDING_SEVERITIES,
+    "out_of_range",
+    "nan",
+    "infinite",
+    "unseen_category",
+)
+#: The default ``[alerts] early_kinds``: records that cannot be read or that break the schema
+#: (a writer-schema change among them), each fault immediate, whatever the baseline says.
+DEFAULT_EARLY_KINDS: tuple[str, ...] = ("undecodable", "missing_field", "type_mismatch", "schema_change")
+
 #: The baseline value checks (:mod:`stream_guard.checks`), each an alert kind.
 CHECKS = (
     "out_of_range",

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from stream_guard.errors import ConfigError
 from stream_guard.settings.checks import ChecksConfig
 from stream_guard.settings.drift import DriftSettings
-from stream_guard.settings.kinds import Severity
+from stream_guard.settings.kinds import DEFAULT_EARLY_KINDS, Severity
 from stream_guard.settings.metrics import LabelSettings, MetricsSettings
 
 __all__ = [
@@ -122,6 +122,9 @@ class AlertsConfig:
     #: ``<alerts_topic>-value`` and Confluent-framed), ``json`` (the record as a JSON object), or
     #: ``auto``: ``confluent`` when ``schema_registry.url`` is set, else ``avro``.
     encoding: Literal["auto", "avro", "confluent", "json"] = "auto"
+    #: Row-level finding kinds that fire early: at the batch that first shows them, when no
+    #: incident of their cause is open (the window alert follows with the full counts); ``[]``: off.
+    early_kinds: list[str] = field(default_factory=lambda: list(DEFAULT_EARLY_KINDS))
 
 
 @dataclass

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from stream_guard.settings.checks import check_checks
 from stream_guard.settings.drift import check_drift
-from stream_guard.settings.kinds import ALERT_KINDS
+from stream_guard.settings.kinds import ALERT_KINDS, EARLY_KIND_CHOICES
 from stream_guard.settings.loading import Problems, apply_env, build, read_toml
 from stream_guard.settings.metrics import performance_settings_problems
 from stream_guard.settings.sections import Config, ModelConfig
@@ -118,6 +118,13 @@ def _check_alerts(config: Config, problems: Problems) -> None:
     confluent = problems.typed("alerts.encoding", "schema_registry.url") and alerts.encoding == "confluent"
     if confluent and not config.schema_registry.url:
         problems.add("alerts.encoding", "'confluent' needs schema_registry.url (alert.avsc is registered there)")
+    if problems.typed("alerts.early_kinds"):
+        for kind in alerts.early_kinds:
+            if kind not in EARLY_KIND_CHOICES:
+                problems.add(
+                    "alerts.early_kinds",
+                    f"{kind!r} cannot fire early (row-level kinds: {', '.join(EARLY_KIND_CHOICES)})",
+                )
 
 
 def _check_feature_tables(config: Config, problems: Problems) -> None:

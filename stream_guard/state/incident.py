@@ -82,3 +82,18 @@ def observe_args(incident_id: str, seen: Observation, policy: ReminderPolicy) ->
     for member, descriptor in sorted(seen.members.items()):
         args += [member, descriptor]
     return args
+
+
+def early_args(incident_id: str, seen: Observation, claim_ttl_s: int) -> list[str]:
+    """The early script's ARGV (the memory store parses the same list)."""
+    args = [
+        incident_id,
+        str(seen.window_start),
+        str(seen.window_end),
+        seen.summary,
+        str(claim_ttl_s),
+        str(len(seen.members)),
+    ]
+    for member, descriptor in sorted(seen.members.items()):
+        args += [member, descriptor]
+    return args

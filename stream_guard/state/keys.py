@@ -19,7 +19,9 @@ key                                                type   content
 ``sg:{m}:incidents``                               zset   open incident ids, score = end of their last window
 ``sg:{m}:incident:<incident_id>``                  hash   ``opened_start``, ``last_seen_end``,
                                                           ``last_published_end``, ``windows``, ``events``, ``alert``,
-                                                          ``pub|<end>``, ``peak_*``, ``m|<id>``/``s|<id>`` per finding
+                                                          ``pub|<end>``, ``peak_*``, ``m|<id>``/``s|<id>`` per finding,
+                                                          ``early``/``early_pending`` if it opened early
+``sg:{m}:early:<start>:<group>``                   str    incident id that fired early for a burst or feature
 ``sg:{m}:m:<bucket_start_ms>``                     hash   slice metrics ``<slice>|<metric>`` of one bucket
 ``sg:{m}:m:index``                                 zset   metric bucket starts (ms), score = start
 ``sg:{m}:pred:<event_id>``                         str    a stored prediction, waiting for its label
@@ -102,6 +104,10 @@ class ModelKeys:
 
     def incident(self, incident_id: str) -> str:
         return f"{self.base}:incident:{incident_id}"
+
+    def early_claim(self, start_ms: int, group: str) -> str:
+        """Which cause fired early for a burst or a feature (``group``) in the window at ``start_ms``."""
+        return f"{self.base}:early:{start_ms}:{group}"
 
     # -- slice metrics, stored predictions and the labels' fence ----------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from stream_guard.state.incident import Observation, ReminderPolicy, observe_args
+from stream_guard.state.incident import Observation, ReminderPolicy, early_args, observe_args
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.keyspace import MemoryKeySpace, ZSet
 
@@ -57,6 +57,14 @@ class MemoryIncidents(MemoryKeySpace):
                     record[name] = value
 
         last = record.get("last_published_end")
+        if record.get("early") == str(seen.window_end):
+            record.pop("early_pending", None)
+            if last is None or seen.window_end > int(last):
+                record["last_published_end"] = str(seen.window_end)
+                if seen.refresh:
+                    record["alert"] = seen.summary
+            publish()
+            return "update"
         if last is None:
             record.update(
                 opened_start=str(seen.window_start), last_published_end=str(seen.window_end), alert=seen.summary
@@ -97,6 +105,41 @@ class MemoryIncidents(MemoryKeySpace):
                 record["alert"] = seen.summary
         return decision
 
+    def fire_early(self, incident_id: str, seen: Observation, claims: Sequence[str] = ()) -> str:
+        """Open an incident at a batch (its early alert): ``fire``, ``open``, ``claimed`` or ``resolved``."""
+        argv = early_args(incident_id, seen, self._retention_s)
+        claim_keys = [self.keys.early_claim(seen.window_start, claim) for claim in sorted(set(claims))]
+        for claim in claim_keys:
+            owner = self.get(claim)
+            if owner is not None and owner != incident_id:
+                return "claimed"
+        key = self.keys.incident(incident_id)
+        record = self._existing(key, dict)
+        if record is not None and "resolved_through" in record:
+            if seen.window_end <= int(record["resolved_through"]):
+                return "resolved"
+            self._delete(key)
+            record = None
+        if record is not None:
+            pending = record.get("early") == str(seen.window_end) and "early_pending" in record
+            return "fire" if pending else "open"
+        record = self._create(key, dict)
+        record.update(opened_start=argv[1], alert=argv[3], early=argv[2], early_pending="1")
+        for member, descriptor in sorted(seen.members.items()):
+            record[f"m|{member}"] = descriptor
+            record[f"s|{member}"] = argv[2]
+        self._create(self.keys.incidents, ZSet)[incident_id] = float(seen.window_end)
+        for claim in claim_keys:
+            self._data[claim] = incident_id
+            self._deadlines[claim] = self._clock + self._retention_s * 1000
+        return "fire"
+
+    def early_delivered(self, incident_id: str, window_end: int) -> None:
+        """The early alert of the incident, for the window ending at ``window_end``, was acknowledged."""
+        record = self._existing(self.keys.incident(incident_id), dict)
+        if record is not None and record.get("early") == str(window_end):
+            record.pop("early_pending", None)
+
     def open_incidents(self) -> dict[str, dict[str, str]]:
         """Every open incident's record, by id."""
         out = {}
@@ -116,6 +159,8 @@ class MemoryIncidents(MemoryKeySpace):
         if index is None or incident_id not in index:
             return None
         record = self._create(self.keys.incident(incident_id), dict)
+        if "last_seen_end" not in record:
+            return None  # opened by an early alert, its window not closed yet
         mark = record.get("resolving")
         if mark is not None and mark != str(window_end):
             return None

@@ -105,7 +105,24 @@ class IncidentState(Protocol):
 
     def observe_incident(self, incident_id: str, seen: Observation, policy: ReminderPolicy) -> str:
         """Record a window's findings on their incident: ``open``, ``repeat``, ``onset``, ``escalate``,
-        ``remind``, ``suppress`` or ``resolved`` (a window the resolved incident already covered)."""
+        ``remind``, ``suppress``, ``resolved`` (a window the resolved incident already covered) or
+        ``update`` (the window an early alert opened the incident at: published, full counts)."""
+        ...
+
+    def fire_early(self, incident_id: str, seen: Observation, claims: Sequence[str] = ()) -> str:
+        """An early alert: a batch shows critical findings (``seen``, of one cause) in a window.
+
+        Atomically: ``claimed`` if another incident fired early for one of ``claims`` (the
+        cause's bursts or features) in the window; ``resolved`` if a resolved incident
+        covered the window; ``open`` if the incident is open; else the incident opens (no
+        window counted yet: its window's close counts it and publishes the update) and
+        ``fire``, which is also the answer while the early alert of this window awaits
+        :meth:`early_delivered` (a batch retried after a failure publishes it again).
+        """
+        ...
+
+    def early_delivered(self, incident_id: str, window_end: int) -> None:
+        """The early alert of the incident for the window ending at ``window_end`` was acknowledged."""
         ...
 
     def open_incidents(self) -> dict[str, dict[str, str]]:

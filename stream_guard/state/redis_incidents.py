@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import cast
 
 from stream_guard.state.client import RedisClient, pipeline
-from stream_guard.state.incident import Observation, ReminderPolicy, observe_args
+from stream_guard.state.incident import Observation, ReminderPolicy, early_args, observe_args
 from stream_guard.state.keys import ModelKeys
 
 # KEYS: incident hash, incidents zset. ARGV: observe_args (stream_guard.state.incident): incident id,
@@ -60,6 +60,18 @@ local function publish()
   end
 end
 local last = redis.call('HGET', KEYS[1], 'last_published_end')
+-- The window an early alert opened the incident at (EARLY below), closed: its window alert,
+-- with the complete counts, is an update of the early one (the same alert id), whatever the
+-- cooldown says; closed again, it is published again.
+if redis.call('HGET', KEYS[1], 'early') == ARGV[3] then
+  redis.call('HDEL', KEYS[1], 'early_pending')
+  if not last or w_end > tonumber(last) then
+    redis.call('HSET', KEYS[1], 'last_published_end', ARGV[3])
+    if ARGV[13] == '1' then redis.call('HSET', KEYS[1], 'alert', ARGV[5]) end
+  end
+  publish()
+  return 'update'
+end
 if not last then
   redis.call('HSET', KEYS[1], 'opened_start', ARGV[2], 'last_published_end', ARGV[3], 'alert', ARGV[5])
   publish()
@@ -112,10 +124,53 @@ return decision
 # the same window asking again (closed again after a failure) gets it again, any other none.
 _RESOLVE = """
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return false end
+-- Opened by an early alert, its window not closed yet: it was never judged absent.
+if redis.call('HEXISTS', KEYS[2], 'last_seen_end') == 0 then return false end
 local mark = redis.call('HGET', KEYS[2], 'resolving')
 if mark and mark ~= ARGV[2] then return false end
 redis.call('HSET', KEYS[2], 'resolving', ARGV[2])
 return redis.call('HGETALL', KEYS[2])
+"""
+
+# An early alert (stream_guard.alerts.early): a batch shows a critical finding no open incident
+# covers. KEYS: incident hash, incidents zset, then the claims of the cause in the window (one
+# per burst or feature of its findings). ARGV: incident id, window start, window end, summary
+# json, claim TTL (s), member count, then (member id, kind|feature|slice) pairs.
+# Returns 'fire' (publish it: the incident opened, or it opened at this window and its early
+# alert awaits its acknowledgement), 'open' (an incident is open), 'claimed' (another cause
+# fired early for this burst or feature in this window) or 'resolved' (a window the resolved
+# incident covered). The record has no 'last_seen_end' yet: the window's close counts it.
+_EARLY = """
+for k = 3, #KEYS do
+  local owner = redis.call('GET', KEYS[k])
+  if owner and owner ~= ARGV[1] then return 'claimed' end
+end
+local through = redis.call('HGET', KEYS[1], 'resolved_through')
+if through then
+  if tonumber(ARGV[3]) <= tonumber(through) then return 'resolved' end
+  redis.call('DEL', KEYS[1])
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('HGET', KEYS[1], 'early') == ARGV[3] and redis.call('HEXISTS', KEYS[1], 'early_pending') == 1 then
+    return 'fire'
+  end
+  return 'open'
+end
+redis.call('HSET', KEYS[1], 'opened_start', ARGV[2], 'alert', ARGV[4], 'early', ARGV[3], 'early_pending', 1)
+for m = 7, 6 + 2 * tonumber(ARGV[6]), 2 do
+  redis.call('HSET', KEYS[1], 'm|' .. ARGV[m], ARGV[m+1], 's|' .. ARGV[m], ARGV[3])
+end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+for k = 3, #KEYS do redis.call('SET', KEYS[k], ARGV[1], 'EX', ARGV[5]) end
+return 'fire'
+"""
+
+# The early alert of the window ending at ARGV[1] was acknowledged: it is not fired again.
+# KEYS: incident hash.
+_EARLY_DELIVERED = """
+if redis.call('HGET', KEYS[1], 'early') ~= ARGV[1] then return 0 end
+redis.call('HDEL', KEYS[1], 'early_pending')
+return 1
 """
 
 # KEYS: incidents zset, incident hash. ARGV: incident id, end of the window confirming it. The
@@ -161,6 +216,8 @@ class RedisIncidents:
         self._resolve = client.register_script(_RESOLVE)
         self._close = client.register_script(_CLOSE)
         self._confirm = client.register_script(_CONFIRM)
+        self._early = client.register_script(_EARLY)
+        self._early_delivered = client.register_script(_EARLY_DELIVERED)
 
     def observe_incident(self, incident_id: str, seen: Observation, policy: ReminderPolicy) -> str:
         """Record a window's findings on their incident: ``open``, ``repeat``, ``onset``, ``escalate``,
@@ -169,6 +226,17 @@ class RedisIncidents:
             keys=[self.keys.incident(incident_id), self.keys.incidents], args=observe_args(incident_id, seen, policy)
         )
         return str(decision)
+
+    def fire_early(self, incident_id: str, seen: Observation, claims: Sequence[str] = ()) -> str:
+        """Open an incident at a batch (its early alert): ``fire``, ``open``, ``claimed`` or ``resolved``."""
+        keys = [self.keys.incident(incident_id), self.keys.incidents]
+        keys += [self.keys.early_claim(seen.window_start, claim) for claim in sorted(set(claims))]
+        decision = self._early(keys=keys, args=early_args(incident_id, seen, self._retention_s))
+        return str(decision)
+
+    def early_delivered(self, incident_id: str, window_end: int) -> None:
+        """The early alert of the incident, for the window ending at ``window_end``, was acknowledged."""
+        self._early_delivered(keys=[self.keys.incident(incident_id)], args=[window_end])
 
     def open_incidents(self) -> dict[str, dict[str, str]]:
         """Every open incident's record, by id."""

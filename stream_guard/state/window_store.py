@@ -17,7 +17,7 @@ publishes the alerts, and only then removes the window from the open set. A work
 that dies in between lets the lease expire and another one closes it again
 (at-least-once; the alert id is the same).
 
-Incidents are decided by three more scripts (:mod:`stream_guard.state.redis_incidents`,
+Incidents are decided by more scripts (:mod:`stream_guard.state.redis_incidents`,
 behind :meth:`WindowStore.observe_incident`, :meth:`WindowStore.resolve_incident` and
 :meth:`WindowStore.close_incident`), so workers closing windows concurrently agree. A
 resolution has two phases: the incident is marked, its RESOLVED alert published and
@@ -384,6 +384,12 @@ class WindowStore(RedisLabelReads):
 
     def observe_incident(self, incident_id: str, seen: Observation, policy: ReminderPolicy) -> str:
         return self._incidents.observe_incident(incident_id, seen, policy)
+
+    def fire_early(self, incident_id: str, seen: Observation, claims: Sequence[str] = ()) -> str:
+        return self._incidents.fire_early(incident_id, seen, claims)
+
+    def early_delivered(self, incident_id: str, window_end: int) -> None:
+        self._incidents.early_delivered(incident_id, window_end)
 
     def open_incidents(self) -> dict[str, dict[str, str]]:
         return self._incidents.open_incidents()

@@ -44,7 +44,15 @@ def test_bad_inputs_become_dead_letters_and_aggregated_alerts(
     tmp_path: Path, bootstrap: str, redis_url: str, redis_client: redis.Redis, unique: str
 ) -> None:
     """Each kind of bad payload is dead-lettered with its reason, schema faults become one alert each, counts add up."""
-    config = write_config(tmp_path, bootstrap=bootstrap, redis_url=redis_url, unique=unique, window_s=3600)
+    # The window alerts only (early alerts: tests/integration/test_early_alerts.py).
+    config = write_config(
+        tmp_path,
+        bootstrap=bootstrap,
+        redis_url=redis_url,
+        unique=unique,
+        window_s=3600,
+        sections="[alerts]\nearly_kinds = []",
+    )
     faults = {
         "garbage": 0.02,
         "truncated": 0.02,
@@ -220,7 +228,7 @@ def test_one_incident_fires_once_while_it_does_not_escalate_and_resolves(
         unique=unique,
         encoding="json",
         window_s=60,
-        sections="[alerts]\ncooldown_s = 120\nresolve_after_s = 120",
+        sections="[alerts]\ncooldown_s = 120\nresolve_after_s = 120\nearly_kinds = []",  # the window alerts' lifecycle
     )
     records = Simulator(encoding="json", seed=13).records(600, START_MS - START_MS % 60_000, step_ms=1000)
     for record in records[:240:7]:  # minutes 0-3 carry the fault

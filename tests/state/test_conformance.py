@@ -43,6 +43,7 @@ from stream_guard.state import (
     close_due_windows,
 )
 from stream_guard.state.client import RedisClient
+from stream_guard.state.incident import Observation
 from stream_guard.state.ops import split_ops
 
 WINDOW_MS = 10_000
@@ -1459,3 +1460,63 @@ def test_an_incident_is_confirmed_once_and_again_only_by_the_same_window(
         ("not open", False),
     ]
     check(outcome_sequence)
+
+
+def early_sequence(h: Harness) -> None:
+    """Early alerts (IncidentTracker.early): fire, retry, claim, the window's update, resolution, tombstone."""
+    tracker = IncidentTracker(h.store, settings=LIFECYCLE)
+    w = WINDOW_MS
+
+    def bad(start: int, count: int, feature: str = "WireFormatError") -> Alert:
+        return dataclasses.replace(alert(start, count, kind="undecodable"), feature=feature, severity=Severity.CRITICAL)
+
+    def early(*alerts: Alert, deliver: bool = True) -> None:
+        fired = tracker.early(list(alerts))
+        if deliver:
+            tracker.early_delivered()
+        h.log.append(("early", [(a.alert_id, a.count, a.window_start - BASE_MS) for a in fired]))
+
+    def close(start: int, *alerts: Alert) -> None:
+        published = tracker.publishable(list(alerts))
+        resolved = tracker.resolved(start + w, {a.incident_id for a in alerts})
+        tracker.delivered(start + w)
+        h.log.append(("close", [(a.alert_id, a.count, a.status) for a in published + resolved]))
+
+    early(bad(BASE_MS, 2), deliver=False)  # fires; the broker's ack never came
+    early(bad(BASE_MS, 2))  # the retry fires it again, acknowledged
+    early(bad(BASE_MS, 3))  # open: nothing
+    h.log.append(("resolve before close", h.store.resolve_incident(bad(BASE_MS, 1).incident_id, BASE_MS + 9 * w)))
+    other = bad(BASE_MS, 1, "NotARecordError")
+    seen = Observation(BASE_MS, BASE_MS + w, 1, "{}", 2, members={other.incident_id: "undecodable|NotARecordError|"})
+    h.log.append(("claimed", h.store.fire_early(other.incident_id, seen, ["burst:0"])))
+    close(BASE_MS, bad(BASE_MS, 5), dataclasses.replace(other, count=7))  # the update, full counts
+    close(BASE_MS, bad(BASE_MS, 5), dataclasses.replace(other, count=7))  # closed again: the same
+    close(BASE_MS + w, bad(BASE_MS + w, 1))  # within the cooldown
+    close(BASE_MS + 5 * w)  # resolves
+    h.log.append(("covered", h.store.fire_early(bad(BASE_MS, 1).incident_id, seen, [])))
+    early(bad(BASE_MS + 6 * w, 1))  # back after the resolution: a new incident fires early
+
+
+def test_early_alerts_fire_once_and_their_window_updates_them_alike(
+    make_store: Factory, check: Callable[..., None]
+) -> None:
+    """fire_early / early_delivered and the early window's update decide the same on both stores."""
+    h = make_store()
+    early_sequence(h)
+    first = dataclasses.replace(alert(BASE_MS, kind="undecodable"), feature="WireFormatError")
+    again = dataclasses.replace(first, window_start=BASE_MS + 6 * WINDOW_MS)
+    assert h.log == [
+        ("early", [(first.alert_id, 2, 0)]),
+        ("early", [(first.alert_id, 2, 0)]),
+        ("early", []),
+        ("resolve before close", None),
+        ("claimed", "claimed"),
+        ("close", [(first.alert_id, 5, "FIRING")]),
+        ("close", [(first.alert_id, 5, "FIRING")]),
+        ("close", []),
+        # The incident's events count each window's primary (7, then 1), as for any incident.
+        ("close", [(dataclasses.replace(first, status="RESOLVED").alert_id, 8, "RESOLVED")]),
+        ("covered", "resolved"),
+        ("early", [(again.alert_id, 1, 6 * WINDOW_MS)]),
+    ]
+    check(early_sequence)
