@@ -164,12 +164,21 @@ class MetricSpread:
     ``chunk_support`` is the slice's mean number of events per chunk: a window with ``n``
     events expects a standard deviation of ``std * sqrt(chunk_support / n)``.
     ``std`` is ``None`` when fewer than :data:`MIN_CHUNKS` chunks had the metric.
+    ``estimated`` is what the calibration estimates for the slice on the reference itself
+    (``None`` in profiles learned before it was recorded): ``value - estimated`` is the
+    slice's own calibration gap, present from the start, that the calibration check expects.
     """
 
     value: float
     std: float | None
     chunk_support: float
     n_chunks: int
+    estimated: float | None = None
+
+    @property
+    def reference_gap(self) -> float:
+        """Realised minus estimated on the reference (0 when not recorded)."""
+        return 0.0 if self.estimated is None else self.value - self.estimated
 
     def scaled_std(self, n: float) -> float | None:
         if self.std is None or n <= 0:
@@ -218,11 +227,13 @@ class ReferenceEstimation:
                 if metric not in ESTIMATED_METRICS:
                     raise ProfileFormatError(f"{where}: not an estimated metric ({', '.join(ESTIMATED_METRICS)})")
                 std = _get(sd, "std", where)
+                estimated = sd.get("estimated") if isinstance(sd, dict) else None
                 slices.setdefault(str(name), {})[metric] = MetricSpread(
                     value=_number(_get(sd, "value", where), f"{where}.value"),
                     std=None if std is None else _number(std, f"{where}.std"),
                     chunk_support=_number(_get(sd, "chunk_support", where), f"{where}.chunk_support"),
                     n_chunks=_count(_get(sd, "n_chunks", where), f"{where}.n_chunks"),
+                    estimated=None if estimated is None else _number(estimated, f"{where}.estimated"),
                 )
         return cls(
             calibration=ScoreCalibration.from_dict(_get(d, "calibration", path), f"{path}.calibration"),

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from stream_guard.metrics.estimate import confusion_metrics, estimate_counts
+from stream_guard.metrics.estimate import PerformanceEstimate, confusion_metrics, estimate_counts
 from stream_guard.profile_estimate import (
     ESTIMATED_METRICS,
     MIN_CHUNKS,
@@ -167,12 +167,20 @@ def learn_estimation(
     fit = CellFit(counts, hits, probability, split)
     calibration = _calibration(scores, positive, index, fit, method, bins, score_range, k, errors)
     frame = pd.DataFrame(
-        {"chunk": chunk, "tp": pred & positive, "fp": pred & ~positive, "tn": ~pred & ~positive, "fn": ~pred & positive}
+        {
+            "chunk": chunk,
+            "cell": cell,
+            "tp": pred & positive,
+            "fp": pred & ~positive,
+            "tn": ~pred & ~positive,
+            "fn": ~pred & positive,
+        }
     ).astype(np.int64)
-    spreads = {"*": _spread(frame, n_chunks)}
+    estimate = _SliceEstimate(probability, cells, first_positive_cell)
+    spreads = {"*": _spread(frame, n_chunks, estimate)}
     for values in labels.values():
         for name, rows in frame.groupby(values, sort=True):
-            spreads[str(name)] = _spread(rows, n_chunks)
+            spreads[str(name)] = _spread(rows, n_chunks, estimate)
     return ReferenceEstimation(calibration, chunk_size, n_chunks, spreads)
 
 
@@ -247,8 +255,23 @@ def _calibration(
     )
 
 
-def _spread(rows: pd.DataFrame, n_chunks: int) -> dict[str, MetricSpread]:
-    """A slice's realised metrics over all its rows, and their std over the chunks where they are defined."""
+@dataclass(frozen=True)
+class _SliceEstimate:
+    """The fitted calibration, to estimate a slice's metrics from its rows' cells."""
+
+    probability: np.ndarray
+    cells: int
+    first_positive_cell: int
+
+    def of(self, rows: pd.DataFrame) -> PerformanceEstimate:
+        counts = np.bincount(rows["cell"].to_numpy(), minlength=self.cells).astype(np.float64)
+        return estimate_counts(counts, self.probability, self.first_positive_cell)
+
+
+def _spread(rows: pd.DataFrame, n_chunks: int, estimate: _SliceEstimate) -> dict[str, MetricSpread]:
+    """A slice's realised metrics over all its rows, their std over the chunks where they are defined,
+    and what the calibration estimates for the slice's rows."""
+    estimated = estimate.of(rows)
     per_chunk = rows.groupby("chunk")[["tp", "fp", "tn", "fn"]].sum()
     total = per_chunk.sum()
     overall = confusion_metrics(total["tp"], total["fp"], total["tn"], total["fn"])
@@ -260,10 +283,12 @@ def _spread(rows: pd.DataFrame, n_chunks: int) -> dict[str, MetricSpread]:
             continue
         defined = chunked[metric][np.isfinite(chunked[metric])]
         std = float(np.std(defined, ddof=1)) if len(defined) >= MIN_CHUNKS else None
+        guess = estimated.value(metric)
         out[metric] = MetricSpread(
             value=round(value, 6),
             std=None if std is None else round(std, 6),
             chunk_support=round(len(rows) / n_chunks, 3),
             n_chunks=len(defined),
+            estimated=None if guess is None else round(float(guess), 6),
         )
     return out

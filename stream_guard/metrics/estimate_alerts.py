@@ -68,6 +68,7 @@ from stream_guard.metrics.estimate_rules import (
     Deviation,
     DropTest,
     calibration_causes,
+    calibration_decisions,
     calibration_tests,
     drop_tests,
     labels_confirm,
@@ -296,9 +297,17 @@ class EstimatePerformanceEvaluator:
     ) -> list[Alert]:
         """``calibration_drift`` findings of one rollup whose labels have arrived, one per cause."""
         estimates = estimate_rollup(rollup, estimation.calibration)
+        tests = [
+            t
+            for metric in CALIBRATION_METRICS
+            for t in calibration_tests(metric, rollup, estimates, settings, estimation)
+        ]
+        decided = calibration_decisions(
+            tests, z=settings.estimate_z, alpha=settings.performance_alpha, min_effect=settings.performance_min_effect
+        )
         found: list[Attributed] = []
         for metric in CALIBRATION_METRICS:
-            found += attribute(calibration_tests(metric, rollup, estimates, settings))
+            found += attribute([t for t in decided if t.metric == metric])
         z = settings.estimate_z
         return [self._calibration_alert(model, rollup, cause, z) for cause in calibration_causes(found)]
 
@@ -324,7 +333,11 @@ class EstimatePerformanceEvaluator:
             total=rollup.overall.labelled,
             rate=t.value,
             observed=f"realised {t.metric} {t.value:.3f} on {t.support} labels{others}",
-            expected=f"{t.metric} within {z:g} x {t.effect_se:.3f} of the estimate {t.baseline:.3f}",
+            expected=(
+                f"{t.metric} within {z:g} x {t.effect_se:.3f} of the estimate {t.baseline:.3f}"
+                if t.slice == "*"
+                else f"{t.metric} near the estimate {t.baseline:.3f} (BH-adjusted p={t.p:.2g} over slices, metrics)"
+            ),
             detector="estimate.calibration",
             message=(
                 f"the score's calibration no longer holds for {t.slice}: realised {t.metric} {t.value:.3f} "
