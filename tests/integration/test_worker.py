@@ -44,7 +44,7 @@ def test_bad_inputs_become_dead_letters_and_aggregated_alerts(
     tmp_path: Path, bootstrap: str, redis_url: str, redis_client: redis.Redis, unique: str
 ) -> None:
     """Each kind of bad payload is dead-lettered with its reason, schema faults become one alert each, counts add up."""
-    # The window alerts only (early alerts: tests/integration/test_early_alerts.py).
+    # The window alerts only (early alerts: tests/integration/test_early_alerts_e2e.py).
     config = write_config(
         tmp_path,
         bootstrap=bootstrap,
