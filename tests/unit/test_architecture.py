@@ -114,3 +114,12 @@ def test_runtime_does_not_import_the_offline_tools() -> None:
         if not module.startswith("stream_guard.tools") and module not in ("stream_guard.cli", "stream_guard.__main__")
     }
     assert {m: i for m, i in offenders.items() if i} == {}
+
+
+def test_every_test_module_has_its_own_name() -> None:
+    """pytest imports test modules by basename (rootdir, no packages): two ``test_x.py`` in two folders stop collection."""
+    tests = PACKAGE.parent / "tests"
+    names: dict[str, list[str]] = {}
+    for path in sorted(tests.rglob("test_*.py")):
+        names.setdefault(path.name, []).append(str(path.relative_to(tests)))
+    assert {name: paths for name, paths in names.items() if len(paths) > 1} == {}
