@@ -51,6 +51,7 @@ _RETRYABLE: tuple[type[Exception], ...] = (DeliveryError, RegistryUnavailableErr
 
 @dataclass
 class WorkerStats:
+    #: Records of the batches that completed; a failed batch, read again, counts when it completes.
     consumed: int = 0
     decoded: int = 0
     dead_lettered: int = 0
@@ -212,9 +213,8 @@ class Worker:
         """Decode, check and aggregate one micro-batch, then commit its checkpoint."""
         started = time.perf_counter()
         routed = self._route(messages)
-        self.stats.consumed += routed.consumed
-        self.stats.redelivered_skipped += routed.skipped
         if not routed.events and not routed.labels:
+            self._count_consumed(routed)
             return
         checkpointer = self.parts.pipeline.stages.checkpointer
         if checkpointer is not None and checkpointer.pending:
@@ -243,6 +243,7 @@ class Worker:
             metrics.observe_alerts(fired)
         result = checkpoint.commit(self.parts.sinks, int(time.time() * 1000))
         self._applied.update(result.applied)
+        self._count_consumed(routed)  # a batch that failed is read again: counted once, when it commits
         if checkpointer is not None:
             for model, source in result.skipped:
                 checkpointer.skipped(model, str(source))
@@ -282,6 +283,10 @@ class Worker:
             else:
                 routed.events[model].append(message)
         return routed
+
+    def _count_consumed(self, routed: _Routed) -> None:
+        self.stats.consumed += routed.consumed
+        self.stats.redelivered_skipped += routed.skipped
 
     def _count(self, result: CommitResult, *, decoded: int, dead_lettered: int, dead_labels: int) -> None:
         stats = self.stats
