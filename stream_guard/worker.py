@@ -48,6 +48,18 @@ log = structlog.get_logger("stream_guard.worker")
 
 _RETRYABLE: tuple[type[Exception], ...] = (DeliveryError, RegistryUnavailableError, *REDIS_ERRORS, KafkaException)
 
+#: How often the cluster is asked for metadata, and how long an answer may take (see ``_probe_broker``).
+_BROKER_PROBE_EVERY_S, _BROKER_PROBE_TIMEOUT_S = 5.0, 2.0
+
+
+def _outage_of(exc: Exception) -> str:
+    """What a retryable failure says is unavailable, for the outage's log line."""
+    if isinstance(exc, REDIS_ERRORS):
+        return "redis unavailable"
+    if isinstance(exc, RegistryUnavailableError):
+        return "schema registry unavailable"
+    return "kafka unavailable"
+
 
 @dataclass
 class WorkerStats:
@@ -140,6 +152,8 @@ class Worker:
         self._last_close = 0.0
         self._last_stats, self._consumed_at_stats = time.monotonic(), 0
         self._outage = Backoff()
+        self._broker_outage = Backoff()
+        self._next_probe = 0.0
         #: Fences of assigned partitions not read yet (Redis was down at the assignment).
         self._fences_stale = False
         self._log = log.bind(worker=worker_id, group=config.kafka.group_id)
@@ -183,18 +197,17 @@ class Worker:
                         self._reload_profiles()
                         self.close_due_windows()
                     health.retrying, health.redis_ok = False, True
-                    self._outage.succeeded(self._log, "batch processing recovered")
+                    self._outage.succeeded(self._log, "consumption resumed")
                 except _RETRYABLE as exc:
                     self.stats.retries += 1
                     self.parts.metrics.retries.inc()
                     health.retrying = True
                     health.redis_ok = not isinstance(exc, REDIS_ERRORS)
-                    delay = self._outage.failed(self._log, "batch failed, rewinding it", exc)
+                    delay = self._outage.failed(self._log, f"{_outage_of(exc)}: batch rewound, consumption paused", exc)
                     self._rewind(messages)
                     self._stop.wait(delay)
                     self._reload_fences()
-                if not health.broker_ok:
-                    self._probe_broker()
+                self._probe_broker(topics[0])
                 self._log_stats()
             if drain_on_exit:
                 self.close_due_windows(final=True)
@@ -354,6 +367,7 @@ class Worker:
             return
         backoff = Backoff()
         while not self._stop.is_set():
+            self.parts.health.loop_turned()  # waiting, not stuck: live, not ready
             try:
                 client.ping()
                 problem = cluster_mode_problem(client)
@@ -367,14 +381,29 @@ class Worker:
             backoff.succeeded(self._log, "redis reachable")
             return
 
-    def _probe_broker(self) -> None:
-        """After "all brokers down": ready again once the cluster answers a metadata request."""
+    def _probe_broker(self, topic: str) -> None:
+        """Every few seconds, ask the cluster for ``topic``'s metadata: not ready while it does not answer.
+
+        librdkafka reconnects and retries by itself, and a paused or overloaded broker (its
+        connections open, no answers) raises nothing: ``consume()`` returns no records, as on
+        an idle topic. The metadata request tells the two apart. While it fails, probes back
+        off (capped) and the worker reports not ready; one line when that starts, one when it
+        ends. "All brokers down" (librdkafka's ``error_cb``) starts such an outage too.
+        """
+        now = time.monotonic()
+        if not self.parts.health.broker_ok and not self._broker_outage.failing:  # flagged by error_cb
+            self._next_probe = now + self._broker_outage.failed(self._log, "kafka brokers down")
+        if now < self._next_probe:
+            return
         try:
-            self._consumer.list_topics(timeout=1.0)
-        except KafkaException:
+            self._consumer.list_topics(topic, timeout=_BROKER_PROBE_TIMEOUT_S)
+        except KafkaException as exc:
+            self.parts.health.broker_ok = False
+            self._next_probe = now + self._broker_outage.failed(self._log, "kafka brokers not answering", exc)
             return
         self.parts.health.broker_ok = True
-        self._log.info("broker reachable again")
+        self._broker_outage.succeeded(self._log, "kafka brokers answering again")
+        self._next_probe = now + _BROKER_PROBE_EVERY_S
 
     def _log_stats(self) -> None:
         """One line of counters every ``observability.stats_interval_s``."""

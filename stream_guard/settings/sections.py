@@ -53,6 +53,10 @@ class RedisConfig:
     cluster: bool = False
     #: Prefix of every key; the model name follows in a hash tag: ``sg:{fraud}:...``.
     key_prefix: str = "sg"
+    #: A command (or a connection attempt) that gets no answer within this long fails: a
+    #: paused or overloaded Redis then counts as an outage (the batch is retried with
+    #: backoff) instead of holding the worker for ever.
+    socket_timeout_s: float = 5.0
 
 
 @dataclass

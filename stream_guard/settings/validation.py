@@ -71,6 +71,8 @@ def check_config(config: Config, problems: Problems, *, require_profiles: bool =
     if problems.typed("worker.max_event_time_skew_s") and skew < 0:
         problems.add("worker.max_event_time_skew_s", f"must be 0 (off) or positive, got {skew:g}")
     _check_redis(config, problems)
+    if problems.typed("redis.socket_timeout_s") and not config.redis.socket_timeout_s > 0:
+        problems.add("redis.socket_timeout_s", f"must be positive, got {config.redis.socket_timeout_s}")
     check_checks(config.checks, "checks", problems)
     check_drift(config.drift, "drift", problems)
     _check_alerts(config, problems)

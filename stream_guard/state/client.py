@@ -49,7 +49,11 @@ def connect(settings: RedisConfig, *, decode_responses: bool = True, **options: 
     :class:`~redis.Redis`; both from ``url`` (for a Cluster, any node's: the client discovers the others).
 
     The stores need decoded responses; ``decode_responses=False`` is for reading binary values.
+    Commands and connection attempts time out after ``socket_timeout_s`` whatever redis-py's
+    default (none before redis-py 6: a paused server would hold the caller for ever).
     """
+    timeouts = {"socket_timeout": settings.socket_timeout_s, "socket_connect_timeout": settings.socket_timeout_s}
+    options = {**timeouts, **options}
     if settings.cluster:
         return RedisCluster.from_url(settings.url, decode_responses=decode_responses, **options)
     return redis.Redis.from_url(settings.url, decode_responses=decode_responses, **options)

@@ -18,6 +18,13 @@ def test_one_server_client_is_built_without_connecting() -> None:
     assert connect(RedisConfig(), decode_responses=False).connection_pool.connection_kwargs["decode_responses"] is False
 
 
+def test_commands_and_connections_time_out_after_the_configured_socket_timeout() -> None:
+    """A paused server fails a command after ``socket_timeout_s`` instead of holding the worker for ever."""
+    kwargs = connect(RedisConfig(socket_timeout_s=2.5)).connection_pool.connection_kwargs
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (2.5, 2.5)
+    assert connect(RedisConfig()).connection_pool.connection_kwargs["socket_timeout"] == 5.0
+
+
 def test_outages_and_mismatched_settings_are_one_line_each() -> None:
     """An outage names [redis] url; MOVED says set cluster = true; a plain server says set it to false."""
     assert describe_error(redis.ConnectionError("refused")) == (

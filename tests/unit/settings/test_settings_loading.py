@@ -154,6 +154,11 @@ def test_env_override_into_non_section_is_reported(config_dir: Path) -> None:
             id="non-positive",
         ),
         pytest.param(
+            VALID.replace('url = "redis://cache:6379/2"', 'url = "redis://cache:6379/2"\nsocket_timeout_s = 0'),
+            "redis.socket_timeout_s: must be positive, got 0",
+            id="redis-without-timeout",
+        ),
+        pytest.param(
             VALID.replace('encoding = "confluent"', 'encoding = "protobuf"'),
             "models[0].encoding: expected one of confluent, avro, json, got 'protobuf'",
             id="bad-encoding",
