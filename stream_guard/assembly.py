@@ -136,8 +136,14 @@ def build_worker(
     consumer_overrides: dict[str, Any] | None = None,
     close_interval_s: float = 1.0,
     lease_ms: int = 30_000,
+    metrics: WorkerMetrics | None = None,
+    health: WorkerHealth | None = None,
 ) -> Worker:
-    """A worker for ``config`` with checks, drift, slice metrics and labels as configured."""
+    """A worker for ``config`` with checks, drift, slice metrics and labels as configured.
+
+    ``metrics`` and ``health``: the ones an HTTP endpoint started before the worker serves
+    (``stream-guard run`` reports not ready while it waits for a Redis Cluster).
+    """
     worker_id = worker_id or f"sg-{uuid.uuid4().hex[:8]}"
     registry = registry_client(config)
     models = build_models(config, registry)
@@ -161,7 +167,8 @@ def build_worker(
         for m in models
     }
     incidents = {m.name: incident_tracker(config, m, client, stores[m.name].keys) for m in models}
-    metrics, health = WorkerMetrics(), WorkerHealth(liveness_timeout_s=config.observability.liveness_timeout_s)
+    metrics = metrics or WorkerMetrics()
+    health = health or worker_health(config)
     consumer = make_consumer(
         config.kafka,
         librdkafka_logger(),
@@ -226,12 +233,17 @@ def _on_client_error(health: WorkerHealth, error: KafkaError) -> None:
     log.warning("kafka client error", error=error.str())
 
 
-def start_http_endpoint(config: Config, worker: Worker) -> HealthServer | None:
-    """The ``/metrics``, ``/healthz`` and ``/readyz`` endpoint of ``worker`` (None if ``observability.port = 0``)."""
+def worker_health(config: Config) -> WorkerHealth:
+    """What the probes of a worker of ``config`` read, before the worker runs (not ready yet)."""
+    return WorkerHealth(liveness_timeout_s=config.observability.liveness_timeout_s)
+
+
+def start_http_endpoint(config: Config, metrics: WorkerMetrics, health: WorkerHealth) -> HealthServer | None:
+    """The ``/metrics``, ``/healthz`` and ``/readyz`` endpoint of a worker (None if ``observability.port = 0``)."""
     obs = config.observability
     if not obs.port:
         return None
-    server = HealthServer(worker.parts.metrics, worker.parts.health, bind=obs.bind, port=obs.port).start()
+    server = HealthServer(metrics, health, bind=obs.bind, port=obs.port).start()
     log.info("http endpoint listening", bind=obs.bind, port=server.port, paths=["/metrics", "/healthz", "/readyz"])
     return server
 

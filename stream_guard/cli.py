@@ -158,14 +158,46 @@ def _registry_client(config: Any) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from stream_guard.assembly import build_worker, start_http_endpoint
+    """Serve the probes, wait for Redis (a Cluster before the worker is built), run the worker.
+
+    A signal while waiting ends the run without an error; while running, it stops the
+    worker after its batch.
+    """
+    import threading
+
+    import structlog
+
+    from stream_guard.assembly import build_worker, start_http_endpoint, worker_health
+    from stream_guard.observability.metrics import WorkerMetrics
+    from stream_guard.state.client import connect_when_reachable
+    from stream_guard.worker import Worker
 
     config = _load(args)
-    worker = build_worker(config)
+    stopping = threading.Event()
+    workers: list[Worker] = []
+
+    def stop(*_: Any) -> None:
+        stopping.set()
+        for worker in workers:
+            worker.stop()
+
+    def waiting() -> None:
+        health.redis_ok = False
+        health.loop_turned()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: worker.stop())
-    endpoint = start_http_endpoint(config, worker)
+        signal.signal(sig, stop)
+    metrics, health = WorkerMetrics(), worker_health(config)
+    endpoint = start_http_endpoint(config, metrics, health)
     try:
+        client = connect_when_reachable(config.redis, stopping, structlog.get_logger("stream_guard.cli"), waiting)
+        if client is None:
+            return 0
+        health.redis_ok = True
+        worker = build_worker(config, client, metrics=metrics, health=health)
+        workers.append(worker)
+        if stopping.is_set():  # signalled while it was built: it closes its clients and leaves
+            worker.stop()
         worker.run(args.duration, drain_on_exit=args.drain_on_exit)
     finally:
         if endpoint is not None:

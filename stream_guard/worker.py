@@ -29,17 +29,18 @@ from stream_guard.backoff import Backoff
 from stream_guard.checkpoint import Checkpoint, CommitResult, Sinks
 from stream_guard.closing import WindowCloser
 from stream_guard.delivery import ConsumerOffsets, describe, lagging_partitions
-from stream_guard.errors import ConfigError, DeliveryError, RegistryUnavailableError, StreamGuardError
+from stream_guard.errors import DeliveryError, RegistryUnavailableError, StreamGuardError
 from stream_guard.kafka import DeliveryTracker
 from stream_guard.metrics import LabelStream
 from stream_guard.model import ModelRuntime
 from stream_guard.observability.metrics import WorkerMetrics
 from stream_guard.observability.server import WorkerHealth
+from stream_guard.outages import BrokerProbe, outage_of, wait_for_redis
 from stream_guard.pipeline import Pipeline, StagedBatch
 from stream_guard.profile import BaselineProfile
 from stream_guard.settings import Config
 from stream_guard.source import Source
-from stream_guard.state.client import REDIS_ERRORS, RedisClient, cluster_mode_problem
+from stream_guard.state.client import REDIS_ERRORS, RedisClient
 from stream_guard.state.keys import Fence
 from stream_guard.state.window_store import WindowStore
 
@@ -47,18 +48,6 @@ log = structlog.get_logger("stream_guard.worker")
 
 
 _RETRYABLE: tuple[type[Exception], ...] = (DeliveryError, RegistryUnavailableError, *REDIS_ERRORS, KafkaException)
-
-#: How often the cluster is asked for metadata, and how long an answer may take (see ``_probe_broker``).
-_BROKER_PROBE_EVERY_S, _BROKER_PROBE_TIMEOUT_S = 5.0, 2.0
-
-
-def _outage_of(exc: Exception) -> str:
-    """What a retryable failure says is unavailable, for the outage's log line."""
-    if isinstance(exc, REDIS_ERRORS):
-        return "redis unavailable"
-    if isinstance(exc, RegistryUnavailableError):
-        return "schema registry unavailable"
-    return "kafka unavailable"
 
 
 @dataclass
@@ -152,11 +141,10 @@ class Worker:
         self._last_close = 0.0
         self._last_stats, self._consumed_at_stats = time.monotonic(), 0
         self._outage = Backoff()
-        self._broker_outage = Backoff()
-        self._next_probe = 0.0
         #: Fences of assigned partitions not read yet (Redis was down at the assignment).
         self._fences_stale = False
         self._log = log.bind(worker=worker_id, group=config.kafka.group_id)
+        self._probe_broker = BrokerProbe(parts.consumer, parts.health, self._log)
         reset = str(config.kafka.consumer.get("auto.offset.reset", "earliest"))
         self._reset_to_end = reset in ("latest", "largest", "end")
 
@@ -173,7 +161,8 @@ class Worker:
         ended: right for a demo or a finite replay, wrong for one worker of many.
         """
         try:
-            self._wait_for_redis()
+            if self.parts.redis_client is not None:
+                wait_for_redis(self.parts.redis_client, self.parts.health, self._stop, self._log)
         except BaseException:  # a Redis of the wrong kind: the clients go, nothing was consumed
             self._consumer.close()
             self.parts.producer.close()
@@ -203,7 +192,7 @@ class Worker:
                     self.parts.metrics.retries.inc()
                     health.retrying = True
                     health.redis_ok = not isinstance(exc, REDIS_ERRORS)
-                    delay = self._outage.failed(self._log, f"{_outage_of(exc)}: batch rewound, consumption paused", exc)
+                    delay = self._outage.failed(self._log, f"{outage_of(exc)}: batch rewound, consumption paused", exc)
                     self._rewind(messages)
                     self._stop.wait(delay)
                     self._reload_fences()
@@ -356,54 +345,6 @@ class Worker:
                 self._consumer.consume(self.config.worker.batch_size, 0.2)
         except KafkaException as exc:
             self._log.warning("leaving the consumer group before closing failed", error=str(exc))
-
-    def _wait_for_redis(self) -> None:
-        """Redis down at start-up: wait with backoff (one line when it fails, one when it answers).
-
-        A one-server client on a Redis Cluster node is a configuration error, raised here.
-        """
-        client = self.parts.redis_client
-        if client is None:
-            return
-        backoff = Backoff()
-        while not self._stop.is_set():
-            self.parts.health.loop_turned()  # waiting, not stuck: live, not ready
-            try:
-                client.ping()
-                problem = cluster_mode_problem(client)
-            except REDIS_ERRORS as exc:
-                self.parts.health.redis_ok = False
-                self._stop.wait(backoff.failed(self._log, "redis unreachable at start-up", exc))
-                continue
-            if problem is not None:
-                raise ConfigError([problem])
-            self.parts.health.redis_ok = True
-            backoff.succeeded(self._log, "redis reachable")
-            return
-
-    def _probe_broker(self, topic: str) -> None:
-        """Every few seconds, ask the cluster for ``topic``'s metadata: not ready while it does not answer.
-
-        librdkafka reconnects and retries by itself, and a paused or overloaded broker (its
-        connections open, no answers) raises nothing: ``consume()`` returns no records, as on
-        an idle topic. The metadata request tells the two apart. While it fails, probes back
-        off (capped) and the worker reports not ready; one line when that starts, one when it
-        ends. "All brokers down" (librdkafka's ``error_cb``) starts such an outage too.
-        """
-        now = time.monotonic()
-        if not self.parts.health.broker_ok and not self._broker_outage.failing:  # flagged by error_cb
-            self._next_probe = now + self._broker_outage.failed(self._log, "kafka brokers down")
-        if now < self._next_probe:
-            return
-        try:
-            self._consumer.list_topics(topic, timeout=_BROKER_PROBE_TIMEOUT_S)
-        except KafkaException as exc:
-            self.parts.health.broker_ok = False
-            self._next_probe = now + self._broker_outage.failed(self._log, "kafka brokers not answering", exc)
-            return
-        self.parts.health.broker_ok = True
-        self._broker_outage.succeeded(self._log, "kafka brokers answering again")
-        self._next_probe = now + _BROKER_PROBE_EVERY_S
 
     def _log_stats(self) -> None:
         """One line of counters every ``observability.stats_interval_s``."""

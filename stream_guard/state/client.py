@@ -9,7 +9,8 @@ stores accept, and ``isinstance(x, REDIS_CLIENTS)`` tells a client from the in-m
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeAlias, cast
 
 import redis
@@ -17,6 +18,7 @@ from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.exceptions import MovedError, NoScriptError, RedisClusterException, ResponseError, SlotNotCoveredError
 
+from stream_guard.backoff import Backoff
 from stream_guard.settings import RedisConfig
 from stream_guard.state.keys import ModelKeys
 
@@ -27,7 +29,9 @@ __all__ = [
     "RedisClient",
     "cluster_mode_problem",
     "connect",
+    "connect_when_reachable",
     "describe_error",
+    "is_unreachable",
     "pipeline",
     "scan_model_keys",
 ]
@@ -44,6 +48,10 @@ REDIS_CLIENTS = (redis.Redis, RedisCluster)
 REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, SlotNotCoveredError)
 
 
+#: What building a client raises: a Cluster client's slot-table query fails with ``RedisClusterException``.
+_CONNECT_ERRORS: tuple[type[Exception], ...] = (RedisClusterException, *REDIS_ERRORS)
+
+
 def connect(settings: RedisConfig, *, decode_responses: bool = True, **options: Any) -> RedisClient:
     """The client of ``[redis]``: a :class:`~redis.cluster.RedisCluster` if ``cluster = true``, else a
     :class:`~redis.Redis`; both from ``url`` (for a Cluster, any node's: the client discovers the others).
@@ -57,6 +65,33 @@ def connect(settings: RedisConfig, *, decode_responses: bool = True, **options: 
     if settings.cluster:
         return RedisCluster.from_url(settings.url, decode_responses=decode_responses, **options)
     return redis.Redis.from_url(settings.url, decode_responses=decode_responses, **options)
+
+
+def connect_when_reachable(
+    settings: RedisConfig, stop: threading.Event, log: Any, waiting: Callable[[], None] = lambda: None
+) -> RedisClient | None:
+    """:func:`connect`, waiting out a Redis Cluster that does not answer; None if ``stop`` is set first.
+
+    A one-server client connects on first use (the worker waits for its first ``PING``), but
+    a Cluster client asks the startup nodes for the slot table as it is built, and raises if
+    none answers (or the slots are not all covered yet, while the cluster forms). Here that is
+    an outage: retried with capped backoff, one line when the wait begins and one when it
+    ends, ``waiting()`` called before each attempt (the caller reports not ready). A node
+    that is not in cluster mode is a configuration mistake, raised at once.
+    """
+    backoff = Backoff()
+    while not stop.is_set():
+        waiting()
+        try:
+            client = connect(settings)
+        except _CONNECT_ERRORS as exc:
+            if not is_unreachable(exc):
+                raise
+            stop.wait(backoff.failed(log, "redis cluster unreachable at start-up", exc))
+            continue
+        backoff.succeeded(log, "redis cluster reachable")
+        return client
+    return None
 
 
 def cluster_mode_problem(client: RedisClient) -> str | None:
@@ -77,6 +112,14 @@ def cluster_mode_problem(client: RedisClient) -> str | None:
     return None
 
 
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the server (or no node of a Cluster) answers, or the Cluster's slots are not all served."""
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | SlotNotCoveredError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RedisClusterException) and ("cannot be connected" in text or "not covered" in text)
+
+
 def describe_error(exc: BaseException) -> str | None:
     """One line for a Redis outage or a ``[redis] cluster`` setting that does not match the server; else None."""
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError | SlotNotCoveredError):
@@ -87,7 +130,7 @@ def describe_error(exc: BaseException) -> str | None:
         text = str(exc)
         if "Cluster mode is not enabled" in text:
             return "the Redis server is not a Cluster (cluster mode is not enabled): set [redis] cluster = false"
-        if "cannot be connected" in text or "not covered" in text:
+        if is_unreachable(exc):
             return f"Redis Cluster unreachable ({text.splitlines()[0]}); check [redis] url and that the nodes run"
     return None
 

@@ -140,21 +140,24 @@ class ClusterServer:
             node.stop()
 
 
-def start_redis_cluster(nodes: int = 3, workdir: Path | None = None, timeout_s: float = 30) -> ClusterServer:
+def start_redis_cluster(
+    nodes: int = 3, workdir: Path | None = None, timeout_s: float = 30, ports: Sequence[int] = ()
+) -> ClusterServer:
     """Start ``nodes`` cluster-enabled redis-servers, split the slots among them and wait for ``cluster_state:ok``.
 
     What ``redis-cli --cluster create --cluster-replicas 0`` does, without its fixed sleeps:
     each node takes a contiguous range of slots and its own config epoch, the first meets
     the others, and the cluster is ready once every node sees all the nodes and all slots.
     Every process started is stopped again if the cluster does not form within ``timeout_s``.
+    ``ports``: the first nodes' ports (from :func:`free_cluster_port`), free ones for the rest.
     """
     import redis
 
     workdir = workdir or Path(tempfile.mkdtemp(prefix="sg-redis-cluster-"))
     started: list[Server] = []
     try:
-        for _ in range(nodes):
-            port = _free_cluster_port()
+        for i in range(nodes):
+            port = ports[i] if i < len(ports) else free_cluster_port()
             node_dir = workdir / str(port)
             node_dir.mkdir(parents=True, exist_ok=True)
             started.append(
@@ -177,7 +180,7 @@ def start_redis_cluster(nodes: int = 3, workdir: Path | None = None, timeout_s: 
     return ClusterServer(started)
 
 
-def _free_cluster_port() -> int:
+def free_cluster_port() -> int:
     """A free port whose cluster bus port (10000 higher, at most 65535) is free too."""
     for _ in range(100):
         port = free_port()

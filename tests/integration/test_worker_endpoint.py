@@ -57,7 +57,7 @@ def test_metrics_and_probes_of_a_running_worker(tmp_path: Path, bootstrap: str, 
     n = produce(bootstrap, config.models[0].topics[0], items, partitions=3)
 
     worker = new_worker(config)
-    endpoint = start_http_endpoint(config, worker)
+    endpoint = start_http_endpoint(config, worker.parts.metrics, worker.parts.health)
     assert endpoint is not None and endpoint.port == port
     thread = threading.Thread(target=worker.run)
     thread.start()
