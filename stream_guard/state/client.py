@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeAlias, cast
 
 import redis
@@ -25,6 +26,7 @@ from stream_guard.state.keys import ModelKeys
 __all__ = [
     "REDIS_CLIENTS",
     "REDIS_ERRORS",
+    "ClusterUnreachableError",
     "Pipeline",
     "RedisClient",
     "cluster_mode_problem",
@@ -48,6 +50,32 @@ REDIS_CLIENTS = (redis.Redis, RedisCluster)
 REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, SlotNotCoveredError)
 
 
+class ClusterUnreachableError(redis.ConnectionError):
+    """No node of a Redis Cluster answers: an outage, like a one-server client's ``ConnectionError``.
+
+    redis-py raises a bare ``RedisClusterException`` for it (not a ``RedisError``), which
+    would take the worker down instead of its batch being retried once the nodes are back.
+    """
+
+
+@contextmanager
+def _unreachable_as_outage() -> Iterator[None]:
+    try:
+        yield
+    except RedisClusterException as exc:
+        if isinstance(exc, SlotNotCoveredError) or not is_unreachable(exc):
+            raise
+        raise ClusterUnreachableError(str(exc).splitlines()[0]) from exc
+
+
+class _Cluster(RedisCluster):
+    """The Cluster client of :func:`connect`: no node answering raises :class:`ClusterUnreachableError`."""
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        with _unreachable_as_outage():
+            return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+
 #: What building a client raises: a Cluster client's slot-table query fails with ``RedisClusterException``.
 _CONNECT_ERRORS: tuple[type[Exception], ...] = (RedisClusterException, *REDIS_ERRORS)
 
@@ -63,7 +91,7 @@ def connect(settings: RedisConfig, *, decode_responses: bool = True, **options: 
     timeouts = {"socket_timeout": settings.socket_timeout_s, "socket_connect_timeout": settings.socket_timeout_s}
     options = {**timeouts, **options}
     if settings.cluster:
-        return RedisCluster.from_url(settings.url, decode_responses=decode_responses, **options)
+        return _Cluster.from_url(settings.url, decode_responses=decode_responses, **options)
     return redis.Redis.from_url(settings.url, decode_responses=decode_responses, **options)
 
 
@@ -197,6 +225,10 @@ class Pipeline:
         self._queued = 0
         if not self._cluster:
             return cast("list[Any]", self._pipe.execute())
+        with _unreachable_as_outage():
+            return self._execute_on_cluster()
+
+    def _execute_on_cluster(self) -> list[Any]:
         scripts, self._scripts = self._scripts, {}
         replies = list(self._pipe.execute(raise_on_error=False))
         missing = [i for i in scripts if isinstance(replies[i], NoScriptError)]

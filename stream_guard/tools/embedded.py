@@ -125,6 +125,9 @@ class ClusterServer:
     """A local Redis Cluster: ``nodes`` masters sharing the 16384 slots, no replicas."""
 
     nodes: list[Server]
+    workdir: Path
+    #: More server options of every node (persistence...).
+    extra: Sequence[str] = ()
 
     @property
     def ports(self) -> list[int]:
@@ -139,9 +142,39 @@ class ClusterServer:
         for node in self.nodes:
             node.stop()
 
+    def restart(self, timeout_s: float = 30) -> None:
+        """Start the stopped nodes again on their ports and directories; wait for ``cluster_state:ok``.
+
+        Each node reads back its ``nodes.conf`` (the slots it owns, the other nodes), and its
+        data if ``extra`` made it persistent.
+        """
+        import redis
+
+        self.nodes = [
+            _start_cluster_node(node.port, self.workdir, self.extra) if node.process.poll() is not None else node
+            for node in self.nodes
+        ]
+        clients = [redis.Redis(host="127.0.0.1", port=port, socket_timeout=5) for port in self.ports]
+        try:
+            _wait_for_cluster(clients, timeout_s)
+        finally:
+            for client in clients:
+                client.close()
+
+
+def _start_cluster_node(port: int, workdir: Path, extra: Sequence[str]) -> Server:
+    node_dir = workdir / str(port)
+    node_dir.mkdir(parents=True, exist_ok=True)
+    cluster = ["--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf")]
+    return start_redis(port, node_dir, extra=[*cluster, *extra])
+
 
 def start_redis_cluster(
-    nodes: int = 3, workdir: Path | None = None, timeout_s: float = 30, ports: Sequence[int] = ()
+    nodes: int = 3,
+    workdir: Path | None = None,
+    timeout_s: float = 30,
+    ports: Sequence[int] = (),
+    extra: Sequence[str] = (),
 ) -> ClusterServer:
     """Start ``nodes`` cluster-enabled redis-servers, split the slots among them and wait for ``cluster_state:ok``.
 
@@ -149,7 +182,8 @@ def start_redis_cluster(
     each node takes a contiguous range of slots and its own config epoch, the first meets
     the others, and the cluster is ready once every node sees all the nodes and all slots.
     Every process started is stopped again if the cluster does not form within ``timeout_s``.
-    ``ports``: the first nodes' ports (from :func:`free_cluster_port`), free ones for the rest.
+    ``ports``: the first nodes' ports (from :func:`free_cluster_port`), free ones for the rest;
+    ``extra``: more server options of every node (``--appendonly yes`` keeps data over a restart).
     """
     import redis
 
@@ -157,16 +191,7 @@ def start_redis_cluster(
     started: list[Server] = []
     try:
         for i in range(nodes):
-            port = ports[i] if i < len(ports) else free_cluster_port()
-            node_dir = workdir / str(port)
-            node_dir.mkdir(parents=True, exist_ok=True)
-            started.append(
-                start_redis(
-                    port,
-                    node_dir,
-                    extra=["--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf")],
-                )
-            )
+            started.append(_start_cluster_node(ports[i] if i < len(ports) else free_cluster_port(), workdir, extra))
         clients = [redis.Redis(host="127.0.0.1", port=s.port, socket_timeout=5) for s in started]
         try:
             _form_cluster(clients, timeout_s)
@@ -177,7 +202,7 @@ def start_redis_cluster(
         for server in started:
             server.stop()
         raise
-    return ClusterServer(started)
+    return ClusterServer(started, workdir, extra)
 
 
 def free_cluster_port() -> int:
@@ -204,6 +229,11 @@ def _form_cluster(clients: Sequence[Any], timeout_s: float) -> None:
     for client in clients[1:]:
         port = client.connection_pool.connection_kwargs["port"]
         first.execute_command("CLUSTER", "MEET", "127.0.0.1", port)
+    _wait_for_cluster(clients, timeout_s)
+
+
+def _wait_for_cluster(clients: Sequence[Any], timeout_s: float) -> None:
+    n = len(clients)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         infos = [client.execute_command("CLUSTER", "INFO") for client in clients]

@@ -1,9 +1,11 @@
 """Outages mid-stream on real servers: the worker pauses, reports not ready, and recovers by itself.
 
-Three outages while a backlog is being read and more records are produced:
+Four outages while a backlog is being read and more records are produced:
 
 * a persistent redis-server (``appendonly yes``, ``appendfsync always``) shut down with
   SIGTERM and started again on the same port and directory;
+* every node of a persistent 3-node Redis Cluster shut down and started again (its
+  nodes.conf and data): no node answers, which redis-py reports as no ``RedisError``;
 * Redis paused with SIGSTOP for about 10 s, then SIGCONT: replies stop, connections stay
   open, so only the client's socket timeout turns it into an outage;
 * the broker (a private Tansu, not the session's) paused with SIGSTOP, then SIGCONT.
@@ -30,11 +32,12 @@ import pandas as pd
 import pytest
 import redis
 import structlog
+from redis.cluster import RedisCluster
 from streamtest import new_worker, produce, window_totals, write_config
 
 from stream_guard.assembly import metrics_reader
 from stream_guard.settings import Config, load_config
-from stream_guard.tools.embedded import Server, free_port, start_broker, start_redis
+from stream_guard.tools.embedded import Server, free_port, start_broker, start_redis, start_redis_cluster
 from stream_guard.tools.simulator import Simulator
 from stream_guard.worker import Worker
 
@@ -56,12 +59,13 @@ def _records() -> list[dict[str, Any]]:
     return Simulator(encoding="json", seed=61).records(sum(PARTS), START_MS, step_ms=STEP_MS)
 
 
-def _config(tmp_path: Path, bootstrap: str, redis_port: int, unique: str) -> Config:
+def _config(tmp_path: Path, bootstrap: str, redis_port: int, unique: str, *, cluster: bool = False) -> Config:
     """One model on fresh topics; ``[redis] socket_timeout_s`` lowered, so a paused Redis is an outage within a second."""
     write_config(
         tmp_path,
         bootstrap=bootstrap,
         redis_url=f"redis://127.0.0.1:{redis_port}/0",
+        redis_cluster=cluster,
         unique=unique,
         encoding="json",
         window_s=WINDOW_S,
@@ -171,7 +175,7 @@ def _run_through(config: Config, bootstrap: str, outage: Outage, *, hold_s: floa
     return Run(worker, logs, readiness, (started, ended), cpu)
 
 
-def _assert_exactly_once(run: Run, config: Config, client: redis.Redis) -> None:
+def _assert_exactly_once(run: Run, config: Config, client: redis.Redis | RedisCluster) -> None:
     """Every input record counted once: window totals and slice metrics equal a pandas count of the input."""
     frame = pd.DataFrame.from_records(_records())
     n = len(frame)
@@ -226,6 +230,23 @@ def test_redis_shut_down_mid_stream_and_restarted_loses_and_duplicates_nothing(
     finally:
         for server in servers:
             server.stop()
+
+
+def test_every_cluster_node_shut_down_mid_stream_and_restarted_loses_and_duplicates_nothing(
+    tmp_path: Path, bootstrap: str, unique: str
+) -> None:
+    """A persistent 3-node Redis Cluster, every node stopped mid-stream and restarted: an outage, not a crash."""
+    cluster = start_redis_cluster(3, tmp_path / "cluster", extra=PERSISTENT)
+    config = _config(tmp_path, bootstrap, cluster.ports[0], unique, cluster=True)
+    try:
+        run = _run_through(config, bootstrap, Outage(cluster.stop, cluster.restart))
+        client = RedisCluster.from_url(cluster.url, decode_responses=True)
+        _assert_exactly_once(run, config, client)
+        client.close()
+        _assert_waited(run)
+        assert run.state_changes()[0][1].startswith("redis unavailable: batch rewound, consumption paused")
+    finally:
+        cluster.stop()
 
 
 def test_redis_paused_mid_stream_is_an_outage_not_a_hang(tmp_path: Path, bootstrap: str, unique: str) -> None:
