@@ -181,13 +181,14 @@ def _run(args: argparse.Namespace) -> int:
         for worker in workers:
             worker.stop()
 
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    metrics, health = WorkerMetrics(), worker_health(config)
+
     def waiting() -> None:
         health.redis_ok = False
         health.loop_turned()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, stop)
-    metrics, health = WorkerMetrics(), worker_health(config)
     endpoint = start_http_endpoint(config, metrics, health)
     try:
         client = connect_when_reachable(config.redis, stopping, structlog.get_logger("stream_guard.cli"), waiting)

@@ -63,6 +63,14 @@ class RecordValidationError(DecodeError):
     stage = "TRANSFORMATION"
 
 
+class RedisClusterUnreachableError(StreamGuardError):
+    """No node of a Redis Cluster answers: an outage, retried like a one-server client's ``ConnectionError``.
+
+    redis-py raises a bare ``RedisClusterException`` for it (not a ``RedisError``); the
+    Cluster client of :func:`stream_guard.state.client.connect` raises this instead.
+    """
+
+
 class RegistryUnavailableError(StreamGuardError):
     """The Schema Registry could not answer; the batch is retried, records are not dead-lettered."""
 

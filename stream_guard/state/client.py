@@ -20,13 +20,13 @@ from redis.commands.core import Script
 from redis.exceptions import MovedError, NoScriptError, RedisClusterException, ResponseError, SlotNotCoveredError
 
 from stream_guard.backoff import Backoff
+from stream_guard.errors import RedisClusterUnreachableError
 from stream_guard.settings import RedisConfig
 from stream_guard.state.keys import ModelKeys
 
 __all__ = [
     "REDIS_CLIENTS",
     "REDIS_ERRORS",
-    "ClusterUnreachableError",
     "Pipeline",
     "RedisClient",
     "cluster_mode_problem",
@@ -46,16 +46,9 @@ REDIS_CLIENTS = (redis.Redis, RedisCluster)
 
 
 #: What a Redis outage raises: besides ``RedisError``, a Cluster client whose slot table lost a
-#: slot (its node down) raises ``SlotNotCoveredError``, which is not one.
-REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, SlotNotCoveredError)
-
-
-class ClusterUnreachableError(redis.ConnectionError):
-    """No node of a Redis Cluster answers: an outage, like a one-server client's ``ConnectionError``.
-
-    redis-py raises a bare ``RedisClusterException`` for it (not a ``RedisError``), which
-    would take the worker down instead of its batch being retried once the nodes are back.
-    """
+#: slot (its node down) raises ``SlotNotCoveredError``, which is not one, and one that reaches
+#: no node at all :class:`~stream_guard.errors.RedisClusterUnreachableError` (see ``_Cluster``).
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, SlotNotCoveredError, RedisClusterUnreachableError)
 
 
 @contextmanager
@@ -65,11 +58,15 @@ def _unreachable_as_outage() -> Iterator[None]:
     except RedisClusterException as exc:
         if isinstance(exc, SlotNotCoveredError) or not is_unreachable(exc):
             raise
-        raise ClusterUnreachableError(str(exc).splitlines()[0]) from exc
+        raise RedisClusterUnreachableError(str(exc).splitlines()[0]) from exc
 
 
 class _Cluster(RedisCluster):
-    """The Cluster client of :func:`connect`: no node answering raises :class:`ClusterUnreachableError`."""
+    """The Cluster client of :func:`connect`: no node answering is an outage (``REDIS_ERRORS``).
+
+    redis-py raises a bare ``RedisClusterException`` for it, which would take the worker
+    down instead of its batch being retried once the nodes are back.
+    """
 
     def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         with _unreachable_as_outage():
@@ -142,7 +139,7 @@ def cluster_mode_problem(client: RedisClient) -> str | None:
 
 def is_unreachable(exc: BaseException) -> bool:
     """Whether ``exc`` says the server (or no node of a Cluster) answers, or the Cluster's slots are not all served."""
-    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | SlotNotCoveredError):
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | SlotNotCoveredError | RedisClusterUnreachableError):
         return True
     text = str(exc)
     return isinstance(exc, RedisClusterException) and ("cannot be connected" in text or "not covered" in text)
@@ -150,7 +147,7 @@ def is_unreachable(exc: BaseException) -> bool:
 
 def describe_error(exc: BaseException) -> str | None:
     """One line for a Redis outage or a ``[redis] cluster`` setting that does not match the server; else None."""
-    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | SlotNotCoveredError):
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | SlotNotCoveredError | RedisClusterUnreachableError):
         return f"Redis unreachable ({exc}); check [redis] url and that the server runs"
     if isinstance(exc, MovedError) or (isinstance(exc, ResponseError) and str(exc).startswith("MOVED ")):
         return f"Redis answered {exc}: the server is a Redis Cluster, set [redis] cluster = true"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import redis
 from redis.exceptions import MovedError, RedisClusterException, SlotNotCoveredError
 
+from stream_guard.errors import RedisClusterUnreachableError
 from stream_guard.settings import RedisConfig
-from stream_guard.state.client import REDIS_CLIENTS, REDIS_ERRORS, ClusterUnreachableError, connect, describe_error
+from stream_guard.state.client import REDIS_CLIENTS, REDIS_ERRORS, connect, describe_error
 
 
 def test_one_server_client_is_built_without_connecting() -> None:
@@ -42,4 +43,4 @@ def test_outages_and_mismatched_settings_are_one_line_each() -> None:
     assert describe_error(RedisClusterException("EVALSHA - all keys must map to the same key slot")) is None
     assert describe_error(ValueError("no")) is None
     assert issubclass(SlotNotCoveredError, REDIS_ERRORS) and issubclass(redis.TimeoutError, REDIS_ERRORS)
-    assert issubclass(ClusterUnreachableError, REDIS_ERRORS), "every node of a Cluster down is an outage too"
+    assert issubclass(RedisClusterUnreachableError, REDIS_ERRORS), "every node of a Cluster down is an outage too"
