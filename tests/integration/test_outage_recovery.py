@@ -11,9 +11,10 @@ Four outages while a backlog is being read and more records are produced:
 * the broker (a private Tansu, not the session's) paused with SIGSTOP, then SIGCONT.
 
 After each, every record is counted exactly once: the window totals and the slice
-metrics equal a pandas count of the input; decoded + dead-lettered equals the consumed
-records and the input. Readiness is sampled throughout; the captured log shows the outage
-and the recovery as one line each.
+metrics equal a pandas count of the input, and the worker's counters account for every
+record it consumed. Readiness is sampled throughout, and the process's CPU time while the
+outage lasts shows no busy loop; the captured log shows the outage and the recovery as
+one line each.
 """
 
 from __future__ import annotations
@@ -51,7 +52,6 @@ PAUSE_S = 10.0
 #: Redis answers within this long or the worker takes it for an outage.
 SOCKET_TIMEOUT_S = 1.0
 PERSISTENT = ("--appendonly", "yes", "--appendfsync", "always")
-OUTAGE, RECOVERED = "outage", "recovered"
 
 
 def _records() -> list[dict[str, Any]]:
