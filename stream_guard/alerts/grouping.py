@@ -19,12 +19,21 @@ Within one window, findings join one *cluster* when
   calibration drift, the estimated drop) on one slice are one cluster (all traffic: slice
   ``*`` or ``""``), whatever their metric: a concept drift shows as all of them at once.
   Different slices stay apart: the slice attribution already decided they are different
-  causes (:mod:`~stream_guard.metrics.attribution`). They do not join a prediction drift:
-  an estimated drop is the actionable finding of a score shift, not its evidence.
+  causes (:mod:`~stream_guard.metrics.attribution`);
+* (e) a cluster holding a finding *on the score* (:data:`ON_SCORE`: an
+  ``estimated_performance_drop`` or a ``calibration_drift``) joins the window's prediction
+  drift, when it has one (before rule c, so all follow an input shift together). The
+  estimate is a function of the score histogram alone (CBPE): its drop beside a drift of
+  the scores is one observation of one cause, the score shift, told twice; and scores that
+  moved while the outcomes did not no longer mean what they did, which is what the
+  calibration check measures. The label-based findings on outcomes (slice performance,
+  degradation, concept drift) do not join a prediction drift, unless rule (d) ties them to
+  such a finding on their slice.
 
 The primary of a cluster is its first finding in :func:`primary_order`: tier (schema >
-type/range/sentinel > null/unseen > drift > prediction drift > performance), then
-severity, then magnitude (``|value - threshold|``), then count, then names. Other kinds
+type/range/sentinel > null/unseen > drift > prediction drift > performance; within
+performance, :data:`PERFORMANCE_ORDER`: the labels' verdict on the outcomes > calibration
+> the estimate), then severity, then magnitude (``|value - threshold|``), then count, then names. Other kinds
 (``event_time_skew``, ``known_bias``...) are never grouped.
 """
 
@@ -46,7 +55,9 @@ from stream_guard.settings.kinds import (
 
 __all__ = [
     "BURSTS",
+    "ON_SCORE",
     "PERFORMANCE",
+    "PERFORMANCE_ORDER",
     "TIERS",
     "cluster_keys",
     "cluster_window",
@@ -84,6 +95,17 @@ TIERS: dict[str, int] = {
 PERFORMANCE = frozenset(
     {SLICE_UNDERPERFORMANCE, PERFORMANCE_DEGRADATION, CONCEPT_DRIFT, CALIBRATION_DRIFT, ESTIMATED_PERFORMANCE_DROP}
 )
+#: Order of the performance findings within their tier: the labels' own verdict on the outcomes first,
+#: then the calibration check (realised against estimated), then the estimate, which reads no label.
+PERFORMANCE_ORDER: dict[str, int] = {
+    SLICE_UNDERPERFORMANCE: 0,
+    PERFORMANCE_DEGRADATION: 0,
+    CONCEPT_DRIFT: 0,
+    CALIBRATION_DRIFT: 1,
+    ESTIMATED_PERFORMANCE_DROP: 2,
+}
+#: Performance findings on the score itself, which follow a prediction drift (rule e).
+ON_SCORE = frozenset({ESTIMATED_PERFORMANCE_DROP, CALIBRATION_DRIFT})
 #: Kinds that make up the bursts of rule (b): each set is one cluster per window.
 BURSTS: tuple[frozenset[str], ...] = (frozenset({"undecodable"}), frozenset({"schema_change", "unexpected_field"}))
 #: Tiers of a feature's shift, which a prediction drift follows (rule c).
@@ -105,12 +127,13 @@ def magnitude(alert: Alert) -> float | None:
     return distance if math.isfinite(distance) else None
 
 
-def primary_order(alert: Alert) -> tuple[int, int, float, int, str, str, str]:
+def primary_order(alert: Alert) -> tuple[int, int, int, float, int, str, str, str]:
     """Sort key: the primary of a cluster sorts first."""
     size = magnitude(alert)
     tier = TIERS.get(alert.kind, len(TIERS) + (0 if alert.kind in PERFORMANCE else 1))
     return (
         tier,
+        PERFORMANCE_ORDER.get(alert.kind, 0),
         -rank(alert),
         -(size if size is not None else -1.0),
         -alert.count,
@@ -170,7 +193,7 @@ def early_order(alert: Alert) -> tuple[int, int, str, str, str]:
 
 
 def cluster_window(alerts: Iterable[Alert], outputs: frozenset[str] = frozenset()) -> list[list[Alert]]:
-    """One window's alerts in clusters (rules a-c), each sorted primary first; strongest cluster first.
+    """One window's alerts in clusters (rules a-e), each sorted primary first; strongest cluster first.
 
     ``outputs`` names the model's score and prediction fields: drifts on them count as prediction drift.
     """
@@ -195,6 +218,9 @@ def cluster_window(alerts: Iterable[Alert], outputs: frozenset[str] = frozenset(
     clusters = _collect(items, root)
     predicted = [c for c in clusters if any(is_prediction_drift(a.kind, a.feature, outputs) for a in c)]
     shifted = [c for c in clusters if c not in predicted and any(is_shift(a.kind, a.feature, outputs) for a in c)]
+    on_score = [c for c in clusters if c not in predicted and any(a.kind in ON_SCORE for a in c)]
+    if predicted and on_score:
+        clusters = _merge(clusters, on_score, predicted[0])
     if predicted and shifted:
         clusters = _merge(clusters, predicted, min(shifted, key=lambda c: primary_order(c[0])))
     return sorted((sorted(c, key=primary_order) for c in clusters), key=lambda c: primary_order(c[0]))

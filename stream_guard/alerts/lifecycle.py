@@ -7,7 +7,9 @@ part of it, or it names a feature the incident saw within one window, or it is a
 drift following a shift or another prediction drift the incident saw in this or the previous
 window, or it is a performance finding on a slice (or a crossing of a slice, for the same
 check) whose performance finding the incident saw in the range it covers: a slice alert of a
-later evaluation belongs to the broader drop it is part of). Otherwise it opens an incident
+later evaluation belongs to the broader drop it is part of; or a finding on the score (an
+estimated drop, a calibration drift) and a prediction drift, either following the other
+within the range the former rolled up: grouping's rule e across windows). Otherwise it opens an incident
 named by its primary finding's ``incident_id``. One alert per incident and window is
 considered: the window's primary finding of the incident, carrying the others as ``related``
 and the incident as ``cause_id``. For it:
@@ -17,12 +19,17 @@ and the incident as ``cause_id``. For it:
 * a window of the incident that was published before (its publication is retried, or
   late events completed its counts): published again under the same ``alert_id``;
 * a window older than the incident's first (its true onset, closed late): published, and
-  the incident's start moves to it;
+  the incident's start moves to it (a range that ends after the incident's first window,
+  e.g. the estimate's hour, is no older window, however far back it starts);
 * a window within ``cooldown`` of a published window of the incident (event time, on
   either side: windows may close out of order): recorded, nothing is published;
-* otherwise published only if it *escalates* the incident (a severity above every
-  published window's, or the opening finding's magnitude ``|value - threshold|`` or rate at
-  least ``escalation_factor`` times the largest published), or if no published window lies
+* otherwise published only if it *escalates* the incident (a higher :func:`level` than
+  every published window's: a higher severity, or, at the same severity, the first finding
+  on the model's performance in an incident that had none, e.g. the estimated drop that
+  follows a score shift: the cause's impact is news, and that alert leads with it, all
+  traffic's finding before a slice's; or the
+  opening finding's magnitude ``|value - threshold|`` or rate at least
+  ``escalation_factor`` times the largest published), or if no published window lies
   within ``remind_after`` of it (a reminder). An informational incident (severity INFO)
   is published once: never reminded, never escalated by magnitude or rate.
 
@@ -47,8 +54,10 @@ a period it flagged are in), handled when the window's resolutions are (:meth:`I
   alert carrying the outcome, in the same two phases as any resolution. An incident already
   confirmed is not refuted by a later period: it resolves as others do.
 
-An outcome of an incident that is not open is dropped, and an outcome alone does not keep
-its incident open.
+An outcome settles the open incident its drop belongs to: the drop's own, or the one it
+joined as evidence (a score shift's). A refutation closes only an incident the drop opened:
+the labels refute the estimate, not the score drift it followed. An outcome of a drop that
+is in no open incident is dropped, and an outcome alone does not keep its incident open.
 
 *Early alerts* (``[alerts] early_kinds``) open an incident at the batch that first shows a
 critical finding (:meth:`IncidentTracker.early`), before its window closes: one ``FIRING``
@@ -79,6 +88,7 @@ from dataclasses import dataclass
 
 from stream_guard.alerts.grouping import (
     BURSTS,
+    ON_SCORE,
     TIERS,
     cluster_keys,
     cluster_window,
@@ -115,6 +125,25 @@ class LifecycleSettings:
     @property
     def policy(self) -> ReminderPolicy:
         return ReminderPolicy(self.cooldown_s * 1000, self.remind_after_s * 1000, self.escalation_factor)
+
+
+def level(findings: Iterable[Alert]) -> int:
+    """How serious a window's findings of one incident are, the rank its escalation compares.
+
+    ``2 * severity rank`` (INFO 0, WARNING 2, CRITICAL 4), plus 1 when one of the findings is
+    on the model's performance (:data:`~stream_guard.alerts.grouping.PERFORMANCE`) and the
+    incident is not informational: at one severity, a cause whose impact on the model is
+    known outranks one whose impact is not. 0 stays "informational" (published once).
+    """
+    items = list(findings)
+    top = max((rank(a) for a in items), default=0)
+    impact = top > 0 and any(is_performance(a.kind) for a in items)
+    return 2 * top + int(impact)
+
+
+def _impact(rank_: int) -> bool:
+    """Whether a :func:`level` says the performance impact is known."""
+    return rank_ % 2 == 1
 
 
 class IncidentTracker:
@@ -170,31 +199,39 @@ class IncidentTracker:
         if not alerts:
             self._cause_of = {}
             return []
-        causes = self._causes(alerts)
+        causes, opened, peaks = self._causes(alerts)
         self._cause_of = {a.incident_id: cause for cause, members in causes.items() for a in members}
         out = []
         for cause, members in causes.items():
             members.sort(key=primary_order)
             primary = members[0]
             opener = next((a for a in members if a.incident_id == cause), None)
+            start = primary.window_start
+            if cause in opened and primary.window_end > opened[cause]:
+                # A range (a label-based check, the estimate) reaching back before the incident opened is
+                # no window closed out of order: not an onset (see the module docstring).
+                start = max(start, opened[cause])
             seen = Observation(
-                window_start=primary.window_start,
+                window_start=start,
                 window_end=primary.window_end,
                 count=primary.count,
                 summary=json.dumps(_summary(opener or primary)),
-                rank=max(rank(a) for a in members),
+                rank=level(members),
                 magnitude=magnitude(opener) if opener is not None else None,
                 rate=opener.rate if opener is not None else None,
                 members={a.incident_id: f"{a.kind}|{a.feature or ''}|{a.slice}" for a in members},
                 refresh=opener is not None,
             )
             decision = self._state.observe_incident(cause, seen, self._settings.policy)
+            lead = primary
             if decision == "update":  # the early alert's window: its finding leads, as it did early
                 lead = opener or primary
-                others = [a for a in members if a is not lead]
-                out.append(dataclasses.replace(lead, cause_id=cause, related=related(others)))
-            elif decision in ("open", "repeat", "onset", "escalate", "remind"):
-                out.append(dataclasses.replace(primary, cause_id=cause, related=related(members[1:])))
+            elif decision == "escalate" and _impact(seen.rank) and not _impact(peaks.get(cause, -1)):
+                lead = _impact_lead(members)  # the impact is the news
+            elif decision not in ("open", "repeat", "onset", "escalate", "remind"):
+                continue
+            others = [a for a in members if a is not lead]
+            out.append(dataclasses.replace(lead, cause_id=cause, related=related(others)))
         return out
 
     def early(self, alerts: Sequence[Alert]) -> list[Alert]:
@@ -232,7 +269,7 @@ class IncidentTracker:
                     window_end=lead.window_end,
                     count=lead.count,
                     summary=json.dumps(_summary(lead)),
-                    rank=max(rank(a) for a in cluster),
+                    rank=level(cluster),
                     members={a.incident_id: f"{a.kind}|{a.feature or ''}|{a.slice}" for a in cluster},
                 )
                 claims = sorted({key for a in cluster for key in cluster_keys(a)})
@@ -270,8 +307,9 @@ class IncidentTracker:
             self._remember_early(done)
         self._early_pending = []
 
-    def _causes(self, alerts: list[Alert]) -> dict[str, list[Alert]]:
-        """The window's alerts by the incident (cause) each belongs to, strongest cluster first."""
+    def _causes(self, alerts: list[Alert]) -> tuple[dict[str, list[Alert]], dict[str, int], dict[str, int]]:
+        """The window's alerts by the incident (cause) each belongs to, strongest cluster first; and the
+        first window start and the peak :func:`level` published of each open incident."""
         open_ = self._state.open_incidents() if any(a.kind in TIERS or is_performance(a.kind) for a in alerts) else {}
         members = {cause: _members(record) for cause, record in open_.items()}
         opened = {cause: int(record.get("opened_start", "0")) for cause, record in open_.items()}
@@ -283,7 +321,7 @@ class IncidentTracker:
             ]
             cause = min(candidates, key=lambda c: (opened[c], c)) if candidates else cluster[0].incident_id
             causes.setdefault(cause, []).extend(cluster)
-        return causes
+        return causes, opened, {cause: int(record.get("peak_rank", "-1")) for cause, record in open_.items()}
 
     def resolved(self, window_end: int, still_firing: set[str]) -> list[Alert]:
         """RESOLVED alerts for incidents absent from every window up to ``window_end``.
@@ -315,16 +353,16 @@ class IncidentTracker:
         """The incidents the window's outcomes settled, and the alerts to publish for them."""
         settled: set[str] = set()
         out = []
-        refuting = any(a.outcome == REFUTED for a in self._outcomes)
-        confirmed = {i for i, r in self._state.open_incidents().items() if "confirmed" in r} if refuting else set()
+        open_ = self._state.open_incidents() if self._outcomes else {}
+        confirmed = {i for i, r in open_.items() if "confirmed" in r}
         for alert in sorted(self._outcomes, key=lambda a: (a.incident_id, a.outcome or "")):
-            incident_id = alert.incident_id
-            if incident_id in settled:
+            incident_id = _holder(alert.incident_id, open_)
+            if incident_id is None or incident_id in settled:
                 continue
             if alert.outcome == CONFIRMED and self._state.confirm_incident(incident_id, window_end):
                 settled.add(incident_id)
                 out.append(dataclasses.replace(alert, cause_id=incident_id))
-            elif alert.outcome == REFUTED and incident_id not in confirmed:
+            elif alert.outcome == REFUTED and incident_id == alert.incident_id and incident_id not in confirmed:
                 fields = self._state.resolve_incident(incident_id, window_end)
                 if fields is None:
                     continue
@@ -397,6 +435,21 @@ def _members(record: dict[str, str]) -> dict[str, tuple[str, int]]:
     }
 
 
+def _impact_lead(members: Sequence[Alert]) -> Alert:
+    """The finding that tells a cause's impact on the model: on all traffic before any slice, then primary order."""
+    return min(
+        (a for a in members if is_performance(a.kind)), key=lambda a: (bool(slice_parts(a.slice)), primary_order(a))
+    )
+
+
+def _holder(finding_id: str, open_: dict[str, dict[str, str]]) -> str | None:
+    """The open incident a finding belongs to: its own, else the earliest opened that holds it as evidence."""
+    if finding_id in open_:
+        return finding_id
+    holders = [c for c, record in open_.items() if f"m|{finding_id}" in record]
+    return min(holders, key=lambda c: (int(open_[c].get("opened_start", "0")), c)) if holders else None
+
+
 def _belongs(cluster: list[Alert], members: dict[str, tuple[str, int]], start: int, outputs: frozenset[str]) -> bool:
     """Whether a window's cluster joins an open incident with these members (see the module docstring)."""
     if any(a.incident_id in members for a in cluster):
@@ -413,6 +466,10 @@ def _belongs(cluster: list[Alert], members: dict[str, tuple[str, int]], start: i
             if predicted and is_shift(kind, feature or None, outputs) and feature != alert.feature:
                 return True
             if predicted and is_prediction_drift(kind, feature or None, outputs):
+                return True
+            if predicted and kind in ON_SCORE:
+                return True
+            if alert.kind in ON_SCORE and is_prediction_drift(kind, feature or None, outputs):
                 return True
     return any(_same_performance(alert, members.values(), start) for alert in cluster)
 
