@@ -20,20 +20,18 @@ Within one window, findings join one *cluster* when
   ``*`` or ``""``), whatever their metric: a concept drift shows as all of them at once.
   Different slices stay apart: the slice attribution already decided they are different
   causes (:mod:`~stream_guard.metrics.attribution`);
-* (e) a cluster holding a finding *on the score* (:data:`ON_SCORE`: an
-  ``estimated_performance_drop`` or a ``calibration_drift``) joins the window's prediction
-  drift, when it has one (before rule c, so all follow an input shift together). The
-  estimate is a function of the score histogram alone (CBPE): its drop beside a drift of
-  the scores is one observation of one cause, the score shift, told twice; and scores that
-  moved while the outcomes did not no longer mean what they did, which is what the
-  calibration check measures. The label-based findings on outcomes (slice performance,
-  degradation, concept drift) do not join a prediction drift, unless rule (d) ties them to
-  such a finding on their slice.
+* (e) a cluster holding a finding made from the scores alone (:data:`ON_SCORE`: an
+  ``estimated_performance_drop``) joins the window's prediction drift, when it has one
+  (before rule c, so both follow an input shift together). The estimate is a function of
+  the score histogram (CBPE): its drop beside a drift of the scores is one observation of
+  one cause, the score shift, told twice. The findings that carry the labels' evidence
+  (slice performance, degradation, concept and calibration drift) do not join a prediction
+  drift, unless rule (d) ties them to such a drop on their slice: a concept drift
+  (P(label | score) changed) is a cause of its own, even while the scores move.
 
 The primary of a cluster is its first finding in :func:`primary_order`: tier (schema >
-type/range/sentinel > null/unseen > drift > prediction drift > performance; within
-performance, :data:`PERFORMANCE_ORDER`: the labels' verdict on the outcomes > calibration
-> the estimate), then severity, then magnitude (``|value - threshold|``), then count, then names. Other kinds
+type/range/sentinel > null/unseen > drift > prediction drift > performance), then
+severity, then magnitude (``|value - threshold|``), then count, then names. Other kinds
 (``event_time_skew``, ``known_bias``...) are never grouped.
 """
 
@@ -57,7 +55,6 @@ __all__ = [
     "BURSTS",
     "ON_SCORE",
     "PERFORMANCE",
-    "PERFORMANCE_ORDER",
     "TIERS",
     "cluster_keys",
     "cluster_window",
@@ -95,17 +92,8 @@ TIERS: dict[str, int] = {
 PERFORMANCE = frozenset(
     {SLICE_UNDERPERFORMANCE, PERFORMANCE_DEGRADATION, CONCEPT_DRIFT, CALIBRATION_DRIFT, ESTIMATED_PERFORMANCE_DROP}
 )
-#: Order of the performance findings within their tier: the labels' own verdict on the outcomes first,
-#: then the calibration check (realised against estimated), then the estimate, which reads no label.
-PERFORMANCE_ORDER: dict[str, int] = {
-    SLICE_UNDERPERFORMANCE: 0,
-    PERFORMANCE_DEGRADATION: 0,
-    CONCEPT_DRIFT: 0,
-    CALIBRATION_DRIFT: 1,
-    ESTIMATED_PERFORMANCE_DROP: 2,
-}
-#: Performance findings on the score itself, which follow a prediction drift (rule e).
-ON_SCORE = frozenset({ESTIMATED_PERFORMANCE_DROP, CALIBRATION_DRIFT})
+#: Performance findings made from the scores alone, which follow a prediction drift (rule e).
+ON_SCORE = frozenset({ESTIMATED_PERFORMANCE_DROP})
 #: Kinds that make up the bursts of rule (b): each set is one cluster per window.
 BURSTS: tuple[frozenset[str], ...] = (frozenset({"undecodable"}), frozenset({"schema_change", "unexpected_field"}))
 #: Tiers of a feature's shift, which a prediction drift follows (rule c).
@@ -127,13 +115,12 @@ def magnitude(alert: Alert) -> float | None:
     return distance if math.isfinite(distance) else None
 
 
-def primary_order(alert: Alert) -> tuple[int, int, int, float, int, str, str, str]:
+def primary_order(alert: Alert) -> tuple[int, int, float, int, str, str, str]:
     """Sort key: the primary of a cluster sorts first."""
     size = magnitude(alert)
     tier = TIERS.get(alert.kind, len(TIERS) + (0 if alert.kind in PERFORMANCE else 1))
     return (
         tier,
-        PERFORMANCE_ORDER.get(alert.kind, 0),
         -rank(alert),
         -(size if size is not None else -1.0),
         -alert.count,

@@ -7,9 +7,9 @@ part of it, or it names a feature the incident saw within one window, or it is a
 drift following a shift or another prediction drift the incident saw in this or the previous
 window, or it is a performance finding on a slice (or a crossing of a slice, for the same
 check) whose performance finding the incident saw in the range it covers: a slice alert of a
-later evaluation belongs to the broader drop it is part of; or a finding on the score (an
-estimated drop, a calibration drift) and a prediction drift, either following the other
-within the range the former rolled up: grouping's rule e across windows). Otherwise it opens an incident
+later evaluation belongs to the broader drop it is part of; or an estimated drop and a
+prediction drift, either following the other within the range the drop rolled up: grouping's
+rule e across windows). Otherwise it opens an incident
 named by its primary finding's ``incident_id``. One alert per incident and window is
 considered: the window's primary finding of the incident, carrying the others as ``related``
 and the incident as ``cause_id``. For it:
@@ -17,17 +17,20 @@ and the incident as ``cause_id``. For it:
 * no open incident: the incident opens and the alert is published (``FIRING``);
 * the window an early alert opened the incident at (below): published (``update``);
 * a window of the incident that was published before (its publication is retried, or
-  late events completed its counts): published again under the same ``alert_id``;
+  late events completed its counts): published again under the same ``alert_id``; not a
+  finding of a later check whose range ends where that window did (the label-delayed
+  concept check's), which was not part of that publication;
 * a window older than the incident's first (its true onset, closed late): published, and
   the incident's start moves to it (a range that ends after the incident's first window,
   e.g. the estimate's hour, is no older window, however far back it starts);
 * a window within ``cooldown`` of a published window of the incident (event time, on
-  either side: windows may close out of order): recorded, nothing is published;
+  either side: windows may close out of order): recorded, nothing is published (unless it
+  brings the incident's first performance finding, below);
 * otherwise published only if it *escalates* the incident (a higher :func:`level` than
   every published window's: a higher severity, or, at the same severity, the first finding
   on the model's performance in an incident that had none, e.g. the estimated drop that
-  follows a score shift: the cause's impact is news, and that alert leads with it, all
-  traffic's finding before a slice's; or the
+  follows a score shift: the cause's impact is news, published at once whatever the
+  cooldown, and that alert leads with it, all traffic's finding before a slice's; or the
   opening finding's magnitude ``|value - threshold|`` or rate at least
   ``escalation_factor`` times the largest published), or if no published window lies
   within ``remind_after`` of it (a reminder). An informational incident (severity INFO)
@@ -199,7 +202,9 @@ class IncidentTracker:
         if not alerts:
             self._cause_of = {}
             return []
-        causes, opened, peaks = self._causes(alerts)
+        causes, before = self._causes(alerts)
+        opened = {c: int(r.get("opened_start", "0")) for c, r in before.items()}
+        peaks = {c: int(r.get("peak_rank", "-1")) for c, r in before.items()}
         self._cause_of = {a.incident_id: cause for cause, members in causes.items() for a in members}
         out = []
         for cause, members in causes.items():
@@ -222,12 +227,18 @@ class IncidentTracker:
                 members={a.incident_id: f"{a.kind}|{a.feature or ''}|{a.slice}" for a in members},
                 refresh=opener is not None,
             )
-            decision = self._state.observe_incident(cause, seen, self._settings.policy)
+            policy = self._settings.policy
+            impact = cause in peaks and _impact(seen.rank) and not _impact(peaks[cause])
+            if impact:  # the cause's impact on the model is news a person acts on: no cooldown holds it back
+                policy = dataclasses.replace(policy, cooldown_ms=0)
+            decision = self._state.observe_incident(cause, seen, policy)
             lead = primary
             if decision == "update":  # the early alert's window: its finding leads, as it did early
                 lead = opener or primary
-            elif decision == "escalate" and _impact(seen.rank) and not _impact(peaks.get(cause, -1)):
+            elif decision == "escalate" and impact:
                 lead = _impact_lead(members)  # the impact is the news
+            elif decision == "repeat" and not _was_published(before.get(cause), primary):
+                continue  # a later check's range ends where a publication's window did: no retry of it
             elif decision not in ("open", "repeat", "onset", "escalate", "remind"):
                 continue
             others = [a for a in members if a is not lead]
@@ -307,9 +318,9 @@ class IncidentTracker:
             self._remember_early(done)
         self._early_pending = []
 
-    def _causes(self, alerts: list[Alert]) -> tuple[dict[str, list[Alert]], dict[str, int], dict[str, int]]:
+    def _causes(self, alerts: list[Alert]) -> tuple[dict[str, list[Alert]], dict[str, dict[str, str]]]:
         """The window's alerts by the incident (cause) each belongs to, strongest cluster first; and the
-        first window start and the peak :func:`level` published of each open incident."""
+        records of the open incidents, as read before this window."""
         open_ = self._state.open_incidents() if any(a.kind in TIERS or is_performance(a.kind) for a in alerts) else {}
         members = {cause: _members(record) for cause, record in open_.items()}
         opened = {cause: int(record.get("opened_start", "0")) for cause, record in open_.items()}
@@ -321,7 +332,7 @@ class IncidentTracker:
             ]
             cause = min(candidates, key=lambda c: (opened[c], c)) if candidates else cluster[0].incident_id
             causes.setdefault(cause, []).extend(cluster)
-        return causes, opened, {cause: int(record.get("peak_rank", "-1")) for cause, record in open_.items()}
+        return causes, open_
 
     def resolved(self, window_end: int, still_firing: set[str]) -> list[Alert]:
         """RESOLVED alerts for incidents absent from every window up to ``window_end``.
@@ -433,6 +444,16 @@ def _members(record: dict[str, str]) -> dict[str, tuple[str, int]]:
         for name, descriptor in record.items()
         if name.startswith("m|")
     }
+
+
+def _was_published(record: dict[str, str] | None, primary: Alert) -> bool:
+    """Whether a repeat of ``primary``'s window retries a publication it was part of.
+
+    Not when ``primary`` is new to the incident: a later check whose range ends where a
+    published window did. Without the record read before the window (kinds that are never
+    grouped), a repeat is a retry.
+    """
+    return record is None or f"m|{primary.incident_id}" in record
 
 
 def _impact_lead(members: Sequence[Alert]) -> Alert:

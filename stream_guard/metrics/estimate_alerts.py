@@ -35,8 +35,8 @@ and a score) and live histograms on the same bins; without them it raises nothin
   ``REFUTED``. The alert (same incident as the drop, ``outcome`` set) is for the incident
   lifecycle, which publishes a confirmation once per incident and closes a refuted one.
 * **Calibration drift** (needs labels: it runs on the label-gated ``performance_every_s``
-  windows, over the same range as the slice checks, the ``performance_lookback_s`` up to the
-  window's end, whose labels the gate waited for): in each slice with enough labels, covering at least
+  windows, over the ``performance_lookback_s`` that ended ``performance_label_delay_s``
+  before the window's end, as the other label-based checks): in each slice with enough labels, covering at least
   :data:`MIN_LABEL_COVERAGE` of its scored events, each of :data:`CALIBRATION_METRICS`
   (accuracy, precision, recall) is compared with its estimate: beyond the band when it
   differs by more than ``estimate_z`` of the estimate's std (widened for the unlabelled
@@ -208,10 +208,10 @@ class EstimatePerformanceEvaluator:
         labelled_every = settings.performance_every_s * 1000  # the label-gated windows
         if self.labels.get(model.name) and labelled_every > 0 and window.start_ms % labelled_every == 0:
             lookback = settings.performance_lookback_s * 1000
-            at_calibration_level = calibration_level(settings)
-            rollup = reader.rollup(window.end_ms - lookback, window.end_ms)
-            alerts += self.calibration(model.name, rollup, estimation, at_calibration_level)
             end = window.end_ms - settings.performance_label_delay_s * 1000
+            alerts += self.calibration(
+                model.name, reader.rollup(end - lookback, end), estimation, calibration_level(settings)
+            )
             alerts += self.outcomes(model.name, reader.rollup(end - span, end), estimation, at_drop_level)
         return alerts
 

@@ -224,14 +224,15 @@ def test_the_score_the_prediction_drift_and_the_estimated_drop_they_imply_are_on
     alone = cluster_window([estimate, labelled, finding("null_rate", "age")], outputs)
     assert [names(c) for c in alone] == [
         [("null_rate", "age")],
-        [("slice_underperformance", "recall")],  # the labels' verdict before the estimate
         [("estimated_performance_drop", "accuracy")],
+        [("slice_underperformance", "recall")],
     ]
 
 
 def test_later_performance_findings_join_the_incident_of_their_cause() -> None:
     """A score shift opens one incident, the prediction drift of the next window joins it, and so does the estimated
-    drop of the window after (its impact: it escalates the incident, leading the alert, once the cooldown allows);
+    drop of the window after (its impact: it escalates the incident at once, whatever the cooldown, leading the alert;
+    once: the next drop is within the cooldown again);
     the label-based findings on * that follow join it, and so does a slice of the * drop in a later
     evaluation whose range reaches back to it. A performance finding no recent finding of the incident covers
     opens its own, and so do one on a slice unrelated to the open one and one on its parent (a broader drop is
@@ -243,16 +244,16 @@ def test_later_performance_findings_join_the_incident_of_their_cause() -> None:
     settings = LifecycleSettings(cooldown_s=120, resolve_after_s=900)
     t = IncidentTracker(store, settings=settings, outputs=("score", "prediction"))
     assert close(t, 0, finding("online_drift", "score", minute=0)) == [("FIRING", "online_drift", "score", 0)]
-    estimate = on_slice(finding("estimated_performance_drop", "accuracy", minute=1), "*")
-    assert close(t, 1, finding("prediction_drift", "prediction", minute=1), estimate) == []  # the cooldown
-    later_estimate = on_slice(finding("estimated_performance_drop", "accuracy", minute=4), "*")
-    impact = t.publishable([later_estimate])
-    t.resolved(START + 5 * MINUTE, {later_estimate.incident_id})
-    t.delivered(START + 5 * MINUTE)
+    assert close(t, 1, finding("prediction_drift", "prediction", minute=1)) == []  # the cooldown
+    estimate = on_slice(finding("estimated_performance_drop", "accuracy", minute=2), "*")
+    impact = t.publishable([estimate])
+    t.resolved(START + 3 * MINUTE, {estimate.incident_id})
+    t.delivered(START + 3 * MINUTE)
     score = finding("online_drift", "score").incident_id
     assert [(a.kind, a.slice, a.window_start, a.cause_id) for a in impact] == [
-        ("estimated_performance_drop", "*", START + 4 * MINUTE, score)
+        ("estimated_performance_drop", "*", START + 2 * MINUTE, score)
     ]
+    assert close(t, 4, on_slice(finding("estimated_performance_drop", "accuracy", minute=4), "*")) == []
     all_traffic = on_slice(finding("slice_underperformance", "recall", minute=2), "*")
     assert close(t, 9, finding("concept_drift", "error_rate", minute=2), all_traffic) == []
     assert close(t, 10, on_slice(finding("slice_underperformance", "recall", minute=3), "channel=web")) == []
@@ -379,6 +380,17 @@ def test_a_drift_of_the_score_field_is_prediction_drift() -> None:
     alone = IncidentTracker(MemoryState(ModelKeys("sg", "other"), window_ms=MINUTE, lateness_ms=0))
     close(alone, 0, finding("out_of_range", minute=0))
     assert close(alone, 1, finding("online_drift", "score", minute=1)) == [("FIRING", "online_drift", "score", 1)]
+
+
+def test_a_later_checks_finding_whose_range_ends_at_a_published_window_is_no_retry_of_it() -> None:
+    """The label-delayed concept check's period may end where a published window did: it joins, publishes nothing.
+    The published window closed again (a retry) still publishes the same alert."""
+    t = tracker(cooldown_s=600, resolve_after_s=900)
+    first = on_slice(finding("slice_underperformance", "recall", minute=0), "*")
+    assert close(t, 0, first) == [("FIRING", "slice_underperformance", "recall", 0)]
+    assert close(t, 5, finding("concept_drift", "error_rate", minute=0)) == []  # same window end, a later check
+    again = t.publishable([first])
+    assert [a.alert_id for a in again] == [first.alert_id]
 
 
 # --------------------------------------------------------------------------- outcomes settled by labels
