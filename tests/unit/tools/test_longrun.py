@@ -25,8 +25,7 @@ SMALL_FAULTS = tuple(
     fault_named(n)
     for n in ("string_number", "unit_x1000", "null_burst", "unseen_category", "gradual_mean_shift", "score_shift")
 )
-#: Without the label-free estimate, which the labelled replays below run at the default rate (its reference here,
-#: 10k events, is too small for its per-slice calibration).
+#: Without the label-free estimate: the labelled replays below run it, at the default rate and reference size.
 SMALL = LongRunSettings(
     events_per_second=5.0,
     clean_s=360,
