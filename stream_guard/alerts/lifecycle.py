@@ -145,8 +145,8 @@ def level(findings: Iterable[Alert]) -> int:
 
 
 def _impact(rank_: int) -> bool:
-    """Whether a :func:`level` says the performance impact is known."""
-    return rank_ % 2 == 1
+    """Whether a :func:`level` says the performance impact is known (-1, nothing published yet: no)."""
+    return rank_ > 0 and rank_ % 2 == 1
 
 
 class IncidentTracker:
