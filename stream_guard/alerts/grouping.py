@@ -60,9 +60,11 @@ __all__ = [
     "cluster_window",
     "early_order",
     "groups_by_feature",
+    "has_impact",
     "is_performance",
     "is_prediction_drift",
     "is_shift",
+    "level",
     "magnitude",
     "primary_order",
     "rank",
@@ -234,3 +236,22 @@ def related(evidence: Iterable[Alert]) -> tuple[Related, ...]:
         Related(a.kind, a.feature, a.slice, a.count, a.value, a.threshold, a.severity)
         for a in sorted(evidence, key=primary_order)
     )
+
+
+def level(findings: Iterable[Alert]) -> int:
+    """How serious a window's findings of one incident are, the rank its escalation compares.
+
+    ``2 * severity rank`` (INFO 0, WARNING 2, CRITICAL 4), plus 1 when one of the findings is
+    on the model's performance (:data:`~stream_guard.alerts.grouping.PERFORMANCE`) and the
+    incident is not informational: at one severity, a cause whose impact on the model is
+    known outranks one whose impact is not. 0 stays "informational" (published once).
+    """
+    items = list(findings)
+    top = max((rank(a) for a in items), default=0)
+    impact = top > 0 and any(is_performance(a.kind) for a in items)
+    return 2 * top + int(impact)
+
+
+def has_impact(rank_: int) -> bool:
+    """Whether a :func:`level` says the performance impact is known (-1, nothing published yet: no)."""
+    return rank_ > 0 and rank_ % 2 == 1

@@ -26,7 +26,7 @@ and the incident as ``cause_id``. For it:
 * a window within ``cooldown`` of a published window of the incident (event time, on
   either side: windows may close out of order): recorded, nothing is published (unless it
   brings the incident's first performance finding, below);
-* otherwise published only if it *escalates* the incident (a higher :func:`level` than
+* otherwise published only if it *escalates* the incident (a higher :func:`~stream_guard.alerts.grouping.level` than
   every published window's: a higher severity, or, at the same severity, the first finding
   on the model's performance in an incident that had none, e.g. the estimated drop that
   follows a score shift: the cause's impact is news, published at once whatever the
@@ -90,22 +90,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from stream_guard.alerts.grouping import (
-    BURSTS,
-    ON_SCORE,
     TIERS,
     cluster_keys,
     cluster_window,
     early_order,
-    groups_by_feature,
+    has_impact,
     is_performance,
-    is_prediction_drift,
-    is_shift,
+    level,
     magnitude,
     primary_order,
-    rank,
     related,
     slice_parts,
 )
+from stream_guard.alerts.joining import incident_holding, incident_members, joins_incident
 from stream_guard.alerts.model import CONFIRMED, REFUTED, Alert, Related, Severity
 from stream_guard.settings.kinds import KNOWN_BIAS
 from stream_guard.state.client import REDIS_CLIENTS, RedisClient
@@ -128,25 +125,6 @@ class LifecycleSettings:
     @property
     def policy(self) -> ReminderPolicy:
         return ReminderPolicy(self.cooldown_s * 1000, self.remind_after_s * 1000, self.escalation_factor)
-
-
-def level(findings: Iterable[Alert]) -> int:
-    """How serious a window's findings of one incident are, the rank its escalation compares.
-
-    ``2 * severity rank`` (INFO 0, WARNING 2, CRITICAL 4), plus 1 when one of the findings is
-    on the model's performance (:data:`~stream_guard.alerts.grouping.PERFORMANCE`) and the
-    incident is not informational: at one severity, a cause whose impact on the model is
-    known outranks one whose impact is not. 0 stays "informational" (published once).
-    """
-    items = list(findings)
-    top = max((rank(a) for a in items), default=0)
-    impact = top > 0 and any(is_performance(a.kind) for a in items)
-    return 2 * top + int(impact)
-
-
-def _impact(rank_: int) -> bool:
-    """Whether a :func:`level` says the performance impact is known (-1, nothing published yet: no)."""
-    return rank_ > 0 and rank_ % 2 == 1
 
 
 class IncidentTracker:
@@ -228,7 +206,7 @@ class IncidentTracker:
                 refresh=opener is not None,
             )
             policy = self._settings.policy
-            impact = cause in peaks and _impact(seen.rank) and not _impact(peaks[cause])
+            impact = cause in peaks and has_impact(seen.rank) and not has_impact(peaks[cause])
             if impact:  # the cause's impact on the model is news a person acts on: no cooldown holds it back
                 policy = dataclasses.replace(policy, cooldown_ms=0)
             decision = self._state.observe_incident(cause, seen, policy)
@@ -295,9 +273,9 @@ class IncidentTracker:
 
     def _early_cause(self, cluster: list[Alert], open_: dict[str, dict[str, str]], start: int) -> str | None:
         """The incident a batch's cluster fires early for, or None (an open incident covers it)."""
-        members = {cause: _members(record) for cause, record in open_.items()}
+        members = {cause: incident_members(record) for cause, record in open_.items()}
         lead = cluster[0].incident_id
-        candidates = [c for c in members if _belongs(cluster, members[c], start, self._outputs)]
+        candidates = [c for c in members if joins_incident(cluster, members[c], start, self._outputs)]
         candidates = candidates or [c for c in members if c == lead]
         if not candidates:
             return lead
@@ -322,12 +300,12 @@ class IncidentTracker:
         """The window's alerts by the incident (cause) each belongs to, strongest cluster first; and the
         records of the open incidents, as read before this window."""
         open_ = self._state.open_incidents() if any(a.kind in TIERS or is_performance(a.kind) for a in alerts) else {}
-        members = {cause: _members(record) for cause, record in open_.items()}
+        members = {cause: incident_members(record) for cause, record in open_.items()}
         opened = {cause: int(record.get("opened_start", "0")) for cause, record in open_.items()}
         causes: dict[str, list[Alert]] = {}
         for cluster in cluster_window(alerts, self._outputs):
             start = cluster[0].window_start
-            candidates = [c for c in members if _belongs(cluster, members[c], start, self._outputs)] or [
+            candidates = [c for c in members if joins_incident(cluster, members[c], start, self._outputs)] or [
                 c for c in members if c == cluster[0].incident_id
             ]
             cause = min(candidates, key=lambda c: (opened[c], c)) if candidates else cluster[0].incident_id
@@ -353,7 +331,7 @@ class IncidentTracker:
             fields = self._state.resolve_incident(incident_id, window_end)
             if fields is None:
                 continue
-            others = {m: d for m, (d, _) in _members(fields).items() if m != incident_id}
+            others = {m: d for m, (d, _) in incident_members(fields).items() if m != incident_id}
             marked[incident_id] = sorted(others)
             if json.loads(fields["alert"])["kind"] == KNOWN_BIAS:
                 continue  # a fact of the reference, raised once: it closes silently, nothing ended
@@ -367,7 +345,7 @@ class IncidentTracker:
         open_ = self._state.open_incidents() if self._outcomes else {}
         confirmed = {i for i, r in open_.items() if "confirmed" in r}
         for alert in sorted(self._outcomes, key=lambda a: (a.incident_id, a.outcome or "")):
-            incident_id = _holder(alert.incident_id, open_)
+            incident_id = incident_holding(alert.incident_id, open_)
             if incident_id is None or incident_id in settled:
                 continue
             if alert.outcome == CONFIRMED and self._state.confirm_incident(incident_id, window_end):
@@ -378,7 +356,7 @@ class IncidentTracker:
                 if fields is None:
                     continue
                 settled.add(incident_id)
-                others = {m: d for m, (d, _) in _members(fields).items() if m != incident_id}
+                others = {m: d for m, (d, _) in incident_members(fields).items() if m != incident_id}
                 self._resolving.setdefault(window_end, {})[incident_id] = sorted(others)
                 out.append(self._refutation(incident_id, fields, others, alert))
         return settled, out
@@ -437,15 +415,6 @@ def _summary(alert: Alert) -> dict[str, object]:
     return record
 
 
-def _members(record: dict[str, str]) -> dict[str, tuple[str, int]]:
-    """An incident record's findings: id -> (``kind|feature|slice``, end of its last window)."""
-    return {
-        name[2:]: (descriptor, int(record.get(f"s|{name[2:]}", "-1")))
-        for name, descriptor in record.items()
-        if name.startswith("m|")
-    }
-
-
 def _was_published(record: dict[str, str] | None, primary: Alert) -> bool:
     """Whether a repeat of ``primary``'s window retries a publication it was part of.
 
@@ -461,57 +430,3 @@ def _impact_lead(members: Sequence[Alert]) -> Alert:
     return min(
         (a for a in members if is_performance(a.kind)), key=lambda a: (bool(slice_parts(a.slice)), primary_order(a))
     )
-
-
-def _holder(finding_id: str, open_: dict[str, dict[str, str]]) -> str | None:
-    """The open incident a finding belongs to: its own, else the earliest opened that holds it as evidence."""
-    if finding_id in open_:
-        return finding_id
-    holders = [c for c, record in open_.items() if f"m|{finding_id}" in record]
-    return min(holders, key=lambda c: (int(open_[c].get("opened_start", "0")), c)) if holders else None
-
-
-def _belongs(cluster: list[Alert], members: dict[str, tuple[str, int]], start: int, outputs: frozenset[str]) -> bool:
-    """Whether a window's cluster joins an open incident with these members (see the module docstring)."""
-    if any(a.incident_id in members for a in cluster):
-        return True
-    recent = [descriptor.split("|", 2)[:2] for descriptor, last in members.values() if last >= start]
-    for alert in cluster:
-        for kind, feature in recent:
-            same_feature = feature == alert.feature and groups_by_feature(kind, feature)
-            if same_feature and groups_by_feature(alert.kind, alert.feature):
-                return True
-            if any(alert.kind in burst and kind in burst for burst in BURSTS):
-                return True
-            predicted = is_prediction_drift(alert.kind, alert.feature, outputs)
-            if predicted and is_shift(kind, feature or None, outputs) and feature != alert.feature:
-                return True
-            if predicted and is_prediction_drift(kind, feature or None, outputs):
-                return True
-            if predicted and kind in ON_SCORE:
-                return True
-            if alert.kind in ON_SCORE and is_prediction_drift(kind, feature or None, outputs):
-                return True
-    return any(_same_performance(alert, members.values(), start) for alert in cluster)
-
-
-def _same_performance(alert: Alert, members: Iterable[tuple[str, int]], start: int) -> bool:
-    """A performance finding on a slice an open incident's recent performance finding is about, or covers.
-
-    The same slice (any performance kind, as rule (d) groups them in one window), or a
-    parent of it with the same kind and metric (``*`` is every slice's): a slice alert of a
-    later evaluation joins the incident of the broader drop it is part of, as attribution
-    would have made it evidence in one evaluation. Never the other way round: a broader
-    drop does not join the incident of one slice.
-    """
-    if not is_performance(alert.kind):
-        return False
-    mine = slice_parts(alert.slice)
-    for descriptor, last in members:
-        kind, feature, slice_ = descriptor.split("|", 2)
-        if last < start or not is_performance(kind):
-            continue
-        theirs = slice_parts(slice_)
-        if theirs == mine or (theirs < mine and kind == alert.kind and feature == (alert.feature or "")):
-            return True
-    return False

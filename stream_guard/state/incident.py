@@ -45,7 +45,7 @@ class Observation:
     count: int
     #: JSON summary of the finding the incident is named after (its RESOLVED alert's).
     summary: str
-    #: The window's level of the incident (:func:`~stream_guard.alerts.lifecycle.level`: 2 x the severity rank
+    #: The window's level of the incident (:func:`~stream_guard.alerts.grouping.level`: 2 x the severity rank
     #: of its most severe finding, + 1 with a performance finding; 0 is informational).
     rank: int
     #: Distance of the opening finding's value from its threshold in this window, if it has one.

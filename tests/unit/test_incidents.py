@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from stream_guard.alerts.grouping import cluster_window, magnitude, primary_order
-from stream_guard.alerts.lifecycle import IncidentTracker, LifecycleSettings, level
+from stream_guard.alerts.grouping import cluster_window, level, magnitude, primary_order
+from stream_guard.alerts.lifecycle import IncidentTracker, LifecycleSettings
 from stream_guard.alerts.model import Alert, Severity
 from stream_guard.alerts.render import render_alert
 from stream_guard.settings.kinds import OVERFLOW
