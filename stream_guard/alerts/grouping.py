@@ -19,8 +19,15 @@ Within one window, findings join one *cluster* when
   calibration drift, the estimated drop) on one slice are one cluster (all traffic: slice
   ``*`` or ``""``), whatever their metric: a concept drift shows as all of them at once.
   Different slices stay apart: the slice attribution already decided they are different
-  causes (:mod:`~stream_guard.metrics.attribution`). They do not join a prediction drift:
-  an estimated drop is the actionable finding of a score shift, not its evidence.
+  causes (:mod:`~stream_guard.metrics.attribution`);
+* (e) a cluster holding a finding made from the scores alone (:data:`ON_SCORE`: an
+  ``estimated_performance_drop``) joins the window's prediction drift, when it has one
+  (before rule c, so both follow an input shift together). The estimate is a function of
+  the score histogram (CBPE): its drop beside a drift of the scores is one observation of
+  one cause, the score shift, told twice. The findings that carry the labels' evidence
+  (slice performance, degradation, concept and calibration drift) do not join a prediction
+  drift, unless rule (d) ties them to such a drop on their slice: a concept drift
+  (P(label | score) changed) is a cause of its own, even while the scores move.
 
 The primary of a cluster is its first finding in :func:`primary_order`: tier (schema >
 type/range/sentinel > null/unseen > drift > prediction drift > performance), then
@@ -46,15 +53,18 @@ from stream_guard.settings.kinds import (
 
 __all__ = [
     "BURSTS",
+    "ON_SCORE",
     "PERFORMANCE",
     "TIERS",
     "cluster_keys",
     "cluster_window",
     "early_order",
     "groups_by_feature",
+    "has_impact",
     "is_performance",
     "is_prediction_drift",
     "is_shift",
+    "level",
     "magnitude",
     "primary_order",
     "rank",
@@ -84,6 +94,8 @@ TIERS: dict[str, int] = {
 PERFORMANCE = frozenset(
     {SLICE_UNDERPERFORMANCE, PERFORMANCE_DEGRADATION, CONCEPT_DRIFT, CALIBRATION_DRIFT, ESTIMATED_PERFORMANCE_DROP}
 )
+#: Performance findings made from the scores alone, which follow a prediction drift (rule e).
+ON_SCORE = frozenset({ESTIMATED_PERFORMANCE_DROP})
 #: Kinds that make up the bursts of rule (b): each set is one cluster per window.
 BURSTS: tuple[frozenset[str], ...] = (frozenset({"undecodable"}), frozenset({"schema_change", "unexpected_field"}))
 #: Tiers of a feature's shift, which a prediction drift follows (rule c).
@@ -170,7 +182,7 @@ def early_order(alert: Alert) -> tuple[int, int, str, str, str]:
 
 
 def cluster_window(alerts: Iterable[Alert], outputs: frozenset[str] = frozenset()) -> list[list[Alert]]:
-    """One window's alerts in clusters (rules a-c), each sorted primary first; strongest cluster first.
+    """One window's alerts in clusters (rules a-e), each sorted primary first; strongest cluster first.
 
     ``outputs`` names the model's score and prediction fields: drifts on them count as prediction drift.
     """
@@ -195,6 +207,9 @@ def cluster_window(alerts: Iterable[Alert], outputs: frozenset[str] = frozenset(
     clusters = _collect(items, root)
     predicted = [c for c in clusters if any(is_prediction_drift(a.kind, a.feature, outputs) for a in c)]
     shifted = [c for c in clusters if c not in predicted and any(is_shift(a.kind, a.feature, outputs) for a in c)]
+    on_score = [c for c in clusters if c not in predicted and any(a.kind in ON_SCORE for a in c)]
+    if predicted and on_score:
+        clusters = _merge(clusters, on_score, predicted[0])
     if predicted and shifted:
         clusters = _merge(clusters, predicted, min(shifted, key=lambda c: primary_order(c[0])))
     return sorted((sorted(c, key=primary_order) for c in clusters), key=lambda c: primary_order(c[0]))
@@ -221,3 +236,22 @@ def related(evidence: Iterable[Alert]) -> tuple[Related, ...]:
         Related(a.kind, a.feature, a.slice, a.count, a.value, a.threshold, a.severity)
         for a in sorted(evidence, key=primary_order)
     )
+
+
+def level(findings: Iterable[Alert]) -> int:
+    """How serious a window's findings of one incident are, the rank its escalation compares.
+
+    ``2 * severity rank`` (INFO 0, WARNING 2, CRITICAL 4), plus 1 when one of the findings is
+    on the model's performance (:data:`~stream_guard.alerts.grouping.PERFORMANCE`) and the
+    incident is not informational: at one severity, a cause whose impact on the model is
+    known outranks one whose impact is not. 0 stays "informational" (published once).
+    """
+    items = list(findings)
+    top = max((rank(a) for a in items), default=0)
+    impact = top > 0 and any(is_performance(a.kind) for a in items)
+    return 2 * top + int(impact)
+
+
+def has_impact(rank_: int) -> bool:
+    """Whether a :func:`level` says the performance impact is known (-1, nothing published yet: no)."""
+    return rank_ > 0 and rank_ % 2 == 1

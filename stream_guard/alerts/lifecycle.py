@@ -7,7 +7,9 @@ part of it, or it names a feature the incident saw within one window, or it is a
 drift following a shift or another prediction drift the incident saw in this or the previous
 window, or it is a performance finding on a slice (or a crossing of a slice, for the same
 check) whose performance finding the incident saw in the range it covers: a slice alert of a
-later evaluation belongs to the broader drop it is part of). Otherwise it opens an incident
+later evaluation belongs to the broader drop it is part of; or an estimated drop and a
+prediction drift, either following the other within the range the drop rolled up: grouping's
+rule e across windows). Otherwise it opens an incident
 named by its primary finding's ``incident_id``. One alert per incident and window is
 considered: the window's primary finding of the incident, carrying the others as ``related``
 and the incident as ``cause_id``. For it:
@@ -15,14 +17,22 @@ and the incident as ``cause_id``. For it:
 * no open incident: the incident opens and the alert is published (``FIRING``);
 * the window an early alert opened the incident at (below): published (``update``);
 * a window of the incident that was published before (its publication is retried, or
-  late events completed its counts): published again under the same ``alert_id``;
+  late events completed its counts): published again under the same ``alert_id``; not a
+  finding of a later check whose range ends where that window did (the label-delayed
+  concept check's), which was not part of that publication;
 * a window older than the incident's first (its true onset, closed late): published, and
-  the incident's start moves to it;
+  the incident's start moves to it (a range that ends after the incident's first window,
+  e.g. the estimate's hour, is no older window, however far back it starts);
 * a window within ``cooldown`` of a published window of the incident (event time, on
-  either side: windows may close out of order): recorded, nothing is published;
-* otherwise published only if it *escalates* the incident (a severity above every
-  published window's, or the opening finding's magnitude ``|value - threshold|`` or rate at
-  least ``escalation_factor`` times the largest published), or if no published window lies
+  either side: windows may close out of order): recorded, nothing is published (unless it
+  brings the incident's first performance finding, below);
+* otherwise published only if it *escalates* the incident (a higher :func:`~stream_guard.alerts.grouping.level` than
+  every published window's: a higher severity, or, at the same severity, the first finding
+  on the model's performance in an incident that had none, e.g. the estimated drop that
+  follows a score shift: the cause's impact is news, published at once whatever the
+  cooldown, and that alert leads with it, all traffic's finding before a slice's; or the
+  opening finding's magnitude ``|value - threshold|`` or rate at least
+  ``escalation_factor`` times the largest published), or if no published window lies
   within ``remind_after`` of it (a reminder). An informational incident (severity INFO)
   is published once: never reminded, never escalated by magnitude or rate.
 
@@ -47,8 +57,10 @@ a period it flagged are in), handled when the window's resolutions are (:meth:`I
   alert carrying the outcome, in the same two phases as any resolution. An incident already
   confirmed is not refuted by a later period: it resolves as others do.
 
-An outcome of an incident that is not open is dropped, and an outcome alone does not keep
-its incident open.
+An outcome settles the open incident its drop belongs to: the drop's own, or the one it
+joined as evidence (a score shift's). A refutation closes only an incident the drop opened:
+the labels refute the estimate, not the score drift it followed. An outcome of a drop that
+is in no open incident is dropped, and an outcome alone does not keep its incident open.
 
 *Early alerts* (``[alerts] early_kinds``) open an incident at the batch that first shows a
 critical finding (:meth:`IncidentTracker.early`), before its window closes: one ``FIRING``
@@ -78,21 +90,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from stream_guard.alerts.grouping import (
-    BURSTS,
     TIERS,
     cluster_keys,
     cluster_window,
     early_order,
-    groups_by_feature,
+    has_impact,
     is_performance,
-    is_prediction_drift,
-    is_shift,
+    level,
     magnitude,
     primary_order,
-    rank,
     related,
     slice_parts,
 )
+from stream_guard.alerts.joining import incident_holding, incident_members, joins_incident
 from stream_guard.alerts.model import CONFIRMED, REFUTED, Alert, Related, Severity
 from stream_guard.settings.kinds import KNOWN_BIAS
 from stream_guard.state.client import REDIS_CLIENTS, RedisClient
@@ -170,31 +180,47 @@ class IncidentTracker:
         if not alerts:
             self._cause_of = {}
             return []
-        causes = self._causes(alerts)
+        causes, before = self._causes(alerts)
+        opened = {c: int(r.get("opened_start", "0")) for c, r in before.items()}
+        peaks = {c: int(r.get("peak_rank", "-1")) for c, r in before.items()}
         self._cause_of = {a.incident_id: cause for cause, members in causes.items() for a in members}
         out = []
         for cause, members in causes.items():
             members.sort(key=primary_order)
             primary = members[0]
             opener = next((a for a in members if a.incident_id == cause), None)
+            start = primary.window_start
+            if cause in opened and primary.window_end > opened[cause]:
+                # A range (a label-based check, the estimate) reaching back before the incident opened is
+                # no window closed out of order: not an onset (see the module docstring).
+                start = max(start, opened[cause])
             seen = Observation(
-                window_start=primary.window_start,
+                window_start=start,
                 window_end=primary.window_end,
                 count=primary.count,
                 summary=json.dumps(_summary(opener or primary)),
-                rank=max(rank(a) for a in members),
+                rank=level(members),
                 magnitude=magnitude(opener) if opener is not None else None,
                 rate=opener.rate if opener is not None else None,
                 members={a.incident_id: f"{a.kind}|{a.feature or ''}|{a.slice}" for a in members},
                 refresh=opener is not None,
             )
-            decision = self._state.observe_incident(cause, seen, self._settings.policy)
+            policy = self._settings.policy
+            impact = cause in peaks and has_impact(seen.rank) and not has_impact(peaks[cause])
+            if impact:  # the cause's impact on the model is news a person acts on: no cooldown holds it back
+                policy = dataclasses.replace(policy, cooldown_ms=0)
+            decision = self._state.observe_incident(cause, seen, policy)
+            lead = primary
             if decision == "update":  # the early alert's window: its finding leads, as it did early
                 lead = opener or primary
-                others = [a for a in members if a is not lead]
-                out.append(dataclasses.replace(lead, cause_id=cause, related=related(others)))
-            elif decision in ("open", "repeat", "onset", "escalate", "remind"):
-                out.append(dataclasses.replace(primary, cause_id=cause, related=related(members[1:])))
+            elif decision == "escalate" and impact:
+                lead = _impact_lead(members)  # the impact is the news
+            elif decision == "repeat" and not _was_published(before.get(cause), primary):
+                continue  # a later check's range ends where a publication's window did: no retry of it
+            elif decision not in ("open", "repeat", "onset", "escalate", "remind"):
+                continue
+            others = [a for a in members if a is not lead]
+            out.append(dataclasses.replace(lead, cause_id=cause, related=related(others)))
         return out
 
     def early(self, alerts: Sequence[Alert]) -> list[Alert]:
@@ -232,7 +258,7 @@ class IncidentTracker:
                     window_end=lead.window_end,
                     count=lead.count,
                     summary=json.dumps(_summary(lead)),
-                    rank=max(rank(a) for a in cluster),
+                    rank=level(cluster),
                     members={a.incident_id: f"{a.kind}|{a.feature or ''}|{a.slice}" for a in cluster},
                 )
                 claims = sorted({key for a in cluster for key in cluster_keys(a)})
@@ -247,9 +273,9 @@ class IncidentTracker:
 
     def _early_cause(self, cluster: list[Alert], open_: dict[str, dict[str, str]], start: int) -> str | None:
         """The incident a batch's cluster fires early for, or None (an open incident covers it)."""
-        members = {cause: _members(record) for cause, record in open_.items()}
+        members = {cause: incident_members(record) for cause, record in open_.items()}
         lead = cluster[0].incident_id
-        candidates = [c for c in members if _belongs(cluster, members[c], start, self._outputs)]
+        candidates = [c for c in members if joins_incident(cluster, members[c], start, self._outputs)]
         candidates = candidates or [c for c in members if c == lead]
         if not candidates:
             return lead
@@ -270,20 +296,21 @@ class IncidentTracker:
             self._remember_early(done)
         self._early_pending = []
 
-    def _causes(self, alerts: list[Alert]) -> dict[str, list[Alert]]:
-        """The window's alerts by the incident (cause) each belongs to, strongest cluster first."""
+    def _causes(self, alerts: list[Alert]) -> tuple[dict[str, list[Alert]], dict[str, dict[str, str]]]:
+        """The window's alerts by the incident (cause) each belongs to, strongest cluster first; and the
+        records of the open incidents, as read before this window."""
         open_ = self._state.open_incidents() if any(a.kind in TIERS or is_performance(a.kind) for a in alerts) else {}
-        members = {cause: _members(record) for cause, record in open_.items()}
+        members = {cause: incident_members(record) for cause, record in open_.items()}
         opened = {cause: int(record.get("opened_start", "0")) for cause, record in open_.items()}
         causes: dict[str, list[Alert]] = {}
         for cluster in cluster_window(alerts, self._outputs):
             start = cluster[0].window_start
-            candidates = [c for c in members if _belongs(cluster, members[c], start, self._outputs)] or [
+            candidates = [c for c in members if joins_incident(cluster, members[c], start, self._outputs)] or [
                 c for c in members if c == cluster[0].incident_id
             ]
             cause = min(candidates, key=lambda c: (opened[c], c)) if candidates else cluster[0].incident_id
             causes.setdefault(cause, []).extend(cluster)
-        return causes
+        return causes, open_
 
     def resolved(self, window_end: int, still_firing: set[str]) -> list[Alert]:
         """RESOLVED alerts for incidents absent from every window up to ``window_end``.
@@ -304,7 +331,7 @@ class IncidentTracker:
             fields = self._state.resolve_incident(incident_id, window_end)
             if fields is None:
                 continue
-            others = {m: d for m, (d, _) in _members(fields).items() if m != incident_id}
+            others = {m: d for m, (d, _) in incident_members(fields).items() if m != incident_id}
             marked[incident_id] = sorted(others)
             if json.loads(fields["alert"])["kind"] == KNOWN_BIAS:
                 continue  # a fact of the reference, raised once: it closes silently, nothing ended
@@ -315,21 +342,21 @@ class IncidentTracker:
         """The incidents the window's outcomes settled, and the alerts to publish for them."""
         settled: set[str] = set()
         out = []
-        refuting = any(a.outcome == REFUTED for a in self._outcomes)
-        confirmed = {i for i, r in self._state.open_incidents().items() if "confirmed" in r} if refuting else set()
+        open_ = self._state.open_incidents() if self._outcomes else {}
+        confirmed = {i for i, r in open_.items() if "confirmed" in r}
         for alert in sorted(self._outcomes, key=lambda a: (a.incident_id, a.outcome or "")):
-            incident_id = alert.incident_id
-            if incident_id in settled:
+            incident_id = incident_holding(alert.incident_id, open_)
+            if incident_id is None or incident_id in settled:
                 continue
             if alert.outcome == CONFIRMED and self._state.confirm_incident(incident_id, window_end):
                 settled.add(incident_id)
                 out.append(dataclasses.replace(alert, cause_id=incident_id))
-            elif alert.outcome == REFUTED and incident_id not in confirmed:
+            elif alert.outcome == REFUTED and incident_id == alert.incident_id and incident_id not in confirmed:
                 fields = self._state.resolve_incident(incident_id, window_end)
                 if fields is None:
                     continue
                 settled.add(incident_id)
-                others = {m: d for m, (d, _) in _members(fields).items() if m != incident_id}
+                others = {m: d for m, (d, _) in incident_members(fields).items() if m != incident_id}
                 self._resolving.setdefault(window_end, {})[incident_id] = sorted(others)
                 out.append(self._refutation(incident_id, fields, others, alert))
         return settled, out
@@ -388,52 +415,18 @@ def _summary(alert: Alert) -> dict[str, object]:
     return record
 
 
-def _members(record: dict[str, str]) -> dict[str, tuple[str, int]]:
-    """An incident record's findings: id -> (``kind|feature|slice``, end of its last window)."""
-    return {
-        name[2:]: (descriptor, int(record.get(f"s|{name[2:]}", "-1")))
-        for name, descriptor in record.items()
-        if name.startswith("m|")
-    }
+def _was_published(record: dict[str, str] | None, primary: Alert) -> bool:
+    """Whether a repeat of ``primary``'s window retries a publication it was part of.
 
-
-def _belongs(cluster: list[Alert], members: dict[str, tuple[str, int]], start: int, outputs: frozenset[str]) -> bool:
-    """Whether a window's cluster joins an open incident with these members (see the module docstring)."""
-    if any(a.incident_id in members for a in cluster):
-        return True
-    recent = [descriptor.split("|", 2)[:2] for descriptor, last in members.values() if last >= start]
-    for alert in cluster:
-        for kind, feature in recent:
-            same_feature = feature == alert.feature and groups_by_feature(kind, feature)
-            if same_feature and groups_by_feature(alert.kind, alert.feature):
-                return True
-            if any(alert.kind in burst and kind in burst for burst in BURSTS):
-                return True
-            predicted = is_prediction_drift(alert.kind, alert.feature, outputs)
-            if predicted and is_shift(kind, feature or None, outputs) and feature != alert.feature:
-                return True
-            if predicted and is_prediction_drift(kind, feature or None, outputs):
-                return True
-    return any(_same_performance(alert, members.values(), start) for alert in cluster)
-
-
-def _same_performance(alert: Alert, members: Iterable[tuple[str, int]], start: int) -> bool:
-    """A performance finding on a slice an open incident's recent performance finding is about, or covers.
-
-    The same slice (any performance kind, as rule (d) groups them in one window), or a
-    parent of it with the same kind and metric (``*`` is every slice's): a slice alert of a
-    later evaluation joins the incident of the broader drop it is part of, as attribution
-    would have made it evidence in one evaluation. Never the other way round: a broader
-    drop does not join the incident of one slice.
+    Not when ``primary`` is new to the incident: a later check whose range ends where a
+    published window did. Without the record read before the window (kinds that are never
+    grouped), a repeat is a retry.
     """
-    if not is_performance(alert.kind):
-        return False
-    mine = slice_parts(alert.slice)
-    for descriptor, last in members:
-        kind, feature, slice_ = descriptor.split("|", 2)
-        if last < start or not is_performance(kind):
-            continue
-        theirs = slice_parts(slice_)
-        if theirs == mine or (theirs < mine and kind == alert.kind and feature == (alert.feature or "")):
-            return True
-    return False
+    return record is None or f"m|{primary.incident_id}" in record
+
+
+def _impact_lead(members: Sequence[Alert]) -> Alert:
+    """The finding that tells a cause's impact on the model: on all traffic before any slice, then primary order."""
+    return min(
+        (a for a in members if is_performance(a.kind)), key=lambda a: (bool(slice_parts(a.slice)), primary_order(a))
+    )

@@ -21,7 +21,10 @@ class DriftRuns:
     The verdicts are remembered by the process that closes the windows. A window that
     was not judged (too few values) breaks a run; so does one this process did not
     close (closed by another worker, or before a restart): the alert then waits for a
-    run of windows this process closed.
+    run of windows this process closed. They are not checkpointed: the windows close
+    under a lease, away from the batches whose fenced updates carry the detectors'
+    checkpoints, so a restart costs a drift up to ``persistence - 1`` windows of delay; its
+    incident, kept in Redis, takes the alert in when it comes, so it is not published twice.
 
     >>> runs = DriftRuns(2)
     >>> [runs.observe("amount", start, start + 60, drifted) for start, drifted in [(0, True), (60, True), (120, False)]]

@@ -65,7 +65,7 @@ from stream_guard.metrics.performance import performance_degradation, two_propor
 from stream_guard.metrics.query import MetricsReader
 from stream_guard.settings.detectors import DetectorSpec
 from stream_guard.settings.kinds import CONCEPT_DRIFT, PERFORMANCE_DEGRADATION
-from stream_guard.settings.metrics import MetricsSettings
+from stream_guard.settings.metrics import MetricsSettings, repeated_alpha
 
 if TYPE_CHECKING:
     from stream_guard.model import ModelRuntime
@@ -259,7 +259,8 @@ class ConceptDriftEvaluator:
         cls, model_name: str, reader: MetricsReader | None, settings: MetricsSettings
     ) -> ConceptDriftEvaluator:
         """The evaluator of a model's ``[models.metrics]`` (``performance_*``, ``baseline_error_rate``,
-        ``concept_detector[_params]``, ``task``).
+        ``concept_detector[_params]``, ``task``); the degradation test at the level its cadence
+        leaves of ``performance_false_alarms_per_week`` (:func:`~stream_guard.settings.metrics.repeated_alpha`).
 
         Raises
         ------
@@ -272,7 +273,7 @@ class ConceptDriftEvaluator:
             every_ms=settings.performance_every_s * 1000,
             lookback_ms=settings.performance_lookback_s * 1000,
             min_support=settings.performance_min_support,
-            alpha=settings.performance_alpha,
+            alpha=repeated_alpha(settings, settings.performance_every_s),
             baseline_error_rate=settings.baseline_error_rate,
             detector=DetectorSpec(settings.concept_detector, dict(settings.concept_detector_params)),
             task=settings.task,

@@ -13,12 +13,15 @@ and a score) and live histograms on the same bins; without them it raises nothin
   The decision (:func:`drop_tests`) differs between the overall traffic and the slices:
 
   - ``*`` is one test per metric: flagged when lower by more than ``estimate_z`` (3)
-    standard deviations, NannyML's threshold on the reference's chunk std;
+    standard deviations, NannyML's threshold on the reference's chunk std, or more when
+    the weekly budget needs it (:func:`drop_level`: 4.57 at 60 s windows and two metrics);
   - the other slices are many tests at once: their one-sided normal p-values are
     Benjamini-Hochberg adjusted across the slices of the metric (``*`` left out, as it is
     decided on its own) and a slice is significant when its adjusted p is at most
-    ``performance_alpha``, the false discovery rate of the realised slice tests. A fixed
-    ``z`` would let the false alerts grow with the number of slices;
+    the evaluation's level: ``performance_false_alarms_per_week`` spread over the
+    evaluations of a week and the metrics (:func:`~stream_guard.settings.metrics.repeated_alpha`,
+    at most ``performance_alpha``). A fixed ``z`` would let the false alerts grow with the
+    number of slices;
 
   both flagged only when also lower by at least ``performance_min_effect``. Flagged slices
   are attributed as the label-based slice alerts are, one alert per cause. When labels
@@ -37,7 +40,8 @@ and a score) and live histograms on the same bins; without them it raises nothin
   :data:`MIN_LABEL_COVERAGE` of its scored events, each of :data:`CALIBRATION_METRICS`
   (accuracy, precision, recall) is compared with its estimate: beyond the band when it
   differs by more than ``estimate_z`` of the estimate's std (widened for the unlabelled
-  share) and by at least ``performance_min_effect``. The estimate of that slice is then
+  share; the slices' gaps one Benjamini-Hochberg family at the level its cadence leaves of
+  ``performance_false_alarms_per_week``) and by at least ``performance_min_effect``. The estimate of that slice is then
   unreliable: CBPE sees covariate shift only, and this is how concept drift shows. One
   broken calibration moves several metrics, so the findings are one per cause
   (:func:`calibration_causes`): the slices are attributed per metric, then a slice's
@@ -77,7 +81,7 @@ from stream_guard.metrics.query import MetricsReader, Rollup
 from stream_guard.metrics.rollups import RollupCache, Rollups
 from stream_guard.profile_estimate import ReferenceEstimation
 from stream_guard.settings.kinds import CALIBRATION_DRIFT, ESTIMATED_PERFORMANCE_DROP
-from stream_guard.settings.metrics import MetricsSettings
+from stream_guard.settings.metrics import MetricsSettings, repeated_alpha, repeated_z
 
 if TYPE_CHECKING:
     from stream_guard.model import ModelRuntime
@@ -105,6 +109,36 @@ def _outcome_alert(
             f"(the estimate was {t.value:.3f})"
         ),
         value=realised,
+    )
+
+
+def drop_level(settings: MetricsSettings, every_s: float) -> MetricsSettings:
+    """``settings`` with the drop check's level and z when it runs every ``every_s``, within the weekly budget.
+
+    Per estimated metric two families of tests: ``*`` at a fixed z, the slices together
+    (Benjamini-Hochberg); :func:`~stream_guard.settings.metrics.repeated_alpha` spreads
+    ``performance_false_alarms_per_week`` over them and the evaluations of a week.
+    """
+    families = 2 * len(settings.estimate_metrics)
+    return replace(
+        settings,
+        performance_alpha=repeated_alpha(settings, every_s, families),
+        estimate_z=repeated_z(settings, every_s, families),
+    )
+
+
+def calibration_level(settings: MetricsSettings) -> MetricsSettings:
+    """``settings`` with the calibration check's level and z (every ``performance_every_s``), within the budget.
+
+    One Benjamini-Hochberg family of every slice and metric, and ``*`` at a fixed z on each of
+    :data:`CALIBRATION_METRICS`.
+    """
+    families = 1 + len(CALIBRATION_METRICS)
+    every_s = settings.performance_every_s
+    return replace(
+        settings,
+        performance_alpha=repeated_alpha(settings, every_s, families),
+        estimate_z=repeated_z(settings, every_s, families),
     )
 
 
@@ -167,15 +201,18 @@ class EstimatePerformanceEvaluator:
         alerts = []
         span = settings.estimate_window_s * 1000
         every = settings.estimate_every_s * 1000
+        at_drop_level = drop_level(settings, (every or window.end_ms - window.start_ms) / 1000)
         if every == 0 or window.start_ms % every == 0:
             rollup = reader.rollup(window.end_ms - span, window.end_ms)
-            alerts += self.drops(model.name, rollup, estimation, settings)
+            alerts += self.drops(model.name, rollup, estimation, at_drop_level)
         labelled_every = settings.performance_every_s * 1000  # the label-gated windows
         if self.labels.get(model.name) and labelled_every > 0 and window.start_ms % labelled_every == 0:
-            end = window.end_ms - settings.performance_label_delay_s * 1000
             lookback = settings.performance_lookback_s * 1000
-            alerts += self.calibration(model.name, reader.rollup(end - lookback, end), estimation, settings)
-            alerts += self.outcomes(model.name, reader.rollup(end - span, end), estimation, settings)
+            end = window.end_ms - settings.performance_label_delay_s * 1000
+            alerts += self.calibration(
+                model.name, reader.rollup(end - lookback, end), estimation, calibration_level(settings)
+            )
+            alerts += self.outcomes(model.name, reader.rollup(end - span, end), estimation, at_drop_level)
         return alerts
 
     def drops(

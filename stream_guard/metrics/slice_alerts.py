@@ -6,7 +6,8 @@ Per tested metric (``recall`` and ``accuracy``; ``mae`` for regression), over th
    its counts on the labelled reference when the profile has them, else its counts in the
    previous lookback of the same length; a slice without a baseline of enough support is
    compared with the rest of the traffic. Flagged: significant after Benjamini-Hochberg
-   **and** worse by at least ``performance_min_effect``;
+   (at the evaluation's level: ``alpha``, which :meth:`PerformanceEvaluator.for_settings`
+   derives from the weekly budget) **and** worse by at least ``performance_min_effect``;
 2. the flagged slices are attributed (:func:`~stream_guard.metrics.attribution.attribute`):
    one ``slice_underperformance`` alert per cause, the slices it explains as evidence;
 3. with ``performance_max_gap`` set for the metric, a slice whose gap to the rest of the
@@ -39,7 +40,7 @@ from stream_guard.metrics.query import MetricsReader, Rollup
 from stream_guard.metrics.rollups import RollupCache, Rollups
 from stream_guard.profile_performance import KnownBias, ReferencePerformance
 from stream_guard.settings.kinds import KNOWN_BIAS, SLICE_UNDERPERFORMANCE
-from stream_guard.settings.metrics import MetricsSettings
+from stream_guard.settings.metrics import MetricsSettings, repeated_alpha
 
 if TYPE_CHECKING:
     from stream_guard.model import ModelRuntime
@@ -108,18 +109,23 @@ class PerformanceEvaluator:
     ) -> PerformanceEvaluator:
         """The evaluator of one model, with its ``[models.metrics]`` ``performance_*`` settings.
 
+        Each evaluation tests at the level that keeps its chance alerts within
+        ``performance_false_alarms_per_week`` (:func:`~stream_guard.settings.metrics.repeated_alpha`
+        over its evaluations a week and its families: one per metric, one per fairness metric).
         Its rollups are cached on tiles of the evaluation grid (``performance_every_s``): an
         evaluation sums again only the tiles that changed since the last one, so its cost
         does not grow with the lookback (:mod:`~stream_guard.metrics.rollups`).
         """
         every_ms, lookback_ms = settings.performance_every_s * 1000, settings.performance_lookback_s * 1000
+        tested = ["mae"] if settings.task == "regression" else list(metrics)
+        families = len(tested) + sum(m in settings.performance_max_gap for m in tested)
         return cls(
             {model_name: RollupCache(reader, math.gcd(every_ms, lookback_ms))},
             metrics=metrics,
             lookback_ms=lookback_ms,
             every_ms=every_ms,
             min_support=settings.performance_min_support,
-            alpha=settings.performance_alpha,
+            alpha=repeated_alpha(settings, settings.performance_every_s, families),
             min_effect=settings.performance_min_effect,
             max_gap=settings.performance_max_gap,
             severity=severity,

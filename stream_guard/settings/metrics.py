@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any, Literal
 
 from stream_guard.settings.detectors import DetectorSpec
+from stream_guard.settings.drift import WEEK_S
 
-__all__ = ["GAP_METRICS", "LabelSettings", "MetricsSettings", "performance_settings_problems"]
+__all__ = [
+    "GAP_METRICS",
+    "LabelSettings",
+    "MetricsSettings",
+    "performance_settings_problems",
+    "repeated_alpha",
+    "repeated_z",
+]
 
 #: Metrics a slice can be tested on (against its baseline or the rest of the traffic).
 GAP_METRICS = ("recall", "precision", "specificity", "accuracy", "error_rate", "mae")
@@ -45,8 +54,15 @@ class MetricsSettings:
     performance_lookback_s: int = 24 * 3600
     #: Least labelled events behind a performance test, in each group compared.
     performance_min_support: int = 100
-    #: Significance level of the performance tests.
+    #: Significance level of the performance tests: of ``learn``'s known-bias test, and the
+    #: most any one evaluation of a repeated check may use (see the next setting).
     performance_alpha: float = 0.01
+    #: False alerts a week of clean traffic each repeated performance check may raise by
+    #: chance (``slice_underperformance``, ``performance_degradation``, the estimate's slice
+    #: drops, ``calibration_drift``): one evaluation tests at this divided by its evaluations a
+    #: week and its metrics (:func:`repeated_alpha`; a union bound over time), at most
+    #: ``performance_alpha``. Four checks at 0.1 spend 0.4 of the one-a-week budget.
+    performance_false_alarms_per_week: float = 0.1
     #: Least drop of a slice's metric below its baseline (absolute: 0.05 = 5 points; MAE:
     #: relative, 0.05 = 5 % higher) for a ``slice_underperformance`` alert; also the least
     #: gap to the rest of the reference that makes a ``known_bias``. Never a p-value alone.
@@ -107,6 +123,40 @@ class LabelSettings:
     hold_s: int = 3600
 
 
+def repeated_alpha(settings: MetricsSettings, every_s: float, metrics: int = 1) -> float:
+    """The level of one evaluation of a check that runs every ``every_s`` on ``metrics`` families of tests.
+
+    Each family (one metric's slices, Benjamini-Hochberg adjusted) raises a chance alert in
+    an evaluation of clean traffic with probability at most its level, so a week of
+    ``WEEK_S / every_s`` evaluations raises at most ``level * evaluations * metrics`` of
+    them on average, whatever the overlap of their ranges (a union bound):
+    ``performance_false_alarms_per_week`` divided by evaluations and metrics, and never
+    more than ``performance_alpha``.
+
+    >>> round(repeated_alpha(MetricsSettings(), 3600, metrics=2), 6)   # hourly, recall and accuracy
+    0.000298
+    >>> repeated_alpha(MetricsSettings(), 7 * 24 * 3600)              # once a week: performance_alpha
+    0.01
+    """
+    evaluations = WEEK_S / every_s if every_s > 0 else 1.0
+    budget = settings.performance_false_alarms_per_week / (evaluations * max(metrics, 1))
+    return min(settings.performance_alpha, budget)
+
+
+def repeated_z(settings: MetricsSettings, every_s: float, metrics: int = 1) -> float:
+    """The ``estimate_z`` of a fixed-z test repeated every ``every_s`` on ``metrics`` metrics, within the budget.
+
+    The one-sided normal quantile of :func:`repeated_alpha`'s level, and never below
+    ``estimate_z`` (NannyML's 3 standard deviations).
+
+    >>> round(repeated_z(MetricsSettings(), 60, metrics=4), 2)   # every 60 s window, 4 tests
+    4.57
+    >>> repeated_z(MetricsSettings(), 3600 * 24 * 7)               # once a week: estimate_z
+    3.0
+    """
+    return max(settings.estimate_z, NormalDist().inv_cdf(1.0 - repeated_alpha(settings, every_s, metrics)))
+
+
 def _all_typed(*keys: str) -> bool:
     return True
 
@@ -155,6 +205,11 @@ def performance_settings_problems(
         problems.append(f"{where}.performance_min_support: must be at least 1")
     if typed("performance_alpha") and not 0.0 < settings.performance_alpha < 1.0:
         problems.append(f"{where}.performance_alpha: must be in (0, 1), got {settings.performance_alpha}")
+    budget = settings.performance_false_alarms_per_week
+    if typed("performance_false_alarms_per_week") and (
+        isinstance(budget, bool) or not isinstance(budget, int | float) or not budget > 0
+    ):
+        problems.append(f"{where}.performance_false_alarms_per_week: must be a positive number, got {budget!r}")
     if typed("performance_min_effect") and not 0.0 <= settings.performance_min_effect < 1.0:
         problems.append(f"{where}.performance_min_effect: must be in [0, 1), got {settings.performance_min_effect}")
     if typed("performance_max_gap"):

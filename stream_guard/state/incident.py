@@ -23,10 +23,10 @@ ABSENT = "-1"
 class ReminderPolicy:
     """When an open incident is published again (event time, milliseconds).
 
-    A window publishes when it *escalates* the incident (a higher severity rank than any
-    published window, or a magnitude or rate at least ``factor`` times the largest
-    published), or when no published window lies within ``remind_ms`` of it; never
-    within ``cooldown_ms`` of a published window. Severity rank 0 (informational) is
+    A window publishes when it *escalates* the incident (a higher rank, the lifecycle's
+    level, than any published window, or a magnitude or rate at least ``factor`` times the
+    largest published), or when no published window lies within ``remind_ms`` of it; never
+    within ``cooldown_ms`` of a published window. Rank 0 (informational) is
     published once: neither reminded nor escalated by magnitude or rate.
     """
 
@@ -45,7 +45,8 @@ class Observation:
     count: int
     #: JSON summary of the finding the incident is named after (its RESOLVED alert's).
     summary: str
-    #: Severity rank of the window's most severe finding of the incident (0 INFO, 1 WARNING, 2 CRITICAL).
+    #: The window's level of the incident (:func:`~stream_guard.alerts.grouping.level`: 2 x the severity rank
+    #: of its most severe finding, + 1 with a performance finding; 0 is informational).
     rank: int
     #: Distance of the opening finding's value from its threshold in this window, if it has one.
     magnitude: float | None = None

@@ -1050,7 +1050,8 @@ def test_an_open_incident_is_published_again_only_when_it_escalates_or_after_the
         (33, [33 * w]),
         (34, []),
     ]
-    assert h.log[-1] == {"peak_rank": "2", "peak_magnitude": "2.0", "peak_rate": "0.05"}
+    # The peak rank is the lifecycle's level: 2 x severity rank (CRITICAL 2), + 1 with a performance finding.
+    assert h.log[-1] == {"peak_rank": "4", "peak_magnitude": "2.0", "peak_rate": "0.05"}
     check(escalation_sequence)
 
 

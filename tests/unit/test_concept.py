@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from types import SimpleNamespace
 
@@ -230,12 +231,18 @@ def test_for_settings_reads_the_metrics_settings() -> None:
     )
     ev = ConceptDriftEvaluator.for_settings("fraud", None, settings)
     assert (ev.model, ev.every_ms, ev.lookback_ms, ev.label_delay_ms) == ("fraud", 1_800_000, 7_200_000, 600_000)
-    assert (ev.min_support, ev.alpha, ev.baseline_error_rate, ev.task) == (50, 0.05, 0.1, "classification")
+    # The degradation test's level: the weekly budget over 336 half-hourly evaluations, below performance_alpha.
+    assert (ev.min_support, ev.baseline_error_rate, ev.task) == (50, 0.1, "classification")
+    assert ev.alpha == pytest.approx(0.1 / 336)
     assert ev.detector == DetectorSpec("HDDM_A", {"drift_confidence": 0.0005})
     keys = ModelKeys("sg", "fraud")
     reader = MetricsReader(MemoryState(keys, window_ms=60_000, lateness_ms=0), keys)
     perf = PerformanceEvaluator.for_settings("fraud", reader, settings)
-    assert (perf.every_ms, perf.lookback_ms, perf.min_support, perf.alpha) == (1_800_000, 7_200_000, 50, 0.05)
+    assert (perf.every_ms, perf.lookback_ms, perf.min_support) == (1_800_000, 7_200_000, 50)
+    assert perf.alpha == pytest.approx(0.1 / 336 / 2)  # two metrics, recall and accuracy
+    rare = dataclasses.replace(settings, performance_false_alarms_per_week=1e6)  # the budget allows more
+    rare_perf = PerformanceEvaluator.for_settings("fraud", reader, rare)
+    assert (ConceptDriftEvaluator.for_settings("fraud", None, rare).alpha, rare_perf.alpha) == (0.05, 0.05)
     assert list(perf.readers) == ["fraud"]
     rollups = perf.readers["fraud"]
     assert isinstance(rollups, RollupCache) and rollups.tile_ms == 1_800_000  # tiles of the evaluation grid

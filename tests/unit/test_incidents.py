@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from stream_guard.alerts.grouping import cluster_window, magnitude, primary_order
+from stream_guard.alerts.grouping import cluster_window, level, magnitude, primary_order
 from stream_guard.alerts.lifecycle import IncidentTracker, LifecycleSettings
 from stream_guard.alerts.model import Alert, Severity
 from stream_guard.alerts.render import render_alert
@@ -193,38 +193,67 @@ def test_performance_findings_on_one_slice_are_one_cluster() -> None:
     assert [a.slice for c in clusters if len(c) == 1 for a in c] == ["channel=app"]
 
 
-def test_the_score_and_the_prediction_drift_are_one_cluster_the_estimate_its_own() -> None:
-    """No input shift: the score's drift and the prediction's are one cluster; the estimated drop the new scores
-    imply is a cluster of its own (the actionable finding of a score shift, not its evidence)."""
+def test_the_score_the_prediction_drift_and_the_estimated_drop_they_imply_are_one_cluster() -> None:
+    """No input shift: the score's drift, the prediction's and the estimated drop (a function of the scores alone)
+    are one cluster, led by the score; without a prediction drift the drop is a cluster of its own.
+
+    Deliberately changed: the drop used to be a cluster (and an incident) of its own beside the score's drift.
+    """
     outputs = frozenset({"score", "prediction"})
+    estimate = on_slice(finding("estimated_performance_drop", "accuracy"), "*")
     clusters = cluster_window(
         [
             finding("online_drift", "score"),
             finding("prediction_drift", "prediction"),
-            on_slice(finding("estimated_performance_drop", "accuracy"), "*"),
+            estimate,
             finding("event_time_skew", "ts"),
         ],
         outputs,
     )
     assert [names(c) for c in clusters] == [
-        [("online_drift", "score"), ("prediction_drift", "prediction")],
-        [("estimated_performance_drop", "accuracy")],
+        [("online_drift", "score"), ("prediction_drift", "prediction"), ("estimated_performance_drop", "accuracy")],
         [("event_time_skew", "ts")],
+    ]
+    after_shift = cluster_window(
+        [finding("out_of_range", "amount"), finding("online_drift", "score"), estimate], outputs
+    )
+    assert [names(c) for c in after_shift] == [
+        [("out_of_range", "amount"), ("online_drift", "score"), ("estimated_performance_drop", "accuracy")]
+    ]
+    labelled = on_slice(finding("slice_underperformance", "recall"), "channel=app")
+    alone = cluster_window([estimate, labelled, finding("null_rate", "age")], outputs)
+    assert [names(c) for c in alone] == [
+        [("null_rate", "age")],
+        [("estimated_performance_drop", "accuracy")],
+        [("slice_underperformance", "recall")],
     ]
 
 
 def test_later_performance_findings_join_the_incident_of_their_cause() -> None:
-    """A score shift opens one incident, the prediction drift of the next window joins it. The estimated drop opens
-    its own; the label-based findings on * that follow join it, and so does a slice of the * drop in a later
+    """A score shift opens one incident, the prediction drift of the next window joins it, and so does the estimated
+    drop of the window after (its impact: it escalates the incident at once, whatever the cooldown, leading the alert;
+    once: the next drop is within the cooldown again);
+    the label-based findings on * that follow join it, and so does a slice of the * drop in a later
     evaluation whose range reaches back to it. A performance finding no recent finding of the incident covers
     opens its own, and so do one on a slice unrelated to the open one and one on its parent (a broader drop is
-    no consequence of one slice)."""
+    no consequence of one slice).
+
+    Deliberately changed: the estimated drop used to open an incident of its own beside the score's drift.
+    """
     store = MemoryState(ModelKeys("sg", "fraud"), window_ms=MINUTE, lateness_ms=0)
-    t = IncidentTracker(store, settings=LifecycleSettings(resolve_after_s=900), outputs=("score", "prediction"))
+    settings = LifecycleSettings(cooldown_s=120, resolve_after_s=900)
+    t = IncidentTracker(store, settings=settings, outputs=("score", "prediction"))
     assert close(t, 0, finding("online_drift", "score", minute=0)) == [("FIRING", "online_drift", "score", 0)]
-    assert close(t, 1, finding("prediction_drift", "prediction", minute=1)) == []
-    estimate = on_slice(finding("estimated_performance_drop", "accuracy", minute=1), "*")
-    assert close(t, 2, estimate) == [("FIRING", "estimated_performance_drop", "accuracy", 1)]
+    assert close(t, 1, finding("prediction_drift", "prediction", minute=1)) == []  # the cooldown
+    estimate = on_slice(finding("estimated_performance_drop", "accuracy", minute=2), "*")
+    impact = t.publishable([estimate])
+    t.resolved(START + 3 * MINUTE, {estimate.incident_id})
+    t.delivered(START + 3 * MINUTE)
+    score = finding("online_drift", "score").incident_id
+    assert [(a.kind, a.slice, a.window_start, a.cause_id) for a in impact] == [
+        ("estimated_performance_drop", "*", START + 2 * MINUTE, score)
+    ]
+    assert close(t, 4, on_slice(finding("estimated_performance_drop", "accuracy", minute=4), "*")) == []
     all_traffic = on_slice(finding("slice_underperformance", "recall", minute=2), "*")
     assert close(t, 9, finding("concept_drift", "error_rate", minute=2), all_traffic) == []
     assert close(t, 10, on_slice(finding("slice_underperformance", "recall", minute=3), "channel=web")) == []
@@ -353,6 +382,17 @@ def test_a_drift_of_the_score_field_is_prediction_drift() -> None:
     assert close(alone, 1, finding("online_drift", "score", minute=1)) == [("FIRING", "online_drift", "score", 1)]
 
 
+def test_a_later_checks_finding_whose_range_ends_at_a_published_window_is_no_retry_of_it() -> None:
+    """The label-delayed concept check's period may end where a published window did: it joins, publishes nothing.
+    The published window closed again (a retry) still publishes the same alert."""
+    t = tracker(cooldown_s=600, resolve_after_s=900)
+    first = on_slice(finding("slice_underperformance", "recall", minute=0), "*")
+    assert close(t, 0, first) == [("FIRING", "slice_underperformance", "recall", 0)]
+    assert close(t, 5, finding("concept_drift", "error_rate", minute=0)) == []  # same window end, a later check
+    again = t.publishable([first])
+    assert [a.alert_id for a in again] == [first.alert_id]
+
+
 # --------------------------------------------------------------------------- outcomes settled by labels
 
 
@@ -419,6 +459,30 @@ def test_a_confirmed_incident_is_not_refuted_by_a_later_period() -> None:
     settled(t, 0, drop(0))
     assert settled(t, 60, drop(60), drop(50, "CONFIRMED")) == [("FIRING", "CONFIRMED", -9)]
     assert settled(t, 120, drop(120), drop(110, "REFUTED")) == []  # still estimated low, and not refuted
+
+
+def test_an_outcome_of_a_drop_that_joined_a_score_shift_settles_the_score_shifts_incident() -> None:
+    """The drop is evidence of the score's drift: its confirmation is published once under the score's incident;
+    a refutation refutes the estimate, not the drift, and closes nothing."""
+    store = MemoryState(ModelKeys("sg", "fraud"), window_ms=MINUTE, lateness_ms=0)
+    t = IncidentTracker(store, settings=LifecycleSettings(cooldown_s=600, resolve_after_s=3600), outputs=("score",))
+    score = finding("online_drift", "score", minute=0)
+    assert settled(t, 0, score, drop(0)) == [("FIRING", None, 0)]  # one cluster, led by the score
+    refuted = t.publishable([drop(30), drop(20, "REFUTED")]) + t.resolved(START + 31 * MINUTE, {drop(30).incident_id})
+    assert refuted == [] and score.incident_id in store.open_incidents()
+    confirmed = t.publishable([drop(60), drop(50, "CONFIRMED")]) + t.resolved(START + 61 * MINUTE, set())
+    assert [(a.status, a.outcome, a.kind, a.cause_id) for a in confirmed] == [
+        ("FIRING", "CONFIRMED", "estimated_performance_drop", score.incident_id)
+    ]
+    assert settled(t, 70, drop(70), drop(60, "CONFIRMED")) == []  # once per incident
+
+
+def test_the_level_ranks_severity_then_a_known_impact_and_keeps_informational_at_zero() -> None:
+    info, warning = finding("unexpected_field", severity=Severity.INFO), finding("online_drift", "score")
+    impact = on_slice(finding("estimated_performance_drop", "accuracy"), "*")
+    critical = finding("type_mismatch", severity=Severity.CRITICAL)
+    assert [level([info]), level([warning]), level([warning, impact]), level([critical])] == [0, 2, 3, 4]
+    assert level([critical, impact]) == 5 and level([info, info]) == 0
 
 
 def test_outcomes_replay_to_the_same_alerts() -> None:

@@ -19,6 +19,7 @@ from stream_guard.metrics.performance import (
     underperformance_alerts,
 )
 from stream_guard.metrics.query import Rollup, SliceMetrics
+from stream_guard.settings.metrics import MetricsSettings, repeated_alpha
 
 DEVICES = (("android", 0.45), ("ios", 0.40), ("web", 0.15))
 COUNTRIES = (("US", 0.5), ("GB", 0.2), ("DE", 0.15), ("BR", 0.15))
@@ -218,3 +219,26 @@ def test_slice_metrics_derivations() -> None:
     assert m.histogram == [3, 0, 0, 0, 0, 0, 0, 0, 0, 1] and m.score_mean == pytest.approx(0.3)
     r = SliceMetrics("y", {"ae": 20.0, "se": 50.0, "lm": 10})
     assert (r.mae, r.rmse, r.error_rate) == (2.0, math.sqrt(5.0), None)
+
+
+def test_a_week_of_clean_slice_evaluations_raises_chance_alerts_within_the_weekly_budget() -> None:
+    """Seeded: 20 simulated weeks of hourly evaluations, 40 clean slices each, two metric families.
+
+    Each family tests at :func:`repeated_alpha`'s level; the evaluations whose Benjamini-Hochberg rejects anything
+    are the chance alerts. The budget here is 3.36 a week (level 0.01, the former fixed performance_alpha, high
+    enough to count them); the default 0.1 scales the level, and the count, by 1/33.6.
+    """
+    budget = 3.36
+    level = repeated_alpha(MetricsSettings(performance_false_alarms_per_week=budget), 3600, metrics=2)
+    assert level == pytest.approx(0.01)
+    assert repeated_alpha(MetricsSettings(), 3600, metrics=2) == pytest.approx(level * 0.1 / budget)
+    rng = np.random.default_rng(8)
+    weeks, slices, n, p = 20, 40, 300, 0.7
+    reference = rng.binomial(3000, p, slices)  # each slice's own labelled baseline
+    alerts = 0
+    for _ in range(weeks * 168 * 2):
+        current = rng.binomial(n, p, slices)
+        pvalues = [two_proportion_test(x, n, r, 3000, alternative="less")[1] for x, r in zip(current, reference)]
+        alerts += bool(benjamini_hochberg(pvalues, level)[0].any())
+    per_week = alerts / weeks
+    assert budget * 0.3 < per_week <= budget * 1.2, per_week  # spent, within the budget and the simulation's spread

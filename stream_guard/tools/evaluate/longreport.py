@@ -35,6 +35,7 @@ class FaultResult:
     delay_windows: int | None = None
     #: ``kind|feature`` of every FIRING alert attributed to the stretch, with its count.
     alerts: dict[str, int] | None = None
+    #: Incidents (``cause_id``) its FIRING alerts belong to.
     incidents_opened: int = 0
     #: Label faults: the slice an alert must name.
     slice: str | None = None
@@ -67,6 +68,8 @@ class LongReport:
     evaluation_every_s: int = 0
     #: Every alert published, in order: ``STATUS kind|feature|slice window_start alert_id`` (two replays: diff them).
     published: list[str] = field(default_factory=list)
+    #: The false-alarm budget by design: family -> chance alerts a week at most (:mod:`.budget`).
+    budget: dict[str, float] = field(default_factory=dict)
 
     @property
     def false_alarms(self) -> int:
@@ -161,7 +164,7 @@ def build_report(outcome: ReplayOutcome, *, window_s: int, grace_s: int, every_s
     ]
     false_firing: Counter[str] = Counter()
     known_published: Counter[str] = Counter()
-    seen_incidents: set[str] = set()
+    causes: list[set[str]] = [set() for _ in stretches]  # the incidents (cause_id) of each stretch's alerts
     firing = [a for a in published if a.status == "FIRING"]
     for alert in sorted(firing, key=lambda a: (a.window_start, a.kind, a.feature or "", a.slice)):
         label = f"{alert.kind}|{alert.feature or ''}"
@@ -171,14 +174,12 @@ def build_report(outcome: ReplayOutcome, *, window_s: int, grace_s: int, every_s
         owner = _owner(stretches, alert, grace_ms, window_ms)
         if owner is None:
             false_firing[label] += 1
-            seen_incidents.add(alert.incident_id)
             continue
         result, stretch = results[owner], stretches[owner]
         assert result.alerts is not None
         result.alerts[label] = result.alerts.get(label, 0) + 1
-        if alert.incident_id not in seen_incidents:
-            seen_incidents.add(alert.incident_id)
-            result.incidents_opened += 1
+        causes[owner].add(alert.cause_id or alert.incident_id)
+        result.incidents_opened = len(causes[owner])
         if _names_fault(alert, stretch.fault):
             _record_catch(result, stretch, alert, outcome.first_window[alert.alert_id], window_ms, every_ms)
     false_raised = Counter(
@@ -265,10 +266,21 @@ def render_long(report: LongReport) -> str:
         f"({raised})",
         f"false alarms per week of clean traffic: {report.false_per_week:.2f} published "
         f"(budget: at most 1 per model), {report.raised_per_week:.2f} raised",
+        *_budget_lines(report.budget),
         f"summary: {caught}/{len(report.faults)} faults caught; {report.false_alarms} false alarms "
         f"in {report.clean_hours:g} h of clean traffic ({report.false_per_week:.2f} per week)",
     ]
     return "\n".join(lines)
+
+
+def _budget_lines(budget: Mapping[str, float]) -> list[str]:
+    if not budget:
+        return []
+    spent = ", ".join(f"{family} {bound:.2f}" for family, bound in budget.items())
+    return [
+        f"  by design, chance alerts a week at most: {spent}; sum {sum(budget.values()):.2f} "
+        "(row checks and the online detector: measured above)"
+    ]
 
 
 def _delay_text(f: FaultResult) -> str:

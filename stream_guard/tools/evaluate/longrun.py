@@ -67,6 +67,7 @@ from stream_guard.stages import Stages
 from stream_guard.state.keys import Fence, ModelKeys
 from stream_guard.state.memory import MemoryState
 from stream_guard.state.update import StateUpdate, WindowSnapshot
+from stream_guard.tools.evaluate.budget import false_alarm_budget
 from stream_guard.tools.evaluate.events import SYNTHETIC_START_MS
 from stream_guard.tools.evaluate.longfaults import LONG_FAULTS, LongFault, Stretch, break_record, plan_stretches
 from stream_guard.tools.evaluate.longlabels import LABELS_TOPIC, DelayedLabels
@@ -82,16 +83,14 @@ def long_metrics() -> MetricsSettings:
     Faults last 10 minutes between 20 clean ones, so the label-based checks run every 5 min
     over the last 10 min (the defaults, every hour over 24 h, would spread a fault over a
     day), wait 5 min for the labels (the longest label delay), and the estimate rolls up
-    10 min as well. ``performance_alpha`` is per evaluation: at 12 evaluations an hour it is
-    the default's divided by 12, the same false-alarm rate per hour as the default cadence.
+    10 min as well. Each evaluation's level follows from the weekly budget
+    (``performance_false_alarms_per_week``, :func:`~stream_guard.settings.metrics.repeated_alpha`):
+    12 evaluations an hour test at a twelfth of the hourly cadence's level.
     """
-    defaults = MetricsSettings()
-    every_s = 300
     return MetricsSettings(
-        performance_every_s=every_s,
+        performance_every_s=300,
         performance_lookback_s=600,
         performance_label_delay_s=300,
-        performance_alpha=defaults.performance_alpha * every_s / defaults.performance_every_s,
         estimate_window_s=600,
     )
 
@@ -351,7 +350,19 @@ def run_long_replay(
     report.labels = {k: label_counts[k] for k in ("matched", "unmatched", "held", "released", "expired", "invalid")}
     known = model.profile.performance.known_biases if model.profile and model.profile.performance else []
     report.known_biases = sorted(f"{b.metric}|{b.slice}" for b in known)
+    report.budget = false_alarm_budget(config, settings.metrics, fields=_drift_fields(config, model))
     return report
+
+
+def _drift_fields(config: Config, model: ModelRuntime) -> int:
+    """The fields the window drift of ``model`` judges: its features, score and prediction, unless disabled."""
+    names = [
+        *model.numeric_features,
+        *model.categorical_features,
+        model.config.score_field,
+        model.config.prediction_field,
+    ]
+    return sum(config.drift.feature(n).enabled for n in dict.fromkeys(n for n in names if n))
 
 
 def _active(stretches: Sequence[Stretch], ts: int) -> int | None:

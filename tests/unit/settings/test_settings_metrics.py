@@ -52,3 +52,12 @@ def test_the_keys_load_from_toml(tmp_path: Path) -> None:
     )
     metrics = load_config(path, environ={}).models[0].metrics
     assert (metrics.performance_min_effect, metrics.performance_max_gap) == (0.1, {"recall": 0.15})
+
+
+def test_the_weekly_budget_of_the_performance_checks_is_a_positive_number() -> None:
+    assert MetricsSettings().performance_false_alarms_per_week == 0.1
+    for bad in (0.0, -1.0, True):
+        settings = MetricsSettings(performance_false_alarms_per_week=bad)
+        assert performance_settings_problems(settings, window_s=10, where="m") == [
+            f"m.performance_false_alarms_per_week: must be a positive number, got {bad!r}"
+        ]

@@ -25,9 +25,7 @@ SMALL_FAULTS = tuple(
     fault_named(n)
     for n in ("string_number", "unit_x1000", "null_burst", "unseen_category", "gradual_mean_shift", "score_shift")
 )
-#: Without the label-free estimate: its per-slice drop and calibration checks are not corrected for the number of
-#: slices tested (README, "The long replay"), and at 5 events/s on a 10k reference they raise false drops. The
-#: estimate runs in the labelled replays below, at the default rate.
+#: Without the label-free estimate: the labelled replays below run it, at the default rate and reference size.
 SMALL = LongRunSettings(
     events_per_second=5.0,
     clean_s=360,
