@@ -130,7 +130,7 @@ def test_a_killed_and_restarted_worker_reports_a_sustained_drift_once(
     config = _config(tmp_path, bootstrap, redis_url, unique, partitions=1)
     n = _produce_drift(config, bootstrap, partitions=1)
 
-    env = {**os.environ, "STREAM_GUARD_WORKER__BATCH_SIZE": "200"}
+    env = {**os.environ, "STREAM_GUARD_WORKER__BATCH_SIZE": "200", "STREAM_GUARD_OBSERVABILITY__PORT": "0"}
     process = subprocess.Popen(
         [sys.executable, "-m", "stream_guard", "run", "-c", str(tmp_path / "config.toml")],
         env=env,

@@ -39,7 +39,7 @@ def test_sigterm_mid_stream_loses_nothing_and_counts_nothing_twice(
     events = list(sim.stream(30_000, 1_700_000_000_000, step_ms=10))
     n = produce(bootstrap, topic, ((None, p, r["ts"]) for r, p, _ in events), partitions=3)
 
-    env = {**os.environ, "STREAM_GUARD_WORKER__BATCH_SIZE": "100"}
+    env = {**os.environ, "STREAM_GUARD_WORKER__BATCH_SIZE": "100", "STREAM_GUARD_OBSERVABILITY__PORT": "0"}
     process = subprocess.Popen(
         [sys.executable, "-m", "stream_guard", "run", "-c", str(tmp_path / "config.toml")],
         env=env,
