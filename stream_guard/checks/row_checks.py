@@ -148,6 +148,8 @@ class FeatureChecks:
         config = self._config
         names = self._features.get(batch.model, list(profile.features))
         window_keys = [keys.window(int(s)) for s in groups.starts.tolist()]
+        # Each group's counters in one op of its window hash: one read and one write in Redis.
+        fields: list[list[tuple[str, int]]] = [[] for _ in range(groups.size)]
         for name in names:
             feature = profile.features[name]
             sentinel = isinstance(feature, NumericProfile) and config.is_enabled("sentinel_spike", name)
@@ -155,18 +157,18 @@ class FeatureChecks:
             if not (sentinel or cardinality or config.is_enabled("null_rate", name)):
                 continue
             column = self._column(batch, name, feature)
-            nulls = groups.counts(column.null)
-            present = groups.counts(column.present)
+            nulls = groups.counts(column.null).tolist()
+            present = groups.counts(column.present).tolist()
             for g in range(groups.size):
-                update = groups.update_of(g)
-                update.incr(window_keys[g], f"null|{name}", int(nulls[g]))
-                update.incr(window_keys[g], f"nv|{name}", int(present[g]))
+                fields[g] += ((f"null|{name}", nulls[g]), (f"nv|{name}", present[g]))
             if sentinel:
                 assert isinstance(feature, NumericProfile)
                 recent = self._recent.setdefault((batch.model, name), _RecentValues())
-                _count_values(name, feature, column, recent, groups, window_keys)
+                _count_values(name, feature, column, recent, groups, fields)
             if cardinality:
                 _add_distinct(name, column, groups, keys, window_keys)
+        for g, counters in enumerate(fields):
+            groups.update_of(g).incr_many(window_keys[g], counters)
 
     # -- conversion ------------------------------------------------------------------
 
@@ -319,9 +321,9 @@ def _count_values(
     column: _Column,
     recent: _RecentValues,
     groups: WindowGroups,
-    window_keys: list[str],
+    fields: list[list[tuple[str, int]]],
 ) -> None:
-    """Count, per group, every baseline top value and every recently frequent value."""
+    """Count, per group, every baseline top value and every recently frequent value (into ``fields[g]``)."""
     assert column.numbers is not None
     rows = np.flatnonzero(column.present & np.isfinite(column.numbers))
     if rows.size == 0:
@@ -337,7 +339,7 @@ def _count_values(
     )
     for pair, count in zip(pairs.tolist(), pair_counts.tolist(), strict=True):
         g, v = divmod(pair, n_values)
-        groups.update_of(g).incr(window_keys[g], f"top|{name}|{value_key(uniques[v])}", count)
+        fields[g].append((f"top|{name}|{value_key(uniques[v])}", count))
 
 
 def _add_distinct(name: str, column: _Column, groups: WindowGroups, keys: ModelKeys, window_keys: list[str]) -> None:

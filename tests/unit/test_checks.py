@@ -100,6 +100,12 @@ def window_fields(updates: list[StateUpdate]) -> tuple[dict[str, dict[str, Any]]
             key = update.keys[int(ops[i + 1]) - 5]
             if op == "H":
                 hashes[key][ops[i + 2]] = hashes[key].get(ops[i + 2], 0) + ops[i + 3]
+            elif op == "M":
+                parts = ops[i + 2].split("\n")
+                for name, amount in zip(parts[::2], parts[1::2], strict=True):
+                    hashes[key][name] = hashes[key].get(name, 0) + float(amount)
+                i += 3
+                continue
             elif op == "S":
                 hashes[key][ops[i + 2]] = ops[i + 3]
             elif op == "P":
