@@ -312,31 +312,23 @@ class SliceRecorder:
         cell = src * len(bucket_values) + bucket_code.reshape(-1)
         codes = self.slice_codes(batch, rows)
         metrics, matrix = self._row_metrics(batch, rows, findings)
-        is_float = [m in s.FLOAT_METRICS for m in metrics]
-        entries: list[tuple[str, int, str, list[tuple[int, float]]]] = []
         everyone = SliceCodes(np.zeros(len(rows), dtype=np.int64), np.array([s.ALL], dtype=object))
+        places, slices, sums = [], [], []
         for dim_codes in (everyone, *codes.values()):
             width = len(dim_codes.names)
             key = cell * width + dim_codes.codes
             present, inverse = np.unique(key, return_inverse=True)
             order = np.argsort(inverse.reshape(-1), kind="stable")
             starts = np.searchsorted(inverse.reshape(-1)[order], np.arange(len(present)))
-            sums = np.add.reduceat(matrix[order], starts, axis=0)
-            names = dim_codes.names.tolist()
-            for value, sums_row in zip(present.tolist(), sums, strict=True):
-                where, slice_code = divmod(value, width)
-                source, bucket = divmod(where, len(bucket_values))
-                nonzero = np.flatnonzero(sums_row)
-                amounts = list(zip(nonzero.tolist(), sums_row[nonzero].tolist(), strict=True))
-                entries.append((source_names[source], int(bucket_values[bucket]), names[slice_code], amounts))
-        entries.sort(key=lambda e: (e[0], e[1], e[2]))
+            sums.append(np.add.reduceat(matrix[order], starts, axis=0))
+            places.append(present // width)
+            slices.append(dim_codes.names[present % width])
+        where = np.concatenate(places)
         # One op per (source, bucket): every slice's counters of the bucket in one argument.
-        counters: dict[tuple[str, int], list[tuple[str, int | float]]] = {}
-        for source_name, bucket, slice_, amounts in entries:
-            fields = counters.setdefault((source_name, bucket), [])
-            fields += [(f"{slice_}|{metrics[m]}", amount if is_float[m] else round(amount)) for m, amount in amounts]
-        for (source_name, bucket), fields in counters.items():
-            groups.updates[source_name].incr_many(mkeys.bucket(bucket), fields)
+        place_names = [(name, int(b)) for name in source_names for b in bucket_values.tolist()]
+        s.add_slice_sums(
+            groups.updates, mkeys, place_names, where, np.concatenate(slices), np.concatenate(sums), metrics
+        )
         for i, source_name in enumerate(source_names):
             mine = buckets[src == i]
             if len(mine) == 0:

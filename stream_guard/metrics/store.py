@@ -61,6 +61,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.update import StateUpdate
 
@@ -147,6 +149,44 @@ def trim_index(update: StateUpdate, keys: MetricKeys, newest_ms: int, retention_
     """Forget index entries older than the retention, counted in event time (replays stay deterministic)."""
     update.ztrim_below(keys.index, int(newest_ms) - retention_s * 1000)
     update.expire(keys.index, retention_s)
+
+
+def add_slice_sums(
+    updates: dict[str, StateUpdate],
+    keys: MetricKeys,
+    places: Sequence[tuple[str, int]],
+    place: np.ndarray,
+    slices: np.ndarray,
+    sums: np.ndarray,
+    metrics: Sequence[str],
+) -> None:
+    """Add summed counters to bucket hashes: one ``incr_many`` per (source, bucket).
+
+    Row ``r`` adds ``sums[r, j]`` to the field ``<slices[r]>|<metrics[j]>`` of the bucket
+    of ``places[place[r]]`` (source, bucket start), in ``updates[source]``; rows are unique
+    per (place, slice). Fields go in the order of (source, bucket, slice), then of
+    ``metrics``, zeros left out; :data:`FLOAT_METRICS` as floats, the rest rounded to
+    integers. Vectorised: no Python work per row or field but the names' concatenation.
+    """
+    if len(place) == 0:
+        return
+    slice_rank = np.unique(slices, return_inverse=True)[1].reshape(-1)
+    place_rank = np.empty(len(places), dtype=np.int64)
+    place_rank[sorted(range(len(places)), key=places.__getitem__)] = np.arange(len(places))
+    order = np.lexsort((slice_rank, place_rank[place]))
+    metric_names = np.array(["|" + m for m in metrics], dtype=object)
+    is_float = np.array([m in FLOAT_METRICS for m in metrics], dtype=bool)
+    rows, cols = np.nonzero(np.where(is_float, sums, np.rint(sums))[order])
+    if len(rows) == 0:
+        return
+    names = (slices[order][rows] + metric_names[cols]).tolist()
+    amounts = sums[order][rows, cols]
+    floats = is_float[cols]
+    at_place = place[order][rows]
+    bounds = np.flatnonzero(np.diff(at_place)) + 1
+    for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(rows)], strict=True):
+        source, bucket = places[int(at_place[lo])]
+        updates[source].incr_array(keys.bucket(bucket), names[lo:hi], amounts[lo:hi], floats[lo:hi])
 
 
 def encode_prediction(bucket: int, slices: Sequence[str], prediction: Any, score: float | None) -> str:

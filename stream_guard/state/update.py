@@ -6,7 +6,10 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
+
+import numpy as np
 
 from stream_guard.state.exceptions import StateUpdateInvalidError
 from stream_guard.state.keys import Fence
@@ -120,6 +123,34 @@ class StateUpdate:
                 parts += (name, str(int(amount)))
         if parts:
             self._push(Op.INCR_MANY, self._key(key), "\n".join(parts))
+
+    def incr_array(self, key: str, names: Sequence[str], amounts: np.ndarray, is_float: np.ndarray) -> None:
+        """:meth:`incr_many` of parallel arrays, validated and formatted per array, not per field.
+
+        ``names[i]`` gains ``amounts[i]``: a float where ``is_float[i]``, else the amount rounded
+        to an integer (half to even, as :func:`round`). The op's text is the one
+        :meth:`incr_many` writes for the same pairs; zeros are skipped and the same inputs raise
+        :class:`StateUpdateInvalidError`.
+        """
+        values = np.where(is_float, amounts, np.rint(amounts))
+        kept = np.flatnonzero(values != 0)
+        if len(kept) == 0:
+            return
+        picked = [names[i] for i in kept.tolist()] if len(kept) < len(names) else list(names)
+        floats = is_float[kept]
+        bad = np.flatnonzero(floats & ~np.isfinite(values[kept]))
+        if len(bad):
+            at = int(kept[bad[0]])
+            raise StateUpdateInvalidError(f"non-finite increment {float(values[at])!r} of {key} {names[at]}")
+        if "" in picked or sum(map(len, picked)) != len("".join(picked).replace("\n", "")):
+            name = next(n for n in picked if not n or "\n" in n)
+            raise StateUpdateInvalidError(f"field {name!r} of {key} cannot be packed")
+        text = np.empty(len(kept), dtype=object)
+        at_float, at_int = np.flatnonzero(floats), np.flatnonzero(~floats)
+        text[at_float] = list(map(repr, values[kept[at_float]].tolist()))
+        text[at_int] = list(map(str, values[kept[at_int]].astype(np.int64).tolist()))
+        packed = "\n".join(chain.from_iterable(zip(picked, text.tolist(), strict=True)))
+        self._push(Op.INCR_MANY, self._key(key), packed)
 
     def set(self, key: str, field: str, value: str) -> None:
         self._push(Op.SET, self._key(key), field, value)
