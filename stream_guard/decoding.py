@@ -409,7 +409,12 @@ class ConfluentDecoder:
     def decode(self, payload: bytes | None, headers: Headers | None = None) -> Decoded:
         if not payload:
             raise UndecodablePayloadError("empty (tombstone) value")
-        schema_id, offset = read_schema_id(payload, headers)
+        schema_id: int | str
+        if not headers and payload[0] == CONFLUENT_MAGIC and len(payload) >= _HEADER.size:
+            # The prefix the client would read: magic byte 0, a big-endian 4-byte id.
+            schema_id, offset = int.from_bytes(payload[1:5], "big"), _HEADER.size
+        else:
+            schema_id, offset = read_schema_id(payload, headers)
         plan = self._plan_of_id.get(schema_id)
         if plan is None:
             writer = (
