@@ -147,7 +147,12 @@ def load_json(payload: bytes | None) -> Any:
     if payload is None:
         raise UndecodablePayloadError("empty (tombstone) value")
     try:
-        raw = json.loads(payload)
+        if payload[:1] == b"{" and payload[1:2] != b"\x00":
+            # UTF-8 by json's own detection (no BOM, no NUL in the first two bytes): what
+            # json.loads(bytes) decodes, without detecting it again per record.
+            raw = json.loads(payload.decode("utf-8", "surrogatepass"))
+        else:
+            raw = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UndecodablePayloadError(f"not valid JSON: {exc}") from None
     except RecursionError:

@@ -412,6 +412,7 @@ class SliceRecorder:
         ids = [event_ids[row] for row in rows.tolist()]
         has_id = np.array([x is not None for x in ids], dtype=bool)
         score_values = [float(x) if np.isfinite(x) else None for x in scores.tolist()]
+        encode = s.PredictionEncoder().encode
         for i, source_name in enumerate(source_names):
             mine = np.flatnonzero((src == i) & has_id)
             if len(mine) == 0:
@@ -422,12 +423,8 @@ class SliceRecorder:
                 for cell in present.tolist()
             ]
             entries = [
-                (
-                    keys.prediction(ids[r]),
-                    s.encode_prediction(int(buckets[r]), per_row[r], predictions[r], score_values[r]),
-                    row_listed,
-                )
-                for r, row_listed in zip(mine.tolist(), listed.reshape(len(mine), -1).tolist(), strict=True)
+                (keys.prediction(ids[r]), encode(int(buckets[r]), per_row[r], predictions[r], score_values[r]), row)
+                for r, row in zip(mine.tolist(), listed.reshape(len(mine), -1).tolist(), strict=True)
             ]
             groups.updates[source_name].set_once_counted(entries, self.prediction_ttl_s, counters)
 

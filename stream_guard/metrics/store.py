@@ -195,8 +195,36 @@ def encode_prediction(bucket: int, slices: Sequence[str], prediction: Any, score
     Slices and JSON hold no raw newline; lines cost less to store, send and read back than a
     JSON object (:func:`decode_prediction` still reads that older form).
     """
-    head = f"{int(bucket)}\n{'' if score is None else repr(float(score))}\n{json.dumps(prediction, default=str)}"
+    return _prediction_lines(bucket, slices, json.dumps(prediction, default=str), score)
+
+
+def _prediction_lines(bucket: int, slices: Sequence[str], prediction_json: str, score: float | None) -> str:
+    head = f"{int(bucket)}\n{'' if score is None else repr(float(score))}\n{prediction_json}"
     return "\n".join([head, *slices])
+
+
+class PredictionEncoder:
+    """:func:`encode_prediction` with the JSON of each distinct class label written once.
+
+    Classification predictions repeat: an encoder (one per batch) keeps the JSON of ints,
+    strings, booleans and None by type and value (``True == 1`` but their JSON differs);
+    floats (``0.0 == -0.0``) and other values are written each time.
+    """
+
+    def __init__(self) -> None:
+        self._json: dict[tuple[type, Any], str] = {}
+
+    def encode(self, bucket: int, slices: Sequence[str], prediction: Any, score: float | None) -> str:
+        kind = type(prediction)
+        if kind not in _REPEATED:
+            return encode_prediction(bucket, slices, prediction, score)
+        text = self._json.get((kind, prediction))
+        if text is None:
+            text = self._json[(kind, prediction)] = json.dumps(prediction)
+        return _prediction_lines(bucket, slices, text, score)
+
+
+_REPEATED = frozenset({int, str, bool, type(None)})
 
 
 def decode_prediction(text: str | bytes | None) -> dict[str, Any] | None:

@@ -187,11 +187,11 @@ class StateUpdate:
         if not entries:
             return
         args: list[Any] = []
-        listed_total = [0] * len(counters)
+        flat = list(chain.from_iterable(listed for _, _, listed in entries))
+        listed_total = np.bincount(np.asarray(flat, dtype=np.int64), minlength=len(counters)).tolist()
+        numbers = [str(c + 1) for c in range(len(counters))]
         for key, value, listed in entries:
-            for c in listed:
-                listed_total[c] += 1
-            args += [self._key(key), value, ",".join([str(c + 1) for c in listed])]
+            args += [self._key(key), value, ",".join(map(numbers.__getitem__, listed))]
         for (counter_key, name), amount in zip(counters, listed_total, strict=True):
             args += [self._key(counter_key), name, amount]
         self._push(Op.SET_ONCE_COUNTED, int(ttl_s), len(entries), len(args), *args)

@@ -122,3 +122,24 @@ def test_incr_array_refuses_what_incr_many_refuses(name: str, amount: float) -> 
     u = StateUpdate("t:0", 0, 1, 0)
     with pytest.raises(StateUpdateInvalidError):
         u.incr_array("k", ["ok", name], np.array([1.0, amount]), np.array([False, True]))
+
+
+def test_set_once_counted_lists_and_sums_each_entry_s_counters() -> None:
+    """O's arguments: per entry its key, value and 1-based counter numbers; per counter the entries listing it."""
+    rng = np.random.default_rng(8)
+    for _ in range(20):
+        counters = [(f"b{i % 2}", f"s{i}|st") for i in range(int(rng.integers(1, 12)))]
+        entries = []
+        for e in range(int(rng.integers(1, 15))):
+            listed = sorted(rng.choice(len(counters), int(rng.integers(0, len(counters) + 1)), replace=False).tolist())
+            entries.append((f"pred:{e}", f"v{e}", listed))
+        u = StateUpdate("t:0", 0, 1, 0)
+        u.set_once_counted(entries, 60, counters)
+        ((op, args),) = split_ops(u.ops)
+        keys = u.keys
+        expected: list[object] = [60, len(entries), 3 * len(entries) + 3 * len(counters)]
+        for key, value, listed in entries:
+            expected += [keys.index(key) + 5, value, ",".join(str(c + 1) for c in listed)]
+        for c, (counter_key, name) in enumerate(counters):
+            expected += [keys.index(counter_key) + 5, name, sum(c in listed for _, _, listed in entries)]
+        assert (op, args) == (Op.SET_ONCE_COUNTED, expected)

@@ -21,7 +21,14 @@ from stream_guard.metrics.slices import (
     slice_dimension,
     slice_name,
 )
-from stream_guard.metrics.store import FLOAT_METRICS, MetricKeys, add_slice_sums, decode_prediction, encode_prediction
+from stream_guard.metrics.store import (
+    FLOAT_METRICS,
+    MetricKeys,
+    PredictionEncoder,
+    add_slice_sums,
+    decode_prediction,
+    encode_prediction,
+)
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.ops import Op, split_ops
 from stream_guard.state.window_store import StateUpdate
@@ -294,3 +301,13 @@ def test_slice_sums_are_the_per_row_increments() -> None:
         add_slice_sums(got, MetricKeys(KEYS), places, place, slices, sums, metrics)
         expected = per_row_slice_sums(places, place, slices, sums, metrics)
         assert {k: (u.keys, u.ops) for k, u in got.items()} == {k: (u.keys, u.ops) for k, u in expected.items()}
+
+
+def test_a_batch_s_prediction_encoder_writes_what_encode_prediction_writes() -> None:
+    """Cached class labels keep their own JSON: True, 1, 1.0, -0.0, None, strings and lists alike."""
+    encoder = PredictionEncoder()
+    for prediction in [1, True, 1.0, 0.0, -0.0, None, "yes", [1, 2], 1, True, "yes", None, -0.0]:
+        for score in (None, 0.25):
+            assert encoder.encode(T0, ["a=1", "b=x"], prediction, score) == encode_prediction(
+                T0, ["a=1", "b=x"], prediction, score
+            )
