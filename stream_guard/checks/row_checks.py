@@ -246,20 +246,28 @@ def range_bounds(feature: NumericProfile, tolerance: float) -> tuple[float, floa
 
 def _convert(batch: EventBatch, name: str, numeric: bool, issue_rows: np.ndarray | None) -> _Column:
     n = len(batch)
-    raw = np.fromiter(batch.column(name), dtype=object, count=n)
-    types = np.fromiter(map(type, raw), dtype=object, count=n)
+    values = batch.column(name)
+    raw = np.fromiter(values, dtype=object, count=n)
     valid = np.ones(n, dtype=bool) if len(batch.failed) != n else ~batch.failed
     if issue_rows is not None:
         valid[issue_rows] = False
-    null = valid & (types == _NONE)
+    kinds = set(map(type, values)) - {_NONE}
     wrong_type = np.zeros(n, dtype=bool)
-    for t in set(types.tolist()) - {_NONE}:
-        ok = issubclass(t, _NUMBER_TYPES if numeric else str)
-        if not ok:
-            wrong_type |= types == t
-    wrong_type &= valid
+    typed = all(issubclass(t, _NUMBER_TYPES if numeric else str) for t in kinds)
+    if typed:
+        null = valid & batch.null_mask(name)  # every value of a right type: no mask per type
+    else:
+        types = np.fromiter(map(type, raw), dtype=object, count=n)
+        null = valid & (types == _NONE)
+        for t in kinds:
+            if not issubclass(t, _NUMBER_TYPES if numeric else str):
+                wrong_type |= types == t
+        wrong_type &= valid
     present = valid & ~null & ~wrong_type
     column = _Column(null=null, present=present, wrong_type=wrong_type, raw=raw)
+    if numeric and typed:
+        column.numbers = np.where(present, batch.numeric(name)[0], np.nan)
+        return column
     clean = raw.copy()
     clean[~present] = None
     if numeric:

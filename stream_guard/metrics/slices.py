@@ -21,6 +21,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
+import pandas as pd
 
 from stream_guard.aggregation import Contributor, WindowGroups
 from stream_guard.batch import EventBatch
@@ -138,13 +139,22 @@ _NONE = type(None)
 
 
 def _factorize(values: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
-    """Codes of ``values`` into their distinct values (in order of first appearance).
+    """Codes of ``values`` into their distinct values (in order of first appearance; a
+    column of strings has its ``None`` last).
 
     ``True == 1 == 1.0`` in Python, but their category keys differ: a column mixing
     booleans with other types is keyed by (is bool, value).
     """
     index: dict[Any, int] = {}
     kinds = set(map(type, values)) - {_NONE}
+    if kinds == {str}:
+        # Strings (and None) only: pandas' hash table, in order of first appearance as below.
+        codes, uniques = pd.factorize(np.fromiter(values, dtype=object, count=len(values)))
+        found = uniques.tolist()
+        if (codes < 0).any():  # None: the last distinct value
+            codes = np.where(codes < 0, len(found), codes)
+            found.append(None)
+        return codes.astype(np.int64), found
     if len(kinds) > 1 and kinds & {bool, np.bool_}:
         keyed = [(isinstance(v, (bool, np.bool_)), v) for v in values]
         codes = [index.setdefault(k, len(index)) for k in keyed]

@@ -227,6 +227,10 @@ class PredictionEncoder:
 _REPEATED = frozenset({int, str, bool, type(None)})
 
 
+#: The JSON of the commonest class labels, read without the JSON parser (immutable values).
+_CLASS_JSON: dict[str, Any] = {"0": 0, "1": 1, "true": True, "false": False, "null": None}
+
+
 def decode_prediction(text: str | bytes | None) -> dict[str, Any] | None:
     """``{bucket, slices, prediction, score}`` of a stored prediction; None if absent or unreadable."""
     if text is None:
@@ -236,7 +240,9 @@ def decode_prediction(text: str | bytes | None) -> dict[str, Any] | None:
     if not text.startswith("{"):
         lines = text.split("\n")
         try:
-            bucket, score, prediction = int(lines[0]), lines[1], json.loads(lines[2])
+            head = lines[2]
+            prediction = _CLASS_JSON[head] if head in _CLASS_JSON else json.loads(head)
+            bucket, score = int(lines[0]), lines[1]
             return {
                 "bucket": bucket,
                 "slices": lines[3:],

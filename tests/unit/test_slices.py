@@ -17,6 +17,7 @@ from stream_guard.metrics.slices import (
     MetricsSettings,
     SliceRecorder,
     ValueCapper,
+    _factorize,
     parse_slice,
     slice_dimension,
     slice_name,
@@ -311,3 +312,14 @@ def test_a_batch_s_prediction_encoder_writes_what_encode_prediction_writes() -> 
             assert encoder.encode(T0, ["a=1", "b=x"], prediction, score) == encode_prediction(
                 T0, ["a=1", "b=x"], prediction, score
             )
+
+
+def test_string_columns_are_coded_like_any_other() -> None:
+    """Strings with None (the pandas path) code each row to its own value, distinct values in first-seen order."""
+    rng = np.random.default_rng(5)
+    for _ in range(30):
+        values = [None if rng.random() < 0.2 else f"v{rng.integers(6)}" for _ in range(int(rng.integers(1, 40)))]
+        codes, uniques = _factorize(values)
+        assert [uniques[c] for c in codes.tolist()] == values
+        seen = [v for v in dict.fromkeys(values) if v is not None]
+        assert uniques == seen + ([None] if None in values else [])
