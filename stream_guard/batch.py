@@ -35,6 +35,7 @@ class EventBatch:
     _columns: dict[str, list[Any]] = field(default_factory=dict, repr=False)
     _nulls: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _numbers: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    _transposed: bool = field(default=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.decoded)
@@ -65,11 +66,21 @@ class EventBatch:
         for r in rows:
             failed[r], decoded[r], event_ids[r] = True, Decoded({}, []), None
         return dataclasses.replace(
-            self, decoded=decoded, event_ids=event_ids, failed=failed, _columns={}, _nulls={}, _numbers={}
+            self,
+            decoded=decoded,
+            event_ids=event_ids,
+            failed=failed,
+            _columns={},
+            _nulls={},
+            _numbers={},
+            _transposed=False,
         )
 
     def column(self, name: str) -> list[Any]:
         """The values of one field, ``None`` where absent."""
+        if not self._transposed:
+            self._columns = {**_transpose([d.values for d in self.decoded]), **self._columns}
+            self._transposed = True
         values = self._columns.get(name)
         if values is None:
             values = self._columns[name] = [d.values.get(name) for d in self.decoded]
@@ -86,8 +97,8 @@ class EventBatch:
         """Where a field is null or absent (cached per batch)."""
         mask = self._nulls.get(name)
         if mask is None:
-            values = self.column(name)
-            mask = self._nulls[name] = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+            values = np.fromiter(self.column(name), dtype=object, count=len(self))
+            mask = self._nulls[name] = np.asarray(values == None, dtype=bool)  # noqa: E711 -- elementwise
         return mask
 
     def numeric(self, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -103,6 +114,33 @@ class EventBatch:
                 numbers = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
             cached = self._numbers[name] = (numbers, null)
         return cached
+
+
+def _transpose(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The columns of the fields of the first non-empty record, ``None`` where absent.
+
+    The records that hold exactly those fields in that order (one writer schema's, as
+    fastavro decodes them) are transposed at once; the others (failed rows, records of
+    another writer schema) are read field by field.
+    """
+    first = next((r for r in records if r), None)
+    if first is None:
+        return {}
+    names = tuple(first)
+    alike = [i for i, r in enumerate(records) if len(r) == len(names) and tuple(r) == names]
+    columns = zip(*[tuple(records[i].values()) for i in alike], strict=True)
+    if len(alike) == len(records):
+        return {name: list(column) for name, column in zip(names, columns, strict=True)}
+    others = sorted(set(range(len(records))) - set(alike))
+    out: dict[str, list[Any]] = {}
+    for name, column in zip(names, columns, strict=True):
+        values: list[Any] = [None] * len(records)
+        for i, value in zip(alike, column, strict=True):
+            values[i] = value
+        for i in others:
+            values[i] = records[i].get(name)
+        out[name] = values
+    return out
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -147,7 +147,12 @@ def load_json(payload: bytes | None) -> Any:
     if payload is None:
         raise UndecodablePayloadError("empty (tombstone) value")
     try:
-        raw = json.loads(payload)
+        if payload[:1] == b"{" and payload[1:2] != b"\x00":
+            # UTF-8 by json's own detection (no BOM, no NUL in the first two bytes): what
+            # json.loads(bytes) decodes, without detecting it again per record.
+            raw = json.loads(payload.decode("utf-8", "surrogatepass"))
+        else:
+            raw = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UndecodablePayloadError(f"not valid JSON: {exc}") from None
     except RecursionError:
@@ -409,7 +414,12 @@ class ConfluentDecoder:
     def decode(self, payload: bytes | None, headers: Headers | None = None) -> Decoded:
         if not payload:
             raise UndecodablePayloadError("empty (tombstone) value")
-        schema_id, offset = read_schema_id(payload, headers)
+        schema_id: int | str
+        if not headers and payload[0] == CONFLUENT_MAGIC and len(payload) >= _HEADER.size:
+            # The prefix the client would read: magic byte 0, a big-endian 4-byte id.
+            schema_id, offset = int.from_bytes(payload[1:5], "big"), _HEADER.size
+        else:
+            schema_id, offset = read_schema_id(payload, headers)
         plan = self._plan_of_id.get(schema_id)
         if plan is None:
             writer = (

@@ -148,6 +148,8 @@ class FeatureChecks:
         config = self._config
         names = self._features.get(batch.model, list(profile.features))
         window_keys = [keys.window(int(s)) for s in groups.starts.tolist()]
+        # Each group's counters in one op of its window hash: one read and one write in Redis.
+        fields: list[list[tuple[str, int]]] = [[] for _ in range(groups.size)]
         for name in names:
             feature = profile.features[name]
             sentinel = isinstance(feature, NumericProfile) and config.is_enabled("sentinel_spike", name)
@@ -155,18 +157,18 @@ class FeatureChecks:
             if not (sentinel or cardinality or config.is_enabled("null_rate", name)):
                 continue
             column = self._column(batch, name, feature)
-            nulls = groups.counts(column.null)
-            present = groups.counts(column.present)
+            nulls = groups.counts(column.null).tolist()
+            present = groups.counts(column.present).tolist()
             for g in range(groups.size):
-                update = groups.update_of(g)
-                update.incr(window_keys[g], f"null|{name}", int(nulls[g]))
-                update.incr(window_keys[g], f"nv|{name}", int(present[g]))
+                fields[g] += ((f"null|{name}", nulls[g]), (f"nv|{name}", present[g]))
             if sentinel:
                 assert isinstance(feature, NumericProfile)
                 recent = self._recent.setdefault((batch.model, name), _RecentValues())
-                _count_values(name, feature, column, recent, groups, window_keys)
+                _count_values(name, feature, column, recent, groups, fields)
             if cardinality:
                 _add_distinct(name, column, groups, keys, window_keys)
+        for g, counters in enumerate(fields):
+            groups.update_of(g).incr_many(window_keys[g], counters)
 
     # -- conversion ------------------------------------------------------------------
 
@@ -244,20 +246,28 @@ def range_bounds(feature: NumericProfile, tolerance: float) -> tuple[float, floa
 
 def _convert(batch: EventBatch, name: str, numeric: bool, issue_rows: np.ndarray | None) -> _Column:
     n = len(batch)
-    raw = np.fromiter(batch.column(name), dtype=object, count=n)
-    types = np.fromiter(map(type, raw), dtype=object, count=n)
+    values = batch.column(name)
+    raw = np.fromiter(values, dtype=object, count=n)
     valid = np.ones(n, dtype=bool) if len(batch.failed) != n else ~batch.failed
     if issue_rows is not None:
         valid[issue_rows] = False
-    null = valid & (types == _NONE)
+    kinds = set(map(type, values)) - {_NONE}
     wrong_type = np.zeros(n, dtype=bool)
-    for t in set(types.tolist()) - {_NONE}:
-        ok = issubclass(t, _NUMBER_TYPES if numeric else str)
-        if not ok:
-            wrong_type |= types == t
-    wrong_type &= valid
+    typed = all(issubclass(t, _NUMBER_TYPES if numeric else str) for t in kinds)
+    if typed:
+        null = valid & batch.null_mask(name)  # every value of a right type: no mask per type
+    else:
+        types = np.fromiter(map(type, raw), dtype=object, count=n)
+        null = valid & (types == _NONE)
+        for t in kinds:
+            if not issubclass(t, _NUMBER_TYPES if numeric else str):
+                wrong_type |= types == t
+        wrong_type &= valid
     present = valid & ~null & ~wrong_type
     column = _Column(null=null, present=present, wrong_type=wrong_type, raw=raw)
+    if numeric and typed:
+        column.numbers = np.where(present, batch.numeric(name)[0], np.nan)
+        return column
     clean = raw.copy()
     clean[~present] = None
     if numeric:
@@ -319,9 +329,9 @@ def _count_values(
     column: _Column,
     recent: _RecentValues,
     groups: WindowGroups,
-    window_keys: list[str],
+    fields: list[list[tuple[str, int]]],
 ) -> None:
-    """Count, per group, every baseline top value and every recently frequent value."""
+    """Count, per group, every baseline top value and every recently frequent value (into ``fields[g]``)."""
     assert column.numbers is not None
     rows = np.flatnonzero(column.present & np.isfinite(column.numbers))
     if rows.size == 0:
@@ -337,7 +347,7 @@ def _count_values(
     )
     for pair, count in zip(pairs.tolist(), pair_counts.tolist(), strict=True):
         g, v = divmod(pair, n_values)
-        groups.update_of(g).incr(window_keys[g], f"top|{name}|{value_key(uniques[v])}", count)
+        fields[g].append((f"top|{name}|{value_key(uniques[v])}", count))
 
 
 def _add_distinct(name: str, column: _Column, groups: WindowGroups, keys: ModelKeys, window_keys: list[str]) -> None:

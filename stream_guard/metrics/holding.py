@@ -54,9 +54,8 @@ class Outcomes(NamedTuple):
     metrics: list[str]
     values: np.ndarray
 
-    def sums(self, sources: Sequence[str]) -> list[tuple[tuple[str, int, str], list[tuple[str, float]]]]:
-        """The counters summed per (source, bucket, slice), in that order, zeros left out;
-        ``sources[i]`` is label ``i``'s labels partition."""
+    def sums(self, sources: Sequence[str]) -> SliceSums:
+        """The counters summed per (source, bucket, slice); ``sources[i]`` is label ``i``'s labels partition."""
         places = dict.fromkeys(zip(sources, self.buckets.tolist(), strict=True))
         place_code = {place: i for i, place in enumerate(places)}
         flat = list(chain.from_iterable(self.slices))
@@ -75,15 +74,22 @@ class Outcomes(NamedTuple):
                 for j in range(len(self.metrics))
             ]
         )
-        place_list = list(places)
-        metrics = self.metrics
-        out = []
-        for cell, amounts in zip(present.tolist(), totals.tolist(), strict=True):
-            src, bucket = place_list[cell // len(names)]
-            nonzero = [(metrics[j], amount) for j, amount in enumerate(amounts) if amount]
-            out.append(((src, bucket, names[cell % len(names)]), nonzero))
-        out.sort(key=lambda entry: entry[0])
-        return out
+        slice_names = np.array(names, dtype=object)
+        return SliceSums(list(places), present // len(names), slice_names[present % len(names)], totals)
+
+
+class SliceSums(NamedTuple):
+    """Counters summed per (place, slice): row ``r`` is ``slices[r]`` in ``places[place[r]]``
+    (source, bucket), ``sums[r, j]`` its amount of the outcomes' ``metrics[j]``."""
+
+    places: list[tuple[str, int]]
+    place: np.ndarray
+    slices: np.ndarray
+    sums: np.ndarray
+
+    def add_to(self, updates: dict[str, StateUpdate], keys: s.MetricKeys, metrics: Sequence[str]) -> None:
+        """One ``incr_many`` per (source, bucket) (:func:`~stream_guard.metrics.store.add_slice_sums`)."""
+        s.add_slice_sums(updates, keys, self.places, self.place, self.slices, self.sums, metrics)
 
 
 #: Per joined label (predictions, labels, regression targets): its :class:`Outcomes`, as

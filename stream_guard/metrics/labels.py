@@ -304,15 +304,8 @@ class LabelJoiner:
             update.max_event_ms = max(update.max_event_ms, row.ts)
         if outcomes is not None:
             sums = outcomes.sums([r.label.source for r in matched])
-            counters: dict[tuple[str, int], list[tuple[str, int | float]]] = {}
-            for (src, bucket, slice_), amounts in sums:
-                counters.setdefault((src, bucket), []).extend(
-                    (s.field_name(slice_, metric), amount if metric in s.FLOAT_METRICS else round(amount))
-                    for metric, amount in amounts
-                )
-            for (src, bucket), fields in counters.items():
-                updates[src].incr_many(self.keys.bucket(bucket), fields)
-            for src, bucket in sorted({(src, bucket) for (src, bucket, _), _ in sums}):
+            sums.add_to(updates, self.keys, outcomes.metrics)
+            for src, bucket in sorted(sums.places):
                 s.register_bucket(updates[src], self.keys, bucket, self.settings.retention_s)
             for src in sorted({r.label.source for r in matched}):
                 keys = [self.keys.prediction(str(r.label.event_id)) for r in matched if r.label.source == src]

@@ -21,6 +21,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
+import pandas as pd
 
 from stream_guard.aggregation import Contributor, WindowGroups
 from stream_guard.batch import EventBatch
@@ -138,13 +139,22 @@ _NONE = type(None)
 
 
 def _factorize(values: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
-    """Codes of ``values`` into their distinct values (in order of first appearance).
+    """Codes of ``values`` into their distinct values (in order of first appearance; a
+    column of strings has its ``None`` last).
 
     ``True == 1 == 1.0`` in Python, but their category keys differ: a column mixing
     booleans with other types is keyed by (is bool, value).
     """
     index: dict[Any, int] = {}
     kinds = set(map(type, values)) - {_NONE}
+    if kinds == {str}:
+        # Strings (and None) only: pandas' hash table, in order of first appearance as below.
+        codes, uniques = pd.factorize(np.fromiter(values, dtype=object, count=len(values)))
+        found = uniques.tolist()
+        if (codes < 0).any():  # None: the last distinct value
+            codes = np.where(codes < 0, len(found), codes)
+            found.append(None)
+        return codes.astype(np.int64), found
     if len(kinds) > 1 and kinds & {bool, np.bool_}:
         keyed = [(isinstance(v, (bool, np.bool_)), v) for v in values]
         codes = [index.setdefault(k, len(index)) for k in keyed]
@@ -312,31 +322,23 @@ class SliceRecorder:
         cell = src * len(bucket_values) + bucket_code.reshape(-1)
         codes = self.slice_codes(batch, rows)
         metrics, matrix = self._row_metrics(batch, rows, findings)
-        is_float = [m in s.FLOAT_METRICS for m in metrics]
-        entries: list[tuple[str, int, str, list[tuple[int, float]]]] = []
         everyone = SliceCodes(np.zeros(len(rows), dtype=np.int64), np.array([s.ALL], dtype=object))
+        places, slices, sums = [], [], []
         for dim_codes in (everyone, *codes.values()):
             width = len(dim_codes.names)
             key = cell * width + dim_codes.codes
             present, inverse = np.unique(key, return_inverse=True)
             order = np.argsort(inverse.reshape(-1), kind="stable")
             starts = np.searchsorted(inverse.reshape(-1)[order], np.arange(len(present)))
-            sums = np.add.reduceat(matrix[order], starts, axis=0)
-            names = dim_codes.names.tolist()
-            for value, sums_row in zip(present.tolist(), sums, strict=True):
-                where, slice_code = divmod(value, width)
-                source, bucket = divmod(where, len(bucket_values))
-                nonzero = np.flatnonzero(sums_row)
-                amounts = list(zip(nonzero.tolist(), sums_row[nonzero].tolist(), strict=True))
-                entries.append((source_names[source], int(bucket_values[bucket]), names[slice_code], amounts))
-        entries.sort(key=lambda e: (e[0], e[1], e[2]))
+            sums.append(np.add.reduceat(matrix[order], starts, axis=0))
+            places.append(present // width)
+            slices.append(dim_codes.names[present % width])
+        where = np.concatenate(places)
         # One op per (source, bucket): every slice's counters of the bucket in one argument.
-        counters: dict[tuple[str, int], list[tuple[str, int | float]]] = {}
-        for source_name, bucket, slice_, amounts in entries:
-            fields = counters.setdefault((source_name, bucket), [])
-            fields += [(f"{slice_}|{metrics[m]}", amount if is_float[m] else round(amount)) for m, amount in amounts]
-        for (source_name, bucket), fields in counters.items():
-            groups.updates[source_name].incr_many(mkeys.bucket(bucket), fields)
+        place_names = [(name, int(b)) for name in source_names for b in bucket_values.tolist()]
+        s.add_slice_sums(
+            groups.updates, mkeys, place_names, where, np.concatenate(slices), np.concatenate(sums), metrics
+        )
         for i, source_name in enumerate(source_names):
             mine = buckets[src == i]
             if len(mine) == 0:
@@ -420,6 +422,7 @@ class SliceRecorder:
         ids = [event_ids[row] for row in rows.tolist()]
         has_id = np.array([x is not None for x in ids], dtype=bool)
         score_values = [float(x) if np.isfinite(x) else None for x in scores.tolist()]
+        encode = s.PredictionEncoder().encode
         for i, source_name in enumerate(source_names):
             mine = np.flatnonzero((src == i) & has_id)
             if len(mine) == 0:
@@ -430,12 +433,8 @@ class SliceRecorder:
                 for cell in present.tolist()
             ]
             entries = [
-                (
-                    keys.prediction(ids[r]),
-                    s.encode_prediction(int(buckets[r]), per_row[r], predictions[r], score_values[r]),
-                    row_listed,
-                )
-                for r, row_listed in zip(mine.tolist(), listed.reshape(len(mine), -1).tolist(), strict=True)
+                (keys.prediction(ids[r]), encode(int(buckets[r]), per_row[r], predictions[r], score_values[r]), row)
+                for r, row in zip(mine.tolist(), listed.reshape(len(mine), -1).tolist(), strict=True)
             ]
             groups.updates[source_name].set_once_counted(entries, self.prediction_ttl_s, counters)
 

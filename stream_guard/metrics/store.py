@@ -61,6 +61,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.update import StateUpdate
 
@@ -149,14 +151,84 @@ def trim_index(update: StateUpdate, keys: MetricKeys, newest_ms: int, retention_
     update.expire(keys.index, retention_s)
 
 
+def add_slice_sums(
+    updates: dict[str, StateUpdate],
+    keys: MetricKeys,
+    places: Sequence[tuple[str, int]],
+    place: np.ndarray,
+    slices: np.ndarray,
+    sums: np.ndarray,
+    metrics: Sequence[str],
+) -> None:
+    """Add summed counters to bucket hashes: one ``incr_many`` per (source, bucket).
+
+    Row ``r`` adds ``sums[r, j]`` to the field ``<slices[r]>|<metrics[j]>`` of the bucket
+    of ``places[place[r]]`` (source, bucket start), in ``updates[source]``; rows are unique
+    per (place, slice). Fields go in the order of (source, bucket, slice), then of
+    ``metrics``, zeros left out; :data:`FLOAT_METRICS` as floats, the rest rounded to
+    integers. Vectorised: no Python work per row or field but the names' concatenation.
+    """
+    if len(place) == 0:
+        return
+    slice_rank = np.unique(slices, return_inverse=True)[1].reshape(-1)
+    place_rank = np.empty(len(places), dtype=np.int64)
+    place_rank[sorted(range(len(places)), key=places.__getitem__)] = np.arange(len(places))
+    order = np.lexsort((slice_rank, place_rank[place]))
+    metric_names = np.array(["|" + m for m in metrics], dtype=object)
+    is_float = np.array([m in FLOAT_METRICS for m in metrics], dtype=bool)
+    rows, cols = np.nonzero(np.where(is_float, sums, np.rint(sums))[order])
+    if len(rows) == 0:
+        return
+    names = (slices[order][rows] + metric_names[cols]).tolist()
+    amounts = sums[order][rows, cols]
+    floats = is_float[cols]
+    at_place = place[order][rows]
+    bounds = np.flatnonzero(np.diff(at_place)) + 1
+    for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(rows)], strict=True):
+        source, bucket = places[int(at_place[lo])]
+        updates[source].incr_array(keys.bucket(bucket), names[lo:hi], amounts[lo:hi], floats[lo:hi])
+
+
 def encode_prediction(bucket: int, slices: Sequence[str], prediction: Any, score: float | None) -> str:
     """A stored prediction: lines of its bucket, score (empty: none), prediction (JSON) and slices.
 
     Slices and JSON hold no raw newline; lines cost less to store, send and read back than a
     JSON object (:func:`decode_prediction` still reads that older form).
     """
-    head = f"{int(bucket)}\n{'' if score is None else repr(float(score))}\n{json.dumps(prediction, default=str)}"
+    return _prediction_lines(bucket, slices, json.dumps(prediction, default=str), score)
+
+
+def _prediction_lines(bucket: int, slices: Sequence[str], prediction_json: str, score: float | None) -> str:
+    head = f"{int(bucket)}\n{'' if score is None else repr(float(score))}\n{prediction_json}"
     return "\n".join([head, *slices])
+
+
+class PredictionEncoder:
+    """:func:`encode_prediction` with the JSON of each distinct class label written once.
+
+    Classification predictions repeat: an encoder (one per batch) keeps the JSON of ints,
+    strings, booleans and None by type and value (``True == 1`` but their JSON differs);
+    floats (``0.0 == -0.0``) and other values are written each time.
+    """
+
+    def __init__(self) -> None:
+        self._json: dict[tuple[type, Any], str] = {}
+
+    def encode(self, bucket: int, slices: Sequence[str], prediction: Any, score: float | None) -> str:
+        kind = type(prediction)
+        if kind not in _REPEATED:
+            return encode_prediction(bucket, slices, prediction, score)
+        text = self._json.get((kind, prediction))
+        if text is None:
+            text = self._json[(kind, prediction)] = json.dumps(prediction)
+        return _prediction_lines(bucket, slices, text, score)
+
+
+_REPEATED = frozenset({int, str, bool, type(None)})
+
+
+#: The JSON of the commonest class labels, read without the JSON parser (immutable values).
+_CLASS_JSON: dict[str, Any] = {"0": 0, "1": 1, "true": True, "false": False, "null": None}
 
 
 def decode_prediction(text: str | bytes | None) -> dict[str, Any] | None:
@@ -168,7 +240,9 @@ def decode_prediction(text: str | bytes | None) -> dict[str, Any] | None:
     if not text.startswith("{"):
         lines = text.split("\n")
         try:
-            bucket, score, prediction = int(lines[0]), lines[1], json.loads(lines[2])
+            head = lines[2]
+            prediction = _CLASS_JSON[head] if head in _CLASS_JSON else json.loads(head)
+            bucket, score = int(lines[0]), lines[1]
             return {
                 "bucket": bucket,
                 "slices": lines[3:],

@@ -6,7 +6,10 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
+
+import numpy as np
 
 from stream_guard.state.exceptions import StateUpdateInvalidError
 from stream_guard.state.keys import Fence
@@ -121,6 +124,34 @@ class StateUpdate:
         if parts:
             self._push(Op.INCR_MANY, self._key(key), "\n".join(parts))
 
+    def incr_array(self, key: str, names: Sequence[str], amounts: np.ndarray, is_float: np.ndarray) -> None:
+        """:meth:`incr_many` of parallel arrays, validated and formatted per array, not per field.
+
+        ``names[i]`` gains ``amounts[i]``: a float where ``is_float[i]``, else the amount rounded
+        to an integer (half to even, as :func:`round`). The op's text is the one
+        :meth:`incr_many` writes for the same pairs; zeros are skipped and the same inputs raise
+        :class:`StateUpdateInvalidError`.
+        """
+        values = np.where(is_float, amounts, np.rint(amounts))
+        kept = np.flatnonzero(values != 0)
+        if len(kept) == 0:
+            return
+        picked = [names[i] for i in kept.tolist()] if len(kept) < len(names) else list(names)
+        floats = is_float[kept]
+        bad = np.flatnonzero(floats & ~np.isfinite(values[kept]))
+        if len(bad):
+            at = int(kept[bad[0]])
+            raise StateUpdateInvalidError(f"non-finite increment {float(values[at])!r} of {key} {names[at]}")
+        if "" in picked or sum(map(len, picked)) != len("".join(picked).replace("\n", "")):
+            name = next(n for n in picked if not n or "\n" in n)
+            raise StateUpdateInvalidError(f"field {name!r} of {key} cannot be packed")
+        text = np.empty(len(kept), dtype=object)
+        at_float, at_int = np.flatnonzero(floats), np.flatnonzero(~floats)
+        text[at_float] = list(map(repr, values[kept[at_float]].tolist()))
+        text[at_int] = list(map(str, values[kept[at_int]].astype(np.int64).tolist()))
+        packed = "\n".join(chain.from_iterable(zip(picked, text.tolist(), strict=True)))
+        self._push(Op.INCR_MANY, self._key(key), packed)
+
     def set(self, key: str, field: str, value: str) -> None:
         self._push(Op.SET, self._key(key), field, value)
 
@@ -156,11 +187,11 @@ class StateUpdate:
         if not entries:
             return
         args: list[Any] = []
-        listed_total = [0] * len(counters)
+        flat = list(chain.from_iterable(listed for _, _, listed in entries))
+        listed_total = np.bincount(np.asarray(flat, dtype=np.int64), minlength=len(counters)).tolist()
+        numbers = [str(c + 1) for c in range(len(counters))]
         for key, value, listed in entries:
-            for c in listed:
-                listed_total[c] += 1
-            args += [self._key(key), value, ",".join([str(c + 1) for c in listed])]
+            args += [self._key(key), value, ",".join(map(numbers.__getitem__, listed))]
         for (counter_key, name), amount in zip(counters, listed_total, strict=True):
             args += [self._key(counter_key), name, amount]
         self._push(Op.SET_ONCE_COUNTED, int(ttl_s), len(entries), len(args), *args)

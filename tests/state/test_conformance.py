@@ -1428,6 +1428,40 @@ def test_a_prediction_stored_in_two_batches_counts_once(make_store: Factory, che
     check(stored_twice_sequence)
 
 
+def many_counters_sequence(h: Harness) -> None:
+    """M over fields repeated in one op, stored by other ops, past 2^53 and in the thousands."""
+    k = h.keys
+    b = k.bucket(BASE_MS)
+    u = update(0, 0, BASE_MS)
+    u.incr(b, "h", 5)
+    u.set_once_counted([(k.prediction("e1"), "p1", [0])], 600, [(b, "st")])
+    u.incr_many(b, [("h", 2), ("st", 3), ("x", 1), ("x", 4), ("f", 1), ("f", 0.5), ("neg", -7)])
+    u.incr_many(b, [("big", 2**53 - 1)])
+    u.incr_many(b, [("big", 2), ("huge", 9_000_000_000_000_000_000), ("x", 1)])
+    u.incr_many(b, [(f"c{i}", i + 1) for i in range(1200)])
+    u.incr_many(b, [(f"c{i}", 1) for i in range(0, 1200, 7)])
+    h.log.append(("apply", h.store.apply([u], BASE_MS)))
+    h.log.append(("fields", h.dump()[b][1]))
+
+
+def test_many_counters_of_a_hash_sum_exactly(make_store: Factory, check: Callable[..., None]) -> None:
+    """M sums integers to the last unit (past 2^53 too), beside the other ops on the hash and its floats."""
+    h = make_store()
+    many_counters_sequence(h)
+    fields = h.log[-1][1]
+    assert {f: fields[f] for f in ("h", "st", "x", "f", "neg", "big", "huge")} == {
+        "h": "7",
+        "st": "4",
+        "x": "6",
+        "f": "1.5",
+        "neg": "-7",
+        "big": str(2**53 + 1),
+        "huge": "9000000000000000000",
+    }
+    assert [fields[f"c{i}"] for i in (0, 1, 7, 1199)] == ["2", "2", "9", "1200"]
+    check(many_counters_sequence)
+
+
 def outcome_sequence(h: Harness) -> None:
     tracker = IncidentTracker(h.store, settings=LIFECYCLE)
     tracker.publishable([alert(BASE_MS)])

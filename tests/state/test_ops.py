@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 
 from stream_guard.state import MemoryState, ModelKeys, Op, StateUpdate
@@ -97,3 +98,48 @@ def test_incr_many_refuses_what_it_cannot_pack(name: str, amount: float) -> None
     with pytest.raises(StateUpdateInvalidError):
         u.incr_many("k", [(name, amount)])
     assert u.ops == []
+
+
+def test_incr_array_writes_what_incr_many_writes() -> None:
+    """incr_array's packed op equals incr_many's of the same pairs (zeros, rounding, floats, negatives)."""
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        n = int(rng.integers(1, 40))
+        names = [f"s{int(rng.integers(5))}=v|m{i}" for i in range(n)]
+        is_float = rng.random(n) < 0.4
+        amounts = np.where(rng.random(n) < 0.3, 0.0, rng.integers(-3, 9, n) + np.where(is_float, rng.random(n), 0.0))
+        amounts[rng.random(n) < 0.1] = 2.5  # a half, rounded to even where it is an integer count
+        expected, packed = StateUpdate("t:0", 0, 1, 0), StateUpdate("t:0", 0, 1, 0)
+        pairs = [(f, float(a) if fl else round(float(a))) for f, a, fl in zip(names, amounts, is_float, strict=True)]
+        expected.incr_many("k", pairs)
+        packed.incr_array("k", names, amounts, is_float)
+        assert packed.ops == expected.ops
+
+
+@pytest.mark.parametrize(("name", "amount"), [("a\nb", 1.0), ("", 2.0), ("x", float("nan")), ("x", float("inf"))])
+def test_incr_array_refuses_what_incr_many_refuses(name: str, amount: float) -> None:
+    """A field with a newline, an empty field and a non-finite float raise StateUpdateInvalidError."""
+    u = StateUpdate("t:0", 0, 1, 0)
+    with pytest.raises(StateUpdateInvalidError):
+        u.incr_array("k", ["ok", name], np.array([1.0, amount]), np.array([False, True]))
+
+
+def test_set_once_counted_lists_and_sums_each_entry_s_counters() -> None:
+    """O's arguments: per entry its key, value and 1-based counter numbers; per counter the entries listing it."""
+    rng = np.random.default_rng(8)
+    for _ in range(20):
+        counters = [(f"b{i % 2}", f"s{i}|st") for i in range(int(rng.integers(1, 12)))]
+        entries = []
+        for e in range(int(rng.integers(1, 15))):
+            listed = sorted(rng.choice(len(counters), int(rng.integers(0, len(counters) + 1)), replace=False).tolist())
+            entries.append((f"pred:{e}", f"v{e}", listed))
+        u = StateUpdate("t:0", 0, 1, 0)
+        u.set_once_counted(entries, 60, counters)
+        ((op, args),) = split_ops(u.ops)
+        keys = u.keys
+        expected: list[object] = [60, len(entries), 3 * len(entries) + 3 * len(counters)]
+        for key, value, listed in entries:
+            expected += [keys.index(key) + 5, value, ",".join(str(c + 1) for c in listed)]
+        for c, (counter_key, name) in enumerate(counters):
+            expected += [keys.index(counter_key) + 5, name, sum(c in listed for _, _, listed in entries)]
+        assert (op, args) == (Op.SET_ONCE_COUNTED, expected)

@@ -39,3 +39,18 @@ def test_values_at_picks_rows_and_with_failed_clears_the_caches() -> None:
     failed = batch.with_failed([1])
     assert failed.values_at("x", np.arange(3)) == [1, None, 3]
     assert failed.null_mask("x").tolist() == [False, True, False]
+
+
+def test_columns_are_each_record_s_value_whatever_its_fields_and_their_order() -> None:
+    """Columns transposed per batch equal a per-record lookup: failed rows, other field orders, extra or missing fields."""
+    rng = np.random.default_rng(3)
+    shapes = [("a", "b", "c"), ("a", "b", "c"), ("b", "a", "c"), ("a", "b"), ("a", "b", "c", "d"), ()]
+    for _ in range(40):
+        records = []
+        for _ in range(int(rng.integers(1, 12))):
+            shape = shapes[int(rng.integers(len(shapes)))]
+            records.append({name: None if rng.random() < 0.2 else f"{name}{rng.integers(3)}" for name in shape})
+        batch = _batch(records)
+        for name in ("c", "a", "d", "zz", "b"):
+            assert batch.column(name) == [r.get(name) for r in records]
+            assert batch.null_mask(name).tolist() == [r.get(name) is None for r in records]

@@ -100,6 +100,12 @@ def window_fields(updates: list[StateUpdate]) -> tuple[dict[str, dict[str, Any]]
             key = update.keys[int(ops[i + 1]) - 5]
             if op == "H":
                 hashes[key][ops[i + 2]] = hashes[key].get(ops[i + 2], 0) + ops[i + 3]
+            elif op == "M":
+                parts = ops[i + 2].split("\n")
+                for name, amount in zip(parts[::2], parts[1::2], strict=True):
+                    hashes[key][name] = hashes[key].get(name, 0) + float(amount)
+                i += 3
+                continue
             elif op == "S":
                 hashes[key][ops[i + 2]] = ops[i + 3]
             elif op == "P":
@@ -310,3 +316,30 @@ def test_row_check_severity_per_feature(profile: BaselineProfile) -> None:
     """A per-feature severity of a row check reaches its alert."""
     config = ChecksConfig.from_dict({"features": {"x": {"out_of_range": {"severity": "INFO"}}}})
     assert _finding_alert_severity(config, profile) == Severity.INFO
+
+
+def test_a_column_of_right_types_converts_as_a_mixed_one() -> None:
+    """A column whose values all have a right type (the fast path) gets the masks and numbers a mixed one gets."""
+    from stream_guard.checks.row_checks import _convert
+
+    rng = np.random.default_rng(9)
+    for numeric in (True, False):
+        for _ in range(20):
+            n = int(rng.integers(1, 30))
+            pick = [int(rng.integers(4)) for _ in range(n)]
+            if numeric:
+                values: list[Any] = [[None, 1, 2.5, True][k] for k in pick]
+            else:
+                values = [[None, "a", "b", "c"][k] for k in pick]
+            typed = batch([{"x": v, "c": v} for v in values])
+            typed.failed = rng.random(n) < 0.2
+            mixed = batch([{"x": v, "c": v} for v in [*values, b"bytes"]])  # one wrong type: the general path
+            mixed.failed = np.append(typed.failed, False)
+            name = "x" if numeric else "c"
+            fast, slow = _convert(typed, name, numeric, None), _convert(mixed, name, numeric, None)
+            for attr in ("null", "present", "wrong_type"):
+                assert getattr(fast, attr).tolist() == getattr(slow, attr)[:n].tolist()
+            if numeric:
+                assert np.array_equal(fast.numbers, slow.numbers[:n], equal_nan=True)
+            else:
+                assert fast.uniques[fast.codes].tolist() == slow.uniques[slow.codes[:n]].tolist()

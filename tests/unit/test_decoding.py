@@ -552,3 +552,26 @@ def test_event_time_beyond_int64_is_a_decode_error() -> None:
     assert event_time_of(2**63 - 1, 7) == 2**63 - 1
     with pytest.raises(EventTimeRangeError):
         event_time_of(10**300, 7)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        '{"a": "é", "b": [1, 2.5]}'.encode(),
+        '{"a": "é"}'.encode("utf-16-le"),
+        '{"a": "é"}'.encode("utf-16"),
+        '{"a": "é"}'.encode("utf-32"),
+        b'\xef\xbb\xbf{"a": 1}',
+        b' {"a": 1}',
+        b'{"a": "\xed\xa0\x80"}',  # a surrogate as raw bytes: json.loads reads it with surrogatepass
+    ],
+)
+def test_json_objects_read_as_json_loads_reads_them(payload: bytes) -> None:
+    """load_json's UTF-8 path gives json.loads(bytes)'s result or error for every encoding it detects."""
+    try:
+        expected = json.loads(payload)
+    except ValueError:
+        with pytest.raises(UndecodablePayloadError):
+            load_json(payload)
+        return
+    assert load_json(payload) == expected

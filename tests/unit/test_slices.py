@@ -17,11 +17,19 @@ from stream_guard.metrics.slices import (
     MetricsSettings,
     SliceRecorder,
     ValueCapper,
+    _factorize,
     parse_slice,
     slice_dimension,
     slice_name,
 )
-from stream_guard.metrics.store import MetricKeys, decode_prediction, encode_prediction
+from stream_guard.metrics.store import (
+    FLOAT_METRICS,
+    MetricKeys,
+    PredictionEncoder,
+    add_slice_sums,
+    decode_prediction,
+    encode_prediction,
+)
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.ops import Op, split_ops
 from stream_guard.state.window_store import StateUpdate
@@ -256,3 +264,62 @@ def test_a_threshold_inside_a_score_bin_counts_the_scores_at_or_above_it() -> No
         build_updates(batch, [], KEYS, window_ms=10_000, max_examples=1, contributors=[on_edge.contributor([])])
     )
     assert not [name for _, name in inc if name.endswith("|pp")]
+
+
+def per_row_slice_sums(
+    places: list[tuple[str, int]], place: np.ndarray, slices: np.ndarray, sums: np.ndarray, metrics: list[str]
+) -> dict[str, StateUpdate]:
+    """What ``add_slice_sums`` replaced: each row's nonzero fields in Python, sorted, one incr_many per place."""
+    entries = []
+    for p, slice_, row in zip(place.tolist(), slices.tolist(), sums.tolist(), strict=True):
+        amounts = [(j, a) for j, a in enumerate(row) if a]
+        entries.append((*places[p], slice_, amounts))
+    entries.sort(key=lambda e: (e[0], e[1], e[2]))
+    counters: dict[tuple[str, int], list[tuple[str, int | float]]] = {}
+    for source, bucket, slice_, amounts in entries:
+        counters.setdefault((source, bucket), []).extend(
+            (f"{slice_}|{metrics[j]}", a if metrics[j] in FLOAT_METRICS else round(a)) for j, a in amounts
+        )
+    updates = {source: StateUpdate(source, 0, 1, 0) for source, _ in places}
+    for (source, bucket), fields in counters.items():
+        updates[source].incr_many(MetricKeys(KEYS).bucket(bucket), fields)
+    return updates
+
+
+def test_slice_sums_are_the_per_row_increments() -> None:
+    """add_slice_sums (vectorised) writes the ops of the per-row loop: order, zeros, floats and rounding."""
+    rng = np.random.default_rng(11)
+    metrics = ["n", "v:out_of_range", "pv", "pq", "h3", "sv"]
+    for _ in range(30):
+        places = [(f"t:{p}", T0 + 60_000 * b) for p in rng.permutation(3).tolist() for b in range(2)]
+        names = np.array(["*", "a=x", "a=other", "a=null", "b=1,c=2", "b=_"], dtype=object)
+        cells = rng.choice(len(places) * len(names), size=int(rng.integers(1, 30)), replace=False)
+        place, slices = cells // len(names), names[cells % len(names)]
+        sums = rng.integers(0, 4, (len(cells), len(metrics))).astype(float)
+        sums[:, [2, 3, 5]] += np.where(rng.random((len(cells), 3)) < 0.5, rng.normal(size=(len(cells), 3)), 0.0)
+        sums[rng.random(sums.shape) < 0.3] = 0.0
+        got = {source: StateUpdate(source, 0, 1, 0) for source, _ in places}
+        add_slice_sums(got, MetricKeys(KEYS), places, place, slices, sums, metrics)
+        expected = per_row_slice_sums(places, place, slices, sums, metrics)
+        assert {k: (u.keys, u.ops) for k, u in got.items()} == {k: (u.keys, u.ops) for k, u in expected.items()}
+
+
+def test_a_batch_s_prediction_encoder_writes_what_encode_prediction_writes() -> None:
+    """Cached class labels keep their own JSON: True, 1, 1.0, -0.0, None, strings and lists alike."""
+    encoder = PredictionEncoder()
+    for prediction in [1, True, 1.0, 0.0, -0.0, None, "yes", [1, 2], 1, True, "yes", None, -0.0]:
+        for score in (None, 0.25):
+            assert encoder.encode(T0, ["a=1", "b=x"], prediction, score) == encode_prediction(
+                T0, ["a=1", "b=x"], prediction, score
+            )
+
+
+def test_string_columns_are_coded_like_any_other() -> None:
+    """Strings with None (the pandas path) code each row to its own value, distinct values in first-seen order."""
+    rng = np.random.default_rng(5)
+    for _ in range(30):
+        values = [None if rng.random() < 0.2 else f"v{rng.integers(6)}" for _ in range(int(rng.integers(1, 40)))]
+        codes, uniques = _factorize(values)
+        assert [uniques[c] for c in codes.tolist()] == values
+        seen = [v for v in dict.fromkeys(values) if v is not None]
+        assert uniques == seen + ([None] if None in values else [])
