@@ -17,6 +17,7 @@ import dataclasses
 import json
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import structlog  # noqa: E402
+
 from bench.wide import EVENTS_TOPIC, learn_profile, redis_counters, write_config  # noqa: E402
+from stream_guard.outages import wait_for_redis  # noqa: E402
 
 
 class NoOffsets:
@@ -131,7 +135,8 @@ def main() -> None:
         work = batches(args.events, args.partitions, args.step_ms, args.batch, lag, model.labels.topic)
         worker = build_worker(config, close_interval_s=1.0)
         worker.parts.sinks = dataclasses.replace(worker.parts.sinks, offsets=NoOffsets())
-        worker._wait_for_redis()  # the loop's start, without subscribing
+        # The loop's start, without subscribing.
+        wait_for_redis(worker.parts.redis_client, worker.parts.health, threading.Event(), structlog.get_logger("bench"))
         profiler: Any = None
         if args.pyinstrument:
             from pyinstrument import Profiler
