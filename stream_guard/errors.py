@@ -75,6 +75,14 @@ class DeliveryError(StreamGuardError):
     """The broker did not acknowledge alerts or dead letters; offsets stay uncommitted."""
 
 
+class ProducerFencedError(StreamGuardError):
+    """Another worker took over this one's transactional id: this one must stop (it is a zombie)."""
+
+
+class TransactionUnavailableError(StreamGuardError):
+    """The producer cannot run transactions (``kafka.delivery = "exactly_once"``): a fatal client error."""
+
+
 class ProfileFormatError(StreamGuardError, ValueError):
     """A profile file or dict is malformed; the message names the offending key."""
 
