@@ -50,7 +50,7 @@ from stream_guard.state.keys import ModelKeys
 from stream_guard.state.keyspace import MemoryKeySpace
 from stream_guard.state.protocol import IncidentState, LabelState
 from stream_guard.state.window_store import WindowStore
-from stream_guard.transactions import Transaction, read_outcome
+from stream_guard.transactions import RedisPendingSteps, Transaction, read_outcome
 from stream_guard.worker import Worker, WorkerParts
 
 log = structlog.get_logger("stream_guard.assembly")
@@ -241,8 +241,7 @@ def delivery_clients(
     transaction = Transaction(
         producer,
         consumer,
-        client,
-        {name: store.keys for name, store in stores.items()},
+        RedisPendingSteps(client, {name: store.keys for name, store in stores.items()}),
         stores,
         window_ms=config.worker.window_s * 1000,
         outcome=functools.partial(read_outcome, probe_settings),

@@ -47,7 +47,7 @@ leaves that alert pending until its steps are resolved (at its restart, or ``lea
 later by another worker): a batch of the same window read by another worker meanwhile fires
 it again. The broker must support transactions (Apache Kafka 2.5+ for KIP-447).
 
-:func:`crash_point` is a test hook: with ``STREAM_GUARD_CRASH_AT=<point>`` in the
+:func:`crash_point` is a test hook: with ``SG_CRASH_AT=<point>`` in the
 environment the process exits at once (like SIGKILL) the first time it reaches that point;
 unset, it does nothing.
 """
@@ -60,13 +60,14 @@ import os
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from stream_guard.errors import ProducerFencedError, TransactionUnavailableError
 from stream_guard.kafka import DeliveryTracker, TransactionalProducer
 from stream_guard.source import Source
 from stream_guard.state.client import REDIS_ERRORS, RedisClient, pipeline
@@ -82,15 +83,30 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("stream_guard.transactions")
 
-CRASH_POINT_ENV = "STREAM_GUARD_CRASH_AT"
-#: Named moments :func:`crash_point` can stop the process at (the crash tests use them).
+CRASH_POINT_ENV = "SG_CRASH_AT"
+#: Named moments :func:`crash_point` can stop the process at (the crash tests use them):
+#: a batch's Redis updates applied, its transaction open; a window's decisions taken in
+#: Redis, its alerts not produced yet; a transaction with settling steps committed, the
+#: steps not run yet.
 CRASH_POINTS = ("applied", "closing", "committed")
 
 
+_reached: dict[str, int] = defaultdict(int)
+
+
 def crash_point(name: str) -> None:
-    """Exit at once (status 137, no clean-up) if ``STREAM_GUARD_CRASH_AT`` names this point."""
-    if os.environ.get(CRASH_POINT_ENV) == name:
-        os._exit(137)
+    """Exit at once (status 137, no clean-up) if ``SG_CRASH_AT`` names this point.
+
+    ``<point>`` exits the first time the point is reached, ``<point>@<n>`` the n-th time.
+    """
+    wanted = os.environ.get(CRASH_POINT_ENV)
+    if not wanted:
+        return
+    point, _, nth = wanted.partition("@")
+    if point == name:
+        _reached[name] += 1
+        if _reached[name] >= int(nth or 1):
+            os._exit(137)
 
 
 class StepTarget(Protocol):
@@ -223,6 +239,43 @@ class PendingSteps:
         return cls(transactional_id, int(record["at"]), position, steps)
 
 
+class PendingStore(Protocol):
+    """Where the steps of a transaction wait for its outcome, per model and transactional id."""
+
+    def write(self, entries: Mapping[str, PendingSteps]) -> None:
+        """Each model's entry (one round trip)."""
+
+    def remove(self, models: Iterable[str], transactional_id: str) -> None:
+        """The entries of ``transactional_id`` in ``models`` (one round trip)."""
+
+    def read(self, model: str) -> list[PendingSteps]:
+        """Every transactional id's entry of ``model``."""
+
+
+class RedisPendingSteps:
+    """Pending steps in each model's hash ``sg:{m}:txn`` (field: the transactional id)."""
+
+    def __init__(self, client: RedisClient, keys: Mapping[str, ModelKeys]) -> None:
+        self._client = client
+        self._keys = keys
+
+    def write(self, entries: Mapping[str, PendingSteps]) -> None:
+        pipe = pipeline(self._client)
+        for model, pending in entries.items():
+            pipe.hset(self._keys[model].transaction_steps, pending.transactional_id, pending.to_json())
+        pipe.execute()
+
+    def remove(self, models: Iterable[str], transactional_id: str) -> None:
+        pipe = pipeline(self._client)
+        for model in models:
+            pipe.hdel(self._keys[model].transaction_steps, transactional_id)
+        pipe.execute()
+
+    def read(self, model: str) -> list[PendingSteps]:
+        raw = self._client.hgetall(self._keys[model].transaction_steps)
+        return [PendingSteps.from_json(str(name), str(text)) for name, text in raw.items()]
+
+
 class Transaction:
     """Delivered for good = committed: one Kafka transaction per loop turn (module docstring).
 
@@ -232,8 +285,8 @@ class Transaction:
         The transactional producer of alerts and dead letters.
     consumer
         The worker's consumer: its group metadata and positions go with every commit.
-    client, keys
-        Redis, and the keys of each model (where the pending steps are written).
+    pending
+        Where the steps wait for the commit (:class:`RedisPendingSteps`).
     targets
         Each model's window store, which the steps write.
     window_ms
@@ -246,8 +299,7 @@ class Transaction:
         self,
         producer: TransactionalProducer,
         consumer: Consumer,
-        client: RedisClient,
-        keys: Mapping[str, ModelKeys],
+        pending: PendingStore,
         targets: Mapping[str, StepTarget],
         *,
         window_ms: int,
@@ -255,8 +307,7 @@ class Transaction:
     ) -> None:
         self._producer = producer
         self._consumer = consumer
-        self._client = client
-        self._keys = keys
+        self._pending = pending
         self._targets = targets
         self._window_ms = window_ms
         self._outcome = outcome
@@ -272,7 +323,7 @@ class Transaction:
     def start(self) -> None:
         """Fence every earlier producer of this transactional id, then resolve its pending steps."""
         self._producer.init()
-        for model in self._keys:
+        for model in self._targets:
             self.resolve(model, min_age_ms=0, own_only=True)
 
     def begin(self) -> None:
@@ -302,19 +353,20 @@ class Transaction:
         for step in self._steps:
             by_model[step.model].append(step)
         if by_model:
-            self._write_pending(by_model)
+            now_ms, probe = int(time.time() * 1000), self._producer.first_position
+            self._pending.write(
+                {model: PendingSteps(self.transactional_id, now_ms, probe, steps) for model, steps in by_model.items()}
+            )
         self._producer.commit()
         self._open = False
         actions, self._actions, self._steps = self._actions, [], []
-        crash_point("committed")
+        if by_model:
+            crash_point("committed")
         try:
             for action in actions:
                 action()
             if by_model:
-                pipe = pipeline(self._client)
-                for model in by_model:
-                    pipe.hdel(self._keys[model].transaction_steps, self.transactional_id)
-                pipe.execute()
+                self._pending.remove(by_model, self.transactional_id)
         except REDIS_ERRORS as exc:
             # Committed: the batch must not be read again. The pending steps are this
             # worker's own, resolved (run) before its next window close.
@@ -331,7 +383,7 @@ class Transaction:
         self._actions, self._steps, self._offsets = [], [], {}
         try:
             self._producer.abort()
-        except KafkaException as exc:
+        except (KafkaException, ProducerFencedError, TransactionUnavailableError) as exc:
             log.warning("aborting the transaction failed", error=str(exc))
             return
         self._open = False
@@ -343,28 +395,15 @@ class Transaction:
             return {}
         return {Source(tp.topic, tp.partition): tp.offset for tp in self._consumer.position(assigned) if tp.offset >= 0}
 
-    def _write_pending(self, by_model: Mapping[str, list[RedisStep]]) -> None:
-        now_ms = int(time.time() * 1000)
-        pipe = pipeline(self._client)
-        for model, steps in by_model.items():
-            pending = PendingSteps(self.transactional_id, now_ms, self._producer.first_position, steps)
-            pipe.hset(self._keys[model].transaction_steps, self.transactional_id, pending.to_json())
-        pipe.execute()
-
     def resolve(self, model: str, *, min_age_ms: int, own_only: bool = False) -> set[int]:
         """Resolve ``model``'s pending steps; the window starts of those left pending (not to be closed).
 
         This worker's own (left by a failure after a commit, or by its predecessor) are
         resolved at any age, another transactional id's once ``min_age_ms`` old.
         """
-        key = self._keys[model].transaction_steps
-        raw = self._client.hgetall(key)
-        if not raw:
-            return set()
-        now_ms = int(time.time() * 1000)
         blocked: set[int] = set()
-        for name, text in raw.items():
-            pending = PendingSteps.from_json(str(name), str(text))
+        now_ms = int(time.time() * 1000)
+        for pending in self._pending.read(model):
             own = pending.transactional_id == self.transactional_id
             if (own_only and not own) or (not own and now_ms - pending.written_ms < min_age_ms):
                 outcome = Outcome.UNDECIDED
@@ -376,7 +415,7 @@ class Transaction:
             if outcome is Outcome.COMMITTED:
                 for step in pending.steps:
                     step.run(self._targets[model], self._window_ms)
-            self._client.hdel(key, pending.transactional_id)
+            self._pending.remove([model], pending.transactional_id)
             log.info(
                 "pending transaction steps resolved",
                 model=model,

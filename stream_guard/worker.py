@@ -187,6 +187,8 @@ class Worker:
                     transaction.commit()
         finally:
             health.subscribed = False
+            if transaction is not None:
+                transaction.abort()  # a turn cut short: its records are not left open until the broker's timeout
             self._offsets.commit_sync()
             self._leave_group()
             self._consumer.close()

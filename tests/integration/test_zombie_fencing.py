@@ -1,0 +1,75 @@
+"""Exactly-once delivery against the embedded broker: a newer instance fences the older one, which stops."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from confluent_kafka import Consumer, TopicPartition
+from streamtest import consume_all, new_worker, produce, write_config
+
+from stream_guard.errors import ProducerFencedError
+from stream_guard.kafka import TransactionalProducer, producer_settings
+from stream_guard.tools.simulator import Simulator
+
+pytestmark = pytest.mark.integration
+
+START_MS = 1_700_000_000_000
+
+
+def _committed(bootstrap: str, group: str, topic: str) -> int:
+    """The group's committed offsets on the three partitions of ``topic``, summed (a missing one counts 0)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        found = consumer.committed([TopicPartition(topic, p) for p in range(3)], timeout=10)
+        return sum(max(tp.offset, 0) for tp in found)
+    finally:
+        consumer.close()
+
+
+def test_a_worker_whose_transactional_id_a_newer_instance_took_stops_fenced(
+    tmp_path: Path, bootstrap: str, redis_url: str, redis_client: redis.Redis, unique: str
+) -> None:
+    """The older worker's next commit fails as fenced: run() raises ProducerFencedError, nothing more is committed."""
+    config = write_config(tmp_path, bootstrap=bootstrap, redis_url=redis_url, unique=unique)
+    config.kafka.delivery = "exactly_once"
+    config.kafka.instance_id = "pod-0"
+    topic = config.models[0].topics[0]
+    sim = Simulator(encoding="confluent", seed=7)
+    events = [(None, payload, record["ts"]) for record, payload, _ in sim.stream(1200, START_MS, step_ms=20)]
+    first = produce(bootstrap, topic, events[:600], partitions=3)
+
+    worker = new_worker(config)
+    failure: list[Exception] = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except Exception as exc:  # noqa: BLE001  # the test asserts which one
+            failure.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    newer = None
+    try:
+        deadline = time.monotonic() + 60
+        while _committed(bootstrap, config.kafka.group_id, topic) < first:
+            assert thread.is_alive() and time.monotonic() < deadline, (failure, vars(worker.stats))
+            time.sleep(0.2)
+        newer = TransactionalProducer(producer_settings(config.kafka), config.kafka.transactional_id("pod-0"))
+        newer.init()  # as a restarted pod-0 does: the running one is a zombie now
+        produce(bootstrap, topic, events[600:], partitions=3, first=600)
+        thread.join(60)
+        assert not thread.is_alive(), "the fenced worker did not stop"
+    finally:
+        worker.stop()
+        thread.join(60)
+        if newer is not None:
+            newer.close()
+    assert len(failure) == 1 and isinstance(failure[0], ProducerFencedError), failure
+    assert "pod-0" in str(failure[0])
+    assert _committed(bootstrap, config.kafka.group_id, topic) == first
+    assert consume_all(bootstrap, config.kafka.alerts_topic, idle_s=1, timeout_s=3) == []
