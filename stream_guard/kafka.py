@@ -96,6 +96,8 @@ class DeliveryTracker:
         self.producer = Producer(dict(settings), logger=logger) if logger is not None else Producer(dict(settings))
         self.max_message_bytes = max_message_bytes(settings)
         self._failures: list[str] = []
+        #: A delivery report that could not read its error (the client failed fatally meanwhile).
+        self.client_failure: SystemError | None = None
 
     def produce(
         self,
@@ -114,13 +116,17 @@ class DeliveryTracker:
         """
 
         def on_delivery(error: KafkaError | None, message: Message) -> None:
-            if error is None:
-                self._delivered(message)
-                return
-            if error.code() == KafkaError.MSG_SIZE_TOO_LARGE and if_too_large is not None:
-                self.produce(topic, key=key, **{**kwargs, **if_too_large})
-            else:
-                self._failures.append(f"{message.topic()}: {error.str()}")
+            try:
+                if error is None:
+                    self._delivered(message)
+                    return
+                if error.code() == KafkaError.MSG_SIZE_TOO_LARGE and if_too_large is not None:
+                    self.produce(topic, key=key, **{**kwargs, **if_too_large})
+                else:
+                    self._failures.append(f"{message.topic()}: {error.str()}")
+            except SystemError as exc:
+                # Run by a flush with the client's fatal error pending (its cause): kept for the caller.
+                self.client_failure = exc
 
         while True:
             try:
@@ -182,6 +188,8 @@ class TransactionalProducer(DeliveryTracker):
         self._timeout_s = timeout_s
         #: The first message acknowledged in the open transaction: (topic, partition, offset).
         self.first_position: tuple[str, int, int] | None = None
+        #: A newer producer with the same transactional id fenced this one: it can do nothing more.
+        self.fenced = False
 
     def _delivered(self, message: Message) -> None:
         topic, partition, offset = message.topic(), message.partition(), message.offset()
@@ -218,7 +226,12 @@ class TransactionalProducer(DeliveryTracker):
                     raise
 
     def abort(self) -> None:
-        """Abort the open transaction, if any: its messages are never read by ``read_committed`` consumers."""
+        """Abort the open transaction, if any: its messages are never read by ``read_committed`` consumers.
+
+        A fenced producer aborts nothing: the newer one's ``init_transactions`` aborted it.
+        """
+        if self.fenced:
+            return
         try:
             self._call(lambda: self.producer.abort_transaction(self._timeout_s))
         except KafkaException as exc:
@@ -226,26 +239,71 @@ class TransactionalProducer(DeliveryTracker):
                 raise
 
     def close(self, timeout_s: float = 30.0) -> int:
-        """As :meth:`DeliveryTracker.close`; a fenced producer (its flush raises) is released at once."""
-        try:
-            return close_producer(self.producer, timeout_s)
-        except KafkaException as exc:
-            log.warning("transactional producer closed after a fatal error", error=str(exc.args[0]))
-            self.producer.close()  # type: ignore[attr-defined]  # in the client, missing from 2.15's stub
-            return 0
+        """As :meth:`DeliveryTracker.close`; a fenced producer is released at once (nothing it holds can commit)."""
+        if not self.fenced:
+            try:
+                return close_producer(self.producer, timeout_s)
+            except (KafkaException, SystemError) as exc:
+                log.warning("transactional producer failed while closing", error=str(exc))
+        self.producer.purge(in_queue=True, in_flight=True)
+        self.producer.close()  # type: ignore[attr-defined]  # in the client, missing from 2.15's stub
+        return 0
+
+    def _fenced_error(self, detail: str) -> ProducerFencedError:
+        self.fenced = True
+        return ProducerFencedError(
+            f"transactional id {self.transactional_id!r} was taken over by a newer worker: {detail}"
+        )
 
     def _call(self, operation: Callable[[], _T]) -> _T:
+        if self.fenced:
+            raise self._fenced_error("fenced earlier")
         try:
             return operation()
-        except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            if not isinstance(error, KafkaError) or not error.fatal():
+        except SystemError as exc:
+            # confluent-kafka runs callbacks with the flush's fatal error pending: a callback's
+            # first call into the client raises SystemError, the error as its cause (raised
+            # through the flush, or kept by a delivery report), or swallowed (by the logger).
+            cause = _kafka_cause(exc) or _kafka_cause(self.client_failure) or self._fatal_error()
+            if cause is None:
                 raise
-            if error.code() in _FENCED:
-                raise ProducerFencedError(
-                    f"transactional id {self.transactional_id!r} was taken over by a newer worker: {error.str()}"
-                ) from exc
+            self._raise_for(cause)
+            raise cause from exc
+        except KafkaException as exc:
+            self._raise_for(exc)
+            raise
+
+    def _fatal_error(self) -> KafkaException | None:
+        """The client's fatal error, if it has one: any transactional call then raises it, at no other cost.
+
+        Asked within a transaction only (beginning one is refused there when all is well).
+        """
+        try:
+            self.producer.begin_transaction()
+        except KafkaException as exc:
+            return exc if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].fatal() else None
+        self.producer.abort_transaction(self._timeout_s)  # not within one after all: undo the probe
+        return None
+
+    def _raise_for(self, exc: KafkaException) -> None:
+        """Raise the stream_guard error a fenced or fatal client error stands for; return for any other."""
+        error = exc.args[0] if exc.args else None
+        if not isinstance(error, KafkaError):
+            return
+        if error.code() in _FENCED:  # fatal, or first reported as abortable by the broker's response
+            raise self._fenced_error(error.str()) from exc
+        if error.fatal():
             raise TransactionUnavailableError(f"the producer cannot run transactions: {error.str()}") from exc
+
+
+def _kafka_cause(exc: BaseException | None) -> KafkaException | None:
+    """The KafkaException among the causes and contexts of ``exc``, if any."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KafkaException):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def close_producer(producer: Producer, timeout_s: float = 30.0) -> int:

@@ -39,8 +39,9 @@ A zombie (a worker paused past its session or its lease, then resumed) cannot co
 the group metadata sent with the offsets is of a generation that lost its partitions,
 and a restarted instance with the same transactional id fences the old producer
 (``PRODUCER_FENCED``: :class:`~stream_guard.errors.ProducerFencedError`, the worker stops).
-Every transaction sends the offsets of every assigned partition (their positions), so a
-turn that only closes windows is fenced the same way.
+Every transaction that produced anything sends the offsets of every assigned partition
+(their positions), so a turn that only closes windows is fenced the same way; a turn that
+read and produced nothing commits an empty transaction (no request to the broker).
 
 Limits: a worker that dies after a commit that fired an early alert, before its steps ran,
 leaves that alert pending until its steps are resolved (at its restart, or ``lease_ms``
@@ -315,6 +316,8 @@ class Transaction:
         self._actions: list[Callable[[], None]] = []
         self._steps: list[RedisStep] = []
         self._offsets: dict[Source, int] = {}
+        #: The offsets of the last commit: a turn that read and produced nothing sends none.
+        self._committed: dict[Source, int] = {}
 
     @property
     def transactional_id(self) -> str:
@@ -346,7 +349,8 @@ class Transaction:
             return
         self._producer.flush()
         offsets = {**self._positions(), **self._offsets}
-        if offsets:
+        produced = self._producer.first_position is not None or bool(self._steps)
+        if offsets and (produced or offsets != self._committed):  # an idle turn commits nothing
             tps = [TopicPartition(s.topic, s.partition, o) for s, o in sorted(offsets.items())]
             self._producer.send_offsets(tps, self._consumer.consumer_group_metadata())
         by_model: dict[str, list[RedisStep]] = defaultdict(list)
@@ -359,6 +363,7 @@ class Transaction:
             )
         self._producer.commit()
         self._open = False
+        self._committed = offsets
         actions, self._actions, self._steps = self._actions, [], []
         if by_model:
             crash_point("committed")

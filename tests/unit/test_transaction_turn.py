@@ -169,6 +169,20 @@ def test_a_turn_without_steps_writes_nothing_pending() -> None:
     assert _names(world) == ["begin", "flush", "send_offsets", "commit"]
 
 
+def test_an_idle_turn_sends_no_offsets_and_a_turn_that_produced_sends_them_again() -> None:
+    """Offsets unchanged and nothing produced: nothing to commit. Records produced: the offsets go along (fencing)."""
+    world = World(first_position=None)
+    transaction = world.transaction()
+    for _ in range(2):
+        transaction.begin()
+        transaction.commit()
+    assert _names(world) == ["begin", "flush", "send_offsets", "commit", "begin", "flush", "commit"]
+    world.calls, world.first_position = [], PROBE
+    transaction.begin()
+    transaction.commit()
+    assert "send_offsets" in _names(world)
+
+
 @pytest.mark.parametrize("failing", ["flush", "send_offsets", "write_pending", "commit"])
 def test_a_turn_that_fails_before_its_commit_runs_no_step(failing: str) -> None:
     """The actions never run; an abort drops them, and the next turn starts clean."""
