@@ -220,24 +220,29 @@ def read_outcome(settings: Mapping[str, Any], probe: tuple[str, int, int], timeo
 
 @dataclass
 class PendingSteps:
-    """One transactional id's steps in one model's ``sg:{m}:txn``, written before its commit."""
+    """One transaction's steps in one model's ``sg:{m}:txn``, written before its commit."""
 
     transactional_id: str
     written_ms: int
     probe: tuple[str, int, int] | None
     steps: list[RedisStep] = field(default_factory=list)
 
+    @property
+    def name(self) -> str:
+        """Its field: a later transaction of the same id has its own, which removing this one keeps."""
+        return f"{self.transactional_id}@{self.written_ms}"
+
     def to_json(self) -> str:
         probe = list(self.probe) if self.probe is not None else None
         return json.dumps({"at": self.written_ms, "probe": probe, "steps": [s.to_json() for s in self.steps]})
 
     @classmethod
-    def from_json(cls, transactional_id: str, text: str) -> PendingSteps:
+    def from_json(cls, name: str, text: str) -> PendingSteps:
         record = json.loads(text)
         probe = record["probe"]
         steps = [RedisStep.from_json(item) for item in record["steps"]]
         position = (str(probe[0]), int(probe[1]), int(probe[2])) if probe is not None else None
-        return cls(transactional_id, int(record["at"]), position, steps)
+        return cls(name.rpartition("@")[0], int(record["at"]), position, steps)
 
 
 class PendingStore(Protocol):
@@ -246,15 +251,15 @@ class PendingStore(Protocol):
     def write(self, entries: Mapping[str, PendingSteps]) -> None:
         """Each model's entry (one round trip)."""
 
-    def remove(self, models: Iterable[str], transactional_id: str) -> None:
-        """The entries of ``transactional_id`` in ``models`` (one round trip)."""
+    def remove(self, models: Iterable[str], pending: PendingSteps) -> None:
+        """The entry named like ``pending`` in each of ``models`` (one round trip)."""
 
     def read(self, model: str) -> list[PendingSteps]:
-        """Every transactional id's entry of ``model``."""
+        """Every entry of ``model``."""
 
 
 class RedisPendingSteps:
-    """Pending steps in each model's hash ``sg:{m}:txn`` (field: the transactional id)."""
+    """Pending steps in each model's hash ``sg:{m}:txn`` (field: ``<transactional id>@<written ms>``)."""
 
     def __init__(self, client: RedisClient, keys: Mapping[str, ModelKeys]) -> None:
         self._client = client
@@ -263,13 +268,13 @@ class RedisPendingSteps:
     def write(self, entries: Mapping[str, PendingSteps]) -> None:
         pipe = pipeline(self._client)
         for model, pending in entries.items():
-            pipe.hset(self._keys[model].transaction_steps, pending.transactional_id, pending.to_json())
+            pipe.hset(self._keys[model].transaction_steps, pending.name, pending.to_json())
         pipe.execute()
 
-    def remove(self, models: Iterable[str], transactional_id: str) -> None:
+    def remove(self, models: Iterable[str], pending: PendingSteps) -> None:
         pipe = pipeline(self._client)
         for model in models:
-            pipe.hdel(self._keys[model].transaction_steps, transactional_id)
+            pipe.hdel(self._keys[model].transaction_steps, pending.name)
         pipe.execute()
 
     def read(self, model: str) -> list[PendingSteps]:
@@ -358,9 +363,10 @@ class Transaction:
             by_model[step.model].append(step)
         if by_model:
             now_ms, probe = int(time.time() * 1000), self._producer.first_position
-            self._pending.write(
-                {model: PendingSteps(self.transactional_id, now_ms, probe, steps) for model, steps in by_model.items()}
-            )
+            written = {
+                model: PendingSteps(self.transactional_id, now_ms, probe, steps) for model, steps in by_model.items()
+            }
+            self._pending.write(written)
         self._producer.commit()
         self._open = False
         self._committed = offsets
@@ -371,7 +377,7 @@ class Transaction:
             for action in actions:
                 action()
             if by_model:
-                self._pending.remove(by_model, self.transactional_id)
+                self._pending.remove(by_model, next(iter(written.values())))
         except REDIS_ERRORS as exc:
             # Committed: the batch must not be read again. The pending steps are this
             # worker's own, resolved (run) before its next window close.
@@ -420,7 +426,7 @@ class Transaction:
             if outcome is Outcome.COMMITTED:
                 for step in pending.steps:
                     step.run(self._targets[model], self._window_ms)
-            self._pending.remove([model], pending.transactional_id)
+            self._pending.remove([model], pending)
             log.info(
                 "pending transaction steps resolved",
                 model=model,

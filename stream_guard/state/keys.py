@@ -22,7 +22,7 @@ key                                                type   content
                                                           ``pub|<end>``, ``peak_*``, ``m|<id>``/``s|<id>`` per finding,
                                                           ``early``/``early_pending`` if it opened early
 ``sg:{m}:early:<start>:<group>``                   str    incident id that fired early for a burst or feature
-``sg:{m}:txn``                                     hash   transactional id -> Redis steps awaiting its transaction
+``sg:{m}:txn``                                     hash   ``<transactional id>@<ms>`` -> steps awaiting that transaction
 ``sg:{m}:m:<bucket_start_ms>``                     hash   slice metrics ``<slice>|<metric>`` of one bucket
 ``sg:{m}:m:index``                                 zset   metric bucket starts (ms), score = start
 ``sg:{m}:pred:<event_id>``                         str    a stored prediction, waiting for its label

@@ -110,7 +110,8 @@ def _applied(client: redis.Redis, config: Config) -> int:
 
 def _kill_at(client: redis.Redis, config: Config, tmp_path: Path, records: int) -> None:
     """Start a worker process and SIGKILL it once ``records`` records are applied in Redis."""
-    env = {**os.environ, "STREAM_GUARD_WORKER__BATCH_SIZE": "150"}
+    # Port 0: no metrics endpoint, whose fixed default port another test's worker may hold.
+    env = {**os.environ, "STREAM_GUARD_WORKER__BATCH_SIZE": "150", "STREAM_GUARD_OBSERVABILITY__PORT": "0"}
     process = subprocess.Popen(
         [sys.executable, "-m", "stream_guard", "run", "-c", str(tmp_path / "config.toml")],
         env=env,
@@ -293,6 +294,7 @@ def _crash_at(tmp_path: Path, point: str) -> None:
     env = {
         **os.environ,
         "STREAM_GUARD_WORKER__BATCH_SIZE": "150",
+        "STREAM_GUARD_OBSERVABILITY__PORT": "0",
         "STREAM_GUARD_KAFKA__DELIVERY": "exactly_once",
         "STREAM_GUARD_KAFKA__INSTANCE_ID": "w1",
         CRASH_POINT_ENV: point,

@@ -77,13 +77,13 @@ class World:
     def write(self, entries: Mapping[str, PendingSteps]) -> None:
         self._do("write_pending", sorted(entries))
         for model, entry in entries.items():
-            self.pending[(model, entry.transactional_id)] = entry
+            self.pending[(model, entry.name)] = entry
 
-    def remove(self, models: Iterable[str], transactional_id: str) -> None:
+    def remove(self, models: Iterable[str], pending: PendingSteps) -> None:
         models = sorted(models)
         self._do("remove_pending", models)
         for model in models:
-            self.pending.pop((model, transactional_id), None)
+            self.pending.pop((model, pending.name), None)
 
     def read(self, model: str) -> list[PendingSteps]:
         return [entry for (m, _), entry in self.pending.items() if m == model]
@@ -124,7 +124,7 @@ def test_a_step_survives_json_and_runs_its_write() -> None:
     """Each kind of step, written to the pending record and read back, makes the same write."""
     world = World()
     steps = [*STEPS, RedisStep("early", "fraud", 20_000, "inc-2")]
-    entry = PendingSteps.from_json("sg-g-w1", PendingSteps("sg-g-w1", 5, PROBE, steps).to_json())
+    entry = PendingSteps.from_json("sg-g-w1@5", PendingSteps("sg-g-w1", 5, PROBE, steps).to_json())
     assert entry == PendingSteps("sg-g-w1", 5, PROBE, steps)
     for step in entry.steps:
         step.run(world, WINDOW_MS)
@@ -224,7 +224,7 @@ def test_steps_that_fail_on_redis_after_the_commit_stay_pending_and_do_not_raise
 def test_own_pending_steps_run_only_if_their_transaction_committed(outcome: Outcome, runs: bool) -> None:
     """At start-up (after the fence): committed, the steps run; aborted, they are dropped; undecided, they wait."""
     world = World()
-    world.pending[("fraud", "sg-g-w1")] = PendingSteps("sg-g-w1", 0, PROBE, list(STEPS))
+    world.pending[("fraud", "sg-g-w1@0")] = PendingSteps("sg-g-w1", 0, PROBE, list(STEPS))
     transaction = world.transaction(outcome)
     transaction.start()
     assert ("finish", (10_000, "300")) in world.calls if runs else "finish" not in _names(world)
@@ -235,7 +235,7 @@ def test_another_workers_steps_block_their_windows_until_old_enough() -> None:
     """Younger than the lease: its worker is committing them, its windows do not close; older: resolved."""
     world = World()
     foreign = PendingSteps("sg-g-w2", 0, PROBE, list(STEPS))
-    world.pending[("fraud", "sg-g-w2")] = foreign
+    world.pending[("fraud", "sg-g-w2@0")] = foreign
     transaction = world.transaction(Outcome.COMMITTED)
     transaction.start()  # another id's steps are not resolved at start-up
     assert world.pending
@@ -250,7 +250,7 @@ def test_another_workers_steps_block_their_windows_until_old_enough() -> None:
 def test_steps_of_a_transaction_without_records_run_without_a_probe() -> None:
     """Nothing was produced (a window without alerts): the steps are safe to run whatever the outcome."""
     world = World()
-    world.pending[("fraud", "sg-g-w1")] = PendingSteps("sg-g-w1", 0, None, list(STEPS))
+    world.pending[("fraud", "sg-g-w1@0")] = PendingSteps("sg-g-w1", 0, None, list(STEPS))
     world.transaction(Outcome.UNDECIDED).start()
     assert ("finish", (10_000, "300")) in world.calls
 
@@ -291,3 +291,13 @@ def test_a_crash_point_exits_the_nth_time_it_is_reached(monkeypatch: pytest.Monk
     assert exits == []
     crash_point("applied")
     assert exits == [137]
+
+
+def test_resolving_an_old_entry_keeps_a_newer_one_of_the_same_worker() -> None:
+    """Each commit's entry has its own field: a worker resuming meanwhile does not lose its new steps."""
+    world = World()
+    world.pending[("fraud", "sg-g-w2@0")] = PendingSteps("sg-g-w2", 0, PROBE, list(STEPS))
+    newer = PendingSteps("sg-g-w2", 2**62, PROBE, [STEPS[0]])  # written "now": not resolved yet
+    world.pending[("fraud", newer.name)] = newer
+    assert world.transaction(Outcome.ABORTED).resolve("fraud", min_age_ms=30_000) == set()
+    assert list(world.pending) == [("fraud", newer.name)]
