@@ -182,7 +182,7 @@ def build_worker(
         error_cb=functools.partial(_on_client_error, health),
         **{"statistics.interval.ms": int(config.observability.stats_interval_s * 1000), **(consumer_overrides or {})},
     )
-    producer, transaction = delivery_clients(config, consumer, client, stores, worker_id)
+    producer, transaction = delivery_clients(config, consumer, client, stores, worker_id, lease_ms)
     offsets: OffsetSink = ConsumerOffsets(consumer) if transaction is None else TransactionOffsets(transaction)
     sinks = Sinks(
         dead_letters=DeadLetterProducer(producer, config.kafka.dead_letter_topic, worker_id),
@@ -223,7 +223,12 @@ def build_worker(
 
 
 def delivery_clients(
-    config: Config, consumer: Consumer, client: RedisClient, stores: Mapping[str, WindowStore], worker_id: str
+    config: Config,
+    consumer: Consumer,
+    client: RedisClient,
+    stores: Mapping[str, WindowStore],
+    worker_id: str,
+    lease_ms: int,
 ) -> tuple[DeliveryTracker, Transaction | None]:
     """The producer of alerts and dead letters, and the turn's transaction with ``delivery = "exactly_once"``."""
     kafka = config.kafka
@@ -244,6 +249,7 @@ def delivery_clients(
         RedisPendingSteps(client, {name: store.keys for name, store in stores.items()}),
         stores,
         window_ms=config.worker.window_s * 1000,
+        lease_ms=lease_ms,
         outcome=functools.partial(read_outcome, probe_settings),
     )
     return producer, transaction

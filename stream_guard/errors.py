@@ -75,6 +75,10 @@ class DeliveryError(StreamGuardError):
     """The broker did not acknowledge alerts or dead letters; offsets stay uncommitted."""
 
 
+class WindowLeaseLostError(DeliveryError):
+    """A window's lease expired before its alerts were committed (another worker may close it): the turn is aborted."""
+
+
 class ProducerFencedError(StreamGuardError):
     """Another worker took over this one's transactional id: this one must stop (it is a zombie)."""
 

@@ -25,7 +25,7 @@ offset as in at-least-once mode. What happens on each failure:
   (their lease expires), so they are closed again and publish the same alerts;
 * after the commit, before the steps ran: a re-close would publish the alerts a second
   time. So before committing, the turn writes its steps to Redis (``sg:{m}:txn``, one
-  field per transactional id) with the position of the transaction's first record
+  field per commit) with the position of the transaction's first record
   (the *probe*), and removes them once they ran. Steps left behind are resolved by
   reading the probe back with ``read_committed`` (:func:`read_outcome`): the record there
   means committed, and the steps run; offsets past it without it mean aborted, and the
@@ -39,6 +39,10 @@ A zombie (a worker paused past its session or its lease, then resumed) cannot co
 the group metadata sent with the offsets is of a generation that lost its partitions,
 and a restarted instance with the same transactional id fences the old producer
 (``PRODUCER_FENCED``: :class:`~stream_guard.errors.ProducerFencedError`, the worker stops).
+Two workers racing for one window: the lease lets one close it; just before committing a
+window's alerts its closer renews the lease, and a lease that expired meanwhile (a worker
+slow for longer than ``lease_ms``, another one may have closed the window) aborts the
+turn (:class:`~stream_guard.errors.WindowLeaseLostError`).
 Every transaction that produced anything sends the offsets of every assigned partition
 (their positions), so a turn that only closes windows is fenced the same way; a turn that
 read and produced nothing commits an empty transaction (no request to the broker).
@@ -46,11 +50,13 @@ read and produced nothing commits an empty transaction (no request to the broker
 Limits: a worker that dies after a commit that fired an early alert, before its steps ran,
 leaves that alert pending until its steps are resolved (at its restart, or ``lease_ms``
 later by another worker): a batch of the same window read by another worker meanwhile fires
-it again. The broker must support transactions (Apache Kafka 2.5+ for KIP-447).
+it again. A worker stalled for longer than the lease between renewing it and its commit
+(milliseconds apart) may still race another one. The broker must support transactions
+(Apache Kafka 2.5+ for KIP-447).
 
-:func:`crash_point` is a test hook: with ``SG_CRASH_AT=<point>`` in the
-environment the process exits at once (like SIGKILL) the first time it reaches that point;
-unset, it does nothing.
+:func:`crash_point` is a test hook: with ``SG_CRASH_AT=<point>`` (or ``<point>@<n>``) in
+the environment the process exits at once (like SIGKILL) the first (n-th) time it reaches
+that point; unset, it does nothing.
 """
 
 from __future__ import annotations
@@ -68,7 +74,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from stream_guard.errors import ProducerFencedError, TransactionUnavailableError
+from stream_guard.errors import ProducerFencedError, TransactionUnavailableError, WindowLeaseLostError
 from stream_guard.kafka import DeliveryTracker, TransactionalProducer
 from stream_guard.source import Source
 from stream_guard.state.client import REDIS_ERRORS, RedisClient, pipeline
@@ -114,6 +120,8 @@ class StepTarget(Protocol):
     """What settling steps write: a model's window store (its incidents included)."""
 
     def finish(self, snapshot: WindowSnapshot) -> None: ...
+
+    def renew(self, start_ms: int, lease_ms: int) -> bool: ...
 
     def close_incident(self, incident_id: str, window_end: int, members: Sequence[str] = ()) -> bool: ...
 
@@ -297,6 +305,8 @@ class Transaction:
         Each model's window store, which the steps write.
     window_ms
         The window length (a finish step names the window by its start).
+    lease_ms
+        The windows' lease: renewed just before a commit that closes them.
     outcome
         How a pending transaction's fate is read (:func:`read_outcome` on the consumer's settings).
     """
@@ -309,9 +319,11 @@ class Transaction:
         targets: Mapping[str, StepTarget],
         *,
         window_ms: int,
+        lease_ms: int,
         outcome: Callable[[tuple[str, int, int]], Outcome],
     ) -> None:
         self._producer = producer
+        self._lease_ms = lease_ms
         self._consumer = consumer
         self._pending = pending
         self._targets = targets
@@ -361,6 +373,7 @@ class Transaction:
         by_model: dict[str, list[RedisStep]] = defaultdict(list)
         for step in self._steps:
             by_model[step.model].append(step)
+        self._renew_leases()
         if by_model:
             now_ms, probe = int(time.time() * 1000), self._producer.first_position
             written = {
@@ -398,6 +411,14 @@ class Transaction:
             log.warning("aborting the transaction failed", error=str(exc))
             return
         self._open = False
+
+    def _renew_leases(self) -> None:
+        """The turn's windows are still this worker's for a lease; else abort (another may have closed them)."""
+        for step in self._steps:
+            if step.action == "finish" and not self._targets[step.model].renew(step.window_ms, self._lease_ms):
+                raise WindowLeaseLostError(
+                    f"the lease on window {step.window_ms} of {step.model} expired before its alerts were committed"
+                )
 
     def _positions(self) -> dict[Source, int]:
         """The next offset of every assigned partition read so far (a zombie's commit then fails)."""

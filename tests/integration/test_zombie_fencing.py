@@ -1,4 +1,4 @@
-"""Exactly-once delivery against the embedded broker: a newer instance fences the older one, which stops."""
+"""Exactly-once delivery against real servers: a newer instance fences the older one, a window lease fences a slow closer."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from streamtest import new_worker, produce, write_config
 
 from stream_guard.errors import ProducerFencedError
 from stream_guard.kafka import TransactionalProducer, producer_settings
+from stream_guard.state.keys import ModelKeys
+from stream_guard.state.window_store import WindowStore
 from stream_guard.tools.simulator import Simulator
 
 pytestmark = pytest.mark.integration
@@ -76,3 +78,19 @@ def test_a_worker_whose_transactional_id_a_newer_instance_took_stops_fenced(
     assert len(failure) == 1 and isinstance(failure[0], ProducerFencedError), failure
     assert "pod-0" in str(failure[0])
     assert _committed(bootstrap, config.kafka.group_id, topic) == first
+
+
+def test_a_window_lease_is_renewed_only_by_its_holder(redis_client: redis.Redis, unique: str) -> None:
+    """The check before a commit: the holder extends its lease; once another worker holds it, renewing fails."""
+    keys = ModelKeys(f"sg-{unique}", "fraud")
+    stores = [
+        WindowStore(redis_client, keys, window_ms=10_000, lateness_ms=0, idle_ms=1, retention_s=60, worker_id=w)
+        for w in ("pod-0", "pod-1")
+    ]
+    assert stores[0].claim(START_MS, lease_ms=50)
+    assert stores[0].renew(START_MS, lease_ms=60_000)
+    time.sleep(0.1)
+    assert not stores[1].claim(START_MS, lease_ms=50), "renewed: still pod-0's"
+    redis_client.delete(keys.lease(START_MS))  # as if it expired
+    assert stores[1].claim(START_MS, lease_ms=60_000)
+    assert not stores[0].renew(START_MS, lease_ms=60_000)

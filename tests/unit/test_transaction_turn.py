@@ -12,7 +12,7 @@ from confluent_kafka import TopicPartition
 
 from stream_guard.checkpoint import Checkpoint, Sinks
 from stream_guard.delivery import TransactionOffsets
-from stream_guard.errors import DeliveryError
+from stream_guard.errors import DeliveryError, WindowLeaseLostError
 from stream_guard.source import Source
 from stream_guard.state.update import StateUpdate, WindowSnapshot
 from stream_guard.transactions import (
@@ -38,6 +38,8 @@ class World:
     fail: str = ""
     transactional_id: str = "sg-g-w1"
     first_position: tuple[str, int, int] | None = PROBE
+    #: Windows whose lease another worker holds now.
+    lost: set[int] = field(default_factory=set)
 
     def _do(self, name: str, what: Any = None) -> None:
         if name == self.fail:
@@ -99,6 +101,10 @@ class World:
     def early_delivered(self, incident_id: str, window_end: int) -> None:
         self._do("early_delivered", (incident_id, window_end))
 
+    def renew(self, start_ms: int, lease_ms: int) -> bool:
+        self._do("renew", start_ms)
+        return start_ms not in self.lost
+
     def transaction(self, outcome: Outcome = Outcome.COMMITTED) -> Transaction:
         return Transaction(
             self,  # type: ignore[arg-type]
@@ -106,6 +112,7 @@ class World:
             self,
             {"fraud": self},
             window_ms=WINDOW_MS,
+            lease_ms=30_000,
             outcome=lambda probe: outcome,
         )
 
@@ -155,7 +162,8 @@ def test_a_turn_commits_its_offsets_and_writes_its_steps_before_running_them() -
     transaction.after_delivery(lambda: world.calls.append(("action", None)), STEPS)
     assert world.pending == {}
     transaction.commit()
-    assert _names(world) == ["begin", "flush", "send_offsets", "write_pending", "commit", "action", "remove_pending"]
+    names = ["begin", "flush", "send_offsets", "renew", "write_pending", "commit", "action", "remove_pending"]
+    assert _names(world) == names
     assert world.calls[2][1] == ({"events:0": 120, "labels:0": 9}, "generation-7")
     assert world.pending == {}
 
@@ -183,7 +191,7 @@ def test_an_idle_turn_sends_no_offsets_and_a_turn_that_produced_sends_them_again
     assert "send_offsets" in _names(world)
 
 
-@pytest.mark.parametrize("failing", ["flush", "send_offsets", "write_pending", "commit"])
+@pytest.mark.parametrize("failing", ["flush", "send_offsets", "renew", "write_pending", "commit"])
 def test_a_turn_that_fails_before_its_commit_runs_no_step(failing: str) -> None:
     """The actions never run; an abort drops them, and the next turn starts clean."""
     world = World(fail=failing)
@@ -301,3 +309,14 @@ def test_resolving_an_old_entry_keeps_a_newer_one_of_the_same_worker() -> None:
     world.pending[("fraud", newer.name)] = newer
     assert world.transaction(Outcome.ABORTED).resolve("fraud", min_age_ms=30_000) == set()
     assert list(world.pending) == [("fraud", newer.name)]
+
+
+def test_a_window_whose_lease_expired_aborts_the_turn_before_anything_is_committed() -> None:
+    """Another worker may have closed it meanwhile: its alerts must not be committed a second time."""
+    world = World(lost={10_000})
+    transaction = world.transaction()
+    transaction.begin()
+    transaction.after_delivery(lambda: world.calls.append(("action", None)), STEPS)
+    with pytest.raises(WindowLeaseLostError, match="10000"):
+        transaction.commit()
+    assert "commit" not in _names(world) and world.pending == {}
