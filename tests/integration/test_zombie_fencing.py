@@ -15,7 +15,9 @@ from stream_guard.errors import ProducerFencedError
 from stream_guard.kafka import TransactionalProducer, producer_settings
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.window_store import WindowStore
+from stream_guard.tools.embedded import create_topics
 from stream_guard.tools.simulator import Simulator
+from stream_guard.transactions import Outcome, read_outcome
 
 pytestmark = pytest.mark.integration
 
@@ -94,3 +96,26 @@ def test_a_window_lease_is_renewed_only_by_its_holder(redis_client: redis.Redis,
     redis_client.delete(keys.lease(START_MS))  # as if it expired
     assert stores[1].claim(START_MS, lease_ms=60_000)
     assert not stores[0].renew(START_MS, lease_ms=60_000)
+
+
+def test_a_pending_transaction_is_read_back_committed_or_undecided(bootstrap: str, unique: str) -> None:
+    """The probe of pending steps: its record read ``read_committed`` once committed; undecided while open.
+
+    (An aborted one is not checked: Tansu's ``read_committed`` consumers see aborted records.)
+    """
+    topic = f"probe-{unique}"
+    create_topics(bootstrap, [topic], partitions=1)
+    settings = {"bootstrap.servers": bootstrap}
+    producer = TransactionalProducer(settings, f"probe-{unique}")
+    try:
+        producer.init()
+        producer.begin()
+        producer.produce(topic, b"alert", b"id")
+        producer.flush()
+        probe = producer.first_position
+        assert probe is not None and probe[0] == topic
+        assert read_outcome(settings, probe, timeout_s=2) is Outcome.UNDECIDED
+        producer.commit()
+        assert read_outcome(settings, probe) is Outcome.COMMITTED
+    finally:
+        producer.close()
