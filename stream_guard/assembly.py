@@ -8,17 +8,29 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
-from confluent_kafka import KafkaError
+from confluent_kafka import Consumer, KafkaError
 
 from stream_guard.alerts.codec import alert_encoder
 from stream_guard.alerts.lifecycle import IncidentTracker, LifecycleSettings
-from stream_guard.checkpoint import Sinks
+from stream_guard.checkpoint import OffsetSink, Sinks
 from stream_guard.checks import FeatureChecks, WindowChecks
 from stream_guard.closing import WindowCloser
-from stream_guard.delivery import ConsumerOffsets, DeadLetterProducer, RedisLabelJoins, RedisWindowState
+from stream_guard.delivery import (
+    ConsumerOffsets,
+    DeadLetterProducer,
+    RedisLabelJoins,
+    RedisWindowState,
+    TransactionOffsets,
+)
 from stream_guard.drift import OnlineDrift, WindowDrift
 from stream_guard.drift.checkpoint import DetectorCheckpointer
-from stream_guard.kafka import DeliveryTracker, make_consumer, producer_settings
+from stream_guard.kafka import (
+    DeliveryTracker,
+    TransactionalProducer,
+    consumer_settings,
+    make_consumer,
+    producer_settings,
+)
 from stream_guard.logs import librdkafka_logger
 from stream_guard.metrics import LabelJoiner, LabelStream, MetricsReader, PerformanceEvaluator, SliceRecorder
 from stream_guard.metrics.concept import ConceptDriftEvaluator
@@ -38,6 +50,7 @@ from stream_guard.state.keys import ModelKeys
 from stream_guard.state.keyspace import MemoryKeySpace
 from stream_guard.state.protocol import IncidentState, LabelState
 from stream_guard.state.window_store import WindowStore
+from stream_guard.transactions import RedisPendingSteps, Transaction, read_outcome
 from stream_guard.worker import Worker, WorkerParts
 
 log = structlog.get_logger("stream_guard.assembly")
@@ -144,7 +157,7 @@ def build_worker(
     ``metrics`` and ``health``: the ones an HTTP endpoint started before the worker serves
     (``stream-guard run`` reports not ready while it waits for a Redis Cluster).
     """
-    worker_id = worker_id or f"sg-{uuid.uuid4().hex[:8]}"
+    worker_id = worker_id or config.kafka.instance_id or f"sg-{uuid.uuid4().hex[:8]}"
     registry = registry_client(config)
     models = build_models(config, registry)
     encoder = alert_encoder(config, registry)  # registers alert.avsc: a registry problem stops the start here
@@ -176,12 +189,13 @@ def build_worker(
         error_cb=functools.partial(_on_client_error, health),
         **{"statistics.interval.ms": int(config.observability.stats_interval_s * 1000), **(consumer_overrides or {})},
     )
-    producer = DeliveryTracker(producer_settings(config.kafka), logger=librdkafka_logger())
+    producer, transaction = delivery_clients(config, consumer, client, stores, worker_id, lease_ms)
+    offsets: OffsetSink = ConsumerOffsets(consumer) if transaction is None else TransactionOffsets(transaction)
     sinks = Sinks(
         dead_letters=DeadLetterProducer(producer, config.kafka.dead_letter_topic, worker_id),
         state=RedisWindowState(client, stores, on_roundtrip=metrics.redis_seconds.observe),
         labels=RedisLabelJoins({s.topic: s for s in label_streams}, stores),
-        offsets=ConsumerOffsets(consumer),
+        offsets=offsets,
     )
     models_by_name = {m.name: m for m in models}
     closer = WindowCloser(
@@ -194,11 +208,63 @@ def build_worker(
         lease_ms=lease_ms,
         encoder=encoder,
         label_gates=label_gates(models, stores, w.window_s * 1000),
+        settlement=transaction,
+        blocked=(lambda model: set()) if transaction is None else functools.partial(_unsettled, transaction, lease_ms),
     )
     parts = WorkerParts(
-        models, stores, pipeline, consumer, producer, sinks, closer, label_streams, profiles, metrics, health, client
+        models,
+        stores,
+        pipeline,
+        consumer,
+        producer,
+        sinks,
+        closer,
+        label_streams,
+        profiles,
+        metrics,
+        health,
+        client,
+        transaction,
     )
     return Worker(config, parts, worker_id=worker_id, close_interval_s=close_interval_s)
+
+
+def delivery_clients(
+    config: Config,
+    consumer: Consumer,
+    client: RedisClient,
+    stores: Mapping[str, WindowStore],
+    worker_id: str,
+    lease_ms: int,
+) -> tuple[DeliveryTracker, Transaction | None]:
+    """The producer of alerts and dead letters, and the turn's transaction with ``delivery = "exactly_once"``."""
+    kafka = config.kafka
+    settings = producer_settings(kafka)
+    if kafka.delivery == "at_least_once":
+        return DeliveryTracker(settings, logger=librdkafka_logger()), None
+    if not kafka.instance_id:
+        log.warning(
+            "kafka.instance_id is not set: this worker's transactional id is new at each start, "
+            "so a restart cannot fence its predecessor (set it to a stable name, e.g. the pod's)",
+            transactional_id=kafka.transactional_id(worker_id),
+        )
+    producer = TransactionalProducer(settings, kafka.transactional_id(worker_id), logger=librdkafka_logger())
+    probe_settings = consumer_settings(kafka)
+    transaction = Transaction(
+        producer,
+        consumer,
+        RedisPendingSteps(client, {name: store.keys for name, store in stores.items()}),
+        stores,
+        window_ms=config.worker.window_s * 1000,
+        lease_ms=lease_ms,
+        outcome=functools.partial(read_outcome, probe_settings),
+    )
+    return producer, transaction
+
+
+def _unsettled(transaction: Transaction, lease_ms: int, model: str) -> set[int]:
+    """The windows of ``model`` whose last close is in a transaction not resolved yet (not to be closed)."""
+    return transaction.resolve(model, min_age_ms=lease_ms)
 
 
 def incident_tracker(

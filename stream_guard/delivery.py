@@ -18,6 +18,7 @@ from stream_guard.source import Source
 from stream_guard.state.client import RedisClient, pipeline
 from stream_guard.state.protocol import LabelState
 from stream_guard.state.window_store import StateUpdate, WindowStore
+from stream_guard.transactions import Transaction, crash_point
 
 log = structlog.get_logger("stream_guard.delivery")
 
@@ -123,6 +124,17 @@ class ConsumerOffsets:
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 log.warning("final commit failed", error=str(exc))
+
+
+class TransactionOffsets:
+    """``exactly_once``: the offsets go with the turn's transaction, committed with its records."""
+
+    def __init__(self, transaction: Transaction) -> None:
+        self._transaction = transaction
+
+    def commit(self, offsets: Mapping[Source, int]) -> None:
+        self._transaction.add_offsets(offsets)
+        crash_point("applied")
 
 
 def lagging_partitions(

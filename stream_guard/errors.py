@@ -83,6 +83,18 @@ class DeliveryError(StreamGuardError):
     """The broker did not acknowledge alerts or dead letters; offsets stay uncommitted."""
 
 
+class WindowLeaseLostError(DeliveryError):
+    """A window's lease expired before its alerts were committed (another worker may close it): the turn is aborted."""
+
+
+class ProducerFencedError(StreamGuardError):
+    """Another worker took over this one's transactional id: this one must stop (it is a zombie)."""
+
+
+class TransactionUnavailableError(StreamGuardError):
+    """The producer cannot run transactions (``kafka.delivery = "exactly_once"``): a fatal client error."""
+
+
 class ProfileFormatError(StreamGuardError, ValueError):
     """A profile file or dict is malformed; the message names the offending key."""
 

@@ -1,14 +1,20 @@
-"""Kafka clients configured for at-least-once processing, and delivery tracking."""
+"""Kafka clients configured for the worker's delivery mode, and delivery tracking.
+
+``[kafka] delivery = "at_least_once"``: an idempotent producer whose :meth:`DeliveryTracker.flush`
+raises unless every message was acknowledged. ``"exactly_once"``: the same producer with a
+``transactional.id`` (:class:`TransactionalProducer`), and consumers reading
+``read_committed``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from stream_guard.errors import DeliveryError
+from stream_guard.errors import DeliveryError, ProducerFencedError, TransactionUnavailableError
 from stream_guard.settings import KafkaConfig
 
 log = structlog.get_logger(__name__)
@@ -33,6 +39,9 @@ def consumer_settings(kafka: KafkaConfig, **overrides: Any) -> dict[str, Any]:
         **overrides,
     }
     settings.update(_CONSUMER_FIXED)
+    if kafka.delivery == "exactly_once":
+        # The input may come from transactional producers too: never read their aborted records.
+        settings["isolation.level"] = "read_committed"
     return settings
 
 
@@ -87,6 +96,8 @@ class DeliveryTracker:
         self.producer = Producer(dict(settings), logger=logger) if logger is not None else Producer(dict(settings))
         self.max_message_bytes = max_message_bytes(settings)
         self._failures: list[str] = []
+        #: A delivery report that could not read its error (the client failed fatally meanwhile).
+        self.client_failure: SystemError | None = None
 
     def produce(
         self,
@@ -105,12 +116,17 @@ class DeliveryTracker:
         """
 
         def on_delivery(error: KafkaError | None, message: Message) -> None:
-            if error is None:
-                return
-            if error.code() == KafkaError.MSG_SIZE_TOO_LARGE and if_too_large is not None:
-                self.produce(topic, key=key, **{**kwargs, **if_too_large})
-            else:
-                self._failures.append(f"{message.topic()}: {error.str()}")
+            try:
+                if error is None:
+                    self._delivered(message)
+                    return
+                if error.code() == KafkaError.MSG_SIZE_TOO_LARGE and if_too_large is not None:
+                    self.produce(topic, key=key, **{**kwargs, **if_too_large})
+                else:
+                    self._failures.append(f"{message.topic()}: {error.str()}")
+            except SystemError as exc:
+                # Run by a flush with the client's fatal error pending (its cause): kept for the caller.
+                self.client_failure = exc
 
         while True:
             try:
@@ -124,6 +140,9 @@ class DeliveryTracker:
                     raise
                 self.produce(topic, key=key, **{**kwargs, **if_too_large})
                 return
+
+    def _delivered(self, message: Message) -> None:
+        """A message was acknowledged (called from the delivery report)."""
 
     def flush(self, timeout_s: float = 30.0) -> None:
         remaining = self.producer.flush(timeout_s)
@@ -142,6 +161,149 @@ class DeliveryTracker:
         were never committed, so the next worker reprocesses them.
         """
         return close_producer(self.producer, timeout_s)
+
+
+#: A producer fenced by a newer one with its transactional id (the broker's and librdkafka's codes).
+_FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+
+_T = TypeVar("_T")
+
+
+class TransactionalProducer(DeliveryTracker):
+    """A :class:`DeliveryTracker` whose messages go out in Kafka transactions.
+
+    One transaction at a time: :meth:`begin`, produce, :meth:`send_offsets`, :meth:`commit`
+    (or :meth:`abort`). :meth:`init` fences every earlier producer with the same
+    ``transactional_id`` and aborts its open transaction. A fatal client error raises
+    :class:`~stream_guard.errors.ProducerFencedError` when a newer producer fenced this one,
+    else :class:`~stream_guard.errors.TransactionUnavailableError`; any other error is a
+    :class:`~confluent_kafka.KafkaException` after which the transaction is aborted.
+    """
+
+    def __init__(
+        self, settings: Mapping[str, Any], transactional_id: str, logger: Any = None, *, timeout_s: float = 30.0
+    ) -> None:
+        super().__init__({**settings, "transactional.id": transactional_id}, logger)
+        self.transactional_id = transactional_id
+        self._timeout_s = timeout_s
+        #: The first message acknowledged in the open transaction: (topic, partition, offset).
+        self.first_position: tuple[str, int, int] | None = None
+        #: A newer producer with the same transactional id fenced this one: it can do nothing more.
+        self.fenced = False
+
+    def _delivered(self, message: Message) -> None:
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        if self.first_position is None and topic is not None and partition is not None and offset is not None:
+            self.first_position = (topic, partition, offset)
+
+    def init(self) -> None:
+        self._call(lambda: self.producer.init_transactions(self._timeout_s))
+
+    def begin(self) -> None:
+        self.first_position = None
+        self._call(self.producer.begin_transaction)
+
+    def send_offsets(self, offsets: list[TopicPartition], group_metadata: Any) -> None:
+        """Commit ``offsets`` with the transaction, as the consumer group of ``group_metadata`` (KIP-447).
+
+        The group metadata carries the consumer's generation: a worker that lost its
+        partitions in a rebalance cannot commit offsets for them (the commit fails and
+        the transaction is aborted).
+        """
+        self._call(lambda: self.producer.send_offsets_to_transaction(offsets, group_metadata, self._timeout_s))
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        self._call(lambda: super(TransactionalProducer, self).flush(timeout_s))
+
+    def commit(self, attempts: int = 3) -> None:
+        """Commit the open transaction; a timeout is retried (librdkafka resumes the commit)."""
+        for attempt in range(attempts):
+            try:
+                self._call(lambda: self.producer.commit_transaction(self._timeout_s))
+                return
+            except KafkaException as exc:
+                if not exc.args[0].retriable() or attempt == attempts - 1:
+                    raise
+
+    def abort(self) -> None:
+        """Abort the open transaction, if any: its messages are never read by ``read_committed`` consumers.
+
+        A fenced producer aborts nothing: the newer one's ``init_transactions`` aborted it.
+        """
+        if self.fenced:
+            return
+        try:
+            self._call(lambda: self.producer.abort_transaction(self._timeout_s))
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._STATE:  # no transaction open
+                raise
+
+    def close(self, timeout_s: float = 30.0) -> int:
+        """As :meth:`DeliveryTracker.close`; a fenced producer is released at once (nothing it holds can commit)."""
+        if not self.fenced:
+            try:
+                return close_producer(self.producer, timeout_s)
+            except (KafkaException, SystemError) as exc:
+                log.warning("transactional producer failed while closing", error=str(exc))
+        self.producer.purge(in_queue=True, in_flight=True)
+        self.producer.close()  # type: ignore[attr-defined]  # in the client, missing from 2.15's stub
+        return 0
+
+    def _fenced_error(self, detail: str) -> ProducerFencedError:
+        self.fenced = True
+        return ProducerFencedError(
+            f"transactional id {self.transactional_id!r} was taken over by a newer worker: {detail}"
+        )
+
+    def _call(self, operation: Callable[[], _T]) -> _T:
+        if self.fenced:
+            raise self._fenced_error("fenced earlier")
+        try:
+            return operation()
+        except SystemError as exc:
+            # confluent-kafka runs callbacks with the flush's fatal error pending: a callback's
+            # first call into the client raises SystemError, the error as its cause (raised
+            # through the flush, or kept by a delivery report), or swallowed (by the logger).
+            cause = _kafka_cause(exc) or _kafka_cause(self.client_failure) or self._fatal_error()
+            if cause is None:
+                raise
+            self._raise_for(cause)
+            raise cause from exc
+        except KafkaException as exc:
+            self._raise_for(exc)
+            raise
+
+    def _fatal_error(self) -> KafkaException | None:
+        """The client's fatal error, if it has one: any transactional call then raises it, at no other cost.
+
+        Asked within a transaction only (beginning one is refused there when all is well).
+        """
+        try:
+            self.producer.begin_transaction()
+        except KafkaException as exc:
+            return exc if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].fatal() else None
+        self.producer.abort_transaction(self._timeout_s)  # not within one after all: undo the probe
+        return None
+
+    def _raise_for(self, exc: KafkaException) -> None:
+        """Raise the stream_guard error a fenced or fatal client error stands for; return for any other."""
+        error = exc.args[0] if exc.args else None
+        if not isinstance(error, KafkaError):
+            return
+        if error.code() in _FENCED:  # fatal, or first reported as abortable by the broker's response
+            raise self._fenced_error(error.str()) from exc
+        if error.fatal():
+            raise TransactionUnavailableError(f"the producer cannot run transactions: {error.str()}") from exc
+
+
+def _kafka_cause(exc: BaseException | None) -> KafkaException | None:
+    """The KafkaException among the causes and contexts of ``exc``, if any."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KafkaException):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def close_producer(producer: Producer, timeout_s: float = 30.0) -> int:

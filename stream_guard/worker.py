@@ -9,6 +9,10 @@ alerts published (:mod:`stream_guard.closing`); the assigned partitions with a b
 count as active then, however long ago they were read. If a step fails with an outage, the
 batch's partitions are rewound and the batch is retried.
 
+With ``[kafka] delivery = "exactly_once"`` each turn (the batch and the windows it closes)
+is one Kafka transaction, and records at or below the fences are replayed for their
+outputs (:mod:`stream_guard.transactions`).
+
 Everything a worker uses is built by :func:`stream_guard.assembly.build_worker`.
 """
 
@@ -33,6 +37,7 @@ from stream_guard.errors import DeliveryError, RegistryUnavailableError, StreamG
 from stream_guard.kafka import DeliveryTracker
 from stream_guard.metrics import LabelStream
 from stream_guard.model import ModelRuntime
+from stream_guard.observability.counters import WorkerStats
 from stream_guard.observability.metrics import WorkerMetrics
 from stream_guard.observability.server import WorkerHealth
 from stream_guard.outages import BrokerProbe, outage_of, wait_for_redis
@@ -43,49 +48,14 @@ from stream_guard.source import Source
 from stream_guard.state.client import REDIS_ERRORS, RedisClient
 from stream_guard.state.keys import Fence
 from stream_guard.state.window_store import WindowStore
+from stream_guard.transactions import Transaction, stage_replayed
 
 log = structlog.get_logger("stream_guard.worker")
 
+__all__ = ["Worker", "WorkerParts", "WorkerStats"]
+
 
 _RETRYABLE: tuple[type[Exception], ...] = (DeliveryError, RegistryUnavailableError, *REDIS_ERRORS, KafkaException)
-
-
-@dataclass
-class WorkerStats:
-    #: Records of the batches that completed; a failed batch, read again, counts when it completes.
-    consumed: int = 0
-    decoded: int = 0
-    dead_lettered: int = 0
-    redelivered_skipped: int = 0
-    batches: int = 0
-    alerts: int = 0
-    retries: int = 0
-    labels_matched: int = 0
-    labels_unmatched: int = 0
-    #: Labels read before their prediction was stored, held for it.
-    labels_held: int = 0
-    #: Held labels joined once their prediction arrived (not consumed records: held already counts them).
-    labels_released: int = 0
-    #: Held labels whose prediction did not arrive within ``[models.labels] hold_s``.
-    labels_expired: int = 0
-    #: Labels that decoded but lack an event id or a label value.
-    labels_invalid: int = 0
-    #: Labels of a redelivered batch, already applied.
-    labels_skipped: int = 0
-
-    @property
-    def accounted(self) -> int:
-        """Consumed records by outcome; equals ``consumed`` when nothing was lost."""
-        return (
-            self.decoded
-            + self.dead_lettered
-            + self.redelivered_skipped
-            + self.labels_matched
-            + self.labels_unmatched
-            + self.labels_held
-            + self.labels_invalid
-            + self.labels_skipped
-        )
 
 
 @dataclass
@@ -94,6 +64,8 @@ class _Routed:
 
     events: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
     labels: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
+    #: ``exactly_once``: records at or below the fence, staged again for their outputs only.
+    replayed: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
     consumed: int = 0
     skipped: int = 0
     #: Records consumed by (model, topic), labels topics included.
@@ -119,6 +91,8 @@ class WorkerParts:
     health: WorkerHealth = field(default_factory=WorkerHealth)
     #: The Redis client the stores use, pinged before consuming starts.
     redis_client: RedisClient | None = None
+    #: ``exactly_once``: the transaction each loop turn runs in (None: at-least-once).
+    transaction: Transaction | None = None
 
 
 class Worker:
@@ -160,10 +134,13 @@ class Worker:
         ``drain_on_exit`` closes every open window before leaving, as if the stream had
         ended: right for a demo or a finite replay, wrong for one worker of many.
         """
+        transaction = self.parts.transaction
         try:
             if self.parts.redis_client is not None:
                 wait_for_redis(self.parts.redis_client, self.parts.health, self._stop, self._log)
-        except BaseException:  # a Redis of the wrong kind: the clients go, nothing was consumed
+            if transaction is not None:
+                transaction.start()
+        except BaseException:  # a Redis of the wrong kind, no transactions: the clients go, nothing was consumed
             self._consumer.close()
             self.parts.producer.close()
             raise
@@ -181,10 +158,14 @@ class Worker:
                     self._reload_fences()
                 messages = self._consumer.consume(w.batch_size, w.batch_timeout_s)
                 try:
+                    if transaction is not None:
+                        transaction.begin()
                     self.process(messages)
                     if time.monotonic() - self._last_close >= self._close_interval_s:
                         self._reload_profiles()
                         self.close_due_windows()
+                    if transaction is not None:
+                        transaction.commit()
                     health.retrying, health.redis_ok = False, True
                     self._outage.succeeded(self._log, "consumption resumed")
                 except _RETRYABLE as exc:
@@ -193,15 +174,23 @@ class Worker:
                     health.retrying = True
                     health.redis_ok = not isinstance(exc, REDIS_ERRORS)
                     delay = self._outage.failed(self._log, f"{outage_of(exc)}: batch rewound, consumption paused", exc)
+                    if transaction is not None:
+                        transaction.abort()
                     self._rewind(messages)
                     self._stop.wait(delay)
                     self._reload_fences()
                 self._probe_broker(topics[0])
                 self._log_stats()
             if drain_on_exit:
+                if transaction is not None:
+                    transaction.begin()
                 self.close_due_windows(final=True)
+                if transaction is not None:
+                    transaction.commit()
         finally:
             health.subscribed = False
+            if transaction is not None:
+                transaction.abort()  # a turn cut short: its records are not left open until the broker's timeout
             self._offsets.commit_sync()
             self._leave_group()
             self._consumer.close()
@@ -215,13 +204,15 @@ class Worker:
         """Decode, check and aggregate one micro-batch, then commit its checkpoint."""
         started = time.perf_counter()
         routed = self._route(messages)
-        if not routed.events and not routed.labels:
+        if not routed.events and not routed.labels and not routed.replayed:
             self._count_consumed(routed)
             return
         checkpointer = self.parts.pipeline.stages.checkpointer
         if checkpointer is not None and checkpointer.pending:
             checkpointer.restore_pending(self.parts.stores)  # before any record of theirs is staged
         checkpoint = Checkpoint()
+        early = stage_replayed(self.parts.pipeline, self._models, self.parts.stores, routed.replayed, checkpoint)
+        replayed_dead = len(checkpoint.rejected)
         dead_labels = 0
         for topic, label_messages in routed.labels.items():
             stream = self._label_streams[topic]
@@ -238,7 +229,9 @@ class Worker:
                 checkpoint.reject(letter.message, letter.error, name)
             checkpoint.add_updates(name, staged.updates)
             staged_by_model[name] = staged
-        early = {name: staged.early for name, staged in staged_by_model.items() if staged.early}
+        for name, staged in staged_by_model.items():
+            if staged.early:
+                early.setdefault(name, []).extend(staged.early)
         if early:  # acknowledged before the batch's state and offsets move: a retry fires them again
             fired = self.parts.closer.publish_early(early, int(time.time() * 1000))
             self.stats.alerts += len(fired)
@@ -250,12 +243,13 @@ class Worker:
             for model, source in result.skipped:
                 checkpointer.skipped(model, str(source))
         decoded = sum(staged.decoded for staged in staged_by_model.values())
-        self._count(result, decoded=decoded, dead_lettered=len(checkpoint.rejected), dead_labels=dead_labels)
+        dead_lettered = len(checkpoint.rejected) - replayed_dead  # a replayed record counts as redelivered
+        self._count(result, decoded=decoded, dead_lettered=dead_lettered, dead_labels=dead_labels)
         metrics.observe_batch(
             consumed=routed.by_topic,
             redelivered=routed.skipped_by_model,
             staged=staged_by_model,
-            rejected=[r.model for r in checkpoint.rejected],
+            rejected=[r.model for r in checkpoint.rejected[replayed_dead:]],
             joins={self._label_streams[topic].model: join for topic, join in result.joins.items()},
             releases=result.releases,
             applied=result.applied,
@@ -282,6 +276,8 @@ class Worker:
             if fence is not None and message.offset() <= fence:
                 routed.skipped += 1
                 routed.skipped_by_model[model] += 1
+                if self.parts.transaction is not None:
+                    routed.replayed[model].append(message)
             else:
                 routed.events[model].append(message)
         return routed

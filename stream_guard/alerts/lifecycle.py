@@ -289,6 +289,10 @@ class IncidentTracker:
             self._early_done.clear()
         self._early_done.add(done)
 
+    def early_pending(self) -> list[tuple[str, int]]:
+        """(incident id, window end) of the alerts of the last :meth:`early` awaiting :meth:`early_delivered`."""
+        return [(cause, window_end) for cause, window_end, _ in self._early_pending]
+
     def early_delivered(self) -> None:
         """The alerts of the last :meth:`early` were acknowledged: they are not fired again."""
         for cause, window_end, done in self._early_pending:
@@ -401,6 +405,10 @@ class IncidentTracker:
             cause_id=incident_id,
             related=tuple(Related(kind=k, feature=f or None, slice=sl, count=0) for k, f, sl in evidence),
         )
+
+    def resolving(self, window_end: int) -> dict[str, list[str]]:
+        """The incidents :meth:`delivered` will close for the window ending at ``window_end``, with their members."""
+        return dict(self._resolving.get(window_end, {}))
 
     def delivered(self, window_end: int) -> None:
         """The RESOLVED alerts of the window ending at ``window_end`` were acknowledged: forget the incidents."""

@@ -45,7 +45,9 @@ def alerts_consumer(config: Config, *, group_id: str | None, from_beginning: boo
     """A consumer of the alerts topic with ``[kafka] consumer`` settings (SASL/SSL...) applied.
 
     Without ``group_id`` it belongs to a throw-away group and commits nothing; with one,
-    the group remembers where it stopped.
+    the group remembers where it stopped. It reads ``read_committed``: with
+    ``[kafka] delivery = "exactly_once"`` an aborted transaction's alerts are never shown
+    (no difference for alerts produced without transactions).
     """
     settings = {
         "bootstrap.servers": config.kafka.bootstrap_servers,
@@ -53,6 +55,7 @@ def alerts_consumer(config: Config, *, group_id: str | None, from_beginning: boo
         "group.id": group_id or f"stream-guard-alerts-cli-{time.time_ns()}",
         "auto.offset.reset": "earliest" if from_beginning else "latest",
         "enable.auto.commit": group_id is not None,
+        "isolation.level": "read_committed",
     }
     return Consumer(settings)
 

@@ -22,6 +22,7 @@ __all__ = [
     "ENCODINGS",
     "AlertsConfig",
     "Config",
+    "Delivery",
     "Encoding",
     "KafkaConfig",
     "ModelConfig",
@@ -32,6 +33,8 @@ __all__ = [
 
 Encoding = Literal["confluent", "avro", "json"]
 ENCODINGS = typing.get_args(Encoding)
+#: How alerts and dead letters reach their topics (README, "Delivery guarantees").
+Delivery = Literal["at_least_once", "exactly_once"]
 
 
 @dataclass
@@ -43,6 +46,19 @@ class KafkaConfig:
     #: Extra librdkafka properties for the consumer and the producer (security, timeouts...).
     consumer: dict[str, Any] = field(default_factory=dict)
     producer: dict[str, Any] = field(default_factory=dict)
+    #: ``at_least_once``: alerts and dead letters acknowledged before the offsets are
+    #: committed (a crash may publish one again). ``exactly_once``: each loop turn's alerts,
+    #: dead letters and offsets in one Kafka transaction (brokers with transactions).
+    delivery: Delivery = "at_least_once"
+    #: ``exactly_once``: the transactional id is ``<prefix>-<group_id>-<instance_id>``.
+    transactional_id_prefix: str = "stream-guard"
+    #: A stable name of this worker instance (a StatefulSet pod's name): a restarted
+    #: instance fences its predecessor. Empty: a random id per start (also the worker id).
+    instance_id: str = ""
+
+    def transactional_id(self, instance: str) -> str:
+        """The producer's ``transactional.id`` for the worker ``instance`` (``exactly_once``)."""
+        return f"{self.transactional_id_prefix}-{self.group_id}-{instance}"
 
 
 @dataclass

@@ -73,6 +73,7 @@ def check_config(config: Config, problems: Problems, *, require_profiles: bool =
     _check_redis(config, problems)
     if problems.typed("redis.socket_timeout_s") and not config.redis.socket_timeout_s > 0:
         problems.add("redis.socket_timeout_s", f"must be positive, got {config.redis.socket_timeout_s}")
+    _check_kafka(config, problems)
     check_checks(config.checks, "checks", problems)
     check_drift(config.drift, "drift", problems)
     _check_alerts(config, problems)
@@ -103,6 +104,29 @@ def _check_redis(config: Config, problems: Problems) -> None:
         db = parse_qs(url.query).get("db", [url.path.strip("/") or "0"])[0]
         if db != "0":
             problems.add("redis.url", f"a Redis Cluster has only database 0, the URL selects database {db}")
+
+
+#: librdkafka properties that ``[kafka] delivery`` decides; setting them by hand would contradict it.
+_DELIVERY_OWNED = {"producer": ("transactional.id",), "consumer": ("isolation.level",)}
+
+
+def _check_kafka(config: Config, problems: Problems) -> None:
+    """``exactly_once``: the transactional properties are the worker's to set, and ids are non-empty."""
+    kafka = config.kafka
+    if not problems.typed("kafka.delivery", "kafka.producer", "kafka.consumer") or kafka.delivery != "exactly_once":
+        return
+    for role, names in _DELIVERY_OWNED.items():
+        for name in names:
+            if name in getattr(kafka, role):
+                problems.add(
+                    f"kafka.{role}.{name}", 'set by the worker when kafka.delivery = "exactly_once": remove it'
+                )
+    if str(kafka.producer.get("enable.idempotence", True)).lower() == "false":
+        problems.add(
+            "kafka.producer.enable.idempotence", "a transactional producer is idempotent: remove it or set it true"
+        )
+    if problems.typed("kafka.transactional_id_prefix") and not kafka.transactional_id_prefix.strip():
+        problems.add("kafka.transactional_id_prefix", "must not be empty")
 
 
 def _check_alerts(config: Config, problems: Problems) -> None:

@@ -28,6 +28,7 @@ def close_due_windows(
     lease_ms: int,
     final: bool = False,
     ready: Callable[[int], bool] | None = None,
+    finish: bool = True,
 ) -> ClosedWindows[_T]:
     """Close every due window of ``store`` (every open one if ``final``), oldest first.
 
@@ -41,6 +42,9 @@ def close_due_windows(
     after it too, so windows still close in start order (a window whose label-based checks
     wait for the label watermark: :mod:`stream_guard.metrics.label_gate`); ``final`` closes
     them anyway.
+
+    ``finish=False``: ``close`` finishes the window itself, once its alerts are delivered
+    for good (:mod:`stream_guard.transactions`).
     """
     closed: ClosedWindows[_T] = ClosedWindows()
     starts = store.open_windows() if final else store.due_windows(now_ms)
@@ -51,7 +55,8 @@ def close_due_windows(
             continue
         snapshot = store.snapshot(start)
         output = close(snapshot)
-        store.finish(snapshot)
+        if finish:
+            store.finish(snapshot)
         closed.starts.append(start)
         closed.outputs.append(output)
     return closed

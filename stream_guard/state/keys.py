@@ -22,6 +22,7 @@ key                                                type   content
                                                           ``pub|<end>``, ``peak_*``, ``m|<id>``/``s|<id>`` per finding,
                                                           ``early``/``early_pending`` if it opened early
 ``sg:{m}:early:<start>:<group>``                   str    incident id that fired early for a burst or feature
+``sg:{m}:txn``                                     hash   ``<transactional id>@<ms>`` -> steps awaiting that transaction
 ``sg:{m}:m:<bucket_start_ms>``                     hash   slice metrics ``<slice>|<metric>`` of one bucket
 ``sg:{m}:m:index``                                 zset   metric bucket starts (ms), score = start
 ``sg:{m}:pred:<event_id>``                         str    a stored prediction, waiting for its label
@@ -104,6 +105,11 @@ class ModelKeys:
 
     def incident(self, incident_id: str) -> str:
         return f"{self.base}:incident:{incident_id}"
+
+    @property
+    def transaction_steps(self) -> str:
+        """``exactly_once``: per transactional id, the Redis steps waiting for its open transaction (JSON)."""
+        return f"{self.base}:txn"
 
     def early_claim(self, start_ms: int, group: str) -> str:
         """Which cause fired early for a burst or a feature (``group``) in the window at ``start_ms``."""

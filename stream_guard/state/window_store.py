@@ -217,6 +217,13 @@ return 1
 """
 
 
+# Extends a window's lease if this worker still holds it.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
 class WindowStore(RedisLabelReads):
     """Per-model state in Redis (see the module docstring for the protocol).
 
@@ -244,6 +251,7 @@ class WindowStore(RedisLabelReads):
         self._worker_id = worker_id
         self._apply = client.register_script(APPLY_SCRIPT)
         self._finish = client.register_script(_FINISH)
+        self._renew = client.register_script(_RENEW)
         self._incidents = RedisIncidents(client, keys, retention_s)
 
     @classmethod
@@ -333,6 +341,10 @@ class WindowStore(RedisLabelReads):
     def claim(self, start_ms: int, lease_ms: int) -> bool:
         """Take the right to close a window for ``lease_ms``; False if another worker holds it."""
         return bool(self._redis.set(self.keys.lease(start_ms), self._worker_id, nx=True, px=lease_ms))
+
+    def renew(self, start_ms: int, lease_ms: int) -> bool:
+        """Extend this worker's lease on a window to ``lease_ms`` from now; False if it is not held any more."""
+        return bool(self._renew(keys=[self.keys.lease(start_ms)], args=[self._worker_id, lease_ms]))
 
     def snapshot(self, start_ms: int) -> WindowSnapshot:
         """The merged counters of a window, its examples, and its distinct counts.

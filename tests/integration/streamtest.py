@@ -150,8 +150,10 @@ def consume_all(
 
     The partitions are assigned, not subscribed: no consumer group, so no join to wait for
     and nothing for ``close()`` (which blocks in C, out of pytest-timeout's reach) to leave.
+    It reads ``read_committed`` (librdkafka's default, stated): what a consumer of alerts sees.
     """
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "sg-test-reader", "enable.auto.commit": False})
+    settings = {"bootstrap.servers": bootstrap, "group.id": "sg-test-reader", "enable.auto.commit": False}
+    consumer = Consumer({**settings, "isolation.level": "read_committed"})
     messages: list[Message] = []
     deadline = time.monotonic() + timeout_s
     last = time.monotonic()

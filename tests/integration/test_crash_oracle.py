@@ -10,6 +10,15 @@ Compared with the oracle: every window and metrics counter in Redis (exactly onc
 fenced scripts skip a redelivered batch), the decoded and dead-lettered totals against
 the input, and the alerts topic read as a consumer of at-least-once alerts reads it: each
 ``alert_id`` once, with its kind, feature, slice, status and counts.
+
+With ``[kafka] delivery = "exactly_once"`` the worker is stopped at named steps instead
+(:func:`stream_guard.transactions.crash_point`, an ``os._exit`` as abrupt as SIGKILL), and
+the alerts topic read ``read_committed`` must equal the oracle's record for record, with
+no deduplication. The steps are those where the open transaction holds no alert yet
+(a batch applied to Redis; a window's decisions taken, its alerts not produced) or has
+committed (its Redis steps not run): Tansu 0.6 returns no aborted-transaction ranges in
+its fetch responses, so its ``read_committed`` consumers see the records of aborted
+transactions, which Apache Kafka hides.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +45,7 @@ from stream_guard.metrics import store as s
 from stream_guard.settings import Config
 from stream_guard.state.keys import ModelKeys
 from stream_guard.tools.simulator import PAYLOAD_FAULTS, Simulator
+from stream_guard.transactions import CRASH_POINT_ENV, CRASH_POINTS
 
 pytestmark = pytest.mark.integration
 
@@ -99,7 +110,8 @@ def _applied(client: redis.Redis, config: Config) -> int:
 
 def _kill_at(client: redis.Redis, config: Config, tmp_path: Path, records: int) -> None:
     """Start a worker process and SIGKILL it once ``records`` records are applied in Redis."""
-    env = {**os.environ, "STREAM_GUARD_WORKER__BATCH_SIZE": "150"}
+    # Port 0: no metrics endpoint, whose fixed default port another test's worker may hold.
+    env = {**os.environ, "STREAM_GUARD_WORKER__BATCH_SIZE": "150", "STREAM_GUARD_OBSERVABILITY__PORT": "0"}
     process = subprocess.Popen(
         [sys.executable, "-m", "stream_guard", "run", "-c", str(tmp_path / "config.toml")],
         env=env,
@@ -259,3 +271,91 @@ def test_workers_joining_and_leaving_a_group_end_like_a_clean_run(
     oracle_alerts = _alerts(bootstrap, clean)
     assert oracle_alerts, "the oracle should have alerted on the broken stretch"
     assert _alerts(bootstrap, moved) == oracle_alerts
+
+
+#: Where the exactly-once worker processes stop, one after another: after a batch's Redis
+#: apply, its transaction open (in the broken stretch: the next worker replays the batch's
+#: dead letters); at the close of the next window with alerts, before they are produced;
+#: right after the next commit with Redis steps (that window's, closed again once the lease
+#: expired: its alerts committed, the window not finished, its incidents not closed), which
+#: the last worker resolves at start-up. (A restarted worker reads its backlog fast: by the
+#: third stop it may have read the whole stream.)
+CRASHES = ("applied@50", "closing", "committed")
+
+
+def _exactly_once(config: Config, instance: str) -> Config:
+    config.kafka.delivery = "exactly_once"
+    config.kafka.instance_id = instance
+    return config
+
+
+def _crash_at(tmp_path: Path, point: str) -> None:
+    """Run an exactly-once worker process (instance ``w1``) until it stops itself at ``point``."""
+    env = {
+        **os.environ,
+        "STREAM_GUARD_WORKER__BATCH_SIZE": "150",
+        "STREAM_GUARD_OBSERVABILITY__PORT": "0",
+        "STREAM_GUARD_KAFKA__DELIVERY": "exactly_once",
+        "STREAM_GUARD_KAFKA__INSTANCE_ID": "w1",
+        CRASH_POINT_ENV: point,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stream_guard", "run", "-c", str(tmp_path / "config.toml")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _, stderr = process.communicate(timeout=180)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=30)
+    assert process.returncode == 137, f"{point}: exited {process.returncode} before the point: {stderr[-3000:]}"
+
+
+def _committed_alerts(bootstrap: str, config: Config) -> list[tuple[Any, ...]]:
+    """Every record of the alerts topic a ``read_committed`` consumer reads, in no particular order."""
+    out = []
+    for message in consume_all(bootstrap, config.kafka.alerts_topic, idle_s=3, timeout_s=60):
+        a = decode_alert(message.value())
+        out.append((a["alert_id"], a["status"], a["kind"], a["feature"], a["slice"], a["count"], a["total"]))
+    return out
+
+
+def test_an_exactly_once_worker_crashed_at_each_step_publishes_each_alert_once(
+    tmp_path: Path, bootstrap: str, redis_url: str, redis_client: redis.Redis, unique: str
+) -> None:
+    """Three crashes at named steps, each followed by a restart of the same instance: the oracle's alerts, each once.
+
+    The oracle runs exactly once too; its alerts are each (``alert_id``, status) once.
+    """
+    assert {c.split("@")[0] for c in CRASHES} == set(CRASH_POINTS)
+    items = _stream()
+    n = len(items)
+    clean = _exactly_once(_setup(tmp_path / "clean", bootstrap, redis_url, f"{unique}-clean", items), "oracle")
+    run_until([new_worker(clean)], lambda: _applied(redis_client, clean) >= n, timeout_s=120)
+
+    crashed_dir = tmp_path / "crashed"
+    crashed = _setup(
+        crashed_dir, bootstrap, redis_url, f"{unique}-crashed", items, profile=tmp_path / "clean" / "profile.json"
+    )
+    for point in CRASHES:
+        _crash_at(crashed_dir, point)
+        if point.startswith("closing"):
+            time.sleep(31)  # the dead worker's lease on the window it was closing expires (30 s)
+    pending = f"{crashed.redis.key_prefix}:{{fraud}}:txn"
+    assert redis_client.hgetall(pending), "the last crash should leave a committed transaction's steps pending"
+    last = new_worker(_exactly_once(crashed, "w1"))
+    run_until([last], lambda: _applied(redis_client, crashed) >= n, timeout_s=180)
+
+    totals, expected = window_totals(redis_client, crashed), window_totals(redis_client, clean)
+    assert totals["n"] + totals["dl"] == n
+    assert _exact(totals) == _exact(expected)
+    _assert_same_metrics(_metrics(redis_client, crashed), _metrics(redis_client, clean))
+    alerts, oracle_alerts = _committed_alerts(bootstrap, crashed), _committed_alerts(bootstrap, clean)
+    assert oracle_alerts, "the oracle should have alerted on the broken stretch"
+    assert len({a[:2] for a in oracle_alerts}) == len(oracle_alerts), "the oracle published an alert twice"
+    assert Counter(alerts) == Counter(oracle_alerts)
+    assert not redis_client.hgetall(pending), "steps left pending"

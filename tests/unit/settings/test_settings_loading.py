@@ -468,3 +468,36 @@ def test_event_time_skew_and_finding_caps_are_validated(config_dir: Path) -> Non
     assert any("metrics.retention_s: must exceed worker.max_event_time_skew_s (600), got 600" in p for p in problems)
     config = load_config(_write(config_dir, short), environ={"STREAM_GUARD_WORKER__MAX_EVENT_TIME_SKEW_S": "0"})
     assert config.worker.max_event_time_skew_s == 0
+
+
+def test_delivery_defaults_to_at_least_once_and_names_its_transactional_id(config_dir: Path) -> None:
+    """``[kafka] delivery``: at-least-once unless asked; the transactional id joins prefix, group and instance."""
+    config = load_config(_write(config_dir, VALID), environ={})
+    assert config.kafka.delivery == "at_least_once"
+    environ = {"STREAM_GUARD_KAFKA__DELIVERY": "exactly_once", "STREAM_GUARD_KAFKA__INSTANCE_ID": "sg-0"}
+    config = load_config(_write(config_dir, VALID), environ=environ)
+    assert config.kafka.delivery == "exactly_once"
+    assert config.kafka.transactional_id(config.kafka.instance_id) == "stream-guard-guards-sg-0"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('delivery = "exactly-once"', "kafka.delivery: expected one of"),
+        (
+            'delivery = "exactly_once"\nproducer = { "transactional.id" = "x" }',
+            "kafka.producer.transactional.id: set by",
+        ),
+        (
+            'delivery = "exactly_once"\nconsumer = { "isolation.level" = "read_uncommitted" }',
+            "kafka.consumer.isolation.level: set by",
+        ),
+        ('delivery = "exactly_once"\nproducer = { "enable.idempotence" = false }', "kafka.producer.enable.idempotence"),
+        ('delivery = "exactly_once"\ntransactional_id_prefix = " "', "kafka.transactional_id_prefix: must not"),
+    ],
+)
+def test_exactly_once_rejects_properties_it_sets_itself(config_dir: Path, extra: str, message: str) -> None:
+    """Transactional settings by hand would contradict ``delivery``: one line each."""
+    text = VALID.replace('group_id = "guards"', f'group_id = "guards"\n{extra}')
+    problems = _problems(config_dir, text)
+    assert any(p.startswith(message) for p in problems), problems
