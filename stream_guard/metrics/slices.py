@@ -380,8 +380,11 @@ class SliceRecorder:
             ok = np.isfinite(score)
             bins = self.settings.score_bins
             lo, hi = self._edges
-            # Scores outside the range land in the edge bins, so the bins always sum to the scored events.
-            index = np.clip(np.floor((np.where(ok, score, lo) - lo) / (hi - lo) * bins), 0, bins - 1).astype(int)
+            # Scores outside the range land in the edge bins, so the bins always sum to the scored events
+            # (a huge finite score overflows to inf on the way, which the clip puts in the last bin).
+            with np.errstate(over="ignore"):
+                position = np.floor((np.where(ok, score, lo) - lo) / (hi - lo) * bins)
+            index = np.clip(position, 0, bins - 1).astype(int)
             for b in range(bins):
                 columns[f"{s.HIST}{b}"] = ok & (index == b)
             columns[s.SCORE_SUM] = np.where(ok, score, 0.0)
