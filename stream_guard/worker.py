@@ -41,6 +41,7 @@ from stream_guard.observability.counters import WorkerStats
 from stream_guard.observability.metrics import WorkerMetrics
 from stream_guard.observability.server import WorkerHealth
 from stream_guard.outages import BrokerProbe, outage_of, wait_for_redis
+from stream_guard.pacing import LabelPacer
 from stream_guard.pipeline import Pipeline, StagedBatch
 from stream_guard.profile import BaselineProfile
 from stream_guard.settings import Config
@@ -121,6 +122,20 @@ class Worker:
         self._probe_broker = BrokerProbe(parts.consumer, parts.health, self._log)
         reset = str(config.kafka.consumer.get("auto.offset.reset", "earliest"))
         self._reset_to_end = reset in ("latest", "largest", "end")
+        w = config.worker
+        #: Label pacing (:mod:`stream_guard.pacing`); None without labels topics or with ``label_lead_s`` < 0.
+        self.pacer = (
+            LabelPacer(
+                parts.consumer,
+                frozenset(self._label_streams),
+                lambda topic: self._model_and_fence(topic)[0],
+                lead_ms=int(w.label_lead_s * 1000),
+                pause_max_s=w.label_pause_max_s,
+                lagging=lambda read: lagging_partitions(self._consumer, read, reset_to_end=self._reset_to_end),
+            )
+            if self._label_streams and w.label_lead_s >= 0
+            else None
+        )
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -161,6 +176,9 @@ class Worker:
                     if transaction is not None:
                         transaction.begin()
                     self.process(messages)
+                    if self.pacer is not None:
+                        self.pacer.observe(messages)
+                        self.pacer.pace(time.monotonic())
                     if time.monotonic() - self._last_close >= self._close_interval_s:
                         self._reload_profiles()
                         self.close_due_windows()
@@ -431,6 +449,8 @@ class Worker:
             for tp in partitions:
                 if tp.topic in self._model_of_topic:
                     checkpointer.assigned(self._model_of_topic[tp.topic], [str(Source(tp.topic, tp.partition))])
+        if self.pacer is not None:
+            self.pacer.forget(partitions)
         try:
             self._load_fences(partitions)
             if checkpointer is not None:
@@ -458,6 +478,8 @@ class Worker:
         self._log.warning("partitions lost", partitions=describe(partitions))
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
+        if self.pacer is not None:
+            self.pacer.forget(partitions)
         self.parts.health.assigned = max(self.parts.health.assigned - len(partitions), 0)
         self.parts.metrics.assigned.set(self.parts.health.assigned)
         self.parts.pipeline.forget(describe(partitions))

@@ -96,6 +96,12 @@ class WorkerConfig:
     #: A partition that sent nothing for this long (wall clock) stops holding windows open,
     #: unless this worker owns it and it has a backlog (consumer lag > 0).
     idle_partition_s: float = 30.0
+    #: Label pacing (:mod:`stream_guard.pacing`): a labels partition whose last record read is
+    #: more than this far ahead (Kafka timestamps) of this worker's event backlog is paused
+    #: until the events catch up; a negative value turns pacing off.
+    label_lead_s: float = 5.0
+    #: ... but for at most this long at a time.
+    label_pause_max_s: float = 10.0
     #: An event time further than this from its record's Kafka timestamp (future or past) is
     #: replaced by the Kafka timestamp, with an ``event_time_skew`` finding; 0 turns it off.
     max_event_time_skew_s: float = 3600.0

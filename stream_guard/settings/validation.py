@@ -67,6 +67,8 @@ def check_config(config: Config, problems: Problems, *, require_profiles: bool =
     for name in ("stats_interval_s", "liveness_timeout_s"):
         if problems.typed(f"observability.{name}") and getattr(obs, name) <= 0:
             problems.add(f"observability.{name}", f"must be positive, got {getattr(obs, name)}")
+    if problems.typed("worker.label_pause_max_s") and not worker.label_pause_max_s > 0:
+        problems.add("worker.label_pause_max_s", f"must be positive, got {worker.label_pause_max_s:g}")
     skew = worker.max_event_time_skew_s
     if problems.typed("worker.max_event_time_skew_s") and skew < 0:
         problems.add("worker.max_event_time_skew_s", f"must be 0 (off) or positive, got {skew:g}")
