@@ -178,7 +178,7 @@ class Worker:
                     self.process(messages)
                     if self.pacer is not None:
                         self.pacer.observe(messages)
-                        self.pacer.pace(time.monotonic())
+                        self.parts.metrics.label_pauses.inc(len(self.pacer.pace(time.monotonic()).pause))
                     if time.monotonic() - self._last_close >= self._close_interval_s:
                         self._reload_profiles()
                         self.close_due_windows()

@@ -67,6 +67,11 @@ class WorkerMetrics:
             registry=r,
         )
         self.retries = Counter("stream_guard_batch_retries", "Batches rewound and retried after an outage.", registry=r)
+        self.label_pauses = Counter(
+            "stream_guard_label_pauses",
+            "Labels partitions paused while ahead of the event backlog (label pacing).",
+            registry=r,
+        )
         self.lag = Gauge(
             "stream_guard_consumer_lag_records",
             "Consumer lag per assigned partition (librdkafka statistics).",

@@ -65,3 +65,4 @@ encoding = "json"
     assert stats.labels_unmatched == stats.labels_expired == stats.labels_invalid == 0
     assert worker.pacer.pauses > 0, "the labels were never ahead of the events: the test does not test pacing"
     assert stats.labels_held <= config.worker.batch_size * PARTITIONS, vars(stats)
+    assert worker.parts.metrics.registry.get_sample_value("stream_guard_label_pauses_total") == worker.pacer.pauses
