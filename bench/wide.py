@@ -160,7 +160,7 @@ def _rss_kb(pid: int, field: str = "VmRSS") -> int:
 def run_workers(
     config: Path,
     workers: int,
-    labels: list[bytes],
+    labels: list[tuple[bytes, int]],
     partitions: int,
     rss_at: list[int],
     label_lag: int,
@@ -216,7 +216,7 @@ def run_workers(
                 rss[pending.popleft()] = _rss_kb(procs[0].pid, "VmHWM")
             due = n if done_events >= n else max(0, done_events - label_lag)
             for i in range(produced, due):
-                producer.produce(labels_topic, labels[i], partition=i % partitions)
+                producer.produce(labels_topic, labels[i][0], partition=i % partitions, timestamp=labels[i][1])
             produced = max(produced, due)
             producer.poll(0)
             if done_events >= n and done_labels >= n:
@@ -527,8 +527,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered), max(1, math.ceil(q * len(ordered)))) - 1]
 
 
-def produce(bootstrap: str, n: int, partitions: int, step_ms: float) -> list[bytes]:
-    """Pre-produce ``n`` wide events; returns their labels (JSON payloads), in event order."""
+def produce(bootstrap: str, n: int, partitions: int, step_ms: float, label_delay_ms: int) -> list[tuple[bytes, int]]:
+    """Pre-produce ``n`` wide events; returns their labels (JSON payloads, Kafka timestamps), in event order.
+
+    A label's timestamp is its event's plus the label delay, as a labels producer would stamp
+    it: the worker's label pacing compares the two topics' timestamps.
+    """
     from confluent_kafka import Producer
 
     from stream_guard.tools.wide import WideSimulator
@@ -536,14 +540,14 @@ def produce(bootstrap: str, n: int, partitions: int, step_ms: float) -> list[byt
     sim = WideSimulator(seed=1)
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "queue.buffering.max.messages": 1_000_000})
     start_ms = 1_700_000_000_000
-    labels: list[bytes] = []
+    labels: list[tuple[bytes, int]] = []
     chunk = 20_000
     for offset in range(0, n, chunk):
         records = sim.records(min(chunk, n - offset), int(start_ms + offset * step_ms), step_ms)
         for i, record in enumerate(records):
             partition = (offset + i) % partitions
             producer.produce(EVENTS_TOPIC, sim.encode(record), partition=partition, timestamp=record["ts"])
-        labels += [json.dumps(label).encode() for label in sim.labels(records)]
+        labels += [(json.dumps(label).encode(), label["ts"] + label_delay_ms) for label in sim.labels(records)]
         producer.poll(0)
     producer.flush(120)
     return labels
@@ -612,7 +616,7 @@ def main() -> None:
         learn_profile(workdir, write_config(workdir, "probe", bootstrap, redis_url, args.batch))
         create_topics(bootstrap, [EVENTS_TOPIC], partitions=args.partitions)
         create_topics(bootstrap, ["wide.alerts", "wide.dlq"], partitions=1)
-        labels = produce(bootstrap, args.events, args.partitions, args.step_ms)
+        labels = produce(bootstrap, args.events, args.partitions, args.step_ms, int(args.label_delay_s * 1000))
         lag = int(args.label_delay_s * 1000 / args.step_ms)
         print(f"produced {args.events:,} events in {time.perf_counter() - t0:.0f} s", flush=True)
         if "a" not in skip:
