@@ -26,6 +26,10 @@ from stream_guard.state.keyspace import MemoryKeySpace
 
 #: Buckets one summing script reads: bounds how long it holds Redis (a few ms per full bucket).
 SUM_CHUNK = 8
+#: Summing scripts per round trip. A pipeline's replies come back once Redis ran all of it, so
+#: one round trip must end well within ``redis.socket_timeout_s``: a cold 24 h evaluation reads
+#: 2,880 full buckets (the lookback and its baseline), seconds of Redis time in all.
+SUMS_PER_TRIP = 16
 
 #: KEYS: bucket hashes of one model (one hash tag). Returns ``[buckets present, f1, sum1, ...]``,
 #: fields in order of first appearance, sums as ``%.17g`` (exact doubles; ``tostring`` keeps 14 digits).
@@ -107,19 +111,24 @@ class RedisBucketReads:
         self._versions_script: Any = None
 
     def sum_buckets(self, keys: Sequence[str]) -> tuple[dict[str, float], int]:
-        """Each chunk of :data:`SUM_CHUNK` buckets is summed in one script; all chunks in one round trip."""
+        """Each chunk of :data:`SUM_CHUNK` buckets is summed in one script, :data:`SUMS_PER_TRIP` per round trip."""
         return self.sum_bucket_groups([keys])[0]
 
     def sum_bucket_groups(self, groups: Sequence[Sequence[str]]) -> list[tuple[dict[str, float], int]]:
         if self._sum_script is None:
             self._sum_script = self.client.register_script(_SUM_BUCKETS)
-        pipe = pipeline(self.client)
         chunks = []
+        calls: list[Sequence[str]] = []
         for keys in groups:
             chunks.append(range(0, len(keys), SUM_CHUNK))
-            for i in chunks[-1]:
-                pipe.script(self._sum_script, keys[i : i + SUM_CHUNK])
-        replies = iter(pipe.execute() if any(groups) else [])
+            calls += [keys[i : i + SUM_CHUNK] for i in chunks[-1]]
+        results: list[Any] = []
+        for first in range(0, len(calls), SUMS_PER_TRIP):
+            pipe = pipeline(self.client)
+            for chunk_keys in calls[first : first + SUMS_PER_TRIP]:
+                pipe.script(self._sum_script, chunk_keys)
+            results += pipe.execute()
+        replies = iter(results)
         out = []
         for chunk in chunks:
             totals: dict[str, float] = {}
