@@ -41,6 +41,7 @@ from stream_guard.decoding import (
     RegistryWriterSchemas,
     decode_payload,
     load_json,
+    load_json_object,
 )
 from stream_guard.errors import ConfigError, DecodeError, UndecodablePayloadError
 from stream_guard.metrics import holding
@@ -393,10 +394,17 @@ def labels_from_messages(
     Undecodable messages are also appended to ``dead`` with their error, for the dead-letter topic.
     """
     out = []
+    # Plain JSON labels: the common well-formed object without the decoder's layers; anything
+    # else (too large, not an object, not JSON) goes through them for its error.
+    plain = isinstance(decoder, _PlainJson)
     for m in messages:
         source = f"{m.topic()}:{m.partition()}"
+        payload = m.value()
+        fast = plain and payload is not None and len(payload) <= max_record_bytes
+        values = load_json_object(payload) if fast else None
         try:
-            values = decode_payload(decoder, m.value(), max_record_bytes).values
+            if values is None:
+                values = decode_payload(decoder, payload, max_record_bytes).values
             stamp = to_epoch_ms(values.get(settings.timestamp_field)) if settings.timestamp_field else None
             stamp = event_time_of(stamp, m.timestamp()[1])
         except DecodeError as error:
