@@ -6,13 +6,20 @@ import json
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 
 from stream_guard.decoding import Decoded, load_json, load_json_object
 from stream_guard.errors import DecodeError
 from stream_guard.metrics.labels import Label, _PlainJson, labels_from_messages
+from stream_guard.metrics.store import MetricKeys, encode_prediction, encode_predictions
 from stream_guard.settings.metrics import LabelSettings
+from stream_guard.state.keys import ModelKeys
+from stream_guard.state.update import StateUpdate
 from tests.unit.messages import Message
+
+KEYS = ModelKeys("sg", "m")
+T0 = 1_700_000_040_000
 
 TRICKY_JSON = [
     b'{"event_id": "e1", "ts": 1700000000000, "label": 1}',
@@ -140,3 +147,47 @@ def test_the_common_label_shape_takes_the_fast_path() -> None:
     assert load_json_object(b"{}") == {}
     assert load_json_object(b' {"a": 1}') is None
     assert load_json_object(b'{"a": 1} ') is None
+
+
+PREDICTIONS = [1, True, 1.0, 0.0, -0.0, None, "yes", "", "é\\n", [1, 2], {"a": 1}, 1, True, "yes", None, -0.0, 10**30]
+
+
+@pytest.mark.parametrize(
+    "predictions",
+    [PREDICTIONS, [0, 1, 1, 0, True, False, None, "x"], [0.25, float("nan"), float("inf")], []],
+)
+def test_predictions_encoded_per_column_are_encoded_per_row(predictions: list[Any]) -> None:
+    """encode_predictions writes, row for row, what encode_prediction writes (class labels cached by type)."""
+    n = len(predictions)
+    buckets = [T0 + 60_000 * (i % 3) for i in range(n)]
+    scores = [None if i % 4 == 0 else i / 7 for i in range(n)]
+    for slices in ([], [[f"a={i % 2}" for i in range(n)]], [["a=1"] * n, [f"b=x{i},c=y" for i in range(n)]]):
+        assert encode_predictions(buckets, slices, predictions, scores) == [
+            encode_prediction(buckets[i], [c[i] for c in slices], predictions[i], scores[i]) for i in range(n)
+        ]
+
+
+def test_key_lists_are_the_keys_one_by_one() -> None:
+    """ModelKeys.predictions and helds name each event id's key as prediction and held do."""
+    ids = ["a", "", "x:y", "{m}", "é"]
+    assert KEYS.predictions(ids) == [KEYS.prediction(x) for x in ids]
+    assert KEYS.helds(ids) == [KEYS.held(x) for x in ids]
+    assert MetricKeys(KEYS).predictions(ids) == [KEYS.prediction(x) for x in ids]
+
+
+def test_set_once_counted_rows_is_set_once_counted_of_the_same_entries() -> None:
+    """The columnar op carries the arguments and keys the per-entry one does, repeated keys included."""
+    counters = [("sg:{m}:m:1", "*|st"), ("sg:{m}:m:1", "a=1|st"), ("sg:{m}:m:2", "*|st")]
+    keys = ["sg:{m}:pred:e1", "sg:{m}:pred:e2", "sg:{m}:pred:e1", "sg:{m}:m:1"]
+    values = ["p1", "p2", "p3", "p4"]
+    listed = np.array([[0, 1], [2, 1], [0, 1], [2, 0]])
+    expected = StateUpdate("events:0", 0, 1, 0)
+    expected.set(keys[0], "f", "v")  # a key the update already holds keeps its index
+    got = StateUpdate("events:0", 0, 1, 0)
+    got.set(keys[0], "f", "v")
+    expected.set_once_counted(list(zip(keys, values, listed.tolist(), strict=True)), 600, counters)
+    got.set_once_counted_rows(keys, values, listed, 600, counters)
+    assert (got.keys, got.ops) == (expected.keys, expected.ops)
+    expected.delete_all(["sg:{m}:pred:e3", keys[1], "sg:{m}:pred:e3"])
+    got.delete_all(["sg:{m}:pred:e3", keys[1], "sg:{m}:pred:e3"])
+    assert (got.keys, got.ops) == (expected.keys, expected.ops)
