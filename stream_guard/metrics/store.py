@@ -289,3 +289,32 @@ def decode_prediction(text: str | bytes | None) -> dict[str, Any] | None:
     except (ValueError, TypeError):
         return None
     return value if isinstance(value, dict) and "bucket" in value else None
+
+
+def decode_predictions(texts: Sequence[str | bytes | None]) -> list[dict[str, Any] | None]:
+    """:func:`decode_prediction` of each of ``texts``: the line form read in one loop, any other
+    (bytes, the older JSON objects, an unreadable text) by :func:`decode_prediction` itself."""
+    out: list[dict[str, Any] | None] = []
+    append, classes = out.append, _CLASS_JSON
+    for text in texts:
+        if not isinstance(text, str) or text[:1] == "{":
+            append(decode_prediction(text))
+            continue
+        lines = text.split("\n")
+        if len(lines) < 3:
+            append(None)
+            continue
+        head, score = lines[2], lines[1]
+        try:
+            prediction = classes[head] if head in classes else json.loads(head)  # first, as decode_prediction
+            append(
+                {
+                    "bucket": int(lines[0]),
+                    "slices": lines[3:],
+                    "prediction": prediction,
+                    "score": float(score) if score else None,
+                }
+            )
+        except ValueError:
+            append(None)
+    return out

@@ -93,8 +93,8 @@ class RedisLabelReads:
         pipe = pipeline(self._redis)
         pipe.hmget(self.keys.labels_applied, list(sources) or [""])
         if event_ids:
-            pipe.mget([self.keys.prediction(x) for x in event_ids])
-            pipe.mget([self.keys.held(x) for x in event_ids])
+            pipe.mget(self.keys.predictions(event_ids))
+            pipe.mget(self.keys.helds(event_ids))
         replies = pipe.execute()
         fences = {src: int(v) for src, v in zip(sources, replies[0], strict=False) if v is not None}
         if not event_ids:
@@ -110,7 +110,7 @@ class RedisLabelReads:
         """
         pipe = pipeline(self._redis)
         if event_ids:
-            pipe.mget([self.keys.held(x) for x in event_ids])
+            pipe.mget(self.keys.helds(event_ids))
         pipe.hgetall(self.keys.watermarks)
         pipe.hgetall(self.keys.watermarks_seen)
         pipe.zrange(self.keys.held_index, 0, 0, withscores=True)
@@ -120,7 +120,7 @@ class RedisLabelReads:
         waiting = [x for x, value in zip(event_ids, held, strict=True) if value is not None]
         predictions: list[str | None] = [None] * len(event_ids)
         if waiting:
-            stored = dict(zip(waiting, self._redis.mget([self.keys.prediction(x) for x in waiting]), strict=True))
+            stored = dict(zip(waiting, self._redis.mget(self.keys.predictions(waiting)), strict=True))
             predictions = [stored.get(x) for x in event_ids]
         watermark = slowest_active(marks, seen, now_ms, self._idle_ms)
         return HeldInputs(held, predictions, watermark, int(oldest[0][1]) if oldest else None)

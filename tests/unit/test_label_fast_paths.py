@@ -11,8 +11,14 @@ import pytest
 
 from stream_guard.decoding import Decoded, load_json, load_json_object
 from stream_guard.errors import DecodeError
-from stream_guard.metrics.labels import Label, _PlainJson, labels_from_messages
-from stream_guard.metrics.store import MetricKeys, encode_prediction, encode_predictions
+from stream_guard.metrics.labels import Label, _is_positive, _label_key, _PlainJson, labels_from_messages
+from stream_guard.metrics.store import (
+    MetricKeys,
+    decode_prediction,
+    decode_predictions,
+    encode_prediction,
+    encode_predictions,
+)
 from stream_guard.settings.metrics import LabelSettings
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.update import StateUpdate
@@ -191,3 +197,44 @@ def test_set_once_counted_rows_is_set_once_counted_of_the_same_entries() -> None
     expected.delete_all(["sg:{m}:pred:e3", keys[1], "sg:{m}:pred:e3"])
     got.delete_all(["sg:{m}:pred:e3", keys[1], "sg:{m}:pred:e3"])
     assert (got.keys, got.ops) == (expected.keys, expected.ops)
+
+
+STORED = [
+    encode_prediction(T0, ["a=1", "b=x,c=y"], 1, 0.75),
+    encode_prediction(T0, [], "yes", None),
+    encode_prediction(T0, ["a=1"], [1, {"b": None}], float("inf")),
+    encode_prediction(T0, ["a=1"], True, -0.0),
+    json.dumps({"bucket": T0, "slices": ["a=1"], "prediction": 1, "score": 0.5}),  # the older JSON form
+    encode_prediction(T0, ["a=1"], 0, 0.1).encode(),  # bytes
+    None,
+    "",
+    "garbage",
+    "1\n2",
+    "x\n0.5\n1",
+    "1\nnope\n1",
+    "1\n0.5\n{not json",
+    "1\n\nnull\n",
+    "{}",
+    "[1]",
+]
+
+
+def test_stored_predictions_decoded_together_are_decoded_one_by_one() -> None:
+    """decode_predictions reads each stored value as decode_prediction does, unreadable ones as None."""
+    assert decode_predictions(STORED) == [decode_prediction(x) for x in STORED]
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        [0, 1, 1, 0],
+        [True, False, 1, 1.0, "1", "True", -0.0, 0.0, float("nan"), None],
+        ["yes", "no", "yes"],
+        [np.int64(1), 1, np.bool_(True), [1]],
+    ],
+)
+@pytest.mark.parametrize("positive", [1, True, "yes", 0])
+def test_positive_labels_keyed_per_distinct_value_are_keyed_per_label(labels: list[Any], positive: Any) -> None:
+    """_is_positive agrees with the category key of each label, whatever the mix of types."""
+    key = _label_key(positive)
+    assert _is_positive(labels, key).tolist() == [_label_key(v) == key for v in labels]
