@@ -11,6 +11,7 @@ import pytest
 
 from stream_guard.decoding import Decoded, load_json, load_json_object
 from stream_guard.errors import DecodeError
+from stream_guard.metrics.holding import _distinct
 from stream_guard.metrics.labels import Label, _is_positive, _label_key, _PlainJson, labels_from_messages
 from stream_guard.metrics.store import (
     MetricKeys,
@@ -238,3 +239,13 @@ def test_positive_labels_keyed_per_distinct_value_are_keyed_per_label(labels: li
     """_is_positive agrees with the category key of each label, whatever the mix of types."""
     key = _label_key(positive)
     assert _is_positive(labels, key).tolist() == [_label_key(v) == key for v in labels]
+
+
+@pytest.mark.parametrize(("size", "n"), [(1, 5), (50, 1_000), (3_000, 200), (1 << 20, 100), (10, 0)])
+def test_cells_counted_are_the_cells_sorted(size: int, n: int) -> None:
+    """The counting path of the label sums finds np.unique's cells and inverse, dense or sparse."""
+    cells = np.random.default_rng(size + n).integers(0, size, n)
+    present, at = _distinct(cells, size)
+    expected, inverse = np.unique(cells, return_inverse=True)
+    assert present.tolist() == expected.tolist()
+    assert at.tolist() == inverse.reshape(-1).tolist()
