@@ -440,6 +440,7 @@ def labels_from_messages(
     # Plain JSON labels: the common well-formed object without the decoder's layers; anything
     # else (too large, not an object, not JSON) goes through them for its error.
     plain = isinstance(decoder, _PlainJson)
+    ts_field, id_field, label_field = settings.timestamp_field, settings.event_id_field, settings.label_field
     for m in messages:
         source = f"{m.topic()}:{m.partition()}"
         payload = m.value()
@@ -448,16 +449,16 @@ def labels_from_messages(
         try:
             if values is None:
                 values = decode_payload(decoder, payload, max_record_bytes).values
-            stamp = to_epoch_ms(values.get(settings.timestamp_field)) if settings.timestamp_field else None
-            stamp = event_time_of(stamp, m.timestamp()[1])
+            stamp = to_epoch_ms(values.get(ts_field)) if ts_field else None
+            stamp = event_time_of(stamp, m.timestamp()[1] if stamp is None else 0)
         except DecodeError as error:
             if dead is not None:
                 dead.append((m, error))
             out.append(Label(None, None, source, m.offset(), None))
             continue
-        event_id = values.get(settings.event_id_field)
+        event_id = values.get(id_field)
         event_id = None if event_id is None else str(event_id)
-        out.append(Label(event_id, values.get(settings.label_field), source, m.offset(), stamp))
+        out.append(Label(event_id, values.get(label_field), source, m.offset(), stamp))
     return out
 
 
