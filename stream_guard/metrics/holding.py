@@ -13,8 +13,9 @@ held label is still there, so whichever worker or retry ends it first counts it,
 * **released**: after an events batch stored its predictions, the held labels of that batch's
   event ids are joined (:func:`release_held`): the label-based counters go to the prediction's
   bucket and slices (``lm``, the confusion counts or errors, and ``lr``), and both the held
-  label and the prediction are deleted. One read and one script per events batch, whatever
-  its size (a second read, of the held labels' predictions only, when some are held);
+  label and the prediction are deleted. One small read per events batch while no label is
+  held, whatever its size; otherwise a read of the batch's held labels, one of their
+  predictions (when some are held for its events) and one script;
 * **expired**: once the events' global watermark passed a held label's time plus ``hold_s``,
   its prediction is not coming (events arrive in event-time order within the allowed
   lateness, and a prediction is not later than its label): the label is deleted and counted
