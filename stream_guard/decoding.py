@@ -25,7 +25,7 @@ import json
 import re
 import struct
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -69,6 +69,7 @@ __all__ = [
     "decode_payload",
     "encode_avro",
     "load_json",
+    "load_json_object",
     "plain_time_types",
     "read_schema_id",
     "registered_schema",
@@ -139,6 +140,29 @@ _MAX_FLOAT_INT = int(sys.float_info.max)
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
+#: json's own C scanner, as :func:`json.loads` runs it (same hooks, strict strings); an instance
+#: attribute typeshed does not declare.
+_scan_json = cast("Callable[[str, int], tuple[Any, int]]", vars(json.JSONDecoder())["scan_once"])
+
+
+def load_json_object(payload: bytes) -> dict[str, Any] | None:
+    """The JSON object that is all of ``payload``, as :func:`load_json` returns it; None for
+    anything else (whitespace around it, another value, an error, a surrogate escape), which
+    :func:`load_json` then parses or rejects with its reason.
+
+    The common record in one call of json's scanner, without :func:`json.loads`'s encoding
+    detection and whitespace matching around it.
+    """
+    if payload[:1] != b"{" or payload[1:2] == b"\x00" or _SURROGATE_ESCAPE.search(payload):
+        return None
+    try:
+        text = payload.decode("utf-8", "surrogatepass")
+        raw, end = _scan_json(text, 0)
+    except (StopIteration, ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
+    return cast("dict[str, Any]", raw) if end == len(text) else None
+
+
 def load_json(payload: bytes | None) -> Any:
     """Parse a JSON payload; any failure (bad syntax, nesting too deep, an integer of
     thousands of digits, a lone surrogate that no UTF-8 encoder accepts) is
@@ -146,6 +170,9 @@ def load_json(payload: bytes | None) -> Any:
     """
     if payload is None:
         raise UndecodablePayloadError("empty (tombstone) value")
+    fast = load_json_object(payload)
+    if fast is not None:
+        return fast
     try:
         if payload[:1] == b"{" and payload[1:2] != b"\x00":
             # UTF-8 by json's own detection (no BOM, no NUL in the first two bytes): what

@@ -13,8 +13,9 @@ held label is still there, so whichever worker or retry ends it first counts it,
 * **released**: after an events batch stored its predictions, the held labels of that batch's
   event ids are joined (:func:`release_held`): the label-based counters go to the prediction's
   bucket and slices (``lm``, the confusion counts or errors, and ``lr``), and both the held
-  label and the prediction are deleted. One read and one script per events batch, whatever
-  its size (a second read, of the held labels' predictions only, when some are held);
+  label and the prediction are deleted. One small read per events batch while no label is
+  held, whatever its size; otherwise a read of the batch's held labels, one of their
+  predictions (when some are held for its events) and one script;
 * **expired**: once the events' global watermark passed a held label's time plus ``hold_s``,
   its prediction is not coming (events arrive in event-time order within the allowed
   lateness, and a prediction is not later than its label): the label is deleted and counted
@@ -66,7 +67,7 @@ class Outcomes(NamedTuple):
             map(place_code.__getitem__, zip(sources, self.buckets.tolist(), strict=True)), np.int64
         )
         cells = label_place[rows] * len(names) + np.fromiter(map(slice_code.__getitem__, flat), np.int64, len(flat))
-        present, at = np.unique(cells, return_inverse=True)
+        present, at = _distinct(cells, len(places) * len(names))
         spread = self.values[rows]
         totals = np.column_stack(
             [
@@ -76,6 +77,18 @@ class Outcomes(NamedTuple):
         )
         slice_names = np.array(names, dtype=object)
         return SliceSums(list(places), present // len(names), slice_names[present % len(names)], totals)
+
+
+def _distinct(cells: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(cells, return_inverse=True)`` of cells in ``range(size)``: by counting, not
+    sorting, when the range is not much larger than the cells."""
+    if size > max(4 * len(cells), 1 << 16):
+        present, at = np.unique(cells, return_inverse=True)
+        return present, at.reshape(-1)
+    present = np.flatnonzero(np.bincount(cells, minlength=size))
+    rank = np.zeros(size, dtype=np.int64)
+    rank[present] = np.arange(len(present))
+    return present, rank[cells]
 
 
 class SliceSums(NamedTuple):

@@ -41,6 +41,7 @@ from stream_guard.decoding import (
     RegistryWriterSchemas,
     decode_payload,
     load_json,
+    load_json_object,
 )
 from stream_guard.errors import ConfigError, DecodeError, UndecodablePayloadError
 from stream_guard.metrics import holding
@@ -236,25 +237,34 @@ class LabelJoiner:
         """Each fresh label's fate: matched (a prediction's first label), held (the first label of
         an event not stored yet, unless one already waits), or unmatched; or invalid."""
         regression = self.settings.task == "regression"
-        rows: list[_Row] = []
-        joined: set[str] = set()
-        waiting: set[str] = set()
+        hold = self.hold_ms > 0
+        checked: list[tuple[Label, bool, float]] = []
         for x in fresh:
             valid = x.event_id is not None and not _missing(x.label)
             y = _to_number(x.label) if regression and valid else math.nan
             if regression:
                 valid = valid and math.isfinite(y)
-            pred = s.decode_prediction(stored.get(str(x.event_id))) if valid else None
-            ts = now_ms if x.ts_ms is None else x.ts_ms
-            row = _Row(x, ts, valid, y, pred)
+            checked.append((x, valid, y))
+        # The stored predictions of the valid labels, each read once.
+        wanted = [
+            i for i in dict.fromkeys(str(x.event_id) for x, valid, _ in checked if valid) if stored.get(i) is not None
+        ]
+        preds = dict(zip(wanted, s.decode_predictions([stored[i] for i in wanted]), strict=True))
+        rows: list[_Row] = []
+        joined: set[str] = set()
+        waiting: set[str] = set()
+        for x, valid, y in checked:
+            event_id = str(x.event_id)
+            pred = preds.get(event_id) if valid else None
+            row = _Row(x, now_ms if x.ts_ms is None else x.ts_ms, valid, y, pred)
             if pred is not None:
                 # A prediction joins its first label only: it is deleted by the same script.
-                row.matched = x.event_id not in joined
-                joined.add(str(x.event_id))
-            elif valid and x.event_id not in held_before and x.event_id not in waiting:
+                row.matched = event_id not in joined
+                joined.add(event_id)
+            elif valid and event_id not in held_before and event_id not in waiting:
                 # A prediction not stored yet: its first label waits for it, unless one already does.
-                waiting.add(str(x.event_id))
-                row.held = self.hold_ms > 0
+                waiting.add(event_id)
+                row.held = hold
             rows.append(row)
         return rows
 
@@ -269,16 +279,19 @@ class LabelJoiner:
             err = np.where(np.isfinite(err), err, 0.0)
             return Outcomes(buckets, slices, [s.MATCHED, s.ABS_ERR, s.SQ_ERR], np.column_stack([ones, err, err * err]))
         pos_pred = self._predicted_positive(preds)
-        positive = _label_key(self.settings.positive_label)
-        pos_true = np.array([_label_key(v) == positive for v in labels], dtype=bool)
+        pos_true = _is_positive(labels, _label_key(self.settings.positive_label))
         columns = [pos_pred & pos_true, pos_pred & ~pos_true, ~pos_pred & ~pos_true, ~pos_pred & pos_true]
         values = np.column_stack([ones, *columns]).astype(float)
         return Outcomes(buckets, slices, [s.MATCHED, s.TP, s.FP, s.TN, s.FN], values)
 
     def _predicted_positive(self, preds: Sequence[dict[str, Any]]) -> np.ndarray:
-        score = np.array([_to_number(p.get("score")) if p.get("score") is not None else np.nan for p in preds])
-        value = np.where(np.isfinite(score), score, [_to_number(p.get("prediction")) for p in preds])
-        return np.nan_to_num(value, nan=-np.inf) >= self.settings.threshold
+        """The score at or above the threshold; without a finite score, the prediction."""
+        value = _numbers([p.get("score") for p in preds])
+        unscored = np.flatnonzero(~np.isfinite(value))
+        if len(unscored):
+            value[unscored] = [_to_number(preds[i].get("prediction")) for i in unscored.tolist()]
+        positive: np.ndarray = np.nan_to_num(value, nan=-np.inf) >= self.settings.threshold
+        return positive
 
     def _row_outcomes(self, matched: Sequence[_Row]) -> Outcomes:
         return self._outcomes([r.pred or {} for r in matched], [r.label.label for r in matched], [r.y for r in matched])
@@ -292,33 +305,40 @@ class LabelJoiner:
         return wrong, wrong.astype(float)
 
     def _updates(self, rows: Sequence[_Row], matched: Sequence[_Row], outcomes: Outcomes | None) -> list[StateUpdate]:
+        by_source: dict[str, list[_Row]] = {}
+        for row in rows:
+            by_source.setdefault(row.label.source, []).append(row)
         updates: dict[str, StateUpdate] = {}
-        for row in sorted(rows, key=lambda r: r.label.source):
-            x, update = row.label, updates.get(row.label.source)
-            if update is None:
-                update = updates[x.source] = StateUpdate(
-                    x.source, x.offset, x.offset, row.ts, fence=Fence.LABELS, ttl_s=self.settings.retention_s
-                )
-            update.first_offset = min(update.first_offset, x.offset)
-            update.last_offset = max(update.last_offset, x.offset)
-            update.max_event_ms = max(update.max_event_ms, row.ts)
+        for src in sorted(by_source):
+            offsets = [r.label.offset for r in by_source[src]]
+            updates[src] = StateUpdate(
+                src,
+                min(offsets),
+                max(offsets),
+                max(r.ts for r in by_source[src]),
+                fence=Fence.LABELS,
+                ttl_s=self.settings.retention_s,
+            )
         if outcomes is not None:
             sums = outcomes.sums([r.label.source for r in matched])
             sums.add_to(updates, self.keys, outcomes.metrics)
             for src, bucket in sorted(sums.places):
                 s.register_bucket(updates[src], self.keys, bucket, self.settings.retention_s)
-            for src in sorted({r.label.source for r in matched}):
-                keys = [self.keys.prediction(str(r.label.event_id)) for r in matched if r.label.source == src]
-                updates[src].delete_all(keys)
-        for src in sorted({r.label.source for r in rows if r.held}):
-            part = [r for r in rows if r.held and r.label.source == src]
-            holding.hold_labels(
-                updates[src],
-                self.keys,
-                [(str(r.label.event_id), r.label.label, r.ts, src, r.label.offset) for r in part],
-                self.bucket_ms,
-                self.settings.retention_s,
-            )
+            joined: dict[str, list[str]] = {}
+            for r in matched:
+                joined.setdefault(r.label.source, []).append(str(r.label.event_id))
+            for src in sorted(joined):
+                updates[src].delete_all(self.keys.predictions(joined[src]))
+        for src in sorted(by_source):
+            part = [r for r in by_source[src] if r.held]
+            if part:
+                holding.hold_labels(
+                    updates[src],
+                    self.keys,
+                    [(str(r.label.event_id), r.label.label, r.ts, src, r.label.offset) for r in part],
+                    self.bucket_ms,
+                    self.settings.retention_s,
+                )
         lost = Counter(
             (r.label.source, (r.ts // self.bucket_ms) * self.bucket_ms)
             for r in rows
@@ -330,7 +350,7 @@ class LabelJoiner:
         return list(updates.values())
 
 
-@dataclass
+@dataclass(slots=True)
 class _Row:
     """One fresh label of a batch, classified."""
 
@@ -346,6 +366,30 @@ class _Row:
 def _missing(value: Any) -> bool:
     """None or NaN: a label without a value."""
     return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+#: Label types whose category key follows from (type, value): a batch keys each distinct one once.
+_PLAIN_LABELS = frozenset({int, float, str, bool, type(None)})
+
+
+def _is_positive(labels: Sequence[Any], positive: str) -> np.ndarray:
+    """Per label: its category key is ``positive``'s."""
+    kinds = list(map(type, labels))
+    if not _PLAIN_LABELS.issuperset(kinds):
+        return np.array([_label_key(v) == positive for v in labels], dtype=bool)
+    if len(set(kinds)) == 1:  # one type: the values alone key them
+        by_value = {v: _label_key(v) == positive for v in dict.fromkeys(labels)}
+        return np.fromiter(map(by_value.__getitem__, labels), dtype=bool, count=len(labels))
+    pairs = list(zip(kinds, labels, strict=True))
+    table = {pair: _label_key(pair[1]) == positive for pair in dict.fromkeys(pairs)}
+    return np.fromiter(map(table.__getitem__, pairs), dtype=bool, count=len(pairs))
+
+
+def _numbers(values: Sequence[Any]) -> np.ndarray:
+    """Per value: :func:`_to_number` of it, NaN for None."""
+    if {float, type(None)}.issuperset(map(type, values)):
+        return np.array([math.nan if v is None else v for v in values], dtype=float).reshape(len(values))
+    return np.array([math.nan if v is None else _to_number(v) for v in values], dtype=float).reshape(len(values))
 
 
 class _PlainJson:
@@ -393,20 +437,28 @@ def labels_from_messages(
     Undecodable messages are also appended to ``dead`` with their error, for the dead-letter topic.
     """
     out = []
+    # Plain JSON labels: the common well-formed object without the decoder's layers; anything
+    # else (too large, not an object, not JSON) goes through them for its error.
+    plain = isinstance(decoder, _PlainJson)
+    ts_field, id_field, label_field = settings.timestamp_field, settings.event_id_field, settings.label_field
     for m in messages:
         source = f"{m.topic()}:{m.partition()}"
+        payload = m.value()
+        fast = plain and payload is not None and len(payload) <= max_record_bytes
+        values = load_json_object(payload) if fast else None
         try:
-            values = decode_payload(decoder, m.value(), max_record_bytes).values
-            stamp = to_epoch_ms(values.get(settings.timestamp_field)) if settings.timestamp_field else None
-            stamp = event_time_of(stamp, m.timestamp()[1])
+            if values is None:
+                values = decode_payload(decoder, payload, max_record_bytes).values
+            stamp = to_epoch_ms(values.get(ts_field)) if ts_field else None
+            stamp = event_time_of(stamp, m.timestamp()[1] if stamp is None else 0)
         except DecodeError as error:
             if dead is not None:
                 dead.append((m, error))
             out.append(Label(None, None, source, m.offset(), None))
             continue
-        event_id = values.get(settings.event_id_field)
+        event_id = values.get(id_field)
         event_id = None if event_id is None else str(event_id)
-        out.append(Label(event_id, values.get(settings.label_field), source, m.offset(), stamp))
+        out.append(Label(event_id, values.get(label_field), source, m.offset(), stamp))
     return out
 
 

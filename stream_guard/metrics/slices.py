@@ -16,6 +16,7 @@ and values are cut at 64 characters.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -412,7 +413,6 @@ class SliceRecorder:
         predictions = batch.values_at(self.prediction_field, rows) if self.prediction_field else [None] * n
         scores = _as_float(batch.values_at(self.score_field, rows)) if self.score_field else np.full(n, np.nan)
         dims = list(codes.values())
-        per_row = np.stack([c.labels() for c in dims], axis=1).tolist() if dims else [[] for _ in range(n)]
         # Every row counts in "*" and in one slice per dimension: its counters are slots of one table.
         slot_names = [s.field_name(s.ALL, s.STORED)]
         slots = [np.zeros(n, dtype=np.int64)]
@@ -424,8 +424,8 @@ class SliceRecorder:
         event_ids = batch.event_ids
         ids = [event_ids[row] for row in rows.tolist()]
         has_id = np.array([x is not None for x in ids], dtype=bool)
-        score_values = [float(x) if np.isfinite(x) else None for x in scores.tolist()]
-        encode = s.PredictionEncoder().encode
+        score_values = [float(x) if math.isfinite(x) else None for x in scores.tolist()]
+        slice_columns = [c.labels() for c in dims]
         for i, source_name in enumerate(source_names):
             mine = np.flatnonzero((src == i) & has_id)
             if len(mine) == 0:
@@ -435,11 +435,17 @@ class SliceRecorder:
                 (keys.bucket(int(bucket_values[cell // len(slot_names)])), slot_names[cell % len(slot_names)])
                 for cell in present.tolist()
             ]
-            entries = [
-                (keys.prediction(ids[r]), encode(int(buckets[r]), per_row[r], predictions[r], score_values[r]), row)
-                for r, row in zip(mine.tolist(), listed.reshape(len(mine), -1).tolist(), strict=True)
-            ]
-            groups.updates[source_name].set_once_counted(entries, self.prediction_ttl_s, counters)
+            at = mine.tolist()
+            values = s.encode_predictions(
+                buckets[mine].tolist(),
+                [column[mine].tolist() for column in slice_columns],
+                [predictions[r] for r in at],
+                [score_values[r] for r in at],
+            )
+            prediction_keys = keys.predictions([ids[r] for r in at])
+            groups.updates[source_name].set_once_counted_rows(
+                prediction_keys, values, listed.reshape(len(mine), -1), self.prediction_ttl_s, counters
+            )
 
 
 __all__ = [

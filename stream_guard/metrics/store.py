@@ -57,7 +57,7 @@ bucket and slices of the *prediction*. Every key name comes from
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,12 +113,18 @@ class MetricKeys:
     def prediction(self, event_id: str) -> str:
         return self.model_keys.prediction(event_id)
 
+    def predictions(self, event_ids: Iterable[str]) -> list[str]:
+        return self.model_keys.predictions(event_ids)
+
     @property
     def labels_applied(self) -> str:
         return self.model_keys.labels_applied
 
     def held(self, event_id: str) -> str:
         return self.model_keys.held(event_id)
+
+    def helds(self, event_ids: Iterable[str]) -> list[str]:
+        return self.model_keys.helds(event_ids)
 
     @property
     def held_index(self) -> str:
@@ -215,16 +221,43 @@ class PredictionEncoder:
         self._json: dict[tuple[type, Any], str] = {}
 
     def encode(self, bucket: int, slices: Sequence[str], prediction: Any, score: float | None) -> str:
+        return _prediction_lines(bucket, slices, self._json_of(prediction), score)
+
+    def _json_of(self, prediction: Any) -> str:
         kind = type(prediction)
         if kind not in _REPEATED:
-            return encode_prediction(bucket, slices, prediction, score)
+            return json.dumps(prediction, default=str)
         text = self._json.get((kind, prediction))
         if text is None:
             text = self._json[(kind, prediction)] = json.dumps(prediction)
-        return _prediction_lines(bucket, slices, text, score)
+        return text
 
 
 _REPEATED = frozenset({int, str, bool, type(None)})
+
+
+def encode_predictions(
+    buckets: Sequence[int], slices: Sequence[Sequence[str]], predictions: Sequence[Any], scores: Sequence[float | None]
+) -> list[str]:
+    """:func:`encode_prediction` of each row, from columns: ``slices`` holds one column of
+    slice names per dimension (row ``i``'s slices are ``[c[i] for c in slices]``).
+
+    The JSON of each distinct class label (by type and value, as :class:`PredictionEncoder`
+    keeps it) is written once and each row's lines joined in one call; a column with other
+    values (floats, lists) encodes those rows one by one.
+    """
+    bucket_text = [str(int(b)) for b in buckets]
+    score_text = ["" if x is None else repr(float(x)) for x in scores]
+    kinds = list(map(type, predictions))
+    if _REPEATED.issuperset(kinds):
+        # Hashable by (type, value): True and 1, say, keep their own JSON.
+        pairs = list(zip(kinds, predictions, strict=True))
+        table = {key: json.dumps(key[1]) for key in dict.fromkeys(pairs)}
+        prediction_text = list(map(table.__getitem__, pairs))
+    else:
+        encode = PredictionEncoder()._json_of
+        prediction_text = list(map(encode, predictions))
+    return list(map("\n".join, zip(bucket_text, score_text, prediction_text, *slices, strict=True)))
 
 
 #: The JSON of the commonest class labels, read without the JSON parser (immutable values).
@@ -256,3 +289,32 @@ def decode_prediction(text: str | bytes | None) -> dict[str, Any] | None:
     except (ValueError, TypeError):
         return None
     return value if isinstance(value, dict) and "bucket" in value else None
+
+
+def decode_predictions(texts: Sequence[str | bytes | None]) -> list[dict[str, Any] | None]:
+    """:func:`decode_prediction` of each of ``texts``: the line form read in one loop, any other
+    (bytes, the older JSON objects, an unreadable text) by :func:`decode_prediction` itself."""
+    out: list[dict[str, Any] | None] = []
+    append, classes = out.append, _CLASS_JSON
+    for text in texts:
+        if not isinstance(text, str) or text[:1] == "{":
+            append(decode_prediction(text))
+            continue
+        lines = text.split("\n")
+        if len(lines) < 3:
+            append(None)
+            continue
+        head, score = lines[2], lines[1]
+        try:
+            prediction = classes[head] if head in classes else json.loads(head)  # first, as decode_prediction
+            append(
+                {
+                    "bucket": int(lines[0]),
+                    "slices": lines[3:],
+                    "prediction": prediction,
+                    "score": float(score) if score else None,
+                }
+            )
+        except ValueError:
+            append(None)
+    return out

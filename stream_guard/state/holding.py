@@ -93,8 +93,8 @@ class RedisLabelReads:
         pipe = pipeline(self._redis)
         pipe.hmget(self.keys.labels_applied, list(sources) or [""])
         if event_ids:
-            pipe.mget([self.keys.prediction(x) for x in event_ids])
-            pipe.mget([self.keys.held(x) for x in event_ids])
+            pipe.mget(self.keys.predictions(event_ids))
+            pipe.mget(self.keys.helds(event_ids))
         replies = pipe.execute()
         fences = {src: int(v) for src, v in zip(sources, replies[0], strict=False) if v is not None}
         if not event_ids:
@@ -105,22 +105,25 @@ class RedisLabelReads:
         """The held label of each event id and the stored prediction of each held one, the events'
         global watermark and the label time of the oldest held label.
 
-        One round trip, and a second for the predictions only when a label is held: an events
-        batch whose events no label waits for reads none of its predictions back.
+        One round trip while no label is held: a held label is in the index (``sg:{m}:m:held``)
+        from the script that holds it to the one that takes it, and the index outlives it (the
+        same TTL, renewed by every labels update), so an empty index means no held label to
+        read. Otherwise a second for the held labels, and a third for the predictions of the
+        held ones only: an events batch whose events no label waits for reads none of its
+        predictions back.
         """
         pipe = pipeline(self._redis)
-        if event_ids:
-            pipe.mget([self.keys.held(x) for x in event_ids])
         pipe.hgetall(self.keys.watermarks)
         pipe.hgetall(self.keys.watermarks_seen)
         pipe.zrange(self.keys.held_index, 0, 0, withscores=True)
-        replies = pipe.execute()
-        held = list(replies.pop(0)) if event_ids else []
-        marks, seen, oldest = replies
+        marks, seen, oldest = pipe.execute()
+        held: list[str | None] = [None] * len(event_ids)
+        if oldest and event_ids:
+            held = list(self._redis.mget(self.keys.helds(event_ids)))
         waiting = [x for x, value in zip(event_ids, held, strict=True) if value is not None]
         predictions: list[str | None] = [None] * len(event_ids)
         if waiting:
-            stored = dict(zip(waiting, self._redis.mget([self.keys.prediction(x) for x in waiting]), strict=True))
+            stored = dict(zip(waiting, self._redis.mget(self.keys.predictions(waiting)), strict=True))
             predictions = [stored.get(x) for x in event_ids]
         watermark = slowest_active(marks, seen, now_ms, self._idle_ms)
         return HeldInputs(held, predictions, watermark, int(oldest[0][1]) if oldest else None)

@@ -41,6 +41,7 @@ events on ``applied``, ``wm``, ``wm_seen`` and ``windows``; labels on ``m:labels
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -127,6 +128,11 @@ class ModelKeys:
     def prediction(self, event_id: str) -> str:
         return f"{self.base}:pred:{event_id}"
 
+    def predictions(self, event_ids: Iterable[str]) -> list[str]:
+        """:meth:`prediction` of each event id, the common part formatted once."""
+        prefix = self.prediction("")
+        return [f"{prefix}{x}" for x in event_ids]
+
     @property
     def labels_applied(self) -> str:
         return f"{self.base}:m:labels_applied"
@@ -142,6 +148,11 @@ class ModelKeys:
     def held(self, event_id: str) -> str:
         """A label that arrived before its prediction, waiting for it."""
         return f"{self.base}:held:{event_id}"
+
+    def helds(self, event_ids: Iterable[str]) -> list[str]:
+        """:meth:`held` of each event id, the common part formatted once."""
+        prefix = self.held("")
+        return [f"{prefix}{x}" for x in event_ids]
 
     @property
     def held_index(self) -> str:

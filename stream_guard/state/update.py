@@ -68,6 +68,16 @@ class StateUpdate:
             index = self._key_index[key] = len(self._keys) + FIXED_KEYS
         return index
 
+    def _key_list(self, keys: Sequence[str]) -> list[int]:
+        """:meth:`_key` of each of ``keys``, in one pass per list rather than a call per key."""
+        index = self._key_index
+        fresh = [k for k in dict.fromkeys(keys) if k not in index]
+        if fresh:
+            start = len(self._keys) + FIXED_KEYS + 1
+            index.update(zip(fresh, range(start, start + len(fresh)), strict=True))
+            self._keys += fresh
+        return list(map(index.__getitem__, keys))
+
     def _push(self, op: Op, *args: Any) -> None:
         self.ops += [op.value, *args]
 
@@ -196,13 +206,38 @@ class StateUpdate:
             args += [self._key(counter_key), name, amount]
         self._push(Op.SET_ONCE_COUNTED, int(ttl_s), len(entries), len(args), *args)
 
+    def set_once_counted_rows(
+        self,
+        keys: Sequence[str],
+        values: Sequence[str],
+        listed: np.ndarray,
+        ttl_s: int,
+        counters: Sequence[tuple[str, str]],
+    ) -> None:
+        """:meth:`set_once_counted` of entries given as columns: ``keys[i]`` is set to ``values[i]``
+        and lists the counters of row ``i`` of ``listed`` (an integer matrix, one row per entry).
+
+        The same op, with its arguments formatted per column instead of per entry.
+        """
+        if not len(keys):
+            return
+        listed = np.asarray(listed, dtype=np.int64).reshape(len(keys), -1)
+        listed_total = np.bincount(listed.reshape(-1), minlength=len(counters)).tolist()
+        numbers = np.array([str(c + 1) for c in range(len(counters))], dtype=object)
+        columns = [numbers[listed[:, j]].tolist() for j in range(listed.shape[1])]
+        listed_text = list(map(",".join, zip(*columns, strict=True))) if columns else [""] * len(keys)
+        args: list[Any] = list(chain.from_iterable(zip(self._key_list(keys), values, listed_text, strict=True)))
+        for (counter_key, name), amount in zip(counters, listed_total, strict=True):
+            args += [self._key(counter_key), name, amount]
+        self._push(Op.SET_ONCE_COUNTED, int(ttl_s), len(keys), len(args), *args)
+
     def delete(self, key: str) -> None:
         self._push(Op.DELETE, self._key(key))
 
     def delete_all(self, keys: Sequence[str]) -> None:
         """``DEL`` of every one of ``keys``, in one command."""
         if keys:
-            self._push(Op.DELETE_ALL, len(keys), *[self._key(k) for k in keys])
+            self._push(Op.DELETE_ALL, len(keys), *self._key_list(keys))
 
     def zadd(self, key: str, score: int, member: str) -> None:
         self._push(Op.ZADD, self._key(key), int(score), member)

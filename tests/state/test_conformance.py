@@ -1555,3 +1555,26 @@ def test_early_alerts_fire_once_and_their_window_updates_them_alike(
         ("early", [(again.alert_id, 1, 6 * WINDOW_MS)]),
     ]
     check(early_sequence)
+
+
+def test_held_inputs_read_a_held_label_and_none_once_the_index_is_empty(make_store: Factory) -> None:
+    """The held labels of an events batch are read while one is indexed; taken, none is read back."""
+    h = make_store()
+    k = h.keys
+    bucket = (BASE_MS // 60_000) * 60_000
+    empty = h.store.held_inputs(["e0", "e1"], BASE_MS)
+    assert (empty.held, empty.predictions, empty.oldest_ms) == ([None, None], [None, None], None)
+    u = StateUpdate(LABELS, 0, 0, BASE_MS, fence=Fence.LABELS, ttl_s=600)
+    u.set_once(k.held("e1"), "held", 600, k.bucket(bucket), ["*|lh"])
+    u.zadd(k.held_index, BASE_MS + 7, "e1")
+    h.store.apply([u], BASE_MS)
+    stored = StateUpdate(A, 0, 0, BASE_MS)
+    stored.set_once(k.prediction("e1"), "pred", 600, k.bucket(bucket), ["*|st"])
+    h.store.apply([stored], BASE_MS)
+    found = h.store.held_inputs(["e0", "e1"], BASE_MS)
+    assert (found.held, found.predictions, found.oldest_ms) == ([None, "held"], [None, "pred"], BASE_MS + 7)
+    taken = StateUpdate("", 0, 0, 0, fence=Fence.LABELS, ttl_s=600)
+    taken.take([(k.held("e1"), k.prediction("e1"), "e1")], k.held_index, k.bucket(bucket), [("*|lr", 1)])
+    h.store.apply([taken], BASE_MS)
+    after = h.store.held_inputs(["e0", "e1"], BASE_MS)
+    assert (after.held, after.predictions, after.oldest_ms) == ([None, None], [None, None], None)
