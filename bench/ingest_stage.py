@@ -65,8 +65,8 @@ def main() -> None:
     for i, record in enumerate(records):
         p = i % args.partitions
         by_partition[p].append(Message(EVENTS_TOPIC, p, i // args.partitions, sim.encode(record), record["ts"]))
-    work = [part[i : i + args.batch] for i in range(0, max(map(len, by_partition)), args.batch) for part in by_partition]
-    work = [w for w in work if w]
+    longest = max(map(len, by_partition))
+    work = [part[i : i + args.batch] for i in range(0, longest, args.batch) for part in by_partition if part[i:]]
 
     best: dict[str, float] | None = None
     for _ in range(args.repeat):
