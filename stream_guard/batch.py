@@ -128,7 +128,10 @@ class EventBatch:
         """Where a field is null or absent (cached per batch)."""
         mask = self._nulls.get(name)
         if mask is None:
-            mask = self._nulls[name] = np.asarray(self.objects(name) == None, dtype=bool)  # noqa: E711 -- elementwise
+            if _NONE not in self.value_types(name):
+                mask = self._nulls[name] = np.zeros(len(self), dtype=bool)
+            else:
+                mask = self._nulls[name] = np.asarray(self.objects(name) == None, dtype=bool)  # noqa: E711 -- elementwise
         return mask
 
     def numeric(self, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -178,6 +181,7 @@ def _transpose(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
     return out
 
 
+_NONE = type(None)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 

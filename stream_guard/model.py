@@ -80,7 +80,7 @@ class ModelRuntime:
         decoded: list[Decoded] = []
         dead: list[DeadLetter] = []
         failed = np.zeros(n, dtype=bool)
-        event_time = np.empty(n, dtype=np.int64)
+        event_time: list[int] = []
         event_ids: list[str | None] = []
         ts_field, id_field = self.config.timestamp_field, self.config.event_id_field
         # Only Confluent-serialized values may name their schema in a header.
@@ -91,14 +91,14 @@ class ModelRuntime:
             if not isinstance(record, DecodeError):
                 try:
                     stamp = to_epoch_ms(record.values.get(ts_field)) if ts_field else None
-                    event_time[i] = event_time_of(stamp, kafka_ms[i])
+                    event_time.append(event_time_of(stamp, kafka_ms[i]))
                 except DecodeError as error:
                     record = error
             if isinstance(record, DecodeError):
                 dead.append(DeadLetter(i, messages[i], record))
                 failed[i] = True
                 record = Decoded({}, [])
-                event_time[i] = kafka_ms[i]
+                event_time.append(kafka_ms[i])
             decoded.append(record)
             event_id = record.values.get(id_field) if id_field else None
             event_ids.append(None if event_id is None else str(event_id))
@@ -108,7 +108,7 @@ class ModelRuntime:
             topics=[m.topic() for m in messages],
             partitions=np.fromiter((m.partition() for m in messages), dtype=np.int64, count=n),
             offsets=np.fromiter((m.offset() for m in messages), dtype=np.int64, count=n),
-            event_time_ms=event_time,
+            event_time_ms=np.array(event_time, dtype=np.int64).reshape(n),
             event_ids=event_ids,
             failed=failed,
         )
