@@ -6,9 +6,11 @@ import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from stream_guard.decoding import Decoded
 from stream_guard.errors import EventTimeRangeError
@@ -35,6 +37,9 @@ class EventBatch:
     _columns: dict[str, list[Any]] = field(default_factory=dict, repr=False)
     _nulls: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _numbers: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    _objects: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _types: dict[str, frozenset[type]] = field(default_factory=dict, repr=False)
+    _factorized: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
     _transposed: bool = field(default=False, repr=False)
 
     def __len__(self) -> int:
@@ -73,6 +78,9 @@ class EventBatch:
             _columns={},
             _nulls={},
             _numbers={},
+            _objects={},
+            _types={},
+            _factorized={},
             _transposed=False,
         )
 
@@ -93,12 +101,37 @@ class EventBatch:
             return column
         return [column[r] for r in rows.tolist()]
 
+    def objects(self, name: str) -> np.ndarray:
+        """The values of one field as an object array (cached per batch; do not modify)."""
+        values = self._objects.get(name)
+        if values is None:
+            values = self._objects[name] = np.fromiter(self.column(name), dtype=object, count=len(self))
+        return values
+
+    def value_types(self, name: str) -> frozenset[type]:
+        """The types of one field's values, ``NoneType`` among them where null or absent (cached per batch)."""
+        kinds = self._types.get(name)
+        if kinds is None:
+            kinds = self._types[name] = frozenset(map(type, self.column(name)))
+        return kinds
+
+    def factorized(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """``pandas.factorize`` of one field's values: codes (-1 where null) and the distinct values
+        in order of first appearance (cached per batch; do not modify)."""
+        cached = self._factorized.get(name)
+        if cached is None:
+            codes, uniques = pd.factorize(self.objects(name))
+            cached = self._factorized[name] = (codes, np.asarray(uniques, dtype=object))
+        return cached
+
     def null_mask(self, name: str) -> np.ndarray:
         """Where a field is null or absent (cached per batch)."""
         mask = self._nulls.get(name)
         if mask is None:
-            values = np.fromiter(self.column(name), dtype=object, count=len(self))
-            mask = self._nulls[name] = np.asarray(values == None, dtype=bool)  # noqa: E711 -- elementwise
+            if _NONE not in self.value_types(name):
+                mask = self._nulls[name] = np.zeros(len(self), dtype=bool)
+            else:
+                mask = self._nulls[name] = np.asarray(self.objects(name) == None, dtype=bool)  # noqa: E711 -- elementwise
         return mask
 
     def numeric(self, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -107,8 +140,7 @@ class EventBatch:
         if cached is None:
             values = self.column(name)
             null = self.null_mask(name)
-            kinds = set(map(type, values))
-            if kinds <= {int, float}:
+            if self.value_types(name) <= {int, float}:
                 numbers = np.array(values, dtype=np.float64).reshape(len(values))
             else:
                 numbers = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
@@ -127,6 +159,12 @@ def _transpose(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
     if first is None:
         return {}
     names = tuple(first)
+    if len(names) > 1 and all(len(r) == len(names) for r in records):
+        try:  # every record holds these fields (in any order): one pass of itemgetter
+            columns = zip(*map(itemgetter(*names), records), strict=True)
+            return {name: list(column) for name, column in zip(names, columns, strict=True)}
+        except KeyError:
+            pass  # records of another writer schema, as many fields: read them as below
     alike = [i for i, r in enumerate(records) if len(r) == len(names) and tuple(r) == names]
     columns = zip(*[tuple(records[i].values()) for i in alike], strict=True)
     if len(alike) == len(records):
@@ -143,6 +181,7 @@ def _transpose(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
     return out
 
 
+_NONE = type(None)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 

@@ -24,8 +24,7 @@ import io
 import json
 import re
 import struct
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -39,6 +38,7 @@ from stream_guard.errors import (
     RegistryUnavailableError,
     UndecodablePayloadError,
 )
+from stream_guard.record_checker import MAX_UNEXPECTED_FIELDS, FieldIssue, RecordChecker
 from stream_guard.registry import (
     CONFLUENT_MAGIC,
     VALUE_SCHEMA_ID_HEADER,
@@ -48,11 +48,11 @@ from stream_guard.registry import (
     read_schema_id,
     registered_schema,
 )
-from stream_guard.schemas import FieldType, SchemaChange, diff_schemas, fingerprint, record_fields
-from stream_guard.settings.kinds import OVERFLOW
+from stream_guard.schemas import SchemaChange, diff_schemas, fingerprint
 
 __all__ = [
     "CONFLUENT_MAGIC",
+    "MAX_UNEXPECTED_FIELDS",
     "VALUE_SCHEMA_ID_HEADER",
     "ConfluentDecoder",
     "Decoded",
@@ -67,6 +67,7 @@ __all__ = [
     "WriterSchemaSource",
     "confluent_frame",
     "decode_payload",
+    "decode_payloads",
     "encode_avro",
     "load_json",
     "load_json_object",
@@ -76,17 +77,6 @@ __all__ = [
 ]
 
 _HEADER = struct.Struct(">bI")
-
-
-@dataclass(frozen=True)
-class FieldIssue:
-    """A field-level problem in a record that did decode."""
-
-    kind: str  # "missing_field" | "type_mismatch" | "unexpected_field"
-    field: str
-    observed: str
-    expected: str
-    value: Any = None
 
 
 @dataclass
@@ -116,26 +106,6 @@ class WriterSchemaSource(Protocol):
         ...
 
 
-_PYTHON_TYPES: dict[str, tuple[type, ...]] = {
-    "null": (type(None),),
-    "boolean": (bool,),
-    "int": (int,),
-    "long": (int,),
-    "float": (float, int),
-    "double": (float, int),
-    "string": (str,),
-    "bytes": (bytes, str),
-    "fixed": (bytes, str),
-    "enum": (str,),
-    "array": (list,),
-    "map": (dict,),
-    "record": (dict,),
-}
-
-
-#: Integers each Avro type can hold; JSON integers outside them are type mismatches.
-_INT_RANGES = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
-_MAX_FLOAT_INT = int(sys.float_info.max)
 #: A ``\\uD800``-``\\uDFFF`` escape: the only way JSON text can carry a lone surrogate.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
@@ -223,82 +193,24 @@ def decode_payload(decoder: Decoder, payload: bytes | None, max_bytes: int, head
     return decoded
 
 
-#: Unexpected fields reported per record (in the record's order); the rest become one
-#: ``unexpected_field`` issue on feature ``*overflow*`` saying how many there were.
-MAX_UNEXPECTED_FIELDS = 20
+def decode_payloads(
+    decoder: Decoder, payloads: Sequence[bytes | None], max_bytes: int, headers: Sequence[Headers | None] | None = None
+) -> list[Decoded | DecodeError]:
+    """:func:`decode_payload` of each payload (with its ``headers``), a failure returned in its place.
 
-
-class RecordChecker:
-    """Checks a decoded dict against the reader schema's top-level fields.
-
-    Missing fields take the schema default when there is one (as Avro resolution
-    would), else ``None``; values of the wrong type become ``None`` in the output, so
-    downstream statistics never see a string where they expect a number. At most
-    :data:`MAX_UNEXPECTED_FIELDS` unexpected fields are reported, then one overflow issue.
+    Avro decoders read the records of writer schemas they already resolved in one loop,
+    and hand any other record (and any that fails there) to :func:`decode_payload`: the
+    results, errors included, are those of decoding the payloads one by one.
     """
-
-    def __init__(self, reader_schema: dict[str, Any], *, report_unexpected: bool = True) -> None:
-        self._fields = record_fields(reader_schema)
-        self._report_unexpected = report_unexpected
-
-    def check(self, raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldIssue]]:
-        values: dict[str, Any] = {}
-        issues: list[FieldIssue] = []
-        for name, spec in self._fields.items():
-            if name not in raw:
-                if spec.has_default:
-                    values[name] = spec.default
-                else:
-                    values[name] = None
-                    issues.append(FieldIssue("missing_field", name, "absent", spec.describe()))
-                continue
-            value = raw[name]
-            if _matches(spec, value):
-                values[name] = value
-            else:
-                values[name] = None
-                issues.append(FieldIssue("type_mismatch", name, _json_type(value), spec.describe(), value))
-        if self._report_unexpected:
-            unexpected = [name for name in raw if name not in self._fields]
-            for name in unexpected[:MAX_UNEXPECTED_FIELDS]:
-                issues.append(FieldIssue("unexpected_field", name, "present", "absent", raw[name]))
-            if len(unexpected) > MAX_UNEXPECTED_FIELDS:
-                more = len(unexpected) - MAX_UNEXPECTED_FIELDS
-                issues.append(FieldIssue("unexpected_field", OVERFLOW, f"{more} more unexpected fields", "absent"))
-        return values, issues
-
-
-def _matches(spec: FieldType, value: Any) -> bool:
-    if value is None:
-        return spec.nullable
-    if spec.base == "union":
-        return True  # multi-branch unions are rare in inference events; accept any value
-    allowed = _PYTHON_TYPES.get(spec.base)
-    if allowed is None:
-        return True
-    if isinstance(value, bool) and bool not in allowed:
-        return False  # bool is an int subclass in Python, but not an Avro number
-    if not isinstance(value, allowed):
-        # fastavro turns logical types (timestamp-millis...) into Python objects.
-        return spec.base == "long" and hasattr(value, "timestamp")
-    if isinstance(value, int):
-        bounds = _INT_RANGES.get(spec.base)
-        if bounds is not None:
-            return bounds[0] <= value <= bounds[1]
-        return spec.base not in ("float", "double") or -_MAX_FLOAT_INT <= value <= _MAX_FLOAT_INT
-    return not (spec.base == "enum" and spec.symbols and value not in spec.symbols)
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return type(value).__name__
+    if isinstance(decoder, (ConfluentDecoder, PlainAvroDecoder)):
+        return decoder.decode_batch(payloads, max_bytes, headers)
+    out: list[Decoded | DecodeError] = []
+    for i, payload in enumerate(payloads):
+        try:
+            out.append(decode_payload(decoder, payload, max_bytes, headers[i] if headers else None))
+        except DecodeError as error:
+            out.append(error)
+    return out
 
 
 class JsonDecoder:
@@ -411,6 +323,19 @@ class AvroDecoder:
         return Decoded(values, issues, plan.changes, schema_id)
 
 
+def _read_resolved(payload: bytes, offset: int, plan: _WriterPlan, schema_id: int | str | None) -> Decoded | None:
+    """The record of a plan known to resolve, or None where :meth:`AvroDecoder.decode_with` must decide."""
+    stream = io.BytesIO(payload)
+    stream.seek(offset)
+    try:
+        values = fastavro.schemaless_reader(stream, plan.writer, None if plan.identical else plan.reader)
+    except Exception:  # noqa: BLE001 -- the record-by-record path raises its error (or resolves otherwise)
+        return None
+    if stream.tell() != len(payload):
+        return None
+    return Decoded(cast("dict[str, Any]", values), [], plan.changes, schema_id)
+
+
 class PlainAvroDecoder:
     """Schemaless Avro written with one known writer schema."""
 
@@ -422,6 +347,25 @@ class PlainAvroDecoder:
         if not payload:
             raise UndecodablePayloadError("empty (tombstone) value")
         return self._avro.decode_with(payload, 0, self._plan, None)
+
+    def decode_batch(
+        self, payloads: Sequence[bytes | None], max_bytes: int, headers: Sequence[Headers | None] | None = None
+    ) -> list[Decoded | DecodeError]:
+        """:func:`decode_payloads` of this decoder (headers name no schema here)."""
+        out: list[Decoded | DecodeError] = []
+        plan = self._plan
+        for payload in payloads:
+            found = None
+            if payload and len(payload) <= max_bytes and plan.resolvable:
+                found = _read_resolved(payload, 0, plan, None)
+            if found is None:
+                try:
+                    found = decode_payload(self, payload, max_bytes)
+                except DecodeError as error:
+                    out.append(error)
+                    continue
+            out.append(found)
+        return out
 
 
 class ConfluentDecoder:
@@ -454,6 +398,34 @@ class ConfluentDecoder:
             )
             plan = self._plan_of_id[schema_id] = self._avro.plan(writer)
         return self._avro.decode_with(payload, offset, plan, schema_id)
+
+    def decode_batch(
+        self, payloads: Sequence[bytes | None], max_bytes: int, headers: Sequence[Headers | None] | None = None
+    ) -> list[Decoded | DecodeError]:
+        """:func:`decode_payloads` of this decoder: id-prefixed records of known, resolving writers in one loop."""
+        out: list[Decoded | DecodeError] = []
+        plans, from_bytes, size = self._plan_of_id, int.from_bytes, _HEADER.size
+        last_id: int | None = None
+        plan: _WriterPlan | None = None
+        for i, payload in enumerate(payloads):
+            found = None
+            framed = payload and size <= len(payload) <= max_bytes and payload[0] == CONFLUENT_MAGIC
+            if framed and not (headers and headers[i]):
+                assert payload is not None
+                schema_id = from_bytes(payload[1:size], "big")
+                if schema_id != last_id:
+                    last_id, plan = schema_id, plans.get(schema_id)
+                if plan is not None and plan.resolvable:
+                    found = _read_resolved(payload, size, plan, schema_id)
+            if found is None:
+                last_id = None  # the record-by-record path may add a plan or learn it does not resolve
+                try:
+                    found = decode_payload(self, payload, max_bytes, headers[i] if headers else None)
+                except DecodeError as error:
+                    out.append(error)
+                    continue
+            out.append(found)
+        return out
 
 
 def confluent_frame(schema_id: int, avro_payload: bytes) -> bytes:

@@ -19,7 +19,7 @@ from stream_guard.decoding import (
     LocalWriterSchemas,
     PlainAvroDecoder,
     RegistryWriterSchemas,
-    decode_payload,
+    decode_payloads,
     registered_schema,
 )
 from stream_guard.errors import ConfigError, DecodeError, ProfileFormatError, SchemaLoadError
@@ -76,25 +76,29 @@ class ModelRuntime:
         Rows of dead-lettered messages carry empty values and are marked in
         ``batch.failed`` so that they count in their window but not in any feature check.
         """
+        n = len(messages)
         decoded: list[Decoded] = []
         dead: list[DeadLetter] = []
-        failed = np.zeros(len(messages), dtype=bool)
-        event_time = np.empty(len(messages), dtype=np.int64)
+        failed = np.zeros(n, dtype=bool)
+        event_time: list[int] = []
         event_ids: list[str | None] = []
         ts_field, id_field = self.config.timestamp_field, self.config.event_id_field
         # Only Confluent-serialized values may name their schema in a header.
-        with_headers = isinstance(self.decoder, ConfluentDecoder)
-        for i, message in enumerate(messages):
-            try:
-                headers = message.headers() if with_headers else None
-                record = decode_payload(self.decoder, message.value(), self.max_record_bytes, headers)
-                stamp = to_epoch_ms(record.values.get(ts_field)) if ts_field else None
-                event_time[i] = event_time_of(stamp, message.timestamp()[1])
-            except DecodeError as error:
-                dead.append(DeadLetter(i, message, error))
+        headers = [m.headers() for m in messages] if isinstance(self.decoder, ConfluentDecoder) else None
+        results = decode_payloads(self.decoder, [m.value() for m in messages], self.max_record_bytes, headers)
+        kafka_ms = [m.timestamp()[1] for m in messages]
+        for i, record in enumerate(results):
+            if not isinstance(record, DecodeError):
+                try:
+                    stamp = to_epoch_ms(record.values.get(ts_field)) if ts_field else None
+                    event_time.append(event_time_of(stamp, kafka_ms[i]))
+                except DecodeError as error:
+                    record = error
+            if isinstance(record, DecodeError):
+                dead.append(DeadLetter(i, messages[i], record))
                 failed[i] = True
                 record = Decoded({}, [])
-                event_time[i] = message.timestamp()[1]
+                event_time.append(kafka_ms[i])
             decoded.append(record)
             event_id = record.values.get(id_field) if id_field else None
             event_ids.append(None if event_id is None else str(event_id))
@@ -102,9 +106,9 @@ class ModelRuntime:
             model=self.name,
             decoded=decoded,
             topics=[m.topic() for m in messages],
-            partitions=np.fromiter((m.partition() for m in messages), dtype=np.int64, count=len(messages)),
-            offsets=np.fromiter((m.offset() for m in messages), dtype=np.int64, count=len(messages)),
-            event_time_ms=event_time,
+            partitions=np.fromiter((m.partition() for m in messages), dtype=np.int64, count=n),
+            offsets=np.fromiter((m.offset() for m in messages), dtype=np.int64, count=n),
+            event_time_ms=np.array(event_time, dtype=np.int64).reshape(n),
             event_ids=event_ids,
             failed=failed,
         )

@@ -276,28 +276,39 @@ class Worker:
 
     def _route(self, messages: Sequence[Any]) -> _Routed:
         routed = _Routed()
+        label_streams, model_of_topic, applied = self._label_streams, self._model_of_topic, self._applied
+        replay = self.parts.transaction is not None
+        per_topic: dict[str, int] = defaultdict(int)
+        #: The fence of each (topic, partition) of the batch, looked up once.
+        fences: dict[tuple[str, int], int | None] = {}
         for message in messages:
             error = message.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
                     self._log.warning("consumer error", error=error.str())
                 continue
-            routed.consumed += 1
             topic = message.topic()
-            if topic in self._label_streams:
+            per_topic[topic] += 1
+            if topic in label_streams:
                 routed.labels[topic].append(message)
-                routed.by_topic[(self._label_streams[topic].model, topic)] += 1
                 continue
-            model = self._model_of_topic[topic]
-            routed.by_topic[(model, topic)] += 1
-            fence = self._applied.get((model, Source(topic, message.partition())))
+            model = model_of_topic[topic]
+            place = (topic, message.partition())
+            if place in fences:
+                fence = fences[place]
+            else:
+                fence = fences[place] = applied.get((model, Source(*place)))
             if fence is not None and message.offset() <= fence:
                 routed.skipped += 1
                 routed.skipped_by_model[model] += 1
-                if self.parts.transaction is not None:
+                if replay:
                     routed.replayed[model].append(message)
             else:
                 routed.events[model].append(message)
+        for topic, count in per_topic.items():
+            routed.consumed += count
+            stream = label_streams.get(topic)
+            routed.by_topic[(stream.model if stream is not None else model_of_topic[topic], topic)] += count
         return routed
 
     def _count_consumed(self, routed: _Routed) -> None:

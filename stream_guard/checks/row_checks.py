@@ -246,12 +246,11 @@ def range_bounds(feature: NumericProfile, tolerance: float) -> tuple[float, floa
 
 def _convert(batch: EventBatch, name: str, numeric: bool, issue_rows: np.ndarray | None) -> _Column:
     n = len(batch)
-    values = batch.column(name)
-    raw = np.fromiter(values, dtype=object, count=n)
+    raw = batch.objects(name)
     valid = np.ones(n, dtype=bool) if len(batch.failed) != n else ~batch.failed
     if issue_rows is not None:
         valid[issue_rows] = False
-    kinds = set(map(type, values)) - {_NONE}
+    kinds = batch.value_types(name) - {_NONE}
     wrong_type = np.zeros(n, dtype=bool)
     typed = all(issubclass(t, _NUMBER_TYPES if numeric else str) for t in kinds)
     if typed:
@@ -268,6 +267,9 @@ def _convert(batch: EventBatch, name: str, numeric: bool, issue_rows: np.ndarray
     if numeric and typed:
         column.numbers = np.where(present, batch.numeric(name)[0], np.nan)
         return column
+    if typed:  # strings and None only: the batch's factorisation of the field holds every value
+        column.codes, column.uniques = _present_codes(batch.factorized(name)[0], raw, present)
+        return column
     clean = raw.copy()
     clean[~present] = None
     if numeric:
@@ -276,6 +278,23 @@ def _convert(batch: EventBatch, name: str, numeric: bool, issue_rows: np.ndarray
         codes, uniques = pd.factorize(clean)
         column.codes, column.uniques = codes, np.asarray(uniques, dtype=object)
     return column
+
+
+def _present_codes(codes: np.ndarray, raw: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``pandas.factorize`` of the values at ``present`` (None elsewhere), from the codes of all values.
+
+    The distinct values are renumbered in order of first appearance among the present
+    rows, each the value of its first present row: what factorising those alone gives.
+    """
+    kept = np.where(present, codes, -1)
+    rows = np.flatnonzero(kept >= 0)
+    if rows.size == 0:
+        return np.full(len(kept), -1, dtype=np.int64), np.empty(0, dtype=object)
+    distinct, first = np.unique(kept[rows], return_index=True)
+    order = np.argsort(first, kind="stable")
+    renumbered = np.full(int(codes.max()) + 2, -1, dtype=np.int64)  # the last slot: code -1 stays -1
+    renumbered[distinct[order]] = np.arange(order.size)
+    return renumbered[kept], raw[rows[first[order]]]
 
 
 def _decoder_issue_rows(batch: EventBatch) -> dict[str, np.ndarray]:

@@ -113,12 +113,14 @@ class OnlineDriftMonitor:
         """
         detector = self._detector(key)
         positions, kept = self._finite(values)
+        update = detector.update
+        # Positions in ``kept`` first (drift is rare), then mapped to positions in ``values``.
         detections = []
-        for position, value in zip(positions, kept, strict=True):
-            detector.update(value)  # type: ignore[arg-type]  # River's binary detectors annotate x as bool; 0/1 work
+        for i, value in enumerate(kept):
+            update(value)  # type: ignore[arg-type]  # River's binary detectors annotate x as bool; 0/1 work
             if detector.drift_detected:
-                detections.append(position)
-        return detections
+                detections.append(i)
+        return [positions[i] for i in detections]
 
     def keys(self) -> list[Hashable]:
         """Keys that have a detector, in creation order."""

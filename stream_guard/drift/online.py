@@ -130,6 +130,18 @@ def _source_name(partition: Any) -> str:
     return f"{partition.topic}:{partition.partition}"
 
 
+def _sources(batch: EventBatch) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted ``topic:partition`` names of a batch's rows, and the index of each row's."""
+    index: dict[tuple[str, int], int] = {}
+    pairs = zip(batch.topics, batch.partitions.tolist(), strict=True)
+    first = np.fromiter((index.setdefault(pair, len(index)) for pair in pairs), dtype=np.int64, count=len(batch))
+    names = np.array([f"{t}:{p}" for t, p in index], dtype=str)
+    order = np.argsort(names, kind="stable")
+    rank = np.empty(order.size, dtype=np.int64)
+    rank[order] = np.arange(order.size)
+    return names[order], rank[first]
+
+
 def _detectors(monitor: OnlineDriftMonitor) -> dict[Hashable, Any]:
     # OnlineDriftMonitor exposes neither a key's detector nor a way to drop keys; this is
     # the one place that reaches into it.
@@ -200,9 +212,7 @@ class OnlineDrift:
         raw = {name: np.where(valid, numeric_column(batch, name), np.nan) for name in names}
         scaled = {name: series[name].scale(raw[name]) for name in names}
 
-        sources = [f"{t}:{p}" for t, p in zip(batch.topics, batch.partitions.tolist(), strict=True)]
-        source_names, source_of_row = np.unique(np.asarray(sources), return_inverse=True)
-        source_of_row = source_of_row.reshape(-1)
+        source_names, source_of_row = _sources(batch)
         order = np.lexsort((batch.offsets, source_of_row))
         bounds = np.searchsorted(source_of_row[order], np.arange(source_names.size + 1))
         out: list[RowFindings] = []

@@ -34,10 +34,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from stream_guard.aggregation import WindowGroups
 from stream_guard.alerts.model import Alert, stable_id
@@ -84,7 +82,7 @@ def numeric_column(batch: EventBatch, name: str) -> np.ndarray:
     mismatches, and they must not count as values.
     """
     values = batch.column(name)
-    if all(issubclass(t, _NUMBER_TYPES) for t in set(map(type, values))):
+    if all(issubclass(t, _NUMBER_TYPES) for t in batch.value_types(name)):
         return np.asarray(values, dtype=np.float64)  # None becomes NaN
     return np.fromiter(
         (float(v) if isinstance(v, _NUMBER_TYPES) and v is not None else np.nan for v in values),
@@ -212,7 +210,7 @@ class WindowDrift:
             if plan.numeric:
                 slots, rows = _bin_slots(plan, numeric_column(batch, name), valid)
             else:
-                slots, rows = _category_slots(plan, batch.column(name), valid)
+                slots, rows = _category_slots(plan, batch, name, valid)
             if rows.size == 0:
                 continue
             n_slots = len(plan.fields)
@@ -280,10 +278,9 @@ def _bin_slots(plan: _Plan, x: np.ndarray, valid: np.ndarray) -> tuple[np.ndarra
     return slots, rows
 
 
-def _category_slots(plan: _Plan, values: list[Any], valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Slot of every non-null row (its category, or the unseen slot), and those rows."""
-    raw = np.fromiter(values, dtype=object, count=len(values))
-    codes, uniques = pd.factorize(raw)
+def _category_slots(plan: _Plan, batch: EventBatch, name: str, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Slot of every non-null row of field ``name`` (its category, or the unseen slot), and those rows."""
+    codes, uniques = batch.factorized(name)
     unseen = len(plan.index)
     slot_of = np.fromiter((plan.index.get(category_key(u), unseen) for u in uniques), np.int64, len(uniques))
     rows = np.flatnonzero(valid & (codes >= 0))

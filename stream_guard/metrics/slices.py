@@ -114,13 +114,16 @@ class ValueCapper:
         labels: np.ndarray = names[codes].astype(str)
         return labels
 
-    def codes(self, field_name: str, values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    def codes(
+        self, field_name: str, values: Sequence[Any], strings: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """``(codes, names)``: ``names[codes[i]]`` is the slice value of ``values[i]``.
 
         ``names`` (an object array) is sorted; each distinct raw value is keyed and capped
-        once, however many rows hold it.
+        once, however many rows hold it. ``strings``: ``pandas.factorize`` of ``values``
+        when they are strings and None only (:meth:`EventBatch.factorized`), not done again.
         """
-        raw_codes, uniques = _factorize(values)
+        raw_codes, uniques = _factorize(values) if strings is None else _none_last(*strings)
         keys = [s.NULL if v is None else _safe(category_key(v)) for v in uniques]
         allowed: Collection[str] | None = self._known.get(field_name)
         if allowed is None:
@@ -150,18 +153,22 @@ def _factorize(values: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
     kinds = set(map(type, values)) - {_NONE}
     if kinds == {str}:
         # Strings (and None) only: pandas' hash table, in order of first appearance as below.
-        codes, uniques = pd.factorize(np.fromiter(values, dtype=object, count=len(values)))
-        found = uniques.tolist()
-        if (codes < 0).any():  # None: the last distinct value
-            codes = np.where(codes < 0, len(found), codes)
-            found.append(None)
-        return codes.astype(np.int64), found
+        return _none_last(*pd.factorize(np.fromiter(values, dtype=object, count=len(values))))
     if len(kinds) > 1 and kinds & {bool, np.bool_}:
         keyed = [(isinstance(v, (bool, np.bool_)), v) for v in values]
         codes = [index.setdefault(k, len(index)) for k in keyed]
         return np.asarray(codes, dtype=np.int64), [k[1] for k in index]
     codes = [index.setdefault(v, len(index)) for v in values]
     return np.asarray(codes, dtype=np.int64), list(index)
+
+
+def _none_last(codes: np.ndarray, uniques: np.ndarray) -> tuple[np.ndarray, list[Any]]:
+    """``pandas.factorize`` codes and distinct values with ``None`` (code -1) as the last distinct value."""
+    found = uniques.tolist()
+    if (codes < 0).any():
+        codes = np.where(codes < 0, len(found), codes)
+        found.append(None)
+    return codes.astype(np.int64), found
 
 
 def _as_float(values: Sequence[Any]) -> np.ndarray:
@@ -261,7 +268,7 @@ class SliceRecorder:
         so no per-row string is built.
         """
         fields = sorted({f for dim in self.dimensions for f in dim})
-        capped = {f: self.capper.codes(f, batch.values_at(f, rows)) for f in fields}
+        capped = {f: self._field_codes(batch, f, rows) for f in fields}
         out: dict[Dimension, SliceCodes] = {}
         for dim in self.dimensions:
             codes, names = capped[dim[0]]
@@ -285,6 +292,12 @@ class SliceRecorder:
                 labels.append(",".join(reversed(pieces)))
             out[dim] = SliceCodes(inverse.reshape(-1), np.array(labels, dtype=object))
         return out
+
+    def _field_codes(self, batch: EventBatch, name: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The capper's codes of a field at ``rows``, from the batch's factorisation when it applies."""
+        if len(rows) == len(batch) and batch.value_types(name) - {_NONE} == {str}:
+            return self.capper.codes(name, batch.column(name), batch.factorized(name))
+        return self.capper.codes(name, batch.values_at(name, rows))
 
     def slice_labels(self, batch: EventBatch, rows: np.ndarray) -> dict[Dimension, np.ndarray]:
         """The slice of each of ``rows`` in every dimension (``*`` excluded), as strings."""
