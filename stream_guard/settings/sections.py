@@ -87,7 +87,11 @@ class SchemaRegistryConfig:
 
 @dataclass
 class WorkerConfig:
-    batch_size: int = 500
+    #: Records per micro-batch at most. A batch's Redis writes are per (bucket, slice) counter,
+    #: not per event: on the wide bench model, 500 cost 9.3 Redis commands and 85-112 µs of
+    #: Redis CPU per event, 5000 cost 2.1 and 20-27 µs (README, "Throughput").
+    batch_size: int = 5000
+    #: ... or what arrived within this long: the wait a batch adds at a low rate.
     batch_timeout_s: float = 0.5
     #: Event-time window of aggregated findings (tumbling windows).
     window_s: int = 60
