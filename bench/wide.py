@@ -568,7 +568,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000, help="inference events pre-produced (labels as many)")
     parser.add_argument("--rss-at", default="", help="events after which to read peak RSS (default: a fifth)")
-    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=5000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument(
         "--step-ms", type=float, default=1.0, help="event time between events (1: a stream of 1,000 ev/s)"

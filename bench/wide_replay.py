@@ -110,7 +110,7 @@ def batches(n: int, partitions: int, step_ms: float, batch: int, lag: int, label
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=5000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--step-ms", type=float, default=20.0)
     parser.add_argument("--label-delay-s", type=float, default=60.0)
