@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from stream_guard.columnar import Columns
 from stream_guard.decoding import Decoded
 from stream_guard.errors import EventTimeRangeError
 
@@ -26,7 +27,7 @@ class EventBatch:
     """
 
     model: str
-    decoded: list[Decoded]
+    decoded: Sequence[Decoded]
     topics: list[str]
     partitions: np.ndarray
     offsets: np.ndarray
@@ -34,6 +35,8 @@ class EventBatch:
     event_ids: list[str | None]
     #: Rows whose payload could not be decoded (dead-lettered): no values, no feature checks.
     failed: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    #: Every row's values by field, where the batch was read by columns (then no row failed).
+    columns: Columns | None = None
     _columns: dict[str, list[Any]] = field(default_factory=dict, repr=False)
     _nulls: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _numbers: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
@@ -62,6 +65,7 @@ class EventBatch:
             event_time_ms=self.event_time_ms[rows],
             event_ids=[self.event_ids[r] for r in picked],
             failed=self.failed[rows],
+            columns=None if self.columns is None else self.columns.take(rows),
         )
 
     def with_failed(self, rows: Iterable[int]) -> EventBatch:
@@ -75,6 +79,7 @@ class EventBatch:
             decoded=decoded,
             event_ids=event_ids,
             failed=failed,
+            columns=None,
             _columns={},
             _nulls={},
             _numbers={},
@@ -86,6 +91,8 @@ class EventBatch:
 
     def column(self, name: str) -> list[Any]:
         """The values of one field, ``None`` where absent."""
+        if self.columns is not None:
+            return self.columns.values(name) if name in self.columns else [None] * len(self)
         if not self._transposed:
             self._columns = {**_transpose([d.values for d in self.decoded]), **self._columns}
             self._transposed = True
@@ -105,20 +112,28 @@ class EventBatch:
         """The values of one field as an object array (cached per batch; do not modify)."""
         values = self._objects.get(name)
         if values is None:
-            values = self._objects[name] = np.fromiter(self.column(name), dtype=object, count=len(self))
+            if self.columns is not None and name in self.columns:
+                values = self._objects[name] = self.columns.objects(name)
+            else:
+                values = self._objects[name] = np.fromiter(self.column(name), dtype=object, count=len(self))
         return values
 
     def value_types(self, name: str) -> frozenset[type]:
         """The types of one field's values, ``NoneType`` among them where null or absent (cached per batch)."""
         kinds = self._types.get(name)
         if kinds is None:
-            kinds = self._types[name] = frozenset(map(type, self.column(name)))
+            if self.columns is not None and name in self.columns:
+                kinds = self._types[name] = self.columns.value_types(name)
+            else:
+                kinds = self._types[name] = frozenset(map(type, self.column(name)))
         return kinds
 
     def factorized(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """``pandas.factorize`` of one field's values: codes (-1 where null) and the distinct values
         in order of first appearance (cached per batch; do not modify)."""
         cached = self._factorized.get(name)
+        if cached is None and self.columns is not None and name in self.columns:
+            cached = self.columns.factorized(name)
         if cached is None:
             codes, uniques = pd.factorize(self.objects(name))
             cached = self._factorized[name] = (codes, np.asarray(uniques, dtype=object))
@@ -128,7 +143,9 @@ class EventBatch:
         """Where a field is null or absent (cached per batch)."""
         mask = self._nulls.get(name)
         if mask is None:
-            if _NONE not in self.value_types(name):
+            if self.columns is not None and name in self.columns:
+                mask = self._nulls[name] = self.columns.null_mask(name)
+            elif _NONE not in self.value_types(name):
                 mask = self._nulls[name] = np.zeros(len(self), dtype=bool)
             else:
                 mask = self._nulls[name] = np.asarray(self.objects(name) == None, dtype=bool)  # noqa: E711 -- elementwise
@@ -137,6 +154,10 @@ class EventBatch:
     def numeric(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """A numeric field as float64 (NaN where null) and its null mask (cached per batch; do not modify)."""
         cached = self._numbers.get(name)
+        if cached is None and self.columns is not None and name in self.columns:
+            numbers = self.columns.numeric(name)
+            if numbers is not None:
+                cached = self._numbers[name] = (numbers, self.null_mask(name))
         if cached is None:
             values = self.column(name)
             null = self.null_mask(name)

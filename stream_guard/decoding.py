@@ -25,12 +25,14 @@ import json
 import re
 import struct
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import fastavro
 from fastavro._read_common import SchemaResolutionError as AvroResolutionError
 
+from stream_guard.columnar import ColumnarReader
+from stream_guard.decoded import ColumnarRead, ColumnarRecords
+from stream_guard.decoded import Decoded as Decoded
 from stream_guard.errors import (
     DecodeError,
     NotARecordError,
@@ -48,7 +50,7 @@ from stream_guard.registry import (
     read_schema_id,
     registered_schema,
 )
-from stream_guard.schemas import SchemaChange, diff_schemas, fingerprint
+from stream_guard.schemas import diff_schemas, fingerprint
 
 __all__ = [
     "CONFLUENT_MAGIC",
@@ -77,17 +79,6 @@ __all__ = [
 ]
 
 _HEADER = struct.Struct(">bI")
-
-
-@dataclass
-class Decoded:
-    """One decoded record: its values, its field issues, and the writer schema's changes."""
-
-    values: dict[str, Any]
-    issues: list[FieldIssue]
-    schema_changes: tuple[SchemaChange, ...] = ()
-    #: The registry id of the writer schema, or its GUID (a string) when the record named it so.
-    writer_schema_id: int | str | None = None
 
 
 class Decoder(Protocol):
@@ -213,6 +204,21 @@ def decode_payloads(
     return out
 
 
+def read_columns(
+    decoder: Decoder, payloads: Sequence[bytes | None], max_bytes: int, headers: Sequence[Headers | None] | None = None
+) -> ColumnarRead | None:
+    """A batch of Avro payloads read by columns (:mod:`stream_guard.columnar`), or None where
+    :func:`decode_payloads` must read it record by record.
+
+    Only a batch of plain records of one writer schema that needs no resolution reads so:
+    each record then decodes to exactly what :func:`decode_payloads` gives (no issues,
+    no errors), and the columns are the ones the checks read.
+    """
+    if isinstance(decoder, (ConfluentDecoder, PlainAvroDecoder)):
+        return decoder.read_columns(payloads, max_bytes, headers)
+    return None
+
+
 class JsonDecoder:
     """JSON objects checked against the model's Avro schema."""
 
@@ -272,6 +278,16 @@ class _WriterPlan:
         self.writer = plain_time_types(writer)
         self.reader = plain_time_types(reader)
         self.checker = RecordChecker(reader, report_unexpected=report_unexpected)
+        #: Batches of this writer read by columns, when the pair needs no resolution.
+        self.columnar = ColumnarReader.of(self.writer) if self.identical else None
+
+    def read_columns(self, payloads: Sequence[bytes], offset: int, schema_id: int | str | None) -> ColumnarRead | None:
+        if self.columnar is None:
+            return None
+        columns = self.columnar.read(payloads, offset)
+        if columns is None:
+            return None
+        return ColumnarRead(columns, ColumnarRecords(columns, self.changes, schema_id))
 
 
 def _read_avro(payload: bytes, offset: int, writer: dict[str, Any], reader: dict[str, Any] | None) -> Any:
@@ -348,6 +364,14 @@ class PlainAvroDecoder:
             raise UndecodablePayloadError("empty (tombstone) value")
         return self._avro.decode_with(payload, 0, self._plan, None)
 
+    def read_columns(
+        self, payloads: Sequence[bytes | None], max_bytes: int, headers: Sequence[Headers | None] | None = None
+    ) -> ColumnarRead | None:
+        """:func:`read_columns` of this decoder."""
+        if not all(payloads) or max(map(len, payloads), default=0) > max_bytes:  # type: ignore[arg-type]
+            return None
+        return self._plan.read_columns(cast("Sequence[bytes]", payloads), 0, None)
+
     def decode_batch(
         self, payloads: Sequence[bytes | None], max_bytes: int, headers: Sequence[Headers | None] | None = None
     ) -> list[Decoded | DecodeError]:
@@ -398,6 +422,25 @@ class ConfluentDecoder:
             )
             plan = self._plan_of_id[schema_id] = self._avro.plan(writer)
         return self._avro.decode_with(payload, offset, plan, schema_id)
+
+    def read_columns(
+        self, payloads: Sequence[bytes | None], max_bytes: int, headers: Sequence[Headers | None] | None = None
+    ) -> ColumnarRead | None:
+        """:func:`read_columns` of this decoder: payloads framed with the id of one known writer, no headers."""
+        if not payloads or (headers and any(headers)):
+            return None
+        first = payloads[0]
+        if not first or len(first) < _HEADER.size or first[0] != CONFLUENT_MAGIC:
+            return None
+        prefix = first[: _HEADER.size]
+        size = _HEADER.size
+        if not all(p and size <= len(p) <= max_bytes and p[:size] == prefix for p in payloads):
+            return None
+        schema_id = int.from_bytes(prefix[1:], "big")
+        plan = self._plan_of_id.get(schema_id)
+        if plan is None or not plan.resolvable:
+            return None  # the record-by-record path learns the writer first
+        return plan.read_columns(cast("Sequence[bytes]", payloads), size, schema_id)
 
     def decode_batch(
         self, payloads: Sequence[bytes | None], max_bytes: int, headers: Sequence[Headers | None] | None = None

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from stream_guard.batch import EventBatch
+from stream_guard.decoded import ColumnarRecords
 from stream_guard.settings.kinds import OVERFLOW
 
 __all__ = ["OVERFLOW", "RowFindings", "cap_findings", "dead_letter_findings", "schema_findings"]
@@ -37,6 +38,8 @@ class RowFindings:
 def schema_findings(batch: EventBatch) -> list[RowFindings]:
     """Findings of the decoding stage: field issues and writer-schema changes."""
     Key = tuple[str, str, str, str]
+    if isinstance(batch.decoded, ColumnarRecords) and not batch.decoded.changes:
+        return []  # records read by columns have no field issues
     rows: dict[Key, list[int]] = defaultdict(list)
     values: dict[Key, list[Any]] = defaultdict(list)
     for i, decoded in enumerate(batch.decoded):

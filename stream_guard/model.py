@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from stream_guard.batch import EventBatch, event_time_of, to_epoch_ms
+from stream_guard.decoded import ColumnarRead
 from stream_guard.decoding import (
     DEFAULT_MAX_RECORD_BYTES,
     ConfluentDecoder,
@@ -20,6 +21,7 @@ from stream_guard.decoding import (
     PlainAvroDecoder,
     RegistryWriterSchemas,
     decode_payloads,
+    read_columns,
     registered_schema,
 )
 from stream_guard.errors import ConfigError, DecodeError, ProfileFormatError, SchemaLoadError
@@ -77,16 +79,22 @@ class ModelRuntime:
         ``batch.failed`` so that they count in their window but not in any feature check.
         """
         n = len(messages)
+        # Only Confluent-serialized values may name their schema in a header.
+        headers = [m.headers() for m in messages] if isinstance(self.decoder, ConfluentDecoder) else None
+        payloads = [m.value() for m in messages]
+        kafka_ms = [m.timestamp()[1] for m in messages]
+        read = read_columns(self.decoder, payloads, self.max_record_bytes, headers)
+        if read is not None:
+            batch = self._batch_of_columns(messages, read, kafka_ms)
+            if batch is not None:
+                return batch, []
         decoded: list[Decoded] = []
         dead: list[DeadLetter] = []
         failed = np.zeros(n, dtype=bool)
         event_time: list[int] = []
         event_ids: list[str | None] = []
         ts_field, id_field = self.config.timestamp_field, self.config.event_id_field
-        # Only Confluent-serialized values may name their schema in a header.
-        headers = [m.headers() for m in messages] if isinstance(self.decoder, ConfluentDecoder) else None
-        results = decode_payloads(self.decoder, [m.value() for m in messages], self.max_record_bytes, headers)
-        kafka_ms = [m.timestamp()[1] for m in messages]
+        results = decode_payloads(self.decoder, payloads, self.max_record_bytes, headers)
         for i, record in enumerate(results):
             if not isinstance(record, DecodeError):
                 try:
@@ -113,6 +121,40 @@ class ModelRuntime:
             failed=failed,
         )
         return batch, dead
+
+    def _batch_of_columns(self, messages: Sequence[Any], read: ColumnarRead, kafka_ms: list[int]) -> EventBatch | None:
+        """The batch of records read by columns; None where a row's event time is out of range (the
+        record-by-record path dead-letters it)."""
+        n, columns = len(messages), read.columns
+        ts_field, id_field = self.config.timestamp_field, self.config.event_id_field
+        fallback = np.array(kafka_ms, dtype=np.int64).reshape(n)
+        if not ts_field or ts_field not in columns:
+            event_time = fallback
+        elif (ms := columns.epoch_ms(ts_field)) is not None:
+            event_time = np.where(columns.null_mask(ts_field), fallback, ms)
+        else:
+            try:
+                stamps = [to_epoch_ms(v) for v in columns.values(ts_field)]
+                event_time = np.array([event_time_of(t, k) for t, k in zip(stamps, kafka_ms, strict=True)], np.int64)
+            except DecodeError:
+                return None
+        if not id_field or id_field not in columns:
+            event_ids: list[str | None] = [None] * n
+        elif columns.value_types(id_field) == {str}:
+            event_ids = list(columns.values(id_field))
+        else:
+            event_ids = [None if v is None else str(v) for v in columns.values(id_field)]
+        return EventBatch(
+            model=self.name,
+            decoded=read.records,
+            topics=[m.topic() for m in messages],
+            partitions=np.fromiter((m.partition() for m in messages), dtype=np.int64, count=n),
+            offsets=np.fromiter((m.offset() for m in messages), dtype=np.int64, count=n),
+            event_time_ms=event_time.reshape(n),
+            event_ids=event_ids,
+            failed=np.zeros(n, dtype=bool),
+            columns=columns,
+        )
 
 
 def build_models(config: Config, registry_client: Any = None) -> list[ModelRuntime]:

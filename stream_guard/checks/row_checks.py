@@ -63,6 +63,7 @@ import pandas as pd
 
 from stream_guard.aggregation import WindowGroups
 from stream_guard.batch import EventBatch
+from stream_guard.decoded import ColumnarRecords
 from stream_guard.findings import RowFindings
 from stream_guard.model import ModelRuntime
 from stream_guard.profile import BaselineProfile, CategoricalProfile, NumericProfile, value_key
@@ -299,6 +300,8 @@ def _present_codes(codes: np.ndarray, raw: np.ndarray, present: np.ndarray) -> t
 
 def _decoder_issue_rows(batch: EventBatch) -> dict[str, np.ndarray]:
     """Rows whose value of a field the decoder replaced (type mismatch, missing), by field."""
+    if isinstance(batch.decoded, ColumnarRecords):
+        return {}  # records read by columns have no field issues
     issues = list(map(attrgetter("issues"), batch.decoded))
     rows: dict[str, list[int]] = defaultdict(list)
     for i in np.flatnonzero(np.fromiter(map(bool, issues), dtype=bool, count=len(issues))).tolist():
