@@ -197,7 +197,7 @@ def run_workers(
     ]
     spy = None
     if profile_to is not None:
-        command = ["py-spy", "record", "--pid", str(procs[0].pid), "-o", str(profile_to), "-f", "raw", "-r", "50"]
+        command = ["py-spy", "record", "--pid", str(procs[0].pid), "-o", str(profile_to), "-f", "raw", "-r", "200"]
         spy = subprocess.Popen([str(Path(sys.executable).parent / command[0]), *command[1:]], stdout=subprocess.DEVNULL)
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": loaded.kafka.group_id})
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})

@@ -15,6 +15,7 @@ import numpy as np
 import river
 from numpy.typing import ArrayLike
 from river import base as river_base
+from river.drift import ADWIN
 
 from stream_guard.errors import BaselineSampleUnavailableError, DriftCheckpointUnusableError
 from stream_guard.settings.detectors import Detector, DetectorSpec
@@ -22,6 +23,30 @@ from stream_guard.settings.detectors import Detector, DetectorSpec
 __all__ = ["DetectorSpec", "OnlineDriftMonitor", "reference_sample"]
 
 _CHECKPOINT_FORMAT = 1
+
+
+def _feed_adwin(detector: ADWIN, values: Sequence[float]) -> list[int]:
+    """Indices of ``values`` at which ADWIN signalled, fed one by one as :meth:`ADWIN.update` does.
+
+    ``ADWIN.update`` resets the detector if the last value signalled, then hands the value
+    to its window (``_helper``, River's compiled ``AdaptiveWindowing``) and keeps the flag;
+    this loop does the same steps without the two Python calls per value (the method and
+    the ``drift_detected`` property), most of ADWIN's cost on a wide model. Pinned against
+    ``update`` by tests/unit/test_adwin_feed.py.
+    """
+    detections: list[int] = []
+    if values and detector.drift_detected:
+        detector._reset()  # type: ignore[no-untyped-call]  # River leaves it unannotated
+    helper = detector._helper
+    for i, value in enumerate(values):
+        if helper.update(value):
+            detections.append(i)
+            # The next value (of this batch or the next) starts a fresh window, as update() would.
+            detector._drift_detected = True
+            if i + 1 < len(values):
+                detector._reset()  # type: ignore[no-untyped-call]  # River leaves it unannotated
+                helper = detector._helper
+    return detections
 
 
 class OnlineDriftMonitor:
@@ -113,13 +138,16 @@ class OnlineDriftMonitor:
         """
         detector = self._detector(key)
         positions, kept = self._finite(values)
-        update = detector.update
         # Positions in ``kept`` first (drift is rare), then mapped to positions in ``values``.
-        detections = []
-        for i, value in enumerate(kept):
-            update(value)  # type: ignore[arg-type]  # River's binary detectors annotate x as bool; 0/1 work
-            if detector.drift_detected:
-                detections.append(i)
+        if type(detector) is ADWIN and hasattr(detector, "_helper"):
+            detections = _feed_adwin(detector, kept)
+        else:
+            detections = []
+            update = detector.update
+            for i, value in enumerate(kept):
+                update(value)  # type: ignore[arg-type]  # River's binary detectors annotate x as bool; 0/1 work
+                if detector.drift_detected:
+                    detections.append(i)
         return [positions[i] for i in detections]
 
     def keys(self) -> list[Hashable]:
