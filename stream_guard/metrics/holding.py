@@ -39,6 +39,7 @@ from itertools import chain
 from typing import Any, NamedTuple
 
 import numpy as np
+import pandas as pd
 
 from stream_guard.metrics import store as s
 from stream_guard.state.keys import Fence
@@ -51,7 +52,8 @@ class Outcomes(NamedTuple):
     counters (``values[i, j]`` is label ``i``'s amount of ``metrics[j]``)."""
 
     buckets: np.ndarray
-    slices: list[list[str]]
+    #: Per label, its slices: lists, or a 2-D object array when every label has as many.
+    slices: list[list[str]] | np.ndarray
     metrics: list[str]
     values: np.ndarray
 
@@ -59,14 +61,21 @@ class Outcomes(NamedTuple):
         """The counters summed per (source, bucket, slice); ``sources[i]`` is label ``i``'s labels partition."""
         places = dict.fromkeys(zip(sources, self.buckets.tolist(), strict=True))
         place_code = {place: i for i, place in enumerate(places)}
-        flat = list(chain.from_iterable(self.slices))
-        names = list(dict.fromkeys(flat))
-        slice_code = {name: i for i, name in enumerate(names)}
-        rows = np.repeat(np.arange(len(self.slices)), [len(x) for x in self.slices])
+        if isinstance(self.slices, np.ndarray):
+            # Slice names in order of first appearance, as below, hashed in one call.
+            codes, uniques = pd.factorize(self.slices.reshape(-1))
+            slice_codes, names = codes.astype(np.int64), list(uniques)
+            rows = np.repeat(np.arange(self.slices.shape[0]), self.slices.shape[1])
+        else:
+            flat = list(chain.from_iterable(self.slices))
+            names = list(dict.fromkeys(flat))
+            slice_code = {name: i for i, name in enumerate(names)}
+            slice_codes = np.fromiter(map(slice_code.__getitem__, flat), np.int64, len(flat))
+            rows = np.repeat(np.arange(len(self.slices)), [len(x) for x in self.slices])
         label_place = np.fromiter(
             map(place_code.__getitem__, zip(sources, self.buckets.tolist(), strict=True)), np.int64
         )
-        cells = label_place[rows] * len(names) + np.fromiter(map(slice_code.__getitem__, flat), np.int64, len(flat))
+        cells = label_place[rows] * len(names) + slice_codes
         present, at = _distinct(cells, len(places) * len(names))
         spread = self.values[rows]
         totals = np.column_stack(

@@ -193,9 +193,9 @@ class LabelJoiner:
         result.skipped = len(items) - len(fresh)
         if not fresh:
             return result
-        rows = self._classify(fresh, stored, held_before, now_ms)
+        rows, table = self._classify(fresh, stored, held_before, now_ms)
         joined = [r for r in rows if r.matched]
-        outcomes = self._row_outcomes(joined) if joined else None
+        outcomes = self._row_outcomes(table, joined) if joined else None
         updates = self._updates(rows, joined, outcomes)
         applied = dict(zip([u.source for u in updates], state.apply(updates, now_ms), strict=True))
         done = [r for r in rows if applied.get(r.label.source, 0)]
@@ -233,7 +233,7 @@ class LabelJoiner:
 
     def _classify(
         self, fresh: Sequence[Label], stored: Mapping[str, str | None], held_before: set[str], now_ms: int
-    ) -> list[_Row]:
+    ) -> tuple[list[_Row], s.PredictionTable]:
         """Each fresh label's fate: matched (a prediction's first label), held (the first label of
         an event not stored yet, unless one already waits), or unmatched; or invalid."""
         regression = self.settings.task == "regression"
@@ -249,15 +249,16 @@ class LabelJoiner:
         wanted = [
             i for i in dict.fromkeys(str(x.event_id) for x, valid, _ in checked if valid) if stored.get(i) is not None
         ]
-        preds = dict(zip(wanted, s.decode_predictions([stored[i] for i in wanted]), strict=True))
+        table = s.decode_prediction_table([stored[i] for i in wanted])
+        row_of = {event_id: i for i, event_id in enumerate(wanted) if table.found[i]}
         rows: list[_Row] = []
         joined: set[str] = set()
         waiting: set[str] = set()
         for x, valid, y in checked:
             event_id = str(x.event_id)
-            pred = preds.get(event_id) if valid else None
+            pred = row_of.get(event_id, -1) if valid else -1
             row = _Row(x, now_ms if x.ts_ms is None else x.ts_ms, valid, y, pred)
-            if pred is not None:
+            if pred >= 0:
                 # A prediction joins its first label only: it is deleted by the same script.
                 row.matched = event_id not in joined
                 joined.add(event_id)
@@ -266,35 +267,43 @@ class LabelJoiner:
                 waiting.add(event_id)
                 row.held = hold
             rows.append(row)
-        return rows
+        return rows, table
 
     def _outcomes(self, preds: Sequence[dict[str, Any]], labels: Sequence[Any], ys: Sequence[float]) -> Outcomes:
         """Per joined label: its prediction's bucket, slices and label-based counters."""
-        buckets = np.array([int(p["bucket"]) for p in preds], dtype=np.int64)
-        slices = [[s.ALL, *p.get("slices", [])] for p in preds]
-        ones = np.ones(len(preds))
+        return self._table_outcomes(s.PredictionTable.of(preds), np.arange(len(preds)), labels, ys)
+
+    def _table_outcomes(
+        self, table: s.PredictionTable, at: np.ndarray, labels: Sequence[Any], ys: Sequence[float]
+    ) -> Outcomes:
+        """:meth:`_outcomes` of the predictions in rows ``at`` of ``table``."""
+        buckets = table.buckets[at]
+        slices = table.slices_with_all(at)
+        ones = np.ones(len(at))
+        predictions = [table.predictions[i] for i in at.tolist()]
         if self.settings.task == "regression":
-            y_hat = np.array([_to_number(p.get("prediction")) for p in preds])
+            y_hat = np.array([_to_number(p) for p in predictions]).reshape(len(at))
             err = np.abs(y_hat - np.asarray(ys, dtype=float))
             err = np.where(np.isfinite(err), err, 0.0)
             return Outcomes(buckets, slices, [s.MATCHED, s.ABS_ERR, s.SQ_ERR], np.column_stack([ones, err, err * err]))
-        pos_pred = self._predicted_positive(preds)
+        pos_pred = self._predicted_positive(table.scores[at], predictions)
         pos_true = _is_positive(labels, _label_key(self.settings.positive_label))
         columns = [pos_pred & pos_true, pos_pred & ~pos_true, ~pos_pred & ~pos_true, ~pos_pred & pos_true]
         values = np.column_stack([ones, *columns]).astype(float)
         return Outcomes(buckets, slices, [s.MATCHED, s.TP, s.FP, s.TN, s.FN], values)
 
-    def _predicted_positive(self, preds: Sequence[dict[str, Any]]) -> np.ndarray:
+    def _predicted_positive(self, scores: np.ndarray, predictions: Sequence[Any]) -> np.ndarray:
         """The score at or above the threshold; without a finite score, the prediction."""
-        value = _numbers([p.get("score") for p in preds])
+        value = scores.copy()
         unscored = np.flatnonzero(~np.isfinite(value))
         if len(unscored):
-            value[unscored] = [_to_number(preds[i].get("prediction")) for i in unscored.tolist()]
+            value[unscored] = [_to_number(predictions[i]) for i in unscored.tolist()]
         positive: np.ndarray = np.nan_to_num(value, nan=-np.inf) >= self.settings.threshold
         return positive
 
-    def _row_outcomes(self, matched: Sequence[_Row]) -> Outcomes:
-        return self._outcomes([r.pred or {} for r in matched], [r.label.label for r in matched], [r.y for r in matched])
+    def _row_outcomes(self, table: s.PredictionTable, matched: Sequence[_Row]) -> Outcomes:
+        at = np.fromiter((r.pred for r in matched), dtype=np.int64, count=len(matched))
+        return self._table_outcomes(table, at, [r.label.label for r in matched], [r.y for r in matched])
 
     def _errors(self, values: np.ndarray, metrics: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Per joined label (its row of :attr:`Outcomes.values`): 1 = wrong, and its absolute error."""
@@ -358,7 +367,8 @@ class _Row:
     ts: int
     valid: bool
     y: float
-    pred: dict[str, Any] | None
+    #: Its prediction's row of the batch's :class:`~stream_guard.metrics.store.PredictionTable`, or -1.
+    pred: int
     matched: bool = False
     held: bool = False
 
@@ -383,13 +393,6 @@ def _is_positive(labels: Sequence[Any], positive: str) -> np.ndarray:
     pairs = list(zip(kinds, labels, strict=True))
     table = {pair: _label_key(pair[1]) == positive for pair in dict.fromkeys(pairs)}
     return np.fromiter(map(table.__getitem__, pairs), dtype=bool, count=len(pairs))
-
-
-def _numbers(values: Sequence[Any]) -> np.ndarray:
-    """Per value: :func:`_to_number` of it, NaN for None."""
-    if {float, type(None)}.issuperset(map(type, values)):
-        return np.array([math.nan if v is None else v for v in values], dtype=float).reshape(len(values))
-    return np.array([math.nan if v is None else _to_number(v) for v in values], dtype=float).reshape(len(values))
 
 
 class _PlainJson:

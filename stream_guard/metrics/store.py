@@ -57,9 +57,10 @@ bucket and slices of the *prediction*. Every key name comes from
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -318,3 +319,74 @@ def decode_predictions(texts: Sequence[str | bytes | None]) -> list[dict[str, An
         except ValueError:
             append(None)
     return out
+
+
+@dataclass
+class PredictionTable:
+    """Stored predictions decoded together (:func:`decode_prediction_table`): row ``i`` is text ``i``'s."""
+
+    #: Where the text held a readable prediction (the other rows' values are placeholders).
+    found: np.ndarray
+    buckets: np.ndarray
+    #: NaN where the prediction has no score.
+    scores: np.ndarray
+    predictions: list[Any]
+    #: Each row's slice names: a 2-D object array when every text has as many, else lists.
+    slices: np.ndarray | list[list[str]]
+
+    @classmethod
+    def of(cls, preds: Sequence[dict[str, Any] | None]) -> PredictionTable:
+        """The table of predictions decoded one by one (None: not found)."""
+        return _table_of(preds)
+
+    def slices_with_all(self, at: np.ndarray) -> np.ndarray | list[list[str]]:
+        """The slices of rows ``at``, ``*`` first: a 2-D object array, or lists."""
+        if isinstance(self.slices, np.ndarray):
+            out = np.empty((len(at), self.slices.shape[1] + 1), dtype=object)
+            out[:, 0] = ALL
+            out[:, 1:] = self.slices[at]
+            return out
+        return [[ALL, *self.slices[i]] for i in at.tolist()]
+
+
+def decode_prediction_table(texts: Sequence[str | bytes | None]) -> PredictionTable:
+    """:func:`decode_predictions` of ``texts`` as columns.
+
+    Texts of the line form with as many lines each (one model's slices) are split in one
+    call and their columns converted at once; if any of them does not convert, or the texts
+    differ in form, each goes through :func:`decode_predictions`, which reads what it can.
+    """
+    table = _line_table(texts)
+    return table if table is not None else _table_of(decode_predictions(texts))
+
+
+def _line_table(texts: Sequence[str | bytes | None]) -> PredictionTable | None:
+    n = len(texts)
+    if n == 0 or not all(isinstance(t, str) and t[:1] != "{" for t in texts):
+        return None
+    lines = cast("list[str]", texts)
+    width = lines[0].count("\n") + 1
+    if width < 3 or any(t.count("\n") != width - 1 for t in lines):
+        return None
+    cells = np.array("\n".join(lines).split("\n"), dtype=object).reshape(n, width)
+    classes = _CLASS_JSON
+    try:
+        buckets = np.fromiter(map(int, cells[:, 0]), dtype=np.int64, count=n)
+        scores = np.fromiter((float(x) if x else math.nan for x in cells[:, 1]), dtype=np.float64, count=n)
+        predictions = [classes[x] if x in classes else json.loads(x) for x in cells[:, 2].tolist()]
+    except ValueError:
+        return None
+    return PredictionTable(np.ones(n, dtype=bool), buckets, scores, predictions, cells[:, 3:])
+
+
+def _table_of(preds: Sequence[dict[str, Any] | None]) -> PredictionTable:
+    found = np.array([p is not None for p in preds], dtype=bool).reshape(len(preds))
+    rows = [p or {} for p in preds]
+    scores = [p.get("score") for p in rows]
+    return PredictionTable(
+        found,
+        np.array([int(p.get("bucket", 0)) for p in rows], dtype=np.int64).reshape(len(rows)),
+        np.array([math.nan if x is None else x for x in scores], dtype=np.float64).reshape(len(rows)),
+        [p.get("prediction") for p in rows],
+        [list(p.get("slices", [])) for p in rows],
+    )

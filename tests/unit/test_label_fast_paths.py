@@ -16,6 +16,7 @@ from stream_guard.metrics.labels import Label, _is_positive, _label_key, _PlainJ
 from stream_guard.metrics.store import (
     MetricKeys,
     decode_prediction,
+    decode_prediction_table,
     decode_predictions,
     encode_prediction,
     encode_predictions,
@@ -223,6 +224,60 @@ STORED = [
 def test_stored_predictions_decoded_together_are_decoded_one_by_one() -> None:
     """decode_predictions reads each stored value as decode_prediction does, unreadable ones as None."""
     assert decode_predictions(STORED) == [decode_prediction(x) for x in STORED]
+
+
+def _as_rows(table: Any) -> list[dict[str, Any] | None]:
+    """The table's rows as decode_predictions gives them."""
+    out: list[dict[str, Any] | None] = []
+    for i in range(len(table.found)):
+        if not table.found[i]:
+            out.append(None)
+            continue
+        score = float(table.scores[i])
+        out.append(
+            {
+                "bucket": int(table.buckets[i]),
+                "slices": list(table.slices[i]),
+                "prediction": table.predictions[i],
+                "score": None if math.isnan(score) else score,
+            }
+        )
+    return out
+
+
+LINE_FORM = [
+    encode_predictions([T0, T0 + 60_000], [["a=x", "a=y"], ["b=1", "b=2"]], [1, "no"], [0.25, None])[0],
+    encode_predictions([T0], [["a=\u00e9"], ["b=,"]], [{"k": [1]}], [float("nan")])[0],
+    "5\n\n0\ns=1\ns=2",
+]
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        LINE_FORM,  # one form, as many lines each: split at once
+        [*LINE_FORM, "7\n0.5\n1\ns=1"],  # one slice fewer
+        [*LINE_FORM, "x\n0.5\n1\ns=1\ns=2"],  # a bucket that is not a number
+        [*LINE_FORM, "7\nnope\n1\ns=1\ns=2"],  # nor a score
+        [*LINE_FORM, "7\n0.5\n{bad\ns=1\ns=2"],  # nor JSON
+        STORED,
+        [],
+    ],
+)
+def test_stored_predictions_as_a_table_are_decoded_one_by_one(texts: list[Any]) -> None:
+    """decode_prediction_table holds what decode_predictions reads, row for row, NaN for no score."""
+    table = decode_prediction_table(texts)
+    got, want = _as_rows(table), decode_predictions(texts)
+    for g, w in zip(got, want, strict=True):
+        if w is not None and isinstance(w["score"], float) and math.isnan(w["score"]):
+            w = {**w, "score": None}  # a score of NaN and no score read alike
+        assert g == w
+
+
+def test_one_form_of_stored_predictions_is_split_at_once() -> None:
+    table = decode_prediction_table(LINE_FORM)
+    assert isinstance(table.slices, np.ndarray) and table.slices.shape == (3, 2)
+    assert table.buckets.tolist() == [T0, T0, 5]
 
 
 @pytest.mark.parametrize(
