@@ -256,8 +256,11 @@ def redis_counters(redis_url: str) -> dict[str, int]:
         client.close()
     calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in commands.items()}
     scripted = sum(n for name, n in calls.items() if name in ("evalsha", "eval", "fcall"))
+    usec = {name.removeprefix("cmdstat_"): int(v["usec"]) for name, v in commands.items()}
     return {
         **{f"cmd:{name}": n for name, n in calls.items()},
+        # Server time per command (a script's includes its own commands').
+        **{f"usec:{name}": n for name, n in usec.items()},
         "commands": sum(calls.values()),
         "scripts": scripted,
         "bytes_in": int(stats["total_net_input_bytes"]),

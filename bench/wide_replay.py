@@ -168,6 +168,8 @@ def main() -> None:
     )
     top = sorted(((v, k[4:]) for k, v in redis.items() if k.startswith("cmd:") and v > 0.01), reverse=True)
     print("  " + ", ".join(f"{name} {v:.2f}" for v, name in top))
+    spent = sorted(((v, k[5:]) for k, v in redis.items() if k.startswith("usec:") and v > 0.01), reverse=True)
+    print("  server µs/event: " + ", ".join(f"{name} {v:.2f}" for v, name in spent))
     print(f"worker: {vars(worker.stats)}")
 
 

@@ -51,20 +51,23 @@ class _Field:
 class ColumnarReader:
     """Reads micro-batches of one flat writer schema (parsed by fastavro) into :class:`Columns`."""
 
-    def __init__(self, fields: Sequence[_Field]) -> None:
+    def __init__(self, fields: Sequence[_Field], projection: Sequence[tuple[str, _Source]] | None = None) -> None:
         self._fields = tuple(fields)
-        self.names = tuple(f.name for f in fields)
+        self._projection = None if projection is None else tuple(projection)
+        self.names = tuple(f.name for f in fields) if projection is None else tuple(name for name, _ in projection)
 
     @classmethod
-    def of(cls, schema: Any) -> ColumnarReader | None:
-        """The reader of ``schema``, or None where it is not a flat record of such fields."""
-        if not isinstance(schema, dict) or schema.get("type") != "record":
+    def of(cls, schema: Any, reader: Any = None) -> ColumnarReader | None:
+        """The reader of ``schema`` (resolved to ``reader``, a different reader schema, as fastavro
+        resolves it), or None where either is not a flat record of such fields, or the pair needs
+        more than dropping fields, adding defaults and promoting ints to longs and numbers to floats."""
+        fields = _fields_of(schema)
+        if fields is None:
             return None
-        named: dict[str, Any] = {}  # enums by full and short name, as later fields may refer to them
-        fields = [_field_of(f.get("name"), f.get("type"), named) for f in schema.get("fields", [])]
-        if not fields or any(f is None for f in fields):
-            return None
-        return cls([f for f in fields if f is not None])
+        if reader is None:
+            return cls(fields)
+        projection = _projection(fields, reader)
+        return None if projection is None else cls(fields, projection)
 
     def read(self, payloads: Sequence[bytes], offset: int) -> Columns | None:
         """The columns of ``payloads`` (each one record after ``offset`` prefix bytes), or None
@@ -89,7 +92,84 @@ class ColumnarReader:
             data[spec.name] = column
         if not np.array_equal(pos, ends):
             return None
+        if self._projection is not None:
+            data = {name: source.column(data, n) for name, source in self._projection}
         return Columns(n, self.names, data)
+
+
+def _fields_of(schema: Any) -> list[_Field] | None:
+    if not isinstance(schema, dict) or schema.get("type") != "record":
+        return None
+    named: dict[str, Any] = {}  # enums by full and short name, as later fields may refer to them
+    fields = [_field_of(f.get("name"), f.get("type"), named) for f in schema.get("fields", [])]
+    if not fields or any(f is None for f in fields) or any(f.get("aliases") for f in schema["fields"]):
+        return None
+    return [f for f in fields if f is not None]
+
+
+#: Writer kind -> the reader kinds Avro resolves it to (ints and longs to floats converted).
+_PROMOTIONS = {"int": {"long", "float", "double"}, "long": {"float", "double"}, "float": {"double"}}
+#: Reader kinds a default of each Python type fills, as given in the schema.
+_DEFAULT_KINDS = {bool: {"boolean"}, int: {"int", "long"}, float: {"float", "double"}, str: {"string"}}
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where a reader field's values come from: a writer field's column (turned to floats), or a default."""
+
+    writer: str | None
+    to_float: bool = False
+    default: Any = None
+
+    def column(self, data: dict[str, _Column], n: int) -> _Column:
+        if self.writer is not None:
+            column = data[self.writer]
+            if self.to_float and isinstance(column, _Numbers):
+                return _Numbers(column.values.astype(np.float64), column.nulls, float)
+            return column
+        value = self.default
+        if value is None:
+            return _Numbers(np.zeros(n), np.ones(n, dtype=bool), type(None))
+        if isinstance(value, str):
+            return _Strings(np.zeros(n, dtype=np.int64), np.array([value], dtype=object))
+        return _Numbers(np.full(n, value), None, type(value))
+
+
+def _projection(fields: Sequence[_Field], reader: Any) -> list[tuple[str, _Source]] | None:
+    """Each reader field's source among the writer's ``fields``, or None where one has none here."""
+    wanted = _fields_of(reader)
+    if wanted is None:
+        return None
+    given = {f.name: f for f in fields}
+    defaults = {f["name"]: f for f in reader["fields"]}
+    out: list[tuple[str, _Source]] = []
+    # fastavro's order: the writer's fields the reader has, in the writer's order, then the defaults.
+    ranks = {f.name: i for i, f in enumerate(fields)}
+    wanted.sort(key=lambda spec: ranks.get(spec.name, len(ranks)))
+    for spec in wanted:
+        writer = given.get(spec.name)
+        if writer is None:
+            field = defaults[spec.name]
+            if "default" not in field or not _default_fits(spec, field["default"]):
+                return None
+            out.append((spec.name, _Source(None, default=field["default"])))
+        elif writer.null_branch >= 0 and spec.null_branch < 0:
+            return None  # a null the reader cannot hold: fastavro refuses that record
+        elif writer.kind == spec.kind and writer.symbols == spec.symbols:
+            out.append((spec.name, _Source(writer.name)))
+        elif spec.kind in _PROMOTIONS.get(writer.kind, ()):
+            out.append((spec.name, _Source(writer.name, to_float=spec.kind in ("float", "double"))))
+        else:
+            return None
+    return out
+
+
+def _default_fits(spec: _Field, value: Any) -> bool:
+    if value is None:
+        return spec.null_branch >= 0 or spec.kind == "null"
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        return False
+    return spec.kind in _DEFAULT_KINDS.get(type(value), ())
 
 
 def _field_of(name: Any, kind: Any, named: dict[str, Any]) -> _Field | None:

@@ -278,8 +278,8 @@ class _WriterPlan:
         self.writer = plain_time_types(writer)
         self.reader = plain_time_types(reader)
         self.checker = RecordChecker(reader, report_unexpected=report_unexpected)
-        #: Batches of this writer read by columns, when the pair needs no resolution.
-        self.columnar = ColumnarReader.of(self.writer) if self.identical else None
+        #: Batches of this writer read by columns (resolved to the reader's fields where they differ).
+        self.columnar = ColumnarReader.of(self.writer, None if self.identical else self.reader)
 
     def read_columns(self, payloads: Sequence[bytes], offset: int, schema_id: int | str | None) -> ColumnarRead | None:
         if self.columnar is None:

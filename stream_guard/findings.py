@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +10,7 @@ import numpy as np
 
 from stream_guard.batch import EventBatch
 from stream_guard.decoded import ColumnarRecords
+from stream_guard.schemas import SchemaChange
 from stream_guard.settings.kinds import OVERFLOW
 
 __all__ = ["OVERFLOW", "RowFindings", "cap_findings", "dead_letter_findings", "schema_findings"]
@@ -38,8 +39,8 @@ class RowFindings:
 def schema_findings(batch: EventBatch) -> list[RowFindings]:
     """Findings of the decoding stage: field issues and writer-schema changes."""
     Key = tuple[str, str, str, str]
-    if isinstance(batch.decoded, ColumnarRecords) and not batch.decoded.changes:
-        return []  # records read by columns have no field issues
+    if isinstance(batch.decoded, ColumnarRecords):
+        return _writer_findings(batch.decoded)
     rows: dict[Key, list[int]] = defaultdict(list)
     values: dict[Key, list[Any]] = defaultdict(list)
     for i, decoded in enumerate(batch.decoded):
@@ -48,10 +49,7 @@ def schema_findings(batch: EventBatch) -> list[RowFindings]:
             rows[key].append(i)
             values[key].append(issue.value)
         for change in decoded.schema_changes:
-            writer = (
-                "writer schema" if decoded.writer_schema_id is None else f"writer schema id {decoded.writer_schema_id}"
-            )
-            key = ("schema_change", change.field, f"{change.change}: {writer} has {change.observed}", change.expected)
+            key = _change_key(change, decoded.writer_schema_id)
             rows[key].append(i)
             values[key].append(None)
     return [
@@ -109,3 +107,18 @@ def cap_findings(findings: list[RowFindings], max_keys: int) -> list[RowFindings
             )
         )
     return kept
+
+
+def _change_key(change: SchemaChange, schema_id: int | str | None) -> tuple[str, str, str, str]:
+    writer = "writer schema" if schema_id is None else f"writer schema id {schema_id}"
+    return ("schema_change", change.field, f"{change.change}: {writer} has {change.observed}", change.expected)
+
+
+def _writer_findings(records: ColumnarRecords) -> list[RowFindings]:
+    """:func:`schema_findings` of records read by columns: no field issues, their writer's changes on every row."""
+    repeats = Counter(_change_key(change, records.schema_id) for change in records.changes)
+    out = []
+    for (kind, feature, observed, expected), times in repeats.items():
+        rows = np.repeat(np.arange(len(records), dtype=np.int64), times)
+        out.append(RowFindings(kind, feature, rows, observed, expected, [None] * len(rows)))
+    return out

@@ -296,3 +296,109 @@ def test_confluent_batches_of_one_known_writer_read_by_columns() -> None:
     assert read_columns(decoder, [*framed[:3], confluent_frame(8, bodies[3])], 10**6) is None
     assert read_columns(decoder, framed, 10**6, [None, [("__value_schema_id", b"x")]] + [None] * 48) is None
     assert read_columns(decoder, framed, max(map(len, framed)) - 1) is None
+
+
+def _record_schema(name: str, fields: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "record", "name": name, "fields": fields}
+
+
+WRITER_V2 = _record_schema(
+    "Event",
+    [
+        {"name": "id", "type": "string"},
+        {"name": "count", "type": "int"},
+        {"name": "amount", "type": "long"},
+        {"name": "ratio", "type": "float"},
+        {"name": "city", "type": "string"},
+        {"name": "added", "type": ["null", "string"], "default": None},
+        {"name": "age", "type": "int"},
+    ],
+)
+READER_V1 = _record_schema(
+    "Event",
+    [
+        {"name": "age", "type": ["null", "long"]},  # another order, nullable and promoted
+        {"name": "id", "type": "string"},
+        {"name": "count", "type": "double"},  # int to double
+        {"name": "amount", "type": "float"},  # long to float
+        {"name": "ratio", "type": "double"},  # float to double
+        {"name": "city", "type": "string"},
+        {"name": "country", "type": "string", "default": "NZ"},
+        {"name": "segment", "type": ["null", "string"], "default": None},
+        {"name": "score", "type": "double", "default": 0.5},
+        {"name": "tries", "type": "long", "default": 3},
+        {"name": "vip", "type": "boolean", "default": False},
+    ],
+)
+
+
+def _v2_payloads(n: int) -> list[bytes]:
+    schema = plain_time_types(WRITER_V2)
+    rng = np.random.default_rng(11)
+    out = []
+    for i in range(n):
+        record = {
+            "id": f"e{i}",
+            "count": int(rng.integers(-1000, 1000)),
+            "amount": int(rng.integers(-(2**60), 2**60)),
+            "ratio": float(np.float32(rng.normal())),
+            "city": ["Auckland", "Wellington", "Ōtautahi"][i % 3],
+            "added": None if i % 2 else "x",
+            "age": int(rng.integers(0, 100)),
+        }
+        buffer = io.BytesIO()
+        fastavro.schemaless_writer(buffer, schema, record)
+        out.append(buffer.getvalue())
+    return out
+
+
+def test_a_writer_that_differs_is_resolved_as_fastavro_resolves_it() -> None:
+    writer, reader = plain_time_types(WRITER_V2), plain_time_types(READER_V1)
+    payloads = _v2_payloads(200)
+    columnar_reader = ColumnarReader.of(writer, reader)
+    assert columnar_reader is not None
+    columns = columnar_reader.read(payloads, 0)
+    assert columns is not None
+    for i, payload in enumerate(payloads):
+        want = fastavro.schemaless_reader(io.BytesIO(payload), writer, reader)
+        got = columns.record(i)
+        assert list(got) == list(want)
+        assert all(same(got[k], want[k]) for k in want), (got, want)
+
+
+@pytest.mark.parametrize(
+    ("writer_type", "reader_field"),
+    [
+        (["null", "long"], {"name": "v", "type": "long"}),  # a null the reader cannot hold
+        ("string", {"name": "v", "type": "long"}),  # no promotion
+        ("long", {"name": "v", "type": "int"}),  # narrowing
+        ("long", {"name": "other", "type": "long"}),  # missing and no default
+        ("long", {"name": "v", "type": "long", "aliases": ["w"]}),  # aliases: left to fastavro
+        (
+            {"type": "enum", "name": "E", "symbols": ["A", "B"]},
+            {"name": "v", "type": {"type": "enum", "name": "E", "symbols": ["B", "A"]}},
+        ),
+        ("long", {"name": "v", "type": "long"} | {"name": "x", "type": "double", "default": 1}),  # an int default
+    ],
+)
+def test_pairs_beyond_dropping_adding_and_promoting_are_left_to_fastavro(
+    writer_type: Any, reader_field: dict[str, Any]
+) -> None:
+    writer = plain_time_types(_record_schema("R", [{"name": "v", "type": writer_type}]))
+    reader_fields = [reader_field] if reader_field["name"] != "x" else [{"name": "v", "type": "long"}, reader_field]
+    reader = plain_time_types(_record_schema("R", reader_fields))
+    assert ColumnarReader.of(writer, reader) is None
+
+
+def test_records_of_a_changed_writer_read_by_columns_carry_its_changes() -> None:
+    decoder = ConfluentDecoder(READER_V1, Writers({21: WRITER_V2}))
+    framed = [confluent_frame(21, p) for p in _v2_payloads(30)]
+    one_by_one_results = decode_payloads(decoder, framed, 10**6)  # learns the writer: it resolves
+    read = read_columns(decoder, framed, 10**6)
+    assert read is not None
+    assert read.records.changes and all(r.schema_changes == read.records.changes for r in read.records)
+    for record, want in zip(read.records, one_by_one_results, strict=True):
+        assert not isinstance(want, Exception)
+        assert list(record.values) == list(want.values)
+        assert all(same(record.values[k], want.values[k]) for k in want.values)
+        assert record.schema_changes == want.schema_changes and record.writer_schema_id == want.writer_schema_id
