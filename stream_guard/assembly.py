@@ -36,7 +36,7 @@ from stream_guard.metrics import LabelJoiner, LabelStream, MetricsReader, Perfor
 from stream_guard.metrics.concept import ConceptDriftEvaluator
 from stream_guard.metrics.estimate_alerts import EstimatePerformanceEvaluator
 from stream_guard.metrics.label_gate import LabelGate
-from stream_guard.metrics.labels import make_label_decoder
+from stream_guard.metrics.label_messages import make_label_decoder
 from stream_guard.model import ModelRuntime, build_models
 from stream_guard.observability.metrics import WorkerMetrics
 from stream_guard.observability.server import HealthServer, WorkerHealth

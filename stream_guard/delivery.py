@@ -13,7 +13,8 @@ from stream_guard.checkpoint import Rejected
 from stream_guard.deadletter import dead_letter_headers, drop_payload, fit_payload
 from stream_guard.kafka import DeliveryTracker
 from stream_guard.metrics.holding import ReleaseResult, stored_event_ids
-from stream_guard.metrics.labels import JoinResult, Label, LabelStream
+from stream_guard.metrics.label_messages import LabelStream
+from stream_guard.metrics.labels import JoinResult, Label
 from stream_guard.source import Source
 from stream_guard.state.client import RedisClient, pipeline
 from stream_guard.state.protocol import LabelState

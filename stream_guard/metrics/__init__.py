@@ -11,7 +11,8 @@
 * :mod:`~stream_guard.metrics.slice_alerts`: the evaluator raising those alerts (:class:`PerformanceEvaluator`).
 """
 
-from stream_guard.metrics.labels import JoinResult, Label, LabelJoiner, LabelStream
+from stream_guard.metrics.label_messages import LabelStream
+from stream_guard.metrics.labels import JoinResult, Label, LabelJoiner
 from stream_guard.metrics.performance import (
     Degradation,
     DegradationMonitor,

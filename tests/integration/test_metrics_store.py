@@ -25,7 +25,7 @@ from stream_guard.metrics import (
     SliceRecorder,
     slice_underperformance,
 )
-from stream_guard.metrics.labels import make_label_decoder
+from stream_guard.metrics.label_messages import make_label_decoder
 from stream_guard.metrics.store import MetricKeys
 from stream_guard.model import ModelRuntime
 from stream_guard.resources import schema_dir

@@ -25,10 +25,11 @@ from stream_guard.errors import (
     StreamGuardError,
 )
 from stream_guard.learning import learn_profile, read_reference
-from stream_guard.metrics.labels import LabelSettings, make_label_decoder
+from stream_guard.metrics.label_messages import make_label_decoder
 from stream_guard.metrics.performance import slice_underperformance
 from stream_guard.metrics.query import Rollup, SliceMetrics
 from stream_guard.settings import Config
+from stream_guard.settings.metrics import LabelSettings
 from stream_guard.tools.simulator import Simulator
 
 PACKAGE = Path(stream_guard.__file__).parent

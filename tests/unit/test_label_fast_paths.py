@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from typing import Any
 
+import fastavro
 import numpy as np
 import pytest
 
-from stream_guard.decoding import Decoded, load_json, load_json_object
+from stream_guard.decoding import Decoded, PlainAvroDecoder, load_json, load_json_object, read_columns
 from stream_guard.errors import DecodeError
 from stream_guard.metrics.holding import _distinct
-from stream_guard.metrics.labels import Label, _is_positive, _label_key, _PlainJson, labels_from_messages
+from stream_guard.metrics.label_messages import _PlainJson, labels_from_messages
+from stream_guard.metrics.labels import Label, _is_positive, _label_key
 from stream_guard.metrics.store import (
     MetricKeys,
     decode_prediction,
@@ -304,3 +307,53 @@ def test_cells_counted_are_the_cells_sorted(size: int, n: int) -> None:
     expected, inverse = np.unique(cells, return_inverse=True)
     assert present.tolist() == expected.tolist()
     assert at.tolist() == inverse.reshape(-1).tolist()
+
+
+AVRO_LABEL = {
+    "type": "record",
+    "name": "Label",
+    "fields": [
+        {"name": "event_id", "type": ["null", "string"]},
+        {"name": "ts", "type": ["null", {"type": "long", "logicalType": "timestamp-millis"}]},
+        {"name": "label", "type": ["null", "int", "string"]},
+    ],
+}
+AVRO_LABEL_SIMPLE = {**AVRO_LABEL, "fields": [*AVRO_LABEL["fields"][:2], {"name": "label", "type": "int"}]}
+
+
+class _RecordByRecord:
+    """An Avro decoder the batch paths do not know: every label decoded on its own."""
+
+    def __init__(self, decoder: Any) -> None:
+        self._decoder = decoder
+
+    def decode(self, payload: bytes | None) -> Decoded:
+        return self._decoder.decode(payload)
+
+
+@pytest.mark.parametrize("schema", [AVRO_LABEL_SIMPLE, AVRO_LABEL], ids=["by columns", "a union beyond them"])
+@pytest.mark.parametrize("timestamp_field", ["ts", ""])
+def test_avro_labels_read_by_columns_are_the_labels_read_one_by_one(
+    schema: dict[str, Any], timestamp_field: str
+) -> None:
+    parsed = fastavro.parse_schema(schema)
+    rows = [
+        {"event_id": "e1", "ts": 1_700_000_000_123, "label": 1},
+        {"event_id": None, "ts": None, "label": 0},
+        {"event_id": "e3", "ts": None, "label": 1},
+        {"event_id": "é4", "ts": -5, "label": 0},
+    ]
+    payloads = []
+    for row in rows:
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, parsed, row)
+        payloads.append(out.getvalue())
+    messages: list[Any] = [Message(p, i) for i, p in enumerate(payloads)]
+    settings = LabelSettings(
+        topic="labels", event_id_field="event_id", label_field="label", timestamp_field=timestamp_field
+    )
+    decoder = PlainAvroDecoder(schema, schema, report_unexpected=False)
+    by_columns = labels_from_messages(messages, decoder, settings)
+    one_by_one = labels_from_messages(messages, _RecordByRecord(decoder), settings)  # type: ignore[arg-type]
+    assert by_columns == one_by_one
+    assert (read_columns(decoder, payloads, 10**6) is not None) == (schema is AVRO_LABEL_SIMPLE)
