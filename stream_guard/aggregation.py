@@ -50,12 +50,13 @@ class WindowGroups:
 
 
 def group_rows(batch: EventBatch, window_ms: int) -> WindowGroups:
-    sources = np.array([f"{t}:{p}" for t, p in zip(batch.topics, batch.partitions.tolist(), strict=True)])
     starts = window_starts(batch.event_time_ms, window_ms)
-    source_names, source_idx = np.unique(sources, return_inverse=True)
-    pairs = np.stack([source_idx, starts], axis=1)
-    unique_pairs, group_of_row = np.unique(pairs, axis=0, return_inverse=True)
+    source_names, source_idx = _sources(batch)
+    start_values, start_idx = np.unique(starts, return_inverse=True)
+    # Groups in order of (source, window start), as sorting the pairs would give.
+    cells, group_of_row = np.unique(source_idx * len(start_values) + start_idx.reshape(-1), return_inverse=True)
     group_of_row = group_of_row.reshape(-1)
+    unique_pairs = np.stack([cells // len(start_values), start_values[cells % len(start_values)]], axis=1)
     updates: dict[str, StateUpdate] = {}
     for i, name in enumerate(source_names.tolist()):
         mask = source_idx == i
@@ -67,6 +68,21 @@ def group_rows(batch: EventBatch, window_ms: int) -> WindowGroups:
         sources=[str(source_names[s]) for s in unique_pairs[:, 0]],
         updates=updates,
     )
+
+
+def _sources(batch: EventBatch) -> tuple[np.ndarray, np.ndarray]:
+    """The ``topic:partition`` names of the batch's rows, sorted, and each row's index into them."""
+    topics = batch.topics
+    if topics and topics.count(topics[0]) == len(topics):  # one topic: its partitions named once each
+        partitions, of_row = np.unique(batch.partitions, return_inverse=True)
+        names = np.array([f"{topics[0]}:{p}" for p in partitions.tolist()])
+        order = np.argsort(names, kind="stable")
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        return names[order], rank[of_row.reshape(-1)]
+    sources = np.array([f"{t}:{p}" for t, p in zip(topics, batch.partitions.tolist(), strict=True)])
+    names, of_row = np.unique(sources, return_inverse=True)
+    return names, of_row.reshape(-1)
 
 
 Contributor = Callable[[EventBatch, WindowGroups, ModelKeys], None]

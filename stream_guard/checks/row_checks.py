@@ -53,8 +53,9 @@ from __future__ import annotations
 import math
 import weakref
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from operator import attrgetter
 from typing import Any
 
@@ -93,10 +94,14 @@ class _Column:
     null: np.ndarray  # valid rows whose value is null
     present: np.ndarray  # valid rows with a value of the right type
     wrong_type: np.ndarray  # valid rows with a value of the wrong type
-    raw: np.ndarray  # the values (object)
+    objects: Callable[[], np.ndarray]  # the values (object), converted when a finding shows them
     numbers: np.ndarray | None = None  # numeric: float64, NaN where not present
     codes: np.ndarray | None = None  # categorical: index into uniques, -1 where not present
     uniques: np.ndarray | None = None
+
+    @property
+    def raw(self) -> np.ndarray:
+        return self.objects()
 
 
 class FeatureChecks:
@@ -247,7 +252,6 @@ def range_bounds(feature: NumericProfile, tolerance: float) -> tuple[float, floa
 
 def _convert(batch: EventBatch, name: str, numeric: bool, issue_rows: np.ndarray | None) -> _Column:
     n = len(batch)
-    raw = batch.objects(name)
     valid = np.ones(n, dtype=bool) if len(batch.failed) != n else ~batch.failed
     if issue_rows is not None:
         valid[issue_rows] = False
@@ -257,6 +261,7 @@ def _convert(batch: EventBatch, name: str, numeric: bool, issue_rows: np.ndarray
     if typed:
         null = valid & batch.null_mask(name)  # every value of a right type: no mask per type
     else:
+        raw = batch.objects(name)
         types = np.fromiter(map(type, raw), dtype=object, count=n)
         null = valid & (types == _NONE)
         for t in kinds:
@@ -264,12 +269,13 @@ def _convert(batch: EventBatch, name: str, numeric: bool, issue_rows: np.ndarray
                 wrong_type |= types == t
         wrong_type &= valid
     present = valid & ~null & ~wrong_type
-    column = _Column(null=null, present=present, wrong_type=wrong_type, raw=raw)
+    column = _Column(null=null, present=present, wrong_type=wrong_type, objects=partial(batch.objects, name))
     if numeric and typed:
         column.numbers = np.where(present, batch.numeric(name)[0], np.nan)
         return column
     if typed:  # strings and None only: the batch's factorisation of the field holds every value
-        column.codes, column.uniques = _present_codes(batch.factorized(name)[0], raw, present)
+        codes, uniques = batch.factorized(name)
+        column.codes, column.uniques = _present_codes(codes, batch.objects(name), present, uniques)
         return column
     clean = raw.copy()
     clean[~present] = None
@@ -281,12 +287,18 @@ def _convert(batch: EventBatch, name: str, numeric: bool, issue_rows: np.ndarray
     return column
 
 
-def _present_codes(codes: np.ndarray, raw: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _present_codes(
+    codes: np.ndarray, raw: np.ndarray, present: np.ndarray, uniques: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """``pandas.factorize`` of the values at ``present`` (None elsewhere), from the codes of all values.
 
     The distinct values are renumbered in order of first appearance among the present
     rows, each the value of its first present row: what factorising those alone gives.
+    Where the present rows are the non-null ones, that is the factorisation of all values
+    itself (``codes`` and their ``uniques``, when given).
     """
+    if uniques is not None and np.array_equal(present, codes >= 0):
+        return codes.copy(), uniques
     kept = np.where(present, codes, -1)
     rows = np.flatnonzero(kept >= 0)
     if rows.size == 0:

@@ -81,9 +81,9 @@ def numeric_column(batch: EventBatch, name: str) -> np.ndarray:
     Strings are NaN even when they spell a number: the decoder reports them as type
     mismatches, and they must not count as values.
     """
-    values = batch.column(name)
     if all(issubclass(t, _NUMBER_TYPES) for t in batch.value_types(name)):
-        return np.asarray(values, dtype=np.float64)  # None becomes NaN
+        return batch.numeric(name)[0]  # None becomes NaN
+    values = batch.column(name)
     return np.fromiter(
         (float(v) if isinstance(v, _NUMBER_TYPES) and v is not None else np.nan for v in values),
         dtype=np.float64,

@@ -495,3 +495,39 @@ def test_to_epoch_ms_is_exact_for_millisecond_datetimes(ms: int) -> None:
     """A datetime with whole milliseconds converts back exactly (no float truncation, e.g. after 2038-01-19)."""
     value = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
     assert to_epoch_ms(value) == ms
+
+
+def _groups_by_sorting_pairs(batch: EventBatch, window_ms: int) -> tuple[list[int], list[int], list[str]]:
+    """group_rows as it was written first: rows' source strings and (source, start) pairs sorted."""
+    sources = np.array([f"{t}:{p}" for t, p in zip(batch.topics, batch.partitions.tolist(), strict=True)])
+    starts = window_starts(batch.event_time_ms, window_ms)
+    names, source_idx = np.unique(sources, return_inverse=True)
+    pairs = np.stack([source_idx.reshape(-1), starts], axis=1)
+    unique_pairs, group_of_row = np.unique(pairs, axis=0, return_inverse=True)
+    return group_of_row.reshape(-1).tolist(), unique_pairs[:, 1].tolist(), [str(names[s]) for s in unique_pairs[:, 0]]
+
+
+@pytest.mark.parametrize(
+    "topics",
+    [
+        ["events"] * 8,  # one topic: partitions 2 and 10 sort as strings ("events:10" first)
+        ["events", "other", "events", "events", "other", "events", "events", "events"],
+    ],
+)
+def test_rows_are_grouped_by_source_and_window_as_sorting_the_pairs_groups_them(topics: list[str]) -> None:
+    n = len(topics)
+    batch = EventBatch(
+        model="m",
+        decoded=[Decoded({}, []) for _ in range(n)],
+        topics=topics,
+        partitions=np.array([2, 10, 2, 3, 10, 10, 2, 3]),
+        offsets=np.arange(n) + 100,
+        event_time_ms=np.array([5_000, 1_000, 61_000, 1_000, 122_000, 1_500, 5_001, 200_000]),
+        event_ids=[None] * n,
+    )
+    groups = group_rows(batch, 60_000)
+    want_groups, want_starts, want_sources = _groups_by_sorting_pairs(batch, 60_000)
+    assert groups.group_of_row.tolist() == want_groups
+    assert groups.starts.tolist() == want_starts
+    assert groups.sources == want_sources
+    assert list(groups.updates) == sorted(set(want_sources))

@@ -58,14 +58,16 @@ def test_present_codes_are_the_factorisation_of_the_present_values_alone() -> No
     for _ in range(200):
         n = int(rng.integers(0, 30))
         raw = np.array([None if rng.random() < 0.2 else f"v{rng.integers(8)}" for _ in range(n)], dtype=object)
-        present = rng.random(n) < 0.6
-        codes, _ = pd.factorize(raw)
+        codes, uniques = pd.factorize(raw)
+        # Some rows left out, or exactly the null ones (then the batch's own factorisation is the answer).
+        present = rng.random(n) < 0.6 if rng.random() < 0.5 else codes >= 0
         clean = raw.copy()
         clean[~present] = None
         want_codes, want_uniques = pd.factorize(clean)
-        got_codes, got_uniques = _present_codes(codes, raw, present)
-        assert got_codes.tolist() == want_codes.tolist()
-        assert got_uniques.tolist() == list(want_uniques)
+        for given in (None, np.asarray(uniques, dtype=object)):
+            got_codes, got_uniques = _present_codes(codes, raw, present, given)
+            assert got_codes.tolist() == want_codes.tolist()
+            assert got_uniques.tolist() == list(want_uniques)
 
 
 def test_capper_codes_from_the_batch_factorisation_equal_its_own() -> None:
