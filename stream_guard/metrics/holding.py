@@ -76,7 +76,7 @@ class Outcomes(NamedTuple):
             map(place_code.__getitem__, zip(sources, self.buckets.tolist(), strict=True)), np.int64
         )
         cells = label_place[rows] * len(names) + slice_codes
-        present, at = _distinct(cells, len(places) * len(names))
+        present, at = s.distinct_cells(cells, len(places) * len(names))
         spread = self.values[rows]
         totals = np.column_stack(
             [
@@ -86,18 +86,6 @@ class Outcomes(NamedTuple):
         )
         slice_names = np.array(names, dtype=object)
         return SliceSums(list(places), present // len(names), slice_names[present % len(names)], totals)
-
-
-def _distinct(cells: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """``np.unique(cells, return_inverse=True)`` of cells in ``range(size)``: by counting, not
-    sorting, when the range is not much larger than the cells."""
-    if size > max(4 * len(cells), 1 << 16):
-        present, at = np.unique(cells, return_inverse=True)
-        return present, at.reshape(-1)
-    present = np.flatnonzero(np.bincount(cells, minlength=size))
-    rank = np.zeros(size, dtype=np.int64)
-    rank[present] = np.arange(len(present))
-    return present, rank[cells]
 
 
 class SliceSums(NamedTuple):

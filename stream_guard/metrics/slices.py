@@ -334,6 +334,7 @@ class SliceRecorder:
         buckets = (batch.event_time_ms[rows] // self.bucket_ms) * self.bucket_ms
         bucket_values, bucket_code = np.unique(buckets, return_inverse=True)
         cell = src * len(bucket_values) + bucket_code.reshape(-1)
+        n_cells = len(source_names) * len(bucket_values)
         codes = self.slice_codes(batch, rows)
         metrics, matrix = self._row_metrics(batch, rows, findings)
         everyone = SliceCodes(np.zeros(len(rows), dtype=np.int64), np.array([s.ALL], dtype=object))
@@ -341,10 +342,8 @@ class SliceRecorder:
         for dim_codes in (everyone, *codes.values()):
             width = len(dim_codes.names)
             key = cell * width + dim_codes.codes
-            present, inverse = np.unique(key, return_inverse=True)
-            order = np.argsort(inverse.reshape(-1), kind="stable")
-            starts = np.searchsorted(inverse.reshape(-1)[order], np.arange(len(present)))
-            sums.append(np.add.reduceat(matrix[order], starts, axis=0))
+            present, summed = s.grouped_sums(key, n_cells * width, matrix)
+            sums.append(summed)
             places.append(present // width)
             slices.append(dim_codes.names[present % width])
         where = np.concatenate(places)

@@ -390,3 +390,26 @@ def _table_of(preds: Sequence[dict[str, Any] | None]) -> PredictionTable:
         [p.get("prediction") for p in rows],
         [list(p.get("slices", [])) for p in rows],
     )
+
+
+def distinct_cells(cells: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(cells, return_inverse=True)`` of cells in ``range(size)``: by counting, not
+    sorting, when the range is not much larger than the cells."""
+    if size > max(4 * len(cells), 1 << 16):
+        present, at = np.unique(cells, return_inverse=True)
+        return present, at.reshape(-1)
+    present = np.flatnonzero(np.bincount(cells, minlength=size))
+    rank = np.zeros(size, dtype=np.int64)
+    rank[present] = np.arange(len(present))
+    return present, rank[cells]
+
+
+def grouped_sums(cells: np.ndarray, size: int, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ``cells`` (in ``range(size)``, sorted) and the sums of ``values``' rows in each,
+    added in row order (one ``np.add.reduceat`` over the rows sorted by cell)."""
+    present, inverse = distinct_cells(cells, size)
+    # A stable sort of small codes: radix sort on 16 bits where they fit.
+    narrow = inverse.astype(np.int16) if len(present) <= np.iinfo(np.int16).max else inverse
+    order = np.argsort(narrow, kind="stable")
+    starts = np.searchsorted(inverse[order], np.arange(len(present)))
+    return present, np.add.reduceat(values[order], starts, axis=0)

@@ -13,7 +13,6 @@ import pytest
 
 from stream_guard.decoding import Decoded, PlainAvroDecoder, load_json, load_json_object, read_columns
 from stream_guard.errors import DecodeError
-from stream_guard.metrics.holding import _distinct
 from stream_guard.metrics.label_messages import _PlainJson, labels_from_messages
 from stream_guard.metrics.labels import Label, _is_positive, _label_key
 from stream_guard.metrics.store import (
@@ -21,8 +20,10 @@ from stream_guard.metrics.store import (
     decode_prediction,
     decode_prediction_table,
     decode_predictions,
+    distinct_cells,
     encode_prediction,
     encode_predictions,
+    grouped_sums,
 )
 from stream_guard.settings.metrics import LabelSettings
 from stream_guard.state.keys import ModelKeys
@@ -303,10 +304,23 @@ def test_positive_labels_keyed_per_distinct_value_are_keyed_per_label(labels: li
 def test_cells_counted_are_the_cells_sorted(size: int, n: int) -> None:
     """The counting path of the label sums finds np.unique's cells and inverse, dense or sparse."""
     cells = np.random.default_rng(size + n).integers(0, size, n)
-    present, at = _distinct(cells, size)
+    present, at = distinct_cells(cells, size)
     expected, inverse = np.unique(cells, return_inverse=True)
     assert present.tolist() == expected.tolist()
     assert at.tolist() == inverse.reshape(-1).tolist()
+
+
+@pytest.mark.parametrize(("size", "n"), [(1, 5), (400, 5_000), (40_000, 3_000), (10, 1)])
+def test_grouped_sums_are_the_sorted_groups_sums_bit_for_bit(size: int, n: int) -> None:
+    """grouped_sums adds each cell's rows in row order: the floats of sorting by np.unique's inverse."""
+    rng = np.random.default_rng(size)
+    cells, values = rng.integers(0, size, n), rng.random((n, 7)) * 1e6
+    present, sums = grouped_sums(cells, size, values)
+    expected, inverse = np.unique(cells, return_inverse=True)
+    order = np.argsort(inverse.reshape(-1), kind="stable")
+    starts = np.searchsorted(inverse.reshape(-1)[order], np.arange(len(expected)))
+    assert present.tolist() == expected.tolist()
+    assert np.array_equal(sums, np.add.reduceat(values[order], starts, axis=0))
 
 
 AVRO_LABEL = {
