@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -45,9 +45,11 @@ if TYPE_CHECKING:
     pass
 
 
-@dataclass(frozen=True)
-class Label:
-    """One decoded label message. ``event_id`` is ``None`` when it carries no usable label."""
+class Label(NamedTuple):
+    """One decoded label message. ``event_id`` is ``None`` when it carries no usable label.
+
+    A named tuple: a batch makes one per label message, and a frozen dataclass costs
+    several times as much to build."""
 
     event_id: str | None
     label: Any
