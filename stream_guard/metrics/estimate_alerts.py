@@ -164,7 +164,8 @@ class EstimatePerformanceEvaluator:
         cls, model_name: str, reader: MetricsReader, settings: MetricsSettings, *, labels: bool
     ) -> EstimatePerformanceEvaluator:
         """The evaluator of one model; its rollups cached on a grid all its ranges' ends lie on
-        (:mod:`~stream_guard.metrics.rollups`), so an evaluation sums what changed."""
+        (:mod:`~stream_guard.metrics.rollups`), so an evaluation sums what changed; whole hours
+        stored for the metrics retention, so a worker that just started reads them as sums."""
         grid = math.gcd(
             *(
                 seconds * 1000
@@ -177,7 +178,8 @@ class EstimatePerformanceEvaluator:
                 )
             )
         )
-        return cls({model_name: RollupCache(reader, grid)}, {model_name: settings}, labels={model_name: labels})
+        cache = RollupCache(reader, grid, stored_ttl_s=settings.retention_s)
+        return cls({model_name: cache}, {model_name: settings}, labels={model_name: labels})
 
     def estimation(self, model: ModelRuntime) -> ReferenceEstimation | None:
         """The model's estimation if its profile has one on the live histogram's bins."""

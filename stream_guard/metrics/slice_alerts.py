@@ -114,13 +114,15 @@ class PerformanceEvaluator:
         over its evaluations a week and its families: one per metric, one per fairness metric).
         Its rollups are cached on tiles of the evaluation grid (``performance_every_s``): an
         evaluation sums again only the tiles that changed since the last one, so its cost
-        does not grow with the lookback (:mod:`~stream_guard.metrics.rollups`).
+        does not grow with the lookback (:mod:`~stream_guard.metrics.rollups`). The sums of
+        whole hours are stored beside the buckets for the metrics retention, so the first
+        evaluation of a worker that just started reads an hour as one hash, not its buckets.
         """
         every_ms, lookback_ms = settings.performance_every_s * 1000, settings.performance_lookback_s * 1000
         tested = ["mae"] if settings.task == "regression" else list(metrics)
         families = len(tested) + sum(m in settings.performance_max_gap for m in tested)
         return cls(
-            {model_name: RollupCache(reader, math.gcd(every_ms, lookback_ms))},
+            {model_name: RollupCache(reader, math.gcd(every_ms, lookback_ms), stored_ttl_s=settings.retention_s)},
             metrics=metrics,
             lookback_ms=lookback_ms,
             every_ms=every_ms,

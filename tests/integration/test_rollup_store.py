@@ -1,0 +1,71 @@
+"""Hours of tiles stored in Redis beside the buckets: a restarted cache reads them back, same floats (real redis-server)."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from stream_guard.metrics import store as s
+from stream_guard.metrics.buckets import SIGNATURE, BucketReads, MemoryBucketReads, RedisBucketReads
+from stream_guard.metrics.query import MetricsReader, Rollup
+from stream_guard.metrics.rollups import RollupCache
+from stream_guard.state.keys import ModelKeys
+from stream_guard.state.keyspace import MemoryKeySpace
+
+pytestmark = pytest.mark.integration
+
+BUCKET = 60_000
+TILE = 5 * BUCKET
+HOUR = 60 * BUCKET
+START = 1_700_000_000_000 // HOUR * HOUR
+TTL_S = 3600
+
+
+def fill(client: redis.Redis, keys: ModelKeys, start: int, end: int) -> None:
+    """Buckets the way the writers leave them: integer counters, float sums, a version."""
+    pipe = client.pipeline(transaction=False)
+    for i, bucket in enumerate(range(start, end, BUCKET)):
+        fields: dict[str, str | int | float] = {s.VERSION: 1 + i % 3}
+        for j, slice_ in enumerate(["*", "device=ios", "device=android", f"country=c{i % 7}"]):
+            fields[s.field_name(slice_, s.EVENTS)] = 10 + (i * 7 + j) % 13
+            fields[s.field_name(slice_, s.TP)] = (i + j) % 5
+            fields[s.field_name(slice_, s.SCORE_SUM)] = 0.1 * i + 1 / (j + 3)
+        pipe.hset(keys.bucket(bucket), mapping=fields)
+    pipe.execute()
+
+
+def counters(rollup: Rollup) -> dict[str, dict[str, float]]:
+    return {name: metrics.counters for name, metrics in rollup.items()}
+
+
+def test_a_restarted_cache_gives_the_same_floats_from_the_stored_hours(redis_client: redis.Redis, unique: str) -> None:
+    """Stored sums round-trip as the same doubles; they carry the metrics TTL and are read by a new reader."""
+    keys = ModelKeys(f"sg-{unique}", "m")
+    fill(redis_client, keys, START, START + 3 * HOUR)
+    first = RollupCache(MetricsReader(redis_client, keys, BUCKET), TILE, stored_ttl_s=TTL_S)
+    for _ in range(2):
+        first.rollup(START + TILE, START + 3 * HOUR)
+    assert first.stats.hours_stored == 2
+    stored = keys.rollup_sum(TILE, START + HOUR)
+    assert 0 < int(redis_client.ttl(stored)) <= TTL_S
+
+    restarted = RollupCache(MetricsReader(redis_client, keys, BUCKET), TILE, stored_ttl_s=TTL_S)
+    rollup = restarted.rollup(START + TILE, START + 3 * HOUR)
+    assert restarted.stats.hours_loaded == 2
+    direct = RollupCache(MetricsReader(redis_client, keys, BUCKET), TILE).rollup(START + TILE, START + 3 * HOUR)
+    assert counters(rollup) == counters(direct)
+    assert rollup.buckets == direct.buckets == 3 * 60 - 5
+
+
+@pytest.mark.parametrize("store", ["redis", "memory"])
+def test_stored_sums_are_replaced_whole_and_read_only_at_their_signature(
+    redis_client: redis.Redis, unique: str, store: str
+) -> None:
+    """Both stores of :class:`BucketReads`: one contract."""
+    reads: BucketReads = RedisBucketReads(redis_client) if store == "redis" else MemoryBucketReads(MemoryKeySpace())
+    key = f"sg-{unique}:{{m}}:m:sum:{TILE}:{START}"
+    reads.store_sums([(key, {SIGNATURE: "a", "*|n": "3", "x=1|n": "2"})], TTL_S)
+    many = {f"s={i}|n": str(i) for i in range(5000)}  # more fields than one HSET's arguments
+    reads.store_sums([(key, {SIGNATURE: "b", **many})], TTL_S)
+    assert reads.stored_sums([key, key], ["a", "b"]) == [{}, {SIGNATURE: "b", **many}]
+    assert reads.stored_sums([f"{key}:absent"], ["b"]) == [{}]
