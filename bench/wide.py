@@ -13,7 +13,8 @@ b. one worker (``stream-guard run`` in a subprocess), with its RSS sampled along
 c. two workers of one consumer group (two subprocesses, the same Redis state);
 d. the worker's peak RSS after the first ``--rss-at`` events and at the end of (b);
 e. one performance evaluation at 1 h and at 24 h lookback, over full buckets (copies of
-   the fullest bucket of run (b), so that every bucket of the 24 h holds data);
+   the fullest bucket of run (b), so that every bucket of the 24 h holds data): the first,
+   the next ones, the same reading every bucket, and the first of a restarted worker;
 f. optionally (``--latency``), p50/p99 of the time from producing a record with an immediate
    fault (undecodable, or a writer schema's type change) to its alert being readable on the
    alerts topic, while one worker reads live events at half of (b)'s rate
@@ -289,7 +290,9 @@ def evaluation_cost(
     evaluations each one ``every_s`` later, after the newest buckets were written and the
     last ``label_delay_buckets`` buckets got labels (their versions bumped, as a label join
     does), the steady state of a running worker; ``uncached``, the same steps reading every
-    bucket of the lookback (the evaluator on the reader itself, as before the cache).
+    bucket of the lookback (the evaluator on the reader itself, as before the cache);
+    ``restart``, the first evaluation of a new evaluator (a worker that just started, or
+    took the model over) at the last step, reading the hours the first one stored.
     """
     import redis
 
@@ -340,6 +343,10 @@ def evaluation_cost(
                 started = time.perf_counter()
                 evaluator(model, window)
                 figures[name] += (time.perf_counter() - started) / steps
+        restarted = PerformanceEvaluator.for_settings(MODEL, MetricsReader(client, target_keys, 60_000), settings)
+        started = time.perf_counter()
+        restarted(model, window)
+        figures["restart"] = time.perf_counter() - started
         out[hours] = figures
     return out
 
@@ -692,6 +699,7 @@ def main() -> None:
         rows.append((f"(e) evaluation, lookback {hours} h, first", figures["cold"] * 1000, "ms (every tile summed)"))
         rows.append((f"(e) evaluation, lookback {hours} h, next", figures["step"] * 1000, "ms (changed tiles only)"))
         rows.append((f"(e) evaluation, lookback {hours} h, uncached", figures["uncached"] * 1000, "ms (every bucket)"))
+        rows.append((f"(e) evaluation, lookback {hours} h, restart", figures["restart"] * 1000, "ms (stored hours)"))
     for key, label in (("f", "(f) fault to alert"), ("f_off", "(f) fault to alert, early_kinds = []")):
         figures = results.get(key)
         if figures:
