@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
 from stream_guard.metrics import store as s
 from stream_guard.metrics.buckets import SIGNATURE, BucketReads, MemoryBucketReads, RedisBucketReads
@@ -57,12 +60,20 @@ def test_a_restarted_cache_gives_the_same_floats_from_the_stored_hours(redis_cli
     assert rollup.buckets == direct.buckets == 3 * 60 - 5
 
 
-@pytest.mark.parametrize("store", ["redis", "memory"])
-def test_stored_sums_are_replaced_whole_and_read_only_at_their_signature(
-    redis_client: redis.Redis, unique: str, store: str
-) -> None:
-    """Both stores of :class:`BucketReads`: one contract."""
-    reads: BucketReads = RedisBucketReads(redis_client) if store == "redis" else MemoryBucketReads(MemoryKeySpace())
+@pytest.fixture(params=["redis", "cluster", "memory"])
+def reads(request: pytest.FixtureRequest) -> Iterator[BucketReads]:
+    """Every store of :class:`BucketReads`: one contract."""
+    if request.param == "memory":
+        yield MemoryBucketReads(MemoryKeySpace())
+    elif request.param == "redis":
+        yield RedisBucketReads(request.getfixturevalue("redis_client"))
+    else:
+        cluster = RedisCluster.from_url(request.getfixturevalue("redis_cluster").url, decode_responses=True)
+        yield RedisBucketReads(cluster)
+        cluster.close()
+
+
+def test_stored_sums_are_replaced_whole_and_read_only_at_their_signature(reads: BucketReads, unique: str) -> None:
     key = f"sg-{unique}:{{m}}:m:sum:{TILE}:{START}"
     reads.store_sums([(key, {SIGNATURE: "a", "*|n": "3", "x=1|n": "2"})], TTL_S)
     many = {f"s={i}|n": str(i) for i in range(5000)}  # more fields than one HSET's arguments
