@@ -32,13 +32,16 @@ never by the writers of the buckets.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+import structlog
 
-from stream_guard.metrics.buckets import ABSENT, SIGNATURE, UNVERSIONED
+from stream_guard.errors import RollupWarmingError
+from stream_guard.metrics.buckets import ABSENT, SIGNATURE, UNVERSIONED, RedisBucketReads
 from stream_guard.metrics.query import MetricsReader, Rollup, rollup_of
 
 
@@ -59,11 +62,16 @@ class _Sums:
 
 _EMPTY = _Sums(np.zeros(0, dtype=np.int64), np.zeros(0), 0)
 
+_log = structlog.get_logger("stream_guard.metrics.rollups")
+
 #: Tiles of a whole hour are also kept added up: a 24 h lookback on 5-minute tiles adds 24 parts, not 288.
 SUPER_TILE_MS = 3600 * 1000
 #: Hours stored by one rollup at most: a worker that started cold stores a long lookback's hours
 #: over a few evaluations, not all in the first one after it.
 STORED_PER_ROLLUP = 8
+#: Hours a rollup sums itself when neither held nor stored; more (a long lookback, cold) are summed in the
+#: background when the cache may (``warm_in_background``), and the rollup raises :class:`RollupWarmingError`.
+COLD_HOURS_INLINE = 2
 #: The field of stored sums that holds how many of the hour's buckets exist.
 _PRESENT = "_n"
 
@@ -119,16 +127,37 @@ class RollupCache:
         this long) and read back by a cache that does not hold them: a worker that just
         started, or took the model over, reads an hour of a long lookback as one hash of
         sums instead of its buckets.
+    warm_in_background
+        With ``stored_ttl_s``: a rollup that finds more than :data:`COLD_HOURS_INLINE`
+        hours neither held nor stored starts a thread that sums and stores them, one hour
+        at a time, and raises :class:`~stream_guard.errors.RollupWarmingError` (so does
+        every such rollup until the thread is done); the rollups after it read the stored
+        hours, with the same floats. Off, a cold range is summed in the call.
     """
 
     def __init__(
-        self, reader: MetricsReader, tile_ms: int, *, keep_calls: int = 4, stored_ttl_s: int | None = None
+        self,
+        reader: MetricsReader,
+        tile_ms: int,
+        *,
+        keep_calls: int = 4,
+        stored_ttl_s: int | None = None,
+        warm_in_background: bool = False,
     ) -> None:
+        if warm_in_background and stored_ttl_s is None:
+            raise ValueError("warm_in_background stores the hours it sums: it needs stored_ttl_s")
         bucket = reader.bucket_ms
         self.reader = reader
         self.tile_ms = tile_ms if tile_ms >= bucket and tile_ms % bucket == 0 else bucket
         self.keep_calls = keep_calls
         self.stored_ttl_s = stored_ttl_s
+        self.warm_in_background = warm_in_background
+        #: What the background warm-ups did (hours stored), since the cache was made.
+        self.warm_stats = RollupStats()
+        self._warming: threading.Thread | None = None
+        #: Hours the warm-up thread has still to sum; it ends when none is left (under the lock).
+        self._to_warm: list[int] = []
+        self._warm_lock = threading.Lock()
         self.stats = RollupStats()
         self._tiles: dict[int, _Tile] = {}
         #: Sums of the tiles of each whole SUPER_TILE_MS, so a long lookback adds up a few dozen parts.
@@ -167,6 +196,14 @@ class RollupCache:
         signatures = [tuple(versions[i * per_tile : (i + 1) * per_tile]) for i in range(len(tile_starts))]
         hours = self._hours(tile_starts, signatures)
         known = self._known_hours(tile_starts, hours)
+        if self.warm_in_background:
+            cold = [tile_starts[i] for i, sig in hours.items() if i not in known and _storable(sig)]
+            cold = [start for start in cold if start not in self._supers]  # held at other versions: tiles held
+            if len(cold) > COLD_HOURS_INLINE:
+                self._warm_up(cold)
+                raise RollupWarmingError(
+                    f"{len(cold)} hours of [{start_ms}, {end_ms}) are neither held nor stored: summed in the background"
+                )
         covered = {i for first in known for i in range(first, first + self._per_super)}
         sums: list[_Sums] = []
         stale: list[int] = []
@@ -295,6 +332,68 @@ class RollupCache:
         index = np.fromiter((self._field(name) for name in fields), dtype=np.int64, count=len(fields))
         return _Sums(index, np.fromiter(map(float, fields.values()), dtype=np.float64, count=len(fields)), present)
 
+    @property
+    def warming(self) -> bool:
+        """Whether a background warm-up is summing hours now."""
+        with self._warm_lock:
+            return self._warming is not None
+
+    def wait_warm(self, timeout_s: float | None = None) -> bool:
+        """Wait for the background warm-up, if any; whether none is running now."""
+        with self._warm_lock:
+            thread = self._warming
+        if thread is not None:
+            thread.join(timeout_s)
+        return not self.warming
+
+    def _warm_up(self, hour_starts: list[int]) -> None:
+        """Queue ``hour_starts`` for the warm-up thread, and start it unless it is at work already."""
+        with self._warm_lock:
+            self._to_warm += [start for start in hour_starts if start not in self._to_warm]
+            if self._warming is not None:
+                return
+            self._warming = threading.Thread(target=self._store_hours, name="rollup-warm-up", daemon=True)
+            self._warming.start()
+
+    def _store_hours(self) -> None:
+        """The warm-up thread: sum and store the queued hours, one at a time, until none is left.
+
+        One hour per round of scripts, so Redis serves the worker's batches in between. It
+        sums on a cache of its own: nothing is shared with the evaluating cache but the
+        reader, the store and the queue. A failure ends the warm-up; the next cold rollup
+        starts another.
+        """
+        helper = RollupCache(self.reader, self.tile_ms, stored_ttl_s=self.stored_ttl_s)
+        helper.stats = self.warm_stats
+        span = self._per_super * self.tile_ms
+        while True:
+            with self._warm_lock:
+                if not self._to_warm:
+                    self._warming = None
+                    return
+                start = self._to_warm[0]
+            try:
+                helper._store_hour(start, span)
+            except Exception as exc:  # noqa: BLE001 - a thread's failure is logged; the next rollup tries again
+                _log.warning("rollup_warm_up_failed", error=repr(exc), hours_left=len(self._to_warm))
+                with self._warm_lock:
+                    self._to_warm.clear()
+                    self._warming = None
+                return
+            with self._warm_lock:
+                self._to_warm.remove(start)
+
+    def _store_hour(self, start: int, span: int) -> None:
+        """Sum the hour at ``start`` (unless stored at its versions already) and store it; hold nothing after."""
+        self._tiles_of(start, start + span)
+        hour = self._supers.get(start)
+        if hour is not None and not hour.stored and self.stored_ttl_s is not None:
+            self.reader.store_sums(self.tile_ms, [(start, self._stored_fields(hour))], self.stored_ttl_s)
+            self.stats.hours_stored += 1
+        self._tiles.clear()
+        self._supers.clear()
+        self._names, self._index = [], {}
+
     def _added(self, parts: Sequence[_Sums]) -> _Sums:
         """One :class:`_Sums` of ``parts``, added in their order."""
         total = np.zeros(len(self._names))
@@ -338,3 +437,13 @@ class RollupCache:
     @property
     def tiles_held(self) -> int:
         return len(self._tiles)
+
+
+def stored_rollups(reader: MetricsReader, tile_ms: int, retention_s: int) -> RollupCache:
+    """An evaluator's cache: hours stored for the metrics retention, cold ranges warmed in the background on Redis.
+
+    An in-memory source (a replay) sums a cold range in the call: a replay evaluates every
+    window, whatever the speed of the machine.
+    """
+    background = isinstance(reader.source, RedisBucketReads)
+    return RollupCache(reader, tile_ms, stored_ttl_s=retention_s, warm_in_background=background)

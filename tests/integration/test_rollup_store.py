@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, cast
 
 import pytest
 import redis
@@ -12,8 +14,14 @@ from stream_guard.metrics import store as s
 from stream_guard.metrics.buckets import SIGNATURE, BucketReads, MemoryBucketReads, RedisBucketReads
 from stream_guard.metrics.query import MetricsReader, Rollup
 from stream_guard.metrics.rollups import RollupCache
+from stream_guard.metrics.slice_alerts import PerformanceEvaluator
+from stream_guard.settings.metrics import MetricsSettings
 from stream_guard.state.keys import ModelKeys
 from stream_guard.state.keyspace import MemoryKeySpace
+from stream_guard.state.update import WindowSnapshot
+
+if TYPE_CHECKING:
+    from stream_guard.model import ModelRuntime
 
 pytestmark = pytest.mark.integration
 
@@ -80,3 +88,32 @@ def test_stored_sums_are_replaced_whole_and_read_only_at_their_signature(reads: 
     reads.store_sums([(key, {SIGNATURE: "b", **many})], TTL_S)
     assert reads.stored_sums([key, key], ["a", "b"]) == [{}, {SIGNATURE: "b", **many}]
     assert reads.stored_sums([f"{key}:absent"], ["b"]) == [{}]
+
+
+def test_a_cold_evaluation_is_deferred_to_the_warm_up_then_evaluates_as_a_warm_one(
+    redis_client: redis.Redis, unique: str
+) -> None:
+    """The worker's evaluator on a cold 3 h lookback: no alerts and no bucket read in the call; the same
+    results as an evaluator summing inline once the thread stored both ranges' hours."""
+    keys = ModelKeys(f"sg-{unique}", "m")
+    fill(redis_client, keys, START, START + 6 * HOUR)
+    settings = MetricsSettings(performance_every_s=300, performance_lookback_s=3 * 3600)
+    evaluator = PerformanceEvaluator.for_settings("m", MetricsReader(redis_client, keys, BUCKET), settings)
+    cache = evaluator.readers["m"]
+    assert isinstance(cache, RollupCache) and cache.warm_in_background
+    model = cast("ModelRuntime", SimpleNamespace(name="m", profile=None))
+    window = WindowSnapshot(START + 6 * HOUR - TILE, START + 6 * HOUR, {})
+    assert evaluator(model, window) == []
+    assert cache.stats.buckets_read == 0
+    assert cache.wait_warm(timeout_s=60)
+    assert cache.warm_stats.hours_stored == 6  # the lookback's and its baseline's, queued by one evaluation
+
+    inline_reader = MetricsReader(redis_client, keys, BUCKET)
+    inline = PerformanceEvaluator(
+        {"m": RollupCache(inline_reader, TILE)}, lookback_ms=3 * HOUR, every_ms=TILE, metrics=evaluator.metrics
+    )
+    assert evaluator(model, window) == inline(model, window)
+    assert cache.stats.hours_loaded == 6
+    assert counters(cache.rollup(START + 3 * HOUR, START + 6 * HOUR)) == counters(
+        RollupCache(inline_reader, TILE).rollup(START + 3 * HOUR, START + 6 * HOUR)
+    )

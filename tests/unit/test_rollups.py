@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from stream_guard.errors import RollupWarmingError
 from stream_guard.metrics import rollups
 from stream_guard.metrics import store as s
 from stream_guard.metrics.query import MetricsReader, Rollup
@@ -262,3 +263,34 @@ def test_without_a_ttl_nothing_is_stored_or_looked_up(stream: Stream) -> None:
     for _ in range(2):
         cache.rollup(HOUR_START, HOUR_START + 2 * HOUR)
     assert (cache.stats.hours_loaded, cache.stats.hours_stored, cache.stats.tiles_read) == (0, 0, 24)
+
+
+def test_a_cold_long_range_is_warmed_in_the_background_then_gives_the_same_floats(stream: Stream) -> None:
+    """The rollup that finds it cold raises at once; once the thread stored the hours, the floats are a warm cache's."""
+    hours = rollups.COLD_HOURS_INLINE + 2
+    stream.fill(HOUR_START, HOUR_START + hours * HOUR)
+    reader = MetricsReader(stream.state, KEYS, BUCKET)
+    cache = RollupCache(reader, TILE, stored_ttl_s=HOURS_TTL_S, warm_in_background=True)
+    with pytest.raises(RollupWarmingError, match=f"{hours} hours"):
+        cache.rollup(HOUR_START, HOUR_START + hours * HOUR)
+    assert cache.stats.buckets_read == 0
+    assert cache.wait_warm(timeout_s=60)
+    assert cache.warm_stats.hours_stored == hours
+    warm = cache.rollup(HOUR_START, HOUR_START + hours * HOUR)
+    assert cache.stats.hours_loaded == hours
+    inline = RollupCache(reader, TILE).rollup(HOUR_START, HOUR_START + hours * HOUR)
+    assert counters(warm) == counters(inline)
+
+
+def test_a_few_cold_hours_are_summed_in_the_call(stream: Stream) -> None:
+    stream.fill(HOUR_START, HOUR_START + rollups.COLD_HOURS_INLINE * HOUR)
+    reader = MetricsReader(stream.state, KEYS, BUCKET)
+    cache = RollupCache(reader, TILE, stored_ttl_s=HOURS_TTL_S, warm_in_background=True)
+    cache.rollup(HOUR_START, HOUR_START + rollups.COLD_HOURS_INLINE * HOUR)
+    assert not cache.warming
+    assert cache.stats.tiles_read == 12 * rollups.COLD_HOURS_INLINE
+
+
+def test_warming_in_the_background_needs_a_store(stream: Stream) -> None:
+    with pytest.raises(ValueError, match="stored_ttl_s"):
+        RollupCache(MetricsReader(stream.state, KEYS, BUCKET), TILE, warm_in_background=True)
