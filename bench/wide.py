@@ -351,7 +351,7 @@ def evaluation_cost(
         cache = cached.readers[MODEL]
         assert isinstance(cache, RollupCache)
         cache.wait_warm()
-        figures["warm_up"] = time.perf_counter() - started
+        figures["warm_up"] = time.perf_counter() - started if cache.warm_stats.hours_stored else 0.0
         started = time.perf_counter()
         cached(model, first_window)
         figures["first"] = time.perf_counter() - started
@@ -723,7 +723,10 @@ def main() -> None:
     for hours, figures in results.get("e", {}).items():
         rows.append((f"(e) evaluation, lookback {hours} h, inline", figures["inline"] * 1000, "ms (every tile summed)"))
         rows.append((f"(e) evaluation, lookback {hours} h, cold", figures["cold"] * 1000, "ms (in the loop)"))
-        rows.append((f"(e)   warm-up thread, lookback {hours} h", figures["warm_up"] * 1000, "ms (beside the loop)"))
+        if figures["warm_up"]:
+            rows.append(
+                (f"(e)   warm-up thread, lookback {hours} h", figures["warm_up"] * 1000, "ms (beside the loop)")
+            )
         rows.append((f"(e) evaluation, lookback {hours} h, first", figures["first"] * 1000, "ms (after the warm-up)"))
         rows.append((f"(e) evaluation, lookback {hours} h, next", figures["step"] * 1000, "ms (changed tiles only)"))
         rows.append((f"(e) evaluation, lookback {hours} h, uncached", figures["uncached"] * 1000, "ms (every bucket)"))
