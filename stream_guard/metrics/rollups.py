@@ -26,7 +26,14 @@ asks the store first and takes its sums when the versions still match. The store
 fields are ``repr`` of the held doubles, which read back as the same doubles, so a
 restarted worker adds the same parts in the same order: the floats still do not depend
 on what was cached, here or in Redis. Stored sums are written at evaluation time only,
-never by the writers of the buckets.
+never by the writers of the buckets. An hour read back as one hash has none of its tiles
+held: when the range's start enters it, its remaining tiles are summed once.
+
+With ``warm_in_background`` a cache does not sum a cold range in the call when it spans
+more than :data:`COLD_HOURS_INLINE` hours: a thread sums and stores them, and the rollup
+raises :class:`~stream_guard.errors.RollupWarmingError` until the thread is done. Which
+evaluations run then depends on how fast the thread was; what each one that runs computes
+does not.
 """
 
 from __future__ import annotations
