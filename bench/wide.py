@@ -13,7 +13,8 @@ b. one worker (``stream-guard run`` in a subprocess), with its RSS sampled along
 c. two workers of one consumer group (two subprocesses, the same Redis state);
 d. the worker's peak RSS after the first ``--rss-at`` events and at the end of (b);
 e. one performance evaluation at 1 h and at 24 h lookback, over full buckets (copies of
-   the fullest bucket of run (b), so that every bucket of the 24 h holds data);
+   the fullest bucket of run (b), so that every bucket of the 24 h holds data): the first,
+   the next ones, the same reading every bucket, and the first of a restarted worker;
 f. optionally (``--latency``), p50/p99 of the time from producing a record with an immediate
    fault (undecodable, or a writer schema's type change) to its alert being readable on the
    alerts topic, while one worker reads live events at half of (b)'s rate
@@ -288,16 +289,22 @@ def evaluation_cost(
     """(e): seconds per performance evaluation at each lookback, over buckets that are all full.
 
     Every bucket of the range is a copy of the fullest bucket of run (b). Per lookback:
-    ``cold``, the first evaluation (every tile summed); ``step``, the mean of ``steps``
+    ``inline``, a first evaluation that sums every tile in the call (the cache without its
+    background warm-up); ``cold``, the first evaluation of the worker's evaluator, which
+    hands the cold hours to its warm-up thread and is skipped; ``warm_up``, how long that
+    thread took to sum and store them; ``first``, the evaluation after it; ``step``, the mean of ``steps``
     evaluations each one ``every_s`` later, after the newest buckets were written and the
     last ``label_delay_buckets`` buckets got labels (their versions bumped, as a label join
     does), the steady state of a running worker; ``uncached``, the same steps reading every
-    bucket of the lookback (the evaluator on the reader itself, as before the cache).
+    bucket of the lookback (the evaluator on the reader itself, as before the cache);
+    ``restart``, the first evaluation of a new evaluator (a worker that just started, or
+    took the model over) at the last step, reading the hours the first one stored.
     """
     import redis
 
     from stream_guard.metrics import MetricsReader, PerformanceEvaluator
     from stream_guard.metrics import store as s
+    from stream_guard.metrics.rollups import RollupCache
     from stream_guard.settings.metrics import MetricsSettings
     from stream_guard.state.keys import ModelKeys
     from stream_guard.state.update import WindowSnapshot
@@ -317,6 +324,9 @@ def evaluation_cost(
     for hours in lookbacks_h:
         lookback_ms = hours * 3600 * 1000
         raw.delete(*[target.bucket(b) for b in range(end - 2 * lookback_ms, end + steps * every_ms, 60_000)])
+        stored = list(raw.scan_iter(match=target_keys.rollup_sum(0, 0).removesuffix("0:0") + "*"))
+        if stored:  # the hours the previous lookback's evaluators stored: this one starts from none
+            raw.delete(*stored)
         pipe = raw.pipeline(transaction=False)
         for b in range(end - 2 * lookback_ms, end, 60_000):  # the lookback and the one before it (the baseline)
             pipe.restore(target.bucket(b), 0, dump, replace=True)
@@ -327,9 +337,27 @@ def evaluation_cost(
         direct = PerformanceEvaluator(
             {MODEL: reader}, lookback_ms=lookback_ms, every_ms=every_ms, metrics=cached.metrics
         )
+        grid = math.gcd(every_ms, lookback_ms)
+        inline = PerformanceEvaluator(
+            {MODEL: RollupCache(reader, grid, stored_ttl_s=3600)},
+            lookback_ms=lookback_ms,
+            every_ms=every_ms,
+            metrics=cached.metrics,
+        )
+        first_window = WindowSnapshot(end - every_ms, end, {})
         started = time.perf_counter()
-        cached(model, WindowSnapshot(end - every_ms, end, {}))
-        figures = {"cold": time.perf_counter() - started, "step": 0.0, "uncached": 0.0}
+        inline(model, first_window)  # one call: nothing settled, nothing stored
+        figures = {"inline": time.perf_counter() - started, "step": 0.0, "uncached": 0.0}
+        started = time.perf_counter()
+        cached(model, first_window)
+        figures["cold"] = time.perf_counter() - started
+        cache = cached.readers[MODEL]
+        assert isinstance(cache, RollupCache)
+        cache.wait_warm()
+        figures["warm_up"] = time.perf_counter() - started if cache.warm_stats.hours_stored else 0.0
+        started = time.perf_counter()
+        cached(model, first_window)
+        figures["first"] = time.perf_counter() - started
         for step in range(1, steps + 1):
             now = end + step * every_ms
             pipe = raw.pipeline(transaction=False)
@@ -343,6 +371,10 @@ def evaluation_cost(
                 started = time.perf_counter()
                 evaluator(model, window)
                 figures[name] += (time.perf_counter() - started) / steps
+        restarted = PerformanceEvaluator.for_settings(MODEL, MetricsReader(client, target_keys, 60_000), settings)
+        started = time.perf_counter()
+        restarted(model, window)
+        figures["restart"] = time.perf_counter() - started
         out[hours] = figures
     return out
 
@@ -692,9 +724,16 @@ def main() -> None:
     for events, kb in sorted(results.get("rss", {}).items()):
         rows.append((f"(d) peak RSS after {events:,} events", kb / 1024, "MB"))
     for hours, figures in results.get("e", {}).items():
-        rows.append((f"(e) evaluation, lookback {hours} h, first", figures["cold"] * 1000, "ms (every tile summed)"))
+        rows.append((f"(e) evaluation, lookback {hours} h, inline", figures["inline"] * 1000, "ms (every tile summed)"))
+        rows.append((f"(e) evaluation, lookback {hours} h, cold", figures["cold"] * 1000, "ms (in the loop)"))
+        if figures["warm_up"]:
+            rows.append(
+                (f"(e)   warm-up thread, lookback {hours} h", figures["warm_up"] * 1000, "ms (beside the loop)")
+            )
+        rows.append((f"(e) evaluation, lookback {hours} h, first", figures["first"] * 1000, "ms (after the warm-up)"))
         rows.append((f"(e) evaluation, lookback {hours} h, next", figures["step"] * 1000, "ms (changed tiles only)"))
         rows.append((f"(e) evaluation, lookback {hours} h, uncached", figures["uncached"] * 1000, "ms (every bucket)"))
+        rows.append((f"(e) evaluation, lookback {hours} h, restart", figures["restart"] * 1000, "ms (stored hours)"))
     for key, label in (("f", "(f) fault to alert"), ("f_off", "(f) fault to alert, early_kinds = []")):
         figures = results.get(key)
         if figures:

@@ -141,3 +141,7 @@ class MetricUnknownError(StreamGuardError, ValueError):
 
 class SimulatorFaultUnknownError(StreamGuardError, ValueError):
     """The simulator was asked for a fault it cannot inject; the message lists the known ones."""
+
+
+class RollupWarmingError(StreamGuardError):
+    """A rollup's range is cold (hours neither held nor stored): summed in the background, evaluate later."""

@@ -74,8 +74,29 @@ end
 return out
 """
 
+#: KEYS[1]: stored sums; ARGV[1]: the signature they must carry. Their fields when it matches, else none.
+_STORED_SUMS = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HGETALL', KEYS[1])
+end
+return {}
+"""
+
+#: KEYS[1]: stored sums; ARGV[1]: TTL (s); ARGV[2..]: field, value pairs. Replaced whole, in one script,
+#: so two writers of the same sums never leave a mix of both.
+_STORE_SUMS = """
+redis.call('DEL', KEYS[1])
+for i = 2, #ARGV, 4000 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 3999, #ARGV)))
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
 #: Version of a bucket that does not exist, and of one that cannot be trusted to have one.
 ABSENT, UNVERSIONED = 0, -1
+#: The field of stored sums (:meth:`BucketReads.store_sums`) that names what they were summed from.
+SIGNATURE = "_sig"
 
 
 class BucketReads(Protocol):
@@ -101,6 +122,14 @@ class BucketReads(Protocol):
         """Bucket starts in the index between ``low`` and ``high`` (``ZRANGEBYSCORE`` bounds)."""
         ...
 
+    def stored_sums(self, keys: Sequence[str], signatures: Sequence[str]) -> list[dict[str, str]]:
+        """Per key, the fields of sums stored there with that :data:`SIGNATURE` (else ``{}``), one round trip."""
+        ...
+
+    def store_sums(self, sums: Sequence[tuple[str, dict[str, str]]], ttl_s: int) -> None:
+        """Replace each key's stored sums with its fields (its :data:`SIGNATURE` among them), one round trip."""
+        ...
+
 
 class RedisBucketReads:
     """:class:`BucketReads` of a Redis client (``decode_responses=True``)."""
@@ -109,6 +138,8 @@ class RedisBucketReads:
         self.client = client
         self._sum_script: Any = None
         self._versions_script: Any = None
+        self._stored_script: Any = None
+        self._store_script: Any = None
 
     def sum_buckets(self, keys: Sequence[str]) -> tuple[dict[str, float], int]:
         """Each chunk of :data:`SUM_CHUNK` buckets is summed in one script, :data:`SUMS_PER_TRIP` per round trip."""
@@ -167,12 +198,34 @@ class RedisBucketReads:
     def indexed(self, index_key: str, low: str, high: str) -> list[int]:
         return [int(str(b)) for b in self.client.zrangebyscore(index_key, low, high)]
 
+    def stored_sums(self, keys: Sequence[str], signatures: Sequence[str]) -> list[dict[str, str]]:
+        if not keys:
+            return []
+        if self._stored_script is None:
+            self._stored_script = self.client.register_script(_STORED_SUMS)
+        pipe = pipeline(self.client)
+        for key, signature in zip(keys, signatures, strict=True):
+            pipe.script(self._stored_script, [key], [SIGNATURE, signature])
+        return [dict(zip(flat[::2], flat[1::2], strict=True)) for flat in pipe.execute()]
+
+    def store_sums(self, sums: Sequence[tuple[str, dict[str, str]]], ttl_s: int) -> None:
+        if not sums:
+            return
+        if self._store_script is None:
+            self._store_script = self.client.register_script(_STORE_SUMS)
+        pipe = pipeline(self.client)
+        for key, fields in sums:
+            pipe.script(self._store_script, [key], [ttl_s, *(x for pair in fields.items() for x in pair)])
+        pipe.execute()
+
 
 class MemoryBucketReads:
     """:class:`BucketReads` of an in-memory key space (a :class:`~stream_guard.state.memory.MemoryState`)."""
 
     def __init__(self, space: MemoryKeySpace) -> None:
         self.space = space
+        #: Stored sums live beside the key space, not in it: a replay's state holds only what the worker writes.
+        self._stored: dict[str, dict[str, str]] = {}
 
     def sum_buckets(self, keys: Sequence[str]) -> tuple[dict[str, float], int]:
         totals: dict[str, float] = {}
@@ -214,6 +267,17 @@ class MemoryBucketReads:
             for member, score in self.space.zrange(index_key)
             if (score > lo if lo_open else score >= lo) and (score < hi if hi_open else score <= hi)
         ]
+
+    def stored_sums(self, keys: Sequence[str], signatures: Sequence[str]) -> list[dict[str, str]]:
+        out = []
+        for key, signature in zip(keys, signatures, strict=True):
+            stored = self._stored.get(key, {})
+            out.append(dict(stored) if stored.get(SIGNATURE) == signature else {})
+        return out
+
+    def store_sums(self, sums: Sequence[tuple[str, dict[str, str]]], ttl_s: int) -> None:
+        for key, fields in sums:
+            self._stored[key] = dict(fields)
 
 
 def bucket_reads(source: RedisClient | BucketReads | MemoryKeySpace) -> BucketReads:

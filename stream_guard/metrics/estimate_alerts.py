@@ -61,7 +61,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+import structlog
+
 from stream_guard.alerts.model import CONFIRMED, REFUTED, Alert, Severity
+from stream_guard.errors import RollupWarmingError
 from stream_guard.metrics.attribution import Attributed, attribute
 from stream_guard.metrics.baseline import SliceTest
 from stream_guard.metrics.estimate import PerformanceEstimate, estimate_rollup
@@ -78,7 +81,7 @@ from stream_guard.metrics.estimate_rules import (
     labels_confirm,
 )
 from stream_guard.metrics.query import MetricsReader, Rollup
-from stream_guard.metrics.rollups import RollupCache, Rollups
+from stream_guard.metrics.rollups import Rollups, stored_rollups
 from stream_guard.profile_estimate import ReferenceEstimation
 from stream_guard.settings.kinds import CALIBRATION_DRIFT, ESTIMATED_PERFORMANCE_DROP
 from stream_guard.settings.metrics import MetricsSettings, repeated_alpha, repeated_z
@@ -142,6 +145,9 @@ def calibration_level(settings: MetricsSettings) -> MetricsSettings:
     )
 
 
+_log = structlog.get_logger("stream_guard.metrics.estimate_alerts")
+
+
 class EstimatePerformanceEvaluator:
     """An :data:`~stream_guard.worker.Evaluator` of the label-free estimate (see the module's rules)."""
 
@@ -164,7 +170,8 @@ class EstimatePerformanceEvaluator:
         cls, model_name: str, reader: MetricsReader, settings: MetricsSettings, *, labels: bool
     ) -> EstimatePerformanceEvaluator:
         """The evaluator of one model; its rollups cached on a grid all its ranges' ends lie on
-        (:mod:`~stream_guard.metrics.rollups`), so an evaluation sums what changed."""
+        (:mod:`~stream_guard.metrics.rollups`), so an evaluation sums what changed; whole hours
+        stored for the metrics retention, so a worker that just started reads them as sums."""
         grid = math.gcd(
             *(
                 seconds * 1000
@@ -177,7 +184,8 @@ class EstimatePerformanceEvaluator:
                 )
             )
         )
-        return cls({model_name: RollupCache(reader, grid)}, {model_name: settings}, labels={model_name: labels})
+        cache = stored_rollups(reader, grid, settings.retention_s)
+        return cls({model_name: cache}, {model_name: settings}, labels={model_name: labels})
 
     def estimation(self, model: ModelRuntime) -> ReferenceEstimation | None:
         """The model's estimation if its profile has one on the live histogram's bins."""
@@ -202,17 +210,22 @@ class EstimatePerformanceEvaluator:
         span = settings.estimate_window_s * 1000
         every = settings.estimate_every_s * 1000
         at_drop_level = drop_level(settings, (every or window.end_ms - window.start_ms) / 1000)
-        if every == 0 or window.start_ms % every == 0:
-            rollup = reader.rollup(window.end_ms - span, window.end_ms)
-            alerts += self.drops(model.name, rollup, estimation, at_drop_level)
-        labelled_every = settings.performance_every_s * 1000  # the label-gated windows
-        if self.labels.get(model.name) and labelled_every > 0 and window.start_ms % labelled_every == 0:
-            lookback = settings.performance_lookback_s * 1000
-            end = window.end_ms - settings.performance_label_delay_s * 1000
-            alerts += self.calibration(
-                model.name, reader.rollup(end - lookback, end), estimation, calibration_level(settings)
+        try:
+            if every == 0 or window.start_ms % every == 0:
+                rollup = reader.rollup(window.end_ms - span, window.end_ms)
+                alerts += self.drops(model.name, rollup, estimation, at_drop_level)
+            labelled_every = settings.performance_every_s * 1000  # the label-gated windows
+            if self.labels.get(model.name) and labelled_every > 0 and window.start_ms % labelled_every == 0:
+                lookback = settings.performance_lookback_s * 1000
+                end = window.end_ms - settings.performance_label_delay_s * 1000
+                alerts += self.calibration(
+                    model.name, reader.rollup(end - lookback, end), estimation, calibration_level(settings)
+                )
+                alerts += self.outcomes(model.name, reader.rollup(end - span, end), estimation, at_drop_level)
+        except RollupWarmingError as exc:  # the checks that ran keep their alerts; the others wait for the warm-up
+            _log.info(
+                "evaluation_deferred", model=model.name, evaluator="estimate", window_end=window.end_ms, reason=str(exc)
             )
-            alerts += self.outcomes(model.name, reader.rollup(end - span, end), estimation, at_drop_level)
         return alerts
 
     def drops(

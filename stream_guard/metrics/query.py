@@ -367,6 +367,18 @@ class MetricsReader:
         """The :data:`~stream_guard.metrics.store.VERSION` of each bucket (0: absent, -1: unversioned)."""
         return self.source.bucket_versions([self.keys.bucket(start) for start in starts])
 
+    def stored_sums(self, tile_ms: int, starts: Sequence[int], signatures: Sequence[str]) -> list[dict[str, str]]:
+        """The sums a :class:`~stream_guard.metrics.rollups.RollupCache` stored of the hours at ``starts``.
+
+        Per hour, its fields when they were summed at ``signatures`` (else ``{}``).
+        """
+        keys = [self.keys.model_keys.rollup_sum(tile_ms, start) for start in starts]
+        return self.source.stored_sums(keys, signatures)
+
+    def store_sums(self, tile_ms: int, sums: Sequence[tuple[int, dict[str, str]]], ttl_s: int) -> None:
+        """Store (start of an hour, its fields) for :meth:`stored_sums`, for ``ttl_s``."""
+        self.source.store_sums([(self.keys.model_keys.rollup_sum(tile_ms, start), f) for start, f in sums], ttl_s)
+
     def buckets(self, start_ms: int | None = None, end_ms: int | None = None) -> list[int]:
         """Starts of the indexed buckets in ``[start_ms, end_ms)``."""
         low = "-inf" if start_ms is None else str((start_ms // self.bucket_ms) * self.bucket_ms)

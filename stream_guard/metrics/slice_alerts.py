@@ -20,12 +20,16 @@ Per tested metric (``recall`` and ``accuracy``; ``mae`` for regression), over th
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+import structlog
+
 from stream_guard.alerts.model import Alert, Severity
+from stream_guard.errors import RollupWarmingError
 from stream_guard.metrics.attribution import Attributed, attribute
 from stream_guard.metrics.baseline import (
     EARLIER,
@@ -37,7 +41,7 @@ from stream_guard.metrics.baseline import (
     slice_tests,
 )
 from stream_guard.metrics.query import MetricsReader, Rollup
-from stream_guard.metrics.rollups import RollupCache, Rollups
+from stream_guard.metrics.rollups import Rollups, stored_rollups
 from stream_guard.profile_performance import KnownBias, ReferencePerformance
 from stream_guard.settings.kinds import KNOWN_BIAS, SLICE_UNDERPERFORMANCE
 from stream_guard.settings.metrics import MetricsSettings, repeated_alpha
@@ -49,6 +53,8 @@ if TYPE_CHECKING:
 #: Evidence slices named in an alert's text; the rest are counted.
 MAX_EVIDENCE_NAMED = 5
 _BASELINE_TEXT = {REFERENCE: "its labelled reference", EARLIER: "its previous lookback", REST: "the rest of traffic"}
+
+_log = structlog.get_logger("stream_guard.metrics.slice_alerts")
 
 
 class PerformanceEvaluator:
@@ -114,13 +120,19 @@ class PerformanceEvaluator:
         over its evaluations a week and its families: one per metric, one per fairness metric).
         Its rollups are cached on tiles of the evaluation grid (``performance_every_s``): an
         evaluation sums again only the tiles that changed since the last one, so its cost
-        does not grow with the lookback (:mod:`~stream_guard.metrics.rollups`).
+        does not grow with the lookback (:mod:`~stream_guard.metrics.rollups`). The sums of
+        whole hours are stored beside the buckets for the metrics retention, so the first
+        evaluation of a worker that just started reads an hour as one hash, not its buckets.
+        An evaluation that finds most of its hours neither held nor stored (the first one
+        ever, or after a long stop) does not sum them in the worker's loop: a background
+        thread does, the evaluation is skipped (logged ``evaluation_deferred``, no alerts),
+        and the evaluations once it is done test the same floats a warm worker would.
         """
         every_ms, lookback_ms = settings.performance_every_s * 1000, settings.performance_lookback_s * 1000
         tested = ["mae"] if settings.task == "regression" else list(metrics)
         families = len(tested) + sum(m in settings.performance_max_gap for m in tested)
         return cls(
-            {model_name: RollupCache(reader, math.gcd(every_ms, lookback_ms))},
+            {model_name: stored_rollups(reader, math.gcd(every_ms, lookback_ms), settings.retention_s)},
             metrics=metrics,
             lookback_ms=lookback_ms,
             every_ms=every_ms,
@@ -136,15 +148,25 @@ class PerformanceEvaluator:
         if reader is None or window.start_ms % self.every_ms != 0:
             return []
         end = window.end_ms
-        rollup = reader.rollup(end - self.lookback_ms, end)
-        metrics = ["mae"] if rollup.task == "regression" else self.metrics
         reference = model.profile.performance if model.profile is not None else None
+        earlier = (end - 2 * self.lookback_ms, end - self.lookback_ms)
+        try:
+            rollup = reader.rollup(end - self.lookback_ms, end)
+        except RollupWarmingError as exc:
+            if reference is None:  # queue the baseline's hours too, for the same warm-up
+                with contextlib.suppress(RollupWarmingError):
+                    reader.rollup(*earlier)
+            return _deferred(model.name, end, exc)
         if reference is not None and (reference.task == "regression") != (rollup.task == "regression"):
             reference = None  # a reference of the other task says nothing about these counters
         if reference is not None:
             baselines, source = dict(reference_rollup(reference)), REFERENCE
         else:
-            baselines, source = dict(reader.rollup(end - 2 * self.lookback_ms, end - self.lookback_ms)), EARLIER
+            try:
+                baselines, source = dict(reader.rollup(*earlier)), EARLIER
+            except RollupWarmingError as exc:
+                return _deferred(model.name, end, exc)
+        metrics = ["mae"] if rollup.task == "regression" else self.metrics
         alerts = []
         for metric in metrics:
             tests = slice_tests(
@@ -187,6 +209,14 @@ class PerformanceEvaluator:
             if first == window_end:
                 fresh.append(alert)
         return fresh
+
+
+def _deferred(model_name: str, window_end: int, warming: RollupWarmingError) -> list[Alert]:
+    """No alerts from an evaluation whose rollups are still warming: logged, the next evaluation runs."""
+    _log.info(
+        "evaluation_deferred", model=model_name, evaluator="performance", window_end=window_end, reason=str(warming)
+    )
+    return []
 
 
 def _epoch_ms(iso: str) -> int:

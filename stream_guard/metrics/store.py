@@ -9,6 +9,9 @@ key                                     type   content
 ======================================  =====  =============================================================
 ``sg:{m}:m:<bucket_start_ms>``          hash   ``<slice>|<metric>`` -> counter or float sum (TTL: retention)
 ``sg:{m}:m:index``                      zset   bucket starts (ms), score = start; trimmed to the retention
+``sg:{m}:m:sum:<tile>:<start>``         hash   a rollup cache's sums of a whole hour of tiles (fields as in a
+                                               bucket), ``_sig`` / ``_n``: the versions summed, buckets present
+                                               (TTL: retention; :mod:`~stream_guard.metrics.rollups`)
 ``sg:{m}:pred:<event_id>``              str    lines: bucket, score, prediction (JSON), slices (TTL: lookback),
                                                deleted when its label is joined
 ``sg:{m}:m:labels_applied``             hash   labels ``topic:partition`` -> last applied offset (fence)

@@ -25,6 +25,8 @@ key                                                type   content
 ``sg:{m}:txn``                                     hash   ``<transactional id>@<ms>`` -> steps awaiting that transaction
 ``sg:{m}:m:<bucket_start_ms>``                     hash   slice metrics ``<slice>|<metric>`` of one bucket
 ``sg:{m}:m:index``                                 zset   metric bucket starts (ms), score = start
+``sg:{m}:m:sum:<tile_ms>:<start>``                 hash   an evaluator's sums of a whole hour of tiles, ``_sig``
+                                                          the versions they were summed at, ``_n`` buckets present
 ``sg:{m}:pred:<event_id>``                         str    a stored prediction, waiting for its label
 ``sg:{m}:m:labels_applied``                        hash   labels ``topic:partition`` -> last applied offset
 ``sg:{m}:m:labels_wm``                             hash   labels ``topic:partition`` -> max label time (ms)
@@ -124,6 +126,10 @@ class ModelKeys:
     @property
     def metrics_index(self) -> str:
         return f"{self.base}:m:index"
+
+    def rollup_sum(self, tile_ms: int, start_ms: int) -> str:
+        """The stored sums of the buckets of a whole hour of ``tile_ms`` tiles from ``start_ms``."""
+        return f"{self.base}:m:sum:{int(tile_ms)}:{int(start_ms)}"
 
     def prediction(self, event_id: str) -> str:
         return f"{self.base}:pred:{event_id}"

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from stream_guard.errors import RollupWarmingError
+from stream_guard.metrics import rollups
 from stream_guard.metrics import store as s
 from stream_guard.metrics.query import MetricsReader, Rollup
 from stream_guard.metrics.rollups import RollupCache
@@ -182,3 +184,113 @@ def test_whole_hours_are_added_up_once_and_follow_late_writes(stream: Stream) ->
     assert_same(late, reader.rollup(start + TILE, start + 3 * hour + TILE))
     cold = RollupCache(reader, TILE).rollup(start + TILE, start + 3 * hour + TILE)
     assert {k: v.counters for k, v in late.items()} == {k: v.counters for k, v in cold.items()}
+
+
+HOUR = 60 * BUCKET
+HOUR_START = BASE // HOUR * HOUR + HOUR
+HOURS_TTL_S = 7 * 24 * 3600
+
+
+def counters(rollup: Rollup) -> dict[str, dict[str, float]]:
+    return {name: metrics.counters for name, metrics in rollup.items()}
+
+
+def test_a_restarted_cache_reads_the_stored_hours_not_their_buckets(stream: Stream) -> None:
+    """The first worker stores each hour once it stayed the same; the next reads it as one hash, same floats."""
+    stream.fill(HOUR_START, HOUR_START + 3 * HOUR + TILE)
+    reader = MetricsReader(stream.state, KEYS, BUCKET)
+    first = RollupCache(reader, TILE, stored_ttl_s=HOURS_TTL_S)
+    first.rollup(HOUR_START, HOUR_START + 3 * HOUR)
+    assert first.stats.hours_stored == 0  # just summed: not known yet to have settled
+    first.rollup(HOUR_START + TILE, HOUR_START + 3 * HOUR + TILE)
+    assert first.stats.hours_stored == 2  # the two whole hours it held unchanged
+
+    restarted = RollupCache(reader, TILE, stored_ttl_s=HOURS_TTL_S)
+    warm = restarted.rollup(HOUR_START + TILE, HOUR_START + 3 * HOUR + TILE)
+    assert restarted.stats.hours_loaded == 2
+    assert restarted.stats.buckets_read == 11 * 5 + 5  # the first, partial hour and the last tile
+    unstored = RollupCache(reader, TILE).rollup(HOUR_START + TILE, HOUR_START + 3 * HOUR + TILE)
+    assert counters(warm) == counters(unstored)
+    assert warm.buckets == unstored.buckets
+
+
+def test_stored_hours_summed_at_other_versions_are_not_used(stream: Stream) -> None:
+    """A label joined into an hour after it was stored: that hour is summed again from its tiles."""
+    stream.fill(HOUR_START, HOUR_START + 2 * HOUR)
+    reader = MetricsReader(stream.state, KEYS, BUCKET)
+    first = RollupCache(reader, TILE, stored_ttl_s=HOURS_TTL_S)
+    for _ in range(2):
+        first.rollup(HOUR_START, HOUR_START + 2 * HOUR)
+    assert first.stats.hours_stored == 2
+    stream.write(HOUR_START + HOUR + 7 * BUCKET, ["*", "channel=web"])
+
+    restarted = RollupCache(reader, TILE, stored_ttl_s=HOURS_TTL_S)
+    after = restarted.rollup(HOUR_START, HOUR_START + 2 * HOUR)
+    assert restarted.stats.hours_loaded == 1
+    assert restarted.stats.tiles_read == 12
+    assert counters(after) == counters(RollupCache(reader, TILE).rollup(HOUR_START, HOUR_START + 2 * HOUR))
+    assert_same(after, reader.rollup(HOUR_START, HOUR_START + 2 * HOUR))
+
+
+def test_an_hour_still_being_written_is_not_stored(stream: Stream) -> None:
+    stream.fill(HOUR_START, HOUR_START + 2 * HOUR)
+    cache = RollupCache(MetricsReader(stream.state, KEYS, BUCKET), TILE, stored_ttl_s=HOURS_TTL_S)
+    cache.rollup(HOUR_START, HOUR_START + 2 * HOUR)
+    stream.write(HOUR_START + HOUR + 30 * BUCKET)
+    cache.rollup(HOUR_START, HOUR_START + 2 * HOUR)
+    assert cache.stats.hours_stored == 1  # the first hour; the second changed since the last rollup
+
+
+def test_a_cold_start_stores_a_long_range_over_several_rollups(stream: Stream) -> None:
+    hours = rollups.STORED_PER_ROLLUP + 3
+    stream.fill(HOUR_START, HOUR_START + hours * HOUR)
+    cache = RollupCache(MetricsReader(stream.state, KEYS, BUCKET), TILE, stored_ttl_s=HOURS_TTL_S)
+    stored = []
+    for _ in range(3):
+        cache.rollup(HOUR_START, HOUR_START + hours * HOUR)
+        stored.append(cache.stats.hours_stored)
+    assert stored == [0, rollups.STORED_PER_ROLLUP, hours]
+
+
+def test_without_a_ttl_nothing_is_stored_or_looked_up(stream: Stream) -> None:
+    stream.fill(HOUR_START, HOUR_START + 2 * HOUR)
+    reader = MetricsReader(stream.state, KEYS, BUCKET)
+    storing = RollupCache(reader, TILE, stored_ttl_s=HOURS_TTL_S)
+    for _ in range(2):
+        storing.rollup(HOUR_START, HOUR_START + 2 * HOUR)
+    assert storing.stats.hours_stored == 2
+    cache = RollupCache(reader, TILE)
+    for _ in range(2):
+        cache.rollup(HOUR_START, HOUR_START + 2 * HOUR)
+    assert (cache.stats.hours_loaded, cache.stats.hours_stored, cache.stats.tiles_read) == (0, 0, 24)
+
+
+def test_a_cold_long_range_is_warmed_in_the_background_then_gives_the_same_floats(stream: Stream) -> None:
+    """The rollup that finds it cold raises at once; once the thread stored the hours, the floats are a warm cache's."""
+    hours = rollups.COLD_HOURS_INLINE + 2
+    stream.fill(HOUR_START, HOUR_START + hours * HOUR)
+    reader = MetricsReader(stream.state, KEYS, BUCKET)
+    cache = RollupCache(reader, TILE, stored_ttl_s=HOURS_TTL_S, warm_in_background=True)
+    with pytest.raises(RollupWarmingError, match=f"{hours} hours"):
+        cache.rollup(HOUR_START, HOUR_START + hours * HOUR)
+    assert cache.stats.buckets_read == 0
+    assert cache.wait_warm(timeout_s=60)
+    assert cache.warm_stats.hours_stored == hours
+    warm = cache.rollup(HOUR_START, HOUR_START + hours * HOUR)
+    assert cache.stats.hours_loaded == hours
+    inline = RollupCache(reader, TILE).rollup(HOUR_START, HOUR_START + hours * HOUR)
+    assert counters(warm) == counters(inline)
+
+
+def test_a_few_cold_hours_are_summed_in_the_call(stream: Stream) -> None:
+    stream.fill(HOUR_START, HOUR_START + rollups.COLD_HOURS_INLINE * HOUR)
+    reader = MetricsReader(stream.state, KEYS, BUCKET)
+    cache = RollupCache(reader, TILE, stored_ttl_s=HOURS_TTL_S, warm_in_background=True)
+    cache.rollup(HOUR_START, HOUR_START + rollups.COLD_HOURS_INLINE * HOUR)
+    assert not cache.warming
+    assert cache.stats.tiles_read == 12 * rollups.COLD_HOURS_INLINE
+
+
+def test_warming_in_the_background_needs_a_store(stream: Stream) -> None:
+    with pytest.raises(ValueError, match="stored_ttl_s"):
+        RollupCache(MetricsReader(stream.state, KEYS, BUCKET), TILE, warm_in_background=True)
