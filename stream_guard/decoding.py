@@ -370,7 +370,15 @@ class PlainAvroDecoder:
         """:func:`read_columns` of this decoder."""
         if not all(payloads) or max(map(len, payloads), default=0) > max_bytes:  # type: ignore[arg-type]
             return None
-        return self._plan.read_columns(cast("Sequence[bytes]", payloads), 0, None)
+        plan = self._plan
+        if plan.resolvable is None:  # whether fastavro resolves the pair: the first record tells
+            try:
+                self._avro.decode_with(cast("bytes", payloads[0]), 0, plan, None)
+            except DecodeError:
+                return None
+        if not plan.resolvable:
+            return None
+        return plan.read_columns(cast("Sequence[bytes]", payloads), 0, None)
 
     def decode_batch(
         self, payloads: Sequence[bytes | None], max_bytes: int, headers: Sequence[Headers | None] | None = None
@@ -415,13 +423,16 @@ class ConfluentDecoder:
             schema_id, offset = int.from_bytes(payload[1:5], "big"), _HEADER.size
         else:
             schema_id, offset = read_schema_id(payload, headers)
+        return self._avro.decode_with(payload, offset, self._plan_for(schema_id), schema_id)
+
+    def _plan_for(self, schema_id: int | str) -> _WriterPlan:
         plan = self._plan_of_id.get(schema_id)
         if plan is None:
             writer = (
                 self._writers.get(schema_id) if isinstance(schema_id, int) else self._writers.get_by_guid(schema_id)
             )
             plan = self._plan_of_id[schema_id] = self._avro.plan(writer)
-        return self._avro.decode_with(payload, offset, plan, schema_id)
+        return plan
 
     def read_columns(
         self, payloads: Sequence[bytes | None], max_bytes: int, headers: Sequence[Headers | None] | None = None
@@ -437,9 +448,14 @@ class ConfluentDecoder:
         if not all(p and size <= len(p) <= max_bytes and p[:size] == prefix for p in payloads):
             return None
         schema_id = int.from_bytes(prefix[1:], "big")
-        plan = self._plan_of_id.get(schema_id)
-        if plan is None or not plan.resolvable:
-            return None  # the record-by-record path learns the writer first
+        try:
+            plan = self._plan_for(schema_id)
+            if plan.resolvable is None:  # whether fastavro resolves the pair: the first record tells
+                self._avro.decode_with(first, size, plan, schema_id)
+        except (DecodeError, RegistryUnavailableError):
+            return None  # the record-by-record path raises it, for each record
+        if not plan.resolvable:
+            return None
         return plan.read_columns(cast("Sequence[bytes]", payloads), size, schema_id)
 
     def decode_batch(

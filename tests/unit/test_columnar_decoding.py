@@ -22,6 +22,7 @@ from stream_guard.decoding import (
     plain_time_types,
     read_columns,
 )
+from stream_guard.errors import UnknownSchemaIdError
 
 SCHEMA: dict[str, Any] = {
     "type": "record",
@@ -90,6 +91,8 @@ class Writers:
         self._schemas = schemas
 
     def get(self, schema_id: int) -> dict[str, Any]:
+        if schema_id not in self._schemas:
+            raise UnknownSchemaIdError(f"schema id {schema_id} is not registered")
         return fastavro.parse_schema(self._schemas[schema_id])  # type: ignore[return-value]
 
     def get_by_guid(self, guid: str) -> dict[str, Any]:
@@ -281,9 +284,7 @@ def test_confluent_batches_of_one_known_writer_read_by_columns() -> None:
     decoder = ConfluentDecoder(SCHEMA, Writers({7: SCHEMA, 8: SCHEMA}))
     bodies = [encode(r) for r in records(50, seed=9)]
     framed = [confluent_frame(7, b) for b in bodies]
-    # The first batch of a writer is read record by record: it learns the writer.
-    assert read_columns(decoder, framed, 10**6) is None
-    decode_payloads(decoder, framed[:1], 10**6)
+    # The first batch of a writer too: the writer schema is fetched for it.
     read = read_columns(decoder, framed, 10**6)
     assert read is not None
     expected = one_by_one(bodies)
@@ -291,9 +292,9 @@ def test_confluent_batches_of_one_known_writer_read_by_columns() -> None:
         assert list(record.values) == list(want)
         assert all(same(record.values[k], want[k]) for k in want)
     assert all(r.issues == [] and r.writer_schema_id == 7 for r in read.records)
-    # Another writer's record, a header, an oversized record: record by record.
-    decode_payloads(decoder, [confluent_frame(8, bodies[0])], 10**6)
+    # Another writer's record, a header, an oversized record, an id the registry lacks: record by record.
     assert read_columns(decoder, [*framed[:3], confluent_frame(8, bodies[3])], 10**6) is None
+    assert read_columns(decoder, [confluent_frame(99, b) for b in bodies], 10**6) is None
     assert read_columns(decoder, framed, 10**6, [None, [("__value_schema_id", b"x")]] + [None] * 48) is None
     assert read_columns(decoder, framed, max(map(len, framed)) - 1) is None
 
@@ -393,8 +394,8 @@ def test_pairs_beyond_dropping_adding_and_promoting_are_left_to_fastavro(
 def test_records_of_a_changed_writer_read_by_columns_carry_its_changes() -> None:
     decoder = ConfluentDecoder(READER_V1, Writers({21: WRITER_V2}))
     framed = [confluent_frame(21, p) for p in _v2_payloads(30)]
-    one_by_one_results = decode_payloads(decoder, framed, 10**6)  # learns the writer: it resolves
-    read = read_columns(decoder, framed, 10**6)
+    read = read_columns(decoder, framed, 10**6)  # the first record tells that the pair resolves
+    one_by_one_results = decode_payloads(decoder, framed, 10**6)
     assert read is not None
     assert read.records.changes and all(r.schema_changes == read.records.changes for r in read.records)
     for record, want in zip(read.records, one_by_one_results, strict=True):
@@ -402,3 +403,15 @@ def test_records_of_a_changed_writer_read_by_columns_carry_its_changes() -> None
         assert list(record.values) == list(want.values)
         assert all(same(record.values[k], want.values[k]) for k in want.values)
         assert record.schema_changes == want.schema_changes and record.writer_schema_id == want.writer_schema_id
+
+
+def test_plain_avro_of_a_known_different_writer_reads_by_columns_as_record_by_record() -> None:
+    decoder = PlainAvroDecoder(READER_V1, WRITER_V2)
+    payloads = _v2_payloads(40)
+    read = read_columns(decoder, payloads, 10**6)
+    assert read is not None
+    for record, want in zip(read.records, decode_payloads(decoder, payloads, 10**6), strict=True):
+        assert not isinstance(want, Exception)
+        assert list(record.values) == list(want.values)
+        assert all(same(record.values[k], want.values[k]) for k in want.values)
+        assert record.schema_changes == want.schema_changes
