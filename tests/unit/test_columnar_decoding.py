@@ -10,6 +10,8 @@ import fastavro
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stream_guard import columnar
 from stream_guard.batch import EventBatch
@@ -415,3 +417,44 @@ def test_plain_avro_of_a_known_different_writer_reads_by_columns_as_record_by_re
         assert list(record.values) == list(want.values)
         assert all(same(record.values[k], want.values[k]) for k in want.values)
         assert record.schema_changes == want.schema_changes
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    edits=st.lists(
+        st.tuples(
+            st.integers(0, 7), st.integers(0, 10_000), st.integers(0, 255), st.sampled_from(["set", "cut", "add"])
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_mangled_bytes_read_as_fastavro_reads_them_or_not_at_all(
+    seed: int, edits: list[tuple[int, int, int, str]]
+) -> None:
+    """Whatever the bytes, a batch read by columns holds what fastavro reads from each record
+    (every record read whole); any batch fastavro cannot read so is not read by columns."""
+    payloads = [bytearray(encode(r)) for r in records(8, seed % 1000)]
+    for row, at, byte, how in edits:
+        payload = payloads[row]
+        at %= len(payload) + 1
+        if how == "set" and at < len(payload):
+            payload[at] = byte
+        elif how == "cut":
+            del payload[at:]
+        else:
+            payload[at:at] = bytes([byte])
+    mangled = [bytes(p) for p in payloads]
+    reader = ColumnarReader.of(PARSED)
+    assert reader is not None
+    columns = reader.read(mangled, 0)
+    if columns is None:
+        return
+    for i, payload in enumerate(mangled):
+        stream = io.BytesIO(payload)
+        want = fastavro.schemaless_reader(stream, PARSED, None)  # raises if columns read what fastavro cannot
+        assert stream.tell() == len(payload)
+        got = columns.record(i)
+        assert list(got) == list(want)
+        assert all(same(got[k], want[k]) for k in want)
