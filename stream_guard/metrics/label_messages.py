@@ -83,25 +83,33 @@ def labels_from_messages(
     # else (too large, not an object, not JSON) goes through them for its error.
     plain = isinstance(decoder, _PlainJson)
     ts_field, id_field, label_field = settings.timestamp_field, settings.event_id_field, settings.label_field
+    sources: dict[tuple[str, int], str] = {}
     for m in messages:
-        source = f"{m.topic()}:{m.partition()}"
+        place = (m.topic(), m.partition())
+        source = sources.get(place) or sources.setdefault(place, f"{place[0]}:{place[1]}")
         payload = m.value()
         fast = plain and payload is not None and len(payload) <= max_record_bytes
         values = load_json_object(payload) if fast else None
         try:
             if values is None:
                 values = decode_payload(decoder, payload, max_record_bytes).values
-            stamp = to_epoch_ms(values.get(ts_field)) if ts_field else None
-            stamp = event_time_of(stamp, m.timestamp()[1] if stamp is None else 0)
+            stamp = values.get(ts_field) if ts_field else None
+            if type(stamp) is not int or not _INT64_MIN <= stamp <= _INT64_MAX:  # else what the two calls return
+                stamp = to_epoch_ms(stamp)
+                stamp = event_time_of(stamp, m.timestamp()[1] if stamp is None else 0)
         except DecodeError as error:
             if dead is not None:
                 dead.append((m, error))
             out.append(Label(None, None, source, m.offset(), None))
             continue
         event_id = values.get(id_field)
-        event_id = None if event_id is None else str(event_id)
+        if event_id is not None and type(event_id) is not str:
+            event_id = str(event_id)
         out.append(Label(event_id, values.get(label_field), source, m.offset(), stamp))
     return out
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _labels_by_columns(

@@ -11,6 +11,7 @@ import fastavro
 import numpy as np
 import pytest
 
+from stream_guard.batch import event_time_of, to_epoch_ms
 from stream_guard.decoding import Decoded, PlainAvroDecoder, load_json, load_json_object, read_columns
 from stream_guard.errors import DecodeError
 from stream_guard.metrics.label_messages import _PlainJson, labels_from_messages
@@ -371,3 +372,22 @@ def test_avro_labels_read_by_columns_are_the_labels_read_one_by_one(
     one_by_one = labels_from_messages(messages, _RecordByRecord(decoder), settings)  # type: ignore[arg-type]
     assert by_columns == one_by_one
     assert (read_columns(decoder, payloads, 10**6) is not None) == (schema is AVRO_LABEL_SIMPLE)
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [1_700_000_000_123, 0, -5, 2**63 - 1, 2**63, -(2**63), -(2**63) - 1, True, False, 1.5e12, None, "2024", [1]],
+)
+def test_a_label_time_is_to_epoch_ms_of_its_stamp_or_the_kafka_time(stamp: Any) -> None:
+    """The plain-int shortcut of labels_from_messages gives what to_epoch_ms and event_time_of give."""
+    settings = LabelSettings(topic="labels", event_id_field="event_id", label_field="label", timestamp_field="ts")
+    message = Message(json.dumps({"event_id": "e", "label": 1, "ts": stamp}).encode(), 3)
+    dead: list[tuple[Any, DecodeError]] = []
+    (label,) = labels_from_messages([message], _PlainJson(), settings, dead)
+    try:
+        converted = to_epoch_ms(stamp)
+        want = event_time_of(converted, message.timestamp()[1] if converted is None else 0)
+    except DecodeError:
+        assert label.event_id is None and len(dead) == 1
+        return
+    assert (label.event_id, label.ts_ms, dead) == ("e", want, [])
