@@ -46,6 +46,8 @@ class _Field:
     #: The union branch that holds null (0 or 1), or -1 for a field that is not a union.
     null_branch: int = -1
     symbols: tuple[str, ...] = ()
+    #: An enum's full name (resolution matches names as well as symbols).
+    type_name: str = ""
 
 
 class ColumnarReader:
@@ -66,7 +68,7 @@ class ColumnarReader:
             return None
         if reader is None:
             return cls(fields)
-        projection = _projection(fields, reader)
+        projection = _projection(fields, schema.get("name"), reader)
         return None if projection is None else cls(fields, projection)
 
     def read(self, payloads: Sequence[bytes], offset: int) -> Columns | None:
@@ -135,10 +137,10 @@ class _Source:
         return _Numbers(np.full(n, value), None, type(value))
 
 
-def _projection(fields: Sequence[_Field], reader: Any) -> list[tuple[str, _Source]] | None:
+def _projection(fields: Sequence[_Field], writer_name: Any, reader: Any) -> list[tuple[str, _Source]] | None:
     """Each reader field's source among the writer's ``fields``, or None where one has none here."""
     wanted = _fields_of(reader)
-    if wanted is None:
+    if wanted is None or writer_name != reader.get("name"):  # fastavro resolves records of one name only
         return None
     given = {f.name: f for f in fields}
     defaults = {f["name"]: f for f in reader["fields"]}
@@ -155,7 +157,7 @@ def _projection(fields: Sequence[_Field], reader: Any) -> list[tuple[str, _Sourc
             out.append((spec.name, _Source(None, default=field["default"])))
         elif writer.null_branch >= 0 and spec.null_branch < 0:
             return None  # a null the reader cannot hold: fastavro refuses that record
-        elif writer.kind == spec.kind and writer.symbols == spec.symbols:
+        elif writer.kind == spec.kind and (writer.symbols, writer.type_name) == (spec.symbols, spec.type_name):
             out.append((spec.name, _Source(writer.name)))
         elif spec.kind in _PROMOTIONS.get(writer.kind, ()):
             out.append((spec.name, _Source(writer.name, to_float=spec.kind in ("float", "double"))))
@@ -185,7 +187,7 @@ def _field_of(name: Any, kind: Any, named: dict[str, Any]) -> _Field | None:
             return None
         null_branch = kind.index("null")
         kind = kind[1 - null_branch]
-    logical, symbols = None, ()
+    logical, symbols, full = None, (), ""
     if isinstance(kind, dict):
         logical = kind.get("logicalType")
         if kind.get("type") == "enum":
@@ -197,7 +199,7 @@ def _field_of(name: Any, kind: Any, named: dict[str, Any]) -> _Field | None:
         return None
     if logical is not None and f"{kind}-{logical}" in fastavro.read.LOGICAL_READERS:
         return None  # fastavro converts it (a decimal, a UUID...); time types come here as plain ints
-    return _Field(name, kind, null_branch, symbols)
+    return _Field(name, kind, null_branch, symbols, full if symbols else "")
 
 
 class _Reading:
@@ -226,7 +228,9 @@ class _Reading:
             gathered = self.buf[pos[at, None] + _K[:width]]
             numbers = np.ascontiguousarray(gathered).view("<f8" if width == 8 else "<f4")[:, 0]
             pos[at] += width
-            return _Numbers(_spread(numbers.astype(np.float64), at, len(pos), np.nan), null, float)
+            with np.errstate(invalid="ignore"):  # a signalling NaN stays a NaN, as fastavro reads it
+                wide = numbers.astype(np.float64)
+            return _Numbers(_spread(wide, at, len(pos), np.nan), null, float)
         if spec.kind == "boolean":
             byte = self.buf[pos[at]]
             if (byte > 1).any():

@@ -204,6 +204,11 @@ def decode_payloads(
     return out
 
 
+def _names_schema(headers: Headers | None) -> bool:
+    """Whether a record's headers name its writer schema (a ``__value_schema_id`` header)."""
+    return bool(headers) and any(key == VALUE_SCHEMA_ID_HEADER for key, _ in cast("Any", headers))
+
+
 def read_columns(
     decoder: Decoder, payloads: Sequence[bytes | None], max_bytes: int, headers: Sequence[Headers | None] | None = None
 ) -> ColumnarRead | None:
@@ -284,7 +289,10 @@ class _WriterPlan:
     def read_columns(self, payloads: Sequence[bytes], offset: int, schema_id: int | str | None) -> ColumnarRead | None:
         if self.columnar is None:
             return None
-        columns = self.columnar.read(payloads, offset)
+        try:
+            columns = self.columnar.read(payloads, offset)
+        except Exception:  # noqa: BLE001 -- whatever the bytes, the record-by-record path is the reference
+            return None
         if columns is None:
             return None
         return ColumnarRead(columns, ColumnarRecords(columns, self.changes, schema_id))
@@ -374,7 +382,7 @@ class PlainAvroDecoder:
         if plan.resolvable is None:  # whether fastavro resolves the pair: the first record tells
             try:
                 self._avro.decode_with(cast("bytes", payloads[0]), 0, plan, None)
-            except DecodeError:
+            except Exception:  # noqa: BLE001 -- the record-by-record path gives each record's error
                 return None
         if not plan.resolvable:
             return None
@@ -438,7 +446,7 @@ class ConfluentDecoder:
         self, payloads: Sequence[bytes | None], max_bytes: int, headers: Sequence[Headers | None] | None = None
     ) -> ColumnarRead | None:
         """:func:`read_columns` of this decoder: payloads framed with the id of one known writer, no headers."""
-        if not payloads or (headers and any(headers)):
+        if not payloads or (headers and any(_names_schema(h) for h in headers)):
             return None
         first = payloads[0]
         if not first or len(first) < _HEADER.size or first[0] != CONFLUENT_MAGIC:
@@ -452,8 +460,8 @@ class ConfluentDecoder:
             plan = self._plan_for(schema_id)
             if plan.resolvable is None:  # whether fastavro resolves the pair: the first record tells
                 self._avro.decode_with(first, size, plan, schema_id)
-        except (DecodeError, RegistryUnavailableError):
-            return None  # the record-by-record path raises it, for each record
+        except Exception:  # noqa: BLE001 -- an unknown id, a writer that is no record, an outage: each record's path says
+            return None
         if not plan.resolvable:
             return None
         return plan.read_columns(cast("Sequence[bytes]", payloads), size, schema_id)

@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -40,9 +40,6 @@ from stream_guard.state.keys import Fence, ModelKeys
 from stream_guard.state.protocol import LabelState
 from stream_guard.state.update import StateUpdate
 from stream_guard.state.window_store import WindowStore
-
-if TYPE_CHECKING:
-    pass
 
 
 class Label(NamedTuple):

@@ -382,14 +382,23 @@ def _line_table(texts: Sequence[str | bytes | None]) -> PredictionTable | None:
     return PredictionTable(np.ones(n, dtype=bool), buckets, scores, predictions, cells[:, 3:])
 
 
+def _number_or_nan(value: Any) -> float:
+    """A stored score as a float: NaN for none, or one that is not a number (the prediction decides then)."""
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def _table_of(preds: Sequence[dict[str, Any] | None]) -> PredictionTable:
     found = np.array([p is not None for p in preds], dtype=bool).reshape(len(preds))
     rows = [p or {} for p in preds]
-    scores = [p.get("score") for p in rows]
     return PredictionTable(
         found,
         np.array([int(p.get("bucket", 0)) for p in rows], dtype=np.int64).reshape(len(rows)),
-        np.array([math.nan if x is None else x for x in scores], dtype=np.float64).reshape(len(rows)),
+        np.array([_number_or_nan(p.get("score")) for p in rows], dtype=np.float64).reshape(len(rows)),
         [p.get("prediction") for p in rows],
         [list(p.get("slices", [])) for p in rows],
     )

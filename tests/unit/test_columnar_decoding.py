@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from typing import Any
 
 import fastavro
@@ -24,7 +25,7 @@ from stream_guard.decoding import (
     plain_time_types,
     read_columns,
 )
-from stream_guard.errors import UnknownSchemaIdError
+from stream_guard.errors import DecodeError, SchemaLoadError, UnknownSchemaIdError
 
 SCHEMA: dict[str, Any] = {
     "type": "record",
@@ -458,3 +459,60 @@ def test_mangled_bytes_read_as_fastavro_reads_them_or_not_at_all(
         got = columns.record(i)
         assert list(got) == list(want)
         assert all(same(got[k], want[k]) for k in want)
+
+
+class NotARecordWriters(Writers):
+    """A registry whose schema for the id is valid Avro but no record."""
+
+    def get(self, schema_id: int) -> dict[str, Any]:
+        raise SchemaLoadError("the top-level schema must be an Avro record")
+
+
+def test_a_writer_schema_that_fails_to_load_leaves_each_record_its_dead_letter() -> None:
+    decoder = ConfluentDecoder(SCHEMA, NotARecordWriters({}))
+    framed = [confluent_frame(7, b"\x02")] * 3
+    assert read_columns(decoder, framed, 10**6) is None
+    assert all(isinstance(r, DecodeError) for r in decode_payloads(decoder, framed, 10**6))
+
+
+def test_headers_that_do_not_name_the_schema_leave_the_batch_to_the_columns() -> None:
+    decoder = ConfluentDecoder(SCHEMA, Writers({7: SCHEMA}))
+    framed = [confluent_frame(7, encode(r)) for r in records(4, seed=2)]
+    traced = [[("traceparent", b"00-ab-cd-01")]] * 4
+    assert read_columns(decoder, framed, 10**6, traced) is not None  # type: ignore[arg-type]
+    named = [*traced[:3], [("__value_schema_id", confluent_frame(7, b"")[:5])]]
+    assert read_columns(decoder, framed, 10**6, named) is None  # type: ignore[arg-type]
+
+
+def test_a_signalling_nan_float_reads_as_fastavro_reads_it_without_a_warning() -> None:
+    schema = fastavro.parse_schema({"type": "record", "name": "R", "fields": [{"name": "f", "type": "float"}]})
+    reader = ColumnarReader.of(schema)
+    assert reader is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        columns = reader.read([b"\x01\x00\x80\x7f"], 0)
+    assert columns is not None
+    assert math.isnan(columns.values("f")[0])
+    assert math.isnan(fastavro.schemaless_reader(io.BytesIO(b"\x01\x00\x80\x7f"), schema, None)["f"])
+
+
+@pytest.mark.parametrize(
+    ("writer", "reader"),
+    [
+        (
+            _record_schema("R", [{"name": "v", "type": "long"}]),
+            _record_schema("Other", [{"name": "v", "type": "long"}]),
+        ),
+        (
+            _record_schema("R", [{"name": "v", "type": {"type": "enum", "name": "E", "symbols": ["A"]}}]),
+            _record_schema("R", [{"name": "v", "type": {"type": "enum", "name": "F", "symbols": ["A"]}}]),
+        ),
+    ],
+    ids=["record names differ", "enum names differ"],
+)
+def test_pairs_fastavro_does_not_resolve_by_name_are_not_read_by_columns(
+    writer: dict[str, Any], reader: dict[str, Any]
+) -> None:
+    with pytest.raises(Exception):  # noqa: B017 -- fastavro's SchemaResolutionError
+        fastavro.schemaless_reader(io.BytesIO(b"\x00"), plain_time_types(writer), plain_time_types(reader))
+    assert ColumnarReader.of(plain_time_types(writer), plain_time_types(reader)) is None

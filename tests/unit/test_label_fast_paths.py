@@ -223,6 +223,10 @@ STORED = [
     "1\n\nnull\n",
     "{}",
     "[1]",
+    '{"bucket": 60000, "score": "high", "prediction": 1, "slices": ["a=1"]}',  # the older JSON form
+    '{"bucket": 60000, "score": [0.1, 0.9], "prediction": 0, "slices": ["a=1"]}',
+    '{"bucket": 60000, "score": {"p": 0.9}, "prediction": 1, "slices": []}',
+    '{"bucket": 60000, "score": "0.75", "prediction": 1, "slices": []}',
 ]
 
 
@@ -274,9 +278,17 @@ def test_stored_predictions_as_a_table_are_decoded_one_by_one(texts: list[Any]) 
     table = decode_prediction_table(texts)
     got, want = _as_rows(table), decode_predictions(texts)
     for g, w in zip(got, want, strict=True):
-        if w is not None and isinstance(w["score"], float) and math.isnan(w["score"]):
-            w = {**w, "score": None}  # a score of NaN and no score read alike
+        if w is not None:  # the table holds scores as numbers: NaN, none, or not a number read alike
+            w = {**w, "score": _score_number(w["score"])}
         assert g == w
+
+
+def _score_number(value: Any) -> float | None:
+    try:
+        number = math.nan if value is None else float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    return None if math.isnan(number) else number
 
 
 def test_one_form_of_stored_predictions_is_split_at_once() -> None:
