@@ -182,3 +182,35 @@ def lagging_partitions(
 def describe(partitions: Sequence[Any]) -> list[str]:
     """``topic:partition`` names of TopicPartitions, for logs."""
     return [str(Source(tp.topic, tp.partition)) for tp in partitions]
+
+
+def rewind(consumer: Consumer, messages: Sequence[Any], logger: Any) -> None:
+    """Seek each partition of ``messages`` back to its first record among them (read again)."""
+    first: dict[Source, int] = {}
+    for m in messages:
+        if m.error() is None:
+            source = Source(m.topic(), m.partition())
+            first[source] = min(first.get(source, m.offset()), m.offset())
+    for source, offset in first.items():
+        try:
+            consumer.seek(TopicPartition(source.topic, source.partition, offset))
+        except KafkaException as exc:
+            logger.warning("rewind failed", source=str(source), error=str(exc))
+
+
+def leave_group(consumer: Consumer, batch_size: int, logger: Any, timeout_s: float = 10.0) -> None:
+    """Unsubscribe, and let the revocation run in the poll loop, before ``close()``.
+
+    A rebalance callback run inside ``close()`` can deadlock librdkafka: seen in CI, a
+    worker of two stopping while the group rebalanced stuck for ever in
+    ``rd_kafka_consumer_close`` → ``Consumer_rebalance_cb`` → ``rd_kafka_assign``.
+    Records polled meanwhile are not processed and their offsets not committed: the
+    partitions' next owner reads them.
+    """
+    try:
+        consumer.unsubscribe()
+        deadline = time.monotonic() + timeout_s
+        while consumer.assignment() and time.monotonic() < deadline:
+            consumer.consume(batch_size, 0.2)
+    except KafkaException as exc:
+        logger.warning("leaving the consumer group before closing failed", error=str(exc))

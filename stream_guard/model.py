@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from stream_guard.decoding import (
     read_columns,
     registered_schema,
 )
-from stream_guard.errors import ConfigError, DecodeError, ProfileFormatError, SchemaLoadError
+from stream_guard.errors import ConfigError, DecodeError, ProfileFormatError, SchemaLoadError, StreamGuardError
 from stream_guard.profile import BaselineProfile
 from stream_guard.schemas import FieldType, load_schema_file, parse_schema, record_fields
 from stream_guard.settings import Config, ModelConfig
@@ -215,3 +215,18 @@ def _build_model(config: Config, model: ModelConfig, registry_client: Any, probl
         profile_path=config.resolve_path(model.profile) if model.profile else None,
         max_record_bytes=config.worker.max_record_bytes,
     )
+
+
+def reload_profiles(
+    models: Mapping[str, ModelRuntime], profiles: MutableMapping[str, BaselineProfile], logger: Any
+) -> None:
+    """Each model's profile file read again if it changed (into ``profiles``, which the stages
+    share); one that does not load is logged and the previous one kept."""
+    for name, model in models.items():
+        try:
+            if model.load_profile():
+                assert model.profile is not None
+                profiles[name] = model.profile
+                logger.info("profile reloaded", model=name, path=str(model.profile_path))
+        except StreamGuardError as exc:
+            logger.error("profile not reloaded, keeping the previous one", model=name, error=str(exc))

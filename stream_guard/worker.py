@@ -18,6 +18,8 @@ Everything a worker uses is built by :func:`stream_guard.assembly.build_worker`.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import threading
 import time
 from collections import defaultdict
@@ -26,24 +28,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from stream_guard.alerts.model import Alert
 from stream_guard.backoff import Backoff
 from stream_guard.checkpoint import Checkpoint, CommitResult, Sinks
 from stream_guard.closing import WindowCloser
-from stream_guard.delivery import ConsumerOffsets, describe, lagging_partitions
-from stream_guard.errors import DeliveryError, RegistryUnavailableError, StreamGuardError
+from stream_guard.commit_ahead import CommitAhead
+from stream_guard.delivery import ConsumerOffsets, describe, lagging_partitions, leave_group, rewind
+from stream_guard.errors import DeliveryError, RegistryUnavailableError
 from stream_guard.kafka import DeliveryTracker
 from stream_guard.metrics import LabelStream
-from stream_guard.model import ModelRuntime
-from stream_guard.observability.counters import WorkerStats
+from stream_guard.model import ModelRuntime, reload_profiles
+from stream_guard.observability.counters import StatsLine, WorkerStats
 from stream_guard.observability.metrics import WorkerMetrics
 from stream_guard.observability.server import WorkerHealth
 from stream_guard.outages import BrokerProbe, outage_of, wait_for_redis
 from stream_guard.pacing import LabelPacer
 from stream_guard.pipeline import Pipeline, StagedBatch
 from stream_guard.profile import BaselineProfile
+from stream_guard.routing import Routed, route
 from stream_guard.settings import Config
 from stream_guard.source import Source
 from stream_guard.state.client import REDIS_ERRORS, RedisClient
@@ -60,18 +64,25 @@ _RETRYABLE: tuple[type[Exception], ...] = (DeliveryError, RegistryUnavailableErr
 
 
 @dataclass
-class _Routed:
-    """A polled batch by destination."""
+class _Staged:
+    """A staged batch: its checkpoint, and what the loop counts once it is committed."""
 
-    events: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
-    labels: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
-    #: ``exactly_once``: records at or below the fence, staged again for their outputs only.
-    replayed: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
-    consumed: int = 0
-    skipped: int = 0
-    #: Records consumed by (model, topic), labels topics included.
-    by_topic: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
-    skipped_by_model: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    messages: Sequence[Any]
+    routed: Routed
+    checkpoint: Checkpoint
+    staged_by_model: dict[str, StagedBatch]
+    early: dict[str, list[Alert]]
+    #: Dead letters of the replayed records (``exactly_once``), first in the checkpoint's.
+    replayed_dead: int
+    dead_labels: int
+    started: float
+
+
+class _OffsetsByTheLoop:
+    """The commit thread's offset sink: the loop stores the offsets once the commit returned."""
+
+    def commit(self, offsets: Mapping[Source, int]) -> None:
+        """Leave them in the result."""
 
 
 @dataclass
@@ -107,6 +118,7 @@ class Worker:
         self._models = {m.name: m for m in parts.models}
         self._model_of_topic = {t: m.name for m in parts.models for t in m.config.topics}
         self._label_streams = {stream.topic: stream for stream in parts.label_streams}
+        self._model_of_label_topic = {stream.topic: stream.model for stream in parts.label_streams}
         self._consumer = parts.consumer
         self._offsets = ConsumerOffsets(parts.consumer)
         #: Last offset applied to Redis per (model, source), as far as this worker knows.
@@ -114,11 +126,16 @@ class Worker:
         self._stop = threading.Event()
         self._close_interval_s = close_interval_s
         self._last_close = 0.0
-        self._last_stats, self._consumed_at_stats = time.monotonic(), 0
+        self._log = log.bind(worker=worker_id, group=config.kafka.group_id)
+        self._stats_line = StatsLine(config.observability.stats_interval_s, self._log)
         self._outage = Backoff()
         #: Fences of assigned partitions not read yet (Redis was down at the assignment).
         self._fences_stale = False
-        self._log = log.bind(worker=worker_id, group=config.kafka.group_id)
+        #: ``[worker] commit_ahead``: the batch committing while the next one is staged.
+        self._ahead: CommitAhead[_Staged, CommitResult] = CommitAhead()
+        self._sinks_ahead = dataclasses.replace(parts.sinks, offsets=_OffsetsByTheLoop())
+        #: What settling the batch in flight raised in a rebalance callback, raised after the poll.
+        self._callback_failure: Exception | None = None
         self._probe_broker = BrokerProbe(parts.consumer, parts.health, self._log)
         reset = str(config.kafka.consumer.get("auto.offset.reset", "earliest"))
         self._reset_to_end = reset in ("latest", "largest", "end")
@@ -166,6 +183,7 @@ class Worker:
         self._log.info("worker started", topics=topics, models=sorted(self._models))
         deadline = None if duration_s is None else time.monotonic() + duration_s
         w = self.config.worker
+        ahead = w.commit_ahead and transaction is None
         try:
             while not self._stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 health.loop_turned()
@@ -173,14 +191,20 @@ class Worker:
                     self._reload_fences()
                 messages = self._consumer.consume(w.batch_size, w.batch_timeout_s)
                 try:
+                    if self._callback_failure is not None:
+                        failure, self._callback_failure = self._callback_failure, None
+                        raise failure
                     if transaction is not None:
                         transaction.begin()
-                    self.process(messages)
+                    if ahead:
+                        self._process_ahead(messages)
+                    else:
+                        self.process(messages)
                     if self.pacer is not None:
                         self.pacer.observe(messages)
                         self.parts.metrics.label_pauses.inc(len(self.pacer.pace(time.monotonic()).pause))
                     if time.monotonic() - self._last_close >= self._close_interval_s:
-                        self._reload_profiles()
+                        reload_profiles(self._models, self.parts.profiles, self._log)
                         self.close_due_windows()
                     if transaction is not None:
                         transaction.commit()
@@ -194,11 +218,11 @@ class Worker:
                     delay = self._outage.failed(self._log, f"{outage_of(exc)}: batch rewound, consumption paused", exc)
                     if transaction is not None:
                         transaction.abort()
-                    self._rewind(messages)
+                    rewind(self._consumer, [*messages, *self._unsettled()], self._log)
                     self._stop.wait(delay)
                     self._reload_fences()
                 self._probe_broker(topics[0])
-                self._log_stats()
+                self._stats_line.log(self.stats, self.parts.metrics)
             if drain_on_exit:
                 if transaction is not None:
                     transaction.begin()
@@ -209,8 +233,9 @@ class Worker:
             health.subscribed = False
             if transaction is not None:
                 transaction.abort()  # a turn cut short: its records are not left open until the broker's timeout
+            self._settle_on_exit()
             self._offsets.commit_sync()
-            self._leave_group()
+            leave_group(self._consumer, self.config.worker.batch_size, self._log)
             self._consumer.close()
             self.parts.producer.close()
             self._log.info("worker stopped", **vars(self.stats), accounted=self.stats.accounted)
@@ -220,11 +245,42 @@ class Worker:
 
     def process(self, messages: Sequence[Any]) -> None:
         """Decode, check and aggregate one micro-batch, then commit its checkpoint."""
-        started = time.perf_counter()
-        routed = self._route(messages)
-        if not routed.events and not routed.labels and not routed.replayed:
-            self._count_consumed(routed)
+        staged = self._stage(messages)
+        if staged is not None:
+            self._publish_early(staged)
+            self._committed(staged, staged.checkpoint.commit(self.parts.sinks, int(time.time() * 1000)))
+
+    def _process_ahead(self, messages: Sequence[Any]) -> None:
+        """:meth:`process` with the commit on the commit thread: stage this batch, settle the
+        previous one's commit, start this one's (:mod:`stream_guard.commit_ahead`)."""
+        staged = self._stage(messages)
+        self._settle()
+        if staged is None:
             return
+        checkpointer = self.parts.pipeline.stages.checkpointer
+        if checkpointer is not None and checkpointer.pending:
+            # The settled batch met a fence another worker moved: its partitions' detectors are
+            # restored before their next records are staged, and these were staged before.
+            rewind(self._consumer, staged.messages, self._log)
+            return
+        self._publish_early(staged)
+        now_ms = int(time.time() * 1000)
+        self._ahead.start(staged, lambda: staged.checkpoint.commit(self._sinks_ahead, now_ms))
+
+    def _stage(self, messages: Sequence[Any]) -> _Staged | None:
+        """Route, decode, check and aggregate a batch into its checkpoint; None if it holds nothing to commit."""
+        started = time.perf_counter()
+        routed = route(
+            messages,
+            model_of_topic=self._model_of_topic,
+            model_of_label_topic=self._model_of_label_topic,
+            applied=self._applied,
+            replay=self.parts.transaction is not None,
+            log=self._log,
+        )
+        if routed.empty:
+            self._count_consumed(routed)
+            return None
         checkpointer = self.parts.pipeline.stages.checkpointer
         if checkpointer is not None and checkpointer.pending:
             checkpointer.restore_pending(self.parts.stores)  # before any record of theirs is staged
@@ -239,7 +295,6 @@ class Worker:
             for message, error in undecodable:
                 checkpoint.reject(message, error, stream.model)
             dead_labels += len(undecodable)
-        metrics = self.parts.metrics
         staged_by_model: dict[str, StagedBatch] = {}
         for name, model_messages in routed.events.items():
             staged = self.parts.pipeline.stage(self._models[name], model_messages, self.parts.stores[name].keys)
@@ -250,87 +305,81 @@ class Worker:
         for name, staged in staged_by_model.items():
             if staged.early:
                 early.setdefault(name, []).extend(staged.early)
-        if early:  # acknowledged before the batch's state and offsets move: a retry fires them again
-            fired = self.parts.closer.publish_early(early, int(time.time() * 1000))
+        return _Staged(messages, routed, checkpoint, staged_by_model, early, replayed_dead, dead_labels, started)
+
+    def _publish_early(self, staged: _Staged) -> None:
+        """A batch's early alerts, acknowledged before its state and offsets move: a retry fires them again."""
+        if staged.early:
+            fired = self.parts.closer.publish_early(staged.early, int(time.time() * 1000))
             self.stats.alerts += len(fired)
-            metrics.observe_alerts(fired)
-        result = checkpoint.commit(self.parts.sinks, int(time.time() * 1000))
+            self.parts.metrics.observe_alerts(fired)
+
+    def _committed(self, staged: _Staged, result: CommitResult, *, store_offsets: bool = False) -> None:
+        """Count a committed batch (``store_offsets``: first store and commit its offsets, which
+        the commit thread leaves to the loop)."""
+        if store_offsets and result.offsets:
+            self.parts.sinks.offsets.commit(result.offsets)
         self._applied.update(result.applied)
+        routed, checkpoint = staged.routed, staged.checkpoint
         self._count_consumed(routed)  # a batch that failed is read again: counted once, when it commits
+        checkpointer = self.parts.pipeline.stages.checkpointer
         if checkpointer is not None:
             for model, source in result.skipped:
                 checkpointer.skipped(model, str(source))
-        decoded = sum(staged.decoded for staged in staged_by_model.values())
-        dead_lettered = len(checkpoint.rejected) - replayed_dead  # a replayed record counts as redelivered
-        self._count(result, decoded=decoded, dead_lettered=dead_lettered, dead_labels=dead_labels)
-        metrics.observe_batch(
+        decoded = sum(s.decoded for s in staged.staged_by_model.values())
+        dead_lettered = len(checkpoint.rejected) - staged.replayed_dead  # a replayed record counts as redelivered
+        self.stats.count_commit(result, decoded=decoded, dead_lettered=dead_lettered, dead_labels=staged.dead_labels)
+        self.parts.metrics.observe_batch(
             consumed=routed.by_topic,
             redelivered=routed.skipped_by_model,
-            staged=staged_by_model,
-            rejected=[r.model for r in checkpoint.rejected[replayed_dead:]],
+            staged=staged.staged_by_model,
+            rejected=[r.model for r in checkpoint.rejected[staged.replayed_dead :]],
             joins={self._label_streams[topic].model: join for topic, join in result.joins.items()},
             releases=result.releases,
             applied=result.applied,
-            seconds=time.perf_counter() - started,
+            seconds=time.perf_counter() - staged.started,
         )
 
-    def _route(self, messages: Sequence[Any]) -> _Routed:
-        routed = _Routed()
-        label_streams, model_of_topic, applied = self._label_streams, self._model_of_topic, self._applied
-        replay = self.parts.transaction is not None
-        per_topic: dict[str, int] = defaultdict(int)
-        #: The fence of each (topic, partition) of the batch, looked up once.
-        fences: dict[tuple[str, int], int | None] = {}
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    self._log.warning("consumer error", error=error.str())
-                continue
-            topic = message.topic()
-            per_topic[topic] += 1
-            if topic in label_streams:
-                routed.labels[topic].append(message)
-                continue
-            model = model_of_topic[topic]
-            place = (topic, message.partition())
-            if place in fences:
-                fence = fences[place]
-            else:
-                fence = fences[place] = applied.get((model, Source(*place)))
-            if fence is not None and message.offset() <= fence:
-                routed.skipped += 1
-                routed.skipped_by_model[model] += 1
-                if replay:
-                    routed.replayed[model].append(message)
-            else:
-                routed.events[model].append(message)
-        for topic, count in per_topic.items():
-            routed.consumed += count
-            stream = label_streams.get(topic)
-            routed.by_topic[(stream.model if stream is not None else model_of_topic[topic], topic)] += count
-        return routed
+    def _settle(self) -> None:
+        """Wait for the batch committing ahead, then count it; raises what its commit raised."""
+        done = self._ahead.settle()
+        if done is None:
+            return
+        staged, result = done
+        try:
+            self._committed(staged, result, store_offsets=True)
+        except BaseException:
+            self._ahead.failed(staged)
+            raise
 
-    def _count_consumed(self, routed: _Routed) -> None:
+    def _unsettled(self) -> list[Any]:
+        """After a failure: the batch in flight settled; the records of every batch not committed."""
+        with contextlib.suppress(*_RETRYABLE):  # its batch is among the failed ones, read again now
+            self._settle()
+        return self._ahead.failed_messages()
+
+    def _settle_before_rebalance(self) -> None:
+        """A rebalance callback's first step: the batch in flight committed (its offsets stored
+        before a revocation commits them). A failure is raised by the loop after the poll."""
+        try:
+            self._settle()
+        except Exception as exc:  # noqa: BLE001 - raised by the loop after the poll
+            self._log.warning("the batch committing ahead failed", error=str(exc))
+            self._callback_failure = exc
+
+    def _settle_on_exit(self) -> None:
+        """The batch in flight committed before the final offset commit; if it fails, its records
+        are read again by the partitions' next owner."""
+        try:
+            self._settle()
+        except Exception as exc:  # noqa: BLE001 - stopping: its records are the next owner's
+            self._log.warning("the last batch's commit failed: its records will be read again", error=str(exc))
+        finally:
+            self._ahead.close()
+
+    def _count_consumed(self, routed: Routed) -> None:
         self.stats.consumed += routed.consumed
         self.stats.redelivered_skipped += routed.skipped
-
-    def _count(self, result: CommitResult, *, decoded: int, dead_lettered: int, dead_labels: int) -> None:
-        stats = self.stats
-        for join in result.joins.values():
-            stats.labels_matched += join.matched
-            stats.labels_unmatched += join.unmatched
-            stats.labels_skipped += join.skipped
-            stats.labels_invalid += join.invalid
-            stats.labels_held += join.held
-        for release in result.releases.values():
-            stats.labels_released += release.released
-            stats.labels_expired += release.expired
-        # Undecodable labels are both dead letters and "invalid" to the joiner: count them once.
-        stats.labels_invalid -= dead_labels
-        stats.decoded += decoded
-        stats.dead_lettered += dead_lettered
-        stats.batches += 1
 
     def close_due_windows(self, *, final: bool = False) -> list[Alert]:
         """Close the windows the global watermark has passed; publish their alerts.
@@ -342,6 +391,7 @@ class Worker:
         (a crashed worker's, until the group hands them over) none would hold the watermark,
         and every open window would close on the records applied so far.
         """
+        self._settle()  # the windows read what the batch in flight writes
         self._last_close = time.monotonic()
         now_ms = int(time.time() * 1000)
         if not final:
@@ -353,38 +403,6 @@ class Worker:
         self.stats.alerts += len(published)
         self.parts.metrics.observe_alerts(published)
         return published
-
-    def _leave_group(self, timeout_s: float = 10.0) -> None:
-        """Unsubscribe, and let the revocation run in the poll loop, before ``close()``.
-
-        A rebalance callback run inside ``close()`` can deadlock librdkafka: seen in CI, a
-        worker of two stopping while the group rebalanced stuck for ever in
-        ``rd_kafka_consumer_close`` → ``Consumer_rebalance_cb`` → ``rd_kafka_assign``.
-        Records polled meanwhile are not processed and their offsets not committed: the
-        partitions' next owner reads them.
-        """
-        try:
-            self._consumer.unsubscribe()
-            deadline = time.monotonic() + timeout_s
-            while self._consumer.assignment() and time.monotonic() < deadline:
-                self._consumer.consume(self.config.worker.batch_size, 0.2)
-        except KafkaException as exc:
-            self._log.warning("leaving the consumer group before closing failed", error=str(exc))
-
-    def _log_stats(self) -> None:
-        """One line of counters every ``observability.stats_interval_s``."""
-        now = time.monotonic()
-        if now - self._last_stats < self.config.observability.stats_interval_s:
-            return
-        elapsed = now - self._last_stats
-        consumed = self.stats.consumed - self._consumed_at_stats
-        self._last_stats, self._consumed_at_stats = now, self.stats.consumed
-        lag = {
-            f"{s.labels['topic']}:{s.labels['partition']}": int(s.value)
-            for metric in self.parts.metrics.lag.collect()
-            for s in metric.samples
-        }
-        self._log.info("stats", records_per_s=round(consumed / elapsed, 1), lag=lag, **vars(self.stats))
 
     def _hold_lagging(self, now_ms: int, assigned: list[Any]) -> None:
         """Keep the assigned partitions with a backlog (lag > 0) active in their watermark.
@@ -402,29 +420,7 @@ class Worker:
         for (name, fence), sources in by_model.items():
             self.parts.stores[name].touch_sources(sources, now_ms, fence)
 
-    def _reload_profiles(self) -> None:
-        for name, model in self._models.items():
-            try:
-                if model.load_profile():
-                    assert model.profile is not None
-                    self.parts.profiles[name] = model.profile
-                    self._log.info("profile reloaded", model=name, path=str(model.profile_path))
-            except StreamGuardError as exc:
-                self._log.error("profile not reloaded, keeping the previous one", model=name, error=str(exc))
-
     # -- offsets and rebalancing ---------------------------------------------------------
-
-    def _rewind(self, messages: Sequence[Any]) -> None:
-        first: dict[Source, int] = {}
-        for m in messages:
-            if m.error() is None:
-                source = Source(m.topic(), m.partition())
-                first[source] = min(first.get(source, m.offset()), m.offset())
-        for source, offset in first.items():
-            try:
-                self._consumer.seek(TopicPartition(source.topic, source.partition, offset))
-            except KafkaException as exc:
-                self._log.warning("rewind failed", source=str(source), error=str(exc))
 
     def _model_and_fence(self, topic: str) -> tuple[str, Fence]:
         if topic in self._label_streams:
@@ -455,6 +451,7 @@ class Worker:
             self._fences_stale = False
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._settle_before_rebalance()
         checkpointer = self.parts.pipeline.stages.checkpointer
         if checkpointer is not None:
             for tp in partitions:
@@ -478,6 +475,7 @@ class Worker:
         self._log.info("partitions assigned", partitions=describe(partitions))
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._settle_before_rebalance()
         try:
             self._offsets.commit_sync()
         finally:
@@ -485,6 +483,7 @@ class Worker:
             self._log.info("partitions revoked", partitions=describe(partitions))
 
     def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._settle_before_rebalance()
         self._forget(partitions)
         self._log.warning("partitions lost", partitions=describe(partitions))
 

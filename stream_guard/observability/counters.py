@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stream_guard.checkpoint import CommitResult
+    from stream_guard.observability.metrics import WorkerMetrics
 
 
 @dataclass
@@ -41,3 +47,43 @@ class WorkerStats:
             + self.labels_invalid
             + self.labels_skipped
         )
+
+    def count_commit(self, result: CommitResult, *, decoded: int, dead_lettered: int, dead_labels: int) -> None:
+        """Count a committed batch: its decoded events, dead letters, label joins and releases."""
+        for join in result.joins.values():
+            self.labels_matched += join.matched
+            self.labels_unmatched += join.unmatched
+            self.labels_skipped += join.skipped
+            self.labels_invalid += join.invalid
+            self.labels_held += join.held
+        for release in result.releases.values():
+            self.labels_released += release.released
+            self.labels_expired += release.expired
+        # Undecodable labels are both dead letters and "invalid" to the joiner: count them once.
+        self.labels_invalid -= dead_labels
+        self.decoded += decoded
+        self.dead_lettered += dead_lettered
+        self.batches += 1
+
+
+class StatsLine:
+    """The ``stats`` log line: the counters and the consumer lag, every ``interval_s`` at most."""
+
+    def __init__(self, interval_s: float, logger: Any) -> None:
+        self._interval_s = interval_s
+        self._log = logger
+        self._last, self._consumed_then = time.monotonic(), 0
+
+    def log(self, stats: WorkerStats, metrics: WorkerMetrics) -> None:
+        now = time.monotonic()
+        if now - self._last < self._interval_s:
+            return
+        elapsed = now - self._last
+        consumed = stats.consumed - self._consumed_then
+        self._last, self._consumed_then = now, stats.consumed
+        lag = {
+            f"{s.labels['topic']}:{s.labels['partition']}": int(s.value)
+            for metric in metrics.lag.collect()
+            for s in metric.samples
+        }
+        self._log.info("stats", records_per_s=round(consumed / elapsed, 1), lag=lag, **vars(stats))

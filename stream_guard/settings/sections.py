@@ -93,6 +93,9 @@ class WorkerConfig:
     batch_size: int = 5000
     #: ... or what arrived within this long: the wait a batch adds at a low rate.
     batch_timeout_s: float = 0.5
+    #: Commit a batch (dead letters, Redis, label joins) on a thread of its own while the next
+    #: one is polled and staged (:mod:`stream_guard.commit_ahead`); off under ``exactly_once``.
+    commit_ahead: bool = True
     #: Event-time window of aggregated findings (tumbling windows).
     window_s: int = 60
     #: How far behind the watermark an event may arrive and still count in its window.
