@@ -9,8 +9,11 @@ staging the next batch meanwhile, at most one batch ahead. What keeps that safe:
   the consumer's offsets are stored by the loop once the commit returned
   (:meth:`CommitAhead.settle`), so an offset still moves only after everything before it
   is durable;
-* the loop settles the batch in flight before anything that reads what it writes or shares
-  its producer: closing windows, publishing early alerts, a rebalance, stopping;
+* the loop settles the batch in flight before the next batch's early alerts (published
+  before their batch's commit), a rebalance (a revocation commits the offsets) and stopping;
+  windows close meanwhile, as they do while another worker commits (a batch's scripts move
+  its counters and watermarks together), and the producer they share tells each thread's
+  deliveries apart (:class:`~stream_guard.kafka.DeliveryTracker`);
 * a batch whose commit failed is rewound with every batch staged after it
   (:meth:`CommitAhead.failed_messages`): the fences make the retry idempotent, as they do
   for one batch.

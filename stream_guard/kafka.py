@@ -8,6 +8,7 @@ raises unless every message was acknowledged. ``"exactly_once"``: the same produ
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -89,15 +90,42 @@ def max_message_bytes(settings: Mapping[str, Any]) -> int:
     return int(settings.get("message.max.bytes", DEFAULT_MAX_MESSAGE_BYTES))
 
 
+class _Tally:
+    """One thread's messages since its last flush: how many are unacknowledged, which failed."""
+
+    __slots__ = ("failures", "outstanding")
+
+    def __init__(self) -> None:
+        self.outstanding = 0
+        self.failures: list[str] = []
+
+
 class DeliveryTracker:
-    """A producer whose ``flush`` raises unless every message since the last flush was acked."""
+    """A producer whose ``flush`` raises unless every message the calling thread produced since
+    its last flush was acked.
+
+    The worker's loop and its commit thread (:mod:`stream_guard.commit_ahead`) share one
+    producer: a window's alerts and a batch's dead letters may be in flight at once. Each
+    thread's messages are tallied apart, so a failed delivery is raised by the flush of the
+    thread that produced it, whichever thread's flush or poll served its report.
+    """
 
     def __init__(self, settings: Mapping[str, Any], logger: Any = None) -> None:
         self.producer = Producer(dict(settings), logger=logger) if logger is not None else Producer(dict(settings))
         self.max_message_bytes = max_message_bytes(settings)
-        self._failures: list[str] = []
+        self._tallies: dict[int, _Tally] = {}
+        self._lock = threading.Lock()
         #: A delivery report that could not read its error (the client failed fatally meanwhile).
         self.client_failure: SystemError | None = None
+
+    def _tally(self) -> _Tally:
+        """The calling thread's tally."""
+        thread = threading.get_ident()
+        with self._lock:
+            tally = self._tallies.get(thread)
+            if tally is None:
+                tally = self._tallies[thread] = _Tally()
+            return tally
 
     def produce(
         self,
@@ -108,45 +136,76 @@ class DeliveryTracker:
         if_too_large: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        """Queue a message for the next :meth:`flush`.
+        """Queue a message for the next :meth:`flush` of the calling thread.
 
         ``if_too_large`` (new ``value`` and ``headers``) replaces the message once if the
         client or the broker refuses it as too large (``MSG_SIZE_TOO_LARGE``): a message
         that can never be delivered must not be retried without end.
         """
+        self._produce(self._tally(), topic, value, key, if_too_large, kwargs)
 
+    def _produce(
+        self,
+        tally: _Tally,
+        topic: str,
+        value: bytes | None,
+        key: bytes | str | None,
+        if_too_large: Mapping[str, Any] | None,
+        kwargs: Mapping[str, Any],
+    ) -> None:
         def on_delivery(error: KafkaError | None, message: Message) -> None:
             try:
                 if error is None:
                     self._delivered(message)
-                    return
-                if error.code() == KafkaError.MSG_SIZE_TOO_LARGE and if_too_large is not None:
-                    self.produce(topic, key=key, **{**kwargs, **if_too_large})
+                elif error.code() == KafkaError.MSG_SIZE_TOO_LARGE and if_too_large is not None:
+                    self._replace(tally, topic, key, if_too_large, kwargs)
                 else:
-                    self._failures.append(f"{message.topic()}: {error.str()}")
+                    with self._lock:
+                        tally.failures.append(f"{message.topic()}: {error.str()}")
             except SystemError as exc:
                 # Run by a flush with the client's fatal error pending (its cause): kept for the caller.
                 self.client_failure = exc
+            finally:
+                with self._lock:
+                    tally.outstanding -= 1
 
         while True:
             try:
                 self.producer.produce(topic, value, key, on_delivery=on_delivery, **kwargs)
-                return
+                break
             except BufferError:
                 # The local queue is full: serve delivery reports to make room, then retry.
                 self.producer.poll(0.1)
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE or if_too_large is None:
                     raise
-                self.produce(topic, key=key, **{**kwargs, **if_too_large})
+                self._replace(tally, topic, key, if_too_large, kwargs)
                 return
+        with self._lock:
+            tally.outstanding += 1
+
+    def _replace(
+        self,
+        tally: _Tally,
+        topic: str,
+        key: bytes | str | None,
+        if_too_large: Mapping[str, Any],
+        kwargs: Mapping[str, Any],
+    ) -> None:
+        """Produce the ``if_too_large`` replacement of a message refused as too large, in its tally."""
+        replacement = {**kwargs, **if_too_large}
+        self._produce(tally, topic, replacement.pop("value", None), key, None, replacement)
 
     def _delivered(self, message: Message) -> None:
         """A message was acknowledged (called from the delivery report)."""
 
     def flush(self, timeout_s: float = 30.0) -> None:
-        remaining = self.producer.flush(timeout_s)
-        failures, self._failures = self._failures, []
+        """Wait for the queued messages; raise unless every one the calling thread produced was acked."""
+        self.producer.flush(timeout_s)
+        tally = self._tally()
+        with self._lock:
+            failures, tally.failures = tally.failures, []
+            remaining = tally.outstanding
         if remaining or failures:
             detail = "; ".join(failures[:3]) or f"{remaining} messages still in flight after {timeout_s}s"
             raise DeliveryError(f"broker did not acknowledge {len(failures) + remaining} messages: {detail}")

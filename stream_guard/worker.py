@@ -390,8 +390,13 @@ class Worker:
         does not own, and if every partition had been left unread for ``idle_partition_s``
         (a crashed worker's, until the group hands them over) none would hold the watermark,
         and every open window would close on the records applied so far.
+
+        A batch committing ahead is not waited for (``final`` excepted): its scripts move its
+        windows' counters and its partitions' watermarks together, so a window is due on
+        whole batches, as it is while another worker of the group commits.
         """
-        self._settle()  # the windows read what the batch in flight writes
+        if final:
+            self._settle()  # the last batch's counts are in its windows
         self._last_close = time.monotonic()
         now_ms = int(time.time() * 1000)
         if not final:

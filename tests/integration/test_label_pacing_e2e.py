@@ -46,6 +46,9 @@ encoding = "json"
 """,
     )
     config.kafka.consumer["max.partition.fetch.bytes"] = 16_384  # fetches of ~150 records: the topics in turns
+    # Commits in line: with commits ahead this test failed 3 times in 9 (no pause seen: the labels
+    # were not read ahead of the events in the first polls); see the closing note of issue 9.
+    config.worker.commit_ahead = False
     config.worker.label_pause_max_s = 120.0  # only catching up resumes a labels partition in this test
     create_topics(bootstrap, [labels_topic], partitions=PARTITIONS)
     sim = Simulator(encoding="confluent", seed=73)
