@@ -315,8 +315,7 @@ class Worker:
             self.parts.metrics.observe_alerts(fired)
 
     def _committed(self, staged: _Staged, result: CommitResult, *, store_offsets: bool = False) -> None:
-        """Count a committed batch (``store_offsets``: first store and commit its offsets, which
-        the commit thread leaves to the loop)."""
+        """Count a committed batch (``store_offsets``: the commit thread left its offsets to the loop)."""
         if store_offsets and result.offsets:
             self.parts.sinks.offsets.commit(result.offsets)
         self._applied.update(result.applied)
@@ -359,8 +358,7 @@ class Worker:
         return self._ahead.failed_messages()
 
     def _settle_before_rebalance(self) -> None:
-        """A rebalance callback's first step: the batch in flight committed (its offsets stored
-        before a revocation commits them). A failure is raised by the loop after the poll."""
+        """A rebalance callback's first step (a revocation commits the offsets); a failure is raised after the poll."""
         try:
             self._settle()
         except Exception as exc:  # noqa: BLE001 - raised by the loop after the poll
@@ -391,9 +389,8 @@ class Worker:
         (a crashed worker's, until the group hands them over) none would hold the watermark,
         and every open window would close on the records applied so far.
 
-        A batch committing ahead is not waited for (``final`` excepted): its scripts move its
-        windows' counters and its partitions' watermarks together, so a window is due on
-        whole batches, as it is while another worker of the group commits.
+        A batch committing ahead is not waited for (but by ``final``): a window is due on whole
+        batches, as while another worker commits (:mod:`stream_guard.commit_ahead`).
         """
         if final:
             self._settle()  # the last batch's counts are in its windows
