@@ -49,6 +49,7 @@ class CommitAhead(Generic[_B, _R]):
         self._in_flight: tuple[_B, Future[_R]] | None = None
         #: Batches whose commit raised (or whose settling did), not read again yet.
         self._failed: list[_B] = []
+        self._settled = False
 
     @property
     def busy(self) -> bool:
@@ -72,10 +73,18 @@ class CommitAhead(Generic[_B, _R]):
         batch, future = self._in_flight
         self._in_flight = None
         try:
-            return batch, future.result()
+            result = future.result()
         except BaseException:
             self._failed.append(batch)
             raise
+        self._settled = True
+        return batch, result
+
+    def settled_since(self) -> bool:
+        """Whether a commit completed since the last call: what ends an outage (a batch merely
+        staged, or a commit started, may still fail)."""
+        settled, self._settled = self._settled, False
+        return settled
 
     def failed(self, batch: _B) -> None:
         """Count ``batch`` as not committed (its settling failed after the commit returned)."""

@@ -208,8 +208,9 @@ class Worker:
                         self.close_due_windows()
                     if transaction is not None:
                         transaction.commit()
-                    health.retrying, health.redis_ok = False, True
-                    self._outage.succeeded(self._log, "consumption resumed")
+                    if not ahead or self._ahead.settled_since():  # a commit ahead may still fail
+                        health.retrying, health.redis_ok = False, True
+                        self._outage.succeeded(self._log, "consumption resumed")
                 except _RETRYABLE as exc:
                     self.stats.retries += 1
                     self.parts.metrics.retries.inc()
@@ -366,8 +367,7 @@ class Worker:
             self._callback_failure = exc
 
     def _settle_on_exit(self) -> None:
-        """The batch in flight committed before the final offset commit; if it fails, its records
-        are read again by the partitions' next owner."""
+        """The batch in flight committed before the final offset commit (failed: the next owner reads it)."""
         try:
             self._settle()
         except Exception as exc:  # noqa: BLE001 - stopping: its records are the next owner's
