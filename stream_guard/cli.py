@@ -168,6 +168,7 @@ def _run(args: argparse.Namespace) -> int:
     import structlog
 
     from stream_guard.assembly import build_worker, start_http_endpoint, worker_health
+    from stream_guard.heap import settle_heap
     from stream_guard.observability.metrics import WorkerMetrics
     from stream_guard.state.client import connect_when_reachable
     from stream_guard.worker import Worker
@@ -199,6 +200,7 @@ def _run(args: argparse.Namespace) -> int:
         workers.append(worker)
         if stopping.is_set():  # signalled while it was built: it closes its clients and leaves
             worker.stop()
+        settle_heap()
         worker.run(args.duration, drain_on_exit=args.drain_on_exit)
     finally:
         if endpoint is not None:
